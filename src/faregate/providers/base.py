@@ -1,0 +1,118 @@
+"""The contract every provider adapter implements, and the errors they raise.
+
+The canonical request and response shapes are OpenAI's (chat.completion,
+chat.completion.chunk, embeddings, images). An adapter translates that shape to its
+provider's wire format and back, and translates the provider's failures into
+`ProviderError` from status codes and structured fields, never from message text.
+Adapters do no routing, pricing or retries: they make one call to one deployment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from faregate.errors import FaregateError
+from faregate.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to reach one upstream: the resolved provider settings."""
+
+    name: str
+    wire: str
+    base_url: str
+    api_key: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 600.0
+    connect_timeout: float = 10.0
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, key: str, default: Any = None) -> Any:
+        for k, v in self.options:
+            if k == key:
+                return v
+        return default
+
+
+@dataclass(slots=True)
+class ChatResult:
+    body: dict[str, Any]
+    usage: Usage
+
+
+@dataclass(slots=True)
+class EmbeddingsResult:
+    body: dict[str, Any]
+    usage: Usage
+
+
+@dataclass(slots=True)
+class ImagesResult:
+    body: dict[str, Any]
+    usage: Usage
+
+
+@dataclass(slots=True)
+class StreamState:
+    """Filled in by a chat stream as it runs; read once the stream is exhausted."""
+
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    chunks: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(FaregateError):
+    """A failure of one upstream call.
+
+    `retryable` says whether another deployment (or a later try) may succeed;
+    `retry_after` carries the provider's Retry-After in seconds when it sent one.
+    """
+
+    status = 502
+    type = "api_error"
+    code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        code: str = "upstream_error",
+        type: str = "api_error",
+        param: str | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
+        headers = {"Retry-After": str(int(retry_after + 0.999))} if retry_after else None
+        super().__init__(message, status=status, code=code, type=type, param=param, headers=headers)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.upstream_status = upstream_status
+
+
+class Provider(Protocol):
+    """One wire format. Instances are built once per endpoint and hold a pooled session."""
+
+    wire: ClassVar[str]
+    # Which calls this wire format supports: a subset of
+    # {"chat", "chat_stream", "tools", "vision", "embeddings", "images"}.
+    capabilities: ClassVar[frozenset[str]]
+
+    async def chat(self, body: dict[str, Any], model: str) -> ChatResult: ...
+
+    def chat_stream(
+        self, body: dict[str, Any], model: str, state: StreamState
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield OpenAI chat.completion.chunk dicts; fill `state.usage` before finishing."""
+        ...
+
+    async def embeddings(self, body: dict[str, Any], model: str) -> EmbeddingsResult: ...
+
+    async def images(self, body: dict[str, Any], model: str) -> ImagesResult: ...
+
+    async def aclose(self) -> None: ...

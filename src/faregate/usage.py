@@ -1,0 +1,47 @@
+"""The canonical usage record: one per upstream call, whatever the provider.
+
+Token counts follow OpenAI's inclusive convention: `input_tokens` includes
+`cached_input_tokens`, and `output_tokens` includes `reasoning_tokens`. Metering splits
+them into disjoint event types (input, cached_input, output, reasoning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    images: int = 0
+    image_width: int = 0
+    image_height: int = 0
+    image_quality: str | None = None
+    image_steps: int | None = None
+    seconds: Decimal = Decimal(0)
+    # True when the provider reported nothing and the gateway counted.
+    estimated: bool = False
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return max(self.input_tokens - self.cached_input_tokens, 0)
+
+    @property
+    def visible_output_tokens(self) -> int:
+        return max(self.output_tokens - self.reasoning_tokens, 0)
+
+    @property
+    def image_size(self) -> str | None:
+        if not self.images:
+            return None
+        return f"{self.image_width}x{self.image_height}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["seconds"] = str(self.seconds)
+        return data
