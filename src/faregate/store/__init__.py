@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy Core tables and migrations, and the counter/hold backends."""

@@ -1,0 +1,5 @@
+"""All tables, one module per domain, on one MetaData. Import this to see the whole schema."""
+
+from faregate.store.tables.base import metadata
+
+__all__ = ["metadata"]

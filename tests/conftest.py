@@ -1,0 +1,89 @@
+"""Shared fixtures: free ports, a private PostgreSQL database per test, a Redis key prefix.
+
+PostgreSQL and Redis are real servers on 127.0.0.1. A test that needs one is skipped when
+it is down, unless FAREGATE_REQUIRE_SERVICES=1 (set by `make test`), which fails it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+PG_ADMIN_DSN = os.environ.get("FAREGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("FAREGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _service_missing(what: str, exc: BaseException) -> None:
+    if os.environ.get("FAREGATE_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what} is required but unavailable: {exc}")
+    pytest.skip(f"{what} unavailable: {exc}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this test, as a SQLAlchemy asyncpg URL."""
+    import asyncpg
+
+    name = f"fg_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        _service_missing("PostgreSQL", exc)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    yield f"{base}/{name}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    """Redis at 127.0.0.1:6379; yields a URL whose keys are cleaned up by `redis_prefix`."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (OSError, aioredis.RedisError) as exc:
+        _service_missing("Redis", exc)
+    finally:
+        await client.aclose()
+    yield REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A unique key prefix so concurrent test runs never share Redis state."""
+    prefix = f"fgtest:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    except redis.RedisError:
+        pass
