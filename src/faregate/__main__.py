@@ -1,0 +1,7 @@
+"""`python -m faregate` is the command line."""
+
+import sys
+
+from faregate.cli import main
+
+sys.exit(main())

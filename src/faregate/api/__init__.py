@@ -1,0 +1,1 @@
+"""HTTP surface only: parse, validate, call one service, render. No business rules here."""

@@ -1,0 +1,198 @@
+"""Admin REST API (JSON, admin key): customers, teams, API keys, provider credentials."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from faregate.api.common import bearer_key, json_response, read_json_object
+from faregate.api.state import SERVICES, Services
+from faregate.auth import repository
+from faregate.errors import Conflict, InvalidRequest, NotFound
+from faregate.money import decimal_str, from_nanos, parse_decimal, to_nanos
+from faregate.store import crypto
+from faregate.store.tables.gateway import provider_credentials
+
+
+async def _admin(request: web.Request) -> Services:
+    services = request.app[SERVICES]
+    await services.admin(bearer_key(request))
+    return services
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def customer_json(row: dict[str, Any]) -> dict[str, Any]:
+    limit = row.get("credit_limit_nanos")
+    return {
+        "id": row["id"], "external_id": row["external_id"], "name": row.get("name"),
+        "email": row.get("email"), "currency": row.get("currency"), "timezone": row.get("timezone"),
+        "credit_limit": None if limit is None else decimal_str(from_nanos(limit)),
+        "metadata": row.get("metadata") or {}, "created_at": _iso(row.get("created_at")),
+    }
+
+
+def key_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "prefix": row["prefix"], "name": row.get("name"),
+        "customer_id": row.get("customer_id"), "team_id": row.get("team_id"),
+        "external_subscription_id": row.get("external_subscription_id"),
+        "allowed_models": row.get("allowed_models"), "tags": row.get("tags") or [],
+        "settings": row.get("settings") or {}, "expires_at": _iso(row.get("expires_at")),
+        "revoked_at": _iso(row.get("revoked_at")), "created_at": _iso(row.get("created_at")),
+    }
+
+
+def _str(body: dict[str, Any], name: str, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"'{name}' must be a non-empty string.", param=name)
+    return value
+
+
+async def create_customer(request: web.Request) -> web.Response:
+    services = await _admin(request)
+    body = await read_json_object(request)
+    external_id = _str(body, "external_id", required=True)
+    values: dict[str, Any] = {"external_id": external_id, "name": _str(body, "name"),
+                              "email": _str(body, "email"),
+                              "currency": (_str(body, "currency") or services.settings.currency).upper(),
+                              "timezone": _str(body, "timezone") or "UTC"}
+    if body.get("credit_limit") is not None:
+        try:
+            values["credit_limit_nanos"] = to_nanos(parse_decimal(body["credit_limit"]))
+        except (ValueError, ArithmeticError):
+            raise InvalidRequest("'credit_limit' must be a decimal amount.", param="credit_limit") from None
+    async with services.engine.begin() as conn:
+        if await repository.customer_by_external_id(conn, external_id or "") is not None:
+            raise Conflict(f"Customer {external_id!r} already exists.", param="external_id")
+        row = await repository.insert_customer(conn, values)
+    return json_response({"customer": customer_json(row)}, status=201)
+
+
+async def list_customers(request: web.Request) -> web.Response:
+    services = await _admin(request)
+    async with services.engine.connect() as conn:
+        rows = await repository.list_customers(conn, limit=1000)
+    return json_response({"customers": [customer_json(r) for r in rows]})
+
+
+async def create_team(request: web.Request) -> web.Response:
+    services = await _admin(request)
+    body = await read_json_object(request)
+    name = _str(body, "name", required=True)
+    async with services.engine.begin() as conn:
+        if await repository.team_by_name(conn, name or "") is not None:
+            raise Conflict(f"Team {name!r} already exists.", param="name")
+        customer_id = None
+        if body.get("customer"):
+            customer = await repository.customer_by_external_id(conn, str(body["customer"]))
+            if customer is None:
+                raise NotFound(f"Customer {body['customer']!r} not found.", param="customer")
+            customer_id = customer["id"]
+        row = await repository.insert_team(conn, {"name": name, "customer_id": customer_id})
+    return json_response({"team": {"id": row["id"], "name": name, "customer_id": customer_id}},
+                         status=201)
+
+
+async def list_teams(request: web.Request) -> web.Response:
+    services = await _admin(request)
+    async with services.engine.connect() as conn:
+        rows = await repository.list_teams(conn)
+    return json_response({"teams": [{"id": r["id"], "name": r["name"],
+                                     "customer_id": r["customer_id"]} for r in rows]})
+
+
+def _expiry(body: dict[str, Any]) -> datetime | None:
+    value = body.get("expires_at")
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidRequest("'expires_at' must be an ISO 8601 timestamp.", param="expires_at") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _string_list(body: dict[str, Any], name: str) -> list[str] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"'{name}' must be an array of strings.", param=name)
+    return value
+
+
+async def create_key(request: web.Request) -> web.Response:
+    services = await _admin(request)
+    body = await read_json_object(request)
+    settings = body.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise InvalidRequest("'settings' must be an object.", param="settings")
+    key, row = await services.keys.create_key(
+        name=_str(body, "name"), customer_external_id=_str(body, "customer"),
+        team=_str(body, "team"), external_subscription_id=_str(body, "external_subscription_id"),
+        allowed_models=_string_list(body, "allowed_models"), tags=_string_list(body, "tags"),
+        settings=settings, expires_at=_expiry(body),
+    )
+    return json_response({"key": key, "api_key": key_json(row)}, status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    services = await _admin(request)
+    async with services.engine.connect() as conn:
+        customer_id = None
+        if request.query.get("customer"):
+            customer = await repository.customer_by_external_id(conn, request.query["customer"])
+            if customer is None:
+                raise NotFound("Customer not found.", param="customer")
+            customer_id = customer["id"]
+        rows = await repository.list_keys(conn, customer_id)
+    return json_response({"api_keys": [key_json(r) for r in rows]})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    services = await _admin(request)
+    await services.keys.revoke(request.match_info["key_id"])
+    return json_response({"revoked": True})
+
+
+async def put_credential(request: web.Request) -> web.Response:
+    """Store a provider credential encrypted at rest; it is never returned."""
+    services = await _admin(request)
+    name = request.match_info["provider"]
+    if name not in services.settings.providers:
+        raise NotFound(f"Provider {name!r} is not configured.", param="provider")
+    body = await read_json_object(request)
+    secret = _str(body, "api_key", required=True) or ""
+    ciphertext = crypto.encrypt(services.settings.secret_key, secret)
+    async with services.engine.begin() as conn:
+        exists = (await conn.execute(select(provider_credentials.c.provider).where(
+            provider_credentials.c.provider == name))).first()
+        values = {"ciphertext": ciphertext, "active": True, "created_at": datetime.now(UTC)}
+        if exists:
+            await conn.execute(provider_credentials.update().where(
+                provider_credentials.c.provider == name).values(**values))
+        else:
+            await conn.execute(provider_credentials.insert().values(provider=name, **values))
+    return json_response({"provider": name, "stored": True, "applies": "on restart"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/customers", create_customer)
+    app.router.add_get("/admin/customers", list_customers)
+    app.router.add_post("/admin/teams", create_team)
+    app.router.add_get("/admin/teams", list_teams)
+    app.router.add_post("/admin/keys", create_key)
+    app.router.add_get("/admin/keys", list_keys)
+    app.router.add_delete("/admin/keys/{key_id}", revoke_key)
+    app.router.add_put("/admin/providers/{provider}/credential", put_credential)

@@ -1,0 +1,52 @@
+"""Request plumbing shared by the API modules: reading JSON bodies, API keys, request ids."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from faregate.errors import InvalidRequest, PayloadTooLarge
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400/413 that says what is wrong."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge("Request body is larger than the configured limit.") from None
+    if not raw:
+        raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"Request body is not valid JSON: {exc.msg} at position {exc.pos}.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def bearer_key(request: web.Request) -> str | None:
+    """The client's key from `Authorization: Bearer`, or Anthropic's `x-api-key`."""
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    return request.headers.get("x-api-key") or request.headers.get("api-key")
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )

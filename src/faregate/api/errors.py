@@ -1,0 +1,60 @@
+"""The one place every failure becomes an OpenAI-shaped JSON response. Unknown exceptions
+are logged with the request id and answered with a generic 500: no traceback, no secret."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from faregate.errors import FaregateError, NotFound, PayloadTooLarge
+
+log = logging.getLogger("faregate.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+}
+
+
+def error_response(err: FaregateError, request_id: str | None = None) -> web.Response:
+    headers = dict(err.headers)
+    if request_id:
+        headers["x-faregate-request-id"] = request_id
+    return web.Response(
+        body=orjson.dumps(err.body()),
+        status=err.status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> FaregateError:
+    if exc.status == 413:
+        return PayloadTooLarge("Request body is larger than the configured limit.")
+    if exc.status == 404:
+        return NotFound("Unknown path.", code="not_found")
+    type_, code = _HTTP_CODES.get(exc.status, ("invalid_request_error", "http_error"))
+    return FaregateError(exc.reason or "HTTP error", status=exc.status, type=type_, code=code)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except FaregateError as err:
+        return error_response(err, request.get("request_id"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_from_http_exception(exc), request.get("request_id"))
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request.get("request_id"),
+                                                "path": request.path})
+        err = FaregateError("The server had an error while processing your request.")
+        return error_response(err, request.get("request_id"))

@@ -1,0 +1,152 @@
+"""Validation of OpenAI-shaped request bodies: cheap hand-written checks that name the bad
+field in `param`. Unknown fields are kept and passed through to OpenAI-compatible upstreams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faregate.errors import InvalidRequest
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
+_IMAGE_QUALITIES = frozenset({"standard", "hd", "low", "medium", "high", "auto"})
+
+
+def _fail(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
+def _number(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise _fail(f"'{name}' must be a number between {lo} and {hi}.", name)
+
+
+def _positive_int(body: dict[str, Any], name: str, hi: int | None = None) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (hi and value > hi):
+        limit = f" and at most {hi}" if hi else ""
+        raise _fail(f"'{name}' must be an integer of at least 1{limit}.", name)
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a string.", param="model",
+                             code="missing_required_parameter" if model is None else "invalid_value")
+    return model
+
+
+def _content(content: Any, where: str) -> None:
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _fail("Message content must be a string or a list of content parts.", where)
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in _PART_TYPES:
+            raise _fail("Each content part must be an object with a known 'type'.", f"{where}[{j}]")
+        if part["type"] == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str):
+                raise _fail("An image_url part needs 'image_url.url'.", f"{where}[{j}].image_url")
+
+
+def _messages(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array.", param="messages",
+                             code="missing_required_parameter" if messages is None else "invalid_value")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _fail("Each message must be an object.", f"messages[{i}]")
+        if message.get("role") not in _ROLES:
+            raise _fail(f"Invalid role {message.get('role')!r}.", f"messages[{i}].role")
+        _content(message.get("content"), f"messages[{i}].content")
+        if message["role"] == "tool" and not isinstance(message.get("tool_call_id"), str):
+            raise _fail("A tool message needs 'tool_call_id'.", f"messages[{i}].tool_call_id")
+
+
+def _tools(body: dict[str, Any]) -> None:
+    tools = body.get("tools")
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise _fail("'tools' must be an array.", "tools")
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _fail("Each tool needs 'function.name'.", f"tools[{i}].function.name")
+
+
+def chat_request(body: dict[str, Any]) -> str:
+    """Validate a chat.completions body in place; return the model asked for."""
+    model = _model(body)
+    _messages(body)
+    _tools(body)
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise _fail("'stream' must be a boolean.", "stream")
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    _number(body, "presence_penalty", -2, 2)
+    _number(body, "frequency_penalty", -2, 2)
+    _positive_int(body, "n", 128)
+    _positive_int(body, "max_tokens")
+    _positive_int(body, "max_completion_tokens")
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str) and not (
+        isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop)
+    ):
+        raise _fail("'stop' must be a string or up to 4 strings.", "stop")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise _fail("'metadata' must be an object.", "metadata")
+    return model
+
+
+def embeddings_request(body: dict[str, Any]) -> str:
+    model = _model(body)
+    value = body.get("input")
+    ok = isinstance(value, str) or (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, str | int) or isinstance(v, list) for v in value)
+    )
+    if not ok:
+        raise InvalidRequest("'input' must be a string or a non-empty array.", param="input",
+                             code="missing_required_parameter" if value is None else "invalid_value")
+    _positive_int(body, "dimensions")
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        raise _fail("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+    return model
+
+
+def parse_size(size: Any) -> tuple[int, int]:
+    if not isinstance(size, str):
+        raise _fail("'size' must be a string like '1024x1024'.", "size")
+    width, sep, height = size.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or not 0 < int(width) <= 8192 \
+            or not 0 < int(height) <= 8192:
+        raise _fail("'size' must be a string like '1024x1024'.", "size")
+    return int(width), int(height)
+
+
+def images_request(body: dict[str, Any]) -> str:
+    model = _model(body)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidRequest("'prompt' is required.", param="prompt",
+                             code="missing_required_parameter")
+    _positive_int(body, "n", 10)
+    _positive_int(body, "steps", 500)
+    if "size" in body and body["size"] != "auto":
+        parse_size(body["size"])
+    if body.get("quality") is not None and body["quality"] not in _IMAGE_QUALITIES:
+        raise _fail(f"'quality' must be one of {sorted(_IMAGE_QUALITIES)}.", "quality")
+    if body.get("response_format", "url") not in ("url", "b64_json"):
+        raise _fail("'response_format' must be 'url' or 'b64_json'.", "response_format")
+    return model

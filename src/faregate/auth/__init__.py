@@ -1,0 +1,1 @@
+"""API keys, customers and teams, and the principal a request acts as."""

@@ -1,0 +1,133 @@
+"""Key issuing and request authentication with a short-lived cache: after warm-up a
+request costs no database query, and a revocation is seen within `ttl` seconds."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from faregate.auth import keys, repository
+from faregate.auth.errors import ExpiredKey, InvalidKey, MissingKey, RevokedKey
+from faregate.auth.principal import Principal
+from faregate.errors import InvalidRequest, NotFound
+
+REVOCATION_TTL = 1.0  # seconds a cached key may be served before it is read again
+
+
+def _principal(row: dict[str, Any]) -> Principal:
+    allowed = row.get("allowed_models")
+    return Principal(
+        key_id=row["id"],
+        key_prefix=row["prefix"],
+        customer_id=row.get("customer_id"),
+        external_customer_id=row.get("external_customer_id"),
+        team_id=row.get("team_id"),
+        team_name=row.get("team_name"),
+        external_subscription_id=row.get("external_subscription_id"),
+        allowed_models=frozenset(allowed) if allowed else None,
+        tags=tuple(row.get("tags") or ()),
+        settings=dict(row.get("settings") or {}),
+        expires_at=_aware(row.get("expires_at")),
+        revoked=row.get("revoked_at") is not None,
+    )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class KeyService:
+    def __init__(self, engine: AsyncEngine, admin_key: str | None, ttl: float = REVOCATION_TTL):
+        self._engine = engine
+        self._admin_key = admin_key
+        self._ttl = ttl
+        # prefix -> (principal or None, key hash, fetched at)
+        self._cache: dict[str, tuple[Principal | None, str, float]] = {}
+
+    async def authenticate(self, key: str | None) -> Principal:
+        if not key:
+            raise MissingKey("Missing API key: send it as 'Authorization: Bearer <key>'.")
+        if self._admin_key and keys.hmac.compare_digest(key, self._admin_key):
+            return Principal(key_id="admin", key_prefix="admin", is_admin=True)
+        prefix = keys.parse_prefix(key)
+        if prefix is None:
+            raise InvalidKey("Incorrect API key provided.")
+        entry = self._cache.get(prefix)
+        now = time.monotonic()
+        if entry is None or now - entry[2] > self._ttl:
+            entry = await self._load(prefix, now)
+        principal, key_hash, _ = entry
+        if principal is None or not keys.verify(key, key_hash):
+            raise InvalidKey("Incorrect API key provided.")
+        if principal.revoked:
+            raise RevokedKey("This API key has been revoked.")
+        if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+            raise ExpiredKey("This API key has expired.")
+        return principal
+
+    async def _load(self, prefix: str, now: float) -> tuple[Principal | None, str, float]:
+        async with self._engine.connect() as conn:
+            row = await repository.key_by_prefix(conn, prefix)
+        entry = (_principal(row), row["key_hash"], now) if row else (None, "", now)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[prefix] = entry
+        return entry
+
+    def invalidate(self, prefix: str | None = None) -> None:
+        if prefix is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(prefix, None)
+
+    async def create_key(
+        self,
+        *,
+        name: str | None = None,
+        customer_external_id: str | None = None,
+        team: str | None = None,
+        external_subscription_id: str | None = None,
+        allowed_models: list[str] | None = None,
+        tags: list[str] | None = None,
+        settings: dict[str, Any] | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Create a key; returns (the key, shown once; the stored row without its hash)."""
+        key, prefix, key_hash = keys.generate_key()
+        async with self._engine.begin() as conn:
+            customer_id = team_id = None
+            if customer_external_id:
+                customer = await repository.customer_by_external_id(conn, customer_external_id)
+                if customer is None:
+                    raise NotFound(f"Customer {customer_external_id!r} not found.",
+                                   param="customer", code="customer_not_found")
+                customer_id = customer["id"]
+            if team:
+                found = await repository.team_by_name(conn, team)
+                if found is None:
+                    found = await repository.insert_team(conn, {"name": team, "customer_id": customer_id})
+                team_id = found["id"]
+            if expires_at is not None and expires_at.tzinfo is None:
+                raise InvalidRequest("expires_at must carry a time zone.", param="expires_at")
+            row = await repository.insert_key(conn, {
+                "prefix": prefix, "key_hash": key_hash, "name": name,
+                "customer_id": customer_id, "team_id": team_id,
+                "external_subscription_id": external_subscription_id,
+                "allowed_models": allowed_models, "tags": tags or [],
+                "settings": settings or {}, "expires_at": expires_at,
+            })
+        row.pop("key_hash")
+        return key, row
+
+    async def revoke(self, key_id: str) -> None:
+        async with self._engine.begin() as conn:
+            row = await repository.key_by_id(conn, key_id)
+            if row is None:
+                raise NotFound(f"API key {key_id!r} not found.", code="key_not_found")
+            await repository.revoke_key(conn, key_id)
+        self.invalidate(row["prefix"])

@@ -1,0 +1,44 @@
+"""The one command line: serve, migrate, demo, mock-provider, keys, customers, usage, …
+
+Each command group lives in its own module and registers itself on the parser here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from faregate.cli import admin, serve
+from faregate.errors import FaregateError
+
+_GROUPS = [serve, admin]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faregate", description="AI gateway with billing inside.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in _GROUPS:
+        group.register(sub)
+    for name in ("billing", "pricing", "spend", "wallets"):
+        try:
+            module = __import__(f"faregate.cli.{name}", fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FaregateError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The request pipeline: one readable function per endpoint kind, composing the stages."""

@@ -1,0 +1,224 @@
+"""The life of one request: resolve, guard, estimate, hold, route, call, settle, meter.
+
+Each endpoint kind is one readable method. The upstream call goes through failover;
+stages are settled in `finally`, so a provider error, a timeout or a client disconnect
+releases every hold exactly once. Nothing here waits on a database write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from faregate.auth.errors import ModelNotAllowed
+from faregate.config import Deployment
+from faregate.errors import FaregateError, InvalidRequest
+from faregate.gateway.call import Call
+from faregate.gateway.stages import Stage, StageRun
+from faregate.usage import Usage
+from faregate.providers.base import (
+    ChatResult,
+    EmbeddingsResult,
+    ImagesResult,
+    Provider,
+    ProviderError,
+    StreamState,
+)
+
+T = TypeVar("T")
+
+
+class Pricer(Protocol):
+    def estimate(self, call: Call) -> None:
+        """Fill call.est_* (tokens, worst-case cost and price) before any hold."""
+
+    def settle(self, call: Call) -> None:
+        """Fill call.cost and call.price from call.usage and call.deployment."""
+
+
+class Meter(Protocol):
+    def record(self, call: Call) -> None: ...
+
+
+class ResponseCache(Protocol):
+    async def lookup(self, call: Call) -> Any | None: ...
+
+    async def store(self, call: Call, result: Any) -> None: ...
+
+
+def _partial_usage(call: Call, state: StreamState) -> Usage:
+    """A stream cut before the provider's report: bill what was sent, marked estimated."""
+    return Usage(input_tokens=call.est_input_tokens, output_tokens=state.chunks, estimated=True)
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        router: Any,
+        upstreams: dict[str, Provider],
+        pricer: Pricer,
+        meter: Meter,
+        failover: Callable[..., Awaitable[Any]],
+        health: Any,
+        stages: list[Stage] | None = None,
+        cache: ResponseCache | None = None,
+        request_timeout: float = 600.0,
+        max_attempts: int = 5,
+    ):
+        self.router = router
+        self.upstreams = upstreams
+        self.pricer = pricer
+        self.meter = meter
+        self.failover = failover
+        self.health = health
+        self.stages = stages or []
+        self.cache = cache
+        self.request_timeout = request_timeout
+        self.max_attempts = max_attempts
+
+    # -- shared steps -------------------------------------------------------------
+
+    def _resolve(self, call: Call, kind: str) -> None:
+        group = self.router.resolve(call.model)
+        if group.kind != kind:
+            raise InvalidRequest(
+                f"Model {call.model!r} does not serve {kind}.", param="model", code="model_not_supported"
+            )
+        if not call.principal.allows(call.model) and not call.principal.allows(group.name):
+            raise ModelNotAllowed(f"This API key may not use model {call.model!r}.", param="model")
+        call.group = group
+
+    def _provider(self, deployment: Deployment) -> Provider:
+        return self.upstreams[deployment.provider]
+
+    async def _with_failover(self, call: Call, attempt: Callable[[Deployment], Awaitable[T]]) -> T:
+        plan = self.router.plan(call.group, self.router.route_request(call))
+        deadline = time.monotonic() + self.request_timeout
+        outcome = await self.failover(
+            plan, attempt, health=self.health, deadline=deadline, max_attempts=self.max_attempts,
+            router=self.router, group=call.group,
+        )
+        call.deployment = outcome.deployment
+        call.attempts = outcome.attempts
+        return outcome.result  # type: ignore[no-any-return]
+
+    def _finish(self, call: Call) -> None:
+        call.finished = time.perf_counter()
+        if call.usage is not None and not call.cache_hit:
+            self.pricer.settle(call)
+        call.response_headers.update(self._headers(call))
+
+    @staticmethod
+    def _headers(call: Call) -> dict[str, str]:
+        headers = {"x-faregate-request-id": call.request_id, "x-faregate-attempts": str(call.attempts)}
+        if call.deployment is not None:
+            headers["x-faregate-deployment"] = call.deployment.id
+        if call.finished is not None:
+            headers["x-faregate-cost"] = format(call.cost, "f")
+            headers["x-faregate-price"] = format(call.price, "f")
+        if call.cache_hit:
+            headers["x-faregate-cache"] = "hit"
+        return headers
+
+    async def _unary(self, call: Call, kind: str, invoke: Callable[[Provider, Deployment], Awaitable[T]]) -> T:
+        self._resolve(call, kind)
+        run = StageRun(self.stages)
+        try:
+            await run.enter(call)  # limits, moderation, estimate, holds
+            cached = await self.cache.lookup(call) if self.cache else None
+            if cached is not None:
+                result: T = cached
+            else:
+                result = await self._with_failover(
+                    call, lambda d: invoke(self._provider(d), d)
+                )
+                call.usage = result.usage  # type: ignore[attr-defined]
+                if self.cache:
+                    await self.cache.store(call, result)
+            self._finish(call)
+            return result
+        except FaregateError as err:
+            call.fail(err.status, err.code)
+            call.finished = time.perf_counter()
+            call.response_headers.update(self._headers(call))
+            raise
+        finally:
+            await run.exit(call)
+            self.meter.record(call)
+
+    # -- endpoints ------------------------------------------------------------------
+
+    async def chat(self, call: Call) -> ChatResult:
+        return await self._unary(call, "chat", lambda p, d: p.chat(call.body, d.model))
+
+    async def embeddings(self, call: Call) -> EmbeddingsResult:
+        return await self._unary(call, "embeddings", lambda p, d: p.embeddings(call.body, d.model))
+
+    async def images(self, call: Call) -> ImagesResult:
+        return await self._unary(call, "images", lambda p, d: p.images(call.body, d.model))
+
+    async def chat_stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
+        """Yield chunks. The first `__anext__` does everything up to the first chunk, so the
+        caller can still answer an error with a proper status before sending headers."""
+        self._resolve(call, "chat")
+        run = StageRun(self.stages)
+        state = StreamState()
+        stream: AsyncIterator[dict[str, Any]] | None = None
+        try:
+            await run.enter(call)
+            cached = await self.cache.lookup(call) if self.cache else None
+            if cached is not None:
+                async for chunk in cached:
+                    yield chunk
+                return
+
+            async def connect(deployment: Deployment) -> tuple[AsyncIterator[dict[str, Any]], dict[str, Any]]:
+                upstream = self._provider(deployment).chat_stream(call.body, deployment.model, state)
+                try:
+                    first = await upstream.__anext__()
+                except BaseException:
+                    await upstream.aclose()  # type: ignore[attr-defined]
+                    raise
+                return upstream, first
+
+            stream, first = await self._with_failover(call, connect)
+            call.ttft = time.perf_counter() - call.started
+            call.response_headers.update(self._headers(call))
+            recorder = self.cache.recorder(call) if self.cache else None  # type: ignore[attr-defined]
+            if recorder:
+                recorder.add(first)
+            yield first
+            async for chunk in stream:
+                if recorder:
+                    recorder.add(chunk)
+                yield chunk
+            call.usage = state.usage
+            if recorder:
+                await recorder.finish(state)
+            self._finish(call)
+        except ProviderError as err:
+            # After the first chunk nothing is retried: the caller ends the stream with an
+            # error event; before it, the error surfaces as an HTTP status.
+            call.fail(err.status, err.code)
+            call.usage = state.usage
+            raise
+        except FaregateError as err:
+            call.fail(err.status, err.code)
+            raise
+        except GeneratorExit:
+            call.fail(499, "client_disconnected")
+            call.usage = state.usage
+            raise
+        finally:
+            if stream is not None:
+                await stream.aclose()  # type: ignore[attr-defined]
+            if call.finished is None:
+                call.finished = time.perf_counter()
+                if call.usage is None and call.deployment is not None:
+                    call.usage = _partial_usage(call, state)
+                if call.usage is not None:
+                    self.pricer.settle(call)
+            await run.exit(call)
+            self.meter.record(call)

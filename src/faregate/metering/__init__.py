@@ -1,0 +1,1 @@
+"""Usage events: how a request becomes Lago-style events, and the durable batched writer."""

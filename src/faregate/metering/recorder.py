@@ -1,0 +1,135 @@
+"""Turns a finished gateway call into its request record and Lago-style usage events.
+
+Built-in event codes (documented in docs/billing.md): `tokens` (one event per non-zero
+type: input, cached_input, output, reasoning — disjoint, so they add up), `images`,
+`seconds` and `requests`. Every event's transaction_id starts with the request id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from faregate.gateway.call import Call
+from faregate.metering.writer import UsageWriter
+from faregate.money import decimal_str, to_nanos
+from faregate.usage import Usage
+
+SubscriptionOf = Callable[[Call], str | None]
+
+
+def _base_properties(call: Call) -> dict[str, Any]:
+    deployment = call.deployment
+    props: dict[str, Any] = {
+        "model": call.group.name if call.group else call.model,
+        "provider": deployment.provider if deployment else None,
+        "provider_model": deployment.model if deployment else None,
+        "team": call.principal.team_name,
+        "key": call.principal.key_id,
+        "tags": list(call.tags),
+    }
+    if call.cache_hit:
+        props["cache_hit"] = True
+    return props
+
+
+def _token_parts(usage: Usage) -> list[tuple[str, int]]:
+    parts = [
+        ("input", usage.uncached_input_tokens),
+        ("cached_input", usage.cached_input_tokens),
+        ("output", usage.visible_output_tokens),
+        ("reasoning", usage.reasoning_tokens),
+    ]
+    return [(kind, n) for kind, n in parts if n]
+
+
+def build_events(call: Call, subscription: str, customer: str | None) -> list[dict[str, Any]]:
+    usage = call.usage
+    base = _base_properties(call)
+
+    def event(code: str, suffix: str, properties: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "transaction_id": f"{call.request_id}:{suffix}",
+            "external_subscription_id": subscription,
+            "external_customer_id": customer,
+            "code": code,
+            "timestamp": call.created_at,
+            "properties": {**base, **properties},
+            "source": "gateway",
+            "created_at": call.created_at,
+        }
+
+    rows = [event("requests", "requests", {"requests": 1, "cost": decimal_str(call.cost),
+                                           "price": decimal_str(call.price)})]
+    if usage is None:
+        return rows
+    for kind, n in _token_parts(usage):
+        rows.append(event("tokens", f"tokens:{kind}", {"type": kind, "tokens": n,
+                                                       "estimated": usage.estimated}))
+    if usage.images:
+        rows.append(event("images", "images", {
+            "images": usage.images, "size": usage.image_size, "quality": usage.image_quality,
+            "steps": usage.image_steps,
+        }))
+    if usage.seconds:
+        rows.append(event("seconds", "seconds", {"seconds": decimal_str(usage.seconds)}))
+    return rows
+
+
+def build_request_row(call: Call, subscription: str | None) -> dict[str, Any]:
+    usage = call.usage or Usage()
+    deployment = call.deployment
+    return {
+        "id": call.request_id,
+        "created_at": call.created_at,
+        "kind": call.kind,
+        "customer_id": call.principal.customer_id,
+        "external_customer_id": call.principal.external_customer_id,
+        "external_subscription_id": subscription,
+        "team_id": call.principal.team_id,
+        "key_id": call.principal.key_id,
+        "tags": list(call.tags),
+        "model_requested": call.model,
+        "model_served": deployment.model if deployment else None,
+        "deployment": deployment.id if deployment else None,
+        "provider": deployment.provider if deployment else None,
+        "status": call.status,
+        "error_code": call.error_code,
+        "stream": call.stream,
+        "cache_hit": call.cache_hit,
+        "attempts": call.attempts,
+        "latency_ms": call.latency_ms,
+        "ttft_ms": None if call.ttft is None else round(call.ttft * 1000, 3),
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "images": usage.images,
+        "image_size": usage.image_size,
+        "image_quality": usage.image_quality,
+        "image_steps": usage.image_steps,
+        "seconds": usage.seconds,
+        "usage_estimated": usage.estimated,
+        "cost_nanos": to_nanos(call.cost),
+        "price_nanos": to_nanos(call.price),
+        "saved_nanos": to_nanos(call.saved),
+        "experiment": call.experiment,
+        "arm": call.arm,
+    }
+
+
+class Recorder:
+    """The pipeline's Meter: one request record per call, events when a subscription pays."""
+
+    def __init__(self, writer: UsageWriter, subscription_of: SubscriptionOf | None = None):
+        self._writer = writer
+        self._subscription_of = subscription_of or (lambda c: c.principal.external_subscription_id)
+
+    def record(self, call: Call) -> None:
+        subscription = self._subscription_of(call)
+        events = (
+            build_events(call, subscription, call.principal.external_customer_id)
+            if subscription and call.ok
+            else []
+        )
+        self._writer.record(build_request_row(call, subscription), events)

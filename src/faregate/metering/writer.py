@@ -1,0 +1,138 @@
+"""The batched usage writer: request records and events go to the journal at once and to
+the database in batches, off the request path, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from faregate.metering.journal import Journal
+from faregate.store.tables.metering import events, requests
+
+log = logging.getLogger("faregate.metering")
+
+_DATETIME_FIELDS = ("created_at", "timestamp")
+_DECIMAL_FIELDS = ("latency_ms", "ttft_ms", "seconds", "precise_total_amount_cents")
+
+
+def _revive(row: dict[str, Any]) -> dict[str, Any]:
+    for name in _DATETIME_FIELDS:
+        if isinstance(row.get(name), str):
+            row[name] = datetime.fromisoformat(row[name])
+    for name in _DECIMAL_FIELDS:
+        if isinstance(row.get(name), str):
+            row[name] = Decimal(row[name])
+    return row
+
+
+class UsageWriter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        journal_dir: str | Path,
+        *,
+        flush_interval: float = 0.2,
+        max_batch: int = 2000,
+    ):
+        self._engine = engine
+        self._journal = Journal(journal_dir)
+        self._interval = flush_interval
+        self._max_batch = max_batch
+        self._requests: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self.listeners: list[Any] = []  # callables(request_row, events) after each record
+
+    def record(self, request_row: dict[str, Any], event_rows: list[dict[str, Any]]) -> None:
+        """Accept one request's record and events. Durable when this returns."""
+        self._journal.append({"r": request_row, "e": event_rows})
+        self._requests.append(request_row)
+        self._events.extend(event_rows)
+        for listener in self.listeners:
+            listener(request_row, event_rows)
+        if len(self._requests) >= self._max_batch:
+            self._wake.set()
+
+    def record_events(self, event_rows: list[dict[str, Any]]) -> None:
+        """Accept external events (already validated). Durable when this returns."""
+        self._journal.append({"e": event_rows})
+        self._events.extend(event_rows)
+        if len(self._events) >= self._max_batch:
+            self._wake.set()
+
+    async def start(self) -> None:
+        await self.recover()
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def recover(self) -> int:
+        """Replay segments a previous process left behind; returns the segments replayed."""
+        leftovers = self._journal.leftovers()
+        for path in leftovers:
+            await self._replay_one(path)
+        if leftovers:
+            log.info("replayed usage journal", extra={"segments": len(leftovers)})
+        return len(leftovers)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # the segment stays on disk and is retried next round
+                log.exception("usage flush failed; will retry")
+                await asyncio.sleep(1.0)
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            if self._requests or self._events:
+                # Seal and take the batch with no await in between: they hold the same records.
+                sealed = self._journal.seal()
+                reqs, evs = self._requests, self._events
+                self._requests, self._events = [], []
+                await self._insert(reqs, evs)  # on failure the sealed segment stays on disk
+                sealed.unlink(missing_ok=True)
+            for path in self._journal.leftovers():  # segments an earlier failure left behind
+                await self._replay_one(path)
+
+    async def _replay_one(self, path: Path) -> None:
+        reqs, evs = [], []
+        for record in Journal.read(path):
+            if "r" in record:
+                reqs.append(_revive(record["r"]))
+            evs.extend(_revive(e) for e in record.get("e", ()))
+        await self._insert(reqs, evs)
+        path.unlink(missing_ok=True)
+
+    async def _insert(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
+        async with self._engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            if reqs:
+                await conn.execute(dialect.insert(requests).on_conflict_do_nothing(), reqs)
+            if evs:
+                stmt = dialect.insert(events).on_conflict_do_nothing(
+                    index_elements=["external_subscription_id", "transaction_id"]
+                )
+                await conn.execute(stmt, evs)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.flush()
+        self._journal.close()

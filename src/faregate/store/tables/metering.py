@@ -1,0 +1,78 @@
+"""Metering tables: one record per gateway request, and Lago-style usage events."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from faregate.store.tables.base import Nanos, metadata
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the request id
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(16), nullable=False),  # chat | embeddings | images | moderations
+    Column("customer_id", String(36)),
+    Column("external_customer_id", String(255)),
+    Column("external_subscription_id", String(255)),
+    Column("team_id", String(36)),
+    Column("key_id", String(36)),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("model_requested", String(255)),
+    Column("model_served", String(255)),
+    Column("deployment", String(255)),
+    Column("provider", String(64)),
+    Column("status", Integer, nullable=False),
+    Column("error_code", String(64)),
+    Column("stream", Boolean, nullable=False, default=False),
+    Column("cache_hit", Boolean, nullable=False, default=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("latency_ms", Numeric(12, 3)),
+    Column("ttft_ms", Numeric(12, 3)),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_input_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("images", Integer, nullable=False, default=0),
+    Column("image_size", String(32)),
+    Column("image_quality", String(32)),
+    Column("image_steps", Integer),
+    Column("seconds", Numeric(18, 6)),
+    Column("usage_estimated", Boolean, nullable=False, default=False),
+    Column("cost_nanos", Nanos, nullable=False, default=0),
+    Column("price_nanos", Nanos, nullable=False, default=0),
+    Column("saved_nanos", Nanos, nullable=False, default=0),
+    Column("experiment", String(128)),
+    Column("arm", String(255)),
+    Index("ix_requests_customer_time", "customer_id", "created_at"),
+    Index("ix_requests_created_at", "created_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("transaction_id", String(255), nullable=False),
+    Column("external_subscription_id", String(255), nullable=False),
+    Column("external_customer_id", String(255)),
+    Column("code", String(255), nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("properties", JSON, nullable=False, default=dict),
+    Column("precise_total_amount_cents", Numeric(40, 15)),
+    Column("source", String(16), nullable=False, default="gateway"),  # gateway | api
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("external_subscription_id", "transaction_id", name="uq_events_subscription_tx"),
+    Index("ix_events_billing_lookup", "external_subscription_id", "code", "timestamp"),
+)
