@@ -5,6 +5,7 @@ new capability adds a YAML section without touching this file."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,28 @@ class Settings:
         return f"Settings(host={self.host!r}, port={self.port}, providers={list(self.providers)})"
 
 
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, env: Mapping[str, str]) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of the YAML tree."""
+    if isinstance(value, str) and "${" in value:
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"config refers to ${{{name}}}, which is not set")
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env) for v in value]
+    return value
+
+
 def _pairs(value: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
     return tuple((value or {}).items())
 
@@ -182,6 +205,7 @@ def load_settings(
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from None
     raw.update(overrides or {})
+    raw = _expand(raw, env)
     server = raw.get("server") or {}
     providers = {n: _parse_provider(n, s, env) for n, s in (raw.get("providers") or {}).items()}
     groups = [_parse_group(g, providers) for g in raw.get("models") or []]

@@ -195,6 +195,7 @@ class Gateway:
                     recorder.add(chunk)
                 yield chunk
             call.usage = state.usage
+            call.scratch["finish_reason"] = state.finish_reason
             if recorder:
                 await recorder.finish(state)
             self._finish(call)

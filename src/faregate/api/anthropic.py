@@ -1,0 +1,78 @@
+"""Anthropic-compatible inbound endpoint: `POST /v1/messages`, whatever provider serves the
+model. The body is translated to the canonical (OpenAI) shape, run through the same
+pipeline, and translated back; errors use Anthropic's error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from faregate.api import anthropic_wire, validate
+from faregate.api.common import json_response
+from faregate.api.openai import begin_call
+from faregate.errors import FaregateError
+from faregate.gateway.call import Call
+
+
+def _canonical(body: dict[str, Any]) -> str:
+    """Validate as Anthropic, then swap the body for its OpenAI equivalent in place."""
+    translated = anthropic_wire.request_to_openai(body)
+    body.clear()
+    body.update(translated)
+    return validate.chat_request(body)
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _error(err: FaregateError, request_id: str | None) -> web.Response:
+    headers = dict(err.headers)
+    if request_id:
+        headers["request-id"] = request_id
+        headers["x-faregate-request-id"] = request_id
+    return json_response(anthropic_wire.error_body(err.status, err.message, err.code),
+                         status=err.status, headers=headers)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    try:
+        services, call = await begin_call(request, "chat", _canonical)
+        if not call.stream:
+            result = await services.gateway.chat(call)
+            body = anthropic_wire.response_from_openai(result.body, call.model)
+            return json_response(body, headers=call.response_headers)
+        return await _stream(request, services.gateway, call)
+    except FaregateError as err:
+        return _error(err, request.get("request_id"))
+
+
+async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamResponse:
+    chunks = gateway.chat_stream(call)
+    first = await chunks.__anext__()
+    translator = anthropic_wire.StreamTranslator(call.model)
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **call.response_headers,
+    })
+    await response.prepare(request)
+    try:
+        chunk: dict[str, Any] | None = first
+        while chunk is not None:
+            for name, data in translator.feed(chunk):
+                await response.write(_event(name, data))
+            chunk = await anext(chunks, None)
+        for name, data in translator.finish(call.usage, call.scratch.get("finish_reason")):
+            await response.write(_event(name, data))
+    except FaregateError as err:
+        await response.write(_event("error", anthropic_wire.error_body(err.status, err.message, err.code)))
+    except (ConnectionResetError, OSError):
+        pass
+    finally:
+        await chunks.aclose()
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/messages", messages)

@@ -1,0 +1,121 @@
+"""Builds the aiohttp application. Startup opens the database, the HTTP pools, the counter
+store and the usage writer and hands them down; cleanup closes them in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from faregate.api import admin, anthropic, openai, system
+from faregate.api.errors import error_middleware
+from faregate.api.state import SERVICES, Services
+from faregate.auth.service import KeyService
+from faregate.config import Settings
+from faregate.gateway.assembly import assemble_gateway
+from faregate.metering.recorder import Recorder
+from faregate.metering.writer import UsageWriter
+from faregate.providers.base import Endpoint
+from faregate.providers.registry import build_provider
+from faregate.store.db import create_engine
+
+log = logging.getLogger("faregate")
+
+
+def _endpoint(settings: Settings, name: str) -> Endpoint:
+    p = settings.providers[name]
+    return Endpoint(name=p.name, wire=p.wire, base_url=p.base_url, api_key=p.api_key,
+                    headers=p.headers, timeout=p.timeout, connect_timeout=p.connect_timeout,
+                    options=p.options)
+
+
+def _http_session() -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=30,
+                                     ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                 timeout=aiohttp.ClientTimeout(total=None))
+
+
+async def _startup(app: web.Application, settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    session = _http_session()
+    upstreams = {name: build_provider(_endpoint(settings, name), session) for name in settings.providers}
+    journal_dir = Path(settings.data_dir) / "journal" / settings.section("server").get(
+        "instance", f"{settings.host}-{settings.port}")
+    writer = UsageWriter(engine, journal_dir)
+    await writer.start()
+    keys = KeyService(engine, settings.admin_key)
+    parts = await assemble_gateway(settings, engine=engine, upstreams=upstreams)
+    recorder = Recorder(writer, parts.subscription_of)
+    parts.gateway.meter = recorder
+    app[SERVICES] = Services(
+        settings=settings, engine=engine, keys=keys, router=parts.router, gateway=parts.gateway,
+        writer=writer, started_at=int(time.time()), health=parts.health,
+        components={"http": session, "upstreams": upstreams, **parts.components},
+    )
+
+
+async def _cleanup(app: web.Application) -> None:
+    services = app[SERVICES]
+    for closer in services.components.get("closers", []):
+        await closer()
+    await services.writer.close()
+    await services.components["http"].close()
+    await services.engine.dispose()
+
+
+def build_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+
+    async def on_startup(app: web.Application) -> None:
+        await _startup(app, settings)
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(_cleanup)
+    for module in (openai, anthropic, admin, system):
+        module.add_routes(app)
+    for extra in _optional_route_modules():
+        extra.add_routes(app)
+    return app
+
+
+def _optional_route_modules() -> list[Any]:
+    """API modules of capabilities that register themselves (billing, wallets, spend…)."""
+    modules = []
+    for name in ("billing", "wallets", "spend", "experiments", "metrics"):
+        try:
+            modules.append(__import__(f"faregate.api.{name}", fromlist=["add_routes"]))
+        except ImportError:
+            continue
+    return modules
+
+
+async def start_app(settings: Settings) -> web.AppRunner:
+    runner = web.AppRunner(build_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
+    await site.start()
+    return runner
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve_forever(settings: Settings) -> None:
+    runner = await start_app(settings)
+    log.info("faregate listening", extra={"host": settings.host, "port": settings.port})
+    try:
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
