@@ -1,0 +1,187 @@
+"""The counter store contract: rate limits, concurrency leases, multi-scope budget holds,
+plain counters and cache bytes. Every method is one atomic step in its backend; this module
+defines shapes only and imports no backend."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from faregate.errors import ServiceUnavailable
+
+# Rate-limit state is (limit x window_ms) integers; Lua numbers are exact below 2**53.
+MAX_RATE_UNITS = 2**50
+NEVER = math.inf
+# A finished hold is remembered this long, so a late duplicate settle stays a no-op and a
+# settle arriving after its hold expired still records the spend.
+HOLD_RECORD_GRACE_S = 24 * 3600
+
+
+class CounterStoreUnavailable(ServiceUnavailable):
+    code = "counter_store_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """One rate limit to check: at most `limit` units of cost per `window_s` seconds."""
+
+    key: str
+    limit: int
+    window_s: float
+    cost: int = 1
+
+    @property
+    def window_ms(self) -> int:
+        return max(1, round(self.window_s * 1000))
+
+    def validate(self, *, allow_negative: bool = False) -> None:
+        if self.limit <= 0:
+            raise ValueError(f"rate limit for {self.key!r} must be positive")
+        if self.cost < 0 and not allow_negative:
+            raise ValueError(f"rate limit cost for {self.key!r} must not be negative")
+        units = self.window_ms * max(self.limit, abs(self.cost))
+        if units > MAX_RATE_UNITS:
+            raise ValueError(f"rate limit for {self.key!r}: limit x window is too large")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitResult:
+    """Outcome of one rate limit (GCRA). `remaining` units fit right now; the bucket is full
+    again after `reset_after_s`; a refused request fits after `retry_after_s` (`inf` when
+    its cost exceeds the limit itself, 0 when allowed)."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after_s: float
+    retry_after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveSpec:
+    """One budget scope of a reservation. The stored scope is `key:period_key`, so a new
+    period starts from zero without any reset job; `ttl_s` keeps a period's counter
+    readable for a while after it ends. `limit_nanos=None` tracks without limiting."""
+
+    key: str
+    amount_nanos: int
+    limit_nanos: int | None
+    period_key: str = ""
+    ttl_s: float = 0.0
+
+    @property
+    def scope(self) -> str:
+        return f"{self.key}:{self.period_key}" if self.period_key else self.key
+
+    def validate(self) -> None:
+        if self.amount_nanos < 0:
+            raise ValueError(f"reserve amount for {self.scope!r} must not be negative")
+        if self.limit_nanos is not None and self.limit_nanos < 0:
+            raise ValueError(f"reserve limit for {self.scope!r} must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    """`ok` when every scope had room; then the hold was added to all of them. `spent` and
+    `held` are each scope's totals as seen before this reservation (keyed by scope)."""
+
+    ok: bool
+    failed_key: str | None = None
+    spent: Mapping[str, int] = field(default_factory=dict)
+    held: Mapping[str, int] = field(default_factory=dict)
+
+
+class HoldReused(ValueError):
+    """A hold id that was already settled, released or expired was reserved again."""
+
+
+def ms(now: float | None) -> int | None:
+    """Seconds since the epoch -> integer milliseconds (None stays None)."""
+    return None if now is None else math.floor(now * 1000)
+
+
+def settle_amounts(scopes: Sequence[str], actual: int | Mapping[str, int]) -> dict[str, int]:
+    """Per-scope actual amounts: one int applies to every scope; a missing scope is 0."""
+    if isinstance(actual, int):
+        amounts = dict.fromkeys(scopes, actual)
+        values: list[int] = [actual]
+    else:
+        amounts = {s: int(actual.get(s, 0)) for s in scopes}
+        values = [int(v) for v in actual.values()]
+    if any(v < 0 for v in values):
+        raise ValueError("settled amounts must not be negative")
+    return amounts
+
+
+class CounterStore(Protocol):
+    """Shared state for policy and cache. Implementations: MemoryCounterStore (one process)
+    and RedisCounterStore (many replicas). Times are seconds since the epoch; `now=None`
+    means the backend's own clock (Redis: the server's, so replicas agree)."""
+
+    async def rate_limit(
+        self, key: str, limit: int, window_s: float, cost: int = 1, now: float | None = None
+    ) -> LimitResult: ...
+
+    async def rate_limit_many(
+        self, specs: Sequence[LimitSpec], now: float | None = None
+    ) -> list[LimitResult]:
+        """Consume every spec, or none of them when any one is refused. Each result says
+        whether its own spec would pass; the batch passed only if all are allowed."""
+        ...
+
+    async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
+        """Apply each spec's cost unconditionally (negative refunds), e.g. a token true-up."""
+        ...
+
+    async def acquire_concurrency(
+        self, key: str, limit: int, lease_id: str, ttl_s: float, now: float | None = None
+    ) -> bool: ...
+
+    async def release_concurrency(self, key: str, lease_id: str) -> None: ...
+
+    async def in_flight(self, key: str, now: float | None = None) -> int: ...
+
+    async def reserve(
+        self,
+        scopes: Sequence[ReserveSpec],
+        hold_id: str,
+        hold_ttl_s: float,
+        now: float | None = None,
+    ) -> ReserveResult:
+        """Add `amount` as a hold on every scope iff spent+held+amount <= limit for all.
+        Reserving a pending hold id again is a no-op that reports ok; reusing a finished
+        one raises HoldReused."""
+        ...
+
+    async def settle(self, hold_id: str, actual: int | Mapping[str, int]) -> dict[str, int]:
+        """Turn the hold into spent with the actual amount(s) and drop the rest of the hold.
+        Returns each scope's spent after settling; {} when the hold was already finished
+        or is unknown (so settling twice changes nothing). A hold swept as expired is
+        still settled: the spend happened, only its hold was already released."""
+        ...
+
+    async def release(self, hold_id: str) -> None: ...
+
+    async def sweep_expired(self, now: float | None = None) -> int:
+        """Release pending holds whose TTL passed (their process died); returns how many."""
+        ...
+
+    async def spent(self, key: str) -> int: ...
+
+    async def held(self, key: str) -> int: ...
+
+    async def spent_many(self, keys: Sequence[str]) -> list[int]: ...
+
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+        """Add to a plain integer counter; the TTL is set when the counter is created."""
+        ...
+
+    async def get(self, key: str) -> int: ...
+
+    async def get_bytes(self, key: str) -> bytes | None: ...
+
+    async def set_bytes(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
+
+    async def delete(self, key: str) -> None: ...

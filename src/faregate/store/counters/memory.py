@@ -1,0 +1,219 @@
+"""MemoryCounterStore: the embedded (single-process) CounterStore. Every method body runs
+without awaiting, so on one event loop each call is atomic with no locks. Not shared
+between processes: several replicas must use RedisCounterStore."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from faregate.store.counters import gcra
+from faregate.store.counters.base import (
+    NEVER,
+    LimitResult,
+    LimitSpec,
+    ReserveResult,
+    ReserveSpec,
+)
+from faregate.store.counters.lru import ByteLRU
+from faregate.store.counters.memory_holds import HoldBook
+
+
+def _result(spec: LimitSpec, d: gcra.Decision) -> LimitResult:
+    retry = NEVER if d.retry_ms < 0 else d.retry_ms / 1000
+    return LimitResult(d.allowed, spec.limit, d.remaining, d.reset_ms / 1000, retry)
+
+
+def _expiry(now_ms: int, ttl_s: float | None) -> int | None:
+    return None if not ttl_s or ttl_s <= 0 else now_ms + math.ceil(ttl_s * 1000)
+
+
+class MemoryCounterStore:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache_max_entries: int = 10_000,
+        cache_max_bytes: int = 256 * 2**20,
+    ) -> None:
+        self._clock = clock
+        self._rates: dict[str, tuple[int, int]] = {}
+        self._leases: dict[str, dict[str, int]] = {}
+        self._ints: dict[str, tuple[int, int | None]] = {}
+        self._holds = HoldBook()
+        self.cache = ByteLRU(cache_max_entries, cache_max_bytes)
+
+    def _now_ms(self, now: float | None = None) -> int:
+        return math.floor((self._clock() if now is None else now) * 1000)
+
+    # -- rate limits -------------------------------------------------------------------
+
+    def _debt(self, key: str, limit: int, now_ms: int) -> int:
+        t_ms, debt = self._rates.get(key, (now_ms, 0))
+        return gcra.drain(t_ms, debt, now_ms, limit)[1]
+
+    def _store_debt(self, key: str, debt: int, now_ms: int) -> None:
+        if debt > 0:
+            # A caller whose clock runs behind never moves the state back in time.
+            t_ms = max(now_ms, self._rates.get(key, (now_ms, 0))[0])
+            self._rates[key] = (t_ms, debt)
+        else:
+            self._rates.pop(key, None)
+
+    async def rate_limit(
+        self, key: str, limit: int, window_s: float, cost: int = 1, now: float | None = None
+    ) -> LimitResult:
+        return (await self.rate_limit_many([LimitSpec(key, limit, window_s, cost)], now))[0]
+
+    async def rate_limit_many(
+        self, specs: Sequence[LimitSpec], now: float | None = None
+    ) -> list[LimitResult]:
+        for spec in specs:
+            spec.validate()
+        now_ms = self._now_ms(now)
+        debts: dict[str, int] = {}
+        decisions = []
+        for spec in specs:
+            debt = debts.get(spec.key, self._debt(spec.key, spec.limit, now_ms))
+            decision = gcra.decide(debt, spec.limit, spec.window_ms, spec.cost)
+            debts[spec.key] = decision.debt
+            decisions.append(decision)
+        if all(d.allowed for d in decisions):
+            for key, debt in debts.items():
+                self._store_debt(key, debt, now_ms)
+            return [_result(s, d) for s, d in zip(specs, decisions, strict=True)]
+        # Refused: consume nothing. Each verdict stays as judged in order (a repeated key
+        # sees the earlier spec), while remaining/reset describe the untouched state.
+        results = []
+        for spec, decision in zip(specs, decisions, strict=True):
+            before = gcra.decide(
+                self._debt(spec.key, spec.limit, now_ms), spec.limit, spec.window_ms, 0
+            )
+            results.append(
+                _result(
+                    spec, replace(decision, remaining=before.remaining, reset_ms=before.reset_ms)
+                )
+            )
+        return results
+
+    async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
+        for spec in specs:
+            spec.validate(allow_negative=True)
+        now_ms = self._now_ms(now)
+        for spec in specs:
+            debt = gcra.adjust(self._debt(spec.key, spec.limit, now_ms), spec.window_ms, spec.cost)
+            self._store_debt(spec.key, debt, now_ms)
+
+    # -- concurrency -------------------------------------------------------------------
+
+    def _live_leases(self, key: str, now_ms: int) -> dict[str, int]:
+        leases = self._leases.get(key, {})
+        for lease_id in [k for k, exp in leases.items() if exp <= now_ms]:
+            del leases[lease_id]
+        return leases
+
+    async def acquire_concurrency(
+        self, key: str, limit: int, lease_id: str, ttl_s: float, now: float | None = None
+    ) -> bool:
+        now_ms = self._now_ms(now)
+        leases = self._live_leases(key, now_ms)
+        if lease_id not in leases and len(leases) >= limit:
+            return False
+        leases[lease_id] = now_ms + math.ceil(ttl_s * 1000)
+        self._leases[key] = leases
+        return True
+
+    async def release_concurrency(self, key: str, lease_id: str) -> None:
+        leases = self._leases.get(key)
+        if leases is not None:
+            leases.pop(lease_id, None)
+            if not leases:
+                del self._leases[key]
+
+    async def in_flight(self, key: str, now: float | None = None) -> int:
+        return len(self._live_leases(key, self._now_ms(now)))
+
+    # -- holds -------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        scopes: Sequence[ReserveSpec],
+        hold_id: str,
+        hold_ttl_s: float,
+        now: float | None = None,
+    ) -> ReserveResult:
+        for spec in scopes:
+            spec.validate()
+        ttl_ms = math.ceil(hold_ttl_s * 1000)
+        return self._holds.reserve(scopes, hold_id, ttl_ms, self._now_ms(now))
+
+    async def settle(self, hold_id: str, actual: int | Mapping[str, int]) -> dict[str, int]:
+        return self._holds.settle(hold_id, actual, self._now_ms())
+
+    async def release(self, hold_id: str) -> None:
+        self._holds.release(hold_id, self._now_ms())
+
+    async def sweep_expired(self, now: float | None = None) -> int:
+        now_ms = self._now_ms(now)
+        count = self._holds.sweep(now_ms)
+        self._purge(now_ms)
+        return count
+
+    def _purge(self, now_ms: int) -> None:
+        """Drop state that can no longer matter, so long-running processes stay bounded."""
+        self._holds.purge(now_ms)
+        self.cache.purge(now_ms)
+        for key in [k for k, (_, e) in self._ints.items() if e is not None and e <= now_ms]:
+            del self._ints[key]
+        for key in list(self._leases):
+            if not self._live_leases(key, now_ms):
+                del self._leases[key]
+        # A rate state is worthless once drained; its limit is unknown here, so keep any
+        # state touched within the last day and drop the rest.
+        stale = now_ms - 24 * 3600 * 1000
+        for key in [k for k, (t, _) in self._rates.items() if t < stale]:
+            del self._rates[key]
+
+    async def spent(self, key: str) -> int:
+        return self._holds.totals(key, self._now_ms())[0]
+
+    async def held(self, key: str) -> int:
+        return self._holds.totals(key, self._now_ms())[1]
+
+    async def spent_many(self, keys: Sequence[str]) -> list[int]:
+        now_ms = self._now_ms()
+        return [self._holds.totals(k, now_ms)[0] for k in keys]
+
+    # -- plain counters and bytes ------------------------------------------------------
+
+    def _int_entry(self, key: str, now_ms: int) -> tuple[int, int | None] | None:
+        entry = self._ints.get(key)
+        if entry is not None and entry[1] is not None and entry[1] <= now_ms:
+            del self._ints[key]
+            return None
+        return entry
+
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+        now_ms = self._now_ms()
+        value, expires = self._int_entry(key, now_ms) or (0, None)
+        if expires is None:
+            expires = _expiry(now_ms, ttl_s)
+        self._ints[key] = (value + amount, expires)
+        return value + amount
+
+    async def get(self, key: str) -> int:
+        entry = self._int_entry(key, self._now_ms())
+        return entry[0] if entry else 0
+
+    async def get_bytes(self, key: str) -> bytes | None:
+        return self.cache.get(key, self._now_ms())
+
+    async def set_bytes(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        now_ms = self._now_ms()
+        self.cache.set(key, bytes(value), _expiry(now_ms, ttl_s))
+
+    async def delete(self, key: str) -> None:
+        self.cache.delete(key)
+        self._ints.pop(key, None)

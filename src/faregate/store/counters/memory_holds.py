@@ -1,0 +1,154 @@
+"""The in-process hold book behind MemoryCounterStore.reserve/settle/release: budget
+buckets (spent, held) and two-phase holds. Synchronous on purpose: each call runs to
+completion on the event loop, which is what makes it atomic. No clock of its own."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from faregate.store.counters.base import (
+    HOLD_RECORD_GRACE_S,
+    HoldReused,
+    ReserveResult,
+    ReserveSpec,
+    settle_amounts,
+)
+
+RECORD_GRACE_MS = HOLD_RECORD_GRACE_S * 1000
+
+
+@dataclass(slots=True)
+class _Bucket:
+    spent: int = 0
+    held: int = 0
+    expires_ms: int | None = None
+
+
+@dataclass(slots=True)
+class _Hold:
+    state: str  # pending | settled | released | expired
+    expires_ms: int
+    record_expires_ms: int | None  # None while pending: only sweep/settle/release end it
+    scopes: list[tuple[str, int, int]] = field(default_factory=list)  # scope, amount, ttl_ms
+
+
+class HoldBook:
+    def __init__(self) -> None:
+        self._buckets: dict[str, _Bucket] = {}
+        self._holds: dict[str, _Hold] = {}
+        self._expiries: list[tuple[int, str]] = []
+
+    def _bucket(self, scope: str, now_ms: int) -> _Bucket | None:
+        bucket = self._buckets.get(scope)
+        if bucket is not None and bucket.expires_ms is not None and bucket.expires_ms <= now_ms:
+            del self._buckets[scope]
+            return None
+        return bucket
+
+    def _touch(self, scope: str, ttl_ms: int, now_ms: int) -> _Bucket:
+        bucket = self._bucket(scope, now_ms)
+        if bucket is None:
+            bucket = self._buckets[scope] = _Bucket()
+        if ttl_ms > 0 and (bucket.expires_ms is None or bucket.expires_ms < now_ms + ttl_ms):
+            bucket.expires_ms = now_ms + ttl_ms
+        return bucket
+
+    def _record(self, hold_id: str, now_ms: int) -> _Hold | None:
+        hold = self._holds.get(hold_id)
+        if hold is not None and hold.record_expires_ms and hold.record_expires_ms <= now_ms:
+            del self._holds[hold_id]
+            return None
+        return hold
+
+    def totals(self, scope: str, now_ms: int) -> tuple[int, int]:
+        bucket = self._bucket(scope, now_ms)
+        return (bucket.spent, bucket.held) if bucket else (0, 0)
+
+    def reserve(
+        self, specs: Sequence[ReserveSpec], hold_id: str, hold_ttl_ms: int, now_ms: int
+    ) -> ReserveResult:
+        self.sweep(now_ms)
+        scopes = [s.scope for s in specs]
+        spent = {s: self.totals(s, now_ms)[0] for s in scopes}
+        held = {s: self.totals(s, now_ms)[1] for s in scopes}
+        existing = self._record(hold_id, now_ms)
+        if existing is not None:
+            if existing.state != "pending":
+                raise HoldReused(f"hold {hold_id!r} is already {existing.state}")
+            return ReserveResult(True, None, spent, held)
+        wanted: dict[str, int] = {}
+        for spec in specs:
+            wanted[spec.scope] = wanted.get(spec.scope, 0) + spec.amount_nanos
+            limit = spec.limit_nanos
+            if (
+                limit is not None
+                and spent[spec.scope] + held[spec.scope] + wanted[spec.scope] > limit
+            ):
+                return ReserveResult(False, spec.scope, spent, held)
+        hold = _Hold("pending", now_ms + hold_ttl_ms, None)
+        for spec in specs:
+            ttl = round(spec.ttl_s * 1000)
+            self._touch(spec.scope, ttl, now_ms).held += spec.amount_nanos
+            hold.scopes.append((spec.scope, spec.amount_nanos, ttl))
+        self._holds[hold_id] = hold
+        heapq.heappush(self._expiries, (hold.expires_ms, hold_id))
+        return ReserveResult(True, None, spent, held)
+
+    def _finish(self, hold: _Hold, state: str, now_ms: int) -> None:
+        hold.state = state
+        hold.record_expires_ms = now_ms + RECORD_GRACE_MS
+
+    def _unhold(self, hold: _Hold, now_ms: int) -> None:
+        for scope, amount, ttl in hold.scopes:
+            bucket = self._touch(scope, ttl, now_ms)
+            bucket.held = max(0, bucket.held - amount)
+
+    def settle(self, hold_id: str, actual: int | Mapping[str, int], now_ms: int) -> dict[str, int]:
+        hold = self._record(hold_id, now_ms)
+        if hold is None or hold.state not in ("pending", "expired"):
+            return {}
+        amounts = settle_amounts([s for s, _, _ in hold.scopes], actual)
+        if hold.state == "pending":
+            self._unhold(hold, now_ms)
+        result: dict[str, int] = {}
+        for scope, _, ttl in hold.scopes:
+            bucket = self._touch(scope, ttl, now_ms)
+            bucket.spent += amounts.pop(scope, 0)
+            result[scope] = bucket.spent
+        self._finish(hold, "settled", now_ms)
+        return result
+
+    def release(self, hold_id: str, now_ms: int) -> None:
+        hold = self._record(hold_id, now_ms)
+        if hold is None or hold.state not in ("pending", "expired"):
+            return
+        if hold.state == "pending":
+            self._unhold(hold, now_ms)
+        self._finish(hold, "released", now_ms)
+
+    def sweep(self, now_ms: int) -> int:
+        count = 0
+        while self._expiries and self._expiries[0][0] <= now_ms:
+            expires_ms, hold_id = heapq.heappop(self._expiries)
+            hold = self._holds.get(hold_id)
+            if hold is not None and hold.state == "pending" and hold.expires_ms == expires_ms:
+                self._unhold(hold, now_ms)
+                self._finish(hold, "expired", now_ms)
+                count += 1
+        return count
+
+    def purge(self, now_ms: int) -> None:
+        """Forget expired buckets and hold records (memory hygiene, not correctness)."""
+        for scope in [
+            s for s, b in self._buckets.items() if b.expires_ms and b.expires_ms <= now_ms
+        ]:
+            del self._buckets[scope]
+        done = [
+            h
+            for h, r in self._holds.items()
+            if r.record_expires_ms and r.record_expires_ms <= now_ms
+        ]
+        for hold_id in done:
+            del self._holds[hold_id]

@@ -1,0 +1,224 @@
+"""RedisCounterStore: the distributed CounterStore. Every operation is one Lua script (or
+one plain command), so replicas sharing a Redis see one consistent state; with `now=None`
+time comes from the Redis server, so replica clock skew does not matter. Connection
+failures become CounterStoreUnavailable here and nowhere else."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.commands.core import AsyncScript
+
+from faregate.store.counters import lua
+from faregate.store.counters.base import (
+    HOLD_RECORD_GRACE_S,
+    NEVER,
+    CounterStoreUnavailable,
+    HoldReused,
+    LimitResult,
+    LimitSpec,
+    ReserveResult,
+    ReserveSpec,
+    ms,
+    settle_amounts,
+)
+
+_GRACE_MS = str(HOLD_RECORD_GRACE_S * 1000)
+_SWEEP_BATCH = 500
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+        raise CounterStoreUnavailable("the shared counter store is unavailable") from exc
+
+
+def _now_arg(now: float | None) -> str:
+    value = ms(now)
+    return "" if value is None else str(value)
+
+
+def _ttl_ms(ttl_s: float | None) -> int:
+    return 0 if not ttl_s or ttl_s <= 0 else math.ceil(ttl_s * 1000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisCounterStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "fg:") -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("RedisCounterStore needs a client with decode_responses=False")
+        self._redis = client
+        self._prefix = prefix
+        self._rate = client.register_script(lua.RATE_LIMIT)
+        self._acquire = client.register_script(lua.ACQUIRE)
+        self._in_flight = client.register_script(lua.IN_FLIGHT)
+        self._reserve = client.register_script(lua.RESERVE)
+        self._settle = client.register_script(lua.SETTLE)
+        self._release = client.register_script(lua.RELEASE)
+        self._sweep = client.register_script(lua.SWEEP)
+        self._spent_many = client.register_script(lua.SPENT_MANY)
+        self._incr = client.register_script(lua.INCR)
+
+    async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with _translated():
+            return await script(keys=keys, args=args)
+
+    def _k(self, space: str, key: str) -> str:
+        return f"{self._prefix}{space}:{key}"
+
+    # -- rate limits -------------------------------------------------------------------
+
+    def _rate_args(self, specs: Sequence[LimitSpec], now: float | None, mode: str) -> list[Any]:
+        args: list[Any] = [_now_arg(now), mode]
+        for spec in specs:
+            args += [spec.limit, spec.window_ms, spec.cost]
+        return args
+
+    async def rate_limit(
+        self, key: str, limit: int, window_s: float, cost: int = 1, now: float | None = None
+    ) -> LimitResult:
+        return (await self.rate_limit_many([LimitSpec(key, limit, window_s, cost)], now))[0]
+
+    async def rate_limit_many(
+        self, specs: Sequence[LimitSpec], now: float | None = None
+    ) -> list[LimitResult]:
+        if not specs:
+            return []
+        for spec in specs:
+            spec.validate()
+        keys = [self._k("rl", s.key) for s in specs]
+        raw = await self._run(self._rate, keys, self._rate_args(specs, now, "check"))
+        results = []
+        for i, spec in enumerate(specs):
+            allowed, remaining, reset_ms, retry_ms = (int(x) for x in raw[4 * i : 4 * i + 4])
+            retry = NEVER if retry_ms < 0 else retry_ms / 1000
+            results.append(
+                LimitResult(bool(allowed), spec.limit, remaining, reset_ms / 1000, retry)
+            )
+        return results
+
+    async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
+        if not specs:
+            return
+        for spec in specs:
+            spec.validate(allow_negative=True)
+        keys = [self._k("rl", s.key) for s in specs]
+        await self._run(self._rate, keys, self._rate_args(specs, now, "adjust"))
+
+    # -- concurrency -------------------------------------------------------------------
+
+    async def acquire_concurrency(
+        self, key: str, limit: int, lease_id: str, ttl_s: float, now: float | None = None
+    ) -> bool:
+        args = [limit, lease_id, max(1, _ttl_ms(ttl_s)), _now_arg(now)]
+        return bool(await self._run(self._acquire, [self._k("cc", key)], args))
+
+    async def release_concurrency(self, key: str, lease_id: str) -> None:
+        with _translated():
+            await self._redis.zrem(self._k("cc", key), lease_id)
+
+    async def in_flight(self, key: str, now: float | None = None) -> int:
+        return int(await self._run(self._in_flight, [self._k("cc", key)], [_now_arg(now)]))
+
+    # -- holds -------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        scopes: Sequence[ReserveSpec],
+        hold_id: str,
+        hold_ttl_s: float,
+        now: float | None = None,
+    ) -> ReserveResult:
+        for spec in scopes:
+            spec.validate()
+        keys = [self._k("b", s.scope) for s in scopes]
+        keys += [self._k("hold", hold_id), f"{self._prefix}holds"]
+        args: list[Any] = [self._prefix, hold_id, _ttl_ms(hold_ttl_s), _now_arg(now), _GRACE_MS]
+        for spec in scopes:
+            limit = "" if spec.limit_nanos is None else spec.limit_nanos
+            args += [spec.scope, spec.amount_nanos, limit, _ttl_ms(spec.ttl_s)]
+        raw = [_text(x) for x in await self._run(self._reserve, keys, args)]
+        if raw[0] == "used":
+            raise HoldReused(f"hold {hold_id!r} is already {raw[1]}")
+        spent, held = {}, {}
+        for i, spec in enumerate(scopes):
+            spent[spec.scope] = int(raw[2 + 2 * i])
+            held[spec.scope] = int(raw[3 + 2 * i])
+        return ReserveResult(raw[0] == "ok", raw[1] or None, spent, held)
+
+    async def settle(self, hold_id: str, actual: int | Mapping[str, int]) -> dict[str, int]:
+        keys = [self._k("hold", hold_id), f"{self._prefix}holds"]
+        args: list[Any] = [self._prefix, hold_id, _GRACE_MS]
+        if isinstance(actual, int):
+            settle_amounts([], actual)  # validates the sign
+            args += ["all", actual]
+        else:
+            args += ["map", 0]
+            for scope, amount in settle_amounts(list(actual), actual).items():
+                args += [scope, amount]
+        raw = [_text(x) for x in await self._run(self._settle, keys, args)]
+        return {raw[i]: int(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+    async def release(self, hold_id: str) -> None:
+        keys = [self._k("hold", hold_id), f"{self._prefix}holds"]
+        await self._run(self._release, keys, [self._prefix, hold_id, _GRACE_MS])
+
+    async def sweep_expired(self, now: float | None = None) -> int:
+        total = 0
+        while True:
+            args = [self._prefix, _now_arg(now), _SWEEP_BATCH, _GRACE_MS]
+            count = int(await self._run(self._sweep, [f"{self._prefix}holds"], args))
+            total += count
+            if count < _SWEEP_BATCH:
+                return total
+
+    async def _totals(self, key: str) -> tuple[int, int]:
+        with _translated():
+            spent, held = await self._redis.hmget(self._k("b", key), ["spent", "held"])
+        return int(spent or 0), int(held or 0)
+
+    async def spent(self, key: str) -> int:
+        return (await self._totals(key))[0]
+
+    async def held(self, key: str) -> int:
+        return (await self._totals(key))[1]
+
+    async def spent_many(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        raw = await self._run(self._spent_many, [self._k("b", k) for k in keys], [])
+        return [int(x) for x in raw]
+
+    # -- plain counters and bytes ------------------------------------------------------
+
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+        return int(await self._run(self._incr, [self._k("n", key)], [amount, _ttl_ms(ttl_s)]))
+
+    async def get(self, key: str) -> int:
+        with _translated():
+            value = await self._redis.get(self._k("n", key))
+        return int(value or 0)
+
+    async def get_bytes(self, key: str) -> bytes | None:
+        with _translated():
+            value = await self._redis.get(self._k("c", key))
+        return value if value is None or isinstance(value, bytes) else value.encode()
+
+    async def set_bytes(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        ttl = _ttl_ms(ttl_s)
+        with _translated():
+            await self._redis.set(self._k("c", key), value, px=ttl or None)
+
+    async def delete(self, key: str) -> None:
+        with _translated():
+            await self._redis.delete(self._k("c", key), self._k("n", key))
