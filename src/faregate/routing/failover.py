@@ -1,0 +1,229 @@
+"""Runs one request along a routing plan: tries deployments in order, moves on (or retries
+with jittered backoff) on retryable provider errors, enforces the request's deadline and
+records every outcome in health. It never chooses the order; the router does."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
+
+from faregate.config import Deployment
+from faregate.errors import FaregateError, UpstreamTimeout
+from faregate.providers.base import ProviderError
+from faregate.routing.errors import NoHealthyDeployment
+
+T = TypeVar("T")
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+class FailoverHealth(Protocol):
+    """The part of HealthRegistry failover uses."""
+
+    def try_acquire(self, deployment_id: str) -> bool: ...
+
+    def release(self, deployment_id: str) -> None: ...
+
+    def available_in(self, deployment_id: str) -> float: ...
+
+    def observe(
+        self,
+        deployment_id: str,
+        *,
+        latency: float | None = None,
+        ttft: float | None = None,
+        error: BaseException | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    deployment: Deployment
+    error: FaregateError
+    elapsed: float
+
+
+@dataclass(slots=True)
+class Attempted(Generic[T]):
+    result: T
+    deployment: Deployment  # the one that answered
+    attempts: int  # calls made, this one included
+    errors: list[FailedAttempt] = field(default_factory=list)  # earlier failures, in order
+
+
+async def call_with_failover(
+    plan: Sequence[Deployment],
+    attempt: Callable[[Deployment], Awaitable[T]],
+    *,
+    health: FailoverHealth,
+    deadline: float,
+    max_attempts: int | None = None,
+    context_plan: Sequence[Deployment] = (),
+    backoff_base: float = 0.05,
+    backoff_max: float = 2.0,
+    rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    first_chunk: bool = False,
+) -> Attempted[T]:
+    """Call `attempt` on the plan's deployments until one succeeds.
+
+    - A retryable ProviderError (429, 5xx, timeout, connection) moves to the next
+      deployment; after a full pass the still-available ones are tried again after a
+      jittered exponential backoff (so a single deployment is retried), waiting out a
+      Retry-After when it fits in the deadline. At most `max_attempts` calls
+      (default: len(plan) + 2).
+    - Any other error is raised at once; a `context_length_exceeded` error switches,
+      once, to `context_plan`.
+    - `deadline` (on `clock`, time.monotonic by default) bounds every attempt; when it
+      passes UpstreamTimeout (504) is raised. A deployment's own `timeout` is a retryable
+      failure. When every attempt failed, the last error is raised again.
+    - `first_chunk=True` records the attempt's duration as time to first token, not
+      latency; see `connect_stream_with_failover`.
+    """
+    run = _Failover(
+        attempt,
+        health,
+        deadline,
+        max_attempts or len(plan) + 2,
+        rng or random.Random(),
+        clock,
+        sleep,
+        first_chunk,
+        backoff_base,
+        backoff_max,
+    )
+    candidates, switched = list(plan), False
+    while True:
+        try:
+            return await run.until_success(candidates)
+        except FaregateError as exc:
+            if exc.code != CONTEXT_LENGTH_EXCEEDED or switched or not context_plan:
+                raise
+            candidates, switched = list(context_plan), True
+
+
+async def connect_stream_with_failover(
+    plan: Sequence[Deployment],
+    connect: Callable[[Deployment], Awaitable[T]],
+    **options: Any,
+) -> Attempted[T]:
+    """Failover for streams, up to the first chunk only.
+
+    `connect(deployment)` must return as soon as the first chunk has arrived (for example
+    the first chunk plus the open iterator) and send nothing to the client itself. Failover
+    happens only inside that phase; once the caller forwards the first byte, a later error
+    ends the stream and is not retried (report it with `health.observe(..., error=...)`).
+    The connect time is recorded as time to first token.
+    """
+    return await call_with_failover(plan, connect, first_chunk=True, **options)
+
+
+class _Failover(Generic[T]):
+    def __init__(
+        self,
+        attempt: Callable[[Deployment], Awaitable[T]],
+        health: FailoverHealth,
+        deadline: float,
+        limit: int,
+        rng: random.Random,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        first_chunk: bool,
+        backoff_base: float,
+        backoff_max: float,
+    ) -> None:
+        self.attempt, self.health, self.deadline, self.limit = attempt, health, deadline, limit
+        self.rng, self.clock, self.sleep, self.first_chunk = rng, clock, sleep, first_chunk
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.attempts = 0
+        self.errors: list[FailedAttempt] = []
+
+    async def until_success(self, candidates: list[Deployment]) -> Attempted[T]:
+        rounds = 0
+        while True:
+            done = await self._pass(candidates)
+            if done is not None:
+                return done
+            rounds += 1
+            await self._pause(candidates, rounds)
+
+    async def _pass(self, candidates: list[Deployment]) -> Attempted[T] | None:
+        for deployment in candidates:
+            if self.attempts >= self.limit:
+                break
+            if not self.health.try_acquire(deployment.id):
+                continue  # opened, cooling down, or another request holds the probe
+            self.attempts += 1
+            started = self.clock()
+            try:
+                result = await self._one(deployment)
+            except ProviderError as exc:
+                if not exc.retryable:
+                    raise
+                self.errors.append(FailedAttempt(deployment, exc, self.clock() - started))
+                continue
+            return Attempted(result, deployment, self.attempts, self.errors)
+        return None
+
+    async def _one(self, deployment: Deployment) -> T:
+        remaining = self.deadline - self.clock()
+        if remaining <= 0:
+            self.health.release(deployment.id)
+            raise UpstreamTimeout("The request deadline passed before an upstream answered")
+        limit = min(remaining, deployment.timeout) if deployment.timeout else remaining
+        started = self.clock()
+        timer = asyncio.timeout(limit)
+        try:
+            async with timer:
+                result = await self.attempt(deployment)
+        except TimeoutError:
+            error = ProviderError(
+                f"{deployment.id} did not answer within {limit:.2f} s",
+                status=504,
+                code="upstream_timeout",
+                retryable=True,
+            )
+            self.health.observe(deployment.id, error=error)
+            if timer.expired() and limit >= remaining:
+                self.errors.append(FailedAttempt(deployment, error, self.clock() - started))
+                raise UpstreamTimeout(
+                    "The request deadline passed before an upstream answered"
+                ) from None
+            raise error from None
+        except ProviderError as exc:
+            self.health.observe(deployment.id, error=exc)
+            raise
+        except BaseException:
+            self.health.release(deployment.id)
+            raise
+        elapsed = self.clock() - started
+        if self.first_chunk:
+            self.health.observe(deployment.id, ttft=elapsed)
+        else:
+            self.health.observe(deployment.id, latency=elapsed)
+        return result
+
+    async def _pause(self, candidates: list[Deployment], rounds: int) -> None:
+        """Sleep before the next pass, or raise when no further attempt can help."""
+        if self.attempts >= self.limit or not candidates:
+            self._give_up(candidates, 0.0)
+        last = self.errors[-1].error if self.errors else None
+        retry_after = getattr(last, "retry_after", None) or 0.0
+        soonest = min(self.health.available_in(d.id) for d in candidates)
+        if soonest > max(self.backoff_max, retry_after):
+            self._give_up(candidates, soonest)
+        cap = min(self.backoff_max, self.backoff_base * 2 ** (rounds - 1))
+        delay = max(cap / 2 + self.rng.uniform(0, cap / 2), soonest)
+        if self.clock() + delay >= self.deadline:
+            self._give_up(candidates, soonest)
+        await self.sleep(delay)
+
+    def _give_up(self, candidates: list[Deployment], soonest: float) -> NoReturn:
+        if self.errors:
+            raise self.errors[-1].error
+        group = candidates[0].group if candidates else "this model"
+        raise NoHealthyDeployment(group, soonest)

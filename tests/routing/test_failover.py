@@ -1,0 +1,331 @@
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+
+import pytest
+
+from faregate.config import Deployment
+from faregate.errors import InvalidRequest, UpstreamTimeout
+from faregate.providers.base import ProviderError
+from faregate.routing.base import RouteRequest
+from faregate.routing.errors import NoHealthyDeployment
+from faregate.routing.failover import call_with_failover, connect_stream_with_failover
+from faregate.routing.health import HealthRegistry
+from faregate.routing.router import Router
+
+from .fakes import FakeClock, dep, group, groups
+
+OUTAGE = ProviderError("upstream 503", status=503)
+
+
+def soon(seconds: float = 5.0) -> float:
+    return time.monotonic() + seconds
+
+
+async def test_primary_failing_thirty_percent_still_serves_every_call() -> None:
+    health = HealthRegistry()
+    router = Router(groups(group("chat", "primary", "secondary")), health=health)
+    rng = random.Random(42)
+    served: Counter[str] = Counter()
+
+    async def flaky(d: Deployment) -> str:
+        if d.id == "primary" and rng.random() < 0.3:
+            raise ProviderError("primary hiccup", status=502)
+        return d.id
+
+    chat = router.resolve("chat")
+    for _ in range(1000):
+        plan = router.plan(chat, RouteRequest())
+        done = await call_with_failover(plan, flaky, health=health, deadline=soon(), rng=rng)
+        served[done.result] += 1
+        assert done.attempts == len(done.errors) + 1
+    assert sum(served.values()) == 1000
+    assert served["primary"] > 0 and served["secondary"] > 0
+
+
+async def test_failover_reports_each_failed_attempt_and_the_winner() -> None:
+    health = HealthRegistry()
+
+    async def attempt(d: Deployment) -> str:
+        if d.id != "c":
+            raise ProviderError(f"{d.id} down", status=503)
+        return "ok"
+
+    done = await call_with_failover(
+        [dep("a"), dep("b"), dep("c")], attempt, health=health, deadline=soon()
+    )
+    assert (done.result, done.deployment.id, done.attempts) == ("ok", "c", 3)
+    assert [(f.deployment.id, f.error.status) for f in done.errors] == [("a", 503), ("b", 503)]
+    assert health.latency("c").latency is not None
+    assert health.snapshot()[0]["consecutive_failures"] == 1
+
+
+async def test_deadline_holds_against_a_hanging_upstream() -> None:
+    health = HealthRegistry()
+
+    async def hang(d: Deployment) -> str:
+        await asyncio.sleep(60)
+        return "never"
+
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout) as caught:
+        await call_with_failover([dep("a"), dep("b")], hang, health=health, deadline=soon(0.2))
+    assert time.monotonic() - started < 0.5
+    assert (caught.value.status, caught.value.code) == (504, "upstream_timeout")
+    assert health.snapshot()[0]["consecutive_failures"] == 1  # the hang counts against "a"
+
+
+async def test_a_deployment_timeout_moves_on_to_the_next_deployment() -> None:
+    async def attempt(d: Deployment) -> str:
+        if d.id == "slow":
+            await asyncio.sleep(60)
+        return d.id
+
+    plan = [dep("slow", timeout=0.05), dep("fast")]
+    done = await call_with_failover(plan, attempt, health=HealthRegistry(), deadline=soon())
+    assert done.result == "fast"
+    assert done.errors[0].error.code == "upstream_timeout"
+
+
+async def test_non_retryable_errors_are_raised_at_once() -> None:
+    calls: list[str] = []
+
+    async def attempt(d: Deployment) -> str:
+        calls.append(d.id)
+        raise ProviderError("bad request", status=400, code="invalid_request", retryable=False)
+
+    with pytest.raises(ProviderError) as caught:
+        await call_with_failover(
+            [dep("a"), dep("b")], attempt, health=HealthRegistry(), deadline=soon()
+        )
+    assert caught.value.status == 400
+    assert calls == ["a"]
+
+
+async def test_errors_of_the_gateway_itself_are_not_retried() -> None:
+    calls: list[str] = []
+
+    async def attempt(d: Deployment) -> str:
+        calls.append(d.id)
+        raise InvalidRequest("unsupported parameter", param="logit_bias")
+
+    with pytest.raises(InvalidRequest):
+        await call_with_failover(
+            [dep("a"), dep("b")], attempt, health=HealthRegistry(), deadline=soon()
+        )
+    assert calls == ["a"]
+
+
+async def test_when_everything_fails_the_last_error_is_raised() -> None:
+    calls: list[str] = []
+
+    async def attempt(d: Deployment) -> str:
+        calls.append(d.id)
+        raise ProviderError(f"{d.id} broke", status=502 if d.id == "a" else 503)
+
+    with pytest.raises(ProviderError) as caught:
+        await call_with_failover(
+            [dep("a"), dep("b")],
+            attempt,
+            health=HealthRegistry(),
+            deadline=soon(),
+            max_attempts=4,
+            backoff_base=0.001,
+        )
+    assert calls == ["a", "b", "a", "b"]
+    assert caught.value.status == 503
+
+
+async def test_a_lone_deployment_is_retried_with_growing_jittered_backoff() -> None:
+    clock = FakeClock()
+    sleeps: list[float] = []
+    calls = 0
+
+    async def record_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+
+    async def attempt(d: Deployment) -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 4:
+            raise OUTAGE
+        return "ok"
+
+    done = await call_with_failover(
+        [dep("only")],
+        attempt,
+        health=HealthRegistry(clock=clock),
+        deadline=clock() + 60,
+        max_attempts=5,
+        backoff_base=0.1,
+        clock=clock,
+        sleep=record_sleep,
+        rng=random.Random(1),
+    )
+    assert done.attempts == 4
+    assert 0.05 <= sleeps[0] <= 0.1 and 0.1 <= sleeps[1] <= 0.2 and 0.2 <= sleeps[2] <= 0.4
+
+
+async def test_retry_after_two_seconds_is_honoured_before_retrying() -> None:
+    clock = FakeClock()
+    health = HealthRegistry(clock=clock)
+    attempts_at: list[float] = []
+
+    async def attempt(d: Deployment) -> str:
+        attempts_at.append(clock())
+        if len(attempts_at) == 1:
+            raise ProviderError("rate limited", status=429, retry_after=2.0)
+        return "ok"
+
+    done = await call_with_failover(
+        [dep("only")], attempt, health=health, deadline=clock() + 30, clock=clock, sleep=clock.sleep
+    )
+    assert done.result == "ok"
+    assert attempts_at[1] - attempts_at[0] >= 2.0
+    assert health.state("only") == "closed"
+
+
+async def test_retry_after_beyond_the_deadline_returns_the_429() -> None:
+    clock = FakeClock()
+
+    async def attempt(d: Deployment) -> str:
+        raise ProviderError("rate limited", status=429, retry_after=20.0)
+
+    with pytest.raises(ProviderError) as caught:
+        await call_with_failover(
+            [dep("only")],
+            attempt,
+            health=HealthRegistry(clock=clock),
+            deadline=clock() + 5,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+    assert caught.value.status == 429
+    assert caught.value.headers["Retry-After"] == "20"
+
+
+async def test_cooling_deployment_gets_no_attempt_while_another_can_serve() -> None:
+    clock = FakeClock()
+    health = HealthRegistry(clock=clock)
+    health.observe("a", error=ProviderError("rate limited", status=429, retry_after=2.0))
+    calls: list[str] = []
+
+    async def attempt(d: Deployment) -> str:
+        calls.append(d.id)
+        return d.id
+
+    for _ in range(3):
+        await call_with_failover(
+            [dep("a"), dep("b")], attempt, health=health, deadline=clock() + 5, clock=clock
+        )
+        clock.advance(0.5)
+    assert calls == ["b", "b", "b"]
+    clock.advance(0.5)
+    await call_with_failover(
+        [dep("a"), dep("b")], attempt, health=health, deadline=clock() + 5, clock=clock
+    )
+    assert calls[-1] == "a"
+
+
+async def test_half_open_deployment_takes_one_probe_while_others_fail_over() -> None:
+    clock = FakeClock()
+    health = HealthRegistry(clock=clock)
+    for _ in range(5):
+        health.observe("a", error=OUTAGE)
+    clock.advance(30)
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def attempt(d: Deployment) -> str:
+        calls.append(d.id)
+        if d.id == "a":
+            await release.wait()
+        return d.id
+
+    plan = [dep("a"), dep("b")]
+    probe = asyncio.create_task(call_with_failover(plan, attempt, health=health, deadline=soon()))
+    await asyncio.sleep(0)
+    others = [
+        await call_with_failover(plan, attempt, health=health, deadline=soon()) for _ in range(3)
+    ]
+    release.set()
+    assert (await probe).result == "a"
+    assert [o.result for o in others] == ["b", "b", "b"]
+    assert calls.count("a") == 1
+    assert health.state("a") == "closed"
+
+
+async def test_context_length_error_switches_to_the_context_window_plan() -> None:
+    calls: list[str] = []
+
+    async def attempt(d: Deployment) -> str:
+        calls.append(d.id)
+        if d.id == "small":
+            raise ProviderError(
+                "too long", status=400, code="context_length_exceeded", retryable=False
+            )
+        return d.id
+
+    done = await call_with_failover(
+        [dep("small"), dep("sibling")],
+        attempt,
+        health=HealthRegistry(),
+        deadline=soon(),
+        context_plan=[dep("large")],
+    )
+    assert done.result == "large"
+    assert calls == ["small", "large"]
+
+
+async def test_nothing_acquirable_is_a_503() -> None:
+    health = HealthRegistry()
+    for _ in range(5):
+        health.observe("a", error=OUTAGE)
+
+    async def attempt(d: Deployment) -> str:
+        return d.id
+
+    with pytest.raises(NoHealthyDeployment):
+        await call_with_failover([dep("a")], attempt, health=health, deadline=soon())
+
+
+async def test_stream_connect_fails_over_and_records_time_to_first_token() -> None:
+    health = HealthRegistry()
+
+    async def connect(d: Deployment) -> tuple[str, str]:
+        if d.id == "a":
+            raise ProviderError("connection reset", status=502)
+        await asyncio.sleep(0.01)
+        return d.id, "first chunk"
+
+    done = await connect_stream_with_failover(
+        [dep("a"), dep("b")], connect, health=health, deadline=soon()
+    )
+    assert done.result == ("b", "first chunk")
+    stats = health.latency("b")
+    assert stats.ttft is not None and stats.ttft >= 0.01
+    assert stats.latency is None
+
+
+async def test_cancelled_probe_gives_its_slot_back() -> None:
+    clock = FakeClock()
+    health = HealthRegistry(clock=clock)
+    for _ in range(5):
+        health.observe("a", error=OUTAGE)
+    clock.advance(30)
+
+    async def hang(d: Deployment) -> str:
+        await asyncio.sleep(60)
+        return d.id
+
+    task = asyncio.create_task(call_with_failover([dep("a")], hang, health=health, deadline=soon()))
+    await asyncio.sleep(0.01)
+    assert not health.available("a")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert health.try_acquire("a")
