@@ -1,0 +1,192 @@
+"""Spend budgets enforced before the upstream call: one atomic multi-scope reservation of
+the worst-case estimate over every matching budget, settled with the real amount after.
+Soft thresholds and refusals are reported once per period to an AlertSink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from faregate.money import decimal_str, from_nanos, to_nanos
+from faregate.policy.budget_defs import BudgetDef
+from faregate.policy.durations import retry_after_header
+from faregate.policy.errors import BudgetExceeded
+from faregate.policy.periods import Period, period_at
+from faregate.policy.subject import Subject
+from faregate.store.counters.base import CounterStore, ReserveResult, ReserveSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOLD_TTL_S = 900.0
+RETENTION_S = 40 * 86400  # a period's counter stays readable this long after it ends
+
+
+class AlertSink(Protocol):
+    async def emit(self, kind: str, payload: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetScope:
+    """One budget as it applies to one request: the value it counts and its period."""
+
+    budget: BudgetDef
+    value: str
+    period: Period
+
+    @property
+    def key(self) -> str:
+        return f"budget:{self.budget.id}:{self.value}"
+
+    @property
+    def scope(self) -> str:
+        return f"{self.key}:{self.period.id}"
+
+    def pick(self, cost: Decimal, price: Decimal) -> int:
+        return to_nanos(cost if self.budget.basis == "cost" else price)
+
+    def payload(self, spent_nanos: int) -> dict[str, Any]:
+        b = self.budget
+        return {
+            "budget_id": b.id,
+            "scope": b.scope,
+            "value": self.value,
+            "basis": b.basis,
+            "period": b.period,
+            "period_id": self.period.id,
+            "period_end": self.period.end.isoformat(),
+            "amount": decimal_str(b.amount),
+            "spent": decimal_str(from_nanos(spent_nanos)),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    scope: BudgetScope
+    spent: Decimal
+    held: Decimal
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.scope.budget.amount - self.spent - self.held, Decimal(0))
+
+
+class BudgetHold:
+    """The reservation of one request. Settle or release it exactly once when the call is
+    over; doing either again changes nothing."""
+
+    def __init__(self, budgets: Budgets, hold_id: str, scopes: Sequence[BudgetScope]) -> None:
+        self._budgets = budgets
+        self.hold_id = hold_id
+        self.scopes = tuple(scopes)
+
+    async def settle(self, actual_cost: Decimal, actual_price: Decimal) -> None:
+        if not self.scopes:
+            return
+        amounts = {s.scope: s.pick(actual_cost, actual_price) for s in self.scopes}
+        after = await self._budgets.store.settle(self.hold_id, amounts)
+        for s in self.scopes:
+            if s.scope in after:
+                await self._budgets.crossed(s, after[s.scope] - amounts[s.scope], after[s.scope])
+
+    async def release(self) -> None:
+        if self.scopes:
+            await self._budgets.store.release(self.hold_id)
+
+
+class Budgets:
+    def __init__(
+        self,
+        store: CounterStore,
+        defs: Sequence[BudgetDef],
+        *,
+        alerts: AlertSink | None = None,
+        clock: Callable[[], datetime] | None = None,
+        hold_ttl_s: float = DEFAULT_HOLD_TTL_S,
+    ) -> None:
+        self.store = store
+        self.defs = tuple(defs)
+        self._alerts = alerts
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._hold_ttl_s = hold_ttl_s
+
+    def matching(self, subject: Subject, model: str) -> list[BudgetScope]:
+        now = self._clock()
+        return [
+            BudgetScope(d, value, period_at(d.period, d.timezone, now))
+            for d in self.defs
+            for value in d.values(subject, model)
+        ]
+
+    def _spec(self, s: BudgetScope, amount: int, now: datetime) -> ReserveSpec:
+        limit = to_nanos(s.budget.amount) if s.budget.hard else None
+        ttl = s.period.seconds_left(now) + RETENTION_S
+        return ReserveSpec(s.key, amount, limit, s.period.id, ttl)
+
+    async def reserve(
+        self,
+        subject: Subject,
+        model: str,
+        estimate_cost: Decimal,
+        estimate_price: Decimal,
+        hold_id: str,
+    ) -> BudgetHold:
+        """Hold the worst-case estimate on every matching budget at once, or raise
+        BudgetExceeded when a hard budget has no room for it (nothing is held then)."""
+        scopes = self.matching(subject, model)
+        if not scopes:
+            return BudgetHold(self, hold_id, ())
+        now = self._clock()
+        specs = [self._spec(s, s.pick(estimate_cost, estimate_price), now) for s in scopes]
+        result = await self.store.reserve(specs, hold_id, self._hold_ttl_s)
+        if not result.ok:
+            failed = next(s for s in scopes if s.scope == result.failed_key)
+            raise await self._refusal(failed, result, specs, now)
+        return BudgetHold(self, hold_id, scopes)
+
+    async def status(self, subject: Subject, model: str) -> list[BudgetStatus]:
+        scopes = self.matching(subject, model)
+        spent = await self.store.spent_many([s.scope for s in scopes])
+        held = await asyncio.gather(*(self.store.held(s.scope) for s in scopes))
+        return [
+            BudgetStatus(s, from_nanos(sp), from_nanos(h))
+            for s, sp, h in zip(scopes, spent, held, strict=True)
+        ]
+
+    async def _refusal(
+        self, s: BudgetScope, result: ReserveResult, specs: Sequence[ReserveSpec], now: datetime
+    ) -> BudgetExceeded:
+        spent, held = result.spent.get(s.scope, 0), result.held.get(s.scope, 0)
+        wanted = next(spec.amount_nanos for spec in specs if spec.scope == s.scope)
+        if await self.store.incr(f"budget-alert:{s.scope}:exceeded", 1, RETENTION_S) == 1:
+            await self._emit("budget.exceeded", s.payload(spent))
+        b = s.budget
+        return BudgetExceeded(
+            f"Budget '{b.id}' for {b.scope} '{s.value}' has no room for this request: "
+            f"{decimal_str(from_nanos(spent))} spent and {decimal_str(from_nanos(held))} "
+            f"reserved of {decimal_str(b.amount)} ({b.basis}) this {b.period}; the request "
+            f"may use up to {decimal_str(from_nanos(wanted))}. The budget resets at "
+            f"{s.period.end.isoformat()}.",
+            headers={"Retry-After": retry_after_header(s.period.seconds_left(now))},
+        )
+
+    async def crossed(self, s: BudgetScope, before: int, after: int) -> None:
+        """Report every threshold this settle crossed. Spent only grows within a period
+        and each settle adds atomically, so exactly one settle crosses each threshold."""
+        for threshold in s.budget.thresholds:
+            mark = to_nanos(s.budget.amount * threshold)
+            if before < mark <= after:
+                payload = s.payload(after) | {"threshold": decimal_str(threshold)}
+                await self._emit("budget.threshold", payload)
+
+    async def _emit(self, kind: str, payload: Mapping[str, Any]) -> None:
+        if self._alerts is None:
+            return
+        try:
+            await self._alerts.emit(kind, payload)
+        except Exception:  # an alert channel failing must not fail the request
+            log.exception("budget alert %s could not be delivered", kind)

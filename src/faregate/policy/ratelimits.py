@@ -1,0 +1,183 @@
+"""Requests per minute, tokens per minute and concurrent requests, checked before the
+upstream call: one atomic check over every matching limit, tokens reserved from the
+estimate and trued up afterwards. Talks to storage only through CounterStore."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from faregate.policy.durations import format_reset, retry_after_header
+from faregate.policy.errors import RateLimitExceeded
+from faregate.policy.ratelimit_rules import Applied, Limits, RateLimitConfig
+from faregate.policy.subject import Subject
+from faregate.store.counters.base import CounterStore, LimitResult, LimitSpec
+
+WINDOW_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One rate limit as judged for this request."""
+
+    applied: Applied
+    kind: str  # requests | tokens
+    spec: LimitSpec
+    result: LimitResult
+
+
+def _tightest(checked: Sequence[Checked], kind: str) -> LimitResult | None:
+    results = [c.result for c in checked if c.kind == kind]
+    return min(results, key=lambda r: (r.remaining, r.limit), default=None)
+
+
+def ratelimit_headers(checked: Sequence[Checked]) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers, from the most restrictive limit of each kind."""
+    headers: dict[str, str] = {}
+    for kind in ("requests", "tokens"):
+        result = _tightest(checked, kind)
+        if result is not None:
+            headers[f"x-ratelimit-limit-{kind}"] = str(result.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(result.remaining)
+            headers[f"x-ratelimit-reset-{kind}"] = format_reset(result.reset_after_s)
+    return headers
+
+
+class Permit:
+    """Admission of one request. Call `finish` exactly once when the call is over (it is
+    idempotent): it trues up the token reservation and frees the concurrency slots."""
+
+    def __init__(
+        self,
+        store: CounterStore,
+        checked: Sequence[Checked],
+        leases: Sequence[tuple[str, str]],
+        est_tokens: int,
+    ) -> None:
+        self._store = store
+        self.checked = tuple(checked)
+        self._leases = tuple(leases)
+        self.est_tokens = est_tokens
+        self._finished = False
+
+    def headers(self) -> dict[str, str]:
+        return ratelimit_headers(self.checked)
+
+    async def finish(self, actual_tokens: int | None = None) -> None:
+        """`actual_tokens` = input + output as reported; None keeps the estimate."""
+        if self._finished:
+            return
+        self._finished = True
+        delta = 0 if actual_tokens is None else max(actual_tokens, 0) - self.est_tokens
+        specs = [
+            LimitSpec(c.spec.key, c.spec.limit, c.spec.window_s, delta)
+            for c in self.checked
+            if c.kind == "tokens" and delta
+        ]
+        steps = [self._store.release_concurrency(key, lease) for key, lease in self._leases]
+        if specs:
+            steps.append(self._store.rate_limit_adjust(specs))
+        await asyncio.gather(*steps)
+
+
+def _describe(c: Checked) -> str:
+    per = "requests per minute (rpm)" if c.kind == "requests" else "tokens per minute (tpm)"
+    return f"{per} for {c.applied.scope} limit '{c.applied.rule_id}'"
+
+
+class RateLimiter:
+    def __init__(self, store: CounterStore, config: RateLimitConfig) -> None:
+        self._store = store
+        self._config = config
+
+    async def check(
+        self,
+        subject: Subject,
+        model: str,
+        est_tokens: int = 0,
+        *,
+        own: Mapping[str, Limits] | None = None,
+        lease_id: str | None = None,
+    ) -> Permit:
+        """Admit the request or raise RateLimitExceeded (nothing is consumed then).
+        `est_tokens` is reserved on every tpm limit: input tokens + expected output."""
+        applied = self._config.applicable(subject, model, own)
+        if not applied:
+            return Permit(self._store, (), (), est_tokens)
+        leases = await self._acquire(applied, lease_id or uuid.uuid4().hex)
+        try:
+            checked = await self._consume(applied, max(est_tokens, 0))
+        except BaseException:
+            await self._release(leases)
+            raise
+        refused = [c for c in checked if not c.result.allowed]
+        if refused:
+            await self._release(leases)
+            raise self._refusal(checked, refused)
+        return Permit(self._store, checked, leases, max(est_tokens, 0))
+
+    async def _acquire(self, applied: Sequence[Applied], lease_id: str) -> list[tuple[str, str]]:
+        capped = [a for a in applied if a.limits.max_concurrent is not None]
+        ttl = self._config.lease_ttl_s
+        granted = await asyncio.gather(
+            *(
+                self._store.acquire_concurrency(
+                    f"{a.counter}:conc", a.limits.max_concurrent or 0, lease_id, ttl
+                )
+                for a in capped
+            )
+        )
+        leases = [
+            (f"{a.counter}:conc", lease_id) for a, ok in zip(capped, granted, strict=True) if ok
+        ]
+        if all(granted):
+            return leases
+        await self._release(leases)
+        blocked = next(a for a, ok in zip(capped, granted, strict=True) if not ok)
+        raise RateLimitExceeded(
+            f"Too many concurrent requests for {blocked.scope} limit '{blocked.rule_id}': "
+            f"at most {blocked.limits.max_concurrent} at a time.",
+            headers={"Retry-After": "1", "retry-after-ms": "1000"},
+        )
+
+    async def _release(self, leases: Sequence[tuple[str, str]]) -> None:
+        await asyncio.gather(*(self._store.release_concurrency(k, lease) for k, lease in leases))
+
+    async def _consume(self, applied: Sequence[Applied], est_tokens: int) -> list[Checked]:
+        planned: list[tuple[Applied, str, LimitSpec]] = []
+        for a in applied:
+            if a.limits.rpm is not None:
+                planned.append(
+                    (a, "requests", LimitSpec(f"{a.counter}:req", a.limits.rpm, WINDOW_S, 1))
+                )
+            if a.limits.tpm is not None:
+                spec = LimitSpec(f"{a.counter}:tok", a.limits.tpm, WINDOW_S, est_tokens)
+                planned.append((a, "tokens", spec))
+        if not planned:
+            return []
+        results = await self._store.rate_limit_many([spec for _, _, spec in planned])
+        return [
+            Checked(a, kind, spec, r) for (a, kind, spec), r in zip(planned, results, strict=True)
+        ]
+
+    def _refusal(self, checked: Sequence[Checked], refused: Sequence[Checked]) -> RateLimitExceeded:
+        headers = ratelimit_headers(checked)
+        first = refused[0]
+        wait = max(c.result.retry_after_s for c in refused)
+        if math.isinf(wait):
+            return RateLimitExceeded(
+                f"Request too large for {_describe(first)}: limit {first.spec.limit}, "
+                f"requested {first.spec.cost}. Reduce the prompt or max_tokens.",
+                headers=headers,
+            )
+        headers["Retry-After"] = retry_after_header(wait)
+        headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+        return RateLimitExceeded(
+            f"Rate limit reached for {_describe(first)}: limit {first.spec.limit}, "
+            f"remaining {first.result.remaining}, requested {first.spec.cost}. "
+            f"Please try again in {format_reset(wait)}.",
+            headers=headers,
+        )
