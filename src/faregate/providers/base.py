@@ -56,6 +56,12 @@ class ImagesResult:
 
 
 @dataclass(slots=True)
+class ModerationsResult:
+    body: dict[str, Any]
+    usage: Usage
+
+
+@dataclass(slots=True)
 class StreamState:
     """Filled in by a chat stream as it runs; read once the stream is exhausted."""
 
@@ -100,7 +106,9 @@ class Provider(Protocol):
 
     wire: ClassVar[str]
     # Which calls this wire format supports: a subset of
-    # {"chat", "chat_stream", "tools", "vision", "embeddings", "images"}.
+    # {"chat", "chat_stream", "tools", "vision", "embeddings", "images", "moderations"};
+    # "moderations" means the adapter also has
+    # `async def moderations(self, body, model) -> ModerationsResult`.
     capabilities: ClassVar[frozenset[str]]
 
     async def chat(self, body: dict[str, Any], model: str) -> ChatResult: ...

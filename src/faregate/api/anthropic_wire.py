@@ -1,0 +1,414 @@
+"""The inbound Anthropic Messages surface, as pure functions: a Messages request becomes an
+OpenAI chat body for the pipeline, and a chat completion (whole or streamed) becomes a
+Messages answer, whatever provider served it. No I/O and no HTTP framework here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from faregate.errors import InvalidRequest
+from faregate.usage import Usage
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+Event = tuple[str, dict[str, Any]]
+
+
+# -- requests ------------------------------------------------------------------------
+
+
+def _invalid(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
+def _validate(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(
+            "model: Field required", param="model", code="missing_required_parameter"
+        )
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise InvalidRequest(
+            "max_tokens: Field required", param="max_tokens", code="missing_required_parameter"
+        )
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _invalid("max_tokens: must be an integer of at least 1", "max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest(
+            "messages: must be a non-empty list",
+            param="messages",
+            code="missing_required_parameter" if messages is None else "invalid_value",
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise _invalid(
+                "messages: each message needs role 'user' or 'assistant'", f"messages[{i}].role"
+            )
+        if not isinstance(message.get("content"), str | list):
+            raise _invalid(
+                "messages: content must be a string or a list of blocks", f"messages[{i}].content"
+            )
+
+
+def request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI chat body for a Messages request (validated: model, max_tokens, messages)."""
+    _validate(body)
+    messages: list[dict[str, Any]] = []
+    if body.get("system"):
+        messages.append({"role": "system", "content": _text(body["system"])})
+    for i, message in enumerate(body["messages"]):
+        messages.extend(_message(message, f"messages[{i}]"))
+    request: dict[str, Any] = {
+        "model": body["model"],
+        "messages": messages,
+        "max_tokens": body["max_tokens"],
+    }
+    if body.get("stop_sequences"):
+        request["stop"] = list(body["stop_sequences"])
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            request[key] = body[key]
+    if body.get("stream"):
+        request["stream"] = True
+        request["stream_options"] = {"include_usage": True}
+    user = (body.get("metadata") or {}).get("user_id")
+    if isinstance(user, str):
+        request["user"] = user
+    if body.get("tools"):
+        request["tools"] = [_tool(tool, i) for i, tool in enumerate(body["tools"])]
+    if body.get("tool_choice"):
+        request.update(_tool_choice(body["tool_choice"]))
+    return request
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(
+        str(b.get("text") or "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+    )
+
+
+def _message(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    content = message["content"]
+    if message["role"] == "assistant":
+        return [_assistant(content, where)]
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    # Tool results answer the previous assistant turn, so they come first.
+    out = [
+        _tool_result(b) for b in content if isinstance(b, dict) and b.get("type") == "tool_result"
+    ]
+    parts = [
+        _part(b, f"{where}.content[{j}]")
+        for j, b in enumerate(content)
+        if isinstance(b, dict) and b.get("type") != "tool_result"
+    ]
+    parts = [p for p in parts if p is not None]
+    if parts:
+        out.append({"role": "user", "content": parts})
+    return out
+
+
+def _part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
+    kind = block.get("type")
+    if kind == "text":
+        return {"type": "text", "text": str(block.get("text") or "")}
+    source = block.get("source") or {}
+    if kind in ("image", "document") and source.get("type") == "base64":
+        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+        if kind == "document":
+            return {"type": "file", "file": {"file_data": url}}
+        return {"type": "image_url", "image_url": {"url": url}}
+    if kind == "image" and source.get("type") == "url":
+        return {"type": "image_url", "image_url": {"url": source.get("url")}}
+    if kind in ("thinking", "redacted_thinking"):
+        return None
+    raise _invalid(f"Content block type {kind!r} is not supported.", where)
+
+
+def _assistant(content: Any, where: str) -> dict[str, Any]:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    text = _text(content)
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    calls = [
+        {
+            "id": b.get("id"),
+            "type": "function",
+            "function": {
+                "name": b.get("name"),
+                "arguments": orjson.dumps(b.get("input") or {}).decode(),
+            },
+        }
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "tool_use"
+    ]
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
+    content = block.get("content")
+    text = _text(content) if content is not None else ""
+    return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+
+
+def _tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
+    if (
+        not isinstance(tool, dict)
+        or not isinstance(tool.get("name"), str)
+        or (tool.get("type") not in (None, "custom"))
+    ):
+        raise _invalid(
+            "Only custom tools with a name and input_schema are supported.", f"tools[{i}]"
+        )
+    function: dict[str, Any] = {
+        "name": tool["name"],
+        "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
+    }
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: Any) -> dict[str, Any]:
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        mapped: dict[str, Any] = {
+            "tool_choice": {"type": "function", "function": {"name": choice["name"]}}
+        }
+    elif kind in TOOL_CHOICES:
+        mapped = {"tool_choice": TOOL_CHOICES[kind]}
+    else:
+        raise _invalid("tool_choice.type must be auto, any, tool or none.", "tool_choice")
+    if choice.get("disable_parallel_tool_use"):
+        mapped["parallel_tool_calls"] = False
+    return mapped
+
+
+# -- responses -----------------------------------------------------------------------
+
+
+def _message_id(openai_id: Any) -> str:
+    if isinstance(openai_id, str) and openai_id:
+        return (
+            openai_id
+            if openai_id.startswith("msg_")
+            else "msg_" + openai_id.removeprefix("chatcmpl-")
+        )
+    return "msg_" + os.urandom(12).hex()
+
+
+def _usage(input_tokens: int, output_tokens: int, cached: int) -> dict[str, Any]:
+    """Anthropic counts cache reads apart from input_tokens; OpenAI's prompt includes them."""
+    return {
+        "input_tokens": max(input_tokens - cached, 0),
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def _arguments(raw: Any) -> Any:
+    try:
+        value = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def response_from_openai(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The Messages answer for a chat.completion (its first choice)."""
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": _arguments(function.get("arguments")),
+            }
+        )
+    usage = body.get("usage") or {}
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    return {
+        "id": _message_id(body.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
+        "stop_sequence": None,
+        "usage": _usage(
+            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached
+        ),
+    }
+
+
+def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """Anthropic's error shape; the type follows the status as Anthropic's API uses it."""
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+# -- streams -------------------------------------------------------------------------
+
+
+class StreamTranslator:
+    """OpenAI chat.completion.chunk dicts in, Anthropic SSE events out, in Anthropic's order:
+    message_start, then per block content_block_start (a ping after the first), deltas and
+    content_block_stop, then message_delta and message_stop from `finish`."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = "msg_" + os.urandom(12).hex()
+        self.started = False
+        self.pinged = False
+        self.index = -1  # current content block; -1 before the first
+        self.open: Any = None  # "text", or the OpenAI index of the open tool call
+        self.tools: dict[int, int] = {}  # OpenAI tool call index -> content block index
+        # Seen in the chunks, for a caller that has no Usage or finish reason at hand.
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] = {}
+
+    def _start(self) -> list[Event]:
+        self.started = True
+        message: dict[str, Any] = {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": _usage(0, 0, 0),
+        }
+        return [("message_start", {"type": "message_start", "message": message})]
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        events = [] if self.started else self._start()
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                events.extend(self._text(delta["content"]))
+            for call in delta.get("tool_calls") or ():
+                events.extend(self._tool(call))
+        return events
+
+    def _close(self) -> list[Event]:
+        if self.open is None:
+            return []
+        self.open = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+    def _open(self, block: dict[str, Any], kind: Any) -> list[Event]:
+        events = self._close()
+        self.index += 1
+        self.open = kind
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": self.index, "content_block": block},
+            )
+        )
+        if not self.pinged:
+            self.pinged = True
+            events.append(("ping", {"type": "ping"}))
+        return events
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> Event:
+        return (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": index, "delta": delta},
+        )
+
+    def _text(self, text: str) -> list[Event]:
+        events = [] if self.open == "text" else self._open({"type": "text", "text": ""}, "text")
+        events.append(self._delta(self.index, {"type": "text_delta", "text": text}))
+        return events
+
+    def _tool(self, call: dict[str, Any]) -> list[Event]:
+        position = int(call.get("index", 0))
+        function = call.get("function") or {}
+        events: list[Event] = []
+        if position not in self.tools:
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call.get("id") or "toolu_" + os.urandom(12).hex(),
+                "name": function.get("name") or "",
+                "input": {},
+            }
+            events = self._open(block, position)
+            self.tools[position] = self.index
+        if function.get("arguments"):
+            events.append(
+                self._delta(
+                    self.tools[position],
+                    {"type": "input_json_delta", "partial_json": function["arguments"]},
+                )
+            )
+        return events
+
+    def _final_usage(self, usage: Usage | None) -> dict[str, Any]:
+        if usage is not None:
+            return _usage(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        cached = (self.usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        return _usage(
+            int(self.usage.get("prompt_tokens") or 0),
+            int(self.usage.get("completion_tokens") or 0),
+            int(cached),
+        )
+
+    def finish(self, usage: Usage | None, finish_reason: str | None = None) -> list[Event]:
+        """Close the message. Without a Usage or finish reason, those seen in the chunks
+        (the final usage-only chunk, the last finish_reason) are used."""
+        events = ([] if self.started else self._start()) + self._close()
+        stop_reason = STOP_REASONS.get(str(finish_reason or self.finish_reason), "end_turn")
+        events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": self._final_usage(usage),
+                },
+            )
+        )
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events

@@ -1,0 +1,193 @@
+"""Request mapping of the Anthropic adapter: an OpenAI chat body becomes a Messages API
+request. Pure functions; a body the Messages API cannot carry raises a 400 ProviderError.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faregate.providers.shape import (
+    content_parts,
+    invalid,
+    max_output_tokens,
+    parse_data_url,
+    stop_sequences,
+    tool_arguments,
+)
+
+TOOL_CHOICES = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
+
+
+def messages_request(
+    body: dict[str, Any], model: str, *, default_max_tokens: int, stream: bool
+) -> dict[str, Any]:
+    """The Messages request for an OpenAI chat body."""
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise invalid("This model returns one choice per request; 'n' must be 1.", "n")
+    system, messages = map_messages(body.get("messages") or [])
+    request: dict[str, Any] = {
+        "model": model,
+        "max_tokens": max_output_tokens(body) or default_max_tokens,
+        "messages": messages,
+    }
+    if system:
+        request["system"] = system
+    if stream:
+        request["stream"] = True
+    stop = stop_sequences(body.get("stop"))
+    if stop:
+        request["stop_sequences"] = stop
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            request[key] = body[key]
+    if isinstance(body.get("user"), str):
+        request["metadata"] = {"user_id": body["user"]}
+    if body.get("tools"):
+        request["tools"] = [map_tool(tool, i) for i, tool in enumerate(body["tools"])]
+        choice = map_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if choice:
+            request["tool_choice"] = choice
+    return request
+
+
+def map_tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
+    function = tool.get("function")
+    if tool.get("type", "function") != "function" or not isinstance(function, dict):
+        raise invalid("Only function tools are supported.", f"tools[{i}]")
+    mapped: dict[str, Any] = {
+        "name": function.get("name"),
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        mapped["description"] = function["description"]
+    if tool.get("cache_control"):
+        mapped["cache_control"] = tool["cache_control"]
+    return mapped
+
+
+def map_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    mapped: dict[str, Any] | None
+    if choice is None:
+        mapped = {"type": "auto"} if parallel is False else None
+    elif isinstance(choice, str):
+        if choice not in TOOL_CHOICES:
+            raise invalid(f"Unknown tool_choice {choice!r}.", "tool_choice")
+        mapped = dict(TOOL_CHOICES[choice])
+    else:
+        name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+        if not isinstance(name, str):
+            raise invalid("tool_choice must name a function.", "tool_choice")
+        mapped = {"type": "tool", "name": name}
+    if mapped is not None and parallel is False and mapped["type"] != "none":
+        mapped["disable_parallel_tool_use"] = True
+    return mapped
+
+
+def map_messages(messages: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+    """(system, messages): system and developer turns go to the top-level `system`;
+    consecutive tool results become one user turn of tool_result blocks."""
+    system: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    tool_turn: dict[str, Any] | None = None
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        where = f"messages[{i}]"
+        if role in ("system", "developer"):
+            system.extend(_blocks(message.get("content"), f"{where}.content"))
+            continue
+        if role == "tool":
+            if tool_turn is None:
+                tool_turn = {"role": "user", "content": []}
+                out.append(tool_turn)
+            tool_turn["content"].append(_tool_result(message, where))
+            continue
+        tool_turn = None
+        if role == "user":
+            out.append({"role": "user", "content": _user_content(message.get("content"), where)})
+        elif role == "assistant":
+            blocks = _assistant_blocks(message, where)
+            if blocks:
+                out.append({"role": "assistant", "content": blocks})
+        else:
+            raise invalid(f"Role {role!r} is not supported by this model.", f"{where}.role")
+    return _system(system), out
+
+
+def _system(blocks: list[dict[str, Any]]) -> Any:
+    if any(block.get("cache_control") for block in blocks):
+        return blocks
+    return "\n\n".join(block["text"] for block in blocks) or None
+
+
+def _user_content(content: Any, where: str) -> Any:
+    if isinstance(content, str):
+        return content
+    return _blocks(content, f"{where}.content")
+
+
+def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    blocks = []
+    for j, part in enumerate(content_parts(content)):
+        block = _block(part, f"{where}[{j}]")
+        if part.get("cache_control"):
+            block["cache_control"] = part["cache_control"]
+        blocks.append(block)
+    return blocks
+
+
+def _block(part: dict[str, Any], where: str) -> dict[str, Any]:
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "text", "text": str(part.get("text") or "")}
+    if kind == "image_url":
+        return {
+            "type": "image",
+            "source": _source(str((part.get("image_url") or {}).get("url")), where),
+        }
+    if kind == "file":
+        data = parse_data_url(str((part.get("file") or {}).get("file_data") or ""))
+        if data is not None:
+            return {
+                "type": "document",
+                "source": {"type": "base64", "media_type": data[0], "data": data[1]},
+            }
+    raise invalid(f"Content part type {kind!r} is not supported by this model.", where)
+
+
+def _source(url: str, where: str) -> dict[str, Any]:
+    data = parse_data_url(url)
+    if data is not None:
+        return {"type": "base64", "media_type": data[0], "data": data[1]}
+    if url.startswith(("http://", "https://")):
+        return {"type": "url", "url": url}
+    raise invalid("An image must be a data: URL or an http(s) URL.", where)
+
+
+def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    blocks = [
+        block
+        for block in _blocks(message.get("content"), f"{where}.content")
+        if block.get("type") != "text" or block["text"]
+    ]
+    for k, call in enumerate(message.get("tool_calls") or ()):
+        function = call.get("function") or {}
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": tool_arguments(function.get("arguments"), f"{where}.tool_calls[{k}]"),
+            }
+        )
+    return blocks
+
+
+def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
+    content = message.get("content")
+    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.get("tool_call_id")}
+    if isinstance(content, str):
+        result["content"] = content
+    elif content is not None:
+        result["content"] = _blocks(content, f"{where}.content")
+    return result

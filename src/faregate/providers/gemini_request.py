@@ -1,0 +1,219 @@
+"""Request mapping of the Gemini adapter: an OpenAI chat body becomes a generateContent
+request, and an embeddings body a batchEmbedContents request. Pure functions; a body Gemini
+cannot carry raises a 400 ProviderError.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from faregate.providers.shape import (
+    content_parts,
+    content_text,
+    invalid,
+    max_output_tokens,
+    parse_data_url,
+    stop_sequences,
+    tool_arguments,
+)
+
+TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+# Gemini wants thought signatures of function calls back on the next turn. They travel to
+# the client inside the tool call id, after this separator (absent from base64).
+SIGNATURE_SEPARATOR = "."
+IMAGE_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "heic": "image/heic",
+}
+GENERATION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "n": "candidateCount",
+    "seed": "seed",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+}
+
+
+def new_tool_call_id(signature: str | None = None) -> str:
+    call_id = "call_" + os.urandom(12).hex()
+    return f"{call_id}{SIGNATURE_SEPARATOR}{signature}" if signature else call_id
+
+
+def _signature(call_id: Any) -> str | None:
+    if not isinstance(call_id, str) or not call_id.startswith("call_"):
+        return None
+    return call_id.partition(SIGNATURE_SEPARATOR)[2] or None
+
+
+def generate_request(body: dict[str, Any]) -> dict[str, Any]:
+    """The generateContent request for an OpenAI chat body (the model goes in the URL)."""
+    system, contents = map_messages(body.get("messages") or [])
+    request: dict[str, Any] = {"contents": contents}
+    if system:
+        request["systemInstruction"] = {"parts": [{"text": system}]}
+    if body.get("tools"):
+        request["tools"] = [
+            {"functionDeclarations": [map_tool(tool, i) for i, tool in enumerate(body["tools"])]}
+        ]
+        if body.get("tool_choice") is not None:
+            request["toolConfig"] = {"functionCallingConfig": map_tool_choice(body["tool_choice"])}
+    config = generation_config(body)
+    if config:
+        request["generationConfig"] = config
+    return request
+
+
+def generation_config(body: dict[str, Any]) -> dict[str, Any]:
+    config = {
+        name: body[key] for key, name in GENERATION_FIELDS.items() if body.get(key) is not None
+    }
+    limit = max_output_tokens(body)
+    if limit is not None:
+        config["maxOutputTokens"] = limit
+    stop = stop_sequences(body.get("stop"))
+    if stop:
+        config["stopSequences"] = stop
+    response_format = body.get("response_format") or {}
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if kind == "json_schema" and schema:
+            # Full JSON Schema (OpenAI strict schemas use additionalProperties, which the
+            # OpenAPI-subset `responseSchema` rejects).
+            config["responseJsonSchema"] = schema
+    return config
+
+
+def map_tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
+    function = tool.get("function")
+    if tool.get("type", "function") != "function" or not isinstance(function, dict):
+        raise invalid("Only function tools are supported.", f"tools[{i}]")
+    declaration: dict[str, Any] = {"name": function.get("name")}
+    if function.get("description"):
+        declaration["description"] = function["description"]
+    if function.get("parameters"):
+        declaration["parametersJsonSchema"] = function["parameters"]
+    return declaration
+
+
+def map_tool_choice(choice: Any) -> dict[str, Any]:
+    if isinstance(choice, str):
+        if choice not in TOOL_MODES:
+            raise invalid(f"Unknown tool_choice {choice!r}.", "tool_choice")
+        return {"mode": TOOL_MODES[choice]}
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if not isinstance(name, str):
+        raise invalid("tool_choice must name a function.", "tool_choice")
+    return {"mode": "ANY", "allowedFunctionNames": [name]}
+
+
+def map_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """(system text, contents): tool results become functionResponse parts of one user
+    turn, named after the earlier tool call they answer."""
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    tool_turn: dict[str, Any] | None = None
+    for i, message in enumerate(messages):
+        role, where = message.get("role"), f"messages[{i}]"
+        if role in ("system", "developer"):
+            system.append(content_text(message.get("content")))
+            continue
+        if role == "tool":
+            if tool_turn is None:
+                tool_turn = {"role": "user", "parts": []}
+                contents.append(tool_turn)
+            tool_turn["parts"].append(_function_response(message, names, where))
+            continue
+        tool_turn = None
+        if role == "user":
+            contents.append({"role": "user", "parts": _parts(message.get("content"), where)})
+        elif role == "assistant":
+            parts = _model_parts(message, names, where)
+            if parts:
+                contents.append({"role": "model", "parts": parts})
+        else:
+            raise invalid(f"Role {role!r} is not supported by this model.", f"{where}.role")
+    return "\n\n".join(s for s in system if s), contents
+
+
+def _parts(content: Any, where: str) -> list[dict[str, Any]]:
+    parts = []
+    for j, part in enumerate(content_parts(content)):
+        kind = part.get("type")
+        if kind == "text":
+            if part.get("text"):
+                parts.append({"text": str(part["text"])})
+        elif kind == "image_url":
+            url = str((part.get("image_url") or {}).get("url"))
+            parts.append(_image(url, f"{where}.content[{j}]"))
+        else:
+            raise invalid(
+                f"Content part type {kind!r} is not supported by this model.",
+                f"{where}.content[{j}]",
+            )
+    return parts
+
+
+def _image(url: str, where: str) -> dict[str, Any]:
+    data = parse_data_url(url)
+    if data is not None:
+        return {"inlineData": {"mimeType": data[0], "data": data[1]}}
+    if url.startswith(("http://", "https://", "gs://")):
+        extension = url.rsplit("?", 1)[0].rsplit(".", 1)[-1].lower()
+        return {"fileData": {"mimeType": IMAGE_TYPES.get(extension, "image/jpeg"), "fileUri": url}}
+    raise invalid("An image must be a data: URL or an http(s) URL.", f"{where}.image_url")
+
+
+def _model_parts(
+    message: dict[str, Any], names: dict[str, str], where: str
+) -> list[dict[str, Any]]:
+    parts = _parts(message.get("content"), where)
+    for k, call in enumerate(message.get("tool_calls") or ()):
+        function = call.get("function") or {}
+        name = str(function.get("name") or "")
+        names[str(call.get("id"))] = name
+        args = tool_arguments(function.get("arguments"), f"{where}.tool_calls[{k}]")
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+        signature = _signature(call.get("id"))
+        if signature:
+            part["thoughtSignature"] = signature
+        parts.append(part)
+    return parts
+
+
+def _function_response(
+    message: dict[str, Any], names: dict[str, str], where: str
+) -> dict[str, Any]:
+    call_id = str(message.get("tool_call_id"))
+    if call_id not in names:
+        raise invalid(
+            "A tool message must answer an earlier assistant tool call.", f"{where}.tool_call_id"
+        )
+    text = content_text(message.get("content"))
+    return {"functionResponse": {"name": names[call_id], "response": {"result": text}}}
+
+
+def embed_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """batchEmbedContents for an OpenAI embeddings body; token-id inputs are not supported."""
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise invalid("'input' must be a string or a list of strings for this model.", "input")
+    requests = []
+    for text in texts:
+        request: dict[str, Any] = {
+            "model": f"models/{model}",
+            "content": {"parts": [{"text": text}]},
+        }
+        if body.get("dimensions"):
+            request["outputDimensionality"] = body["dimensions"]
+        requests.append(request)
+    return {"requests": requests}

@@ -1,0 +1,366 @@
+"""HTTP plumbing shared by every adapter: JSON posts, SSE decoding, timeouts, and the one
+place where aiohttp/asyncio failures and upstream HTTP statuses become `ProviderError`.
+It knows no wire format: adapters hand it a parser for error bodies and stream events.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+import orjson
+
+from faregate.providers.base import Endpoint, ProviderError, StreamState
+
+T = TypeVar("T")
+
+MAX_MESSAGE_CHARS = 1000
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    """What an upstream error body says, from its structured fields only.
+
+    `status` overrides the HTTP status when a structured field says more (a Google
+    API_KEY_INVALID arrives as 400; an Anthropic stream `error` event has no status).
+    """
+
+    message: str | None = None
+    code: str | None = None
+    param: str | None = None
+    status: int | None = None
+
+
+ErrorParser = Callable[[Any], ErrorDetail]
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str | None
+    data: str
+
+
+class EventParser(Protocol):
+    """Turns one wire format's SSE events into OpenAI chat.completion.chunk dicts."""
+
+    def feed(self, event: SSEEvent) -> list[dict[str, Any]]: ...
+
+    def close(self) -> list[dict[str, Any]]:
+        """Called at the end of the body: final chunks, or raise if the stream was cut."""
+        ...
+
+
+# -- timeouts ------------------------------------------------------------------------
+
+
+def client_timeout(endpoint: Endpoint, *, stream: bool = False) -> aiohttp.ClientTimeout:
+    """Total and connect timeouts; a stream also bounds the wait between two reads by the
+    endpoint option `read_timeout` (default: the total timeout)."""
+    read = float(endpoint.option("read_timeout", endpoint.timeout)) if stream else None
+    return aiohttp.ClientTimeout(
+        total=endpoint.timeout,
+        connect=endpoint.connect_timeout,
+        sock_connect=endpoint.connect_timeout,
+        sock_read=read,
+    )
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def bad_response(message: str) -> ProviderError:
+    return ProviderError(message, status=502, code="upstream_bad_response", retryable=True)
+
+
+def stream_cut() -> ProviderError:
+    return ProviderError(
+        "The upstream provider closed the stream before it finished.",
+        status=502,
+        code="upstream_disconnected",
+        retryable=True,
+    )
+
+
+@contextmanager
+def map_exceptions() -> Iterator[None]:
+    """Translate transport and decoding failures into `ProviderError`. The only place that
+    knows aiohttp's exception tree; `ProviderError` passes through untouched."""
+    try:
+        yield
+    except TimeoutError:
+        raise ProviderError(
+            "The upstream provider did not answer in time.",
+            status=504,
+            code="upstream_timeout",
+            retryable=True,
+        ) from None
+    except aiohttp.ClientPayloadError:
+        raise stream_cut() from None
+    except (aiohttp.ClientConnectionError, OSError):
+        raise ProviderError(
+            "The upstream provider could not be reached.",
+            status=502,
+            code="upstream_unreachable",
+            retryable=True,
+        ) from None
+    except aiohttp.ClientError:
+        raise bad_response("The upstream provider sent an invalid HTTP response.") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        # orjson.JSONDecodeError is a ValueError; the others come from a body whose
+        # shape does not match the wire format.
+        raise bad_response("The upstream provider sent a malformed response body.") from None
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP-date."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def _scrub(message: str | None, endpoint: Endpoint) -> str | None:
+    if not message:
+        return None
+    if endpoint.api_key and endpoint.api_key in message:
+        message = message.replace(endpoint.api_key, "***")
+    return message[:MAX_MESSAGE_CHARS]
+
+
+def _with_detail(summary: str, detail: str | None) -> str:
+    return f"{summary}: {detail}" if detail else f"{summary}."
+
+
+def error_for_status(
+    status: int,
+    detail: ErrorDetail,
+    endpoint: Endpoint,
+    headers: Mapping[str, str] | None = None,
+) -> ProviderError:
+    """The one table from an upstream status (and its structured body) to `ProviderError`."""
+    upstream = status
+    status = detail.status or status
+    text = _scrub(detail.message, endpoint)
+    if status in (401, 403):
+        return ProviderError(
+            f"The upstream provider rejected the gateway's credentials (HTTP {status}).",
+            status=502,
+            code="upstream_auth_error",
+            retryable=False,
+            upstream_status=upstream,
+        )
+    if status == 404:
+        return ProviderError(
+            _with_detail("The upstream provider does not know this model or path", text),
+            status=502,
+            code="upstream_not_found",
+            retryable=False,
+            upstream_status=upstream,
+        )
+    if status == 429:
+        return ProviderError(
+            _with_detail("The upstream provider is rate limiting requests", text),
+            status=429,
+            code="rate_limit_exceeded",
+            type="rate_limit_error",
+            retryable=True,
+            retry_after=parse_retry_after(headers or {}),
+            upstream_status=upstream,
+        )
+    if status == 408:
+        return ProviderError(
+            "The upstream provider timed out.",
+            status=504,
+            code="upstream_timeout",
+            retryable=True,
+            upstream_status=upstream,
+        )
+    if status == 529:
+        return ProviderError(
+            _with_detail("The upstream provider is overloaded", text),
+            status=503,
+            code="upstream_overloaded",
+            retryable=True,
+            upstream_status=upstream,
+        )
+    if status == 409 or status >= 500:
+        return ProviderError(
+            _with_detail(f"The upstream provider failed (HTTP {status})", text),
+            status=502,
+            code="upstream_error",
+            retryable=True,
+            upstream_status=upstream,
+        )
+    if status == 413:
+        return ProviderError(
+            text or "The request is too large for the upstream provider.",
+            status=413,
+            code="request_too_large",
+            type="invalid_request_error",
+            retryable=False,
+            upstream_status=upstream,
+        )
+    return ProviderError(
+        text or "The upstream provider rejected the request.",
+        status=400,
+        code=detail.code or "invalid_request",
+        type="invalid_request_error",
+        param=detail.param,
+        retryable=False,
+        upstream_status=upstream,
+    )
+
+
+# -- server-sent events --------------------------------------------------------------
+
+
+class SSEDecoder:
+    """Incremental text/event-stream decoder: bytes in, complete events out."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, block: bytes) -> list[SSEEvent]:
+        self._buffer += block
+        *lines, self._buffer = self._buffer.split(b"\n")
+        events: list[SSEEvent] = []
+        for raw in lines:
+            event = self._line(raw.rstrip(b"\r").decode())
+            if event is not None:
+                events.append(event)
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """Events pending at end of stream (a last event without its blank line)."""
+        events = self.feed(b"\n") if self._buffer else []
+        if self._data:
+            events.append(self._dispatch())
+        return events
+
+    def _dispatch(self) -> SSEEvent:
+        event = SSEEvent(self._event, "\n".join(self._data))
+        self._event, self._data = None, []
+        return event
+
+    def _line(self, line: str) -> SSEEvent | None:
+        if not line:
+            return self._dispatch() if self._data else None
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return None
+
+
+# -- the client ------------------------------------------------------------------------
+
+
+class Upstream:
+    """One endpoint's HTTP calls over the app's pooled session (never closed here)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        session: aiohttp.ClientSession,
+        headers: Mapping[str, str],
+        parse_error: ErrorParser,
+    ) -> None:
+        self.endpoint = endpoint
+        self.session = session
+        self.headers = {"Content-Type": "application/json", **headers, **dict(endpoint.headers)}
+        self.parse_error = parse_error
+
+    def _error_detail(self, raw: bytes) -> ErrorDetail:
+        try:
+            return self.parse_error(orjson.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            return ErrorDetail()
+
+    def status_error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> ProviderError:
+        return error_for_status(status, self._error_detail(raw), self.endpoint, headers)
+
+    def detail_error(self, status: int, body: Any) -> ProviderError:
+        """An error reported inside a 200 body or stream event, mapped like a status."""
+        try:
+            detail = self.parse_error(body)
+        except (KeyError, TypeError, AttributeError, IndexError):
+            detail = ErrorDetail()
+        return error_for_status(status, detail, self.endpoint)
+
+    async def post_json(self, url: str, body: dict[str, Any], parse: Callable[[Any], T]) -> T:
+        """POST `body`; parse the JSON answer with `parse`, inside the error mapping."""
+        with map_exceptions():
+            async with self.session.post(
+                url,
+                data=orjson.dumps(body),
+                headers=self.headers,
+                timeout=client_timeout(self.endpoint),
+            ) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise self.status_error(response.status, raw, response.headers)
+                return parse(orjson.loads(raw))
+
+    async def stream(
+        self, url: str, body: dict[str, Any], parser: EventParser, state: StreamState
+    ) -> AsyncIterator[dict[str, Any]]:
+        """POST `body` and yield the chunks `parser` makes of the SSE answer."""
+        with map_exceptions():
+            async with self.session.post(
+                url,
+                data=orjson.dumps(body),
+                headers=self.headers,
+                timeout=client_timeout(self.endpoint, stream=True),
+            ) as response:
+                if response.status >= 400:
+                    raw = await response.content.read(MAX_ERROR_BODY_BYTES)
+                    raise self.status_error(response.status, raw, response.headers)
+                decoder = SSEDecoder()
+                async for block in response.content.iter_any():
+                    for chunk in _parse(parser, decoder.feed(block), state):
+                        yield chunk
+                for chunk in _parse(parser, decoder.flush(), state):
+                    yield chunk
+                for chunk in _counted(parser.close(), state):
+                    yield chunk
+
+
+def _counted(chunks: list[dict[str, Any]], state: StreamState) -> list[dict[str, Any]]:
+    state.chunks += sum(1 for chunk in chunks if chunk.get("choices"))
+    return chunks
+
+
+def _parse(parser: EventParser, events: list[SSEEvent], state: StreamState) -> list[dict[str, Any]]:
+    chunks: list[dict[str, Any]] = []
+    for event in events:
+        chunks.extend(parser.feed(event))
+    return _counted(chunks, state)

@@ -1,0 +1,288 @@
+"""The OpenAI wire format, for any OpenAI-compatible base URL that includes `/v1` (OpenAI,
+Mistral, DeepSeek, Together, Fireworks, vLLM, Ollama). Bodies pass through with only the
+model replaced; usage is read from the answer, or estimated when a host reports none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from faregate import tokens
+from faregate.providers.base import (
+    ChatResult,
+    EmbeddingsResult,
+    Endpoint,
+    ImagesResult,
+    ModerationsResult,
+    StreamState,
+)
+from faregate.providers.http import (
+    ErrorDetail,
+    SSEEvent,
+    Upstream,
+    bad_response,
+    stream_cut,
+)
+from faregate.providers.shape import chunk, openai_usage
+from faregate.usage import Usage
+
+DEFAULT_IMAGE_SIZE = (1024, 1024)
+DEFAULT_IMAGE_QUALITY = "standard"
+
+
+class OpenAIProvider:
+    """Chat, embeddings, images and moderations against one OpenAI-compatible base URL."""
+
+    wire: ClassVar[str] = "openai"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"chat", "chat_stream", "tools", "vision", "embeddings", "images", "moderations"}
+    )
+
+    def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession) -> None:
+        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+        self.http = Upstream(endpoint, session, headers, parse_error)
+        self.base_url = endpoint.base_url.rstrip("/")
+        # Some OpenAI-compatible hosts reject `stream_options`; they can turn it off.
+        self.stream_usage = bool(endpoint.option("stream_usage", True))
+
+    async def chat(self, body: dict[str, Any], model: str) -> ChatResult:
+        payload = chat_payload(body, model, stream=False)
+        return await self.http.post_json(
+            f"{self.base_url}/chat/completions", payload, lambda data: chat_result(data, body)
+        )
+
+    async def chat_stream(
+        self, body: dict[str, Any], model: str, state: StreamState
+    ) -> AsyncIterator[dict[str, Any]]:
+        payload = chat_payload(body, model, stream=True, include_usage=self.stream_usage)
+        parser = StreamParser(body, state, self.http)
+        async for item in self.http.stream(
+            f"{self.base_url}/chat/completions", payload, parser, state
+        ):
+            yield item
+
+    async def embeddings(self, body: dict[str, Any], model: str) -> EmbeddingsResult:
+        return await self.http.post_json(
+            f"{self.base_url}/embeddings",
+            {**body, "model": model},
+            lambda data: embeddings_result(data, body),
+        )
+
+    async def images(self, body: dict[str, Any], model: str) -> ImagesResult:
+        return await self.http.post_json(
+            f"{self.base_url}/images/generations",
+            {**body, "model": model},
+            lambda data: images_result(data, body),
+        )
+
+    async def moderations(self, body: dict[str, Any], model: str) -> ModerationsResult:
+        return await self.http.post_json(
+            f"{self.base_url}/moderations",
+            {**body, "model": model},
+            lambda data: moderations_result(data, body),
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release: the session belongs to the app."""
+
+
+# -- request mapping ---------------------------------------------------------------------
+
+
+def chat_payload(
+    body: dict[str, Any], model: str, *, stream: bool, include_usage: bool = True
+) -> dict[str, Any]:
+    """The client's body, unknown fields included, with the provider's model id."""
+    payload = {**body, "model": model}
+    if not stream:
+        payload.pop("stream", None)
+        payload.pop("stream_options", None)
+        return payload
+    payload["stream"] = True
+    if include_usage:
+        payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return payload
+
+
+# -- response and usage mapping ----------------------------------------------------------
+
+
+def _int(value: Any) -> int:
+    return int(value) if value else 0
+
+
+def usage_from_openai(raw: Any) -> Usage | None:
+    """OpenAI's inclusive usage; None when the host reported none."""
+    if not isinstance(raw, dict) or (
+        raw.get("prompt_tokens") is None and raw.get("completion_tokens") is None
+    ):
+        return None
+    prompt = raw.get("prompt_tokens_details") or {}
+    completion = raw.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=_int(raw.get("prompt_tokens")),
+        output_tokens=_int(raw.get("completion_tokens")),
+        # DeepSeek reports its cache hits in `prompt_cache_hit_tokens`.
+        cached_input_tokens=_int(prompt.get("cached_tokens") or raw.get("prompt_cache_hit_tokens")),
+        reasoning_tokens=_int(completion.get("reasoning_tokens")),
+    )
+
+
+def estimate_chat_usage(body: dict[str, Any], output_text: str) -> Usage:
+    return Usage(
+        input_tokens=tokens.count_chat_input_tokens(body),
+        output_tokens=tokens.count_text_tokens(output_text),
+        estimated=True,
+    )
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    parts = [str(message.get("content") or ""), str(message.get("reasoning_content") or "")]
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        parts.append(str(function.get("name") or ""))
+        parts.append(str(function.get("arguments") or ""))
+    return "".join(parts)
+
+
+def chat_result(data: Any, body: dict[str, Any]) -> ChatResult:
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise bad_response("The upstream provider sent a chat response without choices.")
+    usage = usage_from_openai(data.get("usage"))
+    if usage is None:
+        text = "".join(_message_text(c.get("message") or {}) for c in data["choices"])
+        usage = estimate_chat_usage(body, text)
+        data["usage"] = openai_usage(usage)
+    return ChatResult(body=data, usage=usage)
+
+
+def embeddings_result(data: Any, body: dict[str, Any]) -> EmbeddingsResult:
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise bad_response("The upstream provider sent an embeddings response without data.")
+    raw = data.get("usage")
+    if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
+        usage = Usage(input_tokens=_int(raw["prompt_tokens"]))
+    else:
+        count = tokens.count_embedding_input_tokens(body.get("input"))
+        usage = Usage(input_tokens=count, estimated=True)
+        data["usage"] = {"prompt_tokens": count, "total_tokens": count}
+    return EmbeddingsResult(body=data, usage=usage)
+
+
+def parse_size(size: Any) -> tuple[int, int]:
+    """(width, height) of an images `size` like "1024x1792"; the default for "auto"."""
+    if isinstance(size, str):
+        width, sep, height = size.lower().partition("x")
+        if sep and width.isdigit() and height.isdigit():
+            return int(width), int(height)
+    return DEFAULT_IMAGE_SIZE
+
+
+def images_result(data: Any, body: dict[str, Any]) -> ImagesResult:
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise bad_response("The upstream provider sent an images response without data.")
+    width, height = parse_size(body.get("size"))
+    steps = body.get("steps")
+    usage = Usage(
+        images=len(data["data"]),
+        image_width=width,
+        image_height=height,
+        image_quality=str(body.get("quality") or DEFAULT_IMAGE_QUALITY),
+        image_steps=int(steps) if isinstance(steps, int) and not isinstance(steps, bool) else None,
+    )
+    raw = data.get("usage")
+    if isinstance(raw, dict):  # token-priced image models report their tokens
+        usage.input_tokens = _int(raw.get("input_tokens"))
+        usage.output_tokens = _int(raw.get("output_tokens"))
+    return ImagesResult(body=data, usage=usage)
+
+
+def moderations_result(data: Any, body: dict[str, Any]) -> ModerationsResult:
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise bad_response("The upstream provider sent a moderations response without results.")
+    count = tokens.count_embedding_input_tokens(body.get("input"))
+    return ModerationsResult(body=data, usage=Usage(input_tokens=count, estimated=True))
+
+
+# -- error mapping ---------------------------------------------------------------------
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def parse_error(body: Any) -> ErrorDetail:
+    """`{"error": {"message", "type", "param", "code"}}`; also `{"error": "..."}` (Ollama)
+    and a top-level `{"message", "code": 400}` (vLLM)."""
+    if not isinstance(body, dict):
+        return ErrorDetail()
+    error = body.get("error")
+    if isinstance(error, str):
+        return ErrorDetail(message=error)
+    if not isinstance(error, dict):
+        return ErrorDetail(message=_str(body.get("message")))
+    return ErrorDetail(
+        message=_str(error.get("message")),
+        code=_str(error.get("code")),
+        param=_str(error.get("param")),
+    )
+
+
+# -- stream parsing --------------------------------------------------------------------
+
+
+class StreamParser:
+    """Passes chunks through; records usage and finish reason. When the host sent no usage,
+    it appends one usage-only chunk (`choices: []`) with an estimate, as OpenAI would."""
+
+    def __init__(self, body: dict[str, Any], state: StreamState, http: Upstream) -> None:
+        self.body = body
+        self.state = state
+        self.http = http
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.done = False
+        self.text: list[str] = []
+        self.last: dict[str, Any] = {}
+
+    def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
+        if event.data == "[DONE]":
+            self.done = True
+            return []
+        data = orjson.loads(event.data)
+        if "error" in data and not data.get("choices"):
+            raise self.http.detail_error(500, data)
+        usage = usage_from_openai(data.get("usage"))
+        if usage is not None:
+            self.usage = usage
+        for choice in data.get("choices") or ():
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            if self.usage is None:
+                self.text.append(_message_text(choice.get("delta") or {}))
+        self.last = data
+        return [data]
+
+    def close(self) -> list[dict[str, Any]]:
+        if not self.done and self.finish_reason is None:
+            raise stream_cut()
+        extra: list[dict[str, Any]] = []
+        if self.usage is None:
+            self.usage = estimate_chat_usage(self.body, "".join(self.text))
+            last = self.last
+            extra.append(
+                chunk(
+                    str(last.get("id") or "chatcmpl-estimated"),
+                    str(last.get("model") or ""),
+                    int(last.get("created") or time.time()),
+                    [],
+                    self.usage,
+                )
+            )
+        self.state.usage = self.usage
+        self.state.finish_reason = self.finish_reason
+        return extra

@@ -1,0 +1,433 @@
+"""The inbound Anthropic translation: Messages requests to OpenAI chat bodies and back,
+checked against the official `anthropic` SDK talking to a loopback server."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+from aiohttp import web
+
+from faregate.api.anthropic_wire import (
+    StreamTranslator,
+    error_body,
+    request_to_openai,
+    response_from_openai,
+)
+from faregate.errors import InvalidRequest
+from faregate.usage import Usage
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "Get the current weather in a given location",
+    "input_schema": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}},
+        "required": ["location"],
+    },
+}
+
+TOOL_COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-abc123",
+    "object": "chat.completion",
+    "created": 1699896916,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": "tool_calls",
+            "message": {
+                "role": "assistant",
+                "content": "Let me check.",
+                "tool_calls": [
+                    {
+                        "id": "call_abc123",
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": '{\n"location": "Boston, MA"\n}',
+                        },
+                    }
+                ],
+            },
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 1082,
+        "completion_tokens": 17,
+        "total_tokens": 1099,
+        "prompt_tokens_details": {"cached_tokens": 1024},
+    },
+}
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-abc123",
+        "object": "chat.completion.chunk",
+        "created": 1699896916,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
+TOOL_CHUNKS = [
+    _chunk({"role": "assistant", "content": ""}),
+    _chunk({"content": "Let me "}),
+    _chunk({"content": "check."}),
+    _chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_abc123",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        }
+    ),
+    _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{\n"location"'}}]}),
+    _chunk({"tool_calls": [{"index": 0, "function": {"arguments": ': "Boston, MA"\n}'}}]}),
+    _chunk({}, "tool_calls"),
+    {**_chunk({}), "choices": [], "usage": TOOL_COMPLETION["usage"]},
+]
+USAGE = Usage(input_tokens=1082, output_tokens=17, cached_input_tokens=1024)
+
+
+# -- requests ------------------------------------------------------------------------
+
+
+def test_a_messages_request_becomes_an_openai_chat_body() -> None:
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "system": [
+            {"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+                    },
+                    {"type": "image", "source": {"type": "url", "url": "https://x/cat.jpg"}},
+                    {"type": "text", "text": "Weather where this was taken?"},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Checking."},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_01",
+                        "name": "get_weather",
+                        "input": {"location": "Paris"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_01",
+                        "content": [{"type": "text", "text": "21C"}],
+                    },
+                    {"type": "text", "text": "And tomorrow?"},
+                ],
+            },
+        ],
+        "tools": [WEATHER],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "stop_sequences": ["\n\nHuman:"],
+        "temperature": 0.3,
+        "top_p": 0.8,
+        "top_k": 5,
+        "stream": True,
+        "metadata": {"user_id": "user-7"},
+    }
+    assert request_to_openai(body) == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}},
+                    {"type": "image_url", "image_url": {"url": "https://x/cat.jpg"}},
+                    {"type": "text", "text": "Weather where this was taken?"},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [
+                    {
+                        "id": "toolu_01",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location":"Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_01", "content": "21C"},
+            {"role": "user", "content": [{"type": "text", "text": "And tomorrow?"}]},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "parameters": WEATHER["input_schema"],
+                    "description": WEATHER["description"],
+                },
+            }
+        ],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "stop": ["\n\nHuman:"],
+        "temperature": 0.3,
+        "top_p": 0.8,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "user": "user-7",
+    }
+
+
+@pytest.mark.parametrize(
+    ("choice", "mapped"),
+    [
+        ({"type": "auto"}, {"tool_choice": "auto"}),
+        ({"type": "none"}, {"tool_choice": "none"}),
+        (
+            {"type": "tool", "name": "get_weather"},
+            {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+        ),
+    ],
+)
+def test_tool_choice_maps_to_openai(choice: dict[str, Any], mapped: dict[str, Any]) -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [WEATHER],
+        "tool_choice": choice,
+    }
+    translated = request_to_openai(body)
+    assert {k: translated[k] for k in mapped} == mapped
+
+
+@pytest.mark.parametrize(
+    ("broken", "param"),
+    [
+        ({"model": None}, "model"),
+        ({"max_tokens": None}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ],
+)
+def test_required_fields_are_validated(broken: dict[str, Any], param: str) -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    body.update(broken)
+    body = {k: v for k, v in body.items() if v is not None}
+    with pytest.raises(InvalidRequest) as info:
+        request_to_openai(body)
+    assert info.value.param == param and info.value.status == 400
+
+
+# -- responses -----------------------------------------------------------------------
+
+
+def test_a_completion_becomes_a_valid_message() -> None:
+    message = anthropic.types.Message.model_validate(
+        response_from_openai(copy.deepcopy(TOOL_COMPLETION), "claude-public")
+    )
+    assert message.model == "claude-public" and message.id.startswith("msg_")
+    assert message.stop_reason == "tool_use"
+    assert message.content[0].type == "text" and message.content[0].text == "Let me check."
+    tool = message.content[1]
+    assert tool.type == "tool_use" and tool.input == {"location": "Boston, MA"}
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (58, 1024)
+    assert (message.usage.output_tokens, message.usage.cache_creation_input_tokens) == (17, 0)
+
+
+@pytest.mark.parametrize(
+    ("finish", "stop"),
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+        ("content_filter", "refusal"),
+    ],
+)
+def test_finish_reasons_become_stop_reasons(finish: str, stop: str) -> None:
+    body = {
+        "id": "c",
+        "choices": [
+            {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": "x"}}
+        ],
+    }
+    assert response_from_openai(body, "m")["stop_reason"] == stop
+
+
+def test_stream_events_follow_anthropics_order() -> None:
+    translator = StreamTranslator("claude-public")
+    events = [e for c in TOOL_CHUNKS for e in translator.feed(c)] + translator.finish(
+        USAGE, "tool_calls"
+    )
+    assert [name for name, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert all(data["type"] == name for name, data in events)
+    assert events[-2][1]["usage"] == {
+        "input_tokens": 58,
+        "output_tokens": 17,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 1024,
+    }
+
+
+def test_finish_falls_back_to_what_the_chunks_said() -> None:
+    translator = StreamTranslator("m")
+    for c in TOOL_CHUNKS:
+        translator.feed(c)
+    delta = translator.finish(None)[-2][1]
+    assert delta["delta"]["stop_reason"] == "tool_use" and delta["usage"]["output_tokens"] == 17
+
+
+def test_an_empty_stream_still_makes_a_whole_message() -> None:
+    names = [name for name, _ in StreamTranslator("m").finish(Usage(), "stop")]
+    assert names == ["message_start", "message_delta", "message_stop"]
+
+
+# -- the official SDK against a loopback server ----------------------------------------
+
+
+class Loopback:
+    """Answers /v1/messages like the gateway would, from canned OpenAI-shaped answers."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.error: tuple[int, str] | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(request_to_openai(body))
+        if self.error:
+            status, message = self.error
+            return web.json_response(error_body(status, message), status=status)
+        if not body.get("stream"):
+            return web.json_response(
+                response_from_openai(copy.deepcopy(TOOL_COMPLETION), body["model"])
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        translator = StreamTranslator(body["model"])
+        events = [e for c in TOOL_CHUNKS for e in translator.feed(c)]
+        for name, data in events + translator.finish(USAGE, "tool_calls"):
+            await response.write(f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n")
+        await response.write_eof()
+        return response
+
+
+@pytest.fixture
+async def loopback() -> AsyncIterator[tuple[Loopback, anthropic.AsyncAnthropic]]:
+    server = Loopback()
+    app = web.Application()
+    app.router.add_post("/v1/messages", server.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    client = anthropic.AsyncAnthropic(
+        base_url=f"http://127.0.0.1:{port}", api_key="sk-test", max_retries=0
+    )
+    try:
+        yield server, client
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_the_sdk_reads_a_translated_message(loopback: Any) -> None:
+    server, client = loopback
+    message = await client.messages.create(
+        model="claude-public",
+        max_tokens=256,
+        tools=[WEATHER],
+        system="Be brief.",
+        messages=[{"role": "user", "content": "Weather in Boston?"}],
+    )
+    assert server.requests[0]["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert message.stop_reason == "tool_use"
+    assert [block.type for block in message.content] == ["text", "tool_use"]
+
+
+async def test_the_sdk_assembles_a_translated_stream_into_the_same_message(loopback: Any) -> None:
+    _, client = loopback
+    kwargs: dict[str, Any] = {
+        "model": "claude-public",
+        "max_tokens": 256,
+        "tools": [WEATHER],
+        "messages": [{"role": "user", "content": "Weather in Boston?"}],
+    }
+    whole = await client.messages.create(**kwargs)
+    async with client.messages.stream(**kwargs) as stream:
+        text = "".join([piece async for piece in stream.text_stream])
+        streamed = await stream.get_final_message()
+    assert text == "Let me check."
+
+    def blocks(message: Any) -> list[dict[str, Any]]:
+        return [b.model_dump(exclude={"parsed_output"}) for b in message.content]
+
+    assert blocks(streamed) == blocks(whole)
+    assert streamed.stop_reason == whole.stop_reason == "tool_use"
+    assert streamed.usage.output_tokens == whole.usage.output_tokens
+    assert streamed.usage.input_tokens == whole.usage.input_tokens
+    assert streamed.usage.cache_read_input_tokens == whole.usage.cache_read_input_tokens
+
+
+@pytest.mark.parametrize(
+    ("status", "exception"),
+    [
+        (400, anthropic.BadRequestError),
+        (401, anthropic.AuthenticationError),
+        (404, anthropic.NotFoundError),
+        (429, anthropic.RateLimitError),
+        (502, anthropic.InternalServerError),
+    ],
+)
+async def test_error_bodies_raise_the_sdks_exception(
+    loopback: Any, status: int, exception: type[Exception]
+) -> None:
+    server, client = loopback
+    server.error = (status, "nope")
+    with pytest.raises(exception) as info:
+        await client.messages.create(
+            model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    body = info.value.body  # type: ignore[attr-defined]
+    assert body["type"] == "error" and body["error"]["message"] == "nope"

@@ -1,0 +1,128 @@
+"""The shared HTTP plumbing: SSE decoding, Retry-After, the status table, exception mapping."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+
+import aiohttp
+import orjson
+import pytest
+
+from faregate.providers.base import Endpoint, ProviderError
+from faregate.providers.http import (
+    ErrorDetail,
+    SSEDecoder,
+    SSEEvent,
+    error_for_status,
+    map_exceptions,
+    parse_retry_after,
+)
+
+ENDPOINT = Endpoint(name="up", wire="openai", base_url="http://upstream", api_key="sk-secret-key")
+
+
+def test_sse_decoder_joins_events_split_across_reads_and_skips_comments() -> None:
+    decoder = SSEDecoder()
+    events = decoder.feed(b': keep-alive\n\nevent: message_start\ndata: {"a"')
+    assert events == []
+    events = decoder.feed(b":1}\r\n\r\ndata: [DONE]\n\n")
+    assert events == [SSEEvent("message_start", '{"a":1}'), SSEEvent(None, "[DONE]")]
+
+
+def test_sse_decoder_flushes_a_last_event_without_its_blank_line() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: one\ndata: two") == []
+    assert decoder.flush() == [SSEEvent(None, "one\ntwo")]
+
+
+def test_retry_after_reads_seconds_milliseconds_and_http_dates() -> None:
+    assert parse_retry_after({"Retry-After": "7"}) == 7.0
+    assert parse_retry_after({"retry-after-ms": "1500", "Retry-After": "2"}) == 1.5
+    now = 1_700_000_000.0
+    assert parse_retry_after({"Retry-After": formatdate(now + 30, usegmt=True)}, now=now) == 30.0
+    assert parse_retry_after({"Retry-After": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+@pytest.mark.parametrize(
+    ("upstream", "status", "code", "retryable"),
+    [
+        (400, 400, "invalid_request", False),
+        (422, 400, "invalid_request", False),
+        (401, 502, "upstream_auth_error", False),
+        (403, 502, "upstream_auth_error", False),
+        (404, 502, "upstream_not_found", False),
+        (408, 504, "upstream_timeout", True),
+        (409, 502, "upstream_error", True),
+        (413, 413, "request_too_large", False),
+        (429, 429, "rate_limit_exceeded", True),
+        (500, 502, "upstream_error", True),
+        (503, 502, "upstream_error", True),
+        (529, 503, "upstream_overloaded", True),
+    ],
+)
+def test_upstream_statuses_map_to_gateway_errors(
+    upstream: int, status: int, code: str, retryable: bool
+) -> None:
+    err = error_for_status(upstream, ErrorDetail(message="boom"), ENDPOINT)
+    assert (err.status, err.code, err.retryable, err.upstream_status) == (
+        status,
+        code,
+        retryable,
+        upstream,
+    )
+
+
+def test_a_400_keeps_the_upstream_structured_code_and_param() -> None:
+    detail = ErrorDetail(message="too long", code="context_length_exceeded", param="messages")
+    err = error_for_status(400, detail, ENDPOINT)
+    assert (err.code, err.param, err.type, err.message) == (
+        "context_length_exceeded",
+        "messages",
+        "invalid_request_error",
+        "too long",
+    )
+
+
+def test_a_structured_status_overrides_the_http_status() -> None:
+    err = error_for_status(400, ErrorDetail(message="API key not valid", status=401), ENDPOINT)
+    assert err.code == "upstream_auth_error"
+
+
+def test_errors_never_echo_the_provider_key() -> None:
+    leaked = ErrorDetail(message="Incorrect API key provided: sk-secret-key.")
+    for status in (400, 401, 404, 429, 500):
+        err = error_for_status(status, leaked, ENDPOINT)
+        assert "sk-secret-key" not in orjson.dumps(err.body()).decode()
+
+
+def test_429_carries_retry_after_and_sets_the_header() -> None:
+    err = error_for_status(429, ErrorDetail(), ENDPOINT, {"Retry-After": "3"})
+    assert err.retry_after == 3.0
+    assert err.headers == {"Retry-After": "3"}
+
+
+def _raised(exc: BaseException) -> ProviderError:
+    with pytest.raises(ProviderError) as info, map_exceptions():
+        raise exc
+    return info.value
+
+
+def test_transport_failures_map_to_retryable_provider_errors() -> None:
+    assert _raised(TimeoutError()).code == "upstream_timeout"
+    assert _raised(aiohttp.ServerTimeoutError()).status == 504
+    assert _raised(aiohttp.ClientConnectorError.__new__(aiohttp.ClientConnectorError)).code == (
+        "upstream_unreachable"
+    )
+    assert _raised(ConnectionResetError()).code == "upstream_unreachable"
+    assert _raised(aiohttp.ClientPayloadError("cut")).code == "upstream_disconnected"
+    assert _raised(orjson.JSONDecodeError("bad", "{", 0)).code == "upstream_bad_response"
+    assert all(
+        _raised(exc).retryable
+        for exc in (TimeoutError(), ConnectionResetError(), KeyError("choices"))
+    )
+
+
+def test_provider_errors_pass_through_untouched() -> None:
+    original = ProviderError("x", status=400, code="invalid_request", retryable=False)
+    assert _raised(original) is original

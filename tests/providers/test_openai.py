@@ -1,0 +1,217 @@
+"""OpenAI adapter mapping on wire examples from OpenAI's API reference."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+
+from faregate.providers.base import ProviderError, StreamState
+from faregate.providers.openai import (
+    StreamParser,
+    chat_payload,
+    chat_result,
+    embeddings_result,
+    images_result,
+    parse_error,
+    usage_from_openai,
+)
+from tests.providers.wire import offline, run_sse
+
+COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+    "object": "chat.completion",
+    "created": 1741569952,
+    "model": "gpt-4.1-2025-04-14",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Hello! How can I assist you today?",
+                "refusal": None,
+                "annotations": [],
+            },
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 1919,
+        "completion_tokens": 310,
+        "total_tokens": 2229,
+        "prompt_tokens_details": {"cached_tokens": 1792, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 256,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    },
+    "service_tier": "default",
+}
+
+STREAM = """\
+data: {"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","system_fingerprint":"fp_44709d6fcb","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","system_fingerprint":"fp_44709d6fcb","choices":[{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}],"usage":null}
+
+data: {"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","system_fingerprint":"fp_44709d6fcb","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}
+
+data: {"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","system_fingerprint":"fp_44709d6fcb","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}
+
+data: [DONE]
+
+"""
+
+BODY = {
+    "model": "public-name",
+    "messages": [{"role": "user", "content": "Hello there, how are you?"}],
+}
+
+
+def test_chat_payload_replaces_the_model_and_keeps_unknown_fields() -> None:
+    body = {**BODY, "stream": True, "stream_options": {"include_usage": False}, "x_custom": 1}
+    assert chat_payload(body, "gpt-4o", stream=False) == {
+        "model": "gpt-4o",
+        "messages": BODY["messages"],
+        "x_custom": 1,
+    }
+    streamed = chat_payload(body, "gpt-4o", stream=True)
+    assert streamed["stream"] is True
+    assert streamed["stream_options"] == {"include_usage": True}
+    assert body["model"] == "public-name"  # the caller's body is not modified
+
+
+def test_usage_keeps_openai_inclusive_counts() -> None:
+    usage = usage_from_openai(COMPLETION["usage"])
+    assert usage is not None
+    assert (usage.input_tokens, usage.cached_input_tokens) == (1919, 1792)
+    assert (usage.output_tokens, usage.reasoning_tokens) == (310, 256)
+    assert not usage.estimated
+
+
+def test_deepseek_cache_hits_count_as_cached_input() -> None:
+    raw = {"prompt_tokens": 100, "completion_tokens": 5, "prompt_cache_hit_tokens": 64}
+    usage = usage_from_openai(raw)
+    assert usage is not None and usage.cached_input_tokens == 64
+
+
+def test_chat_result_passes_the_body_through() -> None:
+    result = chat_result(copy.deepcopy(COMPLETION), BODY)
+    assert result.body == COMPLETION
+    assert result.usage.input_tokens == 1919
+
+
+def test_chat_without_usage_is_estimated_and_reported() -> None:
+    data = copy.deepcopy(COMPLETION)
+    del data["usage"]
+    result = chat_result(data, BODY)
+    assert result.usage.estimated
+    assert result.usage.input_tokens > 0
+    assert result.usage.output_tokens == 9  # 34 characters, four per token, rounded up
+    assert result.body["usage"]["completion_tokens"] == 9
+
+
+def test_a_chat_body_without_choices_is_a_bad_response() -> None:
+    with pytest.raises(ProviderError) as info:
+        chat_result({"id": "x"}, BODY)
+    assert info.value.code == "upstream_bad_response"
+
+
+def test_stream_passes_chunks_through_and_records_usage() -> None:
+    state = StreamState()
+    chunks = run_sse(StreamParser(BODY, state, offline("openai", parse_error)), STREAM)
+    assert [c["choices"] for c in chunks][-1] == []
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1]) == "Hello"
+    assert state.usage is not None and (state.usage.input_tokens, state.usage.output_tokens) == (
+        9,
+        2,
+    )
+    assert state.finish_reason == "stop"
+
+
+def test_a_stream_without_usage_ends_with_an_estimated_usage_chunk() -> None:
+    text = "\n".join(line for line in STREAM.splitlines() if '"choices":[]' not in line)
+    state = StreamState()
+    chunks = run_sse(StreamParser(BODY, state, offline("openai", parse_error)), text)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 2
+    assert state.usage is not None and state.usage.estimated
+
+
+def test_a_stream_cut_before_its_end_raises() -> None:
+    cut = STREAM.split("data: {", 3)
+    text = "data: {".join(cut[:3])
+    with pytest.raises(ProviderError) as info:
+        run_sse(StreamParser(BODY, StreamState(), offline("openai", parse_error)), text)
+    assert info.value.code == "upstream_disconnected"
+
+
+def test_an_error_inside_a_stream_raises() -> None:
+    text = 'data: {"error": {"message": "overloaded", "type": "server_error", "code": null}}\n\n'
+    with pytest.raises(ProviderError) as info:
+        run_sse(StreamParser(BODY, StreamState(), offline("openai", parse_error)), text)
+    assert info.value.retryable
+
+
+def test_error_bodies_keep_structured_code_and_param() -> None:
+    body = {
+        "error": {
+            "message": "This model's maximum context length is 128000 tokens.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+    detail = parse_error(body)
+    assert (detail.code, detail.param) == ("context_length_exceeded", "messages")
+    assert parse_error({"error": "model 'x' not found"}).message == "model 'x' not found"
+    assert parse_error({"object": "error", "message": "bad", "code": 400}).message == "bad"
+
+
+def test_embeddings_usage_comes_from_prompt_tokens() -> None:
+    data = {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": [0.1], "index": 0}],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 8, "total_tokens": 8},
+    }
+    assert embeddings_result(data, {"input": "The food was delicious"}).usage.input_tokens == 8
+    del data["usage"]
+    result = embeddings_result(data, {"input": ["abcd", "abcdefgh"]})
+    assert (result.usage.input_tokens, result.usage.estimated) == (3, True)
+
+
+def test_images_usage_counts_images_size_quality_and_steps() -> None:
+    data = {"created": 1713833628, "data": [{"b64_json": "..."}, {"b64_json": "..."}]}
+    usage = images_result(
+        data, {"prompt": "otter", "size": "1792x1024", "quality": "hd", "steps": 30}
+    ).usage
+    assert (usage.images, usage.image_width, usage.image_height) == (2, 1792, 1024)
+    assert (usage.image_quality, usage.image_steps) == ("hd", 30)
+    default = images_result({"data": [{"url": "u"}]}, {"prompt": "otter"}).usage
+    assert (default.image_size, default.image_quality, default.image_steps) == (
+        "1024x1024",
+        "standard",
+        None,
+    )
+
+
+def test_token_priced_image_models_report_tokens() -> None:
+    data = {
+        "data": [{"b64_json": "..."}],
+        "usage": {
+            "total_tokens": 100,
+            "input_tokens": 50,
+            "output_tokens": 50,
+            "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
+        },
+    }
+    usage = images_result(data, {"prompt": "otter", "size": "auto"}).usage
+    assert (usage.input_tokens, usage.output_tokens, usage.image_size) == (50, 50, "1024x1024")
+
+
+def test_payloads_serialize_with_orjson() -> None:
+    assert orjson.loads(orjson.dumps(chat_payload(BODY, "m", stream=True)))["model"] == "m"

@@ -1,0 +1,35 @@
+"""Shared helpers for provider tests: endpoints and SSE text fed straight to a parser."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faregate.providers.base import Endpoint
+from faregate.providers.http import ErrorParser, EventParser, SSEDecoder, Upstream
+
+
+def endpoint(wire: str, base_url: str = "http://upstream", **options: Any) -> Endpoint:
+    return Endpoint(
+        name=f"test-{wire}",
+        wire=wire,
+        base_url=base_url,
+        api_key="sk-test-secret",
+        timeout=float(options.pop("timeout", 5.0)),
+        connect_timeout=1.0,
+        options=tuple(options.items()),
+    )
+
+
+def offline(wire: str, parse_error: ErrorParser) -> Upstream:
+    """An Upstream for parsers that only need its error mapping (no session is used)."""
+    return Upstream(endpoint(wire), None, {}, parse_error)  # type: ignore[arg-type]
+
+
+def run_sse(parser: EventParser, text: str) -> list[dict[str, Any]]:
+    """Feed an SSE body through a parser the way Upstream.stream does."""
+    decoder = SSEDecoder()
+    chunks: list[dict[str, Any]] = []
+    for event in decoder.feed(text.encode()) + decoder.flush():
+        chunks.extend(parser.feed(event))
+    chunks.extend(parser.close())
+    return chunks
