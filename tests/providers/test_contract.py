@@ -64,6 +64,7 @@ DEPLOYMENTS = {
     "hanging": MockBehaviour(hang=True),
     "cut": MockBehaviour(disconnect_after_chunks=3),
     "garbled": MockBehaviour(malformed_rate=1.0),
+    "stalling": MockBehaviour(chunk_delay=0.5),
 }
 WEATHER = {
     "type": "function",
@@ -102,6 +103,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def connect(mock: MockServer, session: aiohttp.ClientSession) -> Callable[..., Provider]:
     def build(wire: Wire, deployment: str = "ok", key: str | None = KEY) -> Provider:
         timeout = HANG_TIMEOUT if deployment == "hanging" else 5.0
+        options = (("read_timeout", HANG_TIMEOUT),) if deployment == "stalling" else ()
         endpoint = Endpoint(
             name=f"mock-{wire.wire}",
             wire=wire.wire,
@@ -109,6 +111,7 @@ def connect(mock: MockServer, session: aiohttp.ClientSession) -> Callable[..., P
             api_key=key,
             timeout=timeout,
             connect_timeout=1.0,
+            options=options,
         )
         return build_provider(endpoint, session)
 
@@ -165,6 +168,14 @@ async def test_chat_returns_a_completion_with_reported_usage(wire: Wire, connect
     assert result.usage.input_tokens > 0 and result.usage.output_tokens == 20
     assert not result.usage.estimated
     assert result.body["usage"]["prompt_tokens"] == result.usage.input_tokens
+
+
+@pytest.mark.parametrize("wire", supporting("chat"))
+async def test_the_provider_model_id_replaces_the_public_name(
+    wire: Wire, connect: Any, mock: MockServer
+) -> None:
+    await connect(wire).chat(chat_body(), wire.chat_model)
+    assert mock.stats.by_model == {wire.chat_model: 1}
 
 
 @pytest.mark.parametrize("wire", supporting("chat_stream"))
@@ -319,6 +330,24 @@ async def test_a_stream_cut_midway_raises_after_its_first_chunks(wire: Wire, con
     err, received = await _stream_error(connect(wire, "cut"), wire.chat_model)
     assert received > 0
     assert (err.status, err.code, err.retryable) == (502, "upstream_disconnected", True)
+
+
+@pytest.mark.parametrize("wire", supporting("chat_stream"))
+async def test_a_stream_stalling_between_chunks_times_out(wire: Wire, connect: Any) -> None:
+    err, received = await _stream_error(connect(wire, "stalling"), wire.chat_model)
+    assert received > 0
+    assert (err.status, err.code, err.retryable) == (504, "upstream_timeout", True)
+
+
+@pytest.mark.parametrize("wire", supporting("chat_stream"))
+async def test_closing_a_stream_early_leaves_the_adapter_usable(wire: Wire, connect: Any) -> None:
+    provider = connect(wire)
+    stream = provider.chat_stream(chat_body(), wire.chat_model, StreamState())
+    first = await stream.__anext__()
+    assert first["choices"]
+    await stream.aclose()  # type: ignore[attr-defined]
+    result = await provider.chat(chat_body(), wire.chat_model)
+    assert result.usage.output_tokens == 20
 
 
 @pytest.mark.parametrize("wire", supporting("chat"))

@@ -50,6 +50,7 @@ def test_retry_after_reads_seconds_milliseconds_and_http_dates() -> None:
         (400, 400, "invalid_request", False),
         (422, 400, "invalid_request", False),
         (401, 502, "upstream_auth_error", False),
+        (402, 502, "upstream_error", True),
         (403, 502, "upstream_auth_error", False),
         (404, 502, "upstream_not_found", False),
         (408, 504, "upstream_timeout", True),
@@ -71,6 +72,12 @@ def test_upstream_statuses_map_to_gateway_errors(
         retryable,
         upstream,
     )
+
+
+@pytest.mark.parametrize("code", ["context_length_exceeded", "content_policy_violation"])
+def test_a_400_keeps_the_upstream_structured_code(code: str) -> None:
+    err = error_for_status(400, ErrorDetail(message="no", code=code), ENDPOINT)
+    assert (err.status, err.code, err.retryable) == (400, code, False)
 
 
 def test_a_400_keeps_the_upstream_structured_code_and_param() -> None:

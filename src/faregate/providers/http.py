@@ -150,87 +150,77 @@ def _scrub(message: str | None, endpoint: Endpoint) -> str | None:
     return message[:MAX_MESSAGE_CHARS]
 
 
-def _with_detail(summary: str, detail: str | None) -> str:
-    return f"{summary}: {detail}" if detail else f"{summary}."
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    status: int
+    code: str
+    retryable: bool
+    summary: str
+    type: str = "api_error"
+    quote: bool = True  # append the upstream's own message
+
+
+_AUTH = _Rule(
+    502,
+    "upstream_auth_error",
+    False,
+    "The upstream provider rejected the gateway's credentials",
+    quote=False,
+)
+_RULES = {
+    401: _AUTH,
+    402: _Rule(502, "upstream_error", True, "The upstream provider refused to bill its account"),
+    403: _AUTH,
+    404: _Rule(502, "upstream_not_found", False, "The upstream provider does not know this model"),
+    408: _Rule(504, "upstream_timeout", True, "The upstream provider timed out", quote=False),
+    409: _Rule(502, "upstream_error", True, "The upstream provider reported a conflict"),
+    413: _Rule(
+        413,
+        "request_too_large",
+        False,
+        "The request is too large for the upstream provider",
+        type="invalid_request_error",
+    ),
+    429: _Rule(
+        429,
+        "rate_limit_exceeded",
+        True,
+        "The upstream provider is rate limiting requests",
+        type="rate_limit_error",
+    ),
+    529: _Rule(503, "upstream_overloaded", True, "The upstream provider is overloaded"),
+}
+_SERVER = _Rule(502, "upstream_error", True, "The upstream provider failed")
 
 
 def error_for_status(
-    status: int,
-    detail: ErrorDetail,
-    endpoint: Endpoint,
-    headers: Mapping[str, str] | None = None,
+    status: int, detail: ErrorDetail, endpoint: Endpoint, headers: Mapping[str, str] | None = None
 ) -> ProviderError:
-    """The one table from an upstream status (and its structured body) to `ProviderError`."""
-    upstream = status
-    status = detail.status or status
+    """The one table from an upstream status (and its structured body) to `ProviderError`.
+    Any 4xx not in the table means the request itself was wrong: a 400, never retried."""
+    effective = detail.status or status
     text = _scrub(detail.message, endpoint)
-    if status in (401, 403):
+    rule = _RULES.get(effective) or (_SERVER if effective >= 500 else None)
+    if rule is None:
         return ProviderError(
-            f"The upstream provider rejected the gateway's credentials (HTTP {status}).",
-            status=502,
-            code="upstream_auth_error",
-            retryable=False,
-            upstream_status=upstream,
-        )
-    if status == 404:
-        return ProviderError(
-            _with_detail("The upstream provider does not know this model or path", text),
-            status=502,
-            code="upstream_not_found",
-            retryable=False,
-            upstream_status=upstream,
-        )
-    if status == 429:
-        return ProviderError(
-            _with_detail("The upstream provider is rate limiting requests", text),
-            status=429,
-            code="rate_limit_exceeded",
-            type="rate_limit_error",
-            retryable=True,
-            retry_after=parse_retry_after(headers or {}),
-            upstream_status=upstream,
-        )
-    if status == 408:
-        return ProviderError(
-            "The upstream provider timed out.",
-            status=504,
-            code="upstream_timeout",
-            retryable=True,
-            upstream_status=upstream,
-        )
-    if status == 529:
-        return ProviderError(
-            _with_detail("The upstream provider is overloaded", text),
-            status=503,
-            code="upstream_overloaded",
-            retryable=True,
-            upstream_status=upstream,
-        )
-    if status == 409 or status >= 500:
-        return ProviderError(
-            _with_detail(f"The upstream provider failed (HTTP {status})", text),
-            status=502,
-            code="upstream_error",
-            retryable=True,
-            upstream_status=upstream,
-        )
-    if status == 413:
-        return ProviderError(
-            text or "The request is too large for the upstream provider.",
-            status=413,
-            code="request_too_large",
+            text or "The upstream provider rejected the request.",
+            status=400,
+            code=detail.code or "invalid_request",
             type="invalid_request_error",
+            param=detail.param,
             retryable=False,
-            upstream_status=upstream,
+            upstream_status=status,
         )
+    message = f"{rule.summary} (HTTP {effective})"
+    message += f": {text}" if text and rule.quote else "."
     return ProviderError(
-        text or "The upstream provider rejected the request.",
-        status=400,
-        code=detail.code or "invalid_request",
-        type="invalid_request_error",
-        param=detail.param,
-        retryable=False,
-        upstream_status=upstream,
+        message,
+        status=rule.status,
+        code=rule.code,
+        type=rule.type,
+        retryable=rule.retryable,
+        retry_after=parse_retry_after(headers or {}) if rule.retryable else None,
+        upstream_status=status,
     )
 
 
