@@ -1,0 +1,150 @@
+"""What one upstream call cost us, exactly, and worst-case estimates before the call.
+
+cost = (uncached x input + cached x cached_input + (output - reasoning) x output
+        + reasoning x reasoning) / 1e6 + images x image price + seconds x per_second,
+then x service-tier multiplier x time-of-day multiplier. `Usage.images` already counts
+every generated image: it is never multiplied by the request's `n` again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import (
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+
+from faregate.pricing.errors import UnpricedUsage
+from faregate.pricing.images import image_unit_price, normalize_size
+from faregate.pricing.price import ModelPrice, TokenRates
+from faregate.usage import Usage
+
+ZERO = Decimal(0)
+# Every operation here must be exact; a rounding would raise instead of hiding.
+_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
+
+
+def cost_of(usage: Usage, price: ModelPrice, *, at: datetime, tier: str | None = None) -> Decimal:
+    """Exact USD cost of `usage` under `price` at instant `at` (tz-aware) and `tier`."""
+    _require_aware(at)
+    return _apply(
+        _base_cost(usage, price), price.tier_multiplier(tier) * price.window_multiplier(at)
+    )
+
+
+def estimate_tokens_cost(
+    price: ModelPrice,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    at: datetime,
+    tier: str | None = None,
+    worst_case_time: bool = False,
+) -> Decimal:
+    """Upper bound of a token call: no cache hits, output at the dearer of the output and
+    reasoning rates. With `worst_case_time`, the dearest time-of-day window applies (for
+    holds that may settle after a window boundary)."""
+    rates = price.rates_for(input_tokens)
+    usage = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        reasoning_tokens=output_tokens if rates.reasoning > rates.output else 0,
+    )
+    return _estimate(usage, price, at, tier, worst_case_time)
+
+
+def estimate_images_cost(
+    price: ModelPrice,
+    n: int,
+    size: str | None,
+    quality: str | None,
+    steps: int | None,
+    *,
+    at: datetime,
+    tier: str | None = None,
+    input_tokens: int = 0,
+    worst_case_time: bool = False,
+) -> Decimal:
+    """Cost of generating `n` images; an unknown size or quality is priced at the dearest
+    matching row (see faregate.pricing.images)."""
+    if not price.prices_images:
+        raise UnpricedUsage(f"{price.label}: images are priced per token; cannot estimate")
+    width, height = _dimensions(size)
+    usage = Usage(
+        input_tokens=input_tokens,
+        images=n,
+        image_width=width,
+        image_height=height,
+        image_quality=quality,
+        image_steps=steps,
+    )
+    return _estimate(usage, price, at, tier, worst_case_time)
+
+
+def _estimate(
+    usage: Usage, price: ModelPrice, at: datetime, tier: str | None, worst_case_time: bool
+) -> Decimal:
+    if not worst_case_time:
+        return cost_of(usage, price, at=at, tier=tier)
+    _require_aware(at)
+    multiplier = price.tier_multiplier(tier) * price.dearest_window_multiplier()
+    return _apply(_base_cost(usage, price), multiplier)
+
+
+def _apply(total: Decimal, multiplier: Decimal) -> Decimal:
+    if multiplier == 1:
+        return total
+    with localcontext(_EXACT):
+        return total * multiplier
+
+
+def _base_cost(usage: Usage, price: ModelPrice) -> Decimal:
+    with localcontext(_EXACT):
+        total = _token_cost(usage, price.rates_for(usage.input_tokens))
+        if usage.images:
+            total += _image_cost(usage, price)
+        if usage.seconds:
+            if price.per_second is None:
+                raise UnpricedUsage(f"{price.label}: no per-second price")
+            total += usage.seconds * price.per_second
+        return total
+
+
+def _token_cost(usage: Usage, rates: TokenRates) -> Decimal:
+    reasoning = min(usage.reasoning_tokens, usage.output_tokens)
+    per_million = (
+        usage.uncached_input_tokens * rates.input
+        + usage.cached_input_tokens * rates.cached_input
+        + (usage.output_tokens - reasoning) * rates.output
+        + reasoning * rates.reasoning
+    )
+    return per_million.scaleb(-6)  # exact: per 1M tokens
+
+
+def _image_cost(usage: Usage, price: ModelPrice) -> Decimal:
+    if not price.prices_images:
+        # A token-priced image model: the images are the output tokens already counted.
+        if price.mode == "image" and usage.output_tokens > 0 and price.output > 0:
+            return ZERO
+        raise UnpricedUsage(f"{price.label}: no price for generated images")
+    size = usage.image_size if usage.image_width and usage.image_height else None
+    unit = image_unit_price(price, size, usage.image_quality, usage.image_steps)
+    return usage.images * unit
+
+
+def _dimensions(size: str | None) -> tuple[int, int]:
+    normal = normalize_size(size)
+    if normal is None or "x" not in normal:
+        return 0, 0
+    width, height = normal.split("x")
+    return int(width), int(height)
+
+
+def _require_aware(at: datetime) -> None:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("`at` must be a timezone-aware datetime")

@@ -1,0 +1,74 @@
+"""Invariants of token cost: additive over any split of a usage, exact, never negative."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from faregate.money import from_nanos, to_nanos
+from faregate.pricing import PriceCatalog, cost_of, load_catalog
+from faregate.pricing.price import ModelPrice
+from faregate.usage import Usage
+
+CATALOG: PriceCatalog = load_catalog()
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# Token-priced models without long-context bands: their cost is linear in every count.
+LINEAR = sorted(
+    (p for p in CATALOG if p.mode != "image" and not p.long_context),
+    key=lambda p: (p.provider or "", p.model, p.effective_from),
+)
+MILLI = Decimal("0.001")
+
+
+@st.composite
+def token_usages(draw: st.DrawFn) -> Usage:
+    input_tokens = draw(st.integers(0, 2_000_000))
+    output_tokens = draw(st.integers(0, 200_000))
+    return Usage(
+        input_tokens=input_tokens,
+        cached_input_tokens=draw(st.integers(0, input_tokens)),
+        output_tokens=output_tokens,
+        reasoning_tokens=draw(st.integers(0, output_tokens)),
+    )
+
+
+@st.composite
+def priced_instants(draw: st.DrawFn) -> tuple[ModelPrice, datetime, str | None]:
+    price = draw(st.sampled_from(LINEAR))
+    at = max(T0 + timedelta(minutes=draw(st.integers(0, 60 * 24 * 800))), price.effective_from)
+    tier = draw(st.sampled_from([None, "default", *(name for name, _ in price.tiers)]))
+    return price, at, tier
+
+
+def add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        cached_input_tokens=a.cached_input_tokens + b.cached_input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+    )
+
+
+@given(priced=priced_instants(), a=token_usages(), b=token_usages())
+def test_cost_is_additive_over_any_split_of_a_usage(
+    priced: tuple[ModelPrice, datetime, str | None], a: Usage, b: Usage
+) -> None:
+    price, at, tier = priced
+    whole = cost_of(add(a, b), price, at=at, tier=tier)
+    assert cost_of(a, price, at=at, tier=tier) + cost_of(b, price, at=at, tier=tier) == whole
+    assert whole >= 0
+
+
+def test_every_shipped_token_rate_has_at_most_three_decimals() -> None:
+    rates = [r for p in CATALOG for r in (p.input, p.cached_input, p.output, p.reasoning)]
+    assert all(r == r.quantize(MILLI) for r in rates)
+
+
+@given(price=st.sampled_from(LINEAR), usage=token_usages())
+def test_untiered_token_cost_fits_integer_nanos_exactly(price: ModelPrice, usage: Usage) -> None:
+    # A rate with three decimals per 1M tokens is a whole number of nanos per token.
+    cost = cost_of(usage, price, at=max(T0, price.effective_from) + timedelta(hours=8))
+    assert from_nanos(to_nanos(cost)) == cost
