@@ -84,6 +84,13 @@ async def test_a_full_budget_refuses_with_429_and_reports_once(store: CounterSto
     await b.reserve(ALICE, "m", D("0.40"), D(0), "fits")
 
 
+async def test_a_request_without_an_estimate_still_needs_room(store: CounterStore) -> None:
+    b = budgets(store, budget())
+    await (await b.reserve(ALICE, "m", D("1"), D(0), "h1")).settle(D("1"), D(0))
+    with pytest.raises(BudgetExceeded):
+        await b.reserve(ALICE, "m", D(0), D(0), "h2")
+
+
 async def test_one_full_scope_holds_nothing_on_the_others(store: CounterStore) -> None:
     b = budgets(
         store,

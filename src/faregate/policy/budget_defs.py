@@ -16,13 +16,13 @@ values: spending against them lives in budgets.py.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from faregate.config import ConfigError
-from faregate.money import parse_decimal
+from faregate.money import parse_decimal, to_nanos
 from faregate.policy.periods import PERIODS
 from faregate.policy.subject import Subject
 
@@ -41,6 +41,12 @@ class BudgetDef:
     timezone: str = "UTC"
     thresholds: tuple[Decimal, ...] = ()
     hard: bool = True
+    limit_nanos: int = field(init=False, repr=False)
+    marks: tuple[int, ...] = field(init=False, repr=False)  # each threshold, in nanos
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limit_nanos", to_nanos(self.amount))
+        object.__setattr__(self, "marks", tuple(to_nanos(self.amount * t) for t in self.thresholds))
 
     def values(self, subject: Subject, model: str) -> tuple[str, ...]:
         """The subject's values this budget counts against (one per tag for tag budgets)."""

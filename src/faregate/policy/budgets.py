@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -37,14 +37,12 @@ class BudgetScope:
     budget: BudgetDef
     value: str
     period: Period
+    key: str = field(init=False)  # the budget's counter, before the period id
+    scope: str = field(init=False)  # the counter of this period
 
-    @property
-    def key(self) -> str:
-        return f"budget:{self.budget.id}:{self.value}"
-
-    @property
-    def scope(self) -> str:
-        return f"{self.key}:{self.period.id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"budget:{self.budget.id}:{self.value}")
+        object.__setattr__(self, "scope", f"{self.key}:{self.period.id}")
 
     def pick(self, cost: Decimal, price: Decimal) -> int:
         return to_nanos(cost if self.budget.basis == "cost" else price)
@@ -113,17 +111,26 @@ class Budgets:
         self._alerts = alerts
         self._clock = clock or (lambda: datetime.now(UTC))
         self._hold_ttl_s = hold_ttl_s
+        self._periods: dict[tuple[str, str], Period] = {}  # current period per (kind, zone)
 
-    def matching(self, subject: Subject, model: str) -> list[BudgetScope]:
-        now = self._clock()
+    def _period(self, d: BudgetDef, now: datetime) -> Period:
+        period = self._periods.get((d.period, d.timezone))
+        if period is None or not period.start <= now < period.end:
+            period = self._periods[(d.period, d.timezone)] = period_at(d.period, d.timezone, now)
+        return period
+
+    def matching(
+        self, subject: Subject, model: str, now: datetime | None = None
+    ) -> list[BudgetScope]:
+        now = now or self._clock()
         return [
-            BudgetScope(d, value, period_at(d.period, d.timezone, now))
+            BudgetScope(d, value, self._period(d, now))
             for d in self.defs
             for value in d.values(subject, model)
         ]
 
     def _spec(self, s: BudgetScope, amount: int, now: datetime) -> ReserveSpec:
-        limit = to_nanos(s.budget.amount) if s.budget.hard else None
+        limit = s.budget.limit_nanos if s.budget.hard else None
         ttl = s.period.seconds_left(now) + RETENTION_S
         return ReserveSpec(s.key, amount, limit, s.period.id, ttl)
 
@@ -137,11 +144,12 @@ class Budgets:
     ) -> BudgetHold:
         """Hold the worst-case estimate on every matching budget at once, or raise
         BudgetExceeded when a hard budget has no room for it (nothing is held then)."""
-        scopes = self.matching(subject, model)
+        now = self._clock()
+        scopes = self.matching(subject, model, now)
         if not scopes:
             return BudgetHold(self, hold_id, ())
-        now = self._clock()
-        specs = [self._spec(s, s.pick(estimate_cost, estimate_price), now) for s in scopes]
+        # At least one nano, so a request with no estimate still needs room on a full budget.
+        specs = [self._spec(s, max(s.pick(estimate_cost, estimate_price), 1), now) for s in scopes]
         result = await self.store.reserve(specs, hold_id, self._hold_ttl_s)
         if not result.ok:
             failed = next(s for s in scopes if s.scope == result.failed_key)
@@ -177,8 +185,7 @@ class Budgets:
     async def crossed(self, s: BudgetScope, before: int, after: int) -> None:
         """Report every threshold this settle crossed. Spent only grows within a period
         and each settle adds atomically, so exactly one settle crosses each threshold."""
-        for threshold in s.budget.thresholds:
-            mark = to_nanos(s.budget.amount * threshold)
+        for threshold, mark in zip(s.budget.thresholds, s.budget.marks, strict=True):
             if before < mark <= after:
                 payload = s.payload(after) | {"threshold": decimal_str(threshold)}
                 await self._emit("budget.threshold", payload)

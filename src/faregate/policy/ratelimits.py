@@ -4,7 +4,6 @@ estimate and trued up afterwards. Talks to storage only through CounterStore."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -77,10 +76,11 @@ class Permit:
             for c in self.checked
             if c.kind == "tokens" and delta
         ]
-        steps = [self._store.release_concurrency(key, lease) for key, lease in self._leases]
+        # Sequential on purpose: a gather costs more than these steps do in process.
+        for key, lease in self._leases:
+            await self._store.release_concurrency(key, lease)
         if specs:
-            steps.append(self._store.rate_limit_adjust(specs))
-        await asyncio.gather(*steps)
+            await self._store.rate_limit_adjust(specs)
 
 
 def _describe(c: Checked) -> str:
@@ -122,14 +122,12 @@ class RateLimiter:
     async def _acquire(self, applied: Sequence[Applied], lease_id: str) -> list[tuple[str, str]]:
         capped = [a for a in applied if a.limits.max_concurrent is not None]
         ttl = self._config.lease_ttl_s
-        granted = await asyncio.gather(
-            *(
-                self._store.acquire_concurrency(
-                    f"{a.counter}:conc", a.limits.max_concurrent or 0, lease_id, ttl
-                )
-                for a in capped
+        granted = [
+            await self._store.acquire_concurrency(
+                f"{a.counter}:conc", a.limits.max_concurrent or 0, lease_id, ttl
             )
-        )
+            for a in capped
+        ]
         leases = [
             (f"{a.counter}:conc", lease_id) for a, ok in zip(capped, granted, strict=True) if ok
         ]
@@ -144,7 +142,8 @@ class RateLimiter:
         )
 
     async def _release(self, leases: Sequence[tuple[str, str]]) -> None:
-        await asyncio.gather(*(self._store.release_concurrency(k, lease) for k, lease in leases))
+        for key, lease in leases:
+            await self._store.release_concurrency(key, lease)
 
     async def _consume(self, applied: Sequence[Applied], est_tokens: int) -> list[Checked]:
         planned: list[tuple[Applied, str, LimitSpec]] = []

@@ -31,10 +31,10 @@ class LimitSpec:
     limit: int
     window_s: float
     cost: int = 1
+    window_ms: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def window_ms(self) -> int:
-        return max(1, round(self.window_s * 1000))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window_ms", max(1, round(self.window_s * 1000)))
 
     def validate(self, *, allow_negative: bool = False) -> None:
         if self.limit <= 0:

@@ -39,7 +39,7 @@ class MemoryCounterStore:
         cache_max_bytes: int = 256 * 2**20,
     ) -> None:
         self._clock = clock
-        self._rates: dict[str, tuple[int, int]] = {}
+        self._rates: dict[str, tuple[int, int, int]] = {}  # key -> (t_ms, debt, limit)
         self._leases: dict[str, dict[str, int]] = {}
         self._ints: dict[str, tuple[int, int | None]] = {}
         self._holds = HoldBook()
@@ -51,14 +51,14 @@ class MemoryCounterStore:
     # -- rate limits -------------------------------------------------------------------
 
     def _debt(self, key: str, limit: int, now_ms: int) -> int:
-        t_ms, debt = self._rates.get(key, (now_ms, 0))
+        t_ms, debt, _ = self._rates.get(key, (now_ms, 0, limit))
         return gcra.drain(t_ms, debt, now_ms, limit)[1]
 
-    def _store_debt(self, key: str, debt: int, now_ms: int) -> None:
+    def _store_debt(self, key: str, debt: int, limit: int, now_ms: int) -> None:
         if debt > 0:
             # A caller whose clock runs behind never moves the state back in time.
-            t_ms = max(now_ms, self._rates.get(key, (now_ms, 0))[0])
-            self._rates[key] = (t_ms, debt)
+            t_ms = max(now_ms, self._rates.get(key, (now_ms, 0, limit))[0])
+            self._rates[key] = (t_ms, debt, limit)
         else:
             self._rates.pop(key, None)
 
@@ -81,8 +81,8 @@ class MemoryCounterStore:
             debts[spec.key] = decision.debt
             decisions.append(decision)
         if all(d.allowed for d in decisions):
-            for key, debt in debts.items():
-                self._store_debt(key, debt, now_ms)
+            for spec in specs:
+                self._store_debt(spec.key, debts[spec.key], spec.limit, now_ms)
             return [_result(s, d) for s, d in zip(specs, decisions, strict=True)]
         # Refused: consume nothing. Each verdict stays as judged in order (a repeated key
         # sees the earlier spec), while remaining/reset describe the untouched state.
@@ -104,7 +104,7 @@ class MemoryCounterStore:
         now_ms = self._now_ms(now)
         for spec in specs:
             debt = gcra.adjust(self._debt(spec.key, spec.limit, now_ms), spec.window_ms, spec.cost)
-            self._store_debt(spec.key, debt, now_ms)
+            self._store_debt(spec.key, debt, spec.limit, now_ms)
 
     # -- concurrency -------------------------------------------------------------------
 
@@ -170,10 +170,11 @@ class MemoryCounterStore:
         for key in list(self._leases):
             if not self._live_leases(key, now_ms):
                 del self._leases[key]
-        # A rate state is worthless once drained; its limit is unknown here, so keep any
-        # state touched within the last day and drop the rest.
-        stale = now_ms - 24 * 3600 * 1000
-        for key in [k for k, (t, _) in self._rates.items() if t < stale]:
+        # A drained rate state equals an absent one.
+        drained = [
+            k for k, (t, d, lim) in self._rates.items() if gcra.drain(t, d, now_ms, lim)[1] == 0
+        ]
+        for key in drained:
             del self._rates[key]
 
     async def spent(self, key: str) -> int:

@@ -5,6 +5,7 @@ completion on the event loop, which is what makes it atomic. No clock of its own
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -70,9 +71,9 @@ class HoldBook:
         self, specs: Sequence[ReserveSpec], hold_id: str, hold_ttl_ms: int, now_ms: int
     ) -> ReserveResult:
         self.sweep(now_ms)
-        scopes = [s.scope for s in specs]
-        spent = {s: self.totals(s, now_ms)[0] for s in scopes}
-        held = {s: self.totals(s, now_ms)[1] for s in scopes}
+        totals = {s.scope: self.totals(s.scope, now_ms) for s in specs}
+        spent = {scope: t[0] for scope, t in totals.items()}
+        held = {scope: t[1] for scope, t in totals.items()}
         existing = self._record(hold_id, now_ms)
         if existing is not None:
             if existing.state != "pending":
@@ -89,7 +90,7 @@ class HoldBook:
                 return ReserveResult(False, spec.scope, spent, held)
         hold = _Hold("pending", now_ms + hold_ttl_ms, None)
         for spec in specs:
-            ttl = round(spec.ttl_s * 1000)
+            ttl = math.ceil(spec.ttl_s * 1000) if spec.ttl_s > 0 else 0
             self._touch(spec.scope, ttl, now_ms).held += spec.amount_nanos
             hold.scopes.append((spec.scope, spec.amount_nanos, ttl))
         self._holds[hold_id] = hold
