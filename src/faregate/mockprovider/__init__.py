@@ -1,0 +1,51 @@
+"""The built-in provider emulator: speaks OpenAI, Anthropic and Gemini wire formats with
+deterministic replies and usage, configurable delays and injected faults, for the demo, the
+test suite and the benchmarks. Entry points are in `server`; behaviour fields in `config`.
+
+Routes, each also under `/d/{deployment}` (which selects `config.deployments[deployment]`,
+else `config.default`): OpenAI `POST /v1/chat/completions`, `/v1/embeddings`,
+`/v1/images/generations`, `/v1/moderations`, `GET /v1/models`, `GET
+/v1/files/images/{id}.png`; Anthropic `POST /v1/messages`, `/v1/messages/count_tokens`;
+Gemini `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (`?alt=sse`
+for SSE, else a JSON array), `:embedContent`, `:batchEmbedContents`. Control (never counted):
+`GET /_mock/stats`, `POST /_mock/reset` (zero the counters, restart the fault sequences),
+`GET /_mock/config`, `PUT` or `DELETE /_mock/deployments/{name}` (a PUT body's missing
+fields come from the default behaviour). The GET routes are never faulted and need no key.
+
+Faults, per request and in this order: `hang`; `require_key` (each provider's own header
+and error); then one seeded draw picks 500/503 (Anthropic 500/529) for `error_rate`, 429
+with Retry-After for `rate_limit_rate`, or a 200 truncated body for `malformed_rate`.
+Streams drop the connection after `disconnect_after_chunks` events.
+
+Usage is deterministic and identical streamed or not. Input tokens: `count_tokens(text) =
+ceil(len(text) / 4)` of each message's text plus 4 per message (a system prompt counts as a
+message), 85 per image, and `count_tokens(name + description + schema JSON)` per tool.
+Output tokens per choice: `min(max_tokens, behaviour.output_tokens)`. A text reply is
+exactly that many word tokens and a stream sends one content event per token; a stop
+sequence cuts it short (and the count with it); tool calls and JSON replies report the
+full count. Models containing "reasoning" or starting with "o1"/"o3" spend half of the
+output thinking (OpenAI `reasoning_tokens`; Gemini `thoughtsTokenCount`, outside
+`candidatesTokenCount`) and show the other half as text. Prompts over 1024 tokens report
+1024 cached (OpenAI `cached_tokens`; Anthropic `cache_read_input_tokens`, outside
+`input_tokens`; Gemini `cachedContentTokenCount`). Prompt text containing
+"context_length_exceeded" is refused with each provider's context-window error (400).
+
+Tools: when tools are offered and the user spoke last (not a tool result), the reply is one
+call to the first (or the forced) tool, with placeholder values for the schema's required
+fields and an id that is stable for the same request. JSON modes (OpenAI `response_format`,
+Gemini `responseMimeType`) reply with a JSON object that fits the schema.
+"""
+
+from faregate.mockprovider.config import MockBehaviour, MockConfig
+from faregate.mockprovider.server import MockServer, build_mock_app, run_mock, start_mock
+from faregate.mockprovider.tokens import count_tokens
+
+__all__ = [
+    "MockBehaviour",
+    "MockConfig",
+    "MockServer",
+    "build_mock_app",
+    "count_tokens",
+    "run_mock",
+    "start_mock",
+]

@@ -1,0 +1,235 @@
+"""Anthropic `POST /v1/messages` (and `/v1/messages/count_tokens`): a `message` object, or the
+SSE sequence message_start, content_block_start, ping, content_block_delta…,
+content_block_stop, message_delta, message_stop. `input_tokens` excludes cache reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from faregate.mockprovider import checks
+from faregate.mockprovider.dialects import MockError
+from faregate.mockprovider.pipeline import Call, json_response
+from faregate.mockprovider.reply import (
+    LENGTH,
+    STOP,
+    STOP_SEQUENCE,
+    TOOL,
+    Ask,
+    Choice,
+    Reply,
+    ToolCall,
+    plan_reply,
+    tool_call,
+)
+from faregate.mockprovider.stream import frame_template, sse_event
+from faregate.mockprovider.tokens import PromptTally
+
+STOP_REASONS = {
+    STOP: "end_turn",
+    LENGTH: "max_tokens",
+    STOP_SEQUENCE: "stop_sequence",
+    TOOL: "tool_use",
+}
+CONTEXT_WINDOW = 200_000
+_ARG_PIECE = 8
+
+
+async def messages(call: Call) -> web.StreamResponse:
+    _require_version(call)
+    ask = _parse(call.body)
+    reply = plan_reply(ask, call.behaviour.output_tokens)
+    if call.body.get("stream") is True:
+        return await _stream(call, ask.model, reply)
+    await call.pause(reply.output_tokens)
+    choice = reply.choices[0]
+    message = _message_head(ask.model, reply)
+    message.update(
+        content=[_block(choice)],
+        stop_reason=STOP_REASONS[choice.finish],
+        stop_sequence=choice.stop_sequence,
+    )
+    message["usage"]["output_tokens"] = reply.output_tokens
+    return json_response(message)
+
+
+async def count_tokens(call: Call) -> web.StreamResponse:
+    _require_version(call)
+    checks.required_str(call.body, "model")
+    tally, _ = _prompt(call.body)
+    return json_response({"input_tokens": tally.tokens})
+
+
+def _require_version(call: Call) -> None:
+    if "anthropic-version" not in call.request.headers:
+        raise MockError(400, "anthropic-version: header is required")
+
+
+def _parse(body: Mapping[str, Any]) -> Ask:
+    model = checks.required_str(body, "model")
+    max_tokens = checks.optional_int(body, "max_tokens")
+    if max_tokens is None:
+        raise MockError(400, "max_tokens: Field required", param="max_tokens")
+    tally, tools = _prompt(body)
+    if tally.overflow:
+        raise MockError(
+            400,
+            f"prompt is too long: {tally.tokens + CONTEXT_WINDOW} tokens > {CONTEXT_WINDOW} maximum",
+        )
+    return Ask(
+        model=model,
+        prompt_tokens=tally.tokens,
+        max_tokens=max_tokens,
+        stop=checks.string_list(body.get("stop_sequences"), "stop_sequences"),
+        tool=_tool_to_call(body, tools, body["messages"][-1], tally),
+    )
+
+
+def _prompt(body: Mapping[str, Any]) -> tuple[PromptTally, list[Mapping[str, Any]]]:
+    """Count the system prompt, every message and every tool definition."""
+    messages = checks.required_list(body, "messages")
+    tally = PromptTally()
+    system = body.get("system")
+    if system:
+        tally.message(_content_text(system, tally))
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise MockError(400, f"messages.{index}.role: Input should be 'user' or 'assistant'")
+        tally.message(_content_text(message.get("content"), tally))
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise MockError(400, "tools: Input should be a valid list")
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise MockError(400, f"tools.{index}.name: Field required")
+        tally.tool(tool["name"], tool.get("description") or "", tool.get("input_schema"))
+    return tally, tools
+
+
+def _content_text(content: Any, tally: PromptTally) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise MockError(400, "content: Input should be a valid string or list of content blocks")
+    texts = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(str(block.get("text", "")))
+        elif kind in ("image", "document"):
+            tally.image()
+        elif kind == "tool_use":
+            texts.append(block.get("name", "") + orjson.dumps(block.get("input") or {}).decode())
+        elif kind == "tool_result":
+            inner = block.get("content") or ""
+            texts.append(inner if isinstance(inner, str) else _content_text(inner, tally))
+        elif kind == "thinking":
+            texts.append(str(block.get("thinking", "")))
+    return "\n".join(texts)
+
+
+def _tool_to_call(
+    body: Mapping[str, Any], tools: list[Mapping[str, Any]], last: Any, tally: PromptTally
+) -> ToolCall | None:
+    """Use a tool when tools are offered and the user spoke last without a tool result."""
+    choice = checks.mapping(body.get("tool_choice"), "tool_choice")
+    if not tools or choice.get("type") == "none" or not isinstance(last, dict):
+        return None
+    content = last.get("content")
+    answered = isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+    if last.get("role") != "user" or answered:
+        return None
+    target = tools[0]
+    if choice.get("type") == "tool":
+        matches = [t for t in tools if t["name"] == choice.get("name")]
+        if not matches:
+            raise MockError(400, f"tool_choice: tool '{choice.get('name')}' not found in tools")
+        target = matches[0]
+    return tool_call(target["name"], target.get("input_schema"), tally.last_text)
+
+
+def _usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": reply.prompt_tokens - reply.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": reply.cached_tokens,
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def _message_head(model: str, reply: Reply) -> dict[str, Any]:
+    return {
+        "id": "msg_" + os.urandom(12).hex(),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": _usage(reply, 1),
+    }
+
+
+def _block(choice: Choice) -> dict[str, Any]:
+    if choice.tool is None:
+        return {"type": "text", "text": choice.text}
+    return {
+        "type": "tool_use",
+        "id": choice.tool.call_id("toolu_"),
+        "name": choice.tool.name,
+        "input": choice.tool.arguments,
+    }
+
+
+async def _stream(call: Call, model: str, reply: Reply) -> web.StreamResponse:
+    choice = reply.choices[0]
+    stream = call.stream()
+    await stream.open()
+    await stream.send(
+        sse_event(
+            b"message_start", {"type": "message_start", "message": _message_head(model, reply)}
+        )
+    )
+    opening = {**_block(choice), "input": {}} if choice.tool else {"type": "text", "text": ""}
+    await stream.send(
+        sse_event(
+            b"content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": opening},
+        )
+    )
+    await stream.send(sse_event(b"ping", {"type": "ping"}))
+    block_delta = frame_template(
+        {"type": "content_block_delta", "index": 0}, "delta", b"event: content_block_delta\ndata: "
+    )
+    for delta in _deltas(choice):
+        await stream.send(block_delta(delta))
+    await stream.send(sse_event(b"content_block_stop", {"type": "content_block_stop", "index": 0}))
+    ending = {"stop_reason": STOP_REASONS[choice.finish], "stop_sequence": choice.stop_sequence}
+    await stream.send(
+        sse_event(
+            b"message_delta",
+            {
+                "type": "message_delta",
+                "delta": ending,
+                "usage": {"output_tokens": reply.output_tokens},
+            },
+        )
+    )
+    await stream.send(sse_event(b"message_stop", {"type": "message_stop"}))
+    return await stream.close()
+
+
+def _deltas(choice: Choice) -> list[dict[str, Any]]:
+    if choice.tool is None:
+        return [{"type": "text_delta", "text": piece} for piece in choice.pieces]
+    arguments = choice.tool.arguments_json
+    fragments = [""] + [arguments[i : i + _ARG_PIECE] for i in range(0, len(arguments), _ARG_PIECE)]
+    return [{"type": "input_json_delta", "partial_json": f} for f in fragments]

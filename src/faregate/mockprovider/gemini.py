@@ -1,0 +1,215 @@
+"""Gemini `models/{model}:generateContent` and `:streamGenerateContent` (SSE with `alt=sse`,
+else one JSON array). Every streamed record is a GenerateContentResponse; the last carries
+`usageMetadata`, whose `candidatesTokenCount` excludes `thoughtsTokenCount`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from faregate.mockprovider import checks
+from faregate.mockprovider.dialects import MockError
+from faregate.mockprovider.pipeline import Call, json_response
+from faregate.mockprovider.reply import LENGTH, Ask, Choice, Reply, ToolCall, plan_reply, tool_call
+from faregate.mockprovider.stream import sse_data
+from faregate.mockprovider.tokens import PromptTally
+
+CONTEXT_WINDOW = 1_048_576
+# "function" is the older role for turns that carry functionResponse parts.
+ROLES = frozenset({"user", "model", "function"})
+
+
+def field(body: Mapping[str, Any], camel: str) -> Any:
+    """Google's JSON accepts lowerCamel and snake_case field names alike."""
+    if camel in body:
+        return body[camel]
+    snake = "".join("_" + c.lower() if c.isupper() else c for c in camel)
+    return body.get(snake)
+
+
+def streams_sse(request: web.Request, body: dict[str, Any]) -> bool:
+    return request.query.get("alt") == "sse"
+
+
+async def generate_content(call: Call) -> web.StreamResponse:
+    model = call.request.match_info["model"]
+    reply = plan_reply(_parse(model, call.body), call.behaviour.output_tokens)
+    await call.pause(reply.output_tokens)
+    candidates = [_candidate(i, c, c.pieces, final=True) for i, c in enumerate(reply.choices)]
+    return json_response(_response(model, candidates, reply, _response_id()))
+
+
+async def stream_generate_content(call: Call) -> web.StreamResponse:
+    model = call.request.match_info["model"]
+    reply = plan_reply(_parse(model, call.body), call.behaviour.output_tokens)
+    records = _records(model, reply)
+    if streams_sse(call.request, call.body):
+        stream = call.stream()
+        frames = [sse_data(record) for record in records]
+    else:  # one JSON array, written element by element
+        stream = call.stream("application/json")
+        frames = [b",\r\n" + orjson.dumps(record) for record in records]
+        frames[0] = b"[" + frames[0][3:]
+        frames[-1] += b"]"
+    await stream.open()
+    for frame in frames:
+        await stream.send(frame)
+    return await stream.close()
+
+
+def _parse(model: str, body: Mapping[str, Any]) -> Ask:
+    tally = PromptTally()
+    system = field(body, "systemInstruction")
+    if isinstance(system, str):
+        tally.message(system)
+    elif system:
+        tally.message(_parts_text(checks.mapping(system, "systemInstruction").get("parts"), tally))
+    contents = checks.required_list(body, "contents")
+    for index, content in enumerate(contents):
+        if not isinstance(content, dict) or content.get("role", "user") not in ROLES:
+            raise MockError(400, f"* GenerateContentRequest.contents[{index}]: invalid content")
+        tally.message(_parts_text(content.get("parts"), tally))
+    functions = _functions(body, tally)
+    if tally.overflow:
+        raise MockError(
+            400,
+            f"The input token count ({tally.tokens + CONTEXT_WINDOW}) exceeds the maximum "
+            f"number of tokens allowed ({CONTEXT_WINDOW}).",
+        )
+    config = checks.mapping(field(body, "generationConfig"), "generationConfig")
+    return Ask(
+        model=model,
+        prompt_tokens=tally.tokens,
+        max_tokens=_config_int(config, "maxOutputTokens"),
+        n=_config_int(config, "candidateCount", maximum=8) or 1,
+        stop=checks.string_list(field(config, "stopSequences"), "stopSequences", limit=5),
+        tool=_tool_to_call(body, functions, contents[-1], tally),
+        json_schema=_json_schema(config),
+    )
+
+
+def _config_int(config: Mapping[str, Any], name: str, maximum: int | None = None) -> int | None:
+    return checks.optional_int({name: field(config, name)}, name, maximum=maximum)
+
+
+def _parts_text(parts: Any, tally: PromptTally) -> str:
+    if isinstance(parts, str):
+        return parts
+    if not isinstance(parts, list):
+        raise MockError(400, "* GenerateContentRequest: content.parts must be a list")
+    texts = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif field(part, "inlineData") is not None or field(part, "fileData") is not None:
+            tally.image()
+        elif (fc := field(part, "functionCall")) is not None:
+            texts.append(str(fc.get("name", "")) + orjson.dumps(fc.get("args") or {}).decode())
+        elif (fr := field(part, "functionResponse")) is not None:
+            texts.append(orjson.dumps(fr.get("response") or {}).decode())
+    return "\n".join(texts)
+
+
+def _functions(body: Mapping[str, Any], tally: PromptTally) -> list[Mapping[str, Any]]:
+    functions: list[Mapping[str, Any]] = []
+    for tool in body.get("tools") or ():
+        declarations = field(tool, "functionDeclarations") if isinstance(tool, dict) else None
+        for declaration in declarations or ():
+            if not isinstance(declaration, dict) or not isinstance(declaration.get("name"), str):
+                raise MockError(400, "* FunctionDeclaration.name: a name is required")
+            schema = declaration.get("parameters") or field(declaration, "parametersJsonSchema")
+            tally.tool(declaration["name"], declaration.get("description") or "", schema)
+            functions.append({"name": declaration["name"], "schema": schema})
+    return functions
+
+
+def _tool_to_call(
+    body: Mapping[str, Any],
+    functions: list[Mapping[str, Any]],
+    last: Mapping[str, Any],
+    tally: PromptTally,
+) -> ToolCall | None:
+    """Call a function when some are declared and the user spoke last without a response."""
+    tool_config = checks.mapping(field(body, "toolConfig"), "toolConfig")
+    config = checks.mapping(field(tool_config, "functionCallingConfig"), "functionCallingConfig")
+    if not functions or config.get("mode") == "NONE" or last.get("role", "user") != "user":
+        return None
+    parts = last.get("parts")
+    if isinstance(parts, list) and any(
+        isinstance(p, dict) and field(p, "functionResponse") for p in parts
+    ):
+        return None
+    allowed = field(config, "allowedFunctionNames") or ()
+    target = next((f for f in functions if f["name"] in allowed), functions[0])
+    return tool_call(target["name"], target["schema"], tally.last_text)
+
+
+def _json_schema(config: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    if field(config, "responseMimeType") != "application/json":
+        return None
+    schema = field(config, "responseSchema") or field(config, "responseJsonSchema")
+    return checks.mapping(schema, "responseSchema")
+
+
+def _usage(reply: Reply) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "promptTokenCount": reply.prompt_tokens,
+        "candidatesTokenCount": reply.output_tokens - reply.reasoning_tokens,
+        "totalTokenCount": reply.total_tokens,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.prompt_tokens}],
+    }
+    if reply.cached_tokens:
+        usage["cachedContentTokenCount"] = reply.cached_tokens
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": reply.cached_tokens}]
+    if reply.reasoning_tokens:
+        usage["thoughtsTokenCount"] = reply.reasoning_tokens
+    return usage
+
+
+def _candidate(index: int, choice: Choice, pieces: tuple[str, ...], final: bool) -> dict[str, Any]:
+    parts: list[dict[str, Any]]
+    if choice.tool is not None:
+        parts = [{"functionCall": {"name": choice.tool.name, "args": choice.tool.arguments}}]
+    else:
+        parts = [{"text": "".join(pieces)}]
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
+    if final:
+        candidate["finishReason"] = "MAX_TOKENS" if choice.finish == LENGTH else "STOP"
+    candidate["index"] = index
+    return candidate
+
+
+def _response(
+    model: str, candidates: list[dict[str, Any]], reply: Reply | None, response_id: str
+) -> dict[str, Any]:
+    response: dict[str, Any] = {"candidates": candidates}
+    if reply is not None:
+        response["usageMetadata"] = _usage(reply)
+    response["modelVersion"] = model
+    response["responseId"] = response_id
+    return response
+
+
+def _records(model: str, reply: Reply) -> list[dict[str, Any]]:
+    """One record per token per candidate; each candidate's last one has its finishReason."""
+    response_id = _response_id()
+    records = []
+    for index, choice in enumerate(reply.choices):
+        chunks = [(p,) for p in choice.pieces] if choice.tool is None and choice.pieces else [()]
+        for position, chunk in enumerate(chunks):
+            final = position == len(chunks) - 1
+            candidate = _candidate(index, choice, chunk, final)
+            records.append(_response(model, [candidate], None, response_id))
+    records[-1] = _response(model, records[-1]["candidates"], reply, response_id)
+    return records
+
+
+def _response_id() -> str:
+    return os.urandom(12).hex()

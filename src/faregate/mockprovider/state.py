@@ -1,0 +1,33 @@
+"""The one mutable object of a mock server: its config, counters, fault dice and shutdown
+signal. Built by `build_mock_app` and stored on the application; never module-level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from faregate.mockprovider.config import MockConfig
+from faregate.mockprovider.faults import FaultDice
+from faregate.mockprovider.stats import MockStats
+
+
+@dataclass(slots=True)
+class MockState:
+    config: MockConfig
+    stats: MockStats = field(default_factory=MockStats)
+    dice: FaultDice = field(init=False)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.dice = FaultDice(self.config.seed)
+
+    def reset(self) -> None:
+        """Zero the counters and restart every deployment's fault sequence."""
+        self.stats.reset()
+        self.dice.reset(self.config.seed)
+
+
+STATE: web.AppKey[MockState] = web.AppKey("mock_state", MockState)
