@@ -1,0 +1,83 @@
+"""Readers for Lago's JSON objects (plans, charges, metrics, subscriptions): each returns the
+typed value or raises a 422 naming the field. No defaults beyond Lago's, no coercion of types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from faregate.billing.errors import BillingValidationError
+
+
+def mapping(value: object, field: str) -> Mapping[str, object]:
+    if not isinstance(value, Mapping):
+        raise BillingValidationError(field, "value_is_invalid")
+    return value
+
+
+def sequence(data: Mapping[str, object], field: str) -> Sequence[object]:
+    """A JSON array (absent or null reads as empty)."""
+    value = data.get(field) or []
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise BillingValidationError(field, "value_is_invalid")
+    return value
+
+
+def required_str(data: Mapping[str, object], field: str) -> str:
+    value = data.get(field)
+    if not isinstance(value, str) or not value:
+        raise BillingValidationError(field, "value_is_mandatory")
+    return value
+
+
+def optional_str(data: Mapping[str, object], field: str) -> str | None:
+    value = data.get(field)
+    if value is not None and not isinstance(value, str):
+        raise BillingValidationError(field, "value_is_invalid")
+    return value or None
+
+
+def flag(data: Mapping[str, object], field: str, default: bool = False) -> bool:
+    value = data.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BillingValidationError(field, "value_is_invalid")
+    return value
+
+
+def optional_int(data: Mapping[str, object], field: str) -> int | None:
+    value = data.get(field)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BillingValidationError(field, "value_is_invalid")
+    return value
+
+
+def timestamp(data: Mapping[str, object], field: str) -> datetime | None:
+    """An ISO 8601 datetime (a datetime passes through); naive values are refused later."""
+    value = data.get(field)
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        raise BillingValidationError(field, "invalid_format") from None
+
+
+def required_timestamp(data: Mapping[str, object], field: str) -> datetime:
+    value = timestamp(data, field)
+    if value is None:
+        raise BillingValidationError(field, "value_is_mandatory")
+    return value
+
+
+def choice(
+    data: Mapping[str, object], field: str, allowed: Sequence[str], default: str | None = None
+) -> str | None:
+    """One of `allowed` (Lago's enums), `default` when absent."""
+    value = data.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in allowed:
+        raise BillingValidationError(field, "value_is_invalid")
+    return value

@@ -1,0 +1,49 @@
+"""Invoice documents: the HTML shows every line and escapes customer data; the PDF is a PDF."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from faregate.billing.charges import plan_aggregates
+from faregate.billing.events import Event
+from faregate.billing.invoices import Invoice, build_invoice
+from faregate.billing.periods import first_period
+from faregate.billing.plans import Subscription
+from faregate.billing.render import InvoiceCustomer, render_html, render_pdf
+from tests.billing.mistral import mistral_metric, mistral_plan
+
+
+def invoice() -> Invoice:
+    metrics = {"tokens": mistral_metric()}
+    plan = mistral_plan()
+    sub = Subscription("sub-1", "acme", plan.code, datetime(2025, 1, 1, tzinfo=UTC))
+    period = first_period(sub, "monthly")
+    events = [
+        Event(
+            "a",
+            "tokens",
+            datetime(2025, 1, 2, tzinfo=UTC),
+            {"model": "mistral-large", "type": "input", "tokens": 2_500_000},
+        )
+    ]
+    aggregates = plan_aggregates(plan, metrics, events, period)
+    return build_invoice(sub, plan, metrics, aggregates, period, currency="EUR")
+
+
+def test_html_invoice_lists_lines_and_totals_and_escapes_customer_data() -> None:
+    html = render_html(invoice(), {"external_id": "acme", "name": "ACME <script>", "city": "Paris"})
+    assert "Tokens • mistral-large input" in html
+    assert "12.00 EUR" in html
+    assert "32.00 EUR" in html  # 20.00 fee + 12.00 tokens
+    assert "2025-01-01 to 2025-01-31" in html
+    assert "ACME &lt;script&gt;" in html
+    assert "<script>" not in html
+
+
+def test_pdf_invoice_is_a_pdf_even_with_characters_outside_latin_1() -> None:
+    pdf = render_pdf(
+        invoice(), InvoiceCustomer("acme", name="Ünïcode • 株式会社", email="billing@acme.test")
+    )
+    assert pdf.startswith(b"%PDF-")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    assert len(pdf) > 1000
