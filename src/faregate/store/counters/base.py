@@ -14,6 +14,8 @@ from faregate.errors import ServiceUnavailable
 # Rate-limit state is (limit x window_ms) integers; Lua numbers are exact below 2**53.
 MAX_RATE_UNITS = 2**50
 NEVER = math.inf
+# Amounts are stored as 64-bit integers in Redis; leave headroom for sums.
+MAX_NANOS = 2**62
 # A finished hold is remembered this long, so a late duplicate settle stays a no-op and a
 # settle arriving after its hold expired still records the spend.
 HOLD_RECORD_GRACE_S = 24 * 3600
@@ -76,10 +78,10 @@ class ReserveSpec:
         return f"{self.key}:{self.period_key}" if self.period_key else self.key
 
     def validate(self) -> None:
-        if self.amount_nanos < 0:
-            raise ValueError(f"reserve amount for {self.scope!r} must not be negative")
-        if self.limit_nanos is not None and self.limit_nanos < 0:
-            raise ValueError(f"reserve limit for {self.scope!r} must not be negative")
+        if not 0 <= self.amount_nanos <= MAX_NANOS:
+            raise ValueError(f"reserve amount for {self.scope!r} is out of range")
+        if self.limit_nanos is not None and not 0 <= self.limit_nanos <= MAX_NANOS:
+            raise ValueError(f"reserve limit for {self.scope!r} is out of range")
 
 
 @dataclass(frozen=True, slots=True)
