@@ -1,17 +1,18 @@
 """When a response may be served from or written to the cache, and for how long: the
-`cache:` config section, per-request headers and per-key opt-ins. Pure decisions.
+`cache:` config section, per-request headers and per-key opt-ins. Pure decisions."""
 
-    cache:
-      enabled: true
-      default_ttl: 3600                 # seconds
-      max_ttl: 604800                   # cap for x-faregate-cache-ttl
-      max_entries: 10000                # in-process backend only
-      max_bytes: 268435456              # in-process backend only
-      allow_nonzero_temperature: false  # sampled answers are cached only on opt-in
-      opt_in: false                     # true: only keys with `cache: true` use the cache
-      hit_billing: free                 # free | share
-      share: 0.1                        # with share: a hit costs this part of the price
-"""
+# Configuration:
+#
+# cache:
+#   enabled: true
+#   default_ttl: 3600                 # seconds
+#   max_ttl: 604800                   # cap for x-faregate-cache-ttl
+#   max_entries: 10000                # in-process backend only
+#   max_bytes: 268435456              # in-process backend only
+#   allow_nonzero_temperature: false  # sampled answers are cached only on opt-in
+#   opt_in: false                     # true: only keys with `cache: true` use the cache
+#   hit_billing: free                 # free | share
+#   share: 0.1                        # with share: a hit costs this part of the price
 
 from __future__ import annotations
 

@@ -1,17 +1,18 @@
 """Budget definitions from the `budgets:` config list, validated once at startup. Pure
-values: spending against them lives in budgets.py.
+values: spending against them lives in budgets.py."""
 
-    budgets:
-      - id: design-monthly
-        scope: team               # customer | team | key | tag | model
-        match: design             # a value, or "*": every team gets its own budget
-        basis: cost               # cost (what providers charge us) | price (what we charge)
-        amount: "500.00"
-        period: month             # day | week | month, aligned to local midnight
-        timezone: Europe/Berlin
-        thresholds: [0.5, 0.8, 1.0]
-        hard: true                # false: track and alert, never refuse
-"""
+# Configuration:
+#
+# budgets:
+#   - id: design-monthly
+#     scope: team               # customer | team | key | tag | model
+#     match: design             # a value, or "*": every team gets its own budget
+#     basis: cost               # cost (what providers charge us) | price (what we charge)
+#     amount: "500.00"
+#     period: month             # day | week | month, aligned to local midnight
+#     timezone: Europe/Berlin
+#     thresholds: [0.5, 0.8, 1.0]
+#     hard: true                # false: track and alert, never refuse
 
 from __future__ import annotations
 

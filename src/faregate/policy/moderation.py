@@ -1,16 +1,17 @@
 """Pre-flight content rules per key or team: keywords and regexes compiled once at startup,
 then optionally an upstream moderation call through the ModerationProvider hook. Never logs
-or echoes the matched text, only which rule matched.
+or echoes the matched text, only which rule matched."""
 
-    moderation:
-      policies:
-        - id: no-secrets
-          keywords: ["project falcon", "internal only"]   # case-insensitive, whole words
-          regex: ["AKIA[0-9A-Z]{16}"]                     # Python syntax, as written
-          action: block                                   # block | flag (report, let through)
-          apply_to: {teams: [design], keys: [key_123]}    # or: apply_to: default (everyone)
-          provider: true                                  # also ask the provider hook
-"""
+# Configuration:
+#
+# moderation:
+#   policies:
+#     - id: no-secrets
+#       keywords: ["project falcon", "internal only"]   # case-insensitive, whole words
+#       regex: ["AKIA[0-9A-Z]{16}"]                     # Python syntax, as written
+#       action: block                                   # block | flag (report, let through)
+#       apply_to: {teams: [design], keys: [key_123]}    # or: apply_to: default (everyone)
+#       provider: true                                  # also ask the provider hook
 
 from __future__ import annotations
 

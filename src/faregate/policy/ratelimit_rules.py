@@ -1,21 +1,22 @@
 """Rate-limit rules from the `rate_limits:` config section, and which of them apply to one
-request. Pure values: no store, no clock.
+request. Pure values: no store, no clock."""
 
-    rate_limits:
-      lease_ttl_s: 900            # a concurrency slot of a dead replica frees after this
-      rules:
-        - id: keys-default
-          scope: key              # key | team | customer | tag | user | model | global
-          match: "*"              # a value, a list of values, or "*": each value separately
-          rpm: 600
-          tpm: 1000000            # input + output tokens
-          max_concurrent: 20
-        - id: team-gpt4o
-          scope: team
-          match: design
-          model: gpt-4o           # optional: only these model(s), counted per model ("*": every model)
-          tpm: 200000
-"""
+# Configuration:
+#
+# rate_limits:
+#   lease_ttl_s: 900            # a concurrency slot of a dead replica frees after this
+#   rules:
+#     - id: keys-default
+#       scope: key              # key | team | customer | tag | user | model | global
+#       match: "*"              # a value, a list of values, or "*": each value separately
+#       rpm: 600
+#       tpm: 1000000            # input + output tokens
+#       max_concurrent: 20
+#     - id: team-gpt4o
+#       scope: team
+#       match: design
+#       model: gpt-4o           # optional: only these model(s), counted per model ("*": every model)
+#       tpm: 200000
 
 from __future__ import annotations
 

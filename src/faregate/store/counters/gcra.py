@@ -1,11 +1,10 @@
 """GCRA (generic cell rate algorithm) in exact integers, shared by the memory backend and
-mirrored line for line by the Redis Lua script. Pure functions: no clock, no storage.
+mirrored line for line by the Redis Lua script. Pure functions: no clock, no storage."""
 
-State is (t_ms, debt). Each unit of cost adds `window_ms` of debt; debt drains at `limit`
-per millisecond; a request fits while debt <= limit * window_ms. So a full bucket allows a
-burst of `limit`, refills continuously, and is full again after debt / limit ms. This is the
-theoretical-arrival-time form of GCRA scaled by `limit`, which keeps every value an integer.
-"""
+# State is (t_ms, debt). Each unit of cost adds `window_ms` of debt; debt drains at `limit`
+# per millisecond; a request fits while debt <= limit * window_ms. So a full bucket allows a
+# burst of `limit`, refills continuously, and is full again after debt / limit ms. This is the
+# theoretical-arrival-time form of GCRA scaled by `limit`, which keeps every value an integer.
 
 from __future__ import annotations
 

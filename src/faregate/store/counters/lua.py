@@ -1,10 +1,9 @@
 """Lua scripts behind RedisCounterStore: each public operation is one script, hence one
-atomic step on the server. Rate limits mirror gcra.py; holds mirror memory_holds.py.
+atomic step on the server. Rate limits mirror gcra.py; holds mirror memory_holds.py."""
 
-Amounts stay decimal strings end to end (Lua numbers are doubles): comparisons use two
-base-1e9 limbs and updates use HINCRBY, so nanos are exact to int64. Hold scripts touch the
-keys a hold record names, so on Redis Cluster the prefix must carry one hash tag ("{fg}:").
-"""
+# Amounts stay decimal strings end to end (Lua numbers are doubles): comparisons use two
+# base-1e9 limbs and updates use HINCRBY, so nanos are exact to int64. Hold scripts touch the
+# keys a hold record names, so on Redis Cluster the prefix must carry one hash tag ("{fg}:").
 
 from __future__ import annotations
 

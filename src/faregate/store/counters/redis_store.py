@@ -1,7 +1,9 @@
-"""RedisCounterStore: the distributed CounterStore. Every operation is one Lua script (or
-one plain command), so replicas sharing a Redis see one consistent state; with `now=None`
-time comes from the Redis server, so replica clock skew does not matter. Connection
-failures become CounterStoreUnavailable here and nowhere else."""
+"""RedisCounterStore: the distributed CounterStore, every operation one Lua script or one
+command, so replicas share one consistent state. Connection failures become
+CounterStoreUnavailable here and nowhere else."""
+
+# With `now=None` time comes from the Redis server, so replica clock skew does not matter.
+# Give the client a BlockingConnectionPool: a plain pool fails callers past max_connections.
 
 from __future__ import annotations
 
