@@ -4,6 +4,7 @@ headers, token true-up, concurrency slots."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from faregate.policy import (
     parse_rate_limits,
 )
 from faregate.policy.durations import format_reset
-from faregate.store.counters import CounterStore, MemoryCounterStore
+from faregate.store.counters import CounterStore, CounterStoreUnavailable, MemoryCounterStore
 
 ALICE = Subject(key_id="k1", team_id="design", customer_id="acme", tags=("batch", "eu"))
 
@@ -216,3 +217,15 @@ async def test_concurrent_checks_admit_exactly_the_rpm(store: CounterStore) -> N
 def test_bad_rules_are_config_errors(section: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         parse_rate_limits(section)
+
+
+async def test_a_store_failure_mid_check_frees_the_slots_taken() -> None:
+    class Failing(MemoryCounterStore):
+        async def rate_limit_many(self, specs: Any, now: float | None = None) -> Any:
+            raise CounterStoreUnavailable("down")
+
+    store = Failing()
+    rl = limiter(store, {"id": "keys", "scope": "key", "rpm": 5, "max_concurrent": 1})
+    with pytest.raises(CounterStoreUnavailable):
+        await rl.check(ALICE, "m")
+    assert await store.in_flight("rl:keys:key:k1:conc") == 0

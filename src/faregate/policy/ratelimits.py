@@ -120,26 +120,24 @@ class RateLimiter:
         return Permit(self._store, checked, leases, max(est_tokens, 0))
 
     async def _acquire(self, applied: Sequence[Applied], lease_id: str) -> list[tuple[str, str]]:
-        capped = [a for a in applied if a.limits.max_concurrent is not None]
-        ttl = self._config.lease_ttl_s
-        granted = [
-            await self._store.acquire_concurrency(
-                f"{a.counter}:conc", a.limits.max_concurrent or 0, lease_id, ttl
-            )
-            for a in capped
-        ]
-        leases = [
-            (f"{a.counter}:conc", lease_id) for a, ok in zip(capped, granted, strict=True) if ok
-        ]
-        if all(granted):
-            return leases
-        await self._release(leases)
-        blocked = next(a for a, ok in zip(capped, granted, strict=True) if not ok)
-        raise RateLimitExceeded(
-            f"Too many concurrent requests for {blocked.scope} limit '{blocked.rule_id}': "
-            f"at most {blocked.limits.max_concurrent} at a time.",
-            headers={"Retry-After": "1", "retry-after-ms": "1000"},
-        )
+        leases: list[tuple[str, str]] = []
+        try:
+            for a in applied:
+                if a.limits.max_concurrent is None:
+                    continue
+                key = f"{a.counter}:conc"
+                limit, ttl = a.limits.max_concurrent, self._config.lease_ttl_s
+                if not await self._store.acquire_concurrency(key, limit, lease_id, ttl):
+                    raise RateLimitExceeded(
+                        f"Too many concurrent requests for {a.scope} limit '{a.rule_id}': "
+                        f"at most {limit} at a time.",
+                        headers={"Retry-After": "1", "retry-after-ms": "1000"},
+                    )
+                leases.append((key, lease_id))
+        except BaseException:
+            await self._release(leases)
+            raise
+        return leases
 
     async def _release(self, leases: Sequence[tuple[str, str]]) -> None:
         for key, lease in leases:
