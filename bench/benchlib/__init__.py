@@ -1,0 +1,1 @@
+"""Shared parts of the benchmark scripts: processes and /proc readings, wrk, targets, reports."""

@@ -1,0 +1,273 @@
+"""Turn measured cells into the project's checks, a Markdown table, a JSON file and a chart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchlib.scenarios import BY_KEY
+
+Cells = dict[str, dict[str, dict[str, Any]]]  # scenario key -> target name -> aggregate
+
+FG, FG_PG, PT, LL, DIRECT = (
+    "faregate-embedded",
+    "faregate-pg-redis",
+    "passthrough",
+    "litellm",
+    "direct",
+)
+
+
+def _get(cells: Cells, scenario: str, target: str, key: str) -> float | None:
+    cell = cells.get(scenario, {}).get(target)
+    if not cell or key not in cell:
+        return None
+    value = cell[key]
+    return float(value["median"] if isinstance(value, dict) else value)
+
+
+def add_latency_deltas(cells: Cells) -> None:
+    """Latency each target adds over going direct to the mock, cell by cell."""
+    for per_target in cells.values():
+        direct = per_target.get(DIRECT)
+        if not direct:
+            continue
+        for cell in per_target.values():
+            cell["added_p50_ms"] = round(cell["p50_ms"]["median"] - direct["p50_ms"]["median"], 3)
+            cell["added_p99_ms"] = round(cell["p99_ms"]["median"] - direct["p99_ms"]["median"], 3)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b not in (None, 0) else None
+
+
+def checks(cells: Cells) -> list[dict[str, Any]]:
+    """The ratios the project targets, each with its figure and whether it is met."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, op: str, limit: float, unit: str, basis: str) -> None:
+        met = (
+            None
+            if value is None
+            else (value <= limit if op == "<=" else value >= limit if op == ">=" else value < limit)
+        )
+        out.append(
+            {
+                "check": name,
+                "value": value,
+                "target": f"{op} {limit}{unit}",
+                "met": met,
+                "basis": basis,
+            }
+        )
+
+    for scenario, kind in (("chat-c32", "non-streaming"), ("stream-c32", "streaming")):
+        add(
+            f"faregate embedded CPU per request / pass-through, {kind}",
+            _ratio(
+                _get(cells, scenario, FG, "cpu_ms_per_req"),
+                _get(cells, scenario, PT, "cpu_ms_per_req"),
+            ),
+            "<=",
+            2,
+            "x",
+            scenario,
+        )
+    add(
+        "faregate embedded req/s / LiteLLM req/s, same core",
+        _ratio(_get(cells, "chat-c32", FG, "rps"), _get(cells, "chat-c32", LL, "rps")),
+        ">=",
+        25,
+        "x",
+        "chat-c32, measured req/s",
+    )
+    add(
+        "LiteLLM CPU per request / faregate embedded (capacity on one core)",
+        _ratio(
+            _get(cells, "chat-c32", LL, "cpu_ms_per_req"),
+            _get(cells, "chat-c32", FG, "cpu_ms_per_req"),
+        ),
+        ">=",
+        25,
+        "x",
+        "chat-c32, CPU per request",
+    )
+    add(
+        "faregate embedded added p50 at c=1",
+        _get(cells, "chat-c1", FG, "added_p50_ms"),
+        "<",
+        0.5,
+        " ms",
+        "chat-c1",
+    )
+    add(
+        "faregate embedded added p99 at c=1",
+        _get(cells, "chat-c1", FG, "added_p99_ms"),
+        "<",
+        1.5,
+        " ms",
+        "chat-c1",
+    )
+    for scenario, kind in (("chat-c32", "non-streaming"), ("stream-c32", "streaming")):
+        add(
+            f"faregate PostgreSQL+Redis CPU per request / pass-through, {kind}",
+            _ratio(
+                _get(cells, scenario, FG_PG, "cpu_ms_per_req"),
+                _get(cells, scenario, PT, "cpu_ms_per_req"),
+            ),
+            "<=",
+            3,
+            "x",
+            scenario,
+        )
+    return out
+
+
+def _fmt(value: dict[str, float] | float | None, digits: int = 2, show_range: bool = True) -> str:
+    if value is None:
+        return "-"
+    if not isinstance(value, dict):
+        return f"{value:,.{digits}f}"
+    text = f"{value['median']:,.{digits}f}"
+    if show_range and value["min"] != value["max"]:
+        text += f" ({value['min']:,.{digits}f}-{value['max']:,.{digits}f})"
+    return text
+
+
+def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) -> str:
+    show_range = meta["repeats"] > 1
+    lines = [f"# faregate benchmark, {meta['date']}", ""]
+    if meta.get("quick"):
+        lines += [
+            "**Quick run** (`--quick`): one 3-second run per cell, no ranges. "
+            "Use it to see the shape, not to quote.",
+            "",
+        ]
+    lines += [
+        f"Machine: {meta['machine']['nproc']} vCPU, {meta['machine']['cpu']}; "
+        f"kernel {meta['machine']['kernel']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
+        "",
+        "## How the runs were laid out",
+        "",
+        *[f"- {x}" for x in meta["layout"]],
+        "",
+        "## Results",
+        "",
+        "Medians of the runs" + (" with (min-max)" if show_range else "") + ". "
+        "CPU is the server process(es) only (utime+stime from /proc), in ms per request = "
+        "CPU seconds per 1,000 requests. Added latency is over *direct* in the same cell. "
+        "`wrk % (core %)`: wrk's own CPU as a share of its core, and that core's total use by "
+        "real work (wrk, plus the mock at c>=32, plus everything at c=1), idle loop excluded; "
+        "maxima over the runs. wrk near 100% would mean the load generator set the pace; a "
+        "client core near 100% at c>=32 means wrk + mock did. `outside` is CPU (in cores) used "
+        "by anything but the benchmark during the run: other work on this shared machine, "
+        "and interrupt handling.",
+        "",
+    ]
+    for key, per_target in cells.items():
+        scenario = BY_KEY[key]
+        lines += [
+            f"### {scenario.label}",
+            "",
+            "| target | req/s | p50 ms | p99 ms | added p50 / p99 ms | CPU ms/req "
+            "| RSS / peak MB | errors | wrk % (core %) | outside |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, cell in per_target.items():
+            added = (
+                "-"
+                if name == DIRECT or "added_p50_ms" not in cell
+                else f"{cell['added_p50_ms']:+.2f} / {cell['added_p99_ms']:+.2f}"
+            )
+            cpu = _fmt(cell["cpu_ms_per_req"], 3, show_range)
+            if cell["services_ms_per_req"]["median"] > 0:
+                cpu += f" + {cell['services_ms_per_req']['median']:.3f} PG/Redis"
+            lines.append(
+                f"| {target_labels.get(name, name)} | {_fmt(cell['rps'], 0, show_range)} "
+                f"| {_fmt(cell['p50_ms'], 2, show_range)} | {_fmt(cell['p99_ms'], 2, show_range)} "
+                f"| {added} | {cpu} | {cell['rss_mb']:.0f} / {cell['peak_rss_mb']:.0f} "
+                f"| {cell['errors']} | {cell['wrk_cpu_pct_max']:.0f} "
+                f"({cell['wrk_core_pct_max']:.0f}) | {cell['unattributed_cores_max']:.2f} |"
+            )
+        lines.append("")
+    lines += [
+        "## Targets",
+        "",
+        "| check | figure | target | met | basis |",
+        "| --- | ---: | ---: | :---: | --- |",
+    ]
+    for c in meta["checks"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[c["met"]]
+        value = "-" if c["value"] is None else f"{c['value']:g}"
+        lines.append(f"| {c['check']} | {value} | {c['target']} | {met} | {c['basis']} |")
+    lines.append("")
+    if meta.get("notes"):
+        lines += ["## Notes", "", *[f"- {n}" for n in meta["notes"]], ""]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, meta: dict[str, Any], cells: Cells) -> None:
+    path.write_bytes(orjson.dumps({"meta": meta, "cells": cells}, option=orjson.OPT_INDENT_2))
+
+
+def ensure_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+
+        return True
+    except ImportError:
+        pass
+    print("installing matplotlib into the dev virtualenv (for the chart only)", flush=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "matplotlib"], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        print("could not install matplotlib; no chart: " + done.stderr[-300:], file=sys.stderr)
+        return False
+    return True
+
+
+def chart(path: Path, cells: Cells, target_labels: dict[str, str], title: str) -> bool:
+    if not ensure_matplotlib():
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(cells)
+    targets = list(dict.fromkeys(t for per in cells.values() for t in per))
+    fig, axes = plt.subplots(2, 1, figsize=(12, 8.5), sharex=True)
+    width = 0.8 / max(len(targets), 1)
+    for ax, key, ylabel in (
+        (axes[0], "rps", "requests/s (log)"),
+        (axes[1], "cpu_ms_per_req", "server CPU ms per request (log)"),
+    ):
+        for i, target in enumerate(targets):
+            xs, ys, lo, hi = [], [], [], []
+            for j, s in enumerate(scenarios):
+                cell = cells[s].get(target)
+                if cell is None or (key == "cpu_ms_per_req" and target == DIRECT):
+                    continue
+                v = cell[key]
+                xs.append(j + (i - (len(targets) - 1) / 2) * width)
+                ys.append(v["median"])
+                lo.append(v["median"] - v["min"])
+                hi.append(v["max"] - v["median"])
+            ax.bar(xs, ys, width, yerr=[lo, hi], label=target_labels.get(target, target), capsize=2)
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", which="both", alpha=0.3)
+    axes[1].set_xticks(range(len(scenarios)))
+    axes[1].set_xticklabels([BY_KEY[s].label.replace(", ", "\n", 1) for s in scenarios], fontsize=8)
+    axes[0].legend(fontsize=8, ncol=3)
+    axes[0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

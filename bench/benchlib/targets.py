@@ -1,0 +1,265 @@
+"""What is measured: the mock itself, the bare pass-through, faregate (two ways) and LiteLLM.
+
+Each target knows how to start on 127.0.0.1, which URL and model a scenario uses, which
+processes its CPU time is read from, and how to stop.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from benchlib import procs
+from benchlib.faregate_setup import FaregateInstance
+from benchlib.scenarios import Scenario
+
+BENCH = Path(__file__).resolve().parent.parent
+ROOT = BENCH.parent
+CONFIGS = BENCH / "configs"
+DEPLOYMENTS = ("fast", "slow50", "paced")
+
+
+@dataclass
+class Context:
+    work: Path
+    mock_url: str
+    mock: procs.Proc
+    dev_python: str = sys.executable
+
+
+@dataclass
+class Target:
+    name: str
+    label: str
+    auth: str | None = None
+    notes: list[str] = field(default_factory=list)
+    proc: procs.Proc | None = None
+    is_mock: bool = False  # the direct target: the mock is the server
+
+    def start(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def url(self, scenario: Scenario) -> str:
+        raise NotImplementedError
+
+    def model(self, scenario: Scenario) -> str:
+        return f"bench-{scenario.deployment}"
+
+    def pids(self) -> list[int]:
+        return self.proc.pids() if self.proc else []
+
+    def service_pids(self) -> list[int]:
+        """Shared services the target leans on (PostgreSQL, Redis): read, never pinned."""
+        return []
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+    def smoke(self) -> None:
+        """One non-streaming and one streaming request must come back whole."""
+        from benchlib.scenarios import SCENARIOS
+
+        for scenario in (SCENARIOS[0], SCENARIOS[2]):
+            status, body = post(self.url(scenario), scenario.body(self.model(scenario)), self.auth)
+            if status != 200:
+                raise RuntimeError(f"{self.name}: smoke request answered {status}: {body[:500]!r}")
+            if scenario.stream:
+                ok = b"[DONE]" in body and b"chat.completion.chunk" in body
+            else:
+                ok = bool(orjson.loads(body).get("choices"))
+            if not ok:
+                raise RuntimeError(f"{self.name}: malformed smoke reply: {body[:500]!r}")
+
+
+def post(url: str, body: str, auth: str | None, timeout: float = 30.0) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = f"Bearer {auth}"
+    request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+class Direct(Target):
+    def __init__(self) -> None:
+        super().__init__("direct", "direct to the mock", is_mock=True)
+        self.ctx: Context | None = None
+
+    def start(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def url(self, scenario: Scenario) -> str:
+        assert self.ctx
+        return f"{self.ctx.mock_url}/d/{scenario.deployment}/v1/chat/completions"
+
+    def model(self, scenario: Scenario) -> str:
+        return "mock-small"
+
+    def pids(self) -> list[int]:
+        return self.ctx.mock.pids() if self.ctx else []
+
+    def stop(self) -> None:
+        pass
+
+
+class Passthrough(Target):
+    def __init__(self) -> None:
+        super().__init__("passthrough", "bare pass-through (aiohttp)")
+        self.port = 0
+
+    def start(self, ctx: Context) -> None:
+        self.port = procs.free_port()
+        self.proc = procs.start(
+            self.name,
+            [
+                ctx.dev_python,
+                str(BENCH / "passthrough.py"),
+                "--port",
+                str(self.port),
+                "--upstream",
+                ctx.mock_url,
+            ],
+            ctx.work / "logs" / "passthrough.log",
+        )
+        procs.wait_http(f"http://127.0.0.1:{self.port}/healthz", self.proc)
+
+    def url(self, scenario: Scenario) -> str:
+        return f"http://127.0.0.1:{self.port}/d/{scenario.deployment}/v1/chat/completions"
+
+    def model(self, scenario: Scenario) -> str:
+        return "mock-small"
+
+
+LITELLM_VENV = BENCH / ".venv-litellm"
+
+
+def ensure_litellm(log: Path) -> Path:
+    """LiteLLM's proxy in its own virtualenv, with the extras it needs to run at its best."""
+    exe = LITELLM_VENV / "bin" / "litellm"
+    if exe.exists():
+        return exe
+    print("installing litellm[proxy] into bench/.venv-litellm (first run only)", flush=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    with open(log, "ab") as out:
+        subprocess.run([base, "-m", "venv", str(LITELLM_VENV)], stdout=out, stderr=out, check=True)
+        pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, "--upgrade", "pip"], stdout=out, stderr=out, check=False)
+        subprocess.run(
+            [*pip, "litellm[proxy]", "httptools", "opentelemetry-sdk"],
+            stdout=out,
+            stderr=out,
+            check=True,
+        )
+    return exe
+
+
+def litellm_version() -> str | None:
+    python = LITELLM_VENV / "bin" / "python"
+    if not python.exists():
+        return None
+    out = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m;print(m.version('litellm'))"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() or None
+
+
+class LiteLLM(Target):
+    def __init__(self) -> None:
+        super().__init__("litellm", "LiteLLM proxy (1 worker, no DB)")
+        self.port = 0
+
+    def start(self, ctx: Context) -> None:
+        exe = ensure_litellm(ctx.work / "logs" / "litellm-install.log")
+        self.port = procs.free_port()
+        self.auth = "sk-bench-" + secrets.token_urlsafe(24)
+        env = {f"BENCH_MOCK_{d.upper()}": f"{ctx.mock_url}/d/{d}/v1" for d in DEPLOYMENTS}
+        env.update(
+            LITELLM_MASTER_KEY=self.auth, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR"
+        )
+        self.proc = procs.start(
+            self.name,
+            [
+                str(exe),
+                "--config",
+                str(CONFIGS / "litellm.yaml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--num_workers",
+                "1",
+                "--log_config",
+                str(CONFIGS / "litellm-logging.json"),
+            ],
+            ctx.work / "logs" / "litellm.log",
+            env=env,
+        )
+        procs.wait_http(f"http://127.0.0.1:{self.port}/health/liveliness", self.proc, timeout=180)
+
+    def url(self, scenario: Scenario) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+
+class Faregate(Target):
+    """`faregate serve` with the whole pipeline on, embedded (SQLite) or on PostgreSQL + Redis."""
+
+    def __init__(self, distributed: bool) -> None:
+        name = "faregate-pg-redis" if distributed else "faregate-embedded"
+        label = "faregate, PostgreSQL + Redis" if distributed else "faregate embedded (SQLite)"
+        super().__init__(name, label)
+        self.distributed = distributed
+        self.instance: FaregateInstance | None = None
+
+    def start(self, ctx: Context) -> None:
+        self.instance = FaregateInstance(
+            self.name, ctx.work, ctx.mock_url, distributed=self.distributed
+        )
+        self.instance.prepare()
+        self.instance.serve()
+        self.proc = self.instance.proc
+        self.auth = self.instance.key
+        self.notes.extend(self.instance.notes)
+
+    def url(self, scenario: Scenario) -> str:
+        assert self.instance
+        return f"{self.instance.base_url}/v1/chat/completions"
+
+    def service_pids(self) -> list[int]:
+        return procs.pids_named("postgres", "redis-server") if self.distributed else []
+
+    def stop(self) -> None:
+        if self.instance:
+            self.instance.close()
+
+
+def build(names: list[str]) -> list[Target]:
+    makers = {
+        "direct": Direct,
+        "passthrough": Passthrough,
+        "faregate-embedded": lambda: Faregate(False),
+        "faregate-pg-redis": lambda: Faregate(True),
+        "litellm": LiteLLM,
+    }
+    unknown = [n for n in names if n not in makers]
+    if unknown:
+        raise SystemExit(f"unknown targets {unknown}; choose from {list(makers)}")
+    return [makers[n]() for n in names]  # type: ignore[operator]
+
+
+def which_faregate() -> str:
+    exe = Path(sys.executable).with_name("faregate")
+    return str(exe) if exe.exists() else (shutil.which("faregate") or "faregate")
