@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         labels,
         f"faregate vs pass-through vs LiteLLM, {date}{' (quick)' if args.quick else ''}",
     )
+    if not args.tag:
+        report.update_readme(BENCH / "README.md", report.readme_section(meta, cells, labels, stem))
     print(f"\nwrote {RESULTS / stem}.md/.json/.png")
     print(report.markdown(meta, cells, labels).split("## Targets", 1)[1])
     return 0

@@ -271,3 +271,72 @@ def chart(path: Path, cells: Cells, target_labels: dict[str, str], title: str) -
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+README_START = "<!-- latest-results:start -->"
+README_END = "<!-- latest-results:end -->"
+
+
+def _matrix(cells: Cells, labels: dict[str, str], key: str, digits: int) -> list[str]:
+    targets = list(dict.fromkeys(t for per in cells.values() for t in per))
+    lines = [
+        "| scenario | " + " | ".join(labels.get(t, t) for t in targets) + " |",
+        "| --- |" + " ---: |" * len(targets),
+    ]
+    for scenario, per in cells.items():
+        row = [_fmt(per[t][key]["median"], digits) if t in per else "-" for t in targets]
+        lines.append(f"| {BY_KEY[scenario].label} | " + " | ".join(row) + " |")
+    return lines
+
+
+def readme_section(meta: dict[str, Any], cells: Cells, labels: dict[str, str], stem: str) -> str:
+    m, v = meta["machine"], meta["versions"]
+    kind = (
+        "quick run (1 x 3 s per cell)"
+        if meta["quick"]
+        else (f"{meta['repeats']} x {meta['duration_s']:g} s per cell")
+    )
+    lines = [
+        README_START,
+        f"### Latest results: {meta['date']}, {kind}",
+        "",
+        f"Machine: {m['nproc']} vCPU ({m['cpu']}), kernel {m['kernel']}. "
+        + ", ".join(f"{k} {val}" for k, val in v.items())
+        + ".",
+        f"Full tables: [`results/{stem}.md`](results/{stem}.md), data "
+        f"[`results/{stem}.json`](results/{stem}.json), chart "
+        f"[`results/{stem}.png`](results/{stem}.png).",
+        "",
+        "Server CPU per request, ms (= CPU seconds per 1,000 requests; medians):",
+        "",
+        *_matrix(cells, labels, "cpu_ms_per_req", 3),
+        "",
+        "Requests per second (medians):",
+        "",
+        *_matrix(cells, labels, "rps", 0),
+        "",
+        "Targets:",
+        "",
+        "| check | figure | target | met |",
+        "| --- | ---: | ---: | :---: |",
+    ]
+    for c in meta["checks"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[c["met"]]
+        value = "-" if c["value"] is None else f"{c['value']:g}"
+        lines.append(f"| {c['check']} ({c['basis']}) | {value} | {c['target']} | {met} |")
+    if meta.get("notes"):
+        lines += ["", "Notes from the run:", "", *[f"- {n}" for n in meta["notes"]]]
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, section: str) -> None:
+    """Replace the generated section of bench/README.md (or append it)."""
+    text = path.read_text() if path.exists() else ""
+    if README_START in text and README_END in text:
+        head, rest = text.split(README_START, 1)
+        tail = rest.split(README_END, 1)[1]
+        text = head + section + tail
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)

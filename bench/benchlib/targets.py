@@ -7,7 +7,6 @@ processes its CPU time is read from, and how to stop.
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -258,8 +257,3 @@ def build(names: list[str]) -> list[Target]:
     if unknown:
         raise SystemExit(f"unknown targets {unknown}; choose from {list(makers)}")
     return [makers[n]() for n in names]  # type: ignore[operator]
-
-
-def which_faregate() -> str:
-    exe = Path(sys.executable).with_name("faregate")
-    return str(exe) if exe.exists() else (shutil.which("faregate") or "faregate")
