@@ -99,7 +99,7 @@ def layout_notes(args: argparse.Namespace) -> list[str]:
         "machine gets a core only when the benchmark leaves it; what outside work still ran is "
         "recorded per run as `unattributed_cores` (busy CPU not spent by the benchmark's "
         "processes or busy loops; it includes interrupt handling).",
-        "wrk: 1 thread, keep-alive connections = concurrency, 10 s request timeout; a Lua script "
+        "wrk: 1 thread, keep-alive connections = concurrency, 30 s request timeout; a Lua script "
         "POSTs the same JSON body with an Authorization header and prints percentiles as JSON.",
     ]
 

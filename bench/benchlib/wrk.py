@@ -65,7 +65,7 @@ def run_wrk(
     connections: int,
     duration: float,
     cpus: Iterable[int],
-    timeout: float = 10.0,
+    timeout: float = 30.0,
     wrk: str = "wrk",
 ) -> WrkResult:
     """Run wrk against `url` (127.0.0.1 only) pinned to `cpus`; parse its BENCH_JSON line."""
