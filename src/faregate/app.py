@@ -119,3 +119,51 @@ async def serve_forever(settings: Settings) -> None:
         await _wait_for_signal()
     finally:
         await runner.cleanup()
+
+
+async def _demo_key(settings: Settings) -> str:
+    from faregate.auth import repository
+
+    engine = create_engine(settings.database_url)
+    try:
+        keys = KeyService(engine, settings.admin_key)
+        async with engine.begin() as conn:
+            if await repository.customer_by_external_id(conn, "demo") is None:
+                await repository.insert_customer(conn, {"external_id": "demo", "name": "Demo"})
+        key, _ = await keys.create_key(name="demo", customer_external_id="demo", team="demo")
+        return key
+    finally:
+        await engine.dispose()
+
+
+def _demo_banner(settings: Settings, key: str) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    return f"""
+faregate is running on {base} (SQLite in {settings.data_dir}, mock provider upstream)
+
+  demo API key : {key}
+  admin key    : {settings.admin_key}
+
+curl {base}/v1/chat/completions \\
+  -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+  -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+python -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="{key}"); \\
+print(c.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+
+Press Ctrl+C to stop.
+"""
+
+
+async def run_demo(settings: Settings, *, mock_port: int) -> None:
+    from faregate.mockprovider.server import start_mock
+
+    mock = await start_mock(port=mock_port)
+    runner = await start_app(settings)
+    try:
+        key = await _demo_key(settings)
+        print(_demo_banner(settings, key), flush=True)
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+        await mock.close()

@@ -30,8 +30,8 @@ T = TypeVar("T")
 
 
 class Pricer(Protocol):
-    def estimate(self, call: Call) -> None:
-        """Fill call.est_* (tokens, worst-case cost and price) before any hold."""
+    def route_request(self, call: Call) -> Any:
+        """What routing needs to know about this call."""
 
     def settle(self, call: Call) -> None:
         """Fill call.cost and call.price from call.usage and call.deployment."""
@@ -93,12 +93,15 @@ class Gateway:
     def _provider(self, deployment: Deployment) -> Provider:
         return self.upstreams[deployment.provider]
 
-    async def _with_failover(self, call: Call, attempt: Callable[[Deployment], Awaitable[T]]) -> T:
-        plan = self.router.plan(call.group, self.router.route_request(call))
-        deadline = time.monotonic() + self.request_timeout
+    async def _with_failover(
+        self, call: Call, attempt: Callable[[Deployment], Awaitable[T]], *, first_chunk: bool = False
+    ) -> T:
+        route = self.pricer.route_request(call)
+        group = call.group
         outcome = await self.failover(
-            plan, attempt, health=self.health, deadline=deadline, max_attempts=self.max_attempts,
-            router=self.router, group=call.group,
+            self.router.plan(group, route), attempt, health=self.health,
+            deadline=time.monotonic() + self.request_timeout, max_attempts=self.max_attempts,
+            context_plan=self.router.context_plan(group, route), first_chunk=first_chunk,
         )
         call.deployment = outcome.deployment
         call.attempts = outcome.attempts
@@ -183,7 +186,7 @@ class Gateway:
                     raise
                 return upstream, first
 
-            stream, first = await self._with_failover(call, connect)
+            stream, first = await self._with_failover(call, connect, first_chunk=True)
             call.ttft = time.perf_counter() - call.started
             call.response_headers.update(self._headers(call))
             recorder = self.cache.recorder(call) if self.cache else None  # type: ignore[attr-defined]

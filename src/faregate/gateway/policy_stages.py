@@ -1,0 +1,89 @@
+"""Pipeline stages over the policy package: pricing estimate, content rules, rate limits
+and budgets. Each holds what it reserved in `call.scratch` and releases it in `after`."""
+
+from __future__ import annotations
+
+from faregate.gateway.call import Call
+from faregate.gateway.pricing import CatalogPricer
+from faregate.policy import Budgets, Limits, Moderator, RateLimiter, Subject, request_texts
+
+
+def subject_of(call: Call) -> Subject:
+    p = call.principal
+    user = call.body.get("user")
+    return Subject(key_id=p.key_id, team_id=p.team_name, customer_id=p.external_customer_id,
+                   tags=tuple(call.tags), user=user if isinstance(user, str) else None)
+
+
+class EstimateStage:
+    name = "estimate"
+
+    def __init__(self, pricer: CatalogPricer):
+        self._pricer = pricer
+
+    async def before(self, call: Call) -> None:
+        self._pricer.estimate_call(call)
+
+    async def after(self, call: Call) -> None:
+        return None
+
+
+class ModerationStage:
+    name = "moderation"
+
+    def __init__(self, moderator: Moderator):
+        self._moderator = moderator
+
+    async def before(self, call: Call) -> None:
+        verdict = await self._moderator.check_async(subject_of(call), request_texts(call.kind, call.body))
+        if verdict.blocked:
+            call.saved = call.est_price or call.saved  # what the blocked call would have cost
+            verdict.raise_if_blocked()
+
+    async def after(self, call: Call) -> None:
+        return None
+
+
+def _own_limits(call: Call) -> dict[str, Limits] | None:
+    limits = call.principal.settings.get("limits")
+    if not isinstance(limits, dict):
+        return None
+    return {"key": Limits(rpm=limits.get("rpm"), tpm=limits.get("tpm"),
+                          max_concurrent=limits.get("max_concurrent"))}
+
+
+class RateLimitStage:
+    name = "rate_limits"
+
+    def __init__(self, limiter: RateLimiter):
+        self._limiter = limiter
+
+    async def before(self, call: Call) -> None:
+        permit = await self._limiter.check(
+            subject_of(call), call.group.name if call.group else call.model,
+            call.est_input_tokens + call.est_output_tokens, own=_own_limits(call),
+            lease_id=call.request_id,
+        )
+        call.scratch["permit"] = permit
+        call.response_headers.update(permit.headers())
+
+    async def after(self, call: Call) -> None:
+        usage = call.usage
+        actual = usage.input_tokens + usage.output_tokens if usage else 0
+        await call.scratch["permit"].finish(actual)
+
+
+class BudgetStage:
+    name = "budgets"
+
+    def __init__(self, budgets: Budgets):
+        self._budgets = budgets
+
+    async def before(self, call: Call) -> None:
+        hold = await self._budgets.reserve(
+            subject_of(call), call.group.name if call.group else call.model,
+            call.est_cost or 0, call.est_price or 0, call.request_id)  # type: ignore[arg-type]
+        call.scratch["budget_hold"] = hold
+
+    async def after(self, call: Call) -> None:
+        await call.scratch["budget_hold"].settle(call.cost, call.price)

@@ -1,0 +1,97 @@
+"""Provider cost and customer price of a call, from the price catalog: worst-case estimates
+before the upstream call, exact amounts after. A model the catalog does not know costs
+nothing here but is marked, never silently mixed with priced usage."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+from faregate.config import Deployment
+from faregate.gateway.call import Call
+from faregate.pricing import PriceCatalog, cost_of, estimate_images_cost, estimate_tokens_cost
+from faregate.routing.base import RouteRequest
+from faregate.tokens import count_chat_input_tokens, count_embedding_input_tokens
+
+log = logging.getLogger("faregate.pricing")
+
+DEFAULT_MAX_OUTPUT = 4096
+
+
+def _size(body: dict) -> str:
+    size = body.get("size")
+    return size if isinstance(size, str) and "x" in size else "1024x1024"
+
+
+class CatalogPricer:
+    """Implements the pipeline's Pricer and routing's CostEstimator."""
+
+    def __init__(self, catalog: PriceCatalog, markup: Decimal = Decimal(1)):
+        self.catalog = catalog
+        self.markup = markup
+
+    # -- routing's CostEstimator ---------------------------------------------------
+    def estimate(self, deployment: Deployment, request: RouteRequest) -> Decimal | None:  # type: ignore[override]
+        price = self.catalog.price_for(deployment.catalog_model, at=request.now) if request.now \
+            else None
+        if price is None:
+            return None
+        if request.kind == "images":
+            return estimate_images_cost(price, request.images or 1, request.image_size,
+                                        request.image_quality, request.image_steps, at=request.now)
+        return estimate_tokens_cost(price, request.input_tokens, request.output_tokens, at=request.now)
+
+    # -- the pipeline's Pricer -----------------------------------------------------
+    def estimate_call(self, call: Call) -> None:
+        body = call.body
+        if call.kind == "chat":
+            call.est_input_tokens = count_chat_input_tokens(body)
+            cap = body.get("max_completion_tokens") or body.get("max_tokens")
+            call.est_output_tokens = int(cap or DEFAULT_MAX_OUTPUT) * int(body.get("n") or 1)
+        elif call.kind == "embeddings":
+            call.est_input_tokens = count_embedding_input_tokens(body.get("input"))
+        worst = Decimal(0)
+        for deployment in call.group.deployments if call.group else ():
+            price = self.catalog.price_for(deployment.catalog_model, at=call.created_at)
+            if price is None:
+                continue
+            if call.kind == "images":
+                cost = estimate_images_cost(price, int(body.get("n") or 1), _size(body),
+                                            body.get("quality"), body.get("steps"),
+                                            at=call.created_at, worst_case_time=True)
+            else:
+                cap = call.est_output_tokens
+                if price.max_output_tokens and call.kind == "chat" and not (
+                        body.get("max_completion_tokens") or body.get("max_tokens")):
+                    cap = min(cap, price.max_output_tokens)
+                cost = estimate_tokens_cost(price, call.est_input_tokens, cap,
+                                            at=call.created_at, worst_case_time=True)
+            worst = max(worst, cost)
+        call.est_cost = worst
+        call.est_price = worst * self.markup
+
+    def settle(self, call: Call) -> None:
+        if call.usage is None or call.deployment is None:
+            return
+        price = self.catalog.price_for(call.deployment.catalog_model, at=call.created_at)
+        if price is None:
+            log.warning("unpriced model", extra={"model": call.deployment.catalog_model,
+                                                 "request_id": call.request_id})
+            return
+        call.cost = cost_of(call.usage, price, at=call.created_at)
+        call.price = call.cost * self.markup
+
+    def route_request(self, call: Call) -> RouteRequest:
+        body = call.body
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        return RouteRequest(
+            kind=call.kind, input_tokens=call.est_input_tokens,
+            output_tokens=min(call.est_output_tokens, 1024) if call.kind == "chat" else 0,
+            max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+            images=int(body.get("n") or 1) if call.kind == "images" else 0,
+            image_size=_size(body) if call.kind == "images" else None,
+            image_quality=body.get("quality"), image_steps=body.get("steps"),
+            key_id=call.principal.key_id, user=body.get("user") if isinstance(body.get("user"), str) else None,
+            team=call.principal.team_name, tags=frozenset(call.tags), metadata=metadata or {},
+            max_price=call.principal.max_price, stream=call.stream, now=call.created_at,
+        )
