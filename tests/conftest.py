@@ -34,9 +34,8 @@ def unused_port() -> int:
     return free_port()
 
 
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database for this test, as a SQLAlchemy asyncpg URL."""
+async def create_pg_database() -> str:
+    """Create a fresh PostgreSQL database; returns its SQLAlchemy asyncpg URL."""
     import asyncpg
 
     name = f"fg_test_{uuid.uuid4().hex[:12]}"
@@ -49,12 +48,26 @@ async def pg_url() -> AsyncIterator[str]:
     finally:
         await admin.close()
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
+    return f"{base}/{name}"
+
+
+async def drop_pg_database(url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[1]
     admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this test, as a SQLAlchemy asyncpg URL."""
+    url = await create_pg_database()
+    yield url
+    await drop_pg_database(url)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from faregate.api import anthropic_wire, validate
-from faregate.api.common import json_response
+from faregate.api.common import REQUEST_ID, json_response
 from faregate.api.openai import begin_call
 from faregate.errors import FaregateError
 from faregate.gateway.call import Call
@@ -46,7 +46,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             return json_response(body, headers=call.response_headers)
         return await _stream(request, services.gateway, call)
     except FaregateError as err:
-        return _error(err, request.get("request_id"))
+        return _error(err, request.get(REQUEST_ID))
 
 
 async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamResponse:

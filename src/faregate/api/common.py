@@ -11,6 +11,9 @@ from aiohttp import web
 from faregate.errors import InvalidRequest, PayloadTooLarge
 
 
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
 def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from faregate.api.common import REQUEST_ID
 from faregate.errors import FaregateError, NotFound, PayloadTooLarge
 
 log = logging.getLogger("faregate.api")
@@ -48,13 +49,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except FaregateError as err:
-        return error_response(err, request.get("request_id"))
+        return error_response(err, request.get(REQUEST_ID))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_from_http_exception(exc), request.get("request_id"))
+        return error_response(_from_http_exception(exc), request.get(REQUEST_ID))
     except Exception:
-        log.exception("unhandled error", extra={"request_id": request.get("request_id"),
+        log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID),
                                                 "path": request.path})
         err = FaregateError("The server had an error while processing your request.")
-        return error_response(err, request.get("request_id"))
+        return error_response(err, request.get(REQUEST_ID))

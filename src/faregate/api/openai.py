@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from faregate.api import validate
-from faregate.api.common import bearer_key, json_response, new_request_id, read_json_object
+from faregate.api.common import REQUEST_ID, bearer_key, json_response, new_request_id, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.errors import FaregateError, NotFound
 from faregate.gateway.call import Call
@@ -41,7 +41,7 @@ async def begin_call(
     """Authenticate, read and validate the body: everything before the pipeline."""
     services = request.app[SERVICES]
     request_id = new_request_id()
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     principal = await services.keys.authenticate(bearer_key(request))
     body = await read_json_object(request)
     model = check(body)

@@ -9,7 +9,8 @@ from decimal import Decimal
 
 from faregate.config import Deployment
 from faregate.gateway.call import Call
-from faregate.pricing import PriceCatalog, cost_of, estimate_images_cost, estimate_tokens_cost
+from faregate.errors import FaregateError
+from faregate.pricing import ModelPrice, PriceCatalog, cost_of, estimate_images_cost, estimate_tokens_cost
 from faregate.routing.base import RouteRequest
 from faregate.tokens import count_chat_input_tokens, count_embedding_input_tokens
 
@@ -55,20 +56,26 @@ class CatalogPricer:
             price = self.catalog.price_for(deployment.catalog_model, at=call.created_at)
             if price is None:
                 continue
-            if call.kind == "images":
-                cost = estimate_images_cost(price, int(body.get("n") or 1), _size(body),
-                                            body.get("quality"), body.get("steps"),
-                                            at=call.created_at, worst_case_time=True)
-            else:
-                cap = call.est_output_tokens
-                if price.max_output_tokens and call.kind == "chat" and not (
-                        body.get("max_completion_tokens") or body.get("max_tokens")):
-                    cap = min(cap, price.max_output_tokens)
-                cost = estimate_tokens_cost(price, call.est_input_tokens, cap,
-                                            at=call.created_at, worst_case_time=True)
+            try:
+                cost = self._worst(call, price)
+            except FaregateError:
+                continue
             worst = max(worst, cost)
         call.est_cost = worst
         call.est_price = worst * self.markup
+
+    def _worst(self, call: Call, price: ModelPrice) -> Decimal:
+        body = call.body
+        if call.kind == "images":
+            return estimate_images_cost(price, int(body.get("n") or 1), _size(body),
+                                        body.get("quality"), body.get("steps"),
+                                        at=call.created_at, worst_case_time=True)
+        cap = call.est_output_tokens
+        if price.max_output_tokens and call.kind == "chat" and not (
+                body.get("max_completion_tokens") or body.get("max_tokens")):
+            cap = min(cap, price.max_output_tokens)
+        return estimate_tokens_cost(price, call.est_input_tokens, cap,
+                                    at=call.created_at, worst_case_time=True)
 
     def settle(self, call: Call) -> None:
         if call.usage is None or call.deployment is None:
@@ -78,7 +85,12 @@ class CatalogPricer:
             log.warning("unpriced model", extra={"model": call.deployment.catalog_model,
                                                  "request_id": call.request_id})
             return
-        call.cost = cost_of(call.usage, price, at=call.created_at)
+        try:
+            call.cost = cost_of(call.usage, price, at=call.created_at)
+        except FaregateError as err:  # the answer was delivered: record it, flag the gap
+            log.warning("usage not priced", extra={"request_id": call.request_id,
+                                                   "reason": err.message})
+            return
         call.price = call.cost * self.markup
 
     def route_request(self, call: Call) -> RouteRequest:
