@@ -1,0 +1,129 @@
+"""All queries on billable metrics, plans, subscriptions and API-ingested events (SQLAlchemy
+Core). Callers own the transaction boundaries; validation lives in the billing domain."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from faregate.store.tables.billing import billable_metrics, plans, subscriptions
+from faregate.store.tables.metering import events
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def _one(conn: AsyncConnection, query: Any) -> dict[str, Any] | None:
+    row = (await conn.execute(query)).mappings().first()
+    return dict(row) if row else None
+
+
+async def insert_metric(conn: AsyncConnection, definition: dict[str, Any]) -> dict[str, Any]:
+    row = {"id": new_id(), "created_at": _now(), "code": definition["code"],
+           "name": definition["name"], "aggregation_type": definition["aggregation_type"],
+           "definition": definition}
+    await conn.execute(billable_metrics.insert().values(**row))
+    return row
+
+
+async def metric_by_code(conn: AsyncConnection, code: str) -> dict[str, Any] | None:
+    return await _one(conn, select(billable_metrics).where(billable_metrics.c.code == code))
+
+
+async def metric_by_id(conn: AsyncConnection, metric_id: str) -> dict[str, Any] | None:
+    return await _one(conn, select(billable_metrics).where(billable_metrics.c.id == metric_id))
+
+
+async def metrics_by_codes(conn: AsyncConnection, codes: set[str]) -> dict[str, dict[str, Any]]:
+    if not codes:
+        return {}
+    rows = await conn.execute(select(billable_metrics).where(billable_metrics.c.code.in_(codes)))
+    return {r["code"]: dict(r) for r in rows.mappings()}
+
+
+async def list_metrics(conn: AsyncConnection, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        select(billable_metrics).order_by(billable_metrics.c.created_at).limit(limit).offset(offset)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def insert_plan(conn: AsyncConnection, definition: dict[str, Any]) -> dict[str, Any]:
+    row = {"id": new_id(), "created_at": _now(), "code": definition["code"],
+           "name": definition["name"], "definition": definition}
+    await conn.execute(plans.insert().values(**row))
+    return row
+
+
+async def plan_by_code(conn: AsyncConnection, code: str) -> dict[str, Any] | None:
+    return await _one(conn, select(plans).where(plans.c.code == code))
+
+
+async def insert_subscription(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
+    row = {"id": new_id(), "created_at": _now(), **values}
+    await conn.execute(subscriptions.insert().values(**row))
+    return row
+
+
+async def subscription_by_external_id(conn: AsyncConnection, external_id: str) -> dict[str, Any] | None:
+    return await _one(conn, select(subscriptions).where(subscriptions.c.external_id == external_id))
+
+
+async def subscriptions_by_external_ids(
+    conn: AsyncConnection, external_ids: set[str]
+) -> dict[str, dict[str, Any]]:
+    if not external_ids:
+        return {}
+    rows = await conn.execute(
+        select(subscriptions).where(subscriptions.c.external_id.in_(external_ids))
+    )
+    return {r["external_id"]: dict(r) for r in rows.mappings()}
+
+
+async def list_subscriptions(
+    conn: AsyncConnection, external_customer_id: str | None = None, limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    query = select(subscriptions).order_by(subscriptions.c.created_at).limit(limit).offset(offset)
+    if external_customer_id:
+        query = query.where(subscriptions.c.external_customer_id == external_customer_id)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def insert_event(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    """Insert one event unless (external_subscription_id, transaction_id) exists; True if new."""
+    row = {"created_at": _now(), "source": "api", **values}
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(events).values(**row).on_conflict_do_nothing(
+            index_elements=["external_subscription_id", "transaction_id"]
+        )
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(events).values(**row).on_conflict_do_nothing(
+            index_elements=["external_subscription_id", "transaction_id"]
+        )
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(dialect)
+    result = await conn.execute(stmt)
+    return bool(result.rowcount)
+
+
+async def event_by_transaction(
+    conn: AsyncConnection, external_subscription_id: str, transaction_id: str
+) -> dict[str, Any] | None:
+    return await _one(
+        conn,
+        select(events).where(
+            events.c.external_subscription_id == external_subscription_id,
+            events.c.transaction_id == transaction_id,
+        ),
+    )
