@@ -1,5 +1,5 @@
 """The Lago v1 billing API driven by the official lago-python-client against a real
-gateway on loopback (SQLite): catalog, subscriptions, event ingest, idempotency, batches."""
+gateway on loopback (SQLite and PostgreSQL): catalog, subscriptions, event ingest, idempotency, batches."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from faregate.config import load_settings
 from faregate.store.db import create_engine
 from faregate.store.tables.base import metadata
 from faregate.store.tables.metering import events
-from tests.conftest import free_port
+from tests.conftest import create_pg_database, drop_pg_database, free_port
 
 ADMIN_KEY = "fg_admin_billing_test"
 
@@ -68,9 +68,10 @@ class Billing:
                                    headers={"Authorization": f"Bearer {key}"})
 
 
-@pytest.fixture
-async def billing(tmp_path: Path) -> AsyncIterator[Billing]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+async def billing(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Billing]:
+    postgres = request.param == "postgres"
+    url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'b.db'}"
     overrides = {
         "providers": {"openai": {"wire": "openai", "base_url": "http://127.0.0.1:9/v1",
                                  "api_key": "k"}},
@@ -88,6 +89,8 @@ async def billing(tmp_path: Path) -> AsyncIterator[Billing]:
     base = f"http://127.0.0.1:{settings.port}"
     yield Billing(base, Client(api_key=ADMIN_KEY, api_url=base + "/"), runner)
     await runner.cleanup()
+    if postgres:
+        await drop_pg_database(url)
 
 
 async def setup_catalog(b: Billing) -> None:
