@@ -176,14 +176,15 @@ async def test_a_batch_reports_each_bad_item_and_keeps_the_good_ones(billing: Bi
         {"transaction_id": "b10", "external_subscription_id": "sub_1", "code": "tokens",
          "timestamp": "yesterday"},
         {"transaction_id": "b11", "external_subscription_id": "sub_1", "code": "tokens"},
+        {"transaction_id": "b11", "external_subscription_id": "sub_1", "code": "tokens"},
     ]}
     response = await billing.post("/api/v1/events/batch", body)
     assert response.status_code == 422
     result = response.json()
     assert result["error_details"] == {"1": {"code": ["billable_metric_not_found"]},
                                        "2": {"timestamp": ["invalid_format"]}}
-    assert [e and e["transaction_id"] for e in result["events"]] == ["b0", None, None, "b11"]
-    assert await billing.event_count() == 4  # b0 was not inserted twice
+    assert [e and e["transaction_id"] for e in result["events"]] == ["b0", None, None, "b11", "b11"]
+    assert await billing.event_count() == 4  # neither b0 nor b11 twice
     too_many = {"events": [body["events"][0]] * 1001}
     assert (await billing.post("/api/v1/events/batch", too_many)).status_code == 422
 

@@ -378,25 +378,28 @@ async def _store_events(services: Services, items: list[object]) -> tuple[
             parsed.append(None)
             errors[str(index)] = {err.field: [err.error_code]}
     valid = [e for e in parsed if e is not None]
-    results: list[dict[str, Any] | None] = []
+    accepted: dict[int, dict[str, Any]] = {}
     async with services.engine.begin() as conn:
         metrics = await repo.metrics_by_codes(conn, {e["code"] for e in valid})
         subs = await repo.subscriptions_by_external_ids(
             conn, {e["external_subscription_id"] for e in valid})
         for index, event in enumerate(parsed):
             if event is None:
-                results.append(None)
                 continue
             try:
                 _check_refs(event, set(metrics), subs)
             except BillingValidationError as err:
                 errors[str(index)] = {err.field: [err.error_code]}
-                results.append(None)
                 continue
-            await repo.insert_event(conn, {k: v for k, v in event.items() if not k.startswith("_")})
-            stored = await repo.event_by_transaction(
-                conn, event["external_subscription_id"], event["transaction_id"])
-            results.append(_event_json(stored or {}, event))
+            accepted[index] = event
+        await repo.insert_events(conn, [{k: v for k, v in e.items() if not k.startswith("_")}
+                                        for e in accepted.values()])
+        stored = await repo.events_by_transactions(
+            conn, {(e["external_subscription_id"], e["transaction_id"]) for e in accepted.values()})
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    for index, event in accepted.items():
+        row = stored[(event["external_subscription_id"], event["transaction_id"])]
+        results[index] = _event_json(row, event)
     return results, errors
 
 

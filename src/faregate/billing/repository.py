@@ -99,22 +99,46 @@ async def list_subscriptions(
     return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
-async def insert_event(conn: AsyncConnection, values: dict[str, Any]) -> bool:
-    """Insert one event unless (external_subscription_id, transaction_id) exists; True if new."""
-    row = {"created_at": _now(), "source": "api", **values}
+def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(events).values(**row).on_conflict_do_nothing(
+        return postgresql.insert(events).on_conflict_do_nothing(
             index_elements=["external_subscription_id", "transaction_id"]
         )
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(events).values(**row).on_conflict_do_nothing(
+    if dialect == "sqlite":
+        return sqlite.insert(events).on_conflict_do_nothing(
             index_elements=["external_subscription_id", "transaction_id"]
         )
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise NotImplementedError(dialect)
-    result = await conn.execute(stmt)
-    return bool(result.rowcount)
+    raise NotImplementedError(dialect)  # pragma: no cover - SQLite and PostgreSQL only
+
+
+async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert events; one whose (external_subscription_id, transaction_id) exists is skipped,
+    so the first write wins and a re-sent event is never stored twice."""
+    if not rows:
+        return
+    now = _now()
+    values = [{"created_at": now, "source": "api", "precise_total_amount_cents": None, **row}
+              for row in rows]
+    await conn.execute(_insert_ignoring_duplicates(conn), values)
+
+
+async def events_by_transactions(
+    conn: AsyncConnection, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The stored events for these (external_subscription_id, transaction_id) pairs."""
+    if not keys:
+        return {}
+    query = select(events).where(
+        events.c.external_subscription_id.in_({s for s, _ in keys}),
+        events.c.transaction_id.in_({t for _, t in keys}),
+    )
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in (await conn.execute(query)).mappings():
+        key = (row["external_subscription_id"], row["transaction_id"])
+        if key in keys:
+            found[key] = dict(row)
+    return found
 
 
 async def event_by_transaction(
