@@ -8,12 +8,11 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from faregate.api import admin, anthropic, openai, system
+from faregate.api import admin, anthropic, billing, openai, system
 from faregate.api.errors import error_middleware
 from faregate.api.state import SERVICES, Services
 from faregate.auth.service import KeyService
@@ -30,24 +29,38 @@ log = logging.getLogger("faregate")
 
 def _endpoint(settings: Settings, name: str) -> Endpoint:
     p = settings.providers[name]
-    return Endpoint(name=p.name, wire=p.wire, base_url=p.base_url, api_key=p.api_key,
-                    headers=p.headers, timeout=p.timeout, connect_timeout=p.connect_timeout,
-                    options=p.options)
+    return Endpoint(
+        name=p.name,
+        wire=p.wire,
+        base_url=p.base_url,
+        api_key=p.api_key,
+        headers=p.headers,
+        timeout=p.timeout,
+        connect_timeout=p.connect_timeout,
+        options=p.options,
+    )
 
 
 def _http_session() -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=30,
-                                     ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                 timeout=aiohttp.ClientTimeout(total=None))
+    connector = aiohttp.TCPConnector(
+        limit=0, limit_per_host=512, keepalive_timeout=30, ttl_dns_cache=300
+    )
+    return aiohttp.ClientSession(
+        connector=connector, auto_decompress=True, timeout=aiohttp.ClientTimeout(total=None)
+    )
 
 
 async def _startup(app: web.Application, settings: Settings) -> None:
     engine = create_engine(settings.database_url)
     session = _http_session()
-    upstreams = {name: build_provider(_endpoint(settings, name), session) for name in settings.providers}
-    journal_dir = Path(settings.data_dir) / "journal" / settings.section("server").get(
-        "instance", f"{settings.host}-{settings.port}")
+    upstreams = {
+        name: build_provider(_endpoint(settings, name), session) for name in settings.providers
+    }
+    journal_dir = (
+        Path(settings.data_dir)
+        / "journal"
+        / settings.section("server").get("instance", f"{settings.host}-{settings.port}")
+    )
     writer = UsageWriter(engine, journal_dir)
     await writer.start()
     keys = KeyService(engine, settings.admin_key)
@@ -55,8 +68,14 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     recorder = Recorder(writer, parts.subscription_of)
     parts.gateway.meter = recorder
     app[SERVICES] = Services(
-        settings=settings, engine=engine, keys=keys, router=parts.router, gateway=parts.gateway,
-        writer=writer, started_at=int(time.time()), health=parts.health,
+        settings=settings,
+        engine=engine,
+        keys=keys,
+        router=parts.router,
+        gateway=parts.gateway,
+        writer=writer,
+        started_at=int(time.time()),
+        health=parts.health,
         components={"http": session, "upstreams": upstreams, **parts.components},
     )
 
@@ -78,22 +97,9 @@ def build_app(settings: Settings) -> web.Application:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(_cleanup)
-    for module in (openai, anthropic, admin, system):
+    for module in (openai, anthropic, admin, system, billing):
         module.add_routes(app)
-    for extra in _optional_route_modules():
-        extra.add_routes(app)
     return app
-
-
-def _optional_route_modules() -> list[Any]:
-    """API modules of capabilities that register themselves (billing, wallets, spend…)."""
-    modules = []
-    for name in ("billing", "wallets", "spend", "experiments", "metrics"):
-        try:
-            modules.append(__import__(f"faregate.api.{name}", fromlist=["add_routes"]))
-        except ImportError:
-            continue
-    return modules
 
 
 async def start_app(settings: Settings) -> web.AppRunner:

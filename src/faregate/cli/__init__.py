@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from faregate.cli import admin, serve
+from faregate.cli import admin, pricing, serve
 from faregate.errors import FaregateError
 
-_GROUPS = [serve, admin]
+_GROUPS = [serve, admin, pricing]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,12 +20,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for group in _GROUPS:
         group.register(sub)
-    for name in ("billing", "pricing", "spend", "wallets"):
-        try:
-            module = __import__(f"faregate.cli.{name}", fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(sub)
     return parser
 
 

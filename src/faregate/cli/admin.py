@@ -22,9 +22,15 @@ def cmd_customer_create(args: argparse.Namespace) -> int:
         async with engine.begin() as conn:
             if await repository.customer_by_external_id(conn, args.external_id):
                 raise Conflict(f"customer {args.external_id!r} already exists")
-            return await repository.insert_customer(conn, {
-                "external_id": args.external_id, "name": args.name, "email": args.email,
-                "currency": (args.currency or settings.currency).upper()})
+            return await repository.insert_customer(
+                conn,
+                {
+                    "external_id": args.external_id,
+                    "name": args.name,
+                    "email": args.email,
+                    "currency": (args.currency or settings.currency).upper(),
+                },
+            )
 
     print_json({"customer": customer_json(with_engine(args, run))})
     return 0
@@ -46,15 +52,23 @@ def cmd_key_create(args: argparse.Namespace) -> int:
         if expires is not None and expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
         return await service.create_key(
-            name=args.name, customer_external_id=args.customer, team=args.team,
+            name=args.name,
+            customer_external_id=args.customer,
+            team=args.team,
             external_subscription_id=args.subscription,
             allowed_models=args.models.split(",") if args.models else None,
-            tags=args.tags.split(",") if args.tags else None, expires_at=expires,
+            tags=args.tags.split(",") if args.tags else None,
+            expires_at=expires,
         )
 
     key, row = with_engine(args, run)
-    print_json({"key": key, "api_key": key_json(row),
-                "note": "The key is shown once; only its hash is stored."})
+    print_json(
+        {
+            "key": key,
+            "api_key": key_json(row),
+            "note": "The key is shown once; only its hash is stored.",
+        }
+    )
     return 0
 
 
@@ -82,7 +96,8 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     customers = sub.add_parser("customers", help="manage customers").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     p = customers.add_parser("create")
     add_config_args(p)
     p.add_argument("external_id")
@@ -94,7 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_config_args(p)
     p.set_defaults(func=cmd_customer_list)
 
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
     p = keys.add_parser("create")
     add_config_args(p)
     p.add_argument("--name")
