@@ -33,7 +33,9 @@ class ProviderSettings:
     options: tuple[tuple[str, Any], ...] = ()
 
     def __repr__(self) -> str:  # keep the key out of any repr that reaches a log
-        return f"ProviderSettings(name={self.name!r}, wire={self.wire!r}, base_url={self.base_url!r})"
+        return (
+            f"ProviderSettings(name={self.name!r}, wire={self.wire!r}, base_url={self.base_url!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def _expand(value: Any, env: Mapping[str, str]) -> Any:
     """Replace ${VAR} and ${VAR:-default} in every string of the YAML tree."""
     if isinstance(value, str) and "${" in value:
+
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in env:
@@ -175,8 +178,16 @@ def _parse_group(spec: Mapping[str, Any], providers: Mapping[str, ProviderSettin
         )
     if not deployments:
         raise ConfigError(f"model {name!r} has no deployments")
-    known = {"name", "deployments", "kind", "strategy", "aliases", "fallbacks",
-             "context_window_fallbacks", "owned_by"}
+    known = {
+        "name",
+        "deployments",
+        "kind",
+        "strategy",
+        "aliases",
+        "fallbacks",
+        "context_window_fallbacks",
+        "owned_by",
+    }
     return ModelGroup(
         name=name,
         deployments=tuple(deployments),

@@ -14,15 +14,28 @@ from faregate.errors import InvalidRequest
         ({"model": "m", "messages": ["hi"]}, "messages[0]"),
         ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "nope"}]}]},
-         "messages[0].content[0]"),
-        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3}, "temperature"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "nope"}]}]},
+            "messages[0].content[0]",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].tool_call_id",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3},
+            "temperature",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            "max_tokens",
+        ),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": True}, "n"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]},
-         "tools[0].function.name"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]},
+            "tools[0].function.name",
+        ),
     ],
 )
 def test_invalid_chat_requests_name_the_bad_field(body: dict, param: str) -> None:
@@ -33,8 +46,12 @@ def test_invalid_chat_requests_name_the_bad_field(body: dict, param: str) -> Non
 
 
 def test_a_valid_chat_request_keeps_unknown_fields() -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "logprobs": True,
-            "some_vendor_field": {"a": 1}}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "logprobs": True,
+        "some_vendor_field": {"a": 1},
+    }
     assert validate.chat_request(body) == "m"
     assert body["some_vendor_field"] == {"a": 1}
 

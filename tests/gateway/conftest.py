@@ -26,21 +26,41 @@ def gateway_config(mock_url: str, extra: dict[str, Any] | None = None) -> dict[s
     config: dict[str, Any] = {
         "providers": {
             "openai": {"wire": "openai", "base_url": f"{mock_url}/d/openai/v1", "api_key": "k"},
-            "anthropic": {"wire": "anthropic", "base_url": f"{mock_url}/d/anthropic", "api_key": "k"},
+            "anthropic": {
+                "wire": "anthropic",
+                "base_url": f"{mock_url}/d/anthropic",
+                "api_key": "k",
+            },
             "gemini": {"wire": "gemini", "base_url": f"{mock_url}/d/gemini", "api_key": "k"},
             "compat": {"wire": "openai", "base_url": f"{mock_url}/d/compat/v1", "api_key": "k"},
         },
         "models": [
-            {"name": "gpt-4o-mini", "deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]},
-            {"name": "claude-sonnet-4", "deployments": [{"provider": "anthropic",
-                                                         "model": "claude-sonnet-4"}]},
-            {"name": "gemini-2.5-flash", "deployments": [{"provider": "gemini",
-                                                          "model": "gemini-2.5-flash"}]},
-            {"name": "mistral-large", "deployments": [{"provider": "compat", "model": "mistral-large"}]},
-            {"name": "text-embedding-3-small", "kind": "embeddings",
-             "deployments": [{"provider": "openai", "model": "text-embedding-3-small"}]},
-            {"name": "dall-e-3", "kind": "images",
-             "deployments": [{"provider": "openai", "model": "dall-e-3"}]},
+            {
+                "name": "gpt-4o-mini",
+                "deployments": [{"provider": "openai", "model": "gpt-4o-mini"}],
+            },
+            {
+                "name": "claude-sonnet-4",
+                "deployments": [{"provider": "anthropic", "model": "claude-sonnet-4"}],
+            },
+            {
+                "name": "gemini-2.5-flash",
+                "deployments": [{"provider": "gemini", "model": "gemini-2.5-flash"}],
+            },
+            {
+                "name": "mistral-large",
+                "deployments": [{"provider": "compat", "model": "mistral-large"}],
+            },
+            {
+                "name": "text-embedding-3-small",
+                "kind": "embeddings",
+                "deployments": [{"provider": "openai", "model": "text-embedding-3-small"}],
+            },
+            {
+                "name": "dall-e-3",
+                "kind": "images",
+                "deployments": [{"provider": "openai", "model": "dall-e-3"}],
+            },
         ],
     }
     config.update(extra or {})
@@ -62,18 +82,23 @@ class Running:
         return self.runner.app[SERVICES]
 
 
-async def start_gateway(tmp_path: Path, database_url: str, mock: MockServer,
-                        extra: dict[str, Any] | None = None) -> Running:
-    env = {"FAREGATE_DATABASE_URL": database_url, "FAREGATE_ADMIN_KEY": ADMIN_KEY,
-           "FAREGATE_DATA_DIR": str(tmp_path)}
+async def start_gateway(
+    tmp_path: Path, database_url: str, mock: MockServer, extra: dict[str, Any] | None = None
+) -> Running:
+    env = {
+        "FAREGATE_DATABASE_URL": database_url,
+        "FAREGATE_ADMIN_KEY": ADMIN_KEY,
+        "FAREGATE_DATA_DIR": str(tmp_path),
+    }
     settings = load_settings(env=env, overrides=gateway_config(mock.url, extra))
     settings.port = free_port()
     await asyncio.to_thread(migrate, settings.database_url)  # Alembic runs its own loop
     engine = create_engine(settings.database_url)
     async with engine.begin() as conn:
         await repository.insert_customer(conn, {"external_id": "acme", "name": "Acme"})
-    key, _ = await KeyService(engine, ADMIN_KEY).create_key(name="t", customer_external_id="acme",
-                                                             team="research")
+    key, _ = await KeyService(engine, ADMIN_KEY).create_key(
+        name="t", customer_external_id="acme", team="research"
+    )
     await engine.dispose()
     runner = await start_app(settings)
     return Running(f"http://127.0.0.1:{settings.port}", key, settings, mock, runner)
@@ -87,7 +112,9 @@ async def mock() -> AsyncIterator[MockServer]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def gateway(request: pytest.FixtureRequest, tmp_path: Path, mock: MockServer) -> AsyncIterator[Running]:
+async def gateway(
+    request: pytest.FixtureRequest, tmp_path: Path, mock: MockServer
+) -> AsyncIterator[Running]:
     postgres = request.param == "postgres"
     url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
     running = await start_gateway(tmp_path, url, mock)

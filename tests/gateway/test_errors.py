@@ -13,15 +13,24 @@ from tests.gateway.conftest import ADMIN_KEY, Running
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def _post(gw: Running, path: str, *, data: object = None, json: dict | None = None,
-                key: str | None = "use", headers: dict | None = None) -> tuple[int, dict]:
+async def _post(
+    gw: Running,
+    path: str,
+    *,
+    data: object = None,
+    json: dict | None = None,
+    key: str | None = "use",
+    headers: dict | None = None,
+) -> tuple[int, dict]:
     hdrs = dict(headers or {})
     if key == "use":
         hdrs["Authorization"] = f"Bearer {gw.key}"
     elif key:
         hdrs["Authorization"] = f"Bearer {key}"
-    async with aiohttp.ClientSession() as s, s.post(gw.url + path, data=data, json=json,
-                                                    headers=hdrs) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(gw.url + path, data=data, json=json, headers=hdrs) as r,
+    ):
         return r.status, await r.json(content_type=None)
 
 
@@ -41,7 +50,9 @@ async def _post(gw: Running, path: str, *, data: object = None, json: dict | Non
         ("unknown_path", 404, "not_found", None),
     ],
 )
-async def test_error_table(gateway: Running, case: str, status: int, code: str, param: str | None) -> None:
+async def test_error_table(
+    gateway: Running, case: str, status: int, code: str, param: str | None
+) -> None:
     path, kwargs = "/v1/chat/completions", {"json": CHAT}
     if case == "malformed_json":
         kwargs = {"data": b"{not json", "headers": {"Content-Type": "application/json"}}
@@ -58,7 +69,9 @@ async def test_error_table(gateway: Running, case: str, status: int, code: str, 
     elif case == "too_large":
         kwargs = {"data": io.BytesIO(b"x" * (gateway.settings.max_body_bytes + 10))}
     elif case == "upstream_400":
-        kwargs = {"json": {**CHAT, "messages": [{"role": "user", "content": "context_length_exceeded"}]}}
+        kwargs = {
+            "json": {**CHAT, "messages": [{"role": "user", "content": "context_length_exceeded"}]}
+        }
     elif case == "upstream_500":
         gateway.mock.config.deployments["openai"] = MockBehaviour(error_rate=1.0)
     elif case == "unknown_path":
@@ -76,8 +89,10 @@ async def test_error_table(gateway: Running, case: str, status: int, code: str, 
 @pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
 async def test_revoked_and_disallowed_keys(gateway: Running) -> None:
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as s:
-        async with s.post(gateway.url + "/admin/keys", json={
-                "customer": "acme", "allowed_models": ["claude-sonnet-4"]}) as r:
+        async with s.post(
+            gateway.url + "/admin/keys",
+            json={"customer": "acme", "allowed_models": ["claude-sonnet-4"]},
+        ) as r:
             created = await r.json()
     limited = created["key"]
     status, body = await _post(gateway, "/v1/chat/completions", json=CHAT, key=limited)

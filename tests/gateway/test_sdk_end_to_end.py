@@ -14,9 +14,15 @@ from tests.gateway.conftest import Running
 CHAT_MODELS = ["gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-flash", "mistral-large"]
 WEATHER = {
     "type": "function",
-    "function": {"name": "get_weather", "description": "Weather in a city",
-                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                                "required": ["city"]}},
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
 }
 
 
@@ -32,8 +38,12 @@ async def test_chat_streamed_and_not_report_the_same_usage(gateway: Running, mod
     assert reply.choices[0].message.content
     assert reply.usage is not None and reply.usage.completion_tokens == 12
     stream = await client.chat.completions.create(
-        model=model, messages=messages, max_tokens=12, stream=True,
-        stream_options={"include_usage": True})
+        model=model,
+        messages=messages,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     text, usage = "", None
     async for chunk in stream:
         if chunk.choices:
@@ -43,7 +53,9 @@ async def test_chat_streamed_and_not_report_the_same_usage(gateway: Running, mod
     assert text == reply.choices[0].message.content
     assert usage is not None
     assert (usage.prompt_tokens, usage.completion_tokens) == (
-        reply.usage.prompt_tokens, reply.usage.completion_tokens)
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+    )
     await client.close()
 
 
@@ -56,8 +68,10 @@ async def test_tool_calls_go_out_and_results_come_back(gateway: Running, model: 
     assert first.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather"
     assert "city" in json.loads(call.function.arguments)
-    messages += [first.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
     second = await client.chat.completions.create(model=model, messages=messages, tools=[WEATHER])
     assert second.choices[0].message.content
     await client.close()
@@ -66,7 +80,8 @@ async def test_tool_calls_go_out_and_results_come_back(gateway: Running, model: 
 async def test_a_stream_without_include_usage_gets_no_usage_chunk(gateway: Running) -> None:
     client = _client(gateway)
     stream = await client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
     chunks = [c async for c in stream]
     assert chunks and all(c.choices for c in chunks)
     await client.close()
@@ -74,10 +89,13 @@ async def test_a_stream_without_include_usage_gets_no_usage_chunk(gateway: Runni
 
 async def test_embeddings_images_and_models(gateway: Running) -> None:
     client = _client(gateway)
-    emb = await client.embeddings.create(model="text-embedding-3-small", input=["a", "b"], dimensions=8)
+    emb = await client.embeddings.create(
+        model="text-embedding-3-small", input=["a", "b"], dimensions=8
+    )
     assert len(emb.data) == 2 and len(emb.data[0].embedding) == 8
-    img = await client.images.generate(model="dall-e-3", prompt="a red fox", size="1024x1024",
-                                       response_format="b64_json", n=1)
+    img = await client.images.generate(
+        model="dall-e-3", prompt="a red fox", size="1024x1024", response_format="b64_json", n=1
+    )
     png = base64.b64decode(img.data[0].b64_json or "")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     models = await client.models.list()
@@ -92,8 +110,11 @@ async def test_embeddings_images_and_models(gateway: Running) -> None:
 async def test_anthropic_sdk_works_whatever_serves_the_model(gateway: Running, model: str) -> None:
     client = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=gateway.key, max_retries=0)
     message = await client.messages.create(
-        model=model, max_tokens=10, system="Be brief.",
-        messages=[{"role": "user", "content": "Hello there"}])
+        model=model,
+        max_tokens=10,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "Hello there"}],
+    )
     assert message.content[0].type == "text" and message.stop_reason == "max_tokens"
     assert message.usage.output_tokens == 10
     async with client.messages.stream(

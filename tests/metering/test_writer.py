@@ -15,15 +15,28 @@ from faregate.store.tables.metering import events, requests
 
 
 def _request(i: int) -> dict:
-    return {"id": f"req_{i}", "created_at": datetime.now(UTC), "kind": "chat", "status": 200,
-            "tags": [], "input_tokens": 3, "output_tokens": 5}
+    return {
+        "id": f"req_{i}",
+        "created_at": datetime.now(UTC),
+        "kind": "chat",
+        "status": 200,
+        "tags": [],
+        "input_tokens": 3,
+        "output_tokens": 5,
+    }
 
 
 def _event(i: int) -> dict:
     now = datetime.now(UTC)
-    return {"transaction_id": f"req_{i}:tokens:input", "external_subscription_id": "sub_1",
-            "code": "tokens", "timestamp": now, "properties": {"tokens": 3}, "created_at": now,
-            "source": "gateway"}
+    return {
+        "transaction_id": f"req_{i}:tokens:input",
+        "external_subscription_id": "sub_1",
+        "code": "tokens",
+        "timestamp": now,
+        "properties": {"tokens": 3},
+        "created_at": now,
+        "source": "gateway",
+    }
 
 
 async def _engine(tmp_path: Path):
@@ -53,7 +66,9 @@ async def test_flush_writes_records_and_events_and_empties_the_journal(tmp_path:
     await engine.dispose()
 
 
-async def test_records_left_in_the_journal_by_a_dead_process_are_replayed_once(tmp_path: Path) -> None:
+async def test_records_left_in_the_journal_by_a_dead_process_are_replayed_once(
+    tmp_path: Path,
+) -> None:
     engine = await _engine(tmp_path)
     journal = Journal(tmp_path / "journal")  # what a killed process leaves: records, no flush
     for i in range(10):

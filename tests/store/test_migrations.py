@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from tests.conftest import create_pg_database, drop_pg_database
 
 from faregate.store.db import create_engine, migrate
 from faregate.store.tables import metadata
-from tests.conftest import create_pg_database, drop_pg_database
 
 
 async def _diff(url: str) -> list:
@@ -19,7 +19,8 @@ async def _diff(url: str) -> list:
     engine = create_engine(url)
     async with engine.connect() as conn:
         diff = await conn.run_sync(
-            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+        )
     await engine.dispose()
     return diff
 

@@ -32,21 +32,32 @@ def _iso(value: datetime | None) -> str | None:
 def customer_json(row: dict[str, Any]) -> dict[str, Any]:
     limit = row.get("credit_limit_nanos")
     return {
-        "id": row["id"], "external_id": row["external_id"], "name": row.get("name"),
-        "email": row.get("email"), "currency": row.get("currency"), "timezone": row.get("timezone"),
+        "id": row["id"],
+        "external_id": row["external_id"],
+        "name": row.get("name"),
+        "email": row.get("email"),
+        "currency": row.get("currency"),
+        "timezone": row.get("timezone"),
         "credit_limit": None if limit is None else decimal_str(from_nanos(limit)),
-        "metadata": row.get("metadata") or {}, "created_at": _iso(row.get("created_at")),
+        "metadata": row.get("metadata") or {},
+        "created_at": _iso(row.get("created_at")),
     }
 
 
 def key_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": row["id"], "prefix": row["prefix"], "name": row.get("name"),
-        "customer_id": row.get("customer_id"), "team_id": row.get("team_id"),
+        "id": row["id"],
+        "prefix": row["prefix"],
+        "name": row.get("name"),
+        "customer_id": row.get("customer_id"),
+        "team_id": row.get("team_id"),
         "external_subscription_id": row.get("external_subscription_id"),
-        "allowed_models": row.get("allowed_models"), "tags": row.get("tags") or [],
-        "settings": row.get("settings") or {}, "expires_at": _iso(row.get("expires_at")),
-        "revoked_at": _iso(row.get("revoked_at")), "created_at": _iso(row.get("created_at")),
+        "allowed_models": row.get("allowed_models"),
+        "tags": row.get("tags") or [],
+        "settings": row.get("settings") or {},
+        "expires_at": _iso(row.get("expires_at")),
+        "revoked_at": _iso(row.get("revoked_at")),
+        "created_at": _iso(row.get("created_at")),
     }
 
 
@@ -63,15 +74,20 @@ async def create_customer(request: web.Request) -> web.Response:
     services = await _admin(request)
     body = await read_json_object(request)
     external_id = _str(body, "external_id", required=True)
-    values: dict[str, Any] = {"external_id": external_id, "name": _str(body, "name"),
-                              "email": _str(body, "email"),
-                              "currency": (_str(body, "currency") or services.settings.currency).upper(),
-                              "timezone": _str(body, "timezone") or "UTC"}
+    values: dict[str, Any] = {
+        "external_id": external_id,
+        "name": _str(body, "name"),
+        "email": _str(body, "email"),
+        "currency": (_str(body, "currency") or services.settings.currency).upper(),
+        "timezone": _str(body, "timezone") or "UTC",
+    }
     if body.get("credit_limit") is not None:
         try:
             values["credit_limit_nanos"] = to_nanos(parse_decimal(body["credit_limit"]))
         except (ValueError, ArithmeticError):
-            raise InvalidRequest("'credit_limit' must be a decimal amount.", param="credit_limit") from None
+            raise InvalidRequest(
+                "'credit_limit' must be a decimal amount.", param="credit_limit"
+            ) from None
     async with services.engine.begin() as conn:
         if await repository.customer_by_external_id(conn, external_id or "") is not None:
             raise Conflict(f"Customer {external_id!r} already exists.", param="external_id")
@@ -100,16 +116,22 @@ async def create_team(request: web.Request) -> web.Response:
                 raise NotFound(f"Customer {body['customer']!r} not found.", param="customer")
             customer_id = customer["id"]
         row = await repository.insert_team(conn, {"name": name, "customer_id": customer_id})
-    return json_response({"team": {"id": row["id"], "name": name, "customer_id": customer_id}},
-                         status=201)
+    return json_response(
+        {"team": {"id": row["id"], "name": name, "customer_id": customer_id}}, status=201
+    )
 
 
 async def list_teams(request: web.Request) -> web.Response:
     services = await _admin(request)
     async with services.engine.connect() as conn:
         rows = await repository.list_teams(conn)
-    return json_response({"teams": [{"id": r["id"], "name": r["name"],
-                                     "customer_id": r["customer_id"]} for r in rows]})
+    return json_response(
+        {
+            "teams": [
+                {"id": r["id"], "name": r["name"], "customer_id": r["customer_id"]} for r in rows
+            ]
+        }
+    )
 
 
 def _expiry(body: dict[str, Any]) -> datetime | None:
@@ -119,7 +141,9 @@ def _expiry(body: dict[str, Any]) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(str(value))
     except ValueError:
-        raise InvalidRequest("'expires_at' must be an ISO 8601 timestamp.", param="expires_at") from None
+        raise InvalidRequest(
+            "'expires_at' must be an ISO 8601 timestamp.", param="expires_at"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -139,10 +163,14 @@ async def create_key(request: web.Request) -> web.Response:
     if not isinstance(settings, dict):
         raise InvalidRequest("'settings' must be an object.", param="settings")
     key, row = await services.keys.create_key(
-        name=_str(body, "name"), customer_external_id=_str(body, "customer"),
-        team=_str(body, "team"), external_subscription_id=_str(body, "external_subscription_id"),
-        allowed_models=_string_list(body, "allowed_models"), tags=_string_list(body, "tags"),
-        settings=settings, expires_at=_expiry(body),
+        name=_str(body, "name"),
+        customer_external_id=_str(body, "customer"),
+        team=_str(body, "team"),
+        external_subscription_id=_str(body, "external_subscription_id"),
+        allowed_models=_string_list(body, "allowed_models"),
+        tags=_string_list(body, "tags"),
+        settings=settings,
+        expires_at=_expiry(body),
     )
     return json_response({"key": key, "api_key": key_json(row)}, status=201)
 
@@ -176,12 +204,20 @@ async def put_credential(request: web.Request) -> web.Response:
     secret = _str(body, "api_key", required=True) or ""
     ciphertext = crypto.encrypt(services.settings.secret_key, secret)
     async with services.engine.begin() as conn:
-        exists = (await conn.execute(select(provider_credentials.c.provider).where(
-            provider_credentials.c.provider == name))).first()
+        exists = (
+            await conn.execute(
+                select(provider_credentials.c.provider).where(
+                    provider_credentials.c.provider == name
+                )
+            )
+        ).first()
         values = {"ciphertext": ciphertext, "active": True, "created_at": datetime.now(UTC)}
         if exists:
-            await conn.execute(provider_credentials.update().where(
-                provider_credentials.c.provider == name).values(**values))
+            await conn.execute(
+                provider_credentials.update()
+                .where(provider_credentials.c.provider == name)
+                .values(**values)
+            )
         else:
             await conn.execute(provider_credentials.insert().values(provider=name, **values))
     return json_response({"provider": name, "stored": True, "applies": "on restart"})

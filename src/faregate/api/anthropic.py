@@ -33,8 +33,11 @@ def _error(err: FaregateError, request_id: str | None) -> web.Response:
     if request_id:
         headers["request-id"] = request_id
         headers["x-faregate-request-id"] = request_id
-    return json_response(anthropic_wire.error_body(err.status, err.message, err.code),
-                         status=err.status, headers=headers)
+    return json_response(
+        anthropic_wire.error_body(err.status, err.message, err.code),
+        status=err.status,
+        headers=headers,
+    )
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -53,9 +56,13 @@ async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamR
     chunks = gateway.chat_stream(call)
     first = await chunks.__anext__()
     translator = anthropic_wire.StreamTranslator(call.model)
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **call.response_headers,
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            **call.response_headers,
+        }
+    )
     await response.prepare(request)
     try:
         chunk: dict[str, Any] | None = first
@@ -66,7 +73,9 @@ async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamR
         for name, data in translator.finish(call.usage, call.scratch.get("finish_reason")):
             await response.write(_event(name, data))
     except FaregateError as err:
-        await response.write(_event("error", anthropic_wire.error_body(err.status, err.message, err.code)))
+        await response.write(
+            _event("error", anthropic_wire.error_body(err.status, err.message, err.code))
+        )
     except (ConnectionResetError, OSError):
         pass
     finally:

@@ -10,7 +10,6 @@ from aiohttp import web
 
 from faregate.errors import InvalidRequest, PayloadTooLarge
 
-
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
@@ -49,7 +48,9 @@ def bearer_key(request: web.Request) -> str | None:
     return request.headers.get("x-api-key") or request.headers.get("api-key")
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
     )

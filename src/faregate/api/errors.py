@@ -55,7 +55,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return error_response(_from_http_exception(exc), request.get(REQUEST_ID))
     except Exception:
-        log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID),
-                                                "path": request.path})
+        log.exception(
+            "unhandled error", extra={"request_id": request.get(REQUEST_ID), "path": request.path}
+        )
         err = FaregateError("The server had an error while processing your request.")
         return error_response(err, request.get(REQUEST_ID))

@@ -10,7 +10,13 @@ import orjson
 from aiohttp import web
 
 from faregate.api import validate
-from faregate.api.common import REQUEST_ID, bearer_key, json_response, new_request_id, read_json_object
+from faregate.api.common import (
+    REQUEST_ID,
+    bearer_key,
+    json_response,
+    new_request_id,
+    read_json_object,
+)
 from faregate.api.state import SERVICES, Services
 from faregate.errors import FaregateError, NotFound
 from faregate.gateway.call import Call
@@ -53,8 +59,11 @@ async def begin_call(
         body=body,
         stream=bool(body.get("stream")),
         tags=_tags(request, body, principal.tags),
-        request_headers={k.lower(): v for k, v in request.headers.items() if k.lower().startswith(
-            ("x-faregate-", "cache-control"))},
+        request_headers={
+            k.lower(): v
+            for k, v in request.headers.items()
+            if k.lower().startswith(("x-faregate-", "cache-control"))
+        },
     )
     return services, call
 
@@ -75,9 +84,13 @@ async def _stream_chat(request: web.Request, services: Services, call: Call) -> 
     wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
     chunks = services.gateway.chat_stream(call)
     first = await chunks.__anext__()  # errors before the first chunk keep their HTTP status
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **call.response_headers,
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            **call.response_headers,
+        }
+    )
     await response.prepare(request)
     try:
         chunk: dict[str, Any] | None = first
@@ -132,8 +145,9 @@ async def retrieve_model(request: web.Request) -> web.Response:
     try:
         group = services.router.resolve(name)
     except NotFound:
-        raise NotFound(f"The model {name!r} does not exist.", param="model",
-                       code="model_not_found") from None
+        raise NotFound(
+            f"The model {name!r} does not exist.", param="model", code="model_not_found"
+        ) from None
     if not principal.allows(group.name) and not principal.allows(name):
         raise NotFound(f"The model {name!r} does not exist.", param="model", code="model_not_found")
     return json_response(_model_entry(name, group.owned_by, services.started_at))

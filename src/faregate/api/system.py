@@ -20,7 +20,9 @@ async def readyz(request: web.Request) -> web.Response:
         async with services.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception:
-        raise ServiceUnavailable("Database is not reachable.", code="database_unavailable") from None
+        raise ServiceUnavailable(
+            "Database is not reachable.", code="database_unavailable"
+        ) from None
     for check in services.components.get("readiness", []):
         await check()
     return json_response({"status": "ready"})

@@ -36,8 +36,11 @@ def _positive_int(body: dict[str, Any], name: str, hi: int | None = None) -> Non
 def _model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a string.", param="model",
-                             code="missing_required_parameter" if model is None else "invalid_value")
+        raise InvalidRequest(
+            "'model' is required and must be a string.",
+            param="model",
+            code="missing_required_parameter" if model is None else "invalid_value",
+        )
     return model
 
 
@@ -59,8 +62,11 @@ def _content(content: Any, where: str) -> None:
 def _messages(body: dict[str, Any]) -> None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty array.", param="messages",
-                             code="missing_required_parameter" if messages is None else "invalid_value")
+        raise InvalidRequest(
+            "'messages' must be a non-empty array.",
+            param="messages",
+            code="missing_required_parameter" if messages is None else "invalid_value",
+        )
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _fail("Each message must be an object.", f"messages[{i}]")
@@ -98,8 +104,12 @@ def chat_request(body: dict[str, Any]) -> str:
     _positive_int(body, "max_tokens")
     _positive_int(body, "max_completion_tokens")
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str) and not (
-        isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop)
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (
+            isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop)
+        )
     ):
         raise _fail("'stop' must be a string or up to 4 strings.", "stop")
     metadata = body.get("metadata")
@@ -112,13 +122,14 @@ def embeddings_request(body: dict[str, Any]) -> str:
     model = _model(body)
     value = body.get("input")
     ok = isinstance(value, str) or (
-        isinstance(value, list)
-        and value
-        and all(isinstance(v, str | int) or isinstance(v, list) for v in value)
+        isinstance(value, list) and value and all(isinstance(v, (str | int, list)) for v in value)
     )
     if not ok:
-        raise InvalidRequest("'input' must be a string or a non-empty array.", param="input",
-                             code="missing_required_parameter" if value is None else "invalid_value")
+        raise InvalidRequest(
+            "'input' must be a string or a non-empty array.",
+            param="input",
+            code="missing_required_parameter" if value is None else "invalid_value",
+        )
     _positive_int(body, "dimensions")
     if body.get("encoding_format", "float") not in ("float", "base64"):
         raise _fail("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
@@ -129,8 +140,13 @@ def parse_size(size: Any) -> tuple[int, int]:
     if not isinstance(size, str):
         raise _fail("'size' must be a string like '1024x1024'.", "size")
     width, sep, height = size.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit() or not 0 < int(width) <= 8192 \
-            or not 0 < int(height) <= 8192:
+    if (
+        not sep
+        or not width.isdigit()
+        or not height.isdigit()
+        or not 0 < int(width) <= 8192
+        or not 0 < int(height) <= 8192
+    ):
         raise _fail("'size' must be a string like '1024x1024'.", "size")
     return int(width), int(height)
 
@@ -139,8 +155,9 @@ def images_request(body: dict[str, Any]) -> str:
     model = _model(body)
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidRequest("'prompt' is required.", param="prompt",
-                             code="missing_required_parameter")
+        raise InvalidRequest(
+            "'prompt' is required.", param="prompt", code="missing_required_parameter"
+        )
     _positive_int(body, "n", 10)
     _positive_int(body, "steps", 500)
     if "size" in body and body["size"] != "auto":

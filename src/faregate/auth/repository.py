@@ -21,8 +21,14 @@ def new_id() -> str:
 
 
 async def insert_customer(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
-    row = {"id": new_id(), "created_at": _now(), "metadata": {}, "currency": "USD",
-           "timezone": "UTC", **values}
+    row = {
+        "id": new_id(),
+        "created_at": _now(),
+        "metadata": {},
+        "currency": "USD",
+        "timezone": "UTC",
+        **values,
+    }
     await conn.execute(customers.insert().values(**row))
     return row
 
@@ -33,21 +39,31 @@ async def update_customer(conn: AsyncConnection, customer_id: str, values: dict[
 
 async def customer_by_external_id(conn: AsyncConnection, external_id: str) -> dict[str, Any] | None:
     row = (
-        await conn.execute(
-            select(customers).where(
-                customers.c.external_id == external_id, customers.c.deleted_at.is_(None)
+        (
+            await conn.execute(
+                select(customers).where(
+                    customers.c.external_id == external_id, customers.c.deleted_at.is_(None)
+                )
             )
         )
-    ).mappings().first()
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
 async def customer_by_id(conn: AsyncConnection, customer_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(select(customers).where(customers.c.id == customer_id))).mappings().first()
+    row = (
+        (await conn.execute(select(customers).where(customers.c.id == customer_id)))
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
-async def list_customers(conn: AsyncConnection, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+async def list_customers(
+    conn: AsyncConnection, limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
     rows = await conn.execute(
         select(customers)
         .where(customers.c.deleted_at.is_(None))
@@ -87,8 +103,11 @@ async def insert_key(conn: AsyncConnection, values: dict[str, Any]) -> dict[str,
 
 async def key_by_prefix(conn: AsyncConnection, prefix: str) -> dict[str, Any] | None:
     query = (
-        select(api_keys, customers.c.external_id.label("external_customer_id"),
-               teams.c.name.label("team_name"))
+        select(
+            api_keys,
+            customers.c.external_id.label("external_customer_id"),
+            teams.c.name.label("team_name"),
+        )
         .select_from(
             api_keys.outerjoin(customers, api_keys.c.customer_id == customers.c.id).outerjoin(
                 teams, api_keys.c.team_id == teams.c.id

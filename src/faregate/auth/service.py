@@ -104,23 +104,36 @@ class KeyService:
             if customer_external_id:
                 customer = await repository.customer_by_external_id(conn, customer_external_id)
                 if customer is None:
-                    raise NotFound(f"Customer {customer_external_id!r} not found.",
-                                   param="customer", code="customer_not_found")
+                    raise NotFound(
+                        f"Customer {customer_external_id!r} not found.",
+                        param="customer",
+                        code="customer_not_found",
+                    )
                 customer_id = customer["id"]
             if team:
                 found = await repository.team_by_name(conn, team)
                 if found is None:
-                    found = await repository.insert_team(conn, {"name": team, "customer_id": customer_id})
+                    found = await repository.insert_team(
+                        conn, {"name": team, "customer_id": customer_id}
+                    )
                 team_id = found["id"]
             if expires_at is not None and expires_at.tzinfo is None:
                 raise InvalidRequest("expires_at must carry a time zone.", param="expires_at")
-            row = await repository.insert_key(conn, {
-                "prefix": prefix, "key_hash": key_hash, "name": name,
-                "customer_id": customer_id, "team_id": team_id,
-                "external_subscription_id": external_subscription_id,
-                "allowed_models": allowed_models, "tags": tags or [],
-                "settings": settings or {}, "expires_at": expires_at,
-            })
+            row = await repository.insert_key(
+                conn,
+                {
+                    "prefix": prefix,
+                    "key_hash": key_hash,
+                    "name": name,
+                    "customer_id": customer_id,
+                    "team_id": team_id,
+                    "external_subscription_id": external_subscription_id,
+                    "allowed_models": allowed_models,
+                    "tags": tags or [],
+                    "settings": settings or {},
+                    "expires_at": expires_at,
+                },
+            )
         row.pop("key_hash")
         return key, row
 

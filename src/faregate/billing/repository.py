@@ -9,8 +9,10 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from faregate.billing.errors import BillingValidationError
 from faregate.store.tables.billing import billable_metrics, plans, subscriptions
 from faregate.store.tables.metering import events
 
@@ -23,6 +25,14 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+async def _insert_unique(conn: AsyncConnection, stmt: Any, field: str) -> None:
+    """Run an insert; a unique-key clash (a concurrent create) is Lago's value_already_exist."""
+    try:
+        await conn.execute(stmt)
+    except IntegrityError:
+        raise BillingValidationError(field, "value_already_exist") from None
+
+
 async def _one(conn: AsyncConnection, query: Any) -> dict[str, Any] | None:
     row = (await conn.execute(query)).mappings().first()
     return dict(row) if row else None
@@ -32,7 +42,7 @@ async def insert_metric(conn: AsyncConnection, definition: dict[str, Any]) -> di
     row = {"id": new_id(), "created_at": _now(), "code": definition["code"],
            "name": definition["name"], "aggregation_type": definition["aggregation_type"],
            "definition": definition}
-    await conn.execute(billable_metrics.insert().values(**row))
+    await _insert_unique(conn, billable_metrics.insert().values(**row), "code")
     return row
 
 
@@ -61,7 +71,7 @@ async def list_metrics(conn: AsyncConnection, limit: int = 100, offset: int = 0)
 async def insert_plan(conn: AsyncConnection, definition: dict[str, Any]) -> dict[str, Any]:
     row = {"id": new_id(), "created_at": _now(), "code": definition["code"],
            "name": definition["name"], "definition": definition}
-    await conn.execute(plans.insert().values(**row))
+    await _insert_unique(conn, plans.insert().values(**row), "code")
     return row
 
 
@@ -71,7 +81,7 @@ async def plan_by_code(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
 
 async def insert_subscription(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
     row = {"id": new_id(), "created_at": _now(), **values}
-    await conn.execute(subscriptions.insert().values(**row))
+    await _insert_unique(conn, subscriptions.insert().values(**row), "external_id")
     return row
 
 

@@ -13,10 +13,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from faregate.config import Settings
 from faregate.gateway.call import Call
 from faregate.gateway.pipeline import Gateway
-from faregate.gateway.policy_stages import BudgetStage, EstimateStage, ModerationStage, RateLimitStage
+from faregate.gateway.policy_stages import (
+    BudgetStage,
+    EstimateStage,
+    ModerationStage,
+    RateLimitStage,
+)
 from faregate.gateway.pricing import CatalogPricer
 from faregate.gateway.stages import Stage
-from faregate.policy import Budgets, Moderator, RateLimiter, parse_budgets, parse_moderation, parse_rate_limits
+from faregate.policy import (
+    Budgets,
+    Moderator,
+    RateLimiter,
+    parse_budgets,
+    parse_moderation,
+    parse_rate_limits,
+)
 from faregate.pricing import catalog_from_section
 from faregate.providers.base import Provider
 from faregate.routing.failover import call_with_failover
@@ -48,7 +60,9 @@ async def _counter_store(settings: Settings, closers: list[Callable[[], Awaitabl
 
     client = aioredis.Redis.from_url(
         settings.redis_url,
-        connection_pool=aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=64),
+        connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=64
+        ),
     )
     closers.append(client.aclose)
     prefix = str(settings.section("server").get("redis_prefix", "fg:"))
@@ -60,7 +74,9 @@ async def _health(settings: Settings, client: Any, closers: list[Any]) -> Health
     if client is not None:
         from faregate.routing.health_redis import RedisSharedHealth
 
-        shared = RedisSharedHealth(client, str(settings.section("server").get("redis_prefix", "fg:")))
+        shared = RedisSharedHealth(
+            client, str(settings.section("server").get("redis_prefix", "fg:"))
+        )
     health = HealthRegistry(shared=shared)
     await health.start()
     closers.append(health.aclose)
@@ -72,7 +88,9 @@ def _stages(settings: Settings, store: Any, pricer: CatalogPricer) -> list[Stage
     policies = parse_moderation(settings.section("moderation"))
     if policies:
         stages.append(ModerationStage(Moderator(policies, None)))
-    stages.append(RateLimitStage(RateLimiter(store, parse_rate_limits(settings.raw.get("rate_limits")))))
+    stages.append(
+        RateLimitStage(RateLimiter(store, parse_rate_limits(settings.raw.get("rate_limits"))))
+    )
     budgets = parse_budgets(settings.raw.get("budgets"))
     if budgets:
         stages.append(BudgetStage(Budgets(store, budgets)))
@@ -84,18 +102,27 @@ async def assemble_gateway(
 ) -> Parts:
     closers: list[Callable[[], Awaitable[Any]]] = []
     pricing = settings.section("pricing")
-    pricer = CatalogPricer(catalog_from_section(settings.section("prices")),
-                           markup=Decimal(str(pricing.get("markup", "1"))))
+    pricer = CatalogPricer(
+        catalog_from_section(settings.section("prices")),
+        markup=Decimal(str(pricing.get("markup", "1"))),
+    )
     store, client = await _counter_store(settings, closers)
     health = await _health(settings, client, closers)
     router = Router(settings.models, health=health, estimator=pricer)
     gateway = Gateway(
-        router=router, upstreams=upstreams, pricer=pricer, meter=_NoMeter(),
-        failover=call_with_failover, health=health, stages=_stages(settings, store, pricer),
+        router=router,
+        upstreams=upstreams,
+        pricer=pricer,
+        meter=_NoMeter(),
+        failover=call_with_failover,
+        health=health,
+        stages=_stages(settings, store, pricer),
         request_timeout=settings.request_timeout,
     )
     return Parts(
-        gateway=gateway, router=router, health=health,
+        gateway=gateway,
+        router=router,
+        health=health,
         subscription_of=lambda call: call.principal.external_subscription_id,
         components={"closers": closers, "counters": store, "pricer": pricer},
     )

@@ -16,7 +16,6 @@ from faregate.config import Deployment
 from faregate.errors import FaregateError, InvalidRequest
 from faregate.gateway.call import Call
 from faregate.gateway.stages import Stage, StageRun
-from faregate.usage import Usage
 from faregate.providers.base import (
     ChatResult,
     EmbeddingsResult,
@@ -25,6 +24,7 @@ from faregate.providers.base import (
     ProviderError,
     StreamState,
 )
+from faregate.usage import Usage
 
 T = TypeVar("T")
 
@@ -84,7 +84,9 @@ class Gateway:
         group = self.router.resolve(call.model)
         if group.kind != kind:
             raise InvalidRequest(
-                f"Model {call.model!r} does not serve {kind}.", param="model", code="model_not_supported"
+                f"Model {call.model!r} does not serve {kind}.",
+                param="model",
+                code="model_not_supported",
             )
         if not call.principal.allows(call.model) and not call.principal.allows(group.name):
             raise ModelNotAllowed(f"This API key may not use model {call.model!r}.", param="model")
@@ -94,14 +96,22 @@ class Gateway:
         return self.upstreams[deployment.provider]
 
     async def _with_failover(
-        self, call: Call, attempt: Callable[[Deployment], Awaitable[T]], *, first_chunk: bool = False
+        self,
+        call: Call,
+        attempt: Callable[[Deployment], Awaitable[T]],
+        *,
+        first_chunk: bool = False,
     ) -> T:
         route = self.pricer.route_request(call)
         group = call.group
         outcome = await self.failover(
-            self.router.plan(group, route), attempt, health=self.health,
-            deadline=time.monotonic() + self.request_timeout, max_attempts=self.max_attempts,
-            context_plan=self.router.context_plan(group, route), first_chunk=first_chunk,
+            self.router.plan(group, route),
+            attempt,
+            health=self.health,
+            deadline=time.monotonic() + self.request_timeout,
+            max_attempts=self.max_attempts,
+            context_plan=self.router.context_plan(group, route),
+            first_chunk=first_chunk,
         )
         call.deployment = outcome.deployment
         call.attempts = outcome.attempts
@@ -115,7 +125,10 @@ class Gateway:
 
     @staticmethod
     def _headers(call: Call) -> dict[str, str]:
-        headers = {"x-faregate-request-id": call.request_id, "x-faregate-attempts": str(call.attempts)}
+        headers = {
+            "x-faregate-request-id": call.request_id,
+            "x-faregate-attempts": str(call.attempts),
+        }
         if call.deployment is not None:
             headers["x-faregate-deployment"] = call.deployment.id
         if call.finished is not None:
@@ -125,7 +138,9 @@ class Gateway:
             headers["x-faregate-cache"] = "hit"
         return headers
 
-    async def _unary(self, call: Call, kind: str, invoke: Callable[[Provider, Deployment], Awaitable[T]]) -> T:
+    async def _unary(
+        self, call: Call, kind: str, invoke: Callable[[Provider, Deployment], Awaitable[T]]
+    ) -> T:
         self._resolve(call, kind)
         run = StageRun(self.stages)
         try:
@@ -134,9 +149,7 @@ class Gateway:
             if cached is not None:
                 result: T = cached
             else:
-                result = await self._with_failover(
-                    call, lambda d: invoke(self._provider(d), d)
-                )
+                result = await self._with_failover(call, lambda d: invoke(self._provider(d), d))
                 call.usage = result.usage  # type: ignore[attr-defined]
                 if self.cache:
                     await self.cache.store(call, result)
@@ -177,8 +190,12 @@ class Gateway:
                     yield chunk
                 return
 
-            async def connect(deployment: Deployment) -> tuple[AsyncIterator[dict[str, Any]], dict[str, Any]]:
-                upstream = self._provider(deployment).chat_stream(call.body, deployment.model, state)
+            async def connect(
+                deployment: Deployment,
+            ) -> tuple[AsyncIterator[dict[str, Any]], dict[str, Any]]:
+                upstream = self._provider(deployment).chat_stream(
+                    call.body, deployment.model, state
+                )
                 try:
                     first = await upstream.__anext__()
                 except BaseException:

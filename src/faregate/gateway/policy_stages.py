@@ -11,8 +11,13 @@ from faregate.policy import Budgets, Limits, Moderator, RateLimiter, Subject, re
 def subject_of(call: Call) -> Subject:
     p = call.principal
     user = call.body.get("user")
-    return Subject(key_id=p.key_id, team_id=p.team_name, customer_id=p.external_customer_id,
-                   tags=tuple(call.tags), user=user if isinstance(user, str) else None)
+    return Subject(
+        key_id=p.key_id,
+        team_id=p.team_name,
+        customer_id=p.external_customer_id,
+        tags=tuple(call.tags),
+        user=user if isinstance(user, str) else None,
+    )
 
 
 class EstimateStage:
@@ -35,7 +40,9 @@ class ModerationStage:
         self._moderator = moderator
 
     async def before(self, call: Call) -> None:
-        verdict = await self._moderator.check_async(subject_of(call), request_texts(call.kind, call.body))
+        verdict = await self._moderator.check_async(
+            subject_of(call), request_texts(call.kind, call.body)
+        )
         if verdict.blocked:
             call.saved = call.est_price or call.saved  # what the blocked call would have cost
             verdict.raise_if_blocked()
@@ -48,8 +55,13 @@ def _own_limits(call: Call) -> dict[str, Limits] | None:
     limits = call.principal.settings.get("limits")
     if not isinstance(limits, dict):
         return None
-    return {"key": Limits(rpm=limits.get("rpm"), tpm=limits.get("tpm"),
-                          max_concurrent=limits.get("max_concurrent"))}
+    return {
+        "key": Limits(
+            rpm=limits.get("rpm"),
+            tpm=limits.get("tpm"),
+            max_concurrent=limits.get("max_concurrent"),
+        )
+    }
 
 
 class RateLimitStage:
@@ -60,8 +72,10 @@ class RateLimitStage:
 
     async def before(self, call: Call) -> None:
         permit = await self._limiter.check(
-            subject_of(call), call.group.name if call.group else call.model,
-            call.est_input_tokens + call.est_output_tokens, own=_own_limits(call),
+            subject_of(call),
+            call.group.name if call.group else call.model,
+            call.est_input_tokens + call.est_output_tokens,
+            own=_own_limits(call),
             lease_id=call.request_id,
         )
         call.scratch["permit"] = permit
@@ -81,8 +95,12 @@ class BudgetStage:
 
     async def before(self, call: Call) -> None:
         hold = await self._budgets.reserve(
-            subject_of(call), call.group.name if call.group else call.model,
-            call.est_cost or 0, call.est_price or 0, call.request_id)  # type: ignore[arg-type]
+            subject_of(call),
+            call.group.name if call.group else call.model,
+            call.est_cost or 0,
+            call.est_price or 0,
+            call.request_id,
+        )  # type: ignore[arg-type]
         call.scratch["budget_hold"] = hold
 
     async def after(self, call: Call) -> None:

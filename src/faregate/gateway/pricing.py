@@ -8,9 +8,15 @@ import logging
 from decimal import Decimal
 
 from faregate.config import Deployment
-from faregate.gateway.call import Call
 from faregate.errors import FaregateError
-from faregate.pricing import ModelPrice, PriceCatalog, cost_of, estimate_images_cost, estimate_tokens_cost
+from faregate.gateway.call import Call
+from faregate.pricing import (
+    ModelPrice,
+    PriceCatalog,
+    cost_of,
+    estimate_images_cost,
+    estimate_tokens_cost,
+)
 from faregate.routing.base import RouteRequest
 from faregate.tokens import count_chat_input_tokens, count_embedding_input_tokens
 
@@ -33,14 +39,25 @@ class CatalogPricer:
 
     # -- routing's CostEstimator ---------------------------------------------------
     def estimate(self, deployment: Deployment, request: RouteRequest) -> Decimal | None:  # type: ignore[override]
-        price = self.catalog.price_for(deployment.catalog_model, at=request.now) if request.now \
+        price = (
+            self.catalog.price_for(deployment.catalog_model, at=request.now)
+            if request.now
             else None
+        )
         if price is None:
             return None
         if request.kind == "images":
-            return estimate_images_cost(price, request.images or 1, request.image_size,
-                                        request.image_quality, request.image_steps, at=request.now)
-        return estimate_tokens_cost(price, request.input_tokens, request.output_tokens, at=request.now)
+            return estimate_images_cost(
+                price,
+                request.images or 1,
+                request.image_size,
+                request.image_quality,
+                request.image_steps,
+                at=request.now,
+            )
+        return estimate_tokens_cost(
+            price, request.input_tokens, request.output_tokens, at=request.now
+        )
 
     # -- the pipeline's Pricer -----------------------------------------------------
     def estimate_call(self, call: Call) -> None:
@@ -67,29 +84,42 @@ class CatalogPricer:
     def _worst(self, call: Call, price: ModelPrice) -> Decimal:
         body = call.body
         if call.kind == "images":
-            return estimate_images_cost(price, int(body.get("n") or 1), _size(body),
-                                        body.get("quality"), body.get("steps"),
-                                        at=call.created_at, worst_case_time=True)
+            return estimate_images_cost(
+                price,
+                int(body.get("n") or 1),
+                _size(body),
+                body.get("quality"),
+                body.get("steps"),
+                at=call.created_at,
+                worst_case_time=True,
+            )
         cap = call.est_output_tokens
-        if price.max_output_tokens and call.kind == "chat" and not (
-                body.get("max_completion_tokens") or body.get("max_tokens")):
+        if (
+            price.max_output_tokens
+            and call.kind == "chat"
+            and not (body.get("max_completion_tokens") or body.get("max_tokens"))
+        ):
             cap = min(cap, price.max_output_tokens)
-        return estimate_tokens_cost(price, call.est_input_tokens, cap,
-                                    at=call.created_at, worst_case_time=True)
+        return estimate_tokens_cost(
+            price, call.est_input_tokens, cap, at=call.created_at, worst_case_time=True
+        )
 
     def settle(self, call: Call) -> None:
         if call.usage is None or call.deployment is None:
             return
         price = self.catalog.price_for(call.deployment.catalog_model, at=call.created_at)
         if price is None:
-            log.warning("unpriced model", extra={"model": call.deployment.catalog_model,
-                                                 "request_id": call.request_id})
+            log.warning(
+                "unpriced model",
+                extra={"model": call.deployment.catalog_model, "request_id": call.request_id},
+            )
             return
         try:
             call.cost = cost_of(call.usage, price, at=call.created_at)
         except FaregateError as err:  # the answer was delivered: record it, flag the gap
-            log.warning("usage not priced", extra={"request_id": call.request_id,
-                                                   "reason": err.message})
+            log.warning(
+                "usage not priced", extra={"request_id": call.request_id, "reason": err.message}
+            )
             return
         call.price = call.cost * self.markup
 
@@ -97,13 +127,20 @@ class CatalogPricer:
         body = call.body
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         return RouteRequest(
-            kind=call.kind, input_tokens=call.est_input_tokens,
+            kind=call.kind,
+            input_tokens=call.est_input_tokens,
             output_tokens=min(call.est_output_tokens, 1024) if call.kind == "chat" else 0,
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
             images=int(body.get("n") or 1) if call.kind == "images" else 0,
             image_size=_size(body) if call.kind == "images" else None,
-            image_quality=body.get("quality"), image_steps=body.get("steps"),
-            key_id=call.principal.key_id, user=body.get("user") if isinstance(body.get("user"), str) else None,
-            team=call.principal.team_name, tags=frozenset(call.tags), metadata=metadata or {},
-            max_price=call.principal.max_price, stream=call.stream, now=call.created_at,
+            image_quality=body.get("quality"),
+            image_steps=body.get("steps"),
+            key_id=call.principal.key_id,
+            user=body.get("user") if isinstance(body.get("user"), str) else None,
+            team=call.principal.team_name,
+            tags=frozenset(call.tags),
+            metadata=metadata or {},
+            max_price=call.principal.max_price,
+            stream=call.stream,
+            now=call.created_at,
         )

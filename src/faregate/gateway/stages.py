@@ -39,5 +39,6 @@ class StageRun:
             try:
                 await stage.after(call)
             except Exception:  # one stage failing must not leave the others unsettled
-                log.exception("stage %s failed to settle", stage.name,
-                              extra={"request_id": call.request_id})
+                log.exception(
+                    "stage %s failed to settle", stage.name, extra={"request_id": call.request_id}
+                )

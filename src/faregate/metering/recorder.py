@@ -59,18 +59,36 @@ def build_events(call: Call, subscription: str, customer: str | None) -> list[di
             "created_at": call.created_at,
         }
 
-    rows = [event("requests", "requests", {"requests": 1, "cost": decimal_str(call.cost),
-                                           "price": decimal_str(call.price)})]
+    rows = [
+        event(
+            "requests",
+            "requests",
+            {"requests": 1, "cost": decimal_str(call.cost), "price": decimal_str(call.price)},
+        )
+    ]
     if usage is None:
         return rows
     for kind, n in _token_parts(usage):
-        rows.append(event("tokens", f"tokens:{kind}", {"type": kind, "tokens": n,
-                                                       "estimated": usage.estimated}))
+        rows.append(
+            event(
+                "tokens",
+                f"tokens:{kind}",
+                {"type": kind, "tokens": n, "estimated": usage.estimated},
+            )
+        )
     if usage.images:
-        rows.append(event("images", "images", {
-            "images": usage.images, "size": usage.image_size, "quality": usage.image_quality,
-            "steps": usage.image_steps,
-        }))
+        rows.append(
+            event(
+                "images",
+                "images",
+                {
+                    "images": usage.images,
+                    "size": usage.image_size,
+                    "quality": usage.image_quality,
+                    "steps": usage.image_steps,
+                },
+            )
+        )
     if usage.seconds:
         rows.append(event("seconds", "seconds", {"seconds": decimal_str(usage.seconds)}))
     return rows

@@ -31,4 +31,6 @@ def decrypt(secret_key: str | None, ciphertext: str) -> str:
     try:
         return _fernet(secret_key).decrypt(ciphertext.encode()).decode()
     except InvalidToken:
-        raise SecretKeyError("Stored credential cannot be decrypted with FAREGATE_SECRET_KEY.") from None
+        raise SecretKeyError(
+            "Stored credential cannot be decrypted with FAREGATE_SECRET_KEY."
+        ) from None
