@@ -155,24 +155,46 @@ class FaregateInstance:
     # -- serving ------------------------------------------------------------------------
 
     def serve(self, cpus: list[int] | None = None) -> None:
-        """Start with the full configuration; if that fails, once more with core sections."""
-        try:
-            self._start(self.config, cpus)
-            self.sections = list(self._config_sections(self.config))
-            return
-        except RuntimeError as err:
-            failure = explain(err)
-            if self.proc:
-                self.proc.stop()
-        minimal = self.work / f"{self.name}-core-only.yaml"
+        """Start with the full configuration. If the server refuses it, try again without one
+        optional section at a time (last first), then without all of them, and say so."""
         raw = yaml.safe_load(self.config.read_text()) or {}
-        dropped = [k for k in raw if k not in CORE_SECTIONS]
-        minimal.write_text(
-            yaml.safe_dump({k: v for k, v in raw.items() if k in CORE_SECTIONS}, sort_keys=False)
-        )
-        self.notes.append(f"full config refused ({failure}); ran without sections {dropped}")
-        self._start(minimal, cpus)
-        self.sections = list(self._config_sections(minimal))
+        optional = [k for k in raw if k not in CORE_SECTIONS]
+        attempts = [[], *([s] for s in reversed(optional)), optional]
+        failures: list[str] = []
+        for dropped in attempts:
+            config = self.config
+            if dropped:
+                config = self.work / f"{self.name}-without-{'-'.join(dropped)}.yaml"
+                kept = {k: v for k, v in raw.items() if k not in dropped}
+                config.write_text(yaml.safe_dump(kept, sort_keys=False))
+            try:
+                self._start(config, cpus)
+            except RuntimeError as err:
+                failures.append(f"{self._server_error() or explain(err)}")
+                if self.proc:
+                    self.proc.stop()
+                continue
+            if dropped:
+                self.notes.append(
+                    f"the full configuration failed ({failures[0]}); measured without "
+                    f"section(s) {dropped}, so that part of the pipeline did not run"
+                )
+            self.sections = [k for k in raw if k not in dropped]
+            return
+        raise RuntimeError(f"faregate would not serve: {failures[-1]}")
+
+    def _server_error(self) -> str | None:
+        """The last exception the server logged (its log lines are JSON with an `exc`)."""
+        if not self.proc:
+            return None
+        for line in reversed(self.proc.tail(200).splitlines()):
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and entry.get("exc"):
+                return explain(str(entry["exc"]))
+        return None
 
     @staticmethod
     def _config_sections(path: Path) -> list[str]:
@@ -209,6 +231,66 @@ class FaregateInstance:
         status, reply = post(f"{self.base_url}/v1/chat/completions", body, self.key)
         if status != 200:
             raise RuntimeError(f"smoke request answered {status}: {reply[:300]!r}")
+
+    # -- the admin API --------------------------------------------------------------------
+
+    def admin_post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        """POST to the running server with the admin (organization) key."""
+        from benchlib.targets import post
+
+        return post(self.base_url + path, orjson.dumps(body).decode(), self.admin_key)
+
+    def billing_setup(self, metric_code: str) -> None:
+        """A billable metric, a plan charging for it and the key's subscription, through the
+        Lago-shaped API, so that events for SUBSCRIPTION are accepted. Failures become notes."""
+        plan = "bench_plan"
+        steps = [
+            (
+                "/api/v1/billable_metrics",
+                {
+                    "billable_metric": {
+                        "code": metric_code,
+                        "name": "Benchmark tokens",
+                        "aggregation_type": "sum_agg",
+                        "field_name": "output_tokens",
+                    }
+                },
+            ),
+            (
+                "/api/v1/plans",
+                {
+                    "plan": {
+                        "code": plan,
+                        "name": "Benchmark plan",
+                        "interval": "monthly",
+                        "amount_cents": 0,
+                        "amount_currency": "USD",
+                        "charges": [
+                            {
+                                "billable_metric_code": metric_code,
+                                "charge_model": "standard",
+                                "properties": {"amount": "0.00001"},
+                            }
+                        ],
+                    }
+                },
+            ),
+            ("/api/v1/customers", {"customer": {"external_id": CUSTOMER}}),
+            (
+                "/api/v1/subscriptions",
+                {
+                    "subscription": {
+                        "external_id": SUBSCRIPTION,
+                        "external_customer_id": CUSTOMER,
+                        "plan_code": plan,
+                    }
+                },
+            ),
+        ]
+        for path, body in steps:
+            status, reply = self.admin_post(path, body)
+            if not 200 <= status < 300:
+                self.notes.append(f"billing setup: {path} answered {status}: {reply[:200]!r}")
 
     # -- reading back -------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """`run.py --profile SCENARIO`: one target under py-spy while wrk drives one scenario.
 
 Writes a flamegraph SVG, a speedscope JSON and a Markdown summary of where the CPU time
-goes (self time per function, time under each faregate module) to bench/results/. Sampling
-pauses the process, so the throughput seen while profiling is not a benchmark figure.
+goes (self time per function, time under each faregate module) to bench/results/. Only the
+thread holding the GIL is sampled (`--gil`): idle pool threads (aiosqlite's, executors')
+would otherwise fill the profile, at the price of missing native work done without the GIL.
+Sampling pauses the process, so the throughput seen while profiling is not a benchmark figure.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def record(py_spy: str, pid: int, fmt: str, out: Path, seconds: float, core: int
             str(RATE),
             "--format",
             fmt,
+            "--gil",
             "-o",
             str(out),
         ],
@@ -139,7 +142,8 @@ def run_profile(args: argparse.Namespace, work: Path, results: Path) -> int:
         mock.stop()
     summary = (
         f"# Where {target.label} spends its CPU: {scenario.label}, {date}\n\n"
-        f"py-spy {RATE} Hz for {seconds:g} s while wrk ran the scenario "
+        f"py-spy {RATE} Hz (`--gil`: the thread running Python) for {seconds:g} s while wrk "
+        f"ran the scenario "
         f"({layout.describe()}). Flamegraph: `{stem.with_suffix('.svg').name}`; "
         f"speedscope: `{stem.name}.speedscope.json` (open at speedscope.app).\n\n"
         + summarise(outputs[2][1])
