@@ -50,6 +50,7 @@ class UsageWriter:
         self._events: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._flush_lock = asyncio.Lock()
         self.listeners: list[Any] = []  # callables(request_row, events) after each record
 
@@ -84,7 +85,7 @@ class UsageWriter:
         return len(leftovers)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
@@ -128,8 +129,10 @@ class UsageWriter:
 
     async def close(self) -> None:
         if self._task is not None:
+            # The flag ends the loop even if a cancel racing wait_for's expiry is lost.
+            self._closing = True
+            self._wake.set()
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5)
         await self.flush()
         self._journal.close()

@@ -92,6 +92,7 @@ class HealthRegistry:
         self._callbacks: list[Callable[[StateChange], None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- reads (router, strategies) -------------------------------------------------
 
@@ -242,9 +243,12 @@ class HealthRegistry:
 
     async def aclose(self) -> None:
         if self._task is not None:
+            # The flag ends the loop even if a cancel coinciding with an expiring
+            # asyncio.timeout is turned into a TimeoutError and swallowed (Python 3.11).
+            self._closing = True
+            self._wake.set()
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5)
             self._task = None
 
     async def sync(self) -> None:
@@ -275,7 +279,7 @@ class HealthRegistry:
 
     async def _sync_loop(self) -> None:
         failing = False
-        while True:
+        while not self._closing:
             try:
                 async with asyncio.timeout(max(1.0, self._sync_interval * 4)):
                     await self.sync()
