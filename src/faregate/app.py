@@ -7,10 +7,13 @@ import asyncio
 import logging
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.api import admin, anthropic, billing, openai, system
 from faregate.api.errors import error_middleware
@@ -22,7 +25,9 @@ from faregate.metering.recorder import Recorder
 from faregate.metering.writer import UsageWriter
 from faregate.providers.base import Endpoint
 from faregate.providers.registry import build_provider
+from faregate.store import crypto
 from faregate.store.db import create_engine
+from faregate.store.tables.gateway import provider_credentials
 
 log = logging.getLogger("faregate")
 
@@ -50,8 +55,29 @@ def _http_session() -> aiohttp.ClientSession:
     )
 
 
+async def _stored_credentials(engine: AsyncEngine, settings: Settings) -> None:
+    """Provider keys stored (encrypted) in the database fill in those the YAML leaves unset."""
+    async with engine.connect() as conn:
+        rows = (
+            (
+                await conn.execute(
+                    select(provider_credentials).where(provider_credentials.c.active.is_(True))
+                )
+            )
+            .mappings()
+            .all()
+        )
+    for row in rows:
+        provider = settings.providers.get(row["provider"])
+        if provider is not None and provider.api_key is None:
+            settings.providers[provider.name] = replace(
+                provider, api_key=crypto.decrypt(settings.secret_key, row["ciphertext"])
+            )
+
+
 async def _startup(app: web.Application, settings: Settings) -> None:
     engine = create_engine(settings.database_url)
+    await _stored_credentials(engine, settings)
     session = _http_session()
     upstreams = {
         name: build_provider(_endpoint(settings, name), session) for name in settings.providers

@@ -220,7 +220,7 @@ async def put_credential(request: web.Request) -> web.Response:
             )
         else:
             await conn.execute(provider_credentials.insert().values(provider=name, **values))
-    return json_response({"provider": name, "stored": True, "applies": "on restart"})
+    return json_response({"provider": name, "stored": True, "applies": "on restart, where the configuration sets no key"})
 
 
 def add_routes(app: web.Application) -> None:
