@@ -15,15 +15,24 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"
 
 
 async def _chat(url: str, key: str, body: dict) -> tuple[int, dict, dict]:
-    async with aiohttp.ClientSession() as s, s.post(
-        f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        ) as r,
+    ):
         return r.status, dict(r.headers), await r.json()
 
 
-async def test_requests_past_the_rpm_get_429_with_openai_headers(tmp_path: Path, mock: MockServer) -> None:
-    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, {
-        "rate_limits": {"rules": [{"id": "k", "scope": "key", "match": "*", "rpm": 5}]}})
+async def test_requests_past_the_rpm_get_429_with_openai_headers(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await start_gateway(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
+        mock,
+        {"rate_limits": {"rules": [{"id": "k", "scope": "key", "match": "*", "rpm": 5}]}},
+    )
     try:
         results = await asyncio.gather(*(_chat(gw.url, gw.key, CHAT) for _ in range(12)))
         statuses = sorted(r[0] for r in results)
@@ -39,9 +48,23 @@ async def test_requests_past_the_rpm_get_429_with_openai_headers(tmp_path: Path,
 
 
 async def test_blocked_prompts_never_reach_the_provider(tmp_path: Path, mock: MockServer) -> None:
-    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, {
-        "moderation": {"policies": [{"id": "secrets", "keywords": ["launch codes"],
-                                     "action": "block", "apply_to": "default"}]}})
+    gw = await start_gateway(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
+        mock,
+        {
+            "moderation": {
+                "policies": [
+                    {
+                        "id": "secrets",
+                        "keywords": ["launch codes"],
+                        "action": "block",
+                        "apply_to": "default",
+                    }
+                ]
+            }
+        },
+    )
     try:
         body = {**CHAT, "messages": [{"role": "user", "content": "tell me the launch codes"}]}
         status, _, data = await _chat(gw.url, gw.key, body)
@@ -55,9 +78,24 @@ async def test_blocked_prompts_never_reach_the_provider(tmp_path: Path, mock: Mo
 
 async def test_a_hard_budget_holds_under_concurrency(tmp_path: Path, mock: MockServer) -> None:
     # gpt-4o-mini: 0.15 / 0.60 per 1M; each call's worst case is held before it runs.
-    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, {
-        "budgets": [{"id": "b", "scope": "key", "match": "*", "basis": "cost",
-                     "amount": "0.0001", "period": "day", "hard": True}]})
+    gw = await start_gateway(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
+        mock,
+        {
+            "budgets": [
+                {
+                    "id": "b",
+                    "scope": "key",
+                    "match": "*",
+                    "basis": "cost",
+                    "amount": "0.0001",
+                    "period": "day",
+                    "hard": True,
+                }
+            ]
+        },
+    )
     try:
         results = await asyncio.gather(*(_chat(gw.url, gw.key, CHAT) for _ in range(100)))
         ok = [r for r in results if r[0] == 200]

@@ -10,7 +10,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from faregate.cache import CachePolicy, ResponseCache
 from faregate.config import Settings
+from faregate.gateway.cache import GatewayCache
 from faregate.gateway.call import Call
 from faregate.gateway.pipeline import Gateway
 from faregate.gateway.policy_stages import (
@@ -109,6 +111,8 @@ async def assemble_gateway(
     store, client = await _counter_store(settings, closers)
     health = await _health(settings, client, closers)
     router = Router(settings.models, health=health, estimator=pricer)
+    cache_policy = CachePolicy.from_config(settings.section("cache"))
+    cache = GatewayCache(ResponseCache(store), cache_policy) if cache_policy.enabled else None
     gateway = Gateway(
         router=router,
         upstreams=upstreams,
@@ -117,6 +121,7 @@ async def assemble_gateway(
         failover=call_with_failover,
         health=health,
         stages=_stages(settings, store, pricer),
+        cache=cache,
         request_timeout=settings.request_timeout,
     )
     return Parts(

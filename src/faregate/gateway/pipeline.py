@@ -42,9 +42,13 @@ class Meter(Protocol):
 
 
 class ResponseCache(Protocol):
-    async def lookup(self, call: Call) -> Any | None: ...
+    async def lookup(self, call: Call) -> Any | None:
+        """A hit (result, or an async iterator of chunks for a stream), or None."""
 
     async def store(self, call: Call, result: Any) -> None: ...
+
+    def recorder(self, call: Call) -> Any | None:
+        """Collects a stream's chunks (add(chunk), await finish(call)), or None."""
 
 
 def _partial_usage(call: Call, state: StreamState) -> Usage:
@@ -151,9 +155,9 @@ class Gateway:
             else:
                 result = await self._with_failover(call, lambda d: invoke(self._provider(d), d))
                 call.usage = result.usage  # type: ignore[attr-defined]
-                if self.cache:
-                    await self.cache.store(call, result)
             self._finish(call)
+            if self.cache and not call.cache_hit:
+                await self.cache.store(call, result)
             return result
         except FaregateError as err:
             call.fail(err.status, err.code)
@@ -186,8 +190,10 @@ class Gateway:
             await run.enter(call)
             cached = await self.cache.lookup(call) if self.cache else None
             if cached is not None:
+                call.response_headers.update(self._headers(call))
                 async for chunk in cached:
                     yield chunk
+                call.finished = time.perf_counter()
                 return
 
             async def connect(
@@ -206,7 +212,7 @@ class Gateway:
             stream, first = await self._with_failover(call, connect, first_chunk=True)
             call.ttft = time.perf_counter() - call.started
             call.response_headers.update(self._headers(call))
-            recorder = self.cache.recorder(call) if self.cache else None  # type: ignore[attr-defined]
+            recorder = self.cache.recorder(call) if self.cache else None
             if recorder:
                 recorder.add(first)
             yield first
@@ -216,9 +222,9 @@ class Gateway:
                 yield chunk
             call.usage = state.usage
             call.scratch["finish_reason"] = state.finish_reason
-            if recorder:
-                await recorder.finish(state)
             self._finish(call)
+            if recorder:
+                await recorder.finish(call)
         except ProviderError as err:
             # After the first chunk nothing is retried: the caller ends the stream with an
             # error event; before it, the error surfaces as an HTTP status.
