@@ -23,27 +23,12 @@ from faregate.config import Settings
 from faregate.gateway.assembly import assemble_gateway
 from faregate.metering.recorder import Recorder
 from faregate.metering.writer import UsageWriter
-from faregate.providers.base import Endpoint
-from faregate.providers.registry import build_provider
+from faregate.providers.registry import build_provider, endpoint_for
 from faregate.store import crypto
 from faregate.store.db import create_engine
 from faregate.store.tables.gateway import provider_credentials
 
 log = logging.getLogger("faregate")
-
-
-def _endpoint(settings: Settings, name: str) -> Endpoint:
-    p = settings.providers[name]
-    return Endpoint(
-        name=p.name,
-        wire=p.wire,
-        base_url=p.base_url,
-        api_key=p.api_key,
-        headers=p.headers,
-        timeout=p.timeout,
-        connect_timeout=p.connect_timeout,
-        options=p.options,
-    )
 
 
 def _http_session() -> aiohttp.ClientSession:
@@ -80,7 +65,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     await _stored_credentials(engine, settings)
     session = _http_session()
     upstreams = {
-        name: build_provider(_endpoint(settings, name), session) for name in settings.providers
+        name: build_provider(endpoint_for(p), session) for name, p in settings.providers.items()
     }
     journal_dir = (
         Path(settings.data_dir)
