@@ -129,10 +129,12 @@ class UsageWriter:
 
     async def close(self) -> None:
         if self._task is not None:
-            # The flag ends the loop even if a cancel racing wait_for's expiry is lost.
+            # Let the loop finish the flush it may be in: cancelling it mid-transaction could
+            # leave the SQLite write lock held by a half-closed connection.
             self._closing = True
             self._wake.set()
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=5)
+            _, pending = await asyncio.wait({self._task}, timeout=30)
+            for task in pending:
+                task.cancel()
         await self.flush()
         self._journal.close()
