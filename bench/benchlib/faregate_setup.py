@@ -73,6 +73,7 @@ class FaregateInstance:
         self.proc: procs.Proc | None = None
         self.notes: list[str] = []
         self.sections: list[str] = []
+        self.dropped: list[str] = []  # configuration sections the server refused
         self.pg_database: str | None = None
         if distributed:
             self.pg_database = f"faregate_bench_{os.getpid()}_{name.replace('-', '_')}"
@@ -180,6 +181,7 @@ class FaregateInstance:
                     f"section(s) {dropped}, so that part of the pipeline did not run"
                 )
             self.sections = [k for k in raw if k not in dropped]
+            self.dropped = list(dropped)
             return
         raise RuntimeError(f"faregate would not serve: {failures[-1]}")
 

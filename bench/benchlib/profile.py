@@ -64,6 +64,7 @@ def record(py_spy: str, pid: int, fmt: str, out: Path, seconds: float, core: int
 def summarise(raw: Path, top: int = 30) -> str:
     """Self time per function and total time under each faregate module, from collapsed stacks."""
     own: collections.Counter[str] = collections.Counter()
+    by_package: collections.Counter[str] = collections.Counter()
     under: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
@@ -74,12 +75,19 @@ def summarise(raw: Path, top: int = 30) -> str:
         total += n
         frames = stack.split(";")
         own[frames[-1]] += n
+        by_package[_package(frames[-1])] += n
         for module in {_module(f) for f in frames if "faregate/" in f or "faregate." in f}:
             under[module] += n
     if not total:
         return "no samples\n"
     lines = [
         f"{total:,} samples at {RATE} Hz.",
+        "",
+        "### Self time by package",
+        "",
+        "| share | package |",
+        "| ---: | --- |",
+        *[f"| {100 * n / total:.1f}% | `{p}` |" for p, n in by_package.most_common(15)],
         "",
         "### Self time, top functions",
         "",
@@ -96,6 +104,17 @@ def summarise(raw: Path, top: int = 30) -> str:
     ]
     lines += [f"| {100 * n / total:.1f}% | `{m}` |" for m, n in under.most_common(top)]
     return "\n".join(lines) + "\n"
+
+
+def _package(frame: str) -> str:
+    """'f (aiohttp/client.py:9)' -> 'aiohttp'; 'g (faregate/api/openai.py:1)' -> 'faregate.api'."""
+    path = _module(frame)
+    parts = path.split("/")
+    if parts[0] == "faregate" and len(parts) > 2:
+        return f"faregate.{parts[1]}"
+    if len(parts) > 1:
+        return parts[0]
+    return "python: " + (parts[0].removesuffix(".py") or "event loop / native")
 
 
 def _module(frame: str) -> str:

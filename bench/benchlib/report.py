@@ -202,7 +202,11 @@ def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) 
         "| --- | ---: | ---: | :---: | --- |",
     ]
     for c in meta["checks"]:
-        met = {True: "yes", False: "**no**", None: "not measured"}[c["met"]]
+        met = {
+            True: "yes",
+            False: "**no**",
+            None: "-" if c["value"] is not None else "not measured",
+        }[c["met"]]
         value = "-" if c["value"] is None else f"{c['value']:g}"
         lines.append(f"| {c['check']} | {value} | {c['target']} | {met} | {c['basis']} |")
     lines.append("")
@@ -321,7 +325,11 @@ def readme_section(meta: dict[str, Any], cells: Cells, labels: dict[str, str], s
         "| --- | ---: | ---: | :---: |",
     ]
     for c in meta["checks"]:
-        met = {True: "yes", False: "**no**", None: "not measured"}[c["met"]]
+        met = {
+            True: "yes",
+            False: "**no**",
+            None: "-" if c["value"] is not None else "not measured",
+        }[c["met"]]
         value = "-" if c["value"] is None else f"{c['value']:g}"
         lines.append(f"| {c['check']} ({c['basis']}) | {value} | {c['target']} | {met} |")
     if meta.get("notes"):

@@ -42,6 +42,7 @@ class Target:
     notes: list[str] = field(default_factory=list)
     proc: procs.Proc | None = None
     is_mock: bool = False  # the direct target: the mock is the server
+    dropped: list[str] = field(default_factory=list)  # config sections that did not run
 
     def start(self, ctx: Context) -> None:
         raise NotImplementedError
@@ -231,6 +232,7 @@ class Faregate(Target):
         self.instance.serve()
         self.proc = self.instance.proc
         self.auth = self.instance.key
+        self.dropped = self.instance.dropped
         self.notes.extend(self.instance.notes)
 
     def url(self, scenario: Scenario) -> str:
