@@ -93,7 +93,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
 
 async def _cleanup(app: web.Application) -> None:
     services = app[SERVICES]
-    for closer in services.components.get("closers", []):
+    for closer in reversed(services.components.get("closers", [])):
         await closer()
     await services.writer.close()
     await services.components["http"].close()

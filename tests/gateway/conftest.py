@@ -83,8 +83,13 @@ class Running:
 
 
 async def start_gateway(
-    tmp_path: Path, database_url: str, mock: MockServer, extra: dict[str, Any] | None = None
+    tmp_path: Path,
+    database_url: str,
+    mock: MockServer,
+    extra: dict[str, Any] | None = None,
+    key_for: Running | None = None,
 ) -> Running:
+    """Start a gateway; with `key_for`, a second replica on the same database and key."""
     env = {
         "FAREGATE_DATABASE_URL": database_url,
         "FAREGATE_ADMIN_KEY": ADMIN_KEY,
@@ -92,14 +97,17 @@ async def start_gateway(
     }
     settings = load_settings(env=env, overrides=gateway_config(mock.url, extra))
     settings.port = free_port()
-    await asyncio.to_thread(migrate, settings.database_url)  # Alembic runs its own loop
-    engine = create_engine(settings.database_url)
-    async with engine.begin() as conn:
-        await repository.insert_customer(conn, {"external_id": "acme", "name": "Acme"})
-    key, _ = await KeyService(engine, ADMIN_KEY).create_key(
-        name="t", customer_external_id="acme", team="research"
-    )
-    await engine.dispose()
+    if key_for is not None:
+        key = key_for.key
+    else:
+        await asyncio.to_thread(migrate, settings.database_url)  # Alembic runs its own loop
+        engine = create_engine(settings.database_url)
+        async with engine.begin() as conn:
+            await repository.insert_customer(conn, {"external_id": "acme", "name": "Acme"})
+        key, _ = await KeyService(engine, ADMIN_KEY).create_key(
+            name="t", customer_external_id="acme", team="research"
+        )
+        await engine.dispose()
     runner = await start_app(settings)
     return Running(f"http://127.0.0.1:{settings.port}", key, settings, mock, runner)
 

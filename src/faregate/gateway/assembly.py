@@ -60,12 +60,9 @@ async def _counter_store(settings: Settings, closers: list[Callable[[], Awaitabl
 
     from faregate.store.counters.redis_store import RedisCounterStore
 
-    client = aioredis.Redis.from_url(
-        settings.redis_url,
-        connection_pool=aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=64
-        ),
-    )
+    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=64)
+    client = aioredis.Redis(connection_pool=pool)
+    closers.append(pool.disconnect)
     closers.append(client.aclose)
     prefix = str(settings.section("server").get("redis_prefix", "fg:"))
     return RedisCounterStore(client, prefix=prefix), client
