@@ -88,16 +88,16 @@ async def test_error_table(
 
 @pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
 async def test_revoked_and_disallowed_keys(gateway: Running) -> None:
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as s:
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with aiohttp.ClientSession(headers=admin) as s:
         async with s.post(
             gateway.url + "/admin/keys",
             json={"customer": "acme", "allowed_models": ["claude-sonnet-4"]},
         ) as r:
             created = await r.json()
-    limited = created["key"]
-    status, body = await _post(gateway, "/v1/chat/completions", json=CHAT, key=limited)
-    assert (status, body["error"]["code"]) == (403, "model_not_allowed")
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as s:
+        limited = created["key"]
+        status, body = await _post(gateway, "/v1/chat/completions", json=CHAT, key=limited)
+        assert (status, body["error"]["code"]) == (403, "model_not_allowed")
         async with s.delete(f"{gateway.url}/admin/keys/{created['api_key']['id']}") as r:
             assert r.status == 200
     status, body = await _post(gateway, "/v1/chat/completions", json=CHAT, key=limited)
