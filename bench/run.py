@@ -21,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import orjson
 from benchlib import machine, measure, procs, report
 from benchlib.faregate_setup import explain
 from benchlib.scenarios import BY_KEY, SCENARIOS
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         for target in live:
             target.stop()
         mock.stop()
+    raw = RESULTS / f"results-{date}{'-quick' if args.quick else ''}{args.tag}.raw.json"
+    raw.write_bytes(orjson.dumps(cells))  # kept until the report is written
     report.add_latency_deltas(cells)
     labels = {t.name: t.label for t in targets}
     meta: dict[str, Any] = {
@@ -215,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         labels,
         f"faregate vs pass-through vs LiteLLM, {date}{' (quick)' if args.quick else ''}",
     )
+    raw.unlink()
     if not args.tag:
         report.update_readme(BENCH / "README.md", report.readme_section(meta, cells, labels, stem))
     print(f"\nwrote {RESULTS / stem}.md/.json/.png")

@@ -45,9 +45,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b not in (None, 0) else None
 
 
-def checks(cells: Cells) -> list[dict[str, Any]]:
-    """The ratios the project targets, each with its figure and whether it is met."""
+def checks(cells: Cells, dropped: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """The ratios the project targets, each with its figure and whether it is met. A target
+    that ran without part of its configuration (`dropped`) gets no verdict."""
     out: list[dict[str, Any]] = []
+    dropped = dropped or {}
 
     def add(name: str, value: float | None, op: str, limit: float, unit: str, basis: str) -> None:
         met = (
@@ -55,6 +57,10 @@ def checks(cells: Cells) -> list[dict[str, Any]]:
             if value is None
             else (value <= limit if op == "<=" else value >= limit if op == ">=" else value < limit)
         )
+        target = FG_PG if "PostgreSQL" in name else FG
+        if dropped.get(target) and value is not None:
+            met = None
+            basis += f"; no verdict: ran without {', '.join(dropped[target])}"
         out.append(
             {
                 "check": name,
