@@ -96,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     add_config_args(p)
-    p.add_argument("--revision", default="head")
+    p.add_argument("--revision", default="heads")
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("mock-provider", help="run the built-in provider emulator")

@@ -56,7 +56,7 @@ def _alembic_config(url: str) -> Any:
     return config
 
 
-def migrate(url: str, revision: str = "head") -> None:
+def migrate(url: str, revision: str = "heads") -> None:
     """Bring the database schema to `revision` with Alembic (synchronous; run before serving)."""
     from alembic import command
 
