@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faregate.api import admin, anthropic, billing, openai, system
+from faregate.api import admin, anthropic, billing, openai, system, webhooks
 from faregate.api.errors import error_middleware
 from faregate.api.state import SERVICES, Services
 from faregate.auth.service import KeyService
@@ -27,6 +27,7 @@ from faregate.providers.registry import build_provider, endpoint_for
 from faregate.store import crypto
 from faregate.store.db import create_engine
 from faregate.store.tables.gateway import provider_credentials
+from faregate.webhooks import Webhooks, WebhookSettings
 
 log = logging.getLogger("faregate")
 
@@ -75,7 +76,9 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     writer = UsageWriter(engine, journal_dir)
     await writer.start()
     keys = KeyService(engine, settings.admin_key)
-    parts = await assemble_gateway(settings, engine=engine, upstreams=upstreams)
+    hooks = Webhooks(engine, WebhookSettings.from_settings(settings))
+    await hooks.start()
+    parts = await assemble_gateway(settings, engine=engine, upstreams=upstreams, webhooks=hooks)
     recorder = Recorder(writer, parts.subscription_of)
     parts.gateway.meter = recorder
     app[SERVICES] = Services(
@@ -86,6 +89,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         gateway=parts.gateway,
         writer=writer,
         started_at=int(time.time()),
+        webhooks=hooks,
         health=parts.health,
         components={"http": session, "upstreams": upstreams, **parts.components},
     )
@@ -96,6 +100,7 @@ async def _cleanup(app: web.Application) -> None:
     for closer in reversed(services.components.get("closers", [])):
         await closer()
     await services.writer.close()
+    await services.webhooks.close()
     await services.components["http"].close()
     await services.engine.dispose()
 
@@ -108,7 +113,7 @@ def build_app(settings: Settings) -> web.Application:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(_cleanup)
-    for module in (openai, anthropic, admin, system, billing):
+    for module in (openai, anthropic, admin, system, billing, webhooks):
         module.add_routes(app)
     return app
 

@@ -13,6 +13,7 @@ from faregate.auth.service import KeyService
 from faregate.config import Settings
 from faregate.gateway.pipeline import Gateway
 from faregate.metering.writer import UsageWriter
+from faregate.webhooks import Webhooks
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Services:
     gateway: Gateway
     writer: UsageWriter
     started_at: int
+    webhooks: Webhooks
     health: Any = None
     components: dict[str, Any] = field(default_factory=dict)
 

@@ -37,6 +37,7 @@ from faregate.routing.failover import call_with_failover
 from faregate.routing.health import HealthRegistry
 from faregate.routing.router import Router
 from faregate.store.counters import MemoryCounterStore
+from faregate.webhooks import Webhooks
 
 
 @dataclass
@@ -97,7 +98,11 @@ def _stages(settings: Settings, store: Any, pricer: CatalogPricer) -> list[Stage
 
 
 async def assemble_gateway(
-    settings: Settings, *, engine: AsyncEngine, upstreams: dict[str, Provider]
+    settings: Settings,
+    *,
+    engine: AsyncEngine,
+    upstreams: dict[str, Provider],
+    webhooks: Webhooks | None = None,
 ) -> Parts:
     closers: list[Callable[[], Awaitable[Any]]] = []
     pricing = settings.section("pricing")
@@ -126,5 +131,10 @@ async def assemble_gateway(
         router=router,
         health=health,
         subscription_of=lambda call: call.principal.external_subscription_id,
-        components={"closers": closers, "counters": store, "pricer": pricer},
+        components={
+            "closers": closers,
+            "counters": store,
+            "pricer": pricer,
+            "webhooks": webhooks,
+        },
     )
