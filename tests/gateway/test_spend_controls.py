@@ -106,3 +106,29 @@ async def test_a_hard_budget_holds_under_concurrency(tmp_path: Path, mock: MockS
         assert spent <= Decimal("0.0001")
     finally:
         await gw.runner.cleanup()
+
+
+async def test_holds_left_by_a_dead_process_are_swept_in_the_background(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    from faregate.store.counters import ReserveSpec
+
+    gw = await start_gateway(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
+        mock,
+        {"server": {"hold_sweep_interval_s": 0.02}},
+    )
+    try:
+        store = gw.services.components["counters"]
+        spec = ReserveSpec("budget:b:team", 500, 1000, "p", 60)
+        assert (await store.reserve([spec], "orphan", 0.01)).ok  # its process "died"
+        for _ in range(300):
+            if await store.held("budget:b:team:p") == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.held("budget:b:team:p") == 0
+        assert gw.services.components["hold_sweeper"].runs > 0
+    finally:
+        await gw.runner.cleanup()
+    assert not gw.services.components["hold_sweeper"].running

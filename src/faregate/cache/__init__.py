@@ -3,7 +3,13 @@ lookup/store/TTL, and entries kept in a CounterStore (in-process LRU or Redis)."
 
 from faregate.cache.keys import cache_key, normalize
 from faregate.cache.policy import CacheDecision, CachePolicy
-from faregate.cache.store import CachedResponse, ChunkRecorder, ResponseCache, hit_price
+from faregate.cache.store import (
+    CachedResponse,
+    ChunkRecorder,
+    ResponseCache,
+    hit_price,
+    hit_share,
+)
 
 __all__ = [
     "CacheDecision",
@@ -13,5 +19,6 @@ __all__ = [
     "ResponseCache",
     "cache_key",
     "hit_price",
+    "hit_share",
     "normalize",
 ]

@@ -79,11 +79,14 @@ def _from_header(header: dict[str, Any], tail: bytes) -> CachedResponse | None:
     )
 
 
+def hit_share(policy: CachePolicy) -> Decimal:
+    """The part of the original usage and price a cache hit is billed: 0 or the share."""
+    return policy.share if policy.hit_billing == "share" else Decimal(0)
+
+
 def hit_price(original_price: Decimal, policy: CachePolicy) -> Decimal:
     """What a cache hit is billed: nothing, or the configured share of the original price."""
-    if policy.hit_billing == "share":
-        return original_price * policy.share
-    return Decimal(0)
+    return original_price * hit_share(policy)
 
 
 class ResponseCache:

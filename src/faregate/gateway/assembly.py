@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from faregate.alerts import Alerts
+from faregate.background import PeriodicTask
 from faregate.cache import CachePolicy, ResponseCache
 from faregate.config import Settings
 from faregate.gateway.cache import GatewayCache
@@ -83,7 +85,7 @@ async def _health(settings: Settings, client: Any, closers: list[Any]) -> Health
     return health
 
 
-def _stages(settings: Settings, store: Any, pricer: CatalogPricer) -> list[Stage]:
+def _stages(settings: Settings, store: Any, pricer: CatalogPricer, alerts: Alerts) -> list[Stage]:
     stages: list[Stage] = [EstimateStage(pricer)]
     policies = parse_moderation(settings.section("moderation"))
     if policies:
@@ -93,8 +95,16 @@ def _stages(settings: Settings, store: Any, pricer: CatalogPricer) -> list[Stage
     )
     budgets = parse_budgets(settings.raw.get("budgets"))
     if budgets:
-        stages.append(BudgetStage(Budgets(store, budgets)))
+        stages.append(BudgetStage(Budgets(store, budgets, alerts=alerts)))
     return stages
+
+
+async def _hold_sweeper(settings: Settings, store: Any, closers: list[Any]) -> PeriodicTask:
+    """Releases holds whose process died before settling them (budgets, wallets)."""
+    interval = float(settings.section("server").get("hold_sweep_interval_s", 30))
+    sweeper = PeriodicTask("hold-sweeper", interval, store.sweep_expired).start()
+    closers.append(sweeper.stop)
+    return sweeper
 
 
 async def assemble_gateway(
@@ -112,6 +122,8 @@ async def assemble_gateway(
     )
     store, client = await _counter_store(settings, closers)
     health = await _health(settings, client, closers)
+    alerts = Alerts(webhooks, store)
+    sweeper = await _hold_sweeper(settings, store, closers)
     router = Router(settings.models, health=health, estimator=pricer)
     cache_policy = CachePolicy.from_config(settings.section("cache"))
     cache = GatewayCache(ResponseCache(store), cache_policy) if cache_policy.enabled else None
@@ -122,7 +134,7 @@ async def assemble_gateway(
         meter=_NoMeter(),
         failover=call_with_failover,
         health=health,
-        stages=_stages(settings, store, pricer),
+        stages=_stages(settings, store, pricer, alerts),
         cache=cache,
         request_timeout=settings.request_timeout,
     )
@@ -136,5 +148,7 @@ async def assemble_gateway(
             "counters": store,
             "pricer": pricer,
             "webhooks": webhooks,
+            "alerts": alerts,
+            "hold_sweeper": sweeper,
         },
     )

@@ -9,7 +9,14 @@ from typing import Any
 
 import orjson
 
-from faregate.cache import CachedResponse, CachePolicy, ResponseCache, cache_key, hit_price
+from faregate.cache import (
+    CachedResponse,
+    CachePolicy,
+    ResponseCache,
+    cache_key,
+    hit_price,
+    hit_share,
+)
 from faregate.cache.policy import CacheDecision
 from faregate.gateway.call import Call
 from faregate.money import from_nanos, to_nanos
@@ -78,6 +85,7 @@ class GatewayCache:
         call.price = hit_price(original, self._policy)
         call.cost = Decimal(0)
         call.saved = original - call.price
+        call.billed_share = hit_share(self._policy)
         if hit.chunks is not None:
             return _replay(hit.chunks)
         return ChatResult(body=hit.body or {}, usage=call.usage)

@@ -38,6 +38,9 @@ class Call:
     price: Decimal = Decimal(0)
     saved: Decimal = Decimal(0)
     cache_hit: bool = False
+    # The part of `usage` billed as usage events: 1 for a fresh answer; for a cache hit
+    # 0 (hit_billing: free, no events) or the configured share (events scaled by it).
+    billed_share: Decimal = Decimal(1)
     attempts: int = 0
     status: int = 200
     error_code: str | None = None

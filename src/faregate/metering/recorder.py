@@ -3,11 +3,14 @@
 Built-in event codes (documented in docs/billing.md): `tokens` (one event per non-zero
 type: input, cached_input, output, reasoning — disjoint, so they add up), `images`,
 `seconds` and `requests`. Every event's transaction_id starts with the request id.
+A cache hit is billed by the cache's hit policy (`call.billed_share`): free hits emit no
+events; shared hits emit every quantity scaled by the share, flagged `cache_hit`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from faregate.gateway.call import Call
@@ -30,7 +33,14 @@ def _base_properties(call: Call) -> dict[str, Any]:
     }
     if call.cache_hit:
         props["cache_hit"] = True
+        props["billed_share"] = decimal_str(call.billed_share)
+        props["saved"] = decimal_str(call.saved)
     return props
+
+
+def _scaled(quantity: int | Decimal, share: Decimal) -> int | str:
+    """A quantity billed in part: unchanged at share 1, else a decimal string."""
+    return quantity if share == 1 else decimal_str(Decimal(quantity) * share)
 
 
 def _token_parts(usage: Usage) -> list[tuple[str, int]]:
@@ -45,6 +55,9 @@ def _token_parts(usage: Usage) -> list[tuple[str, int]]:
 
 def build_events(call: Call, subscription: str, customer: str | None) -> list[dict[str, Any]]:
     usage = call.usage
+    share = call.billed_share
+    if share <= 0:
+        return []  # a free cache hit: nothing for a plan to bill
     base = _base_properties(call)
 
     def event(code: str, suffix: str, properties: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +76,11 @@ def build_events(call: Call, subscription: str, customer: str | None) -> list[di
         event(
             "requests",
             "requests",
-            {"requests": 1, "cost": decimal_str(call.cost), "price": decimal_str(call.price)},
+            {
+                "requests": _scaled(1, share),
+                "cost": decimal_str(call.cost),
+                "price": decimal_str(call.price),
+            },
         )
     ]
     if usage is None:
@@ -73,7 +90,7 @@ def build_events(call: Call, subscription: str, customer: str | None) -> list[di
             event(
                 "tokens",
                 f"tokens:{kind}",
-                {"type": kind, "tokens": n, "estimated": usage.estimated},
+                {"type": kind, "tokens": _scaled(n, share), "estimated": usage.estimated},
             )
         )
     if usage.images:
@@ -82,7 +99,7 @@ def build_events(call: Call, subscription: str, customer: str | None) -> list[di
                 "images",
                 "images",
                 {
-                    "images": usage.images,
+                    "images": _scaled(usage.images, share),
                     "size": usage.image_size,
                     "quality": usage.image_quality,
                     "steps": usage.image_steps,
@@ -90,7 +107,8 @@ def build_events(call: Call, subscription: str, customer: str | None) -> list[di
             )
         )
     if usage.seconds:
-        rows.append(event("seconds", "seconds", {"seconds": decimal_str(usage.seconds)}))
+        seconds = usage.seconds * share
+        rows.append(event("seconds", "seconds", {"seconds": decimal_str(seconds)}))
     return rows
 
 
