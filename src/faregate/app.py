@@ -9,16 +9,20 @@ import signal
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faregate.api import admin, anthropic, billing, openai, system, webhooks
+from faregate.api import admin, anthropic, billing, invoices, openai, system, webhooks
 from faregate.api.errors import error_middleware
 from faregate.api.state import SERVICES, Services
 from faregate.auth.service import KeyService
+from faregate.billing.defaults import default_metrics, seed_default_metrics
+from faregate.billing.invoicing import Invoicing, InvoicingSettings
+from faregate.billing.runner import BillingRunner
 from faregate.config import Settings
 from faregate.gateway.assembly import assemble_gateway
 from faregate.metering.recorder import Recorder
@@ -81,6 +85,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     parts = await assemble_gateway(settings, engine=engine, upstreams=upstreams, webhooks=hooks)
     recorder = Recorder(writer, parts.subscription_of)
     parts.gateway.meter = recorder
+    invoicing, runner = await _billing(settings, engine, parts.components["pricer"], hooks)
     app[SERVICES] = Services(
         settings=settings,
         engine=engine,
@@ -91,12 +96,35 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         started_at=int(time.time()),
         webhooks=hooks,
         health=parts.health,
-        components={"http": session, "upstreams": upstreams, **parts.components},
+        invoicing=invoicing,
+        components={
+            "http": session,
+            "upstreams": upstreams,
+            "billing_runner": runner,
+            **parts.components,
+        },
     )
+
+
+async def _billing(
+    settings: Settings, engine: AsyncEngine, pricer: Any, hooks: Webhooks
+) -> tuple[Invoicing, BillingRunner]:
+    """Seed the built-in billable metrics, then start the background billing run."""
+    section = settings.section("billing")
+    if section.get("default_metrics", True):
+        priced = pricer.catalog.keys()  # (provider, model) pairs
+        models = {*settings.models, *(model for _, model in priced)}
+        await seed_default_metrics(engine, default_metrics(models, settings.providers))
+    options = InvoicingSettings.from_section(section)
+    invoicing = Invoicing(engine, options, webhooks=hooks)
+    runner = BillingRunner(invoicing, options.run_interval)
+    runner.start()
+    return invoicing, runner
 
 
 async def _cleanup(app: web.Application) -> None:
     services = app[SERVICES]
+    await services.components["billing_runner"].close()
     for closer in reversed(services.components.get("closers", [])):
         await closer()
     await services.writer.close()
@@ -113,7 +141,7 @@ def build_app(settings: Settings) -> web.Application:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(_cleanup)
-    for module in (openai, anthropic, admin, system, billing, webhooks):
+    for module in (openai, anthropic, admin, system, billing, webhooks, invoices):
         module.add_routes(app)
     return app
 

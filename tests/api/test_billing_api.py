@@ -77,6 +77,8 @@ async def billing(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
                                  "api_key": "k"}},
         "models": [{"name": "gpt-4o-mini",
                     "deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]}],
+        # These tests define their own `tokens` metric (the built-in one is tested elsewhere).
+        "billing": {"default_metrics": False, "run_interval": 0},
     }
     settings = load_settings(env={"FAREGATE_DATABASE_URL": url, "FAREGATE_ADMIN_KEY": ADMIN_KEY,
                                   "FAREGATE_DATA_DIR": str(tmp_path)}, overrides=overrides)

@@ -44,6 +44,9 @@ def _lago(handler: Handler) -> Handler:
     return wrapped
 
 
+lago_endpoint = _lago  # for the other Lago API modules (invoices)
+
+
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None

@@ -27,6 +27,7 @@ class Services:
     started_at: int
     webhooks: Webhooks
     health: Any = None
+    invoicing: Any = None  # faregate.billing.invoicing.Invoicing
     components: dict[str, Any] = field(default_factory=dict)
 
     async def admin(self, key: str | None) -> Principal:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from faregate.store.tables.billing import subscriptions
 from faregate.store.tables.gateway import api_keys, customers, teams
 
 
@@ -101,12 +102,27 @@ async def insert_key(conn: AsyncConnection, values: dict[str, Any]) -> dict[str,
     return row
 
 
+def _customer_subscription() -> Any:
+    """The external_id of the key's customer's active subscription (the oldest one)."""
+    return (
+        select(subscriptions.c.external_id)
+        .where(subscriptions.c.customer_id == api_keys.c.customer_id)
+        .where(subscriptions.c.status == "active")
+        .order_by(subscriptions.c.created_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 async def key_by_prefix(conn: AsyncConnection, prefix: str) -> dict[str, Any] | None:
+    """The key with its customer's external_id, its team's name and the customer's active
+    subscription (`customer_subscription_id`, billed when the key names none)."""
     query = (
         select(
             api_keys,
             customers.c.external_id.label("external_customer_id"),
             teams.c.name.label("team_name"),
+            _customer_subscription().label("customer_subscription_id"),
         )
         .select_from(
             api_keys.outerjoin(customers, api_keys.c.customer_id == customers.c.id).outerjoin(
@@ -117,6 +133,14 @@ async def key_by_prefix(conn: AsyncConnection, prefix: str) -> dict[str, Any] | 
     )
     row = (await conn.execute(query)).mappings().first()
     return dict(row) if row else None
+
+
+async def subscription_owner(conn: AsyncConnection, external_subscription_id: str) -> str | None:
+    """The customer_id of a subscription, None when there is no such subscription."""
+    query = select(subscriptions.c.customer_id).where(
+        subscriptions.c.external_id == external_subscription_id
+    )
+    return (await conn.execute(query)).scalar()
 
 
 async def key_by_id(conn: AsyncConnection, key_id: str) -> dict[str, Any] | None:

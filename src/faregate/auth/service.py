@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.auth import keys, repository
 from faregate.auth.errors import ExpiredKey, InvalidKey, MissingKey, RevokedKey
@@ -26,7 +26,9 @@ def _principal(row: dict[str, Any]) -> Principal:
         external_customer_id=row.get("external_customer_id"),
         team_id=row.get("team_id"),
         team_name=row.get("team_name"),
-        external_subscription_id=row.get("external_subscription_id"),
+        # The subscription the key names, else its customer's active one.
+        external_subscription_id=row.get("external_subscription_id")
+        or row.get("customer_subscription_id"),
         allowed_models=frozenset(allowed) if allowed else None,
         tags=tuple(row.get("tags") or ()),
         settings=dict(row.get("settings") or {}),
@@ -39,6 +41,19 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+async def _check_subscription_owner(
+    conn: AsyncConnection, external_subscription_id: str, customer_id: str
+) -> None:
+    """A key may name a subscription not created yet, but never another customer's."""
+    found = await repository.subscription_owner(conn, external_subscription_id)
+    if found is not None and found != customer_id:
+        raise InvalidRequest(
+            f"Subscription {external_subscription_id!r} belongs to another customer.",
+            param="external_subscription_id",
+            code="subscription_of_another_customer",
+        )
 
 
 class KeyService:
@@ -110,6 +125,8 @@ class KeyService:
                         code="customer_not_found",
                     )
                 customer_id = customer["id"]
+            if external_subscription_id and customer_id:
+                await _check_subscription_owner(conn, external_subscription_id, customer_id)
             if team:
                 found = await repository.team_by_name(conn, team)
                 if found is None:

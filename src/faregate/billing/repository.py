@@ -1,18 +1,26 @@
-"""All queries on billable metrics, plans, subscriptions and API-ingested events (SQLAlchemy
-Core). Callers own the transaction boundaries; validation lives in the billing domain."""
+"""All queries on billable metrics, plans, subscriptions and usage events (SQLAlchemy Core),
+and the period aggregation invoices read. Callers own the transaction boundaries; validation
+lives in the billing domain."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from faregate.billing.aggregate import Aggregate
+from faregate.billing.charges import BucketKey, plan_aggregates
 from faregate.billing.errors import BillingValidationError
+from faregate.billing.events import Event
+from faregate.billing.metrics import BillableMetric
+from faregate.billing.periods import Period
+from faregate.billing.plans import Plan, Subscription
 from faregate.store.tables.billing import billable_metrics, plans, subscriptions
 from faregate.store.tables.metering import events
 
@@ -44,6 +52,16 @@ async def insert_metric(conn: AsyncConnection, definition: dict[str, Any]) -> di
            "definition": definition}
     await _insert_unique(conn, billable_metrics.insert().values(**row), "code")
     return row
+
+
+async def update_metric_definition(
+    conn: AsyncConnection, metric_id: str, definition: dict[str, Any]
+) -> None:
+    await conn.execute(
+        update(billable_metrics)
+        .where(billable_metrics.c.id == metric_id)
+        .values(definition=definition, name=definition["name"])
+    )
 
 
 async def metric_by_code(conn: AsyncConnection, code: str) -> dict[str, Any] | None:
@@ -161,3 +179,74 @@ async def event_by_transaction(
             events.c.transaction_id == transaction_id,
         ),
     )
+
+
+async def billable_subscriptions(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """Subscriptions that may have periods to invoice (active or terminated)."""
+    query = (
+        select(subscriptions)
+        .where(subscriptions.c.status.in_(("active", "terminated")))
+        .order_by(subscriptions.c.created_at)
+    )
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def active_subscription_of_customer(
+    conn: AsyncConnection, customer_id: str
+) -> dict[str, Any] | None:
+    """The customer's active subscription (the oldest when there are several)."""
+    query = (
+        select(subscriptions)
+        .where(subscriptions.c.customer_id == customer_id, subscriptions.c.status == "active")
+        .order_by(subscriptions.c.created_at)
+        .limit(1)
+    )
+    return await _one(conn, query)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+
+
+async def subscription_events(
+    conn: AsyncConnection,
+    external_subscription_id: str,
+    codes: set[str],
+    start: datetime,
+    end: datetime,
+) -> list[Event]:
+    """The subscription's events of these metric codes with start <= timestamp < end, in
+    ingestion order."""
+    if not codes:
+        return []
+    query = (
+        select(events.c.transaction_id, events.c.code, events.c.timestamp, events.c.properties)
+        .where(
+            events.c.external_subscription_id == external_subscription_id,
+            events.c.code.in_(codes),
+            events.c.timestamp >= _utc(start),
+            events.c.timestamp < _utc(end),
+        )
+        .order_by(events.c.id)
+    )
+    return [
+        Event(r.transaction_id, r.code, _utc(r.timestamp), r.properties or {})
+        for r in await conn.execute(query)
+    ]
+
+
+async def period_aggregates(
+    conn: AsyncConnection,
+    subscription: Subscription,
+    plan: Plan,
+    metrics_by_code: Mapping[str, BillableMetric],
+    period: Period,
+) -> dict[BucketKey, Aggregate]:
+    """Every charge bucket's usage of `subscription` over `period` (what invoices and current
+    usage price). Reads raw events today; rollups may back it without changing callers.
+    Recurring metrics start each period from zero here (no carry-over yet)."""
+    codes = {charge.billable_metric_code for charge in plan.charges}
+    listed = await subscription_events(
+        conn, subscription.external_id, codes, period.start, period.end
+    )
+    return plan_aggregates(plan, metrics_by_code, listed, period)

@@ -1,9 +1,20 @@
-"""Billing catalog tables: billable metrics, plans (charges and filters as JSON) and
-subscriptions. Definitions are stored as validated Lago JSON; no billing logic lives here."""
+"""Billing tables: billable metrics, plans (charges and filters as JSON), subscriptions and
+invoices. Definitions are stored as validated Lago JSON; no billing logic lives here."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+)
 
 from faregate.store.tables.base import metadata
 
@@ -46,4 +57,41 @@ subscriptions = Table(
     Column("ending_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_subscriptions_customer", "external_customer_id"),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", String(36), primary_key=True),  # Lago's lago_id
+    # Numbered on finalization, gapless among finalized invoices; drafts have none.
+    Column("sequential_id", Integer, unique=True),
+    Column("number", String(64)),
+    Column("external_customer_id", String(255), nullable=False),
+    Column("customer_id", String(36)),
+    Column("external_subscription_id", String(255), nullable=False),
+    Column("subscription_id", String(36), nullable=False),
+    Column("plan_code", String(255), nullable=False),
+    Column("invoice_type", String(32), nullable=False),
+    # Lago's invoicing_reason: subscription_starting | subscription_periodic
+    Column("billing_reason", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # draft | finalized
+    Column("currency", String(3), nullable=False),
+    Column("issuing_date", Date, nullable=False),
+    Column("from_datetime", DateTime(timezone=True), nullable=False),
+    Column("to_datetime", DateTime(timezone=True), nullable=False),
+    Column("fees_amount_cents", BigInteger, nullable=False),
+    Column("taxes_amount_cents", BigInteger, nullable=False),
+    Column("prepaid_credit_amount_cents", BigInteger, nullable=False),
+    Column("total_amount_cents", BigInteger, nullable=False),
+    # The whole computed invoice (fees with exact amounts, every total) as JSON.
+    Column("document", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finalized_at", DateTime(timezone=True)),
+    # One invoice per subscription, reason and period, even with several billing runners.
+    UniqueConstraint(
+        "subscription_id", "billing_reason", "from_datetime", name="uq_invoices_period"
+    ),
+    Index("ix_invoices_customer", "external_customer_id", "created_at"),
+    Index("ix_invoices_status", "status"),
 )

@@ -1,0 +1,243 @@
+"""Invoices through the official lago-python-client against a real server (SQLite and
+PostgreSQL): built-in metrics, a billing run closing an ended period, draft refresh, finalize
+(numbered, immutable), download with a working file_url, list filters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from lago_python_client.client import Client
+from lago_python_client.exceptions import LagoApiError
+from lago_python_client.models import (
+    BatchEvent,
+    Charge,
+    ChargeFilter,
+    ChargeFilters,
+    Charges,
+    Customer,
+    Event,
+    Plan,
+    Subscription,
+)
+
+from faregate.app import start_app
+from faregate.config import load_settings
+from faregate.store.db import migrate
+from tests.conftest import create_pg_database, drop_pg_database, free_port
+
+ADMIN_KEY = "fg_admin_invoices_test"
+OCTOBER = 1_791_000_000  # 2026-10-03T03:20:00Z, inside October 2026
+
+
+@dataclass
+class Server:
+    url: str
+    client: Client
+    runner: Any
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def http(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with httpx.AsyncClient() as http:
+            return await http.request(method, f"{self.url}{path}", headers=headers, **kwargs)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
+    postgres = request.param == "postgres"
+    url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'i.db'}"
+    overrides = {
+        "providers": {
+            "openai": {"wire": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "k"}
+        },
+        "models": [
+            {"name": "gpt-4o-mini", "deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]}
+        ],
+        "billing": {"run_interval": 0, "grace_period_days": 3650},
+    }
+    settings = load_settings(
+        env={
+            "FAREGATE_DATABASE_URL": url,
+            "FAREGATE_ADMIN_KEY": ADMIN_KEY,
+            "FAREGATE_DATA_DIR": str(tmp_path),
+        },
+        overrides=overrides,
+    )
+    settings.port = free_port()
+    await asyncio.to_thread(migrate, url)
+    runner = await start_app(settings)
+    base = f"http://127.0.0.1:{settings.port}"
+    yield Server(base, Client(api_key=ADMIN_KEY, api_url=base + "/"), runner)
+    await runner.cleanup()
+    if postgres:
+        await drop_pg_database(url)
+
+
+def per_token(amount: str) -> dict[str, str]:
+    return {"amount": amount}
+
+
+async def subscribe(s: Server) -> None:
+    """A $10/month plan on the built-in `tokens` metric: gpt-4o-mini at $1 per 1M input
+    tokens and $4 per 1M output tokens, subscribed since October 2026."""
+    c = s.client
+    await s.call(c.customers.create, Customer(external_id="acme", name="Acme", currency="USD"))
+    metric = await s.call(c.billable_metrics.find, "tokens")
+    filters = [
+        ChargeFilter(
+            values={"model": ["gpt-4o-mini"], "type": ["input"]},
+            properties=per_token("0.000001"),
+            invoice_display_name="mini input",
+        ),
+        ChargeFilter(
+            values={"model": ["gpt-4o-mini"], "type": ["output"]},
+            properties=per_token("0.000004"),
+            invoice_display_name="mini output",
+        ),
+    ]
+    await s.call(
+        c.plans.create,
+        Plan(
+            name="Pro",
+            code="pro",
+            interval="monthly",
+            amount_cents=1000,
+            amount_currency="USD",
+            charges=Charges(
+                __root__=[
+                    Charge(
+                        billable_metric_id=metric.lago_id,
+                        charge_model="standard",
+                        properties=per_token("0"),
+                        filters=ChargeFilters(__root__=filters),
+                    )
+                ]
+            ),
+        ),
+    )
+    await s.call(
+        c.subscriptions.create,
+        Subscription(
+            external_customer_id="acme",
+            plan_code="pro",
+            external_id="sub_1",
+            billing_time="calendar",
+            subscription_at="2026-10-01T00:00:00Z",
+        ),
+    )
+
+
+def tokens(tx: str, kind: str, count: int) -> Event:
+    return Event(
+        transaction_id=tx,
+        external_subscription_id="sub_1",
+        code="tokens",
+        timestamp=OCTOBER,
+        properties={"model": "gpt-4o-mini", "type": kind, "tokens": count},
+    )
+
+
+def fee_amounts(invoice: Any) -> dict[str, int]:
+    return {f.item.invoice_display_name: f.amount_cents for f in invoice.fees.__root__}
+
+
+async def test_the_built_in_metrics_are_listed(server: Server) -> None:
+    listed = await server.call(server.client.billable_metrics.find_all)
+    metrics = {m.code: m for m in listed["billable_metrics"]}
+    assert {"tokens", "images", "seconds", "requests"} <= set(metrics)
+    tokens_metric = metrics["tokens"]
+    assert tokens_metric.aggregation_type == "sum_agg" and tokens_metric.field_name == "tokens"
+    keys = {f.key: f.values for f in tokens_metric.filters.__root__}
+    assert set(keys) == {"model", "type", "provider"}
+    assert "gpt-4o-mini" in keys["model"] and "mistral-large" in keys["model"]
+    assert set(keys["type"]) == {"input", "output", "cached_input", "reasoning"}
+    image_keys = {f.key for f in metrics["images"].filters.__root__}
+    assert image_keys == {"model", "size", "quality", "steps"}
+
+
+async def test_a_billing_run_invoices_the_ended_period_once(server: Server) -> None:
+    await subscribe(server)
+    c = server.client
+    await server.call(
+        c.events.batch_create,
+        BatchEvent(events=[tokens("in-1", "input", 1_234_567), tokens("out-1", "output", 250_001)]),
+    )
+    run = (await server.http("POST", "/api/v1/billing_runs")).json()["billing_run"]
+    assert len(run["created"]) == 1
+    again = (await server.http("POST", "/api/v1/billing_runs")).json()["billing_run"]
+    assert again["created"] == []  # the period is invoiced already
+
+    found = await server.call(c.invoices.find_all, {"external_customer_id": "acme"})
+    [invoice] = found["invoices"]
+    assert invoice.status == "draft" and invoice.currency == "USD"
+    # $10 fee; 1.234567 -> $1.23; 250,001 x 0.000004 = 1.000004 -> $1.00
+    assert fee_amounts(invoice) == {
+        "Pro": 1000,
+        "Tokens • mini input": 123,
+        "Tokens • mini output": 100,
+    }
+    assert invoice.fees_amount_cents == invoice.total_amount_cents == 1223
+    assert invoice.prepaid_credit_amount_cents == 0
+    period = invoice.billing_periods.__root__[0]
+    assert period.charges_from_datetime == "2026-10-01T00:00:00Z"
+    assert period.charges_to_datetime == "2026-11-01T00:00:00Z"
+
+
+async def test_a_draft_absorbs_late_events_and_a_finalized_invoice_never_changes(
+    server: Server,
+) -> None:
+    await subscribe(server)
+    c = server.client
+    await server.call(c.events.create, tokens("in-1", "input", 1_234_567))
+    [invoice_id] = (await server.http("POST", "/api/v1/billing_runs")).json()["billing_run"][
+        "created"
+    ]
+    await server.call(c.events.create, tokens("in-2", "input", 1_000_000))  # late
+    refreshed = await server.call(c.invoices.refresh, invoice_id)
+    assert fee_amounts(refreshed)["Tokens • mini input"] == 223
+
+    finalized = await server.call(c.invoices.finalize, invoice_id)
+    assert finalized.status == "finalized" and finalized.total_amount_cents == 1223
+    assert finalized.number == "FG-000001" and finalized.sequential_id == 1
+    await server.call(c.events.create, tokens("in-3", "input", 5_000_000))  # too late
+    after = await server.call(c.invoices.refresh, invoice_id)
+    assert after.total_amount_cents == 1223 and after.status == "finalized"
+    assert (await server.call(c.invoices.find, invoice_id)).total_amount_cents == 1223
+
+    drafts = await server.call(c.invoices.find_all, {"status": "draft"})
+    assert drafts["invoices"] == []
+    done = await server.call(
+        c.invoices.find_all, {"status": "finalized", "external_customer_id": "acme"}
+    )
+    assert [i.lago_id for i in done["invoices"]] == [invoice_id]
+
+
+async def test_download_gives_a_file_url_serving_the_pdf(server: Server) -> None:
+    await subscribe(server)
+    await server.call(server.client.events.create, tokens("in-1", "input", 1_000_000))
+    [invoice_id] = (await server.http("POST", "/api/v1/billing_runs")).json()["billing_run"][
+        "created"
+    ]
+    downloaded = await server.call(server.client.invoices.download, invoice_id)
+    assert downloaded.file_url.startswith(server.url)
+    async with httpx.AsyncClient() as http:
+        pdf = await http.get(downloaded.file_url)  # no API key: the URL carries a signature
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+        html = await http.get(downloaded.file_url.replace("file.pdf", "file.html"))
+        assert html.status_code == 200 and "mini input" in html.text
+        forged = await http.get(f"{server.url}/api/v1/invoices/{invoice_id}/file.pdf?signature=x")
+        assert forged.status_code == 401
+
+
+async def test_an_unknown_invoice_is_a_lago_404(server: Server) -> None:
+    with pytest.raises(LagoApiError) as raised:
+        await server.call(server.client.invoices.find, "nope")
+    assert raised.value.status_code == 404
