@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faregate.store.counters import MemoryCounterStore, ReserveSpec
+from faregate.store.counters import HoldReused, MemoryCounterStore, ReserveSpec
 from faregate.store.counters.lru import ByteLRU
+from faregate.store.counters.memory_holds import HoldBook
 
 
 class Clock:
@@ -111,3 +113,18 @@ async def _check_against_model(ops: list[tuple[str, int, int]]) -> None:
             assert await store.sweep_expired() == 0
         assert await store.spent("s") == spent
         assert await store.held("s") == sum(pending.values())
+
+
+async def test_finished_holds_leave_a_bounded_record_and_settling_again_changes_nothing() -> None:
+    store = MemoryCounterStore()
+    store._holds = HoldBook(max_finished=3)
+    for i in range(10):
+        await store.reserve([ReserveSpec("b", 5, None, "p", ttl_s=60)], f"h{i}", 30)
+        await store.settle(f"h{i}", 5)
+    book = store._holds
+    assert len(book._finished) == 3 and not book._holds
+    assert len(book._expiries) <= 2 * len(book._holds) + 65
+    assert await store.settle("h0", 5) == {} and await store.settle("h9", 5) == {}
+    assert await store.spent("b:p") == 50
+    with pytest.raises(HoldReused):
+        await store.reserve([ReserveSpec("b", 5, None, "p", ttl_s=60)], "h9", 30)

@@ -3,6 +3,7 @@ request costs no database query, and a revocation is seen within `ttl` seconds."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,10 @@ class KeyService:
         self._ttl = ttl
         # prefix -> (principal or None, key hash, fetched at)
         self._cache: dict[str, tuple[Principal | None, str, float]] = {}
+        # One database read per prefix at a time: when an entry expires under load, the
+        # requests that find it stale share the read instead of each making their own.
+        self._loading: dict[str, asyncio.Future[tuple[Principal | None, str, float]]] = {}
+        self._generation = 0  # bumped by invalidate: a read begun before is not cached
 
     async def authenticate(self, key: str | None) -> Principal:
         if not key:
@@ -75,7 +80,7 @@ class KeyService:
         entry = self._cache.get(prefix)
         now = time.monotonic()
         if entry is None or now - entry[2] > self._ttl:
-            entry = await self._load(prefix, now)
+            entry = await self._load_shared(prefix, now)
         principal, key_hash, _ = entry
         if principal is None or not keys.verify(key, key_hash):
             raise InvalidKey("Incorrect API key provided.")
@@ -85,20 +90,38 @@ class KeyService:
             raise ExpiredKey("This API key has expired.")
         return principal
 
+    async def _load_shared(self, prefix: str, now: float) -> tuple[Principal | None, str, float]:
+        loading = self._loading.get(prefix)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(prefix, now))
+            self._loading[prefix] = loading
+            loading.add_done_callback(lambda done: self._forget_load(prefix, done))
+        return await asyncio.shield(loading)
+
+    def _forget_load(self, prefix: str, done: asyncio.Future[Any]) -> None:
+        if self._loading.get(prefix) is done:
+            del self._loading[prefix]
+
     async def _load(self, prefix: str, now: float) -> tuple[Principal | None, str, float]:
+        generation = self._generation
         async with self._engine.connect() as conn:
             row = await repository.key_by_prefix(conn, prefix)
         entry = (_principal(row), row["key_hash"], now) if row else (None, "", now)
+        if generation != self._generation:
+            return entry
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[prefix] = entry
         return entry
 
     def invalidate(self, prefix: str | None = None) -> None:
+        self._generation += 1
         if prefix is None:
             self._cache.clear()
+            self._loading.clear()
         else:
             self._cache.pop(prefix, None)
+            self._loading.pop(prefix, None)  # later requests read afresh
 
     async def create_key(
         self,

@@ -1,6 +1,11 @@
 """The in-process hold book behind MemoryCounterStore.reserve/settle/release: budget
 buckets (spent, held) and two-phase holds. Synchronous on purpose: each call runs to
-completion on the event loop, which is what makes it atomic. No clock of its own."""
+completion on the event loop, which is what makes it atomic. No clock of its own.
+
+Memory stays bounded under steady traffic: a settled or released hold leaves only a small
+record (its final state), kept for the grace period but at most `max_finished` of them,
+oldest dropped first; the expiry heap is compacted when settled holds dominate it.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from faregate.store.counters.base import (
 )
 
 RECORD_GRACE_MS = HOLD_RECORD_GRACE_S * 1000
+MAX_FINISHED = 10_000  # finished-hold records remembered (to refuse a reused hold id)
 
 
 @dataclass(slots=True)
@@ -36,9 +42,12 @@ class _Hold:
 
 
 class HoldBook:
-    def __init__(self) -> None:
+    def __init__(self, max_finished: int = MAX_FINISHED) -> None:
         self._buckets: dict[str, _Bucket] = {}
-        self._holds: dict[str, _Hold] = {}
+        self._holds: dict[str, _Hold] = {}  # pending, and expired until settled or released
+        # Settled or released: hold id -> (state, record expiry), oldest first.
+        self._finished: dict[str, tuple[str, int]] = {}
+        self._max_finished = max_finished
         self._expiries: list[tuple[int, str]] = []
 
     def _bucket(self, scope: str, now_ms: int) -> _Bucket | None:
@@ -63,6 +72,15 @@ class HoldBook:
             return None
         return hold
 
+    def _finished_state(self, hold_id: str, now_ms: int) -> str | None:
+        entry = self._finished.get(hold_id)
+        if entry is None:
+            return None
+        if entry[1] <= now_ms:
+            del self._finished[hold_id]
+            return None
+        return entry[0]
+
     def totals(self, scope: str, now_ms: int) -> tuple[int, int]:
         bucket = self._bucket(scope, now_ms)
         return (bucket.spent, bucket.held) if bucket else (0, 0)
@@ -79,6 +97,9 @@ class HoldBook:
             if existing.state != "pending":
                 raise HoldReused(f"hold {hold_id!r} is already {existing.state}")
             return ReserveResult(True, None, spent, held)
+        done = self._finished_state(hold_id, now_ms)
+        if done is not None:
+            raise HoldReused(f"hold {hold_id!r} is already {done}")
         wanted: dict[str, int] = {}
         for spec in specs:
             wanted[spec.scope] = wanted.get(spec.scope, 0) + spec.amount_nanos
@@ -94,12 +115,32 @@ class HoldBook:
             self._touch(spec.scope, ttl, now_ms).held += spec.amount_nanos
             hold.scopes.append((spec.scope, spec.amount_nanos, ttl))
         self._holds[hold_id] = hold
+        if len(self._expiries) > 2 * len(self._holds) + 64:
+            self._compact_expiries()
         heapq.heappush(self._expiries, (hold.expires_ms, hold_id))
         return ReserveResult(True, None, spent, held)
 
-    def _finish(self, hold: _Hold, state: str, now_ms: int) -> None:
-        hold.state = state
-        hold.record_expires_ms = now_ms + RECORD_GRACE_MS
+    def _compact_expiries(self) -> None:
+        """Drop heap entries of holds no longer pending (amortised: it runs when they are
+        more than half the heap)."""
+        self._expiries = [
+            (h.expires_ms, hold_id) for hold_id, h in self._holds.items() if h.state == "pending"
+        ]
+        heapq.heapify(self._expiries)
+
+    def _finish(self, hold_id: str, hold: _Hold, state: str, now_ms: int) -> None:
+        if state == "expired":  # still settleable: keep the whole record
+            hold.state = state
+            hold.record_expires_ms = now_ms + RECORD_GRACE_MS
+            return
+        self._holds.pop(hold_id, None)
+        finished = self._finished
+        finished[hold_id] = (state, now_ms + RECORD_GRACE_MS)
+        while finished:
+            oldest = next(iter(finished))
+            if len(finished) <= self._max_finished and finished[oldest][1] > now_ms:
+                break
+            del finished[oldest]
 
     def _unhold(self, hold: _Hold, now_ms: int) -> None:
         for scope, amount, ttl in hold.scopes:
@@ -118,7 +159,7 @@ class HoldBook:
             bucket = self._touch(scope, ttl, now_ms)
             bucket.spent += amounts.pop(scope, 0)
             result[scope] = bucket.spent
-        self._finish(hold, "settled", now_ms)
+        self._finish(hold_id, hold, "settled", now_ms)
         return result
 
     def release(self, hold_id: str, now_ms: int) -> None:
@@ -127,7 +168,7 @@ class HoldBook:
             return
         if hold.state == "pending":
             self._unhold(hold, now_ms)
-        self._finish(hold, "released", now_ms)
+        self._finish(hold_id, hold, "released", now_ms)
 
     def sweep(self, now_ms: int) -> int:
         count = 0
@@ -136,7 +177,7 @@ class HoldBook:
             hold = self._holds.get(hold_id)
             if hold is not None and hold.state == "pending" and hold.expires_ms == expires_ms:
                 self._unhold(hold, now_ms)
-                self._finish(hold, "expired", now_ms)
+                self._finish(hold_id, hold, "expired", now_ms)
                 count += 1
         return count
 
@@ -153,3 +194,5 @@ class HoldBook:
         ]
         for hold_id in done:
             del self._holds[hold_id]
+        for hold_id in [h for h, (_, exp) in self._finished.items() if exp <= now_ms]:
+            del self._finished[hold_id]
