@@ -16,7 +16,17 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faregate.api import admin, anthropic, billing, invoices, openai, system, webhooks
+from faregate.api import (
+    admin,
+    anthropic,
+    billing,
+    experiments,
+    invoices,
+    metrics,
+    openai,
+    system,
+    webhooks,
+)
 from faregate.api.errors import error_middleware
 from faregate.api.state import SERVICES, Services
 from faregate.auth.service import KeyService
@@ -84,7 +94,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     await hooks.start()
     parts = await assemble_gateway(settings, engine=engine, upstreams=upstreams, webhooks=hooks)
     recorder = Recorder(writer, parts.subscription_of)
-    parts.gateway.meter = recorder
+    parts.gateway.meter = parts.components["observability"].meter(recorder)
     invoicing, runner = await _billing(settings, engine, parts.components["pricer"], hooks)
     app[SERVICES] = Services(
         settings=settings,
@@ -141,7 +151,17 @@ def build_app(settings: Settings) -> web.Application:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(_cleanup)
-    for module in (openai, anthropic, admin, system, billing, webhooks, invoices):
+    for module in (
+        openai,
+        anthropic,
+        admin,
+        system,
+        billing,
+        webhooks,
+        invoices,
+        experiments,
+        metrics,
+    ):
         module.add_routes(app)
     return app
 

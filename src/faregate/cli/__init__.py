@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from faregate.cli import admin, pricing, serve, webhooks
+from faregate.cli import admin, experiments, pricing, serve, webhooks
 from faregate.errors import FaregateError
 
-_GROUPS = [serve, admin, pricing, webhooks]
+_GROUPS = [serve, admin, pricing, webhooks, experiments]
 
 
 def build_parser() -> argparse.ArgumentParser:

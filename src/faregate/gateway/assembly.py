@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from faregate.alerts import Alerts
 from faregate.background import PeriodicTask
 from faregate.cache import CachePolicy, ResponseCache
-from faregate.config import Settings
+from faregate.config import ConfigError, Settings
 from faregate.gateway.cache import GatewayCache
 from faregate.gateway.call import Call
 from faregate.gateway.pipeline import Gateway
@@ -25,6 +25,7 @@ from faregate.gateway.policy_stages import (
 )
 from faregate.gateway.pricing import CatalogPricer
 from faregate.gateway.stages import Stage
+from faregate.observability import build_observability
 from faregate.policy import (
     Budgets,
     Moderator,
@@ -35,6 +36,7 @@ from faregate.policy import (
 )
 from faregate.pricing import catalog_from_section
 from faregate.providers.base import Provider
+from faregate.routing.breaker import BreakerPolicy
 from faregate.routing.failover import call_with_failover
 from faregate.routing.health import HealthRegistry
 from faregate.routing.router import Router
@@ -79,7 +81,7 @@ async def _health(settings: Settings, client: Any, closers: list[Any]) -> Health
         shared = RedisSharedHealth(
             client, str(settings.section("server").get("redis_prefix", "fg:"))
         )
-    health = HealthRegistry(shared=shared)
+    health = HealthRegistry(breaker_policy(settings), shared=shared)
     await health.start()
     closers.append(health.aclose)
     return health
@@ -107,6 +109,16 @@ async def _hold_sweeper(settings: Settings, store: Any, closers: list[Any]) -> P
     return sweeper
 
 
+def breaker_policy(settings: Settings) -> BreakerPolicy:
+    """`routing.breaker` in the configuration; unset fields keep BreakerPolicy's defaults."""
+    raw = settings.section("routing").get("breaker") or {}
+    known = set(BreakerPolicy.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"routing.breaker: unknown settings {sorted(unknown)}")
+    return BreakerPolicy(**{k: type(getattr(BreakerPolicy(), k))(v) for k, v in raw.items()})
+
+
 async def assemble_gateway(
     settings: Settings,
     *,
@@ -125,6 +137,10 @@ async def assemble_gateway(
     alerts = Alerts(webhooks, store)
     sweeper = await _hold_sweeper(settings, store, closers)
     router = Router(settings.models, health=health, estimator=pricer)
+    observability = build_observability(settings, health, router, alerts)
+    closers.append(observability.alerts.aclose)
+    stages = _stages(settings, store, pricer, alerts)
+    stages.append(observability.in_flight)  # last: counts the holds the stages above took
     cache_policy = CachePolicy.from_config(settings.section("cache"))
     cache = GatewayCache(ResponseCache(store), cache_policy) if cache_policy.enabled else None
     gateway = Gateway(
@@ -134,9 +150,10 @@ async def assemble_gateway(
         meter=_NoMeter(),
         failover=call_with_failover,
         health=health,
-        stages=_stages(settings, store, pricer, alerts),
+        stages=stages,
         cache=cache,
         request_timeout=settings.request_timeout,
+        max_attempts=int(settings.section("routing").get("max_attempts", 5)),
     )
     return Parts(
         gateway=gateway,
@@ -150,5 +167,6 @@ async def assemble_gateway(
             "webhooks": webhooks,
             "alerts": alerts,
             "hold_sweeper": sweeper,
+            "observability": observability,
         },
     )

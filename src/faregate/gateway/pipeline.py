@@ -108,8 +108,10 @@ class Gateway:
     ) -> T:
         route = self.pricer.route_request(call)
         group = call.group
+        plan = self.router.plan(group, route)
+        self._attribute(call, plan[0])  # the arm assigned, until another arm serves it
         outcome = await self.failover(
-            self.router.plan(group, route),
+            plan,
             attempt,
             health=self.health,
             deadline=time.monotonic() + self.request_timeout,
@@ -119,7 +121,15 @@ class Gateway:
         )
         call.deployment = outcome.deployment
         call.attempts = outcome.attempts
+        if call.experiment is not None:
+            self._attribute(call, outcome.deployment)
         return outcome.result  # type: ignore[no-any-return]
+
+    def _attribute(self, call: Call, deployment: Deployment) -> None:
+        """Tag an A/B experiment's request with the arm of `deployment` (no-op otherwise)."""
+        assignment = self.router.experiment_arm(deployment)
+        if assignment is not None:
+            call.experiment, call.arm = assignment.experiment, assignment.arm
 
     def _finish(self, call: Call) -> None:
         call.finished = time.perf_counter()

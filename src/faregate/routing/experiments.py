@@ -83,19 +83,50 @@ class ExperimentStats:
 
 def _arm_row(name: str, s: _Arm) -> dict[str, Any]:
     ordered = sorted(s.latencies)
+    return arm_report(
+        name,
+        requests=s.requests,
+        errors=s.errors,
+        cost=s.cost,
+        price=s.price,
+        input_tokens=s.input_tokens,
+        output_tokens=s.output_tokens,
+        p50_ms=_quantile_ms(ordered, 0.50),
+        p95_ms=_quantile_ms(ordered, 0.95),
+    )
+
+
+def arm_report(
+    name: str,
+    *,
+    requests: int,
+    errors: int,
+    cost: Decimal,
+    price: Decimal,
+    input_tokens: int,
+    output_tokens: int,
+    p50_ms: float | None,
+    p95_ms: float | None,
+) -> dict[str, Any]:
+    """One arm's row of a report; also used to build reports from stored request records."""
     return {
         "arm": name,
-        "requests": s.requests,
-        "errors": s.errors,
-        "error_rate": round(s.errors / s.requests, 6) if s.requests else 0.0,
-        "cost": str(s.cost),
-        "price": str(s.price),
-        "cost_per_request": str(s.cost / s.requests) if s.requests else None,
-        "input_tokens": s.input_tokens,
-        "output_tokens": s.output_tokens,
-        "latency_p50_ms": _quantile_ms(ordered, 0.50),
-        "latency_p95_ms": _quantile_ms(ordered, 0.95),
+        "requests": requests,
+        "errors": errors,
+        "error_rate": round(errors / requests, 6) if requests else 0.0,
+        "cost": str(cost),
+        "price": str(price),
+        "cost_per_request": str(cost / requests) if requests else None,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "latency_p50_ms": p50_ms,
+        "latency_p95_ms": p95_ms,
     }
+
+
+def interpolate(low: float, high: float, pos: float) -> float:
+    """Linear interpolation between the two order statistics around position `pos`."""
+    return low + (high - low) * (pos - int(pos))
 
 
 def _quantile_ms(ordered: list[float], q: float) -> float | None:
@@ -104,5 +135,4 @@ def _quantile_ms(ordered: list[float], q: float) -> float | None:
     pos = q * (len(ordered) - 1)
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
-    value = ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-    return round(value * 1000, 3)
+    return round(interpolate(ordered[low], ordered[high], pos) * 1000, 3)

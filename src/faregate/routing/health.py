@@ -36,6 +36,7 @@ class StateChange:
     old: str
     new: str
     at: float  # wall-clock seconds
+    local: bool = True  # False when adopted from other replicas through the shared store
 
 
 def classify(error: BaseException | None) -> tuple[str, float]:
@@ -221,6 +222,7 @@ class HealthRegistry:
             "error_ratio": round(failures / requests, 4) if requests else 0.0,
             "open_until": at(b.open_until) if state == OPEN else None,
             "cooldown_until": at(b.cooldown_until),
+            "available_in_seconds": round(b.available_in(now), 3),
             "ewma_latency_ms": _ms(entry.latency.latency),
             "ewma_ttft_ms": _ms(entry.latency.ttft),
             "samples": entry.latency.samples,
@@ -275,7 +277,7 @@ class HealthRegistry:
                 continue  # changed here meanwhile; the next exchange carries it
             old = entry.breaker.state
             entry.breaker.adopt(now, view.state, view.open_for, view.cooldown_for, view.probe_mine)
-            self._notice(dep_id, old, entry.breaker.state)
+            self._notice(dep_id, old, entry.breaker.state, local=False)
 
     async def _sync_loop(self) -> None:
         failing = False
@@ -303,13 +305,15 @@ class HealthRegistry:
             entry = self._entries[deployment_id] = _Entry(breaker, HealthReport(deployment_id))
         return entry
 
-    def _notice(self, deployment_id: str, old: str, new: str, *, urgent: bool = False) -> None:
+    def _notice(
+        self, deployment_id: str, old: str, new: str, *, urgent: bool = False, local: bool = True
+    ) -> None:
         if old == new and not urgent:
             return
         self._wake.set()
         if old == new:
             return
-        change = StateChange(deployment_id, old, new, self._wall())
+        change = StateChange(deployment_id, old, new, self._wall(), local)
         for callback in self._callbacks:
             try:
                 callback(change)

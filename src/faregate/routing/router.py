@@ -35,6 +35,7 @@ class Router:
         self._names = _name_index(self._groups.values())
         self._strategies = {g.name: _build(g, strategies) for g in self._groups.values()}
         self._validate()
+        self._arms = _arms_by_deployment(self._groups.values(), self._strategies)
         health.register(d.id for g in self._groups.values() for d in g.deployments)
 
     def resolve(self, name: str) -> ModelGroup:
@@ -78,8 +79,21 @@ class Router:
 
     def experiment_arm(self, deployment: Deployment) -> Assignment | None:
         """The A/B arm a request belongs to, given the deployment that actually served it."""
-        arm_of = getattr(self._strategies.get(deployment.group), "arm_of", None)
-        return arm_of(deployment.id) if arm_of else None
+        return self._arms.get(deployment.id)
+
+    def experiments(self) -> dict[str, dict[str, Any]]:
+        """Configured A/B experiments: id -> {"models": [group], "arms": [{arm, deployment}]}."""
+        found: dict[str, dict[str, Any]] = {}
+        for group in self._groups.values():
+            for d in group.deployments:
+                assignment = self._arms.get(d.id)
+                if assignment is None:
+                    continue
+                entry = found.setdefault(assignment.experiment, {"models": [], "arms": []})
+                if group.name not in entry["models"]:
+                    entry["models"].append(group.name)
+                entry["arms"].append({"arm": assignment.arm, "deployment": d.id})
+        return found
 
     # -- internals ------------------------------------------------------------------
 
@@ -133,6 +147,21 @@ def _build(group: ModelGroup, strategies: Mapping[str, type[Strategy]]) -> Strat
         known = ", ".join(sorted(strategies))
         raise ConfigError(f"model {group.name!r}: unknown strategy {group.strategy!r} ({known})")
     return cls(group.strategy_options)
+
+
+def _arms_by_deployment(
+    groups: Iterable[ModelGroup], strategies: Mapping[str, Strategy]
+) -> dict[str, Assignment]:
+    arms: dict[str, Assignment] = {}
+    for group in groups:
+        arm_of = getattr(strategies[group.name], "arm_of", None)
+        if arm_of is None:
+            continue
+        for d in group.deployments:
+            assignment = arm_of(d.id)
+            if assignment is not None:
+                arms[d.id] = assignment
+    return arms
 
 
 def _targets(strategy: Any) -> list[str]:

@@ -1,0 +1,235 @@
+"""Metrics at /metrics, optional traces, and logs and error bodies that never carry a secret,
+through the running gateway."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from faregate.logs import JsonFormatter
+from faregate.mockprovider.config import MockBehaviour
+from faregate.mockprovider.server import MockServer
+from tests.conftest import free_port
+from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+CHAT = {"model": "gpt-4o-mini", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def _gateway(tmp_path: Path, mock: MockServer, extra: dict[str, Any] | None = None) -> Any:
+    return await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, extra)
+
+
+async def _scrape(s: aiohttp.ClientSession, gw: Running, headers: Any = ADMIN) -> Any:
+    async with s.get(f"{gw.url}/metrics", headers=headers) as r:
+        return r.status, r.headers.get("Content-Type", ""), await r.text()
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_metrics_count_requests_tokens_money_latency_and_breakers(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await _gateway(tmp_path, mock)
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gw.key}"}) as s:
+            for _ in range(2):
+                async with s.post(f"{gw.url}/v1/chat/completions", json=CHAT) as r:
+                    assert r.status == 200
+                    cost = float(r.headers["x-faregate-cost"])
+            stream = {**CHAT, "stream": True}
+            async with s.post(f"{gw.url}/v1/chat/completions", json=stream) as r:
+                await r.read()
+            status, content_type, text = await _scrape(s, gw)
+        assert status == 200 and content_type.startswith("text/plain")
+        m = _samples(text)
+        who = {"model": "gpt-4o-mini", "provider": "openai", "team": "research"}
+        assert _value(m, "faregate_requests_total", **who, status="200") == 3
+        assert _value(m, "faregate_tokens_total", **who, type="output") == 9
+        assert _value(m, "faregate_tokens_total", **who, type="input") > 0
+        assert _value(m, "faregate_cost_total", **who) == pytest.approx(3 * cost)
+        assert _value(m, "faregate_price_total", **who) == pytest.approx(3 * cost)
+        by_route = {"model": "gpt-4o-mini", "provider": "openai"}
+        assert _value(m, "faregate_request_duration_seconds_count", **by_route) == 3
+        assert _value(m, "faregate_time_to_first_token_seconds_count", **by_route) == 1
+        assert _value(m, "faregate_upstream_attempts_total", **by_route) == 3
+        assert (
+            _value(m, "faregate_breaker_state", deployment="gpt-4o-mini/openai/0", state="closed")
+            == 1
+        )
+        assert _value(m, "faregate_requests_in_flight") == 0
+        assert _value(m, "faregate_holds_in_flight") == 0
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_metrics_need_the_admin_key_or_the_scrape_token_unless_public(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await _gateway(tmp_path, mock, {"metrics": {"token": "scrape-me"}})
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await _scrape(s, gw, {}))[0] == 401
+            assert (await _scrape(s, gw, {"Authorization": f"Bearer {gw.key}"}))[0] == 403
+            assert (await _scrape(s, gw, {"Authorization": "Bearer scrape-me"}))[0] == 200
+            assert (await _scrape(s, gw))[0] == 200
+    finally:
+        await gw.runner.cleanup()
+    public = await _gateway(tmp_path / "p", mock, {"metrics": {"public": True}})
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await _scrape(s, public, {}))[0] == 200
+    finally:
+        await public.runner.cleanup()
+    off = await _gateway(tmp_path / "o", mock, {"metrics": {"enabled": False}})
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await _scrape(s, off))[0] == 404
+    finally:
+        await off.runner.cleanup()
+
+
+async def test_a_cache_hit_shows_in_the_hit_ratio(tmp_path: Path, mock: MockServer) -> None:
+    gw = await _gateway(tmp_path, mock, {"cache": {"enabled": True}})
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gw.key}"}) as s:
+            body = {**CHAT, "temperature": 0}
+            for _ in range(2):
+                async with s.post(f"{gw.url}/v1/chat/completions", json=body) as r:
+                    assert r.status == 200
+                    hit = r.headers.get("x-faregate-cache")
+            status, _, text = await _scrape(s, gw, ADMIN)
+        assert status == 200
+        m = _samples(text)
+        assert hit == "hit"
+        assert _value(m, "faregate_cache_lookups_total", model="gpt-4o-mini") == 2
+        assert _value(m, "faregate_cache_hits_total", model="gpt-4o-mini") == 1
+    finally:
+        await gw.runner.cleanup()
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log record, at every level, formatted by the production JSON formatter."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield out
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+PROVIDER_SECRET = "sk-provider-SECRET-0123456789abcdef"
+
+
+@pytest.fixture
+async def leaky_upstream() -> AsyncIterator[str]:
+    """An upstream that quotes the key it was sent in its error messages, as some do."""
+
+    async def handler(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "")
+        body = await request.json()
+        status = 500 if "fail" in str(body.get("messages")) else 400
+        message = f"Invalid request with key {given}; key was {given.removeprefix('Bearer ')}"
+        return web.json_response({"error": {"message": message, "type": "x"}}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_no_provider_key_or_api_key_reaches_logs_or_error_bodies(
+    tmp_path: Path, mock: MockServer, leaky_upstream: str, captured_logs: io.StringIO
+) -> None:
+    mock.config.deployments["openai"] = MockBehaviour(require_key="another-key")
+    extra = {
+        "providers": {
+            "openai": {
+                "wire": "openai",
+                "base_url": f"{mock.url}/d/openai/v1",
+                "api_key": PROVIDER_SECRET,
+            },
+            "leaky": {
+                "wire": "openai",
+                "base_url": f"{leaky_upstream}/v1",
+                "api_key": PROVIDER_SECRET,
+            },
+        },
+        "models": [
+            {"name": "gpt-4o-mini", "deployments": [{"provider": "openai", "model": "m"}]},
+            {"name": "leaky", "deployments": [{"provider": "leaky", "model": "m"}]},
+        ],
+    }
+    gw = await _gateway(tmp_path, mock, extra)
+    bodies: list[str] = []
+    wrong_key = gw.key[:-6] + "zzzzzz"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for key, model, text in (
+                (gw.key, "gpt-4o-mini", "hi"),  # the upstream refuses the provider key
+                (gw.key, "leaky", "hi"),  # a 400 that quotes the key
+                (gw.key, "leaky", "fail"),  # a 500 that quotes the key
+                (wrong_key, "gpt-4o-mini", "hi"),  # a client key that does not verify
+                (gw.key, "gpt-4o-mini", "x" * 10),
+            ):
+                body = {**CHAT, "model": model, "messages": [{"role": "user", "content": text}]}
+                for stream in (False, True):
+                    async with s.post(
+                        f"{gw.url}/v1/chat/completions",
+                        json={**body, "stream": stream},
+                        headers={"Authorization": f"Bearer {key}"},
+                    ) as r:
+                        assert r.status >= 400
+                        bodies.append(await r.text())
+                        bodies.append(str(dict(r.headers)))
+            async with s.get(f"{gw.url}/api/v1/deployments/health", headers=ADMIN) as r:
+                bodies.append(await r.text())
+            bodies.append((await _scrape(s, gw))[2])
+    finally:
+        await gw.runner.cleanup()
+    logs = captured_logs.getvalue()
+    assert "upstream" in "".join(bodies)  # the errors did happen and were explained
+    for secret in (PROVIDER_SECRET, gw.key, wrong_key, ADMIN_KEY, gw.key[12:], "another-key"):
+        assert secret not in logs
+        for body in bodies:
+            assert secret not in body
+
+
+def test_log_fields_named_like_secrets_are_redacted() -> None:
+    record = logging.LogRecord("faregate", logging.INFO, __file__, 1, "m", (), None)
+    record.api_key = "fg_live_abc"
+    record.authorization = "Bearer fg_live_abc"
+    record.provider_secret = "sk-x"
+    record.key_id = "key_123"
+    line = JsonFormatter().format(record)
+    assert "fg_live_abc" not in line and "sk-x" not in line
+    assert '"key_id":"key_123"' in line

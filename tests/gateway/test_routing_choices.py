@@ -1,0 +1,251 @@
+"""Which deployment serves a request, through the running gateway: `cheapest` prices this
+request, `ab_split` splits by key and reports per arm (API, live statistics and CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from faregate.cli import main as cli_main
+from faregate.mockprovider.server import MockServer
+from faregate.routing import RouteRequest
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def _provider(mock_url: str, name: str) -> dict[str, str]:
+    return {"wire": "openai", "base_url": f"{mock_url}/d/{name}/v1", "api_key": "k"}
+
+
+def _crossing_config(mock_url: str) -> dict[str, Any]:
+    # Cheap input / dear output against the opposite: the prompt's size decides.
+    return {
+        "providers": {n: _provider(mock_url, n) for n in ("cheap-in", "cheap-out")},
+        "prices": {
+            "models": [
+                {
+                    "provider": "xtest",
+                    "model": "cheap-in-model",
+                    "effective_from": "2020-01-01",
+                    "input": 0.1,
+                    "output": 2,
+                },
+                {
+                    "provider": "xtest",
+                    "model": "cheap-out-model",
+                    "effective_from": "2020-01-01",
+                    "input": 2,
+                    "output": 0.1,
+                },
+            ]
+        },
+        "models": [
+            {
+                "name": "auto",
+                "strategy": "cheapest",
+                "deployments": [
+                    {
+                        "id": "cheap-in",
+                        "provider": "cheap-in",
+                        "model": "m",
+                        "price_key": "cheap-in-model",
+                    },
+                    {
+                        "id": "cheap-out",
+                        "provider": "cheap-out",
+                        "model": "m",
+                        "price_key": "cheap-out-model",
+                    },
+                ],
+            }
+        ],
+    }
+
+
+async def test_cheapest_picks_by_the_size_of_this_prompt_when_prices_cross(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await start_gateway(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, _crossing_config(mock.url)
+    )
+    small = "x" * (4 * 96)  # ~100 prompt tokens
+    large = "x" * (4 * 99_996)  # ~100,000 prompt tokens
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gw.key}"}) as s:
+            served = {}
+            for name, text in (("small", small), ("large", large)):
+                body = {
+                    "model": "auto",
+                    "max_tokens": 200,
+                    "messages": [{"role": "user", "content": text}],
+                }
+                async with s.post(f"{gw.url}/v1/chat/completions", json=body) as r:
+                    assert r.status == 200
+                    served[name] = r.headers["x-faregate-deployment"]
+                    prompt_tokens = (await r.json())["usage"]["prompt_tokens"]
+                    assert abs(prompt_tokens - len(text) // 4) < 10
+        # 100 in + 200 out: 0.1*100 + 2*200 = 410 vs 2*100 + 0.1*200 = 220 -> cheap output.
+        # 100,000 in: 10,000 + 400 vs 200,000 + 20 -> cheap input.
+        assert served == {"small": "cheap-out", "large": "cheap-in"}
+        assert mock.stats.requests_for(deployment="cheap-out") == 1
+        assert mock.stats.requests_for(deployment="cheap-in") == 1
+    finally:
+        await gw.runner.cleanup()
+
+
+def _ab_config(mock_url: str) -> dict[str, Any]:
+    return {
+        "providers": {n: _provider(mock_url, n) for n in ("ab-a", "ab-b")},
+        "prices": {
+            "models": [
+                {
+                    "provider": "xtest",
+                    "model": "ab-model",
+                    "effective_from": "2020-01-01",
+                    "input": 1,
+                    "output": 4,
+                },
+            ]
+        },
+        "models": [
+            {
+                "name": "ab",
+                "strategy": "ab_split",
+                "experiment": "exp-1",
+                "sticky": "key",
+                "arms": [
+                    {"deployment": "ab-a", "percent": 30, "name": "a"},
+                    {"deployment": "ab-b", "percent": 70, "name": "b"},
+                ],
+                "deployments": [
+                    {"id": "ab-a", "provider": "ab-a", "model": "m", "price_key": "ab-model"},
+                    {"id": "ab-b", "provider": "ab-b", "model": "m", "price_key": "ab-model"},
+                ],
+            }
+        ],
+    }
+
+
+@pytest.fixture
+async def ab_gateway(tmp_path: Path, mock: MockServer) -> Any:
+    gw = await start_gateway(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, _ab_config(mock.url)
+    )
+    yield gw
+    await gw.runner.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def ab_gateway_on(request: pytest.FixtureRequest, tmp_path: Path, mock: MockServer) -> Any:
+    postgres = request.param == "postgres"
+    url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+    gw = await start_gateway(tmp_path, url, mock, _ab_config(mock.url))
+    yield gw
+    await gw.runner.cleanup()
+    if postgres:
+        await drop_pg_database(url)
+
+
+def test_ten_thousand_keys_split_within_two_points_of_target_and_stay_put(
+    ab_gateway: Running,
+) -> None:
+    router = ab_gateway.services.router
+    group = router.resolve("ab")
+
+    def arm(key: str) -> str:
+        return str(router.plan(group, RouteRequest(key_id=key))[0].id)
+
+    first = {f"key-{i}": arm(f"key-{i}") for i in range(10_000)}
+    share_a = sum(d == "ab-a" for d in first.values()) / len(first)
+    assert abs(share_a - 0.30) <= 0.02
+    assert all(arm(key) == deployment for key, deployment in list(first.items())[:2_000])
+
+
+async def _new_key(s: aiohttp.ClientSession, gw: Running, name: str) -> str:
+    async with s.post(
+        f"{gw.url}/admin/keys", json={"name": name, "customer": "acme"}, headers=ADMIN
+    ) as r:
+        assert r.status == 201
+        return str((await r.json())["key"])
+
+
+async def _report(s: aiohttp.ClientSession, gw: Running, query: str = "") -> Any:
+    async with s.get(f"{gw.url}/api/v1/experiments/exp-1{query}", headers=ADMIN) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def test_each_key_sticks_to_its_arm_and_the_report_counts_every_request(
+    ab_gateway_on: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = ab_gateway_on
+    body = {"model": "ab", "max_tokens": 5, "messages": [{"role": "user", "content": "hello"}]}
+    async with aiohttp.ClientSession() as s:
+        keys = [await _new_key(s, gw, f"k{i}") for i in range(12)]
+        served: dict[str, set[str]] = {}
+        for key in keys:
+            for _ in range(4):
+                async with s.post(
+                    f"{gw.url}/v1/chat/completions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {key}"},
+                ) as r:
+                    assert r.status == 200
+                    served.setdefault(key, set()).add(r.headers["x-faregate-deployment"])
+        assert all(len(deployments) == 1 for deployments in served.values())
+        assert {d for ds in served.values() for d in ds} == {"ab-a", "ab-b"}
+        per_arm = {"a": 0, "b": 0}
+        for deployments in served.values():
+            per_arm["a" if deployments == {"ab-a"} else "b"] += 4
+
+        live = await _report(s, gw, "?source=live")
+        assert {row["arm"]: row["requests"] for row in live["arms"]} == per_arm
+        for _ in range(100):  # stored records arrive through the batched writer
+            stored = await _report(s, gw)
+            if sum(row["requests"] for row in stored["arms"]) == 48:
+                break
+            await asyncio.sleep(0.05)
+        assert {row["arm"]: row["requests"] for row in stored["arms"]} == per_arm
+        for row in stored["arms"]:
+            if not row["requests"]:
+                continue
+            # 5 output tokens and the mock's deterministic prompt count, at $1 / $4 per 1M.
+            assert row["errors"] == 0 and row["error_rate"] == 0.0
+            assert row["output_tokens"] == 5 * row["requests"]
+            expected = (Decimal(row["input_tokens"]) + 4 * Decimal(row["output_tokens"])) / 10**6
+            assert Decimal(row["cost"]) == expected
+            assert row["latency_p50_ms"] is not None
+            assert row["latency_p95_ms"] >= row["latency_p50_ms"]
+            live_row = next(r for r in live["arms"] if r["arm"] == row["arm"])
+            assert Decimal(live_row["cost"]) == expected
+            assert live_row["output_tokens"] == row["output_tokens"]
+        assert stored["configured"] is True and stored["models"] == ["ab"]
+
+        async with s.get(f"{gw.url}/api/v1/experiments", headers=ADMIN) as r:
+            listed = (await r.json())["experiments"]
+        assert listed[0]["experiment"] == "exp-1" and listed[0]["stored_requests"] == 48
+        async with s.get(f"{gw.url}/api/v1/experiments/nope", headers=ADMIN) as r:
+            assert r.status == 404
+        async with s.get(
+            f"{gw.url}/api/v1/experiments/exp-1", headers={"Authorization": f"Bearer {keys[0]}"}
+        ) as r:
+            assert r.status == 403
+
+    code = await asyncio.to_thread(
+        cli_main,
+        ["experiments", "show", "exp-1", "--database-url", gw.settings.database_url],
+    )
+    assert code == 0
+    printed = orjson.loads(capsys.readouterr().out)
+    assert {row["arm"]: row["requests"] for row in printed["arms"]} == per_arm
+    assert printed["arms"] == [
+        {k: v for k, v in row.items()} for row in stored["arms"] if row["requests"]
+    ]
