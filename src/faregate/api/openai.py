@@ -92,18 +92,24 @@ async def _stream_chat(request: web.Request, services: Services, call: Call) -> 
         }
     )
     await response.prepare(request)
+    state = call.stream_state
+    pending: list[bytes] = []  # chunks of one upstream read, sent in one write
     try:
         chunk: dict[str, Any] | None = first
         while chunk is not None:
             if wants_usage or chunk.get("choices"):
                 if not wants_usage:
                     chunk.pop("usage", None)
-                await response.write(_sse(chunk))
+                pending.append(_sse(chunk))
+            if pending and not (state is not None and state.more):
+                await response.write(b"".join(pending))
+                pending.clear()
             chunk = await anext(chunks, None)
-        await response.write(_DONE)
+        pending.append(_DONE)
+        await response.write(b"".join(pending))
     except FaregateError as err:  # the upstream failed mid-stream: end with an error event
-        await response.write(_sse(err.body()))
-        await response.write(_DONE)
+        pending += [_sse(err.body()), _DONE]
+        await response.write(b"".join(pending))
     except (ConnectionResetError, OSError):
         pass  # the client went away; closing the generator cancels the upstream call
     finally:

@@ -49,6 +49,8 @@ class Call:
     experiment: str | None = None
     arm: str | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    # A chat stream's StreamState while it runs (the API reads `more` to batch writes).
+    stream_state: Any = None
     # Stage-private state (hold ids, permits, …) keyed by stage name.
     scratch: dict[str, Any] = field(default_factory=dict)
 

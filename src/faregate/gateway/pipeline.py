@@ -194,7 +194,7 @@ class Gateway:
         caller can still answer an error with a proper status before sending headers."""
         self._resolve(call, "chat")
         run = StageRun(self.stages)
-        state = StreamState()
+        state = call.stream_state = StreamState()
         stream: AsyncIterator[dict[str, Any]] | None = None
         try:
             await run.enter(call)

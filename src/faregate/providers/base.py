@@ -68,6 +68,9 @@ class StreamState:
     usage: Usage | None = None
     finish_reason: str | None = None
     chunks: int = 0
+    # True while the chunk just yielded is followed by another from the same upstream read
+    # (no wait in between): the API may then batch them into one write to the client.
+    more: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

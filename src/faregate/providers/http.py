@@ -336,8 +336,12 @@ class Upstream:
                     raise self.status_error(response.status, raw, response.headers)
                 decoder = SSEDecoder()
                 async for block in response.content.iter_any():
-                    for chunk in _parse(parser, decoder.feed(block), state):
+                    chunks = _parse(parser, decoder.feed(block), state)
+                    last = len(chunks) - 1
+                    for i, chunk in enumerate(chunks):
+                        state.more = i < last
                         yield chunk
+                state.more = False
                 for chunk in _parse(parser, decoder.flush(), state):
                     yield chunk
                 for chunk in _counted(parser.close(), state):

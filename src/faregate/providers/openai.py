@@ -56,15 +56,12 @@ class OpenAIProvider:
             f"{self.base_url}/chat/completions", payload, lambda data: chat_result(data, body)
         )
 
-    async def chat_stream(
+    def chat_stream(
         self, body: dict[str, Any], model: str, state: StreamState
     ) -> AsyncIterator[dict[str, Any]]:
         payload = chat_payload(body, model, stream=True, include_usage=self.stream_usage)
         parser = StreamParser(body, state, self.http)
-        async for item in self.http.stream(
-            f"{self.base_url}/chat/completions", payload, parser, state
-        ):
-            yield item
+        return self.http.stream(f"{self.base_url}/chat/completions", payload, parser, state)
 
     async def embeddings(self, body: dict[str, Any], model: str) -> EmbeddingsResult:
         return await self.http.post_json(
@@ -247,7 +244,7 @@ class StreamParser:
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self.done = False
-        self.text: list[str] = []
+        self.deltas: list[dict[str, Any]] = []  # for an estimate, if no usage comes
         self.last: dict[str, Any] = {}
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
@@ -263,7 +260,7 @@ class StreamParser:
         for choice in data.get("choices") or ():
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
             if self.usage is None:
-                self.text.append(_message_text(choice.get("delta") or {}))
+                self.deltas.append(choice.get("delta") or {})
         self.last = data
         return [data]
 
@@ -272,7 +269,8 @@ class StreamParser:
             raise stream_cut()
         extra: list[dict[str, Any]] = []
         if self.usage is None:
-            self.usage = estimate_chat_usage(self.body, "".join(self.text))
+            text = "".join(_message_text(delta) for delta in self.deltas)
+            self.usage = estimate_chat_usage(self.body, text)
             last = self.last
             extra.append(
                 chunk(
