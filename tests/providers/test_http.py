@@ -133,3 +133,47 @@ def test_transport_failures_map_to_retryable_provider_errors() -> None:
 def test_provider_errors_pass_through_untouched() -> None:
     original = ProviderError("x", status=400, code="invalid_request", retryable=False)
     assert _raised(original) is original
+
+
+async def test_stream_marks_the_chunks_that_arrived_in_the_same_read_as_the_next() -> None:
+    from aiohttp import web
+
+    from faregate.providers.base import StreamState
+    from faregate.providers.http import Upstream
+
+    events = b"".join(b'data: {"n": %d}\n\n' % n for n in range(3))
+
+    async def sse(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(events)  # three events in one read
+        await response.write_eof()
+        return response
+
+    class Parser:
+        def feed(self, event: SSEEvent) -> list[dict[str, object]]:
+            return [orjson.loads(event.data)]
+
+        def close(self) -> list[dict[str, object]]:
+            return [{"n": "last"}]
+
+    app = web.Application()
+    app.router.add_post("/s", sse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            upstream = Upstream(ENDPOINT, session, {}, lambda body: ErrorDetail())
+            state = StreamState()
+            seen = [
+                (chunk["n"], state.more)
+                async for chunk in upstream.stream(
+                    f"http://127.0.0.1:{port}/s", {}, Parser(), state
+                )
+            ]
+    finally:
+        await runner.cleanup()
+    assert seen == [(0, True), (1, True), (2, False), ("last", False)]
