@@ -1,0 +1,288 @@
+"""Two gateway processes on one PostgreSQL and one Redis: rate limits, budgets, budget alerts
+and the response cache hold across them as they do in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from sqlalchemy import func, select
+
+from faregate.auth.principal import Principal
+from faregate.config import load_settings
+from faregate.gateway.call import Call
+from faregate.gateway.pricing import CatalogPricer
+from faregate.mockprovider.config import MockBehaviour
+from faregate.mockprovider.server import MockServer
+from faregate.money import from_nanos
+from faregate.pricing import catalog_from_section
+from faregate.store.db import create_engine
+from faregate.store.tables.metering import requests
+from faregate.webhooks import verify
+from tests.conftest import create_pg_database, drop_pg_database, free_port
+from tests.gateway.conftest import gateway_config, start_gateway
+from tests.gateway.processes import Replica, prepare_database, start_replicas, stop_replicas
+
+CHAT = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+HMAC_KEY = "test-hmac-key"
+
+
+async def _post(url: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        ) as r,
+    ):
+        return r.status, dict(r.headers), await r.read()
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[str]:
+    url = await create_pg_database()
+    yield url
+    await drop_pg_database(url)
+
+
+async def test_an_rpm_limit_holds_within_one_percent_across_two_processes(
+    tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str
+) -> None:
+    limit = 200
+    key = await prepare_database(pg)
+    extra = {
+        "redis_url": redis_url,
+        "server": {"redis_prefix": redis_prefix},
+        "rate_limits": {"rules": [{"id": "k", "scope": "key", "match": "*", "rpm": limit}]},
+    }
+    replicas = await start_replicas(tmp_path, pg, mock.url, extra)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(_post(r.url, key, CHAT) for _ in range(limit * 3 // 4) for r in replicas)
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        await stop_replicas(replicas)
+    admitted = sum(1 for status, _, _ in results if status == 200)
+    refused = [h for status, h, _ in results if status == 429]
+    assert admitted + len(refused) == len(results)
+    # GCRA refills `limit` per minute: what the limit allows in this run is the burst plus
+    # the refill over the run's duration; the two processes together stay within 1% of it.
+    allowed = limit + elapsed * limit / 60
+    assert limit <= admitted <= allowed * 1.01, (admitted, allowed)
+    assert mock.stats.requests == admitted
+    assert all(h["x-ratelimit-limit-requests"] == str(limit) for h in refused)
+    assert {h.get("x-ratelimit-remaining-requests") for h in refused} == {"0"}
+
+
+async def test_a_concurrency_limit_holds_across_two_processes(
+    tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str
+) -> None:
+    key = await prepare_database(pg)
+    mock.config.deployments["openai"] = MockBehaviour(latency=0.5)
+    extra = {
+        "redis_url": redis_url,
+        "server": {"redis_prefix": redis_prefix},
+        "rate_limits": {"rules": [{"id": "c", "scope": "team", "match": "*", "max_concurrent": 3}]},
+    }
+    replicas = await start_replicas(tmp_path, pg, mock.url, extra)
+    try:
+        results = await asyncio.gather(
+            *(_post(r.url, key, CHAT) for _ in range(5) for r in replicas)
+        )
+    finally:
+        await stop_replicas(replicas)
+    statuses = [status for status, _, _ in results]
+    # All ten arrive while the first three are still upstream (each takes 0.5 s).
+    assert statuses.count(200) == 3 and statuses.count(429) == 7
+
+
+class Receiver:
+    """A webhook endpoint on loopback that keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.received.append((dict(request.headers), await request.read()))
+        return web.Response(status=200)
+
+    async def __aenter__(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hooks", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._runner.cleanup()
+
+    def alerts(self) -> list[dict[str, Any]]:
+        out = []
+        for headers, body in self.received:
+            assert verify(HMAC_KEY, body, headers["X-Lago-Signature"])
+            data = orjson.loads(body)
+            if data["webhook_type"] == "alert.triggered":
+                out.append(data["alert"])
+        return out
+
+    async def wait_for(self, count: int) -> list[dict[str, Any]]:
+        for _ in range(600):
+            if len(self.alerts()) >= count:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # a duplicate, if any, would arrive now
+        return self.alerts()
+
+
+# A priced model where one call's worst case is about $0.03: 100 of them overrun $1.00.
+PRICEY = {
+    "prices": {
+        "models": [
+            {
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "effective_from": "2025-01-01",
+                "input": 1,
+                "output": 30,
+            }
+        ]
+    }
+}
+PRICEY_CHAT = {**CHAT, "max_tokens": 1000}
+DOLLAR_BUDGET = {
+    "id": "dollar",
+    "scope": "customer",
+    "match": "acme",
+    "basis": "cost",
+    "amount": "1.00",
+    "period": "day",
+    "timezone": "Europe/Berlin",
+    "thresholds": [0.5, 0.8, 1.0],
+    "hard": True,
+}
+
+
+def _one_request_estimate() -> Decimal:
+    settings = load_settings(env={}, overrides=gateway_config("http://127.0.0.1:9", PRICEY))
+    pricer = CatalogPricer(catalog_from_section(settings.section("prices")))
+    call = Call("r", Principal("k", "p"), "chat", "gpt-4o-mini", dict(PRICEY_CHAT))
+    call.group = settings.models["gpt-4o-mini"]
+    pricer.estimate_call(call)
+    assert call.est_cost is not None and call.est_cost > Decimal("0.02")
+    return call.est_cost
+
+
+async def _total_spend(database_url: str) -> tuple[Decimal, int]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(func.coalesce(func.sum(requests.c.cost_nanos), 0), func.count()).where(
+                        requests.c.status == 200
+                    )
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    return from_nanos(int(row[0])), int(row[1])
+
+
+def _check_budget_run(
+    results: list[tuple[int, dict[str, str], bytes]], spent: Decimal, served: int
+) -> None:
+    ok = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] == 429]
+    assert ok and refused and len(ok) + len(refused) == 100 == len(results)
+    assert all(orjson.loads(b)["error"]["code"] == "budget_exceeded" for _, _, b in refused)
+    assert served == len(ok)
+    assert spent == sum(Decimal(h["x-faregate-cost"]) for _, h, _ in ok)
+    assert spent <= Decimal("1.00") + _one_request_estimate()
+
+
+async def test_a_one_dollar_budget_under_100_concurrent_requests_embedded(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    mock.config.deployments["openai"] = MockBehaviour(output_tokens=1000)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+    gw = await start_gateway(tmp_path, url, mock, {**PRICEY, "budgets": [DOLLAR_BUDGET]})
+    try:
+        results = await asyncio.gather(*(_post(gw.url, gw.key, PRICEY_CHAT) for _ in range(100)))
+        await gw.services.writer.flush()
+    finally:
+        await gw.runner.cleanup()
+    spent, served = await _total_spend(url)
+    _check_budget_run(results, spent, served)
+
+
+async def test_a_one_dollar_budget_holds_across_two_processes_and_alerts_once(
+    tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str
+) -> None:
+    mock.config.deployments["openai"] = MockBehaviour(output_tokens=1000)
+    key = await prepare_database(pg)
+    async with Receiver() as hooks:
+        extra = {
+            **PRICEY,
+            "redis_url": redis_url,
+            "server": {"redis_prefix": redis_prefix},
+            "budgets": [DOLLAR_BUDGET],
+            "webhooks": {"hmac_key": HMAC_KEY, "endpoints": [hooks.url], "poll_seconds": 0.1},
+        }
+        replicas: list[Replica] = await start_replicas(tmp_path, pg, mock.url, extra)
+        try:
+            results = await asyncio.gather(
+                *(_post(r.url, key, PRICEY_CHAT) for _ in range(50) for r in replicas)
+            )
+            spent, _ = await _total_spend(pg)  # settled, possibly not all written yet
+            expected = ["budget.exceeded", "budget.threshold", "budget.threshold"]
+            if spent >= Decimal("1.00"):
+                expected.append("budget.threshold")
+            alerts = await hooks.wait_for(len(expected))
+        finally:
+            await stop_replicas(replicas)
+    spent, served = await _total_spend(pg)
+    _check_budget_run(results, spent, served)
+    # Each threshold crossed once, the refusal reported once, whichever process saw it.
+    crossed = sorted(
+        Decimal(a["threshold"]) for a in alerts if a["alert_type"] == "budget.threshold"
+    )
+    assert crossed == [t for t in (Decimal("0.5"), Decimal("0.8"), Decimal(1)) if spent >= t]
+    assert [a["alert_type"] for a in alerts].count("budget.exceeded") == 1
+    assert all(a["budget_id"] == "dollar" and a["value"] == "acme" for a in alerts)
+
+
+async def test_two_processes_share_cached_answers_through_redis(
+    tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str
+) -> None:
+    key = await prepare_database(pg)
+    extra = {
+        "redis_url": redis_url,
+        "server": {"redis_prefix": redis_prefix},
+        "cache": {"enabled": True},
+    }
+    body = {**CHAT, "temperature": 0}
+    replicas = await start_replicas(tmp_path, pg, mock.url, extra)
+    try:
+        first = await _post(replicas[0].url, key, body)
+        second = await _post(replicas[1].url, key, body)
+        stream = {**body, "stream": True}
+        streamed = await _post(replicas[1].url, key, stream)
+        replayed = await _post(replicas[0].url, key, stream)
+    finally:
+        await stop_replicas(replicas)
+    assert first[0] == second[0] == 200 and second[1]["x-faregate-cache"] == "hit"
+    assert first[2] == second[2]
+    assert replayed[1].get("x-faregate-cache") == "hit" and replayed[2] == streamed[2]
+    assert mock.stats.requests == 2
