@@ -24,6 +24,7 @@ from faregate.api import (
     invoices,
     metrics,
     openai,
+    spend,
     system,
     webhooks,
 )
@@ -161,6 +162,7 @@ def build_app(settings: Settings) -> web.Application:
         invoices,
         experiments,
         metrics,
+        spend,
     ):
         module.add_routes(app)
     return app
