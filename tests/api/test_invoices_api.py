@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from lago_python_client.client import Client
 from lago_python_client.exceptions import LagoApiError
@@ -27,9 +28,11 @@ from lago_python_client.models import (
 )
 
 from faregate.app import start_app
+from faregate.cli import main
 from faregate.config import load_settings
 from faregate.store.db import migrate
 from tests.conftest import create_pg_database, drop_pg_database, free_port
+from tests.webhooks.receiver import Receiver
 
 ADMIN_KEY = "fg_admin_invoices_test"
 OCTOBER = 1_791_000_000  # 2026-10-03T03:20:00Z, inside October 2026
@@ -40,6 +43,8 @@ class Server:
     url: str
     client: Client
     runner: Any
+    receiver: Receiver
+    database_url: str
 
     async def call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -54,6 +59,7 @@ class Server:
 async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
     postgres = request.param == "postgres"
     url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'i.db'}"
+    receiver = await Receiver().start()
     overrides = {
         "providers": {
             "openai": {"wire": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "k"}
@@ -62,6 +68,7 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             {"name": "gpt-4o-mini", "deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]}
         ],
         "billing": {"run_interval": 0, "grace_period_days": 3650},
+        "webhooks": {"hmac_key": "whsec", "endpoints": [receiver.url], "poll_seconds": 0.02},
     }
     settings = load_settings(
         env={
@@ -75,8 +82,9 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     await asyncio.to_thread(migrate, url)
     runner = await start_app(settings)
     base = f"http://127.0.0.1:{settings.port}"
-    yield Server(base, Client(api_key=ADMIN_KEY, api_url=base + "/"), runner)
+    yield Server(base, Client(api_key=ADMIN_KEY, api_url=base + "/"), runner, receiver, url)
     await runner.cleanup()
+    await receiver.close()
     if postgres:
         await drop_pg_database(url)
 
@@ -241,3 +249,54 @@ async def test_an_unknown_invoice_is_a_lago_404(server: Server) -> None:
     with pytest.raises(LagoApiError) as raised:
         await server.call(server.client.invoices.find, "nope")
     assert raised.value.status_code == 404
+
+
+async def test_invoice_and_event_error_webhooks(server: Server) -> None:
+    await subscribe(server)
+    c = server.client
+    await server.call(c.events.create, tokens("in-1", "input", 1_000_000))
+    [invoice_id] = (await server.http("POST", "/api/v1/billing_runs")).json()["billing_run"][
+        "created"
+    ]
+    await server.call(c.invoices.finalize, invoice_id)
+    bad = {"event": {"transaction_id": "t", "external_subscription_id": "sub_1", "code": "nope"}}
+    assert (await server.http("POST", "/api/v1/events", json=bad)).status_code == 422
+    await server.receiver.wait_for(4)
+    drafted, created, finalized = (
+        server.receiver.of_type(t)
+        for t in ("invoice.drafted", "invoice.created", "invoice.finalized")
+    )
+    assert [d.json["invoice"]["status"] for d in drafted] == ["draft"]
+    assert [d.json["invoice"]["total_amount_cents"] for d in created] == [1100]
+    assert created[0].json["object_type"] == "invoice"
+    assert finalized[0].json["invoice"]["number"] == "FG-000001"
+    [error] = server.receiver.of_type("event.error")
+    assert error.json["object_type"] == "event_error"
+    assert error.json["event_error"]["event"]["code"] == "nope"
+    assert "billable_metric_not_found" in error.json["event_error"]["message"]
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    assert main(list(args)) == 0
+    return dict(orjson.loads(capsys.readouterr().out))
+
+
+async def test_the_invoices_command_line(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await subscribe(server)
+    await server.call(server.client.events.create, tokens("in-1", "input", 1_000_000))
+    db = ("--database-url", server.database_url)
+    run = await asyncio.to_thread(cli, capsys, "invoices", "run", *db)
+    [invoice_id] = run["billing_run"]["created"]
+    assert run["billing_run"]["finalized"] == [invoice_id]  # no grace period configured here
+    listed = await asyncio.to_thread(cli, capsys, "invoices", "list", "--customer", "acme", *db)
+    assert [i["lago_id"] for i in listed["invoices"]] == [invoice_id]
+    shown = await asyncio.to_thread(cli, capsys, "invoices", "show", invoice_id, *db)
+    assert shown["invoice"]["total_amount_cents"] == 1100
+    assert shown["invoice"]["customer"]["external_id"] == "acme"
+    again = await asyncio.to_thread(cli, capsys, "invoices", "finalize", invoice_id, *db)
+    assert again["invoice"]["number"] == shown["invoice"]["number"]  # finalizing twice: no-op
+    out = tmp_path / "invoice.pdf"
+    await asyncio.to_thread(cli, capsys, "invoices", "download", invoice_id, "-o", str(out), *db)
+    assert out.read_bytes().startswith(b"%PDF")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from faregate.api.common import bearer_key, json_response, read_json_object
@@ -403,7 +404,17 @@ async def _store_events(services: Services, items: list[object]) -> tuple[
     for index, event in accepted.items():
         row = stored[(event["external_subscription_id"], event["transaction_id"])]
         results[index] = _event_json(row, event)
+    for index, details in errors.items():
+        await _event_error(services, items[int(index)], details)
     return results, errors
+
+
+async def _event_error(services: Services, item: object, details: dict[str, list[str]]) -> None:
+    """Lago's `event.error` webhook for a refused event (after the response is decided)."""
+    error = {"status": 422, "error": "Unprocessable Entity",
+             "message": orjson.dumps(details).decode(),
+             "event": item if isinstance(item, dict) else {"value": item}}
+    await services.webhooks.emit("event.error", "event_error", error)
 
 
 @_lago

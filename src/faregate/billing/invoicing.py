@@ -121,7 +121,7 @@ class Invoicing:
             rows = await repo.billable_subscriptions(conn)
         for row in rows:
             try:
-                result.created += await self._bill_subscription(row, now)
+                await self._bill_subscription(row, now, result)
             except Exception:  # one broken subscription must not stop the others
                 log.exception(
                     "billing run failed for a subscription",
@@ -138,7 +138,9 @@ class Invoicing:
                 result.refreshed.append(draft["id"])
         return result
 
-    async def _bill_subscription(self, row: Mapping[str, Any], now: datetime) -> list[str]:
+    async def _bill_subscription(
+        self, row: Mapping[str, Any], now: datetime, result: RunResult
+    ) -> None:
         async with self.engine.connect() as conn:
             billed = await billed_of_row(conn, row)
             done = await irepo.invoiced_periods(conn, row["id"])
@@ -151,35 +153,27 @@ class Invoicing:
         wanted += [
             (PERIODIC, p) for p in ended_periods(billed, now) if (PERIODIC, p.start) not in done
         ]
-        created = []
         for reason, period in wanted:
-            invoice_id = await self._create(billed, reason, period, now)
-            if invoice_id is not None:
-                created.append(invoice_id)
-        return created
+            await self._create(billed, reason, period, now, result)
 
     async def _create(
-        self, billed: Billed, reason: str, period: Period, now: datetime
-    ) -> str | None:
+        self, billed: Billed, reason: str, period: Period, now: datetime, result: RunResult
+    ) -> None:
         try:
             async with self.engine.begin() as conn:
                 invoice = await self._compute(conn, billed, reason, period)
-                row = await irepo.insert_invoice(
-                    conn,
-                    invoice,
-                    ids={
-                        "customer_id": billed.row.get("customer_id"),
-                        "subscription_id": billed.row["id"],
-                    },
-                    billing_reason=reason,
-                )
+                ids = {
+                    "customer_id": billed.row.get("customer_id"),
+                    "subscription_id": billed.row["id"],
+                }
+                row = await irepo.insert_invoice(conn, invoice, ids=ids, billing_reason=reason)
         except IntegrityError:  # another replica invoiced this period first
-            return None
+            return
+        result.created.append(row["id"])
         if self.settings.grace_period and period.end + self.settings.grace_period > now:
             await self._emit("invoice.drafted", row)
-        else:
-            await self._finalize_row(row["id"], now)
-        return str(row["id"])
+        elif await self._finalize_row(row["id"], now) is not None:
+            result.finalized.append(row["id"])
 
     async def _compute(
         self, conn: AsyncConnection, billed: Billed, reason: str, period: Period

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.billing.aggregate import Aggregate
-from faregate.billing.charges import BucketKey, plan_aggregates
+from faregate.billing.charges import BucketKey, charge_aggregates, metric_of, plan_aggregates
 from faregate.billing.errors import BillingValidationError
 from faregate.billing.events import Event
 from faregate.billing.metrics import BillableMetric
@@ -241,12 +241,21 @@ async def period_aggregates(
     plan: Plan,
     metrics_by_code: Mapping[str, BillableMetric],
     period: Period,
+    *,
+    rounded: bool = True,
 ) -> dict[BucketKey, Aggregate]:
     """Every charge bucket's usage of `subscription` over `period` (what invoices and current
-    usage price). Reads raw events today; rollups may back it without changing callers.
-    Recurring metrics start each period from zero here (no carry-over yet)."""
+    usage price; `rounded=False` gives the raw aggregates per-request prices start from).
+    Reads raw events today; rollups may back it without changing callers. Recurring metrics
+    start each period from zero here (no carry-over yet)."""
     codes = {charge.billable_metric_code for charge in plan.charges}
     listed = await subscription_events(
         conn, subscription.external_id, codes, period.start, period.end
     )
-    return plan_aggregates(plan, metrics_by_code, listed, period)
+    if rounded:
+        return plan_aggregates(plan, metrics_by_code, listed, period)
+    result: dict[BucketKey, Aggregate] = {}
+    for charge in plan.charges:
+        metric = metric_of(charge, metrics_by_code)
+        result.update(charge_aggregates(charge, metric, listed, period, rounded=False))
+    return result

@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from faregate.cli import admin, experiments, pricing, serve, spend, webhooks
+from faregate.cli import admin, billing, experiments, pricing, serve, spend, webhooks
 from faregate.errors import FaregateError
 
-_GROUPS = [serve, admin, pricing, webhooks, experiments, spend]
+_GROUPS = [serve, admin, pricing, webhooks, experiments, spend, billing]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,69 @@
+"""The customer price of one request on a plan: the marginal fee its usage events add to the
+subscription's period-to-date usage, fee(after) - fee(before) per charge bucket (see
+`marginal`). The prices of a period's requests therefore sum exactly to the invoice's charge
+lines before rounding, whatever the charge models; minimum true-ups are never priced per request.
+
+Pure: the caller keeps the period-to-date raw aggregates (`running`: see
+`repository.period_aggregates(..., rounded=False)` to start a period, or a cache) and stores
+the `running` it gets back. Weighted sums cannot be priced event by event and raise 422."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from faregate.billing.aggregate import Aggregate
+from faregate.billing.charges import BucketKey, metric_of
+from faregate.billing.events import Event
+from faregate.billing.marginal import Debit, event_debit
+from faregate.billing.metrics import BillableMetric
+from faregate.billing.plans import Plan
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class RequestFee:
+    amount: Decimal  # exact, in the plan's currency units; negative credits back (volume)
+    running: dict[BucketKey, Aggregate]  # period-to-date raw aggregates after this request
+    debits: tuple[Debit, ...]  # one per (event, charge) the request touched
+
+
+def request_fee(
+    plan: Plan,
+    metrics_by_code: Mapping[str, BillableMetric],
+    events: Iterable[Event],
+    running: Mapping[BucketKey, Aggregate],
+) -> RequestFee:
+    """Price a request's usage `events` (e.g. its `tokens` input and output events) against the
+    subscription's period-to-date usage `running` before it."""
+    after = dict(running)
+    debits = []
+    total = ZERO
+    for event in events:
+        for charge in plan.charges:
+            if charge.billable_metric_code != event.code:
+                continue
+            debit = event_debit(charge, metric_of(charge, metrics_by_code), after, event)
+            after[debit.key] = debit.after
+            debits.append(debit)
+            total += debit.amount
+    return RequestFee(total, after, tuple(debits))
+
+
+def events_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[Event]:
+    """Billing events from the usage event rows the gateway records (metering/recorder.py)."""
+    return [
+        Event(
+            str(row["transaction_id"]),
+            str(row["code"]),
+            row["timestamp"]
+            if isinstance(row["timestamp"], datetime)
+            else datetime.fromisoformat(str(row["timestamp"])),
+            row.get("properties") or {},
+        )
+        for row in rows
+    ]

@@ -1,0 +1,189 @@
+"""Billing commands: `faregate invoices list|show|finalize|refresh|run|download` and
+`faregate usage --customer X`. They work on the database directly; webhooks they cause are
+queued in the outbox and delivered by a running server."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from faregate.auth import repository as customers_repo
+from faregate.billing import invoice_repository as irepo
+from faregate.billing import repository as repo
+from faregate.billing.billed import load_billed
+from faregate.billing.errors import BillingNotFound
+from faregate.billing.invoicing import Invoicing, InvoicingSettings
+from faregate.billing.lago_invoice import stored_invoice
+from faregate.billing.periods import subscription_period
+from faregate.billing.render import render_html, render_pdf
+from faregate.billing.usage import current_usage
+from faregate.cli.common import add_config_args, print_json, with_engine
+from faregate.config import Settings
+from faregate.money import decimal_str
+from faregate.webhooks import Webhooks, WebhookSettings
+
+
+def _invoicing(engine: AsyncEngine, settings: Settings) -> Invoicing:
+    hooks = Webhooks(engine, WebhookSettings.from_settings(settings))
+    return Invoicing(
+        engine, InvoicingSettings.from_section(settings.section("billing")), webhooks=hooks
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    async def run(engine: AsyncEngine, settings: Settings) -> list[dict[str, Any]]:
+        async with engine.connect() as conn:
+            rows, _ = await irepo.list_invoices(
+                conn,
+                external_customer_id=args.customer,
+                external_subscription_id=args.subscription,
+                status=args.status,
+                limit=10_000,
+            )
+        invoicing = _invoicing(engine, settings)
+        return [await invoicing.invoice_json(row) for row in rows]
+
+    print_json({"invoices": with_engine(args, run)})
+    return 0
+
+
+def _one(action: str) -> Any:
+    def command(args: argparse.Namespace) -> int:
+        async def run(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
+            invoicing = _invoicing(engine, settings)
+            if action == "finalize":
+                row = await invoicing.finalize(args.invoice_id)
+            elif action == "refresh":
+                row = await invoicing.refresh(args.invoice_id)
+            else:
+                async with engine.connect() as conn:
+                    found = await irepo.invoice_by_id(conn, args.invoice_id)
+                if found is None:
+                    raise BillingNotFound("invoice", args.invoice_id)
+                row = found
+            return await invoicing.invoice_json(row)
+
+        print_json({"invoice": with_engine(args, run)})
+        return 0
+
+    return command
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    async def run(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
+        result = await _invoicing(engine, settings).run()
+        return dataclasses.asdict(result)
+
+    print_json({"billing_run": with_engine(args, run)})
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    async def run(engine: AsyncEngine, _: Settings) -> tuple[dict[str, Any], Any]:
+        async with engine.connect() as conn:
+            row = await irepo.invoice_by_id(conn, args.invoice_id)
+            if row is None:
+                raise BillingNotFound("invoice", args.invoice_id)
+            customer = await customers_repo.customer_by_id(conn, row["customer_id"] or "")
+        return row, customer or {"external_id": row["external_customer_id"]}
+
+    row, customer = with_engine(args, run)
+    invoice = stored_invoice(row)
+    path = Path(args.output or f"{row.get('number') or row['id']}.{args.format}")
+    if args.format == "html":
+        path.write_text(render_html(invoice, customer))
+    else:
+        path.write_bytes(render_pdf(invoice, customer))
+    print_json({"invoice": row["id"], "file": str(path)})
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses as JSON: decimals as strings, datetimes as ISO 8601."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Decimal):
+        return decimal_str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    """Current usage (period to date) of the customer's subscription, per charge and filter."""
+
+    async def run(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        async with engine.connect() as conn:
+            customer = await customers_repo.customer_by_external_id(conn, args.customer)
+            if customer is None:
+                raise BillingNotFound("customer", args.customer)
+            external_id = args.subscription
+            if external_id is None:
+                active = await repo.active_subscription_of_customer(conn, customer["id"])
+                if active is None:
+                    raise BillingNotFound("subscription", f"active of {args.customer}")
+                external_id = active["external_id"]
+            billed = await load_billed(conn, external_id)
+            plan = billed.plan
+            period = subscription_period(billed.subscription, plan.charges_interval, now)
+            aggregates = await repo.period_aggregates(
+                conn, billed.subscription, plan, billed.metrics, period
+            )
+        usage = current_usage(
+            billed.subscription,
+            plan,
+            billed.metrics,
+            aggregates,
+            period,
+            currency=plan.amount_currency,
+        )
+        return {"external_subscription_id": external_id, **_plain(usage)}
+
+    print_json({"customer_usage": with_engine(args, run)})
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    invoices = sub.add_parser("invoices", help="list, show, finalize and download invoices")
+    actions = invoices.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("list")
+    add_config_args(p)
+    p.add_argument("--customer", help="customer external_id")
+    p.add_argument("--subscription", help="external_subscription_id")
+    p.add_argument("--status", choices=("draft", "finalized"))
+    p.set_defaults(func=cmd_list)
+    for action, text in (
+        ("show", "show one invoice"),
+        ("finalize", "finalize a draft (numbered, then immutable)"),
+        ("refresh", "recompute a draft from the events stored now"),
+    ):
+        p = actions.add_parser(action, help=text)
+        add_config_args(p)
+        p.add_argument("invoice_id")
+        p.set_defaults(func=_one(action))
+    p = actions.add_parser("run", help="invoice every ended billing period now")
+    add_config_args(p)
+    p.set_defaults(func=cmd_run)
+    p = actions.add_parser("download", help="write the invoice as PDF or HTML")
+    add_config_args(p)
+    p.add_argument("invoice_id")
+    p.add_argument("--format", choices=("pdf", "html"), default="pdf")
+    p.add_argument("--output", "-o", help="file to write (default: <number>.<format>)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("usage", help="a customer's current usage (period to date)")
+    add_config_args(p)
+    p.add_argument("--customer", required=True, help="customer external_id")
+    p.add_argument("--subscription", help="external_subscription_id (default: the active one)")
+    p.set_defaults(func=cmd_usage)

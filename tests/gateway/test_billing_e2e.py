@@ -1,0 +1,208 @@
+"""The Mistral-on-Lago plan end to end, on SQLite and PostgreSQL: requests through the
+gateway with the openai SDK become `tokens` events on the customer's subscription (or on the
+subscription a key names), show in current usage, and close into a finalized invoice whose
+lines match amounts computed here by hand from the usage the SDK reported."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+from lago_python_client.client import Client
+from lago_python_client.models import (
+    Charge,
+    ChargeFilter,
+    ChargeFilters,
+    Charges,
+    Plan,
+    Subscription,
+)
+
+from faregate.billing.periods import subscription_period
+from faregate.billing.plans import Subscription as BillingSubscription
+from faregate.cli import main
+from faregate.mockprovider.server import MockServer
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, start_gateway
+
+# Per 1M tokens, input / output (USD), billed per started million (Lago's package charge).
+PRICES = {"mistral-large": ("4", "12"), "mistral-small": ("1", "3")}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def billing_gateway(
+    request: pytest.FixtureRequest, tmp_path: Path, mock: MockServer
+) -> AsyncIterator[Running]:
+    postgres = request.param == "postgres"
+    url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
+    models = gateway_config(mock.url)["models"] + [
+        {"name": "mistral-small", "deployments": [{"provider": "compat", "model": "mistral-small"}]}
+    ]
+    extra = {"models": models, "billing": {"run_interval": 0}}
+    running = await start_gateway(tmp_path, url, mock, extra)
+    yield running
+    await running.runner.cleanup()
+    if postgres:
+        await drop_pg_database(url)
+
+
+def lago(gw: Running) -> Client:
+    return Client(api_key=ADMIN_KEY, api_url=gw.url + "/")
+
+
+def package(amount: str) -> dict[str, Any]:
+    return {"amount": amount, "package_size": 1_000_000, "free_units": 0}
+
+
+async def create_plan_and_subscriptions(gw: Running, start: datetime) -> None:
+    """The Mistral plan on the built-in `tokens` metric: one filter per model x type."""
+    c = lago(gw)
+    metric = await asyncio.to_thread(c.billable_metrics.find, "tokens")
+    filters = [
+        ChargeFilter(
+            values={"model": [model], "type": [kind]},
+            properties=package(price),
+            invoice_display_name=f"{model} {kind}",
+        )
+        for model, prices in PRICES.items()
+        for kind, price in zip(("input", "output"), prices, strict=True)
+    ]
+    plan = Plan(
+        name="Mistral API",
+        code="mistral",
+        interval="monthly",
+        amount_cents=2000,
+        amount_currency="USD",
+        charges=Charges(
+            __root__=[
+                Charge(
+                    billable_metric_id=metric.lago_id,
+                    charge_model="package",
+                    properties=package("0"),
+                    filters=ChargeFilters(__root__=filters),
+                )
+            ]
+        ),
+    )
+    await asyncio.to_thread(c.plans.create, plan)
+    for external_id in ("sub_main", "sub_lab"):
+        await asyncio.to_thread(
+            c.subscriptions.create,
+            Subscription(
+                external_customer_id="acme",
+                plan_code="mistral",
+                external_id=external_id,
+                billing_time="calendar",
+                subscription_at=start.isoformat(),
+            ),
+        )
+        await asyncio.sleep(0.01)  # sub_main is the older: the customer's default
+
+
+async def chat(client: openai.AsyncOpenAI, model: str, text: str, max_tokens: int) -> Any:
+    reply = await client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens
+    )
+    usage = reply.usage
+    assert usage is not None  # neither cached input nor reasoning: input and output events only
+    assert not (usage.prompt_tokens_details and usage.prompt_tokens_details.cached_tokens)
+    assert not (
+        usage.completion_tokens_details and usage.completion_tokens_details.reasoning_tokens
+    )
+    return reply.usage
+
+
+def expected_lines(usages: list[tuple[str, Any]]) -> dict[str, tuple[int, int]]:
+    """(units, amount_cents) per fee line, by hand: started millions x the per-1M price."""
+    units: dict[str, int] = {}
+    for model, usage in usages:
+        for kind, n in (("input", usage.prompt_tokens), ("output", usage.completion_tokens)):
+            units[f"{model} {kind}"] = units.get(f"{model} {kind}", 0) + n
+    lines = {}
+    for name, n in units.items():
+        model, kind = name.split()
+        price = int(PRICES[model][0 if kind == "input" else 1])
+        lines[f"Tokens • {name}"] = (n, -(-n // 1_000_000) * price * 100)
+    return lines
+
+
+def usage_cli(url: str, customer: str, subscription: str | None = None) -> dict[str, Any]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    args = ["usage", "--customer", customer, "--database-url", url]
+    if subscription:
+        args += ["--subscription", subscription]
+    with contextlib.redirect_stdout(out):
+        assert main(args) == 0
+    return orjson.loads(out.getvalue())["customer_usage"]
+
+
+async def test_mistral_plan_from_requests_to_finalized_invoice(billing_gateway: Running) -> None:
+    gw = billing_gateway
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    await create_plan_and_subscriptions(gw, start)
+    async with httpx.AsyncClient() as http:  # a second face of the customer: a key naming sub_lab
+        created = await http.post(
+            f"{gw.url}/admin/keys",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            json={"customer": "acme", "name": "lab", "external_subscription_id": "sub_lab"},
+        )
+        assert created.status_code == 201
+    main_client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
+    lab_client = openai.AsyncOpenAI(
+        base_url=f"{gw.url}/v1", api_key=created.json()["key"], max_retries=0
+    )
+
+    async with main_client, lab_client:
+        main_usage = [
+            ("mistral-large", await chat(main_client, "mistral-large", "Summarize the news", 40)),
+            ("mistral-large", await chat(main_client, "mistral-large", "Translate: bonjour", 7)),
+            ("mistral-small", await chat(main_client, "mistral-small", "Hi", 3)),
+        ]
+        lab_usage = [("mistral-small", await chat(lab_client, "mistral-small", "Ping", 5))]
+    await gw.services.writer.flush()
+
+    url = gw.settings.database_url
+    usage = await asyncio.to_thread(usage_cli, url, "acme")  # the active (oldest) subscription
+    assert usage["external_subscription_id"] == "sub_main"
+    [tokens_usage] = usage["charges_usage"]
+    by_filter = {f["invoice_display_name"]: f for f in tokens_usage["filters"] if f["values"]}
+    for name, (units, cents) in expected_lines(main_usage).items():
+        line = by_filter[name.removeprefix("Tokens • ")]
+        assert (int(line["units"]), line["amount_cents"]) == (units, cents)
+    assert usage["amount_cents"] == 400 + 1200 + 100 + 300
+
+    # The month ends: the billing run closes the period into finalized invoices.
+    sub = BillingSubscription("sub_main", "acme", "mistral", start)
+    period = subscription_period(sub, "monthly", datetime.now(UTC))
+    result = await gw.services.invoicing.run(now=period.end + timedelta(minutes=1))
+    assert len(result.created) == 2 and sorted(result.finalized) == sorted(result.created)
+
+    c = lago(gw)
+    listed = await asyncio.to_thread(c.invoices.find_all, {"external_customer_id": "acme"})
+    invoices = {i.subscriptions.__root__[0].external_id: i for i in listed["invoices"]}
+    for external_id, usages in (("sub_main", main_usage), ("sub_lab", lab_usage)):
+        invoice = invoices[external_id]
+        assert invoice.status == "finalized" and invoice.number.startswith("FG-")
+        lines = {
+            f.item.invoice_display_name: (int(f.units), f.amount_cents)
+            for f in invoice.fees.__root__
+            if f.item.type == "charge"
+        }
+        expected = expected_lines(usages)
+        assert lines == expected
+        fee = [f.amount_cents for f in invoice.fees.__root__ if f.item.type == "subscription"]
+        # The subscription started mid-period: its $20 fee is prorated by days (Lago's rule).
+        assert len(fee) == 1 and 0 < fee[0] <= 2000
+        charges = sum(cents for _, cents in expected.values())
+        assert invoice.total_amount_cents == charges + fee[0]
+        assert invoice.prepaid_credit_amount_cents == 0
