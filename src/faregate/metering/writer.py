@@ -11,9 +11,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from faregate.metering.inserts import BatchInsert
 from faregate.metering.journal import Journal
 from faregate.store.tables.metering import events, requests
 
@@ -52,6 +52,8 @@ class UsageWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._flush_lock = asyncio.Lock()
+        self._insert_requests = BatchInsert(requests)
+        self._insert_events = BatchInsert(events, ["external_subscription_id", "transaction_id"])
         self.listeners: list[Any] = []  # callables(request_row, events) after each record
 
     def record(self, request_row: dict[str, Any], event_rows: list[dict[str, Any]]) -> None:
@@ -118,14 +120,10 @@ class UsageWriter:
 
     async def _insert(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
         async with self._engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             if reqs:
-                await conn.execute(dialect.insert(requests).on_conflict_do_nothing(), reqs)
+                await self._insert_requests.execute(conn, reqs)
             if evs:
-                stmt = dialect.insert(events).on_conflict_do_nothing(
-                    index_elements=["external_subscription_id", "transaction_id"]
-                )
-                await conn.execute(stmt, evs)
+                await self._insert_events.execute(conn, evs)
 
     async def close(self) -> None:
         if self._task is not None:

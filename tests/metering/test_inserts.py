@@ -1,0 +1,72 @@
+"""Batch inserts compiled once per column set store exactly what SQLAlchemy's own insert
+stores, skip duplicates, and keep each row's own columns when rows differ."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from faregate.metering.inserts import BatchInsert
+from faregate.store.db import create_engine, migrate
+from faregate.store.tables.metering import events
+from tests.conftest import create_pg_database, drop_pg_database
+
+NOW = datetime(2026, 11, 22, 8, 30, 1, 123456, tzinfo=UTC)
+
+
+def _event(tx: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "transaction_id": tx,
+        "external_subscription_id": "sub_1",
+        "external_customer_id": "cus_1",
+        "code": "tokens",
+        "timestamp": NOW,
+        "properties": {"tokens": 3, "cost": "0.000001"},
+        "source": "gateway",
+        "created_at": NOW,
+        **extra,
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    postgres = request.param == "postgres"
+    url = (
+        await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    )
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    yield engine
+    await engine.dispose()
+    if postgres:
+        await drop_pg_database(url)
+
+
+async def test_rows_with_different_columns_each_keep_their_values_and_duplicates_are_skipped(
+    engine: Any,
+) -> None:
+    insert = BatchInsert(events, ["external_subscription_id", "transaction_id"])
+    rows = [
+        _event("tx1"),
+        _event("tx2", precise_total_amount_cents=Decimal("12.5")),
+        _event("tx3"),
+    ]
+    for _ in range(2):
+        async with engine.begin() as conn:
+            await insert.execute(conn, rows)
+    async with engine.connect() as conn:
+        stored = (
+            (await conn.execute(select(events).order_by(events.c.transaction_id))).mappings().all()
+        )
+    assert [r["transaction_id"] for r in stored] == ["tx1", "tx2", "tx3"]
+    assert [r["precise_total_amount_cents"] for r in stored] == [None, Decimal("12.5"), None]
+    first = stored[0]
+    assert first["properties"] == {"tokens": 3, "cost": "0.000001"}
+    assert first["timestamp"].replace(tzinfo=UTC) == NOW
+    assert first["external_customer_id"] == "cus_1" and first["source"] == "gateway"
