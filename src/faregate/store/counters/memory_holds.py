@@ -194,5 +194,6 @@ class HoldBook:
         ]
         for hold_id in done:
             del self._holds[hold_id]
-        for hold_id in [h for h, (_, exp) in self._finished.items() if exp <= now_ms]:
-            del self._finished[hold_id]
+        finished = self._finished  # oldest first: stop at the first one still kept
+        while finished and finished[oldest := next(iter(finished))][1] <= now_ms:
+            del finished[oldest]
