@@ -26,6 +26,7 @@ from faregate.api import (
     openai,
     spend,
     system,
+    usage,
     webhooks,
 )
 from faregate.api.errors import error_middleware
@@ -163,6 +164,7 @@ def build_app(settings: Settings) -> web.Application:
         experiments,
         metrics,
         spend,
+        usage,
     ):
         module.add_routes(app)
     return app

@@ -3,15 +3,7 @@ gateway on loopback (SQLite and PostgreSQL): catalog, subscriptions, event inges
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import httpx
 import pytest
-from lago_python_client.client import Client
 from lago_python_client.exceptions import LagoApiError
 from lago_python_client.models import (
     BatchEvent,
@@ -27,72 +19,8 @@ from lago_python_client.models import (
     Plan,
     Subscription,
 )
-from sqlalchemy import func, select
 
-import faregate.store.tables.billing  # noqa: F401  (registers the billing tables)
-from faregate.app import start_app
-from faregate.config import load_settings
-from faregate.store.db import create_engine
-from faregate.store.tables.base import metadata
-from faregate.store.tables.metering import events
-from tests.conftest import create_pg_database, drop_pg_database, free_port
-
-ADMIN_KEY = "fg_admin_billing_test"
-
-
-@dataclass
-class Billing:
-    url: str
-    client: Client
-    runner: Any
-
-    @property
-    def engine(self) -> Any:
-        from faregate.api.state import SERVICES
-
-        return self.runner.app[SERVICES].engine
-
-    async def call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
-
-    async def event_count(self, **where: str) -> int:
-        query = select(func.count()).select_from(events)
-        for column, value in where.items():
-            query = query.where(events.c[column] == value)
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())
-
-    async def post(self, path: str, body: Any, key: str = ADMIN_KEY) -> httpx.Response:
-        async with httpx.AsyncClient() as http:
-            return await http.post(f"{self.url}{path}", json=body,
-                                   headers={"Authorization": f"Bearer {key}"})
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def billing(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Billing]:
-    postgres = request.param == "postgres"
-    url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'b.db'}"
-    overrides = {
-        "providers": {"openai": {"wire": "openai", "base_url": "http://127.0.0.1:9/v1",
-                                 "api_key": "k"}},
-        "models": [{"name": "gpt-4o-mini",
-                    "deployments": [{"provider": "openai", "model": "gpt-4o-mini"}]}],
-        # These tests define their own `tokens` metric (the built-in one is tested elsewhere).
-        "billing": {"default_metrics": False, "run_interval": 0},
-    }
-    settings = load_settings(env={"FAREGATE_DATABASE_URL": url, "FAREGATE_ADMIN_KEY": ADMIN_KEY,
-                                  "FAREGATE_DATA_DIR": str(tmp_path)}, overrides=overrides)
-    settings.port = free_port()
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    await engine.dispose()
-    runner = await start_app(settings)
-    base = f"http://127.0.0.1:{settings.port}"
-    yield Billing(base, Client(api_key=ADMIN_KEY, api_url=base + "/"), runner)
-    await runner.cleanup()
-    if postgres:
-        await drop_pg_database(url)
+from tests.api.conftest import Billing
 
 
 async def setup_catalog(b: Billing) -> None:
@@ -166,7 +94,9 @@ async def test_an_event_naming_unknown_metric_or_subscription_is_refused(billing
     assert await billing.event_count() == 0
 
 
-async def test_a_batch_reports_each_bad_item_and_keeps_the_good_ones(billing: Billing) -> None:
+async def test_a_batch_with_a_bad_item_is_refused_whole_with_each_error_by_index(
+    billing: Billing,
+) -> None:
     await setup_catalog(billing)
     good = [Event(transaction_id=f"b{i}", external_subscription_id="sub_1", code="tokens",
                   properties={"tokens": i}) for i in range(3)]
@@ -185,7 +115,11 @@ async def test_a_batch_reports_each_bad_item_and_keeps_the_good_ones(billing: Bi
     result = response.json()
     assert result["error_details"] == {"1": {"code": ["billable_metric_not_found"]},
                                        "2": {"timestamp": ["invalid_format"]}}
-    assert [e and e["transaction_id"] for e in result["events"]] == ["b0", None, None, "b11", "b11"]
+    assert await billing.event_count() == 3  # nothing of the refused batch
+    body["events"] = [body["events"][i] for i in (0, 3, 4)]  # the corrected batch, re-sent
+    response = await billing.post("/api/v1/events/batch", body)
+    assert response.status_code == 200
+    assert [e["transaction_id"] for e in response.json()["events"]] == ["b0", "b11", "b11"]
     assert await billing.event_count() == 4  # neither b0 nor b11 twice
     too_many = {"events": [body["events"][0]] * 1001}
     assert (await billing.post("/api/v1/events/batch", too_many)).status_code == 422

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ from faregate.billing import repository as repo
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.plans import Plan, Subscription
+from faregate.metering import ingest, rollups
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BATCH = 1000
@@ -160,6 +160,8 @@ async def create_metric(request: web.Request) -> web.Response:
         if await repo.metric_by_code(conn, metric.code) is not None:
             raise BillingValidationError("code", "value_already_exist")
         row = await repo.insert_metric(conn, _metric_definition(metric))
+        await rollups.rebuild(conn, metric)  # events that arrived before their metric
+    event_catalog(_services(request)).add_metric(metric)
     return json_response({"billable_metric": _metric_json(row)})
 
 
@@ -279,6 +281,7 @@ async def create_subscription(request: web.Request) -> web.Response:
             "status": sub.status, "billing_time": sub.billing_time,
             "subscription_at": sub.subscription_at, "started_at": sub.started_at,
             "ending_at": sub.ending_at})
+    event_catalog(_services(request)).add_subscription(row)
     return json_response({"subscription": _subscription_json(row)})
 
 
@@ -294,119 +297,17 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 # --- events ------------------------------------------------------------------------------
 
 
-def _timestamp(value: object) -> datetime:
-    """Unix seconds as int, float or numeric string; absent is now."""
-    if value is None:
-        return datetime.now(UTC)
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise BillingValidationError("timestamp", "invalid_format")
-    try:
-        seconds = Decimal(str(value))
-        if not seconds.is_finite():
-            raise InvalidOperation
-        return datetime.fromtimestamp(float(seconds), UTC)
-    except (InvalidOperation, ValueError, OverflowError, OSError):
-        raise BillingValidationError("timestamp", "invalid_format") from None
+def event_catalog(services: Services) -> ingest.Catalog:
+    """The cached metrics and subscriptions that events are validated against."""
+    catalog = services.components.get("event_catalog")
+    if catalog is None:
+        catalog = services.components["event_catalog"] = ingest.Catalog(services.engine)
+    return catalog
 
 
-def _amount(value: object) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise BillingValidationError("precise_total_amount_cents", "value_is_invalid")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise BillingValidationError("precise_total_amount_cents", "value_is_invalid") from None
-    if not amount.is_finite():
-        raise BillingValidationError("precise_total_amount_cents", "value_is_invalid")
-    return amount
-
-
-def _parse_event(data: object) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise BillingValidationError("event", "value_is_invalid")
-    values: dict[str, Any] = {}
-    for field in ("transaction_id", "code", "external_subscription_id"):
-        value = data.get(field)
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not value or len(value) > 255:
-            raise BillingValidationError(field, "value_is_mandatory")
-        values[field] = value
-    properties = data.get("properties")
-    if properties is None:
-        properties = {}
-    if not isinstance(properties, dict):
-        raise BillingValidationError("properties", "value_is_invalid")
-    values["properties"] = properties
-    values["timestamp"] = _timestamp(data.get("timestamp"))
-    values["precise_total_amount_cents"] = _amount(data.get("precise_total_amount_cents"))
-    return values
-
-
-def _check_refs(event: dict[str, Any], metric_codes: set[str],
-                subs: dict[str, dict[str, Any]]) -> None:
-    if event["code"] not in metric_codes:
-        raise BillingValidationError("code", "billable_metric_not_found")
-    sub = subs.get(event["external_subscription_id"])
-    if sub is None:
-        raise BillingValidationError("external_subscription_id", "subscription_not_found")
-    event["external_customer_id"] = sub["external_customer_id"]
-    event["_lago_customer_id"] = sub.get("customer_id")
-    event["_lago_subscription_id"] = sub["id"]
-
-
-def _event_json(stored: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
-    amount = stored.get("precise_total_amount_cents")
-    return {"lago_id": str(stored["id"]), "transaction_id": stored["transaction_id"],
-            "lago_customer_id": event.get("_lago_customer_id"),
-            "lago_subscription_id": event.get("_lago_subscription_id"),
-            "external_customer_id": stored.get("external_customer_id"),
-            "external_subscription_id": stored["external_subscription_id"],
-            "code": stored["code"], "timestamp": _iso(stored["timestamp"]),
-            "precise_total_amount_cents": None if amount is None else str(amount),
-            "properties": stored.get("properties") or {}, "created_at": _iso(stored["created_at"])}
-
-
-async def _store_events(services: Services, items: list[object]) -> tuple[
-        list[dict[str, Any] | None], dict[str, dict[str, list[str]]]]:
-    """Validate every item, insert the valid ones (a repeated transaction_id is a no-op);
-    return each item's stored event (None when invalid) and the errors keyed by index."""
-    parsed: list[dict[str, Any] | None] = []
-    errors: dict[str, dict[str, list[str]]] = {}
-    for index, item in enumerate(items):
-        try:
-            parsed.append(_parse_event(item))
-        except BillingValidationError as err:
-            parsed.append(None)
-            errors[str(index)] = {err.field: [err.error_code]}
-    valid = [e for e in parsed if e is not None]
-    accepted: dict[int, dict[str, Any]] = {}
-    async with services.engine.begin() as conn:
-        metrics = await repo.metrics_by_codes(conn, {e["code"] for e in valid})
-        subs = await repo.subscriptions_by_external_ids(
-            conn, {e["external_subscription_id"] for e in valid})
-        for index, event in enumerate(parsed):
-            if event is None:
-                continue
-            try:
-                _check_refs(event, set(metrics), subs)
-            except BillingValidationError as err:
-                errors[str(index)] = {err.field: [err.error_code]}
-                continue
-            accepted[index] = event
-        await repo.insert_events(conn, [{k: v for k, v in e.items() if not k.startswith("_")}
-                                        for e in accepted.values()])
-        stored = await repo.events_by_transactions(
-            conn, {(e["external_subscription_id"], e["transaction_id"]) for e in accepted.values()})
-    results: list[dict[str, Any] | None] = [None] * len(items)
-    for index, event in accepted.items():
-        row = stored[(event["external_subscription_id"], event["transaction_id"])]
-        results[index] = _event_json(row, event)
-    for index, details in errors.items():
-        await _event_error(services, items[int(index)], details)
-    return results, errors
+def _events_response(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload, option=orjson.OPT_UTC_Z), status=status,
+                        content_type="application/json")
 
 
 async def _event_error(services: Services, item: object, details: dict[str, list[str]]) -> None:
@@ -423,27 +324,35 @@ async def create_event(request: web.Request) -> web.Response:
     event = body.get("event")
     if not isinstance(event, dict):
         raise BillingValidationError("event", "value_is_mandatory")
-    results, errors = await _store_events(_services(request), [event])
+    services = _services(request)
+    catalog = event_catalog(services)
+    rows, errors = await ingest.accept(catalog, services.writer, [event])
     if errors:
+        await _event_error(services, event, errors["0"])
         field, codes = next(iter(errors["0"].items()))
         raise BillingValidationError(field, codes[0])
-    return json_response({"event": results[0]})
+    return _events_response({"event": ingest.event_json(rows[0], catalog)})
 
 
 @_lago
 async def create_events_batch(request: web.Request) -> web.Response:
+    """All or nothing, as in Lago: one invalid item refuses the batch (422 with the errors of
+    each bad item by index) and none of it is stored, so a corrected batch can be re-sent."""
     body = await read_json_object(request)
     items = body.get("events")
     if not isinstance(items, list) or not items:
         raise BillingValidationError("events", "no_events")
     if len(items) > MAX_BATCH:
         raise BillingValidationError("events", "too_many_events")
-    results, errors = await _store_events(_services(request), items)
+    services = _services(request)
+    catalog = event_catalog(services)
+    rows, errors = await ingest.accept(catalog, services.writer, items)
     if errors:
+        for index, details in errors.items():
+            await _event_error(services, items[int(index)], details)
         return json_response({"status": 422, "error": "Unprocessable Entity",
-                              "code": "validation_errors", "error_details": errors,
-                              "events": results}, status=422)
-    return json_response({"events": results})
+                              "code": "validation_errors", "error_details": errors}, status=422)
+    return _events_response({"events": [ingest.event_json(r, catalog) for r in rows]})
 
 
 def add_routes(app: web.Application) -> None:

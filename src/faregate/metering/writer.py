@@ -1,5 +1,6 @@
 """The batched usage writer: request records and events go to the journal at once and to
-the database in batches, off the request path, idempotently."""
+the database in batches, off the request path, idempotently. The transaction that inserts a
+batch's events also adds exactly the newly inserted ones to the hourly rollups."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from faregate.metering import event_store, rollups
 from faregate.metering.inserts import BatchInsert
 from faregate.metering.journal import Journal
-from faregate.store.tables.metering import events, requests
+from faregate.store.tables.metering import requests
 
 log = logging.getLogger("faregate.metering")
+
+# Deadlock and serialization failures between replicas' writers: the batch is simply retried.
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_RETRIES = 5
 
 _DATETIME_FIELDS = ("created_at", "timestamp")
 _DECIMAL_FIELDS = ("latency_ms", "ttft_ms", "seconds", "precise_total_amount_cents")
@@ -48,12 +56,12 @@ class UsageWriter:
         self._max_batch = max_batch
         self._requests: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
+        self._inflight: list[dict[str, Any]] = []  # events of the batch being inserted
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._flush_lock = asyncio.Lock()
         self._insert_requests = BatchInsert(requests)
-        self._insert_events = BatchInsert(events, ["external_subscription_id", "transaction_id"])
         self.listeners: list[Any] = []  # callables(request_row, events) after each record
 
     def record(self, request_row: dict[str, Any], event_rows: list[dict[str, Any]]) -> None:
@@ -72,6 +80,15 @@ class UsageWriter:
         self._events.extend(event_rows)
         if len(self._events) >= self._max_batch:
             self._wake.set()
+
+    def unflushed_events(self, external_subscription_id: str) -> list[dict[str, Any]]:
+        """Events of this subscription accepted here but maybe not in the database yet (the
+        tail a usage read adds to the rollups), in ingestion order."""
+        return [
+            e
+            for e in (*self._inflight, *self._events)
+            if e["external_subscription_id"] == external_subscription_id
+        ]
 
     async def start(self) -> None:
         await self.recover()
@@ -104,7 +121,11 @@ class UsageWriter:
                 sealed = self._journal.seal()
                 reqs, evs = self._requests, self._events
                 self._requests, self._events = [], []
-                await self._insert(reqs, evs)  # on failure the sealed segment stays on disk
+                self._inflight = evs
+                try:
+                    await self._insert(reqs, evs)  # on failure the segment stays on disk
+                finally:
+                    self._inflight = []
                 sealed.unlink(missing_ok=True)
             for path in self._journal.leftovers():  # segments an earlier failure left behind
                 await self._replay_one(path)
@@ -119,11 +140,35 @@ class UsageWriter:
         path.unlink(missing_ok=True)
 
     async def _insert(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
+        for attempt in range(_RETRIES):
+            try:
+                await self._insert_once(reqs, evs)
+                return
+            except DBAPIError as err:
+                if attempt == _RETRIES - 1 or not isinstance(
+                    getattr(err.orig, "__cause__", None), _RETRYABLE
+                ):
+                    raise
+            except _RETRYABLE:
+                if attempt == _RETRIES - 1:
+                    raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def _insert_once(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
         async with self._engine.begin() as conn:
+            postgres = conn.dialect.name == "postgresql"
+            if postgres:  # also begins the transaction the raw COPY joins
+                await conn.exec_driver_sql(
+                    f"SELECT pg_advisory_xact_lock_shared({rollups.ROLLUP_LOCK})"
+                )
             if reqs:
                 await self._insert_requests.execute(conn, reqs)
             if evs:
-                await self._insert_events.execute(conn, evs)
+                specs = await rollups.metric_specs(conn)
+                inserted = await event_store.insert_new(conn, evs)
+                cells: dict[rollups.RollupKey, rollups.Cell] = {}
+                rollups.accumulate(cells, specs, inserted)
+                await rollups.apply(conn, cells)
 
     async def close(self) -> None:
         if self._task is not None:

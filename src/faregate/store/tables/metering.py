@@ -1,4 +1,5 @@
-"""Metering tables: one record per gateway request, and Lago-style usage events."""
+"""Metering tables: one record per gateway request, Lago-style usage events, and the hourly
+rollups of those events that current usage and invoices read instead of raw scans."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
@@ -63,7 +65,9 @@ requests = Table(
 events = Table(
     "events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("transaction_id", String(255), nullable=False),
     Column("external_subscription_id", String(255), nullable=False),
     Column("external_customer_id", String(255)),
@@ -73,6 +77,34 @@ events = Table(
     Column("precise_total_amount_cents", Numeric(40, 15)),
     Column("source", String(16), nullable=False, default="gateway"),  # gateway | api
     Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("external_subscription_id", "transaction_id", name="uq_events_subscription_tx"),
+    UniqueConstraint(
+        "external_subscription_id", "transaction_id", name="uq_events_subscription_tx"
+    ),
     Index("ix_events_billing_lookup", "external_subscription_id", "code", "timestamp"),
+)
+
+# Exact decimals: PostgreSQL NUMERIC (unbounded); SQLite has no exact numeric type, so text.
+ExactDecimal = Numeric().with_variant(String(80), "sqlite")
+
+# One row per (subscription, metric code, filter dimensions, UTC hour), maintained by the usage
+# writer in the transaction that inserts the events, from the events actually inserted.
+# `dims` is the canonical JSON of the event's values for the metric's filter keys. Only the
+# columns the metric's aggregation needs are filled (sum: value_sum; max: value_max; latest:
+# latest_value/latest_at; weighted_sum: value_sum and value_time_sum = sum of value x seconds
+# past the hour).
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("external_subscription_id", String(255), nullable=False),
+    Column("code", String(255), nullable=False),
+    Column("dims", String(1024), nullable=False),
+    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("events_count", BigInteger, nullable=False, default=0),
+    Column("values_count", BigInteger, nullable=False, default=0),
+    Column("value_sum", ExactDecimal),
+    Column("value_max", ExactDecimal),
+    Column("latest_value", ExactDecimal),
+    Column("latest_at", DateTime(timezone=True)),
+    Column("value_time_sum", ExactDecimal),
+    PrimaryKeyConstraint("external_subscription_id", "code", "dims", "hour"),
 )

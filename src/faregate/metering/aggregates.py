@@ -1,0 +1,249 @@
+"""A subscription's usage over a period, per charge and filter bucket, read from the hourly
+rollups (plus events accepted here but not yet written), never by scanning raw events, except
+where an aggregate cannot be rolled up: unique_count metrics, charges priced per event
+(percentage with free units or per-transaction limits), and periods that do not start and end
+on a UTC hour. Those scan the subscription's raw events of that metric.
+
+`period_aggregates` returns what `billing.charges.plan_aggregates` returns for the same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal, localcontext
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from faregate.billing.aggregate import Aggregate
+from faregate.billing.aggregations import WEIGHTED_EXPONENT, seconds_between
+from faregate.billing.charges import BucketKey, bucket_keys, charge_aggregates, metric_of
+from faregate.billing.events import Event
+from faregate.billing.filters import best_filter
+from faregate.billing.metrics import BillableMetric, apply_rounding
+from faregate.billing.periods import Period
+from faregate.billing.plans import Charge, Plan
+from faregate.metering import rollups
+from faregate.store.tables.metering import events, usage_rollups
+
+ZERO = Decimal(0)
+
+
+def _on_hour(at: datetime) -> bool:
+    at = at.astimezone(UTC)
+    return at.minute == 0 and at.second == 0 and at.microsecond == 0
+
+
+def rolled_up(charge: Charge, metric: BillableMetric, period: Period) -> bool:
+    """Whether this charge's usage over `period` can come from rollups."""
+    priced = (charge.properties, *(f.properties for f in charge.filters))
+    return (
+        metric.aggregation_type in rollups.ROLLED
+        and not any(charge.model.needs_event_values(p) for p in priced)
+        and _on_hour(period.start)
+        and _on_hour(period.end)
+    )
+
+
+async def period_aggregates(
+    conn: AsyncConnection,
+    plan: Plan,
+    metrics_by_code: Mapping[str, BillableMetric],
+    external_subscription_id: str,
+    period: Period,
+    *,
+    unflushed: Sequence[dict[str, Any]] = (),
+) -> dict[BucketKey, Aggregate]:
+    """Rounded aggregates of every bucket of every charge of `plan` over `period`.
+
+    Recurring metrics start from everything the subscription used before the period.
+    `unflushed` are event rows accepted but perhaps not in the database yet (the usage
+    writer's tail); those already stored are ignored, so nothing counts twice. Run it in a
+    REPEATABLE READ transaction on PostgreSQL (see `usage_snapshot`) for one consistent view.
+    """
+    tail = await _not_stored(conn, external_subscription_id, unflushed)
+    result: dict[BucketKey, Aggregate] = {}
+    by_rollup = [c for c in plan.charges if rolled_up(c, metric_of(c, metrics_by_code), period)]
+    if by_rollup:
+        codes = {c.billable_metric_code for c in by_rollup}
+        specs = {code: rollups.MetricSpec.of(metrics_by_code[code]) for code in codes}
+        recurring = any(metrics_by_code[code].recurring for code in codes)
+        rows = await _rollup_rows(conn, external_subscription_id, codes, period, recurring)
+        tail_cells: dict[rollups.RollupKey, rollups.Cell] = {}
+        rollups.accumulate(tail_cells, specs, tail)
+        rows.extend((key[1], key[2], key[3], cell) for key, cell in tail_cells.items())
+        for charge in by_rollup:
+            metric = metrics_by_code[charge.billable_metric_code]
+            result.update(_from_rollups(charge, metric, rows, period))
+    for charge in plan.charges:
+        metric = metric_of(charge, metrics_by_code)
+        if charge not in by_rollup:
+            raw = await _raw_events(conn, external_subscription_id, metric, period, tail)
+            result.update(_from_events(charge, metric, raw, period))
+    return result
+
+
+async def usage_snapshot(conn: AsyncConnection) -> None:
+    """Make this connection's next transaction one snapshot (PostgreSQL; a SQLite read
+    transaction already is one). Call before its first statement."""
+    if conn.dialect.name == "postgresql":
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+
+
+async def _not_stored(
+    conn: AsyncConnection, subscription: str, rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    rows = [r for r in rows if r["external_subscription_id"] == subscription]
+    if not rows:
+        return []
+    stored: set[str] = set()
+    ids = sorted({r["transaction_id"] for r in rows})
+    for start in range(0, len(ids), 500):
+        found = await conn.execute(
+            select(events.c.transaction_id).where(
+                events.c.external_subscription_id == subscription,
+                events.c.transaction_id.in_(ids[start : start + 500]),
+            )
+        )
+        stored.update(r[0] for r in found)
+    fresh: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["transaction_id"] not in stored:
+            fresh.setdefault(row["transaction_id"], row)  # the first one accepted wins
+    return list(fresh.values())
+
+
+# --- from rollups ------------------------------------------------------------------------
+
+RollupRow = tuple[str, str, datetime, rollups.Cell]  # code, dims, hour, cell
+
+
+async def _rollup_rows(
+    conn: AsyncConnection, subscription: str, codes: set[str], period: Period, recurring: bool
+) -> list[RollupRow]:
+    c = usage_rollups.c
+    query = select(usage_rollups).where(
+        c.external_subscription_id == subscription, c.code.in_(codes), c.hour < period.end
+    )
+    if not recurring:
+        query = query.where(c.hour >= period.start)
+    rows = await conn.execute(query)
+    return [(r["code"], r["dims"], _utc(r["hour"]), rollups.cell_of(r)) for r in rows.mappings()]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _from_rollups(
+    charge: Charge, metric: BillableMetric, rows: Iterable[RollupRow], period: Period
+) -> dict[BucketKey, Aggregate]:
+    inside: dict[BucketKey, list[tuple[datetime, rollups.Cell]]] = {
+        k: [] for k in bucket_keys(charge)
+    }
+    before: dict[BucketKey, list[rollups.Cell]] = {k: [] for k in bucket_keys(charge)}
+    buckets: dict[str, BucketKey] = {}
+    for code, dims, hour, cell in rows:
+        if code != metric.code or hour >= period.end:
+            continue
+        key = buckets.get(dims)
+        if key is None:
+            found = best_filter(charge.filters, orjson.loads(dims))
+            key = buckets[dims] = (charge.code, None if found is None else found.key)
+        if hour >= period.start:
+            inside[key].append((hour, cell))
+        else:
+            before[key].append(cell)
+    return {
+        key: apply_rounding(metric, _combine(metric, inside[key], before[key], period))
+        for key in inside
+    }
+
+
+def _combine(
+    metric: BillableMetric,
+    cells: list[tuple[datetime, rollups.Cell]],
+    before: list[rollups.Cell],
+    period: Period,
+) -> Aggregate:
+    kind = metric.aggregation_type
+    values = sum(cell.values for _, cell in cells)
+    if kind == "count_agg":
+        units = Decimal(sum(cell.events for _, cell in cells))
+        return Aggregate(units, int(units), (), units)
+    if kind == "max_agg":
+        units = max((c.max for _, c in cells if c.max is not None), default=ZERO)
+        return Aggregate(units, values, total_aggregated_units=units)
+    if kind == "latest_agg":
+        newest = None
+        for _, cell in cells:
+            if cell.latest_at is not None and (
+                newest is None or cell.latest_at >= newest.latest_at
+            ):
+                newest = cell
+        if newest is None or newest.latest is None:
+            return Aggregate()
+        return Aggregate(newest.latest, values, (), newest.latest, latest_at=newest.latest_at)
+    carried = sum((c.sum or ZERO for c in before), ZERO) if metric.recurring else ZERO
+    added = sum((c.sum or ZERO for _, c in cells), ZERO)
+    if kind == "sum_agg":
+        total = carried + added
+        return Aggregate(total, values, (), total)
+    with localcontext(prec=80):  # weighted_sum_agg: level x seconds held, / period seconds
+        numerator = carried * seconds_between(period.start, period.end)
+        for hour, cell in cells:
+            numerator += (cell.sum or ZERO) * seconds_between(hour, period.end)
+            numerator -= cell.time_sum or ZERO
+        units = (numerator / period.full_seconds).quantize(
+            WEIGHTED_EXPONENT, rounding=ROUND_CEILING
+        )
+    return Aggregate(units, values, total_aggregated_units=carried + added)
+
+
+# --- from raw events ---------------------------------------------------------------------
+
+
+async def _raw_events(
+    conn: AsyncConnection,
+    subscription: str,
+    metric: BillableMetric,
+    period: Period,
+    tail: Sequence[dict[str, Any]],
+) -> list[Event]:
+    c = events.c
+    query = (
+        select(c.transaction_id, c.code, c.timestamp, c.properties)
+        .where(
+            c.external_subscription_id == subscription,
+            c.code == metric.code,
+            c.timestamp < period.end,
+        )
+        .order_by(c.id)
+    )
+    if not metric.recurring:
+        query = query.where(c.timestamp >= period.start)
+    found = [Event(r[0], r[1], _utc(r[2]), r[3] or {}) for r in await conn.execute(query)]
+    found.extend(
+        Event(r["transaction_id"], r["code"], r["timestamp"], r.get("properties") or {})
+        for r in tail
+        if r["code"] == metric.code
+    )
+    return found
+
+
+def _from_events(
+    charge: Charge, metric: BillableMetric, found: list[Event], period: Period
+) -> dict[BucketKey, Aggregate]:
+    carried = None
+    if metric.recurring:
+        earlier = [e for e in found if e.timestamp < period.start]
+        if earlier:
+            since = min(e.timestamp for e in earlier)
+            carried = charge_aggregates(
+                charge, metric, earlier, Period.of(since, period.start), rounded=False
+            )
+    inside = [e for e in found if period.start <= e.timestamp < period.end]
+    return charge_aggregates(charge, metric, inside, period, carried=carried)

@@ -1,0 +1,326 @@
+"""Hourly rollups of usage events: what each inserted event adds to its (subscription, metric,
+filter dimensions, hour) row, and how those additions are written.
+
+The writer calls `apply` in the transaction that inserted the events, with exactly the events
+that transaction inserted, so a rollup row counts every stored event once. unique_count
+metrics are not rolled up (their value depends on the order of adds and removes across the
+whole period); readers scan their raw events instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import case, delete, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from faregate.billing.events import text_property
+from faregate.billing.metrics import BillableMetric
+from faregate.money import parse_decimal
+from faregate.store.tables.billing import billable_metrics
+from faregate.store.tables.metering import events, usage_rollups
+
+# Writers hold this PostgreSQL advisory lock shared, a metric's creation holds it exclusively
+# while it rebuilds that metric's rollups: no event is inserted unrolled in between.
+ROLLUP_LOCK = 0x6661726567617465  # "faregate"
+ROLLED = frozenset({"count_agg", "sum_agg", "max_agg", "latest_agg", "weighted_sum_agg"})
+
+RollupKey = tuple[str, str, str, datetime]  # subscription, code, dims, hour
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """What rolling up needs of a metric: its aggregation, field and filter keys."""
+
+    code: str
+    kind: str
+    field: str | None
+    keys: tuple[str, ...]
+
+    @classmethod
+    def of(cls, metric: BillableMetric) -> MetricSpec:
+        keys = tuple(sorted(f.key for f in metric.filters))
+        return cls(metric.code, metric.aggregation_type, metric.field_name, keys)
+
+    @property
+    def rolled(self) -> bool:
+        return self.kind in ROLLED
+
+
+class Cell:
+    """The additions of some events to one rollup row."""
+
+    __slots__ = ("events", "latest", "latest_at", "max", "sum", "time_sum", "values")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.values = 0
+        self.sum: Decimal | int | None = None
+        self.max: Decimal | None = None
+        self.latest: Decimal | None = None
+        self.latest_at: datetime | None = None
+        self.time_sum: Decimal | None = None
+
+    def row(self, key: RollupKey) -> dict[str, Any]:
+        sub, code, dims, hour = key
+        return {
+            "external_subscription_id": sub,
+            "code": code,
+            "dims": dims,
+            "hour": hour,
+            "events_count": self.events,
+            "values_count": self.values,
+            "value_sum": None if self.sum is None else Decimal(self.sum),
+            "value_max": self.max,
+            "latest_value": self.latest,
+            "latest_at": self.latest_at,
+            "value_time_sum": self.time_sum,
+        }
+
+
+def dims_json(values: Mapping[str, str]) -> str:
+    return orjson.dumps(dict(values), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def number(value: object) -> Decimal | int | None:
+    """The field's numeric value; a value that is no number is not aggregated (ingest refuses
+    those for known metrics, so only events stored before their metric existed can have one)."""
+    if value is None:
+        return None
+    if type(value) is int:
+        return value
+    try:
+        number = parse_decimal(value)
+    except (ValueError, ArithmeticError):
+        return None
+    return number if number.is_finite() else None
+
+
+def _hour(ts: datetime) -> datetime:
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _dims(spec: MetricSpec, properties: Mapping[str, object], memo: dict[Any, str]) -> str:
+    if not spec.keys:
+        return "{}"
+    values = tuple(text_property(properties, k) for k in spec.keys)
+    found = memo.get(values)
+    if found is None:
+        found = memo[values] = dims_json(
+            {k: v for k, v in zip(spec.keys, values, strict=True) if v is not None}
+        )
+    return found
+
+
+def accumulate(
+    cells: dict[RollupKey, Cell], specs: Mapping[str, MetricSpec], rows: Iterable[dict[str, Any]]
+) -> None:
+    """Add event rows (ingestion order) to `cells`; events of unknown or unrolled metrics are
+    skipped."""
+    memo: dict[Any, str] = {}
+    for row in rows:
+        spec = specs.get(row["code"])
+        if spec is None or not spec.rolled:
+            continue
+        ts: datetime = row["timestamp"]
+        hour = _hour(ts)
+        props = row["properties"] or {}
+        key = (row["external_subscription_id"], spec.code, _dims(spec, props, memo), hour)
+        cell = cells.get(key)
+        if cell is None:
+            cell = cells[key] = Cell()
+        cell.events += 1
+        if spec.kind == "count_agg":
+            continue
+        value = number(props.get(spec.field or ""))
+        if value is None:
+            continue
+        cell.values += 1
+        _add_value(spec.kind, cell, value, ts, hour)
+
+
+def _add_value(kind: str, cell: Cell, value: Decimal | int, ts: datetime, hour: datetime) -> None:
+    if kind == "sum_agg":
+        cell.sum = value if cell.sum is None else cell.sum + value
+    elif kind == "max_agg":
+        if cell.max is None or value > cell.max:
+            cell.max = Decimal(value)
+    elif kind == "latest_agg":
+        if cell.latest_at is None or ts >= cell.latest_at:
+            cell.latest, cell.latest_at = Decimal(value), ts
+    else:  # weighted_sum_agg
+        delta = ts.astimezone(UTC) - hour
+        offset = Decimal(delta.seconds * 1_000_000 + delta.microseconds).scaleb(-6)
+        cell.sum = value if cell.sum is None else cell.sum + value
+        timed = value * offset
+        cell.time_sum = timed if cell.time_sum is None else cell.time_sum + timed
+
+
+def merge_cells(left: Cell, right: Cell) -> Cell:
+    """`right`'s additions applied after `left`'s (later ingestion wins latest ties)."""
+    out = Cell()
+    out.events = left.events + right.events
+    out.values = left.values + right.values
+    out.sum = _add(left.sum, right.sum)
+    out.time_sum = _add(left.time_sum, right.time_sum)
+    maxes = [m for m in (left.max, right.max) if m is not None]
+    out.max = max(maxes) if maxes else None
+    newer = (
+        right
+        if right.latest_at is not None
+        and (left.latest_at is None or right.latest_at >= left.latest_at)
+        else left
+    )
+    out.latest, out.latest_at = newer.latest, newer.latest_at
+    return out
+
+
+def _add(a: Decimal | int | None, b: Decimal | int | None) -> Decimal | int | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def cell_of(row: Mapping[str, Any]) -> Cell:
+    """A stored rollup row as a Cell (SQLite keeps the decimals as text)."""
+    cell = Cell()
+    cell.events = int(row["events_count"])
+    cell.values = int(row["values_count"])
+    cell.sum = _decimal(row["value_sum"])
+    cell.max = _decimal(row["value_max"])
+    cell.latest = _decimal(row["latest_value"])
+    cell.latest_at = _aware(row["latest_at"])
+    cell.time_sum = _decimal(row["value_time_sum"])
+    return cell
+
+
+def _decimal(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:  # SQLite returns naive UTC
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+async def metric_specs(conn: AsyncConnection) -> dict[str, MetricSpec]:
+    rows = await conn.execute(select(billable_metrics.c.definition))
+    specs = {}
+    for (definition,) in rows:
+        spec = MetricSpec.of(BillableMetric.from_dict(definition))
+        specs[spec.code] = spec
+    return specs
+
+
+async def apply(conn: AsyncConnection, cells: Mapping[RollupKey, Cell]) -> None:
+    """Add `cells` to the stored rollups, in this transaction."""
+    if not cells:
+        return
+    ordered = sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3]))
+    if conn.dialect.name == "postgresql":
+        await _apply_postgres(conn, [cell.row(key) for key, cell in ordered])
+    else:
+        await _apply_sqlite(conn, dict(ordered))
+
+
+async def _apply_postgres(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    stmt = postgresql.insert(usage_rollups)
+    r, x = usage_rollups.c, stmt.excluded
+
+    def added(col: str) -> Any:
+        return case((x[col].is_(None), r[col]), else_=func.coalesce(r[col], 0) + x[col])
+
+    newer = x.latest_at.isnot(None) & (r.latest_at.is_(None) | (x.latest_at >= r.latest_at))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["external_subscription_id", "code", "dims", "hour"],
+        set_={
+            "events_count": r.events_count + x.events_count,
+            "values_count": r.values_count + x.values_count,
+            "value_sum": added("value_sum"),
+            "value_time_sum": added("value_time_sum"),
+            "value_max": func.greatest(r.value_max, x.value_max),
+            "latest_value": case((newer, x.latest_value), else_=r.latest_value),
+            "latest_at": func.greatest(r.latest_at, x.latest_at),
+        },
+    )
+    await conn.execute(stmt, rows)
+
+
+async def _apply_sqlite(conn: AsyncConnection, cells: dict[RollupKey, Cell]) -> None:
+    """SQLite has one writer at a time: read the touched rows, merge in Python, write back."""
+    keys = list(cells)
+    c = usage_rollups.c
+    pk = tuple_(c.external_subscription_id, c.code, c.dims, c.hour)
+    merged = dict(cells)
+    for start in range(0, len(keys), 200):
+        chunk = keys[start : start + 200]
+        found = await conn.execute(select(usage_rollups).where(pk.in_(chunk)))
+        for row in found.mappings():
+            key = (row["external_subscription_id"], row["code"], row["dims"], _aware(row["hour"]))
+            if key in merged:
+                merged[key] = merge_cells(cell_of(row), merged[key])
+    stmt = sqlite.insert(usage_rollups)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["external_subscription_id", "code", "dims", "hour"],
+        set_={
+            name: stmt.excluded[name]
+            for name in (
+                "events_count",
+                "values_count",
+                "value_sum",
+                "value_max",
+                "latest_value",
+                "latest_at",
+                "value_time_sum",
+            )
+        },
+    )
+    await conn.execute(stmt, [_sqlite_row(cell.row(key)) for key, cell in merged.items()])
+
+
+def _sqlite_row(row: dict[str, Any]) -> dict[str, Any]:
+    for name in ("value_sum", "value_max", "latest_value", "value_time_sum"):
+        if row[name] is not None:
+            row[name] = str(row[name])
+    return row
+
+
+async def rebuild(conn: AsyncConnection, metric: BillableMetric) -> None:
+    """Recompute a metric's rollups from its stored events (a metric created after some of
+    its events were ingested). Holds the rollup lock so no writer inserts events meanwhile."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ROLLUP_LOCK})")
+    await conn.execute(delete(usage_rollups).where(usage_rollups.c.code == metric.code))
+    spec = MetricSpec.of(metric)
+    if not spec.rolled:
+        return
+    query = (
+        select(
+            events.c.external_subscription_id,
+            events.c.code,
+            events.c.timestamp,
+            events.c.properties,
+        )
+        .where(events.c.code == metric.code)
+        .order_by(events.c.id)
+    )
+    cells: dict[RollupKey, Cell] = {}
+    result = await conn.stream(query)
+    async for part in result.mappings().partitions(5000):
+        rows = [{**r, "timestamp": _aware(r["timestamp"])} for r in part]
+        accumulate(cells, {spec.code: spec}, rows)
+    await apply(conn, cells)

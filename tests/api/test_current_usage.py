@@ -1,0 +1,168 @@
+"""Current usage through the official Lago client: per charge and per filter, from rollups
+plus the events the writer has not stored yet, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+from lago_python_client.exceptions import LagoApiError
+from lago_python_client.models import (
+    BatchEvent,
+    BillableMetric,
+    BillableMetricFilter,
+    BillableMetricFilters,
+    Charge,
+    ChargeFilter,
+    ChargeFilters,
+    Charges,
+    Customer,
+    Event,
+    Plan,
+    Subscription,
+)
+
+from tests.api.conftest import Billing
+
+
+def _month_start() -> str:
+    now = datetime.now(UTC)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).isoformat()
+
+
+async def _mistral_like_catalog(b: Billing) -> None:
+    c = b.client
+    await b.call(c.customers.create, Customer(external_id="acme", currency="USD"))
+    tokens = await b.call(
+        c.billable_metrics.create,
+        BillableMetric(
+            name="Tokens",
+            code="tokens",
+            aggregation_type="sum_agg",
+            field_name="tokens",
+            filters=BillableMetricFilters(
+                __root__=[
+                    BillableMetricFilter(key="model", values=["large", "small"]),
+                    BillableMetricFilter(key="type", values=["input", "output"]),
+                ]
+            ),
+        ),
+    )
+    calls = await b.call(
+        c.billable_metrics.create,
+        BillableMetric(name="Calls", code="calls", aggregation_type="count_agg"),
+    )
+    per_million = [
+        ("large", "input", "4"),
+        ("large", "output", "12"),
+        ("small", "input", "1"),
+    ]
+    await b.call(
+        c.plans.create,
+        Plan(
+            name="Mistral",
+            code="mistral",
+            interval="monthly",
+            amount_cents=0,
+            amount_currency="USD",
+            charges=Charges(
+                __root__=[
+                    Charge(
+                        billable_metric_id=tokens.lago_id,
+                        charge_model="standard",
+                        properties={"amount": "0"},
+                        filters=ChargeFilters(
+                            __root__=[
+                                ChargeFilter(
+                                    values={"model": [m], "type": [t]},
+                                    properties={"amount": str(float(p) / 1_000_000)},
+                                )
+                                for m, t, p in per_million
+                            ]
+                        ),
+                    ),
+                    Charge(
+                        billable_metric_id=calls.lago_id,
+                        charge_model="package",
+                        properties={"amount": "1", "package_size": 100, "free_units": 0},
+                    ),
+                ]
+            ),
+        ),
+    )
+    await b.call(
+        c.subscriptions.create,
+        Subscription(
+            external_customer_id="acme",
+            plan_code="mistral",
+            external_id="sub_m",
+            billing_time="calendar",
+            subscription_at=_month_start(),
+        ),
+    )
+
+
+def _event(tx: str, code: str, **props: object) -> Event:
+    return Event(
+        transaction_id=tx,
+        external_subscription_id="sub_m",
+        code=code,
+        timestamp=int(time.time()) - 5,
+        properties=props,
+    )
+
+
+async def _usage(b: Billing):
+    return await b.call(b.client.customers.current_usage, "acme", "sub_m")
+
+
+def _by_values(charge) -> dict:
+    return {
+        tuple(sorted((k, tuple(v)) for k, v in (f.values or {}).items())): f for f in charge.filters
+    }
+
+
+async def test_current_usage_prices_each_filter_from_rollups_and_the_unwritten_tail(
+    billing: Billing,
+) -> None:
+    await _mistral_like_catalog(billing)
+    events = [
+        _event("t1", "tokens", model="large", type="input", tokens=500_000),
+        _event("t2", "tokens", model="large", type="output", tokens=250_000),
+        _event("t3", "tokens", model="small", type="input", tokens=2_000_000),
+        _event("t4", "tokens", model="small", type="output", tokens=7),  # default bucket
+        *[_event(f"c{i}", "calls") for i in range(101)],
+    ]
+    await billing.call(billing.client.events.batch_create, BatchEvent(events=events))
+    before_flush = await _usage(billing)  # nothing written yet: all from the writer's tail
+    await billing.event_count()  # flushes the writer
+    after_flush = await _usage(billing)
+    # A re-sent event is acknowledged and changes nothing.
+    await billing.call(billing.client.events.create, events[0])
+    resent = await _usage(billing)
+    for usage in (before_flush, after_flush, resent):
+        tokens, calls = usage.charges_usage
+        assert tokens.units == "2750007" and tokens.events_count == 4
+        by = _by_values(tokens)
+        large_in = by[(("model", ("large",)), ("type", ("input",)))]
+        assert (large_in.units, large_in.amount_cents) == ("500000", 200)  # 0.5M x $4
+        large_out = by[(("model", ("large",)), ("type", ("output",)))]
+        assert (large_out.units, large_out.amount_cents) == ("250000", 300)  # 0.25M x $12
+        small_in = by[(("model", ("small",)), ("type", ("input",)))]
+        assert (small_in.units, small_in.amount_cents) == ("2000000", 200)  # 2M x $1
+        assert by[()].units == "7" and by[()].amount_cents == 0
+        assert tokens.amount_cents == 700
+        assert (calls.units, calls.amount_cents, calls.filters) == ("101", 200, [])
+        assert usage.amount_cents == usage.total_amount_cents == 900
+        assert usage.currency == "USD"
+
+
+async def test_current_usage_of_an_unknown_subscription_is_a_404(billing: Billing) -> None:
+    await _mistral_like_catalog(billing)
+    with pytest.raises(LagoApiError) as raised:
+        await billing.call(billing.client.customers.current_usage, "acme", "ghost")
+    assert raised.value.status_code == 404
+    with pytest.raises(LagoApiError) as raised:
+        await billing.call(billing.client.customers.current_usage, "someone-else", "sub_m")
+    assert raised.value.status_code == 404
