@@ -97,7 +97,9 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     parts = await assemble_gateway(settings, engine=engine, upstreams=upstreams, webhooks=hooks)
     recorder = Recorder(writer, parts.subscription_of)
     parts.gateway.meter = parts.components["observability"].meter(recorder)
-    invoicing, runner = await _billing(settings, engine, parts.components["pricer"], hooks)
+    invoicing, runner = await _billing(
+        settings, engine, parts.components["pricer"], hooks, writer
+    )
     app[SERVICES] = Services(
         settings=settings,
         engine=engine,
@@ -119,7 +121,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
 
 
 async def _billing(
-    settings: Settings, engine: AsyncEngine, pricer: Any, hooks: Webhooks
+    settings: Settings, engine: AsyncEngine, pricer: Any, hooks: Webhooks, writer: UsageWriter
 ) -> tuple[Invoicing, BillingRunner]:
     """Seed the built-in billable metrics, then start the background billing run."""
     section = settings.section("billing")
@@ -128,7 +130,7 @@ async def _billing(
         models = {*settings.models, *(model for _, model in priced)}
         await seed_default_metrics(engine, default_metrics(models, settings.providers))
     options = InvoicingSettings.from_section(section)
-    invoicing = Invoicing(engine, options, webhooks=hooks)
+    invoicing = Invoicing(engine, options, webhooks=hooks, unflushed=writer.unflushed_events)
     runner = BillingRunner(invoicing, options.run_interval)
     runner.start()
     return invoicing, runner

@@ -17,7 +17,7 @@ from faregate.billing import repository as repo
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.plans import Plan, Subscription
-from faregate.metering import ingest, rollups
+from faregate.metering import ingest
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BATCH = 1000
@@ -160,7 +160,6 @@ async def create_metric(request: web.Request) -> web.Response:
         if await repo.metric_by_code(conn, metric.code) is not None:
             raise BillingValidationError("code", "value_already_exist")
         row = await repo.insert_metric(conn, _metric_definition(metric))
-        await rollups.rebuild(conn, metric)  # events that arrived before their metric
     event_catalog(_services(request)).add_metric(metric)
     return json_response({"billable_metric": _metric_json(row)})
 

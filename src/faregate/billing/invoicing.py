@@ -11,7 +11,7 @@ or on demand (`invoice.created`, and `invoice.finalized`). A finalized invoice i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -103,8 +103,11 @@ class Invoicing:
         webhooks: Webhooks | None = None,
         credits: CreditsApplier | None = None,
         file_url: FileUrl | None = None,
+        unflushed: Callable[[str], Sequence[dict[str, Any]]] | None = None,
     ):
         self.engine = engine
+        # A subscription's events accepted by this process's usage writer, not stored yet.
+        self.unflushed = unflushed or (lambda _subscription: ())
         self.settings = settings or InvoicingSettings()
         self.webhooks = webhooks
         self.credits: CreditsApplier = credits or NoCredits()
@@ -182,7 +185,9 @@ class Invoicing:
         currency, tax_rate = plan.amount_currency, self.settings.tax_rate
         if reason == STARTING:
             return build_opening_invoice(sub, plan, currency=currency, tax_rate=tax_rate)
-        aggregates = await repo.period_aggregates(conn, sub, plan, billed.metrics, period)
+        aggregates = await repo.period_aggregates(
+            conn, sub, plan, billed.metrics, period, unflushed=self.unflushed(sub.external_id)
+        )
         return build_invoice(
             sub, plan, billed.metrics, aggregates, period, currency=currency, tax_rate=tax_rate
         )

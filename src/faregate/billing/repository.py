@@ -5,7 +5,7 @@ lives in the billing domain."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,12 +15,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.billing.aggregate import Aggregate
-from faregate.billing.charges import BucketKey, charge_aggregates, metric_of, plan_aggregates
+from faregate.billing.charges import BucketKey
 from faregate.billing.errors import BillingValidationError
 from faregate.billing.events import Event
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import Period
 from faregate.billing.plans import Plan, Subscription
+from faregate.metering import aggregates, rollups
 from faregate.store.tables.billing import billable_metrics, plans, subscriptions
 from faregate.store.tables.metering import events
 
@@ -51,17 +52,25 @@ async def insert_metric(conn: AsyncConnection, definition: dict[str, Any]) -> di
            "name": definition["name"], "aggregation_type": definition["aggregation_type"],
            "definition": definition}
     await _insert_unique(conn, billable_metrics.insert().values(**row), "code")
+    # Events may have arrived before their metric (gateway events): roll them up now.
+    await rollups.rebuild(conn, BillableMetric.from_dict(definition))
     return row
 
 
 async def update_metric_definition(
     conn: AsyncConnection, metric_id: str, definition: dict[str, Any]
 ) -> None:
+    before = await metric_by_id(conn, metric_id)
     await conn.execute(
         update(billable_metrics)
         .where(billable_metrics.c.id == metric_id)
         .values(definition=definition, name=definition["name"])
     )
+    metric = BillableMetric.from_dict(definition)
+    if before is None or rollups.MetricSpec.of(
+        BillableMetric.from_dict(before["definition"])
+    ) != rollups.MetricSpec.of(metric):
+        await rollups.rebuild(conn, metric)  # new filter keys: the rollups' dims change
 
 
 async def metric_by_code(conn: AsyncConnection, code: str) -> dict[str, Any] | None:
@@ -243,19 +252,19 @@ async def period_aggregates(
     period: Period,
     *,
     rounded: bool = True,
+    unflushed: Sequence[dict[str, Any]] = (),
 ) -> dict[BucketKey, Aggregate]:
     """Every charge bucket's usage of `subscription` over `period` (what invoices and current
-    usage price; `rounded=False` gives the raw aggregates per-request prices start from).
-    Reads raw events today; rollups may back it without changing callers. Recurring metrics
-    start each period from zero here (no carry-over yet)."""
-    codes = {charge.billable_metric_code for charge in plan.charges}
-    listed = await subscription_events(
-        conn, subscription.external_id, codes, period.start, period.end
+    usage price; `rounded=False` gives the raw aggregates per-request prices start from),
+    from the hourly rollups (metering.aggregates: raw events only where an aggregate cannot
+    be rolled up), plus `unflushed`, the usage writer's events not stored yet. Recurring
+    metrics carry what was used before `period`."""
+    return await aggregates.period_aggregates(
+        conn,
+        plan,
+        metrics_by_code,
+        subscription.external_id,
+        period,
+        unflushed=unflushed,
+        rounded=rounded,
     )
-    if rounded:
-        return plan_aggregates(plan, metrics_by_code, listed, period)
-    result: dict[BucketKey, Aggregate] = {}
-    for charge in plan.charges:
-        metric = metric_of(charge, metrics_by_code)
-        result.update(charge_aggregates(charge, metric, listed, period, rounded=False))
-    return result

@@ -56,15 +56,36 @@ async def period_aggregates(
     period: Period,
     *,
     unflushed: Sequence[dict[str, Any]] = (),
+    rounded: bool = True,
 ) -> dict[BucketKey, Aggregate]:
-    """Rounded aggregates of every bucket of every charge of `plan` over `period`.
+    """Aggregates of every bucket of every charge of `plan` over `period` (`rounded=False`
+    leaves the metrics' rounding out).
 
     Recurring metrics start from everything the subscription used before the period.
     `unflushed` are event rows accepted but perhaps not in the database yet (the usage
-    writer's tail); those already stored are ignored, so nothing counts twice. Run it in a
-    REPEATABLE READ transaction on PostgreSQL (see `usage_snapshot`) for one consistent view.
+    writer's tail); those already stored are ignored, so nothing counts twice.
     """
-    tail = await _not_stored(conn, external_subscription_id, unflushed)
+    for _ in range(5):
+        tail = await _not_stored(conn, external_subscription_id, unflushed)
+        result = await _aggregates(
+            conn, plan, metrics_by_code, external_subscription_id, period, tail, rounded
+        )
+        # Outside a snapshot, a flush may commit part of the tail while we read: then the
+        # rollups read may or may not hold it, so read again.
+        if not tail or len(await _not_stored(conn, external_subscription_id, tail)) == len(tail):
+            return result
+    return result
+
+
+async def _aggregates(
+    conn: AsyncConnection,
+    plan: Plan,
+    metrics_by_code: Mapping[str, BillableMetric],
+    external_subscription_id: str,
+    period: Period,
+    tail: list[dict[str, Any]],
+    rounded: bool,
+) -> dict[BucketKey, Aggregate]:
     result: dict[BucketKey, Aggregate] = {}
     by_rollup = [c for c in plan.charges if rolled_up(c, metric_of(c, metrics_by_code), period)]
     if by_rollup:
@@ -77,12 +98,12 @@ async def period_aggregates(
         rows.extend((key[1], key[2], key[3], cell) for key, cell in tail_cells.items())
         for charge in by_rollup:
             metric = metrics_by_code[charge.billable_metric_code]
-            result.update(_from_rollups(charge, metric, rows, period))
+            result.update(_from_rollups(charge, metric, rows, period, rounded))
     for charge in plan.charges:
         metric = metric_of(charge, metrics_by_code)
         if charge not in by_rollup:
             raw = await _raw_events(conn, external_subscription_id, metric, period, tail)
-            result.update(_from_events(charge, metric, raw, period))
+            result.update(_from_events(charge, metric, raw, period, rounded))
     return result
 
 
@@ -139,7 +160,11 @@ def _utc(value: datetime) -> datetime:
 
 
 def _from_rollups(
-    charge: Charge, metric: BillableMetric, rows: Iterable[RollupRow], period: Period
+    charge: Charge,
+    metric: BillableMetric,
+    rows: Iterable[RollupRow],
+    period: Period,
+    rounded: bool = True,
 ) -> dict[BucketKey, Aggregate]:
     inside: dict[BucketKey, list[tuple[datetime, rollups.Cell]]] = {
         k: [] for k in bucket_keys(charge)
@@ -157,10 +182,10 @@ def _from_rollups(
             inside[key].append((hour, cell))
         else:
             before[key].append(cell)
-    return {
-        key: apply_rounding(metric, _combine(metric, inside[key], before[key], period))
-        for key in inside
-    }
+    combined = {key: _combine(metric, inside[key], before[key], period) for key in inside}
+    if not rounded:
+        return combined
+    return {key: apply_rounding(metric, raw) for key, raw in combined.items()}
 
 
 def _combine(
@@ -235,7 +260,7 @@ async def _raw_events(
 
 
 def _from_events(
-    charge: Charge, metric: BillableMetric, found: list[Event], period: Period
+    charge: Charge, metric: BillableMetric, found: list[Event], period: Period, rounded: bool
 ) -> dict[BucketKey, Aggregate]:
     carried = None
     if metric.recurring:
@@ -246,4 +271,4 @@ def _from_events(
                 charge, metric, earlier, Period.of(since, period.start), rounded=False
             )
     inside = [e for e in found if period.start <= e.timestamp < period.end]
-    return charge_aggregates(charge, metric, inside, period, carried=carried)
+    return charge_aggregates(charge, metric, inside, period, carried=carried, rounded=rounded)
