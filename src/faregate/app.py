@@ -27,6 +27,7 @@ from faregate.api import (
     spend,
     system,
     usage,
+    wallets,
     webhooks,
 )
 from faregate.api.errors import error_middleware
@@ -111,6 +112,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         webhooks=hooks,
         health=parts.health,
         invoicing=invoicing,
+        wallets=parts.components.get("wallets"),
         components={
             "http": session,
             "upstreams": upstreams,
@@ -167,6 +169,7 @@ def build_app(settings: Settings) -> web.Application:
         metrics,
         spend,
         usage,
+        wallets,
     ):
         module.add_routes(app)
     return app

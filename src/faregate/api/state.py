@@ -28,6 +28,7 @@ class Services:
     webhooks: Webhooks
     health: Any = None
     invoicing: Any = None  # faregate.billing.invoicing.Invoicing
+    wallets: Any = None  # faregate.wallets.runtime.WalletRuntime, when wallets are enabled
     components: dict[str, Any] = field(default_factory=dict)
 
     async def admin(self, key: str | None) -> Principal:

@@ -1,4 +1,4 @@
-"""The one command line: serve, migrate, demo, mock-provider, keys, customers, usage, …
+"""The one command line: serve, migrate, demo, mock-provider, keys, customers, wallets, …
 
 Each command group lives in its own module and registers itself on the parser here.
 """
@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from faregate.cli import admin, billing, experiments, pricing, serve, spend, webhooks
+from faregate.cli import admin, billing, experiments, pricing, serve, spend, wallets, webhooks
 from faregate.errors import FaregateError
 
-_GROUPS = [serve, admin, pricing, webhooks, experiments, spend, billing]
+_GROUPS = [serve, admin, pricing, webhooks, experiments, spend, billing, wallets]
 
 
 def build_parser() -> argparse.ArgumentParser:

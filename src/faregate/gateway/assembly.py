@@ -25,6 +25,7 @@ from faregate.gateway.policy_stages import (
 )
 from faregate.gateway.pricing import CatalogPricer
 from faregate.gateway.stages import Stage
+from faregate.gateway.wallet_stage import WalletStage
 from faregate.observability import build_observability
 from faregate.policy import (
     Budgets,
@@ -41,6 +42,7 @@ from faregate.routing.failover import call_with_failover
 from faregate.routing.health import HealthRegistry
 from faregate.routing.router import Router
 from faregate.store.counters import MemoryCounterStore
+from faregate.wallets.assembly import build_wallets
 from faregate.webhooks import Webhooks
 
 
@@ -87,7 +89,9 @@ async def _health(settings: Settings, client: Any, closers: list[Any]) -> Health
     return health
 
 
-def _stages(settings: Settings, store: Any, pricer: CatalogPricer, alerts: Alerts) -> list[Stage]:
+def _stages(
+    settings: Settings, store: Any, pricer: CatalogPricer, alerts: Alerts, wallets: Any = None
+) -> list[Stage]:
     stages: list[Stage] = [EstimateStage(pricer)]
     policies = parse_moderation(settings.section("moderation"))
     if policies:
@@ -98,6 +102,8 @@ def _stages(settings: Settings, store: Any, pricer: CatalogPricer, alerts: Alert
     budgets = parse_budgets(settings.raw.get("budgets"))
     if budgets:
         stages.append(BudgetStage(Budgets(store, budgets, alerts=alerts)))
+    if wallets is not None:
+        stages.append(WalletStage(wallets))
     return stages
 
 
@@ -139,7 +145,10 @@ async def assemble_gateway(
     router = Router(settings.models, health=health, estimator=pricer)
     observability = build_observability(settings, health, router, alerts)
     closers.append(observability.alerts.aclose)
-    stages = _stages(settings, store, pricer, alerts)
+    wallets = await build_wallets(settings, engine, client, webhooks)
+    if wallets is not None:
+        closers.append(wallets.close)
+    stages = _stages(settings, store, pricer, alerts, wallets)
     stages.append(observability.in_flight)  # last: counts the holds the stages above took
     cache_policy = CachePolicy.from_config(settings.section("cache"))
     cache = GatewayCache(ResponseCache(store), cache_policy) if cache_policy.enabled else None
@@ -168,5 +177,6 @@ async def assemble_gateway(
             "alerts": alerts,
             "hold_sweeper": sweeper,
             "observability": observability,
+            "wallets": wallets,
         },
     )

@@ -1,0 +1,191 @@
+"""Lago v1 wallets API (wallets, wallet transactions) plus the wallet's ledger as JSON or
+CSV. HTTP only: parse, call the wallet service, render."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from faregate.api.billing import _lago, _meta, _root
+from faregate.api.common import json_response, read_json_object
+from faregate.api.state import SERVICES
+from faregate.billing.errors import BillingNotFound, BillingValidationError
+from faregate.money import decimal_str, from_nanos
+from faregate.wallets import repository as repo
+from faregate.wallets.model import credits_value
+from faregate.wallets.service import TopUp, WalletService, transaction_json, wallet_json
+
+LEDGER_COLUMNS = (
+    "id",
+    "created_at",
+    "kind",
+    "key",
+    "hold_id",
+    "transaction_id",
+    "available",
+    "held",
+    "consumed",
+    "funding",
+)
+
+
+def _wallets(request: web.Request) -> WalletService:
+    services = request.app[SERVICES]
+    runtime = services.wallets
+    if runtime is not None:
+        return runtime.service  # type: ignore[no-any-return]
+    return WalletService(services.engine, default_currency=services.settings.currency)
+
+
+async def _fresh(request: web.Request) -> None:
+    """Flush this process's pending ledger entries so balances include them."""
+    runtime = request.app[SERVICES].wallets
+    if runtime is not None:
+        await runtime.flush()
+
+
+def _forget(request: web.Request, row: dict[str, Any]) -> None:
+    runtime = request.app[SERVICES].wallets
+    if runtime is not None:
+        runtime.forget(row["external_customer_id"])
+
+
+@_lago
+async def create_wallet(request: web.Request) -> web.Response:
+    data = {
+        k: v for k, v in _root(await read_json_object(request), "wallet").items() if v is not None
+    }
+    row, _ = await _wallets(request).create(data)
+    _forget(request, row)
+    return json_response({"wallet": wallet_json(row)})
+
+
+@_lago
+async def get_wallet(request: web.Request) -> web.Response:
+    await _fresh(request)
+    row = await _wallets(request).get(request.match_info["id"])
+    return json_response({"wallet": wallet_json(row)})
+
+
+@_lago
+async def list_wallets(request: web.Request) -> web.Response:
+    await _fresh(request)
+    external_customer_id = request.query.get("external_customer_id")
+    async with request.app[SERVICES].engine.connect() as conn:
+        rows = await repo.list_wallets(conn, external_customer_id)
+    return json_response({"wallets": [wallet_json(r) for r in rows], "meta": _meta(len(rows))})
+
+
+@_lago
+async def update_wallet(request: web.Request) -> web.Response:
+    data = _root(await read_json_object(request), "wallet")
+    row = await _wallets(request).update(request.match_info["id"], data)
+    _forget(request, row)
+    return json_response({"wallet": wallet_json(row)})
+
+
+@_lago
+async def terminate_wallet(request: web.Request) -> web.Response:
+    row = await _wallets(request).terminate(request.match_info["id"])
+    _forget(request, row)
+    return json_response({"wallet": wallet_json(row)})
+
+
+@_lago
+async def create_transaction(request: web.Request) -> web.Response:
+    data = _root(await read_json_object(request), "wallet_transaction")
+    wallet_id = data.get("wallet_id")
+    if not isinstance(wallet_id, str) or not wallet_id:
+        raise BillingValidationError("wallet_id", "value_is_mandatory")
+    top_up = TopUp(
+        paid=credits_value(data, "paid_credits") or Decimal(0),
+        granted=credits_value(data, "granted_credits") or Decimal(0),
+        voided=credits_value(data, "voided_credits") or Decimal(0),
+        name=data.get("name") if isinstance(data.get("name"), str) else None,
+        key=request.headers.get("Idempotency-Key"),
+    )
+    service = _wallets(request)
+    await _fresh(request)
+    made = await service.top_up(wallet_id, top_up)
+    row = await service.get(wallet_id)
+    rate = Decimal(row["rate_amount"])
+    return json_response({"wallet_transactions": [transaction_json(t, rate) for t in made]})
+
+
+@_lago
+async def list_transactions(request: web.Request) -> web.Response:
+    row, items = await _wallets(request).transactions(request.match_info["id"])
+    rate = Decimal(row["rate_amount"])
+    status = request.query.get("transaction_status")
+    kind = request.query.get("transaction_type")
+    items = [
+        t
+        for t in items
+        if (not status or t["transaction_status"] == status)
+        and (not kind or t["transaction_type"] == kind)
+    ]
+    return json_response(
+        {
+            "wallet_transactions": [transaction_json(t, rate) for t in items],
+            "meta": _meta(len(items)),
+        }
+    )
+
+
+def ledger_json(row: dict[str, Any]) -> dict[str, Any]:
+    created = row["created_at"]
+    return {
+        "id": row["id"],
+        "created_at": created.isoformat() if hasattr(created, "isoformat") else created,
+        "kind": row["kind"],
+        "key": row["key"],
+        "hold_id": row.get("hold_id"),
+        "transaction_id": row.get("transaction_id"),
+        **{
+            name: decimal_str(from_nanos(int(row[f"{name}_nanos"])))
+            for name in ("available", "held", "consumed", "funding")
+        },
+    }
+
+
+def ledger_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=LEDGER_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(ledger_json(row))
+    return out.getvalue()
+
+
+@_lago
+async def wallet_ledger(request: web.Request) -> web.StreamResponse:
+    await _fresh(request)
+    wallet_id = request.match_info["id"]
+    after = int(request.query.get("after_id") or 0)
+    async with request.app[SERVICES].engine.connect() as conn:
+        if await repo.wallet_by_id(conn, wallet_id) is None:
+            raise BillingNotFound("wallet", wallet_id)
+        rows = await repo.entries_of(conn, wallet_id, after_id=after)
+    if request.match_info.get("fmt") == ".csv" or request.query.get("format") == "csv":
+        return web.Response(
+            text=ledger_csv(rows),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="wallet-{wallet_id}.csv"'},
+        )
+    return json_response({"entries": [ledger_json(r) for r in rows], "meta": _meta(len(rows))})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/v1/wallets", create_wallet)
+    r.add_get("/api/v1/wallets", list_wallets)
+    r.add_get("/api/v1/wallets/{id}", get_wallet)
+    r.add_put("/api/v1/wallets/{id}", update_wallet)
+    r.add_delete("/api/v1/wallets/{id}", terminate_wallet)
+    r.add_post("/api/v1/wallet_transactions", create_transaction)
+    r.add_get("/api/v1/wallets/{id}/wallet_transactions", list_transactions)
+    r.add_get("/api/v1/wallets/{id}/ledger{fmt:(\\.csv)?}", wallet_ledger)

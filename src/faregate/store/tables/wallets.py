@@ -1,0 +1,96 @@
+"""Prepaid credit wallets: the wallet, its Lago-visible transactions (top-ups, voids, invoice
+applications) and its double-entry ledger. Ledger rows are never updated or deleted."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Table,
+)
+
+from faregate.store.tables.base import Nanos, metadata
+
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("code", String(255)),
+    Column("customer_id", String(36), nullable=False),
+    Column("external_customer_id", String(255), nullable=False),
+    Column("name", String(255)),
+    Column("currency", String(3), nullable=False),
+    # One credit is worth `rate_amount` units of the currency.
+    Column("rate_amount", Numeric(30, 15), nullable=False),
+    Column("priority", Integer, nullable=False, default=50),
+    Column("status", String(16), nullable=False, default="active"),  # active | terminated
+    Column("expiration_at", DateTime(timezone=True)),
+    Column("terminated_at", DateTime(timezone=True)),
+    Column("recurring_transaction_rules", JSON, nullable=False, default=list),
+    Column("metadata", JSON, nullable=False, default=dict),
+    # Caches of the ledger, kept in the same transaction as the entries that change them:
+    # credits in minus credits voided (every backend), and, for the PostgreSQL hold book,
+    # consumed and held amounts (a conditional UPDATE on this row is its atomic hold).
+    Column("funded_nanos", Nanos, nullable=False, default=0),
+    Column("funded_version", BigInteger, nullable=False, default=0),
+    Column("consumed_nanos", Nanos, nullable=False, default=0),
+    Column("held_nanos", Nanos, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_wallets_customer", "external_customer_id"),
+)
+
+wallet_transactions = Table(
+    "wallet_transactions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("wallet_id", String(36), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | settled | failed
+    Column("transaction_status", String(16), nullable=False),  # purchased|granted|voided|invoiced
+    Column("transaction_type", String(16), nullable=False),  # inbound | outbound
+    Column("source", String(16), nullable=False),  # manual | interval | threshold
+    Column("amount_nanos", Nanos, nullable=False),
+    Column("name", String(255)),
+    Column("metadata", JSON, nullable=False, default=list),
+    Column("invoice_id", String(64)),
+    # Makes a retried top-up (a rule firing twice for one crossing, a replayed request) a no-op.
+    Column("idempotency_key", String(255), unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("settled_at", DateTime(timezone=True)),
+    Index("ix_wallet_transactions_wallet", "wallet_id", "created_at"),
+)
+
+# One row is one balanced journal entry over the wallet's accounts: `available` (spendable
+# credits), `held` (pending holds), `consumed` (usage) and `funding` (the outside world's
+# side of top-ups and voids). The CHECK keeps every entry balanced; balances are sums.
+wallet_entries = Table(
+    "wallet_entries",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("wallet_id", String(36), nullable=False),
+    # Idempotency: `hold:<id>` for a hold, `done:<id>` for its post OR release (so a hold is
+    # finished exactly once), `tx:<id>` for a wallet transaction.
+    Column("key", String(255), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # credit | void | hold | post | release | debit
+    Column("available_nanos", Nanos, nullable=False, default=0),
+    Column("held_nanos", Nanos, nullable=False, default=0),
+    Column("consumed_nanos", Nanos, nullable=False, default=0),
+    Column("funding_nanos", Nanos, nullable=False, default=0),
+    Column("hold_id", String(64)),
+    Column("transaction_id", String(36)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "available_nanos + held_nanos + consumed_nanos + funding_nanos = 0", name="balanced"
+    ),
+    Index("ix_wallet_entries_wallet", "wallet_id", "id"),
+    Index("ix_wallet_entries_kind_time", "kind", "created_at"),
+)

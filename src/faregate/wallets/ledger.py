@@ -1,0 +1,156 @@
+"""The wallet ledger as values: balanced entries over four accounts, and balances as sums.
+
+Accounts of one wallet (amounts in nanos of the wallet's currency):
+  available  spendable credits          held      pending holds of in-flight requests
+  consumed   usage paid from the wallet  funding   the outside world's side of top-ups/voids
+Every entry's deltas add up to zero, so the ledger as a whole always balances. A hold moves
+its amount from available to held; it is finished exactly once, by a `post` (the real amount
+goes to consumed, the rest back to available) or a `release` (all of it back), both keyed
+`done:<hold id>` so storage refuses a second one. Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    wallet_id: str
+    key: str
+    kind: str  # credit | void | hold | post | release | debit
+    available: int = 0
+    held: int = 0
+    consumed: int = 0
+    funding: int = 0
+    hold_id: str | None = None
+    transaction_id: str | None = None
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.available + self.held + self.consumed + self.funding != 0:
+            raise ValueError(f"unbalanced ledger entry {self.key!r}")
+
+    def row(self) -> dict[str, object]:
+        return {
+            "wallet_id": self.wallet_id,
+            "key": self.key,
+            "kind": self.kind,
+            "available_nanos": self.available,
+            "held_nanos": self.held,
+            "consumed_nanos": self.consumed,
+            "funding_nanos": self.funding,
+            "hold_id": self.hold_id,
+            "transaction_id": self.transaction_id,
+            "created_at": self.created_at or datetime.now(UTC),
+        }
+
+
+def credit(wallet_id: str, transaction_id: str, amount: int) -> Entry:
+    """Paid or granted credits flow in from the outside world."""
+    _non_negative(amount)
+    return Entry(
+        wallet_id,
+        f"tx:{transaction_id}",
+        "credit",
+        available=amount,
+        funding=-amount,
+        transaction_id=transaction_id,
+    )
+
+
+def void(wallet_id: str, transaction_id: str, amount: int) -> Entry:
+    """Credits taken back out of the wallet (Lago `voided_credits`)."""
+    _non_negative(amount)
+    return Entry(
+        wallet_id,
+        f"tx:{transaction_id}",
+        "void",
+        available=-amount,
+        funding=amount,
+        transaction_id=transaction_id,
+    )
+
+
+def hold(wallet_id: str, hold_id: str, amount: int) -> Entry:
+    _non_negative(amount)
+    return Entry(
+        wallet_id, f"hold:{hold_id}", "hold", available=-amount, held=amount, hold_id=hold_id
+    )
+
+
+def post(wallet_id: str, hold_id: str, held: int, actual: int) -> Entry:
+    """Finish a hold with the real amount: `actual` is consumed, `held - actual` goes back to
+    available (negative when the real amount exceeds the hold). A negative `actual` (a volume
+    charge crossing into a cheaper tier) credits the wallet back."""
+    _non_negative(held)
+    return Entry(
+        wallet_id,
+        f"done:{hold_id}",
+        "post",
+        available=held - actual,
+        held=-held,
+        consumed=actual,
+        hold_id=hold_id,
+    )
+
+
+def release(wallet_id: str, hold_id: str, held: int) -> Entry:
+    _non_negative(held)
+    return Entry(
+        wallet_id, f"done:{hold_id}", "release", available=held, held=-held, hold_id=hold_id
+    )
+
+
+def debit(wallet_id: str, key: str, amount: int) -> Entry:
+    """Consumption without a hold (negative: a credit back)."""
+    return Entry(wallet_id, key, "debit", available=-amount, consumed=amount)
+
+
+def _non_negative(amount: int) -> None:
+    if amount < 0:
+        raise ValueError("amount must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Balances:
+    """Sums of a wallet's entries. `balance` = credits not yet consumed (holds included);
+    `ongoing` = what a new request can still hold."""
+
+    available: int = 0
+    held: int = 0
+    consumed: int = 0
+    funding: int = 0
+
+    @property
+    def funded(self) -> int:
+        return -self.funding
+
+    @property
+    def balance(self) -> int:
+        return self.available + self.held
+
+    @property
+    def ongoing(self) -> int:
+        return self.available
+
+    def add(self, entry: Entry) -> Balances:
+        return Balances(
+            self.available + entry.available,
+            self.held + entry.held,
+            self.consumed + entry.consumed,
+            self.funding + entry.funding,
+        )
+
+
+def fold(entries: Iterable[Entry]) -> Balances:
+    """Balances from entries, each key counted once (storage keeps the first; so do we)."""
+    seen: set[str] = set()
+    total = Balances()
+    for entry in entries:
+        if entry.key not in seen:
+            seen.add(entry.key)
+            total = total.add(entry)
+    return total

@@ -1,0 +1,264 @@
+"""Wallet storage: wallets, wallet transactions and ledger entries. Queries only; the
+services decide. Entries are inserted idempotently (first key wins) and every inserted entry
+moves the wallet row's cached sums in the same transaction, so the row always equals the sum
+of the stored entries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import String, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from faregate.store.tables.wallets import wallet_entries, wallet_transactions, wallets
+from faregate.wallets.ledger import Balances, Entry
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def _one(conn: AsyncConnection, query: Any) -> dict[str, Any] | None:
+    row = (await conn.execute(query)).mappings().first()
+    return dict(row) if row else None
+
+
+# --- wallets ------------------------------------------------------------------------------
+
+
+async def insert_wallet(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
+    stamp = now()
+    row = {
+        "id": new_id(),
+        "created_at": stamp,
+        "updated_at": stamp,
+        "status": "active",
+        "funded_nanos": 0,
+        "funded_version": 0,
+        "consumed_nanos": 0,
+        "held_nanos": 0,
+        "recurring_transaction_rules": [],
+        "metadata": {},
+        "priority": 50,
+        **values,
+    }
+    await conn.execute(wallets.insert().values(**row))
+    return row
+
+
+async def update_wallet(conn: AsyncConnection, wallet_id: str, values: dict[str, Any]) -> None:
+    await conn.execute(
+        update(wallets).where(wallets.c.id == wallet_id).values(**values, updated_at=now())
+    )
+
+
+async def wallet_by_id(
+    conn: AsyncConnection, wallet_id: str, *, lock: bool = False
+) -> dict[str, Any] | None:
+    query = select(wallets).where(wallets.c.id == wallet_id)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return await _one(conn, query)
+
+
+async def wallets_of_customer(
+    conn: AsyncConnection, external_customer_id: str, *, active_only: bool = False
+) -> list[dict[str, Any]]:
+    query = select(wallets).where(wallets.c.external_customer_id == external_customer_id)
+    if active_only:
+        query = query.where(wallets.c.status == "active")
+    query = query.order_by(wallets.c.priority, wallets.c.created_at)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def list_wallets(
+    conn: AsyncConnection, external_customer_id: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    query = select(wallets).order_by(wallets.c.created_at).limit(limit)
+    if external_customer_id:
+        query = query.where(wallets.c.external_customer_id == external_customer_id)
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def active_wallets(conn: AsyncConnection) -> list[dict[str, Any]]:
+    query = select(wallets).where(wallets.c.status == "active")
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def funded_versions(conn: AsyncConnection) -> list[tuple[str, int, int]]:
+    """(wallet id, funded nanos, funded version) of every active wallet: the hold books'
+    once-a-second refresh of top-ups and voids made anywhere."""
+    query = select(wallets.c.id, wallets.c.funded_nanos, wallets.c.funded_version).where(
+        wallets.c.status == "active"
+    )
+    return [(r[0], int(r[1]), int(r[2])) for r in (await conn.execute(query))]
+
+
+# --- ledger -------------------------------------------------------------------------------
+
+
+def _insert(conn: AsyncConnection) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(wallet_entries).on_conflict_do_nothing(index_elements=["key"])
+
+
+async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list[Entry]:
+    """Insert the entries whose key is new and add them to their wallet rows; returns the
+    entries actually inserted (a repeated key changes nothing)."""
+    if not entries:
+        return []
+    unique: dict[str, Entry] = {}
+    for entry in entries:
+        unique.setdefault(entry.key, entry)
+    stmt = _insert(conn).returning(wallet_entries.c.key)
+    result = await conn.execute(stmt, [e.row() for e in unique.values()])
+    inserted = {row[0] for row in result}
+    applied = [e for k, e in unique.items() if k in inserted]
+    totals: dict[str, Balances] = {}
+    versions: dict[str, int] = {}
+    for entry in applied:
+        totals[entry.wallet_id] = totals.get(entry.wallet_id, Balances()).add(entry)
+        if entry.funding:
+            versions[entry.wallet_id] = versions.get(entry.wallet_id, 0) + 1
+    for wallet_id, delta in totals.items():
+        await conn.execute(
+            update(wallets)
+            .where(wallets.c.id == wallet_id)
+            .values(
+                funded_nanos=wallets.c.funded_nanos + delta.funded,
+                funded_version=wallets.c.funded_version + versions.get(wallet_id, 0),
+                consumed_nanos=wallets.c.consumed_nanos + delta.consumed,
+                held_nanos=wallets.c.held_nanos + delta.held,
+            )
+        )
+    return applied
+
+
+async def hold_if_covered(conn: AsyncConnection, entry: Entry, extra: int) -> bool:
+    """The PostgreSQL hold book's atomic step: one conditional UPDATE of the wallet row (the
+    row lock serializes replicas), then the hold entry, in the caller's transaction."""
+    amount = entry.held
+    result = await conn.execute(
+        update(wallets)
+        .where(
+            wallets.c.id == entry.wallet_id,
+            wallets.c.funded_nanos - wallets.c.consumed_nanos - wallets.c.held_nanos + extra
+            >= amount,
+        )
+        .values(held_nanos=wallets.c.held_nanos + amount)
+    )
+    if result.rowcount != 1:
+        return False
+    await conn.execute(wallet_entries.insert().values(**entry.row()))
+    return True
+
+
+def entry_of(row: Any) -> Entry:
+    return Entry(
+        wallet_id=row["wallet_id"],
+        key=row["key"],
+        kind=row["kind"],
+        available=int(row["available_nanos"]),
+        held=int(row["held_nanos"]),
+        consumed=int(row["consumed_nanos"]),
+        funding=int(row["funding_nanos"]),
+        hold_id=row["hold_id"],
+        transaction_id=row["transaction_id"],
+        created_at=row["created_at"],
+    )
+
+
+async def entries_of(
+    conn: AsyncConnection, wallet_id: str, *, after_id: int = 0, limit: int = 10_000
+) -> list[dict[str, Any]]:
+    query = (
+        select(wallet_entries)
+        .where(wallet_entries.c.wallet_id == wallet_id, wallet_entries.c.id > after_id)
+        .order_by(wallet_entries.c.id)
+        .limit(limit)
+    )
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def entry_sums(conn: AsyncConnection, wallet_id: str) -> Balances:
+    c = wallet_entries.c
+    row = (
+        await conn.execute(
+            select(
+                func.coalesce(func.sum(c.available_nanos), 0),
+                func.coalesce(func.sum(c.held_nanos), 0),
+                func.coalesce(func.sum(c.consumed_nanos), 0),
+                func.coalesce(func.sum(c.funding_nanos), 0),
+            ).where(c.wallet_id == wallet_id)
+        )
+    ).one()
+    return Balances(*(int(v) for v in row))
+
+
+async def stale_holds(
+    conn: AsyncConnection, before: datetime, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Hold entries older than `before` that no post or release finished: left by a process
+    that died (its journal was replayed) or never settled."""
+    done = wallet_entries.alias("done")
+    query = (
+        select(wallet_entries)
+        .outerjoin(done, done.c.key == literal("done:", String) + wallet_entries.c.hold_id)
+        .where(
+            wallet_entries.c.kind == "hold",
+            wallet_entries.c.created_at < before,
+            done.c.id.is_(None),
+        )
+        .limit(limit)
+    )
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+# --- wallet transactions ------------------------------------------------------------------
+
+
+async def insert_transaction(
+    conn: AsyncConnection, values: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Insert a wallet transaction; None when its idempotency key was already used."""
+    stamp = now()
+    row = {
+        "id": new_id(),
+        "created_at": stamp,
+        "settled_at": stamp,
+        "status": "settled",
+        "metadata": [],
+        **values,
+    }
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(wallet_transactions).values(**row)
+    if row.get("idempotency_key"):
+        stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
+    result = await conn.execute(stmt)
+    return row if result.rowcount == 1 else None
+
+
+async def transactions_of(
+    conn: AsyncConnection, wallet_id: str, limit: int = 1000
+) -> list[dict[str, Any]]:
+    query = (
+        select(wallet_transactions)
+        .where(wallet_transactions.c.wallet_id == wallet_id)
+        .order_by(wallet_transactions.c.created_at, wallet_transactions.c.id)
+        .limit(limit)
+    )
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def transaction_by_key(conn: AsyncConnection, key: str) -> dict[str, Any] | None:
+    return await _one(
+        conn, select(wallet_transactions).where(wallet_transactions.c.idempotency_key == key)
+    )

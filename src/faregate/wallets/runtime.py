@@ -1,0 +1,286 @@
+"""The wallets' side of the request path and their background loop.
+
+`hold`/`finish` are what WalletStage calls: find the customer's wallet (cached for a
+second), hold atomically in the hold book, and record the ledger entries — through the
+journal writer (memory and Redis books: no database round trip on the request path) or in
+the book's own transaction (PostgreSQL book). The loop, once a second, releases holds whose
+TTL passed, closes pending holds left in the ledger by a dead process, refreshes top-ups made
+elsewhere, and runs interval top-ups; threshold top-ups fire right after the request that
+crossed the threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from faregate.wallets import ledger
+from faregate.wallets import repository as repo
+from faregate.wallets.book import HoldBook, Snapshot
+from faregate.wallets.model import Rule, nanos_to_credits
+from faregate.wallets.service import TopUp, WalletService, wallet_json
+from faregate.wallets.topups import due_interval, interval_key
+from faregate.wallets.writer import LedgerWriter
+
+log = logging.getLogger("faregate.wallets")
+CACHE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    wallet_id: str
+    rate: Decimal
+    rules: tuple[Rule, ...] = ()
+    extra: int = 0
+
+    @property
+    def threshold_rules(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.trigger == "threshold" and r.status == "active")
+
+
+@dataclass
+class _Cached:
+    account: Account | None
+    at: float
+
+
+@dataclass
+class WalletRuntime:
+    engine: AsyncEngine
+    book: HoldBook
+    service: WalletService
+    writer: LedgerWriter | None = None
+    hold_ttl_s: float = 660.0
+    sweep_interval_s: float = 1.0
+    _cache: dict[str, _Cached] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _depleted: set[tuple[str, int]] = field(default_factory=set)
+    _closing: bool = False
+    _loop: asyncio.Task[None] | None = None
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def forget(self, external_customer_id: str) -> None:
+        """Drop the cached wallet of a customer (its wallets changed in this process)."""
+        self._cache.pop(external_customer_id, None)
+
+    async def account_of(self, external_customer_id: str | None) -> Account | None:
+        if not external_customer_id:
+            return None
+        cached = self._cache.get(external_customer_id)
+        if cached is not None and time.monotonic() - cached.at < CACHE_S:
+            return cached.account
+        lock = self._locks.setdefault(external_customer_id, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(external_customer_id)
+            if cached is not None and time.monotonic() - cached.at < CACHE_S:
+                return cached.account
+            account = await self._load_account(external_customer_id)
+            self._cache[external_customer_id] = _Cached(account, time.monotonic())
+            return account
+
+    async def _load_account(self, external_customer_id: str) -> Account | None:
+        async with self.engine.connect() as conn:
+            rows = await repo.wallets_of_customer(conn, external_customer_id, active_only=True)
+        now = datetime.now(UTC)
+        rows = [r for r in rows if not _expired(r, now)]
+        if not rows:
+            return None
+        row = rows[0]  # lowest priority number first, as Lago consumes wallets
+        if not await self.book.knows(row["id"]):
+            await self.book.load(row["id"], _snapshot(row))
+        rules = tuple(Rule.from_dict(r) for r in row.get("recurring_transaction_rules") or [])
+        return Account(row["id"], Decimal(row["rate_amount"]), rules)
+
+    # -- the request path ----------------------------------------------------------------
+
+    async def hold(self, account: Account, hold_id: str, amount: int) -> bool:
+        try:
+            ok = await self.book.hold(
+                account.wallet_id, hold_id, amount, self.hold_ttl_s, account.extra
+            )
+        except KeyError:  # the shared book lost the wallet: reload it from the ledger
+            async with self.engine.connect() as conn:
+                row = await repo.wallet_by_id(conn, account.wallet_id)
+            if row is None:
+                return False
+            await self.book.load(account.wallet_id, _snapshot(row))
+            ok = await self.book.hold(
+                account.wallet_id, hold_id, amount, self.hold_ttl_s, account.extra
+            )
+        if ok and self.writer is not None:
+            self.writer.record(ledger.hold(account.wallet_id, hold_id, amount))
+        if not ok:
+            self._check_depleted(account, None)
+        return ok
+
+    async def finish(self, account: Account, hold_id: str, held: int, actual: int | None) -> None:
+        done = await self.book.finish(account.wallet_id, hold_id, held, actual)
+        if not done:
+            return
+        if self.writer is not None:
+            entry = (
+                ledger.release(account.wallet_id, hold_id, held)
+                if actual is None
+                else ledger.post(account.wallet_id, hold_id, held, actual)
+            )
+            self.writer.record(entry)
+        if actual and (account.threshold_rules or self.service.webhooks is not None):
+            snapshot = await self.book.snapshot(account.wallet_id)
+            if snapshot is not None:
+                self._after_spend(account, snapshot)
+
+    def _after_spend(self, account: Account, snapshot: Snapshot) -> None:
+        ongoing = nanos_to_credits(snapshot.available, account.rate)
+        for rule in account.threshold_rules:
+            if rule.threshold_credits is not None and ongoing <= rule.threshold_credits:
+                paid, granted = rule.top_up_credits(ongoing)
+                key = f"threshold:{rule.lago_id}:{snapshot.version}"
+                self._spawn(
+                    self._top_up(
+                        account,
+                        TopUp(
+                            paid=paid,
+                            granted=granted,
+                            source="threshold",
+                            key=key,
+                            name=rule.transaction_name,
+                        ),
+                    )
+                )
+        self._check_depleted(account, snapshot)
+
+    def _check_depleted(self, account: Account, snapshot: Snapshot | None) -> None:
+        if self.service.webhooks is None:
+            return
+        if snapshot is not None and snapshot.available > 0:
+            return
+        version = snapshot.version if snapshot is not None else -1
+        marker = (account.wallet_id, version)
+        if marker in self._depleted:
+            return
+        self._depleted.add(marker)
+        self._spawn(self._depleted_webhook(account.wallet_id))
+
+    async def _depleted_webhook(self, wallet_id: str) -> None:
+        row = await self.service.get(wallet_id)
+        await self.service._emit("wallet.depleted_ongoing_balance", "wallet", wallet_json(row))
+
+    async def _top_up(self, account: Account, top_up: TopUp) -> None:
+        if top_up.paid <= 0 and top_up.granted <= 0:
+            return
+        try:
+            await self.service.top_up(account.wallet_id, top_up)
+        except Exception:
+            log.exception("automatic top-up failed", extra={"wallet_id": account.wallet_id})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- background ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.writer is not None:
+            await self.writer.start()
+        self._loop = asyncio.create_task(self._run(), name="wallets")
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("wallet sweep failed; will retry")
+            for _ in range(max(1, round(self.sweep_interval_s / 0.05))):
+                if self._closing:
+                    return
+                await asyncio.sleep(0.05)
+
+    async def tick(self, now: float | None = None) -> None:
+        """One round of the background loop (tests call it to sweep at once)."""
+        expired = await self.book.sweep_expired(now)
+        if self.writer is not None:
+            for item in expired:
+                self.writer.record(ledger.release(item.wallet_id, item.hold_id, item.amount))
+            await self._close_stale_ledger_holds(now)
+        async with self.engine.connect() as conn:
+            funded = await repo.funded_versions(conn)
+            rows = await repo.active_wallets(conn)
+        for wallet_id, amount, version in funded:
+            if await self.book.knows(wallet_id):
+                await self.book.set_funded(wallet_id, amount, version)
+        at = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
+        for row in rows:
+            for item in row.get("recurring_transaction_rules") or []:
+                rule = Rule.from_dict(item)
+                period = due_interval(rule, row["created_at"], at)
+                if period is not None:
+                    account = Account(row["id"], Decimal(row["rate_amount"]))
+                    snapshot = _snapshot(row)
+                    paid, granted = rule.top_up_credits(
+                        nanos_to_credits(snapshot.available, account.rate)
+                    )
+                    await self._top_up(
+                        account,
+                        TopUp(
+                            paid=paid,
+                            granted=granted,
+                            source="interval",
+                            key=interval_key(rule, period),
+                            name=rule.transaction_name,
+                        ),
+                    )
+
+    async def _close_stale_ledger_holds(self, now: float | None) -> None:
+        """Holds that reached the ledger (a journal replayed after a crash) but were never
+        finished: release them in the ledger once their TTL passed."""
+        at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+        async with self.engine.connect() as conn:
+            stale = await repo.stale_holds(conn, at - timedelta(seconds=self.hold_ttl_s))
+        if stale:
+            assert self.writer is not None
+            for row in stale:
+                self.writer.record(
+                    ledger.release(row["wallet_id"], row["hold_id"], int(row["held_nanos"]))
+                )
+            await self.writer.flush()
+
+    async def flush(self) -> None:
+        if self.writer is not None:
+            await self.writer.flush()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._loop is not None:
+            await asyncio.wait({self._loop}, timeout=10)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=10)
+        if self.writer is not None:
+            await self.writer.close()
+
+
+def _expired(row: dict[str, Any], now: datetime) -> bool:
+    expiration = row.get("expiration_at")
+    if expiration is None:
+        return False
+    if expiration.tzinfo is None:
+        expiration = expiration.replace(tzinfo=UTC)
+    return bool(expiration <= now)
+
+
+def _snapshot(row: dict[str, Any]) -> Snapshot:
+    return Snapshot(
+        int(row["funded_nanos"]),
+        int(row["funded_version"]),
+        int(row["consumed_nanos"]),
+        int(row["held_nanos"]),
+    )

@@ -1,0 +1,306 @@
+"""Wallet operations for the API and the command line: create, update, terminate, top up or
+void credits, read balances. Each top-up is one wallet transaction and one balanced ledger
+entry in one database transaction; hold books learn of it at once (this process) or within a
+second (others). Webhooks go out after the commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from faregate.auth import repository as customers_repo
+from faregate.billing import lago_json
+from faregate.billing.errors import BillingNotFound, BillingValidationError
+from faregate.money import from_nanos, to_cents
+from faregate.wallets import ledger
+from faregate.wallets import repository as repo
+from faregate.wallets.book import HoldBook
+from faregate.wallets.model import (
+    credits_str,
+    credits_to_nanos,
+    credits_value,
+    nanos_to_credits,
+    parse_priority,
+    parse_rate,
+    parse_rules,
+)
+
+log = logging.getLogger("faregate.wallets")
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    paid: Decimal = Decimal(0)
+    granted: Decimal = Decimal(0)
+    voided: Decimal = Decimal(0)
+    source: str = "manual"  # manual | interval | threshold
+    name: str | None = None
+    key: str | None = None  # idempotency: a second top-up with this key is a no-op
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def wallet_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Lago's wallet object; balances are the ledger's sums held on the row."""
+    rate = Decimal(row["rate_amount"])
+    currency = row["currency"]
+    funded, consumed, held = (int(row[k]) for k in ("funded_nanos", "consumed_nanos", "held_nanos"))
+    balance, ongoing = funded - consumed, funded - consumed - held
+    return {
+        "lago_id": row["id"],
+        "lago_customer_id": row["customer_id"],
+        "external_customer_id": row["external_customer_id"],
+        "status": row["status"],
+        "currency": currency,
+        "name": row.get("name"),
+        "code": row.get("code"),
+        "priority": row.get("priority"),
+        "rate_amount": format(rate.normalize(), "f"),
+        "credits_balance": credits_str(nanos_to_credits(balance, rate)),
+        "balance_cents": to_cents(from_nanos(balance), currency),
+        "consumed_credits": credits_str(nanos_to_credits(consumed, rate)),
+        "consumed_amount_cents": to_cents(from_nanos(consumed), currency),
+        "ongoing_balance_cents": to_cents(from_nanos(ongoing), currency),
+        "ongoing_usage_balance_cents": to_cents(from_nanos(held), currency),
+        "credits_ongoing_balance": credits_str(nanos_to_credits(ongoing, rate)),
+        "credits_ongoing_usage_balance": credits_str(nanos_to_credits(held, rate)),
+        "created_at": _iso(row["created_at"]),
+        "expiration_at": _iso(row.get("expiration_at")),
+        "terminated_at": _iso(row.get("terminated_at")),
+        "last_balance_sync_at": _iso(row.get("updated_at")),
+        "last_consumed_credit_at": None,
+        "recurring_transaction_rules": row.get("recurring_transaction_rules") or [],
+        "metadata": row.get("metadata") or {},
+        "applies_to": None,
+        "invoice_requires_successful_payment": False,
+    }
+
+
+def transaction_json(row: Mapping[str, Any], rate: Decimal) -> dict[str, Any]:
+    amount = int(row["amount_nanos"])
+    return {
+        "lago_id": row["id"],
+        "lago_wallet_id": row["wallet_id"],
+        "lago_invoice_id": row.get("invoice_id"),
+        "lago_credit_note_id": None,
+        "lago_voided_invoice_id": None,
+        "status": row["status"],
+        "source": row["source"],
+        "transaction_status": row["transaction_status"],
+        "transaction_type": row["transaction_type"],
+        "amount": format(from_nanos(amount).normalize(), "f") if amount else "0",
+        "credit_amount": credits_str(nanos_to_credits(amount, rate)),
+        "settled_at": _iso(row.get("settled_at")),
+        "failed_at": None,
+        "created_at": _iso(row["created_at"]),
+        "name": row.get("name"),
+        "metadata": row.get("metadata") or [],
+        "invoice_requires_successful_payment": False,
+    }
+
+
+class WalletService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        book: HoldBook | None = None,
+        webhooks: Any = None,
+        default_currency: str = "USD",
+    ) -> None:
+        self.engine = engine
+        self.book = book
+        self.webhooks = webhooks
+        self.default_currency = default_currency
+
+    async def _emit(self, webhook_type: str, object_type: str, obj: dict[str, Any]) -> None:
+        if self.webhooks is None:
+            return
+        try:
+            await self.webhooks.emit(webhook_type, object_type, obj)
+        except Exception:  # a webhook must never undo a committed money movement
+            log.exception("webhook emit failed", extra={"webhook_type": webhook_type})
+
+    async def get(self, wallet_id: str) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            row = await repo.wallet_by_id(conn, wallet_id)
+        if row is None:
+            raise BillingNotFound("wallet", wallet_id)
+        return row
+
+    async def create(
+        self, data: Mapping[str, object]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        external_id = lago_json.required_str(data, "external_customer_id")
+        rate = parse_rate(data)
+        rules = parse_rules(data.get("recurring_transaction_rules"))
+        top_up = TopUp(
+            paid=credits_value(data, "paid_credits") or Decimal(0),
+            granted=credits_value(data, "granted_credits") or Decimal(0),
+            name=lago_json.optional_str(data, "transaction_name"),
+        )
+        async with self.engine.begin() as conn:
+            customer = await customers_repo.customer_by_external_id(conn, external_id)
+            if customer is None:
+                raise BillingNotFound("customer", external_id)
+            currency = str(
+                data.get("currency") or customer.get("currency") or self.default_currency
+            ).upper()
+            if customer.get("currency") and currency != str(customer["currency"]).upper():
+                raise BillingValidationError("currency", "currencies_does_not_match")
+            created = _iso(repo.now())
+            row = await repo.insert_wallet(
+                conn,
+                {
+                    "code": lago_json.optional_str(data, "code"),
+                    "customer_id": customer["id"],
+                    "external_customer_id": external_id,
+                    "name": lago_json.optional_str(data, "name"),
+                    "currency": currency,
+                    "rate_amount": rate,
+                    "priority": parse_priority(data) or 50,
+                    "expiration_at": lago_json.timestamp(data, "expiration_at"),
+                    "recurring_transaction_rules": [
+                        {**r.to_dict(), "created_at": created} for r in rules
+                    ],
+                    "metadata": dict(lago_json.mapping(data.get("metadata") or {}, "metadata")),
+                },
+            )
+            transactions = await self._top_up(conn, row, top_up)
+            row = await repo.wallet_by_id(conn, row["id"]) or row
+        await self._after_top_up(row, transactions)
+        await self._emit("wallet.created", "wallet", wallet_json(row))
+        return row, transactions
+
+    async def update(self, wallet_id: str, data: Mapping[str, object]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if "name" in data:
+            values["name"] = lago_json.optional_str(data, "name")
+        if data.get("priority") is not None:
+            values["priority"] = parse_priority(data)
+        if "expiration_at" in data:
+            values["expiration_at"] = lago_json.timestamp(data, "expiration_at")
+        if data.get("metadata") is not None:
+            values["metadata"] = dict(lago_json.mapping(data["metadata"], "metadata"))
+        async with self.engine.begin() as conn:
+            row = await repo.wallet_by_id(conn, wallet_id, lock=True)
+            if row is None:
+                raise BillingNotFound("wallet", wallet_id)
+            if data.get("recurring_transaction_rules") is not None:
+                values["recurring_transaction_rules"] = _merge_rules(
+                    row.get("recurring_transaction_rules") or [],
+                    data["recurring_transaction_rules"],
+                )
+            if values:
+                await repo.update_wallet(conn, wallet_id, values)
+            row = await repo.wallet_by_id(conn, wallet_id) or row
+        await self._emit("wallet.updated", "wallet", wallet_json(row))
+        return row
+
+    async def terminate(self, wallet_id: str) -> dict[str, Any]:
+        async with self.engine.begin() as conn:
+            row = await repo.wallet_by_id(conn, wallet_id, lock=True)
+            if row is None:
+                raise BillingNotFound("wallet", wallet_id)
+            if row["status"] != "terminated":
+                await repo.update_wallet(
+                    conn, wallet_id, {"status": "terminated", "terminated_at": repo.now()}
+                )
+            row = await repo.wallet_by_id(conn, wallet_id) or row
+        await self._emit("wallet.terminated", "wallet", wallet_json(row))
+        return row
+
+    async def top_up(self, wallet_id: str, top_up: TopUp) -> list[dict[str, Any]]:
+        async with self.engine.begin() as conn:
+            row = await repo.wallet_by_id(conn, wallet_id, lock=True)
+            if row is None:
+                raise BillingNotFound("wallet", wallet_id)
+            if row["status"] != "active":
+                raise BillingValidationError("wallet_id", "wallet_is_terminated")
+            transactions = await self._top_up(conn, row, top_up)
+            row = await repo.wallet_by_id(conn, wallet_id) or row
+        await self._after_top_up(row, transactions)
+        return transactions
+
+    async def _top_up(
+        self, conn: AsyncConnection, wallet: Mapping[str, Any], top_up: TopUp
+    ) -> list[dict[str, Any]]:
+        rate = Decimal(wallet["rate_amount"])
+        made = []
+        for status, credits in (
+            ("purchased", top_up.paid),
+            ("granted", top_up.granted),
+            ("voided", top_up.voided),
+        ):
+            amount = credits_to_nanos(credits, rate)
+            if amount <= 0:
+                continue
+            if status == "voided":
+                ongoing = (
+                    int(wallet["funded_nanos"])
+                    - int(wallet["consumed_nanos"])
+                    - int(wallet["held_nanos"])
+                )
+                if amount > ongoing:
+                    raise BillingValidationError("voided_credits", "insufficient_credits")
+            key = f"{top_up.key}:{status}" if top_up.key else None
+            tx = await repo.insert_transaction(
+                conn,
+                {
+                    "wallet_id": wallet["id"],
+                    "transaction_status": status,
+                    "transaction_type": "outbound" if status == "voided" else "inbound",
+                    "source": top_up.source,
+                    "amount_nanos": amount,
+                    "name": top_up.name,
+                    "idempotency_key": key,
+                },
+            )
+            if tx is None:  # this top-up was already made
+                continue
+            entry = (ledger.void if status == "voided" else ledger.credit)(
+                wallet["id"], tx["id"], amount
+            )
+            await repo.apply_entries(conn, [entry])
+            made.append(tx)
+        return made
+
+    async def _after_top_up(
+        self, wallet: Mapping[str, Any], transactions: list[dict[str, Any]]
+    ) -> None:
+        if self.book is not None and await self.book.knows(wallet["id"]):
+            await self.book.set_funded(
+                wallet["id"], int(wallet["funded_nanos"]), int(wallet["funded_version"])
+            )
+        rate = Decimal(wallet["rate_amount"])
+        for tx in transactions:
+            await self._emit(
+                "wallet_transaction.created", "wallet_transaction", transaction_json(tx, rate)
+            )
+
+    async def transactions(self, wallet_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        async with self.engine.connect() as conn:
+            row = await repo.wallet_by_id(conn, wallet_id)
+            if row is None:
+                raise BillingNotFound("wallet", wallet_id)
+            return row, await repo.transactions_of(conn, wallet_id)
+
+
+def _merge_rules(existing: list[dict[str, Any]], items: object) -> list[dict[str, Any]]:
+    """Lago replaces the rule list; a rule naming an existing lago_id keeps its identity."""
+    known = {r.get("lago_id"): r for r in existing}
+    merged = []
+    for rule in parse_rules(items):
+        created = (known.get(rule.lago_id) or {}).get("created_at") or _iso(repo.now())
+        merged.append({**rule.to_dict(), "created_at": created})
+    return merged

@@ -1,0 +1,98 @@
+"""The ledger writer: entries taken on the request path (holds, posts, releases) are made
+durable in a journal segment at once (one write syscall) and written to the database in
+batches off the request path. Replays are safe: an entry's key is inserted once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from faregate.metering.journal import Journal
+from faregate.wallets import repository as repo
+from faregate.wallets.ledger import Entry
+
+log = logging.getLogger("faregate.wallets")
+
+
+def _entry(record: dict[str, object]) -> Entry:
+    created = record.get("created_at")
+    return Entry(
+        wallet_id=str(record["wallet_id"]),
+        key=str(record["key"]),
+        kind=str(record["kind"]),
+        available=int(record["available_nanos"]),  # type: ignore[call-overload]
+        held=int(record["held_nanos"]),  # type: ignore[call-overload]
+        consumed=int(record["consumed_nanos"]),  # type: ignore[call-overload]
+        funding=int(record["funding_nanos"]),  # type: ignore[call-overload]
+        hold_id=record.get("hold_id"),  # type: ignore[arg-type]
+        transaction_id=record.get("transaction_id"),  # type: ignore[arg-type]
+        created_at=datetime.fromisoformat(created) if isinstance(created, str) else None,
+    )
+
+
+class LedgerWriter:
+    def __init__(
+        self, engine: AsyncEngine, journal_dir: str | Path, *, flush_interval: float = 0.2
+    ) -> None:
+        self._engine = engine
+        self._journal = Journal(journal_dir)
+        self._interval = flush_interval
+        self._pending: list[Entry] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def record(self, *entries: Entry) -> None:
+        """Durable when this returns."""
+        self._journal.append({"l": [e.row() for e in entries]})
+        self._pending.extend(entries)
+
+    async def start(self) -> None:
+        for path in self._journal.leftovers():
+            await self._replay(path)
+        self._task = asyncio.create_task(self._run(), name="ledger-writer")
+
+    async def _run(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # the sealed segment stays on disk and is retried
+                log.exception("ledger flush failed; will retry")
+                await asyncio.sleep(1.0)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if self._pending:
+                sealed = self._journal.seal()
+                batch, self._pending = self._pending, []
+                async with self._engine.begin() as conn:
+                    await repo.apply_entries(conn, batch)
+                sealed.unlink(missing_ok=True)
+            for path in self._journal.leftovers():
+                await self._replay(path)
+
+    async def _replay(self, path: Path) -> None:
+        entries = [_entry(r) for record in Journal.read(path) for r in record.get("l", ())]
+        if entries:
+            async with self._engine.begin() as conn:
+                await repo.apply_entries(conn, entries)
+        path.unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._closing = True
+            self._wake.set()
+            _, pending = await asyncio.wait({self._task}, timeout=30)
+            for task in pending:
+                task.cancel()
+        await self.flush()
+        self._journal.close()
