@@ -126,6 +126,32 @@ async def test_a_cache_hit_shows_in_the_hit_ratio(tmp_path: Path, mock: MockServ
         await gw.runner.cleanup()
 
 
+async def test_tracing_is_off_unless_configured_and_on_when_it_is(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    off = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", mock)
+    try:
+        assert off.services.components["observability"].tracer is None
+    finally:
+        await off.runner.cleanup()
+    on = await start_gateway(
+        tmp_path / "on",
+        f"sqlite+aiosqlite:///{tmp_path / 'b.db'}",
+        mock,
+        {"tracing": {"enabled": True}},
+    )
+    try:
+        assert on.services.components["observability"].tracer is not None
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {on.key}"}) as s,
+            s.post(f"{on.url}/v1/chat/completions", json=body) as r,
+        ):
+            assert r.status == 200  # spans go to the process's (here: no-op) provider
+    finally:
+        await on.runner.cleanup()
+
+
 @pytest.fixture
 def captured_logs() -> Iterator[io.StringIO]:
     """Every log record, at every level, formatted by the production JSON formatter."""

@@ -249,3 +249,35 @@ async def test_each_key_sticks_to_its_arm_and_the_report_counts_every_request(
     assert printed["arms"] == [
         {k: v for k, v in row.items()} for row in stored["arms"] if row["requests"]
     ]
+
+
+async def test_the_stored_report_covers_every_replica_and_the_live_one_its_own_process(
+    tmp_path: Path, mock: MockServer, pg_url: str
+) -> None:
+    first = await start_gateway(tmp_path / "1", pg_url, mock, _ab_config(mock.url))
+    second = await start_gateway(tmp_path / "2", pg_url, mock, _ab_config(mock.url), key_for=first)
+    body = {"model": "ab", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        async with aiohttp.ClientSession() as s:
+            keys = [await _new_key(s, first, f"k{i}") for i in range(6)]
+            for gw, count in ((first, 10), (second, 14)):
+                for i in range(count):
+                    async with s.post(
+                        f"{gw.url}/v1/chat/completions",
+                        json=body,
+                        headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
+                    ) as r:
+                        assert r.status == 200
+            for gw, own in ((first, 10), (second, 14)):
+                live = await _report(s, gw, "?source=live")
+                assert sum(row["requests"] for row in live["arms"]) == own
+            for _ in range(100):
+                stored = await _report(s, first)
+                if sum(row["requests"] for row in stored["arms"]) == 24:
+                    break
+                await asyncio.sleep(0.05)
+            assert sum(row["requests"] for row in stored["arms"]) == 24
+            assert await _report(s, second) == stored
+    finally:
+        await second.runner.cleanup()
+        await first.runner.cleanup()

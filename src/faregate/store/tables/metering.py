@@ -60,6 +60,8 @@ requests = Table(
     Column("arm", String(255)),
     Index("ix_requests_customer_time", "customer_id", "created_at"),
     Index("ix_requests_created_at", "created_at"),
+    # A/B reports: counts per arm, and latency quantiles by ORDER BY latency_ms OFFSET k.
+    Index("ix_requests_experiment_arm_latency", "experiment", "arm", "latency_ms"),
 )
 
 events = Table(
