@@ -3,6 +3,7 @@ through the running gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -77,6 +78,42 @@ async def test_metrics_count_requests_tokens_money_latency_and_breakers(
         )
         assert _value(m, "faregate_requests_in_flight") == 0
         assert _value(m, "faregate_holds_in_flight") == 0
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_requests_and_budget_holds_in_flight_are_gauged_while_they_wait(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    mock.config.deployments["openai"] = MockBehaviour(latency=0.5)
+    budget = {
+        "id": "b",
+        "scope": "team",
+        "match": "research",
+        "basis": "cost",
+        "amount": "100",
+        "period": "month",
+        "hard": True,
+    }
+    gw = await _gateway(tmp_path, mock, {"budgets": [budget]})
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gw.key}"}) as s:
+
+            async def one() -> int:
+                async with s.post(f"{gw.url}/v1/chat/completions", json=CHAT) as r:
+                    return r.status
+
+            pending = [asyncio.create_task(one()) for _ in range(3)]
+            for _ in range(100):
+                during = _samples((await _scrape(s, gw))[2])
+                if _value(during, "faregate_requests_in_flight") == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert _value(during, "faregate_holds_in_flight") == 3
+            assert await asyncio.gather(*pending) == [200, 200, 200]
+            after = _samples((await _scrape(s, gw))[2])
+        assert _value(after, "faregate_requests_in_flight") == 0
+        assert _value(after, "faregate_holds_in_flight") == 0
     finally:
         await gw.runner.cleanup()
 

@@ -59,18 +59,24 @@ class ExperimentFeed:
         )
 
 
+# Where the reserving stages keep their holds in `call.scratch` (BudgetStage, WalletStage).
+HOLD_ENTRIES = ("budget_hold", "wallet")
+
+
 class InFlightStage:
     """Placed after every stage that reserves: counts requests past the policy stages and
-    the holds they carry (scratch entries named `…hold`) until they settle."""
+    the holds they carry (HOLD_ENTRIES present in scratch) until they settle."""
 
     name = "in_flight"
 
-    def __init__(self) -> None:
+    def __init__(self, hold_entries: tuple[str, ...] = HOLD_ENTRIES) -> None:
         self.requests = 0
         self.holds = 0
+        self._hold_entries = hold_entries
 
     async def before(self, call: Call) -> None:
-        holds = sum(1 for name in call.scratch if name.endswith("hold"))
+        scratch = call.scratch
+        holds = sum(1 for name in self._hold_entries if name in scratch)
         call.scratch["in_flight_holds"] = holds
         self.requests += 1
         self.holds += holds
