@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from lago_python_client.models import (
     Subscription,
 )
 
+from faregate.api.state import SERVICES
 from faregate.app import start_app
 from faregate.cli import main
 from faregate.config import load_settings
@@ -300,3 +302,48 @@ async def test_the_invoices_command_line(
     out = tmp_path / "invoice.pdf"
     await asyncio.to_thread(cli, capsys, "invoices", "download", invoice_id, "-o", str(out), *db)
     assert out.read_bytes().startswith(b"%PDF")
+
+
+async def test_concurrent_billing_runs_make_one_invoice_per_period(server: Server) -> None:
+    await subscribe(server)
+    invoicing = server.runner.app[SERVICES].invoicing
+    results = await asyncio.gather(*(invoicing.run() for _ in range(4)))
+    assert sum(len(r.created) for r in results) == 1
+    listed = await server.call(server.client.invoices.find_all)
+    assert len(listed["invoices"]) == 1
+
+
+async def test_a_pay_in_advance_plan_bills_its_fee_at_the_start_of_each_period(
+    server: Server,
+) -> None:
+    c = server.client
+    await server.call(c.customers.create, Customer(external_id="acme", currency="USD"))
+    await server.call(
+        c.plans.create,
+        Plan(
+            name="Seat",
+            code="seat",
+            interval="monthly",
+            amount_cents=3100,
+            amount_currency="USD",
+            pay_in_advance=True,
+        ),
+    )
+    await server.call(
+        c.subscriptions.create,
+        Subscription(
+            external_customer_id="acme",
+            plan_code="seat",
+            external_id="sub_1",
+            billing_time="calendar",
+            subscription_at="2026-10-16T00:00:00Z",
+        ),
+    )
+    invoicing = server.runner.app[SERVICES].invoicing
+    result = await invoicing.run(now=datetime(2026, 11, 2, tzinfo=UTC))
+    assert len(result.created) == 2
+    listed = await server.call(c.invoices.find_all, {"external_subscription_id": "sub_1"})
+    by_reason = {i.billing_periods.__root__[0].invoicing_reason: i for i in listed["invoices"]}
+    # Opening: October 16-31 is 16 of 31 days of $31; the October invoice bills November.
+    assert by_reason["subscription_starting"].total_amount_cents == 1600
+    assert by_reason["subscription_periodic"].total_amount_cents == 3100

@@ -206,3 +206,21 @@ async def test_mistral_plan_from_requests_to_finalized_invoice(billing_gateway: 
         charges = sum(cents for _, cents in expected.values())
         assert invoice.total_amount_cents == charges + fee[0]
         assert invoice.prepaid_credit_amount_cents == 0
+
+
+async def test_a_key_cannot_name_another_customers_subscription(billing_gateway: Running) -> None:
+    gw = billing_gateway
+    await create_plan_and_subscriptions(gw, datetime.now(UTC))
+    async with httpx.AsyncClient() as http:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        other = await http.post(
+            f"{gw.url}/admin/customers", headers=headers, json={"external_id": "globex"}
+        )
+        assert other.status_code in (200, 201)
+        refused = await http.post(
+            f"{gw.url}/admin/keys",
+            headers=headers,
+            json={"customer": "globex", "external_subscription_id": "sub_main"},
+        )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "subscription_of_another_customer"
