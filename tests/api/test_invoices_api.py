@@ -288,6 +288,7 @@ async def test_the_invoices_command_line(
 ) -> None:
     await subscribe(server)
     await server.call(server.client.events.create, tokens("in-1", "input", 1_000_000))
+    await server.runner.app[SERVICES].writer.flush()  # the CLI reads the database only
     db = ("--database-url", server.database_url)
     run = await asyncio.to_thread(cli, capsys, "invoices", "run", *db)
     [invoice_id] = run["billing_run"]["created"]
