@@ -9,15 +9,19 @@ from faregate.policy import Budgets, Limits, Moderator, RateLimiter, Subject, re
 
 
 def subject_of(call: Call) -> Subject:
-    p = call.principal
-    user = call.body.get("user")
-    return Subject(
-        key_id=p.key_id,
-        team_id=p.team_name,
-        customer_id=p.external_customer_id,
-        tags=tuple(call.tags),
-        user=user if isinstance(user, str) else None,
-    )
+    """Who the call counts against; made once per call and shared by every stage."""
+    subject = call.scratch.get("subject")
+    if subject is None:
+        p = call.principal
+        user = call.body.get("user")
+        subject = call.scratch["subject"] = Subject(
+            key_id=p.key_id,
+            team_id=p.team_name,
+            customer_id=p.external_customer_id,
+            tags=tuple(call.tags),
+            user=user if isinstance(user, str) else None,
+        )
+    return subject  # type: ignore[no-any-return]
 
 
 class EstimateStage:

@@ -5,6 +5,7 @@ nothing here but is marked, never silently mixed with priced usage."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from faregate.config import Deployment
@@ -23,6 +24,8 @@ from faregate.tokens import count_chat_input_tokens, count_embedding_input_token
 log = logging.getLogger("faregate.pricing")
 
 DEFAULT_MAX_OUTPUT = 4096
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def _size(body: dict) -> str:
@@ -36,14 +39,25 @@ class CatalogPricer:
     def __init__(self, catalog: PriceCatalog, markup: Decimal = Decimal(1)):
         self.catalog = catalog
         self.markup = markup
+        # model -> (catalog, price, in force from, until): the version in force is looked
+        # up once per model and price change, not on every request.
+        self._in_force: dict[str, tuple[PriceCatalog, ModelPrice | None, datetime, datetime]] = {}
+
+    def price_for(self, model: str, at: datetime) -> ModelPrice | None:
+        """`catalog.price_for(model, at=at)`, remembered while the same version is in force."""
+        hit = self._in_force.get(model)
+        if hit is not None and hit[0] is self.catalog and hit[2] <= at < hit[3]:
+            return hit[1]
+        price = self.catalog.price_for(model, at=at)
+        starts = [p.effective_from for p in self.catalog.versions(model)]
+        after = [s for s in starts if s > at]
+        since = price.effective_from if price is not None else _EARLIEST
+        self._in_force[model] = (self.catalog, price, since, after[0] if after else _LATEST)
+        return price
 
     # -- routing's CostEstimator ---------------------------------------------------
     def estimate(self, deployment: Deployment, request: RouteRequest) -> Decimal | None:  # type: ignore[override]
-        price = (
-            self.catalog.price_for(deployment.catalog_model, at=request.now)
-            if request.now
-            else None
-        )
+        price = self.price_for(deployment.catalog_model, request.now) if request.now else None
         if price is None:
             return None
         if request.kind == "images":
@@ -70,7 +84,7 @@ class CatalogPricer:
             call.est_input_tokens = count_embedding_input_tokens(body.get("input"))
         worst = Decimal(0)
         for deployment in call.group.deployments if call.group else ():
-            price = self.catalog.price_for(deployment.catalog_model, at=call.created_at)
+            price = self.price_for(deployment.catalog_model, call.created_at)
             if price is None:
                 continue
             try:
@@ -107,7 +121,7 @@ class CatalogPricer:
     def settle(self, call: Call) -> None:
         if call.usage is None or call.deployment is None:
             return
-        price = self.catalog.price_for(call.deployment.catalog_model, at=call.created_at)
+        price = self.price_for(call.deployment.catalog_model, call.created_at)
         if price is None:
             log.warning(
                 "unpriced model",

@@ -23,7 +23,8 @@ from faregate.store.counters.base import CounterStore, ReserveResult, ReserveSpe
 log = logging.getLogger(__name__)
 
 DEFAULT_HOLD_TTL_S = 900.0
-RETENTION_S = 40 * 86400  # a period's counter stays readable this long after it ends
+RETENTION_S = 40 * 86400
+MATCH_CACHE_SIZE = 4096  # a period's counter stays readable this long after it ends
 
 
 class AlertSink(Protocol):
@@ -112,6 +113,9 @@ class Budgets:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._hold_ttl_s = hold_ttl_s
         self._periods: dict[tuple[str, str], Period] = {}  # current period per (kind, zone)
+        # (subject, model) -> its budget scopes, valid while every one's period runs.
+        self._matching: dict[tuple[Subject, str], tuple[BudgetScope, ...]] = {}
+        self._matching_defs = self.defs  # the definitions the cache was built from
 
     def _period(self, d: BudgetDef, now: datetime) -> Period:
         period = self._periods.get((d.period, d.timezone))
@@ -123,11 +127,21 @@ class Budgets:
         self, subject: Subject, model: str, now: datetime | None = None
     ) -> list[BudgetScope]:
         now = now or self._clock()
-        return [
+        key = (subject, model)
+        if self._matching_defs is not self.defs:  # definitions replaced: start afresh
+            self._matching, self._matching_defs = {}, self.defs
+        cached = self._matching.get(key)
+        if cached is not None and all(s.period.start <= now < s.period.end for s in cached):
+            return list(cached)
+        scopes = [
             BudgetScope(d, value, self._period(d, now))
             for d in self.defs
             for value in d.values(subject, model)
         ]
+        if len(self._matching) >= MATCH_CACHE_SIZE:
+            self._matching.clear()
+        self._matching[key] = tuple(scopes)
+        return scopes
 
     def _spec(self, s: BudgetScope, amount: int, now: datetime) -> ReserveSpec:
         limit = s.budget.limit_nanos if s.budget.hard else None

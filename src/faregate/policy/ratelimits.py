@@ -8,6 +8,7 @@ import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from faregate.policy.durations import format_reset, retry_after_header
 from faregate.policy.errors import RateLimitExceeded
@@ -88,10 +89,30 @@ def _describe(c: Checked) -> str:
     return f"{per} for {c.applied.scope} limit '{c.applied.rule_id}'"
 
 
+PLAN_CACHE_SIZE = 4096
+
+
 class RateLimiter:
     def __init__(self, store: CounterStore, config: RateLimitConfig) -> None:
         self._store = store
         self._config = config
+        # (subject, model, own limits) -> the limits that apply: the rules are fixed, so
+        # matching them again for every request of the same key and model is wasted work.
+        self._applicable: dict[tuple[Any, ...], tuple[Applied, ...]] = {}
+        self._applicable_config = config
+
+    def applicable(
+        self, subject: Subject, model: str, own: Mapping[str, Limits] | None = None
+    ) -> tuple[Applied, ...]:
+        if self._applicable_config is not self._config:  # rules replaced: start afresh
+            self._applicable, self._applicable_config = {}, self._config
+        key = (subject, model, tuple(own.items()) if own else ())
+        applied = self._applicable.get(key)
+        if applied is None:
+            if len(self._applicable) >= PLAN_CACHE_SIZE:
+                self._applicable.clear()
+            applied = self._applicable[key] = tuple(self._config.applicable(subject, model, own))
+        return applied
 
     async def check(
         self,
@@ -104,7 +125,7 @@ class RateLimiter:
     ) -> Permit:
         """Admit the request or raise RateLimitExceeded (nothing is consumed then).
         `est_tokens` is reserved on every tpm limit: input tokens + expected output."""
-        applied = self._config.applicable(subject, model, own)
+        applied = self.applicable(subject, model, own)
         if not applied:
             return Permit(self._store, (), (), est_tokens)
         leases = await self._acquire(applied, lease_id or uuid.uuid4().hex)

@@ -288,6 +288,8 @@ class Upstream:
         self.session = session
         self.headers = {"Content-Type": "application/json", **headers, **dict(endpoint.headers)}
         self.parse_error = parse_error
+        self._timeout = client_timeout(endpoint)
+        self._stream_timeout = client_timeout(endpoint, stream=True)
 
     def _error_detail(self, raw: bytes) -> ErrorDetail:
         try:
@@ -313,7 +315,7 @@ class Upstream:
                 url,
                 data=orjson.dumps(body),
                 headers=self.headers,
-                timeout=client_timeout(self.endpoint),
+                timeout=self._timeout,
             ) as response:
                 raw = await response.read()
                 if response.status >= 400:
@@ -329,7 +331,7 @@ class Upstream:
                 url,
                 data=orjson.dumps(body),
                 headers=self.headers,
-                timeout=client_timeout(self.endpoint, stream=True),
+                timeout=self._stream_timeout,
             ) as response:
                 if response.status >= 400:
                     raw = await response.content.read(MAX_ERROR_BODY_BYTES)

@@ -122,6 +122,31 @@ async def connect_stream_with_failover(
     return await call_with_failover(plan, connect, first_chunk=True, **options)
 
 
+class _AttemptTimer:
+    """What `asyncio.timeout` does for one attempt, at about half its cost (it showed in
+    the gateway's profile): one timer handle that cancels the task when it fires. `stop()`
+    cancels the timer and says whether the task's cancellation was this timer's doing."""
+
+    __slots__ = ("_cancelling", "_handle", "_task", "fired")
+
+    def __init__(self, delay: float) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("an attempt deadline needs a running task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self.fired = False
+        self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._task.cancel()
+
+    def stop(self) -> bool:
+        self._handle.cancel()
+        return self.fired and self._task.uncancel() <= self._cancelling
+
+
 class _Failover(Generic[T]):
     def __init__(
         self,
@@ -176,30 +201,31 @@ class _Failover(Generic[T]):
             raise UpstreamTimeout("The request deadline passed before an upstream answered")
         limit = min(remaining, deployment.timeout) if deployment.timeout else remaining
         started = self.clock()
-        timer = asyncio.timeout(limit)
+        timer = _AttemptTimer(limit)
         try:
-            async with timer:
-                result = await self.attempt(deployment)
-        except TimeoutError:
-            error = ProviderError(
-                f"{deployment.id} did not answer within {limit:.2f} s",
-                status=504,
-                code="upstream_timeout",
-                retryable=True,
-            )
-            self.health.observe(deployment.id, error=error)
-            if timer.expired() and limit >= remaining:
-                self.errors.append(FailedAttempt(deployment, error, self.clock() - started))
-                raise UpstreamTimeout(
-                    "The request deadline passed before an upstream answered"
-                ) from None
-            raise error from None
-        except ProviderError as exc:
-            self.health.observe(deployment.id, error=exc)
+            result = await self.attempt(deployment)
+        except BaseException as exc:
+            ours = timer.stop()
+            if isinstance(exc, TimeoutError) or (ours and isinstance(exc, asyncio.CancelledError)):
+                error = ProviderError(
+                    f"{deployment.id} did not answer within {limit:.2f} s",
+                    status=504,
+                    code="upstream_timeout",
+                    retryable=True,
+                )
+                self.health.observe(deployment.id, error=error)
+                if timer.fired and limit >= remaining:
+                    self.errors.append(FailedAttempt(deployment, error, self.clock() - started))
+                    raise UpstreamTimeout(
+                        "The request deadline passed before an upstream answered"
+                    ) from None
+                raise error from None
+            if isinstance(exc, ProviderError):
+                self.health.observe(deployment.id, error=exc)
+            else:
+                self.health.release(deployment.id)
             raise
-        except BaseException:
-            self.health.release(deployment.id)
-            raise
+        timer.stop()
         elapsed = self.clock() - started
         if self.first_chunk:
             self.health.observe(deployment.id, ttft=elapsed)
