@@ -295,3 +295,43 @@ async def _stored_request(gw: Running, request_id: str) -> dict[str, Any]:
             return dict(row)
         await asyncio.sleep(0.05)
     raise AssertionError(f"request {request_id} was never stored")
+
+
+async def test_a_breaker_opened_on_one_replica_keeps_the_other_off_and_alerts_once(
+    tmp_path: Path,
+    mock: MockServer,
+    pg_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    receiver: Receiver,
+    session: aiohttp.ClientSession,
+) -> None:
+    mock.config.deployments[PRIMARY] = MockBehaviour(error_rate=1.0)
+    config = _config(mock.url, breaker={"failure_threshold": 3, "cooldown_seconds": 60})
+    config |= {
+        "redis_url": redis_url,
+        "server": {"redis_prefix": redis_prefix},
+        "webhooks": {"endpoints": [receiver.url], "poll_seconds": 0.05},
+    }
+    first = await start_gateway(tmp_path / "1", pg_url, mock, config)
+    second = await start_gateway(tmp_path / "2", pg_url, mock, config, key_for=first)
+    try:
+        for _ in range(3):
+            assert (await _chat(session, first))[0] == 200
+        assert (await _health(session, first))[PRIMARY]["state"] == "open"
+        for _ in range(200):  # replicas exchange breaker state every 250 ms
+            if (await _health(session, second))[PRIMARY]["state"] == "open":
+                break
+            await asyncio.sleep(0.05)
+        assert (await _health(session, second))[PRIMARY]["state"] == "open"
+        for _ in range(5):
+            status, headers, _ = await _chat(session, second)
+            assert (status, headers["x-faregate-attempts"]) == (200, "1")
+        assert mock.stats.requests_for(deployment=PRIMARY) == 3
+        [alert] = await receiver.wait_for(1)
+        await asyncio.sleep(0.5)  # the other replica had time to send its own, if it would
+        assert len(receiver.accepted) == 1
+        assert alert.json["alert"]["alert_type"] == "provider.outage"
+    finally:
+        await second.runner.cleanup()
+        await first.runner.cleanup()

@@ -51,17 +51,17 @@ def build_observability(
     in_flight = InFlightStage()
     metrics = GatewayMetrics() if metrics_cfg.get("enabled", True) else None
     deployments = {d.id: d for g in settings.models.values() for d in g.deployments}
-    alerts = BreakerAlerts(
+    breaker_alerts = BreakerAlerts(
         deployments,
         alerts,
         cooldown_seconds=health.policy.cooldown_seconds,
         on_change=metrics.breaker_changed if metrics else None,
     )
-    health.on_change(alerts.changed)
+    health.on_change(breaker_alerts.changed)
     obs = Observability(
         experiments,
         in_flight,
-        alerts,
+        breaker_alerts,
         metrics=metrics,
         metrics_public=bool(metrics_cfg.get("public", False)),
         metrics_token=metrics_cfg.get("token") or None,
