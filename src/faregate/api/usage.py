@@ -102,6 +102,9 @@ async def get_current_usage(request: web.Request) -> web.Response:
     if not subscription_id:
         raise BillingValidationError("external_subscription_id", "value_is_mandatory")
     services = _services(request)
+    # The writer's tail is taken before the database snapshot: an event is then either in
+    # the snapshot or still in the tail (and not in the snapshot), never in neither.
+    unflushed = services.writer.unflushed_events(subscription_id)
     async with services.engine.connect() as conn:
         await usage_snapshot(conn)
         row = await repo.subscription_by_external_id(conn, subscription_id)
@@ -125,7 +128,7 @@ async def get_current_usage(request: web.Request) -> web.Response:
             metrics,
             subscription_id,
             period,
-            unflushed=services.writer.unflushed_events(subscription_id),
+            unflushed=unflushed,
         )
     usage = current_usage(
         subscription, plan, metrics, aggregates, period, currency=plan.amount_currency
