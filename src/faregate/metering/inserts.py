@@ -9,6 +9,8 @@ SQLAlchemy's ordinary path, so the result is the same either way.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table
@@ -17,7 +19,34 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
-Plan = tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]
+Processor = Callable[[Any], Any]
+Plan = tuple[str, Callable[[dict[str, Any]], Any], list[tuple[int, Processor]]]
+
+
+def _default_sqlite_datetime(impl: Any) -> bool:
+    return isinstance(impl, sqlite.DATETIME) and (
+        impl._storage_format == sqlite.DATETIME._storage_format
+    )
+
+
+def _sqlite_datetime(fallback: Processor) -> Processor:
+    """SQLite's default DATETIME text ("YYYY-MM-DD HH:MM:SS.ffffff", time zone dropped) as
+    SQLAlchemy writes it, formatted from a tuple: several times cheaper than its mapping."""
+
+    def process(value: Any) -> Any:
+        if type(value) is datetime:
+            return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031
+                value.year,
+                value.month,
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+                value.microsecond,
+            )
+        return fallback(value)
+
+    return process
 
 
 class BatchInsert:
@@ -40,10 +69,23 @@ class BatchInsert:
             dialect=dialect, column_keys=list(keys), for_executemany=True
         )
         order = compiled.positiontup
-        if order is None or sorted(order) != sorted(keys) or compiled.effective_returning:
+        if (
+            order is None
+            or len(order) < 2
+            or sorted(order) != sorted(keys)
+            or compiled.effective_returning
+        ):
             return None
-        processors = compiled._bind_processors
-        return compiled.string, [(name, processors.get(name)) for name in order]
+        processors = dict(compiled._bind_processors)
+        for name in order:
+            column = self._table.c.get(name)
+            if column is not None and _default_sqlite_datetime(column.type.dialect_impl(dialect)):
+                processors[name] = _sqlite_datetime(processors[name])
+        return (
+            compiled.string,
+            itemgetter(*order),
+            [(i, processors[name]) for i, name in enumerate(order) if processors.get(name)],
+        )
 
     async def execute(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -58,9 +100,11 @@ class BatchInsert:
             if plan is None:
                 await conn.execute(self.statement(dialect.name), group)
                 continue
-            sql, columns = plan
-            params = [
-                tuple(row[name] if proc is None else proc(row[name]) for name, proc in columns)
-                for row in group
-            ]
+            sql, take, processors = plan
+            params = []
+            for row in group:
+                values = list(take(row))
+                for i, process in processors:
+                    values[i] = process(values[i])
+                params.append(tuple(values))
             await conn.exec_driver_sql(sql, params)
