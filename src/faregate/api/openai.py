@@ -129,6 +129,20 @@ async def images_generations(request: web.Request) -> web.Response:
     return json_response(result.body, headers=call.response_headers)
 
 
+async def moderations(request: web.Request) -> web.Response:
+    services, call = await begin_call(request, "moderations", validate.moderations_request)
+    if not call.model:
+        call.model = next(
+            (n for n, g in services.settings.models.items() if g.kind == "moderations"), ""
+        )
+        if not call.model:
+            raise NotFound(
+                "No moderation model is configured.", param="model", code="model_not_found"
+            )
+    result = await services.gateway.moderations(call)
+    return json_response(result.body, headers=call.response_headers)
+
+
 def _model_entry(name: str, owned_by: str, created: int) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
 
@@ -163,5 +177,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/images/generations", images_generations)
+    app.router.add_post("/v1/moderations", moderations)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)

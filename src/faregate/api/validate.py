@@ -136,6 +136,19 @@ def embeddings_request(body: dict[str, Any]) -> str:
     return model
 
 
+def moderations_request(body: dict[str, Any]) -> str:
+    """`model` may be left out (the caller picks the default moderation model): returns ""."""
+    value = body.get("input")
+    ok = isinstance(value, str) or (isinstance(value, list) and value)
+    if not ok:
+        raise InvalidRequest(
+            "'input' must be a string or a non-empty array.",
+            param="input",
+            code="missing_required_parameter" if value is None else "invalid_value",
+        )
+    return _model(body) if "model" in body else ""
+
+
 def parse_size(size: Any) -> tuple[int, int]:
     if not isinstance(size, str):
         raise _fail("'size' must be a string like '1024x1024'.", "size")

@@ -16,6 +16,7 @@ from faregate.cache import CachePolicy, ResponseCache
 from faregate.config import ConfigError, Settings
 from faregate.gateway.cache import GatewayCache
 from faregate.gateway.call import Call
+from faregate.gateway.moderation import UpstreamModeration
 from faregate.gateway.pipeline import Gateway
 from faregate.gateway.policy_stages import (
     BudgetStage,
@@ -34,6 +35,7 @@ from faregate.policy import (
     parse_budgets,
     parse_moderation,
     parse_rate_limits,
+    provider_options,
 )
 from faregate.pricing import catalog_from_section
 from faregate.providers.base import Provider
@@ -89,13 +91,29 @@ async def _health(settings: Settings, client: Any, closers: list[Any]) -> Health
     return health
 
 
+def _moderator(
+    settings: Settings, router: Router, upstreams: dict[str, Provider]
+) -> Moderator | None:
+    section = settings.section("moderation")
+    policies = parse_moderation(section)
+    if not policies:
+        return None
+    model, block_on_error = provider_options(section)
+    provider = UpstreamModeration(router.resolve(model), upstreams) if model else None
+    return Moderator(policies, provider, block_on_provider_error=block_on_error)
+
+
 def _stages(
-    settings: Settings, store: Any, pricer: CatalogPricer, alerts: Alerts, wallets: Any = None
+    settings: Settings,
+    store: Any,
+    pricer: CatalogPricer,
+    alerts: Alerts,
+    moderator: Moderator | None,
+    wallets: Any = None,
 ) -> list[Stage]:
     stages: list[Stage] = [EstimateStage(pricer)]
-    policies = parse_moderation(settings.section("moderation"))
-    if policies:
-        stages.append(ModerationStage(Moderator(policies, None)))
+    if moderator is not None:
+        stages.append(ModerationStage(moderator))
     stages.append(
         RateLimitStage(RateLimiter(store, parse_rate_limits(settings.raw.get("rate_limits"))))
     )
@@ -148,7 +166,8 @@ async def assemble_gateway(
     wallets = await build_wallets(settings, engine, client, webhooks)
     if wallets is not None:
         closers.append(wallets.close)
-    stages = _stages(settings, store, pricer, alerts, wallets)
+    moderator = _moderator(settings, router, upstreams)
+    stages = _stages(settings, store, pricer, alerts, moderator, wallets)
     stages.append(observability.in_flight)  # last: counts the holds the stages above took
     cache_policy = CachePolicy.from_config(settings.section("cache"))
     cache = GatewayCache(ResponseCache(store), cache_policy) if cache_policy.enabled else None
@@ -176,6 +195,7 @@ async def assemble_gateway(
             "webhooks": webhooks,
             "alerts": alerts,
             "hold_sweeper": sweeper,
+            "moderator": moderator,
             "observability": observability,
             "wallets": wallets,
         },

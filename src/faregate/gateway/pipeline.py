@@ -20,6 +20,7 @@ from faregate.providers.base import (
     ChatResult,
     EmbeddingsResult,
     ImagesResult,
+    ModerationsResult,
     Provider,
     ProviderError,
     StreamState,
@@ -188,6 +189,13 @@ class Gateway:
 
     async def images(self, call: Call) -> ImagesResult:
         return await self._unary(call, "images", lambda p, d: p.images(call.body, d.model))
+
+    async def moderations(self, call: Call) -> ModerationsResult:
+        return await self._unary(
+            call,
+            "moderations",
+            lambda p, d: p.moderations(call.body, d.model),  # type: ignore[attr-defined]
+        )
 
     async def chat_stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         """Yield chunks. The first `__anext__` does everything up to the first chunk, so the

@@ -44,8 +44,15 @@ class ModerationStage:
         self._moderator = moderator
 
     async def before(self, call: Call) -> None:
-        verdict = await self._moderator.check_async(
-            subject_of(call), request_texts(call.kind, call.body)
+        if call.kind == "moderations":
+            return  # a moderation request is itself the check
+        opted = call.principal.settings.get("moderation")
+        also = opted if isinstance(opted, list) else ()
+        policies = self._moderator.applicable(subject_of(call), also)
+        if not policies:
+            return  # nothing applies: no text is gathered
+        verdict = await self._moderator.check_policies(
+            policies, request_texts(call.kind, call.body)
         )
         if verdict.blocked:
             call.saved = call.est_price or call.saved  # what the blocked call would have cost

@@ -10,6 +10,7 @@ from faregate.policy.moderation import (
     Moderator,
     Verdict,
     parse_moderation,
+    provider_options,
 )
 from faregate.policy.ratelimit_rules import Limits, RateLimitConfig, parse_rate_limits
 from faregate.policy.ratelimits import Permit, RateLimiter
@@ -37,5 +38,6 @@ __all__ = [
     "parse_budgets",
     "parse_moderation",
     "parse_rate_limits",
+    "provider_options",
     "request_texts",
 ]

@@ -12,17 +12,25 @@ or echoes the matched text, only which rule matched."""
 #       action: block                                   # block | flag (report, let through)
 #       apply_to: {teams: [design], keys: [key_123]}    # or: apply_to: default (everyone)
 #       provider: true                                  # also ask the provider hook
+#   provider_model: omni-moderation-latest  # a model group of kind `moderations`
+#   on_provider_error: allow                # allow | block, when the provider check fails
+#
+# A key opts into more policies with `settings: {"moderation": ["no-secrets"]}`.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from faregate.config import ConfigError
+from faregate.errors import FaregateError
 from faregate.policy.errors import ContentBlocked
 from faregate.policy.subject import Subject
+
+log = logging.getLogger("faregate.moderation")
 
 
 class ModerationProvider(Protocol):
@@ -78,11 +86,13 @@ class ModerationPolicy:
         except re.error as exc:
             raise ConfigError(f"moderation policy {id!r}: bad regex: {exc}") from None
 
-    def applies_to(self, subject: Subject) -> bool:
+    def applies_to(self, subject: Subject, also: Collection[str] = ()) -> bool:
+        """`also`: policy ids the key itself opted into (its `moderation` setting)."""
         return (
             self.default
             or (subject.team_id is not None and subject.team_id in self.teams)
             or (subject.key_id is not None and subject.key_id in self.keys)
+            or self.id in also
         )
 
     def first_match(self, texts: Sequence[str]) -> str | None:
@@ -94,20 +104,30 @@ class ModerationPolicy:
 
 class Moderator:
     def __init__(
-        self, policies: Sequence[ModerationPolicy], provider: ModerationProvider | None = None
+        self,
+        policies: Sequence[ModerationPolicy],
+        provider: ModerationProvider | None = None,
+        *,
+        block_on_provider_error: bool = False,
     ) -> None:
         wanting = [p.id for p in policies if p.provider]
         if wanting and provider is None:
             raise ConfigError(f"moderation policies {wanting} need a moderation provider")
         self.policies = tuple(policies)
         self._provider = provider
+        self._block_on_error = block_on_provider_error
 
-    def check(self, subject: Subject, texts: Sequence[str]) -> Verdict:
+    def applicable(self, subject: Subject, also: Collection[str] = ()) -> list[ModerationPolicy]:
+        return [p for p in self.policies if p.applies_to(subject, also)]
+
+    def check(self, subject: Subject, texts: Sequence[str], also: Collection[str] = ()) -> Verdict:
         """Local rules only. A block wins over a flag; otherwise the first flag is reported."""
+        return self._local(self.applicable(subject, also), texts)
+
+    @staticmethod
+    def _local(policies: Sequence[ModerationPolicy], texts: Sequence[str]) -> Verdict:
         flagged = ALLOWED
-        for policy in self.policies:
-            if not policy.applies_to(subject):
-                continue
+        for policy in policies:
             matched = policy.first_match(texts)
             if matched is None:
                 continue
@@ -117,13 +137,27 @@ class Moderator:
                 flagged = Verdict(False, policy.id, matched)
         return flagged
 
-    async def check_async(self, subject: Subject, texts: Sequence[str]) -> Verdict:
+    async def check_async(
+        self, subject: Subject, texts: Sequence[str], also: Collection[str] = ()
+    ) -> Verdict:
         """Local rules first; then, if an applicable policy asks for it, the provider."""
-        verdict = self.check(subject, texts)
+        return await self.check_policies(self.applicable(subject, also), texts)
+
+    async def check_policies(
+        self, policies: Sequence[ModerationPolicy], texts: Sequence[str]
+    ) -> Verdict:
+        verdict = self._local(policies, texts)
         if verdict.blocked or self._provider is None or not texts:
             return verdict
-        asking = [p for p in self.policies if p.provider and p.applies_to(subject)]
-        if asking and await self._provider.flagged(texts):
+        asking = [p for p in policies if p.provider]
+        if not asking:
+            return verdict
+        try:
+            flagged = await self._provider.flagged(texts)
+        except FaregateError:
+            log.warning("moderation provider failed", extra={"policies": [p.id for p in asking]})
+            flagged = self._block_on_error
+        if flagged:
             policy = next((p for p in asking if p.action == "block"), asking[0])
             return Verdict(policy.action == "block", policy.id, "provider")
         return verdict
@@ -155,6 +189,16 @@ def _policy(spec: Mapping[str, Any]) -> ModerationPolicy:
         default=target == "default" or bool(scoped.get("default")),
         provider=bool(spec.get("provider", False)),
     )
+
+
+def provider_options(section: Mapping[str, Any] | None) -> tuple[str | None, bool]:
+    """`moderation.provider_model` and whether a failed provider check blocks."""
+    s = section or {}
+    on_error = s.get("on_provider_error", "allow")
+    if on_error not in ("allow", "block"):
+        raise ConfigError("moderation.on_provider_error must be allow or block")
+    model = s.get("provider_model")
+    return (str(model) if model else None), on_error == "block"
 
 
 def parse_moderation(section: Mapping[str, Any] | None) -> list[ModerationPolicy]:
