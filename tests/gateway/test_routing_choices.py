@@ -281,3 +281,34 @@ async def test_the_stored_report_covers_every_replica_and_the_live_one_its_own_p
     finally:
         await second.runner.cleanup()
         await first.runner.cleanup()
+
+
+async def test_a_request_max_price_leaves_out_deployments_that_would_cost_more(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    config = _crossing_config(mock.url)
+    config["models"][0]["strategy"] = "priority"  # cheap-in (dearer here) is tried first
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, config)
+    body = {
+        "model": "auto",
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "x" * 384}],
+    }
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gw.key}"}) as s:
+
+            async def ask(ceiling: str | None) -> tuple[int, str, Any]:
+                headers = {"x-faregate-max-price": ceiling} if ceiling else {}
+                async with s.post(f"{gw.url}/v1/chat/completions", json=body, headers=headers) as r:
+                    return r.status, r.headers.get("x-faregate-deployment", ""), await r.json()
+
+            # ~100 prompt tokens, 200 expected out: cheap-in $0.00041, cheap-out $0.00022.
+            assert (await ask(None))[:2] == (200, "cheap-in")
+            assert (await ask("0.0003"))[:2] == (200, "cheap-out")
+            status, _, error = await ask("0.0001")
+            assert status == 400 and error["error"]["code"] == "max_price_exceeded"
+            status, _, error = await ask("cheap")
+            assert status == 400 and error["error"]["param"] == "max_price"
+        assert mock.stats.requests_for(deployment="cheap-out") == 1
+    finally:
+        await gw.runner.cleanup()

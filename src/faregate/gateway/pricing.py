@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from faregate.config import Deployment
-from faregate.errors import FaregateError
+from faregate.errors import FaregateError, InvalidRequest
 from faregate.gateway.call import Call
 from faregate.pricing import (
     ModelPrice,
@@ -154,7 +154,28 @@ class CatalogPricer:
             team=call.principal.team_name,
             tags=frozenset(call.tags),
             metadata=metadata or {},
-            max_price=call.principal.max_price,
+            max_price=max_price_of(call),
             stream=call.stream,
             now=call.created_at,
         )
+
+
+MAX_PRICE_HEADER = "x-faregate-max-price"
+
+
+def max_price_of(call: Call) -> Decimal | None:
+    """The lower of the key's `settings.max_price` and the request's x-faregate-max-price:
+    the most this request may cost on the deployment that serves it (provider cost)."""
+    ceiling = call.principal.max_price
+    raw = call.request_headers.get(MAX_PRICE_HEADER)
+    if raw is None:
+        return ceiling
+    try:
+        asked = Decimal(raw.strip())
+    except ArithmeticError:
+        asked = Decimal(-1)
+    if not asked.is_finite() or asked < 0:
+        raise InvalidRequest(
+            f"{MAX_PRICE_HEADER} must be a non-negative decimal amount.", param="max_price"
+        )
+    return asked if ceiling is None else min(asked, ceiling)
