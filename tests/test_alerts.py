@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -74,3 +75,17 @@ async def test_a_failing_webhook_channel_never_raises(caplog: Any) -> None:
     await Alerts(Webhooks(fail=True)).emit("spend.anomaly", {})
     await Alerts(None).emit("spend.anomaly", {})
     assert "alert spend.anomaly" in caplog.text
+
+
+async def test_credit_thresholds_alert_once_per_level_crossed(store: CounterStore) -> None:
+    hooks = Webhooks()
+    alerts = Alerts(hooks, store)
+    wallet = {"lago_id": "w1", "external_customer_id": "acme"}
+    levels = [Decimal(10), Decimal(5), Decimal(1)]
+    assert await alerts.credit_thresholds(wallet, Decimal(12), Decimal(4), levels) == 2
+    assert await alerts.credit_thresholds(wallet, Decimal(12), Decimal(4), levels) == 0
+    assert await alerts.credit_thresholds(wallet, Decimal(4), Decimal(1), levels) == 1
+    assert [o["threshold"] for _, _, o in hooks.sent] == ["10", "5", "1"]
+    assert all(o["alert_type"] == "credit.threshold" for _, _, o in hooks.sent)
+    # After a top-up (a new episode) the same level alerts again.
+    assert await alerts.credit_thresholds(wallet, Decimal(20), Decimal(9), levels, "t2") == 1

@@ -10,8 +10,9 @@ counter store, so replicas raise an alert once per key. Never raises on a delive
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from faregate.store.counters.base import CounterStore
@@ -21,6 +22,13 @@ log = logging.getLogger("faregate.alerts")
 WEBHOOK_TYPE = "alert.triggered"
 OBJECT_TYPE = "alert"
 ONCE_TTL_S = 40 * 86400  # an alert key is remembered this long (longer than any period)
+
+
+def levels_crossed_down(
+    before: Decimal, after: Decimal, levels: Sequence[Decimal]
+) -> list[Decimal]:
+    """The levels a balance fell to or through in one step (before > level >= after)."""
+    return sorted((lv for lv in levels if after <= lv < before), reverse=True)
 
 
 class Webhooks(Protocol):
@@ -64,3 +72,25 @@ class Alerts:
                 return False
         await self.emit(alert_type, payload)
         return True
+
+    async def credit_thresholds(
+        self,
+        wallet: Mapping[str, Any],
+        before: Decimal,
+        after: Decimal,
+        levels: Sequence[Decimal],
+        episode: str = "",
+    ) -> int:
+        """`credit.threshold` once per level a wallet's balance fell through (`episode`,
+        e.g. the last top-up's id, lets the same level alert again after a top-up)."""
+        raised = 0
+        wallet_id = str(wallet.get("lago_id") or wallet.get("id"))
+        for level in levels_crossed_down(before, after, levels):
+            payload = {
+                "wallet": dict(wallet),
+                "threshold": str(level),
+                "balance": str(after),
+            }
+            if await self.emit_once("credit.threshold", f"{wallet_id}:{level}:{episode}", payload):
+                raised += 1
+        return raised

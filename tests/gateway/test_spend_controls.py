@@ -132,3 +132,25 @@ async def test_holds_left_by_a_dead_process_are_swept_in_the_background(
     finally:
         await gw.runner.cleanup()
     assert not gw.services.components["hold_sweeper"].running
+
+
+async def test_the_spend_anomaly_monitor_runs_in_the_background(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await start_gateway(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
+        mock,
+        {"alerts": {"spend_anomaly": {"factor": 3, "by": ["team"], "interval_s": 0.02}}},
+    )
+    monitor = gw.services.components["spend_monitor"]
+    try:
+        assert (await _chat(gw.url, gw.key, CHAT))[0] == 200
+        for _ in range(300):
+            if monitor.runs >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert monitor.runs >= 2 and monitor.failures == 0
+    finally:
+        await gw.runner.cleanup()
+    assert not monitor.running

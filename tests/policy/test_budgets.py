@@ -219,3 +219,15 @@ def test_bad_budgets_are_config_errors(spec: dict[str, Any]) -> None:
 def test_budget_ids_are_unique() -> None:
     with pytest.raises(ConfigError):
         parse_budgets([budget(), budget()])
+
+
+async def test_thresholds_fire_again_in_the_next_period(store: CounterStore) -> None:
+    clock = Clock(datetime(2026, 11, 3, 12, 0, tzinfo=UTC))
+    alerts = Alerts()
+    b = budgets(store, budget(period="day", thresholds=[0.5]), alerts=alerts, clock=clock)
+    await (await b.reserve(ALICE, "m", D("0.6"), D(0), "h1")).settle(D("0.6"), D(0))
+    await (await b.reserve(ALICE, "m", D("0.1"), D(0), "h2")).settle(D("0.1"), D(0))
+    clock.now += timedelta(days=1)  # a new day: spend starts from zero without a restart
+    await (await b.reserve(ALICE, "m", D("0.9"), D(0), "h3")).settle(D("0.9"), D(0))
+    periods = [p["period_id"] for kind, p in alerts.events if kind == "budget.threshold"]
+    assert periods == ["2026-11-03", "2026-11-04"]

@@ -27,6 +27,7 @@ from faregate.gateway.policy_stages import (
 from faregate.gateway.pricing import CatalogPricer
 from faregate.gateway.stages import Stage
 from faregate.gateway.wallet_stage import WalletStage
+from faregate.metering.anomaly import AnomalyConfig, SpendMonitor
 from faregate.observability import build_observability
 from faregate.policy import (
     Budgets,
@@ -125,6 +126,19 @@ def _stages(
     return stages
 
 
+def _spend_monitor(
+    settings: Settings, engine: AsyncEngine, alerts: Alerts, closers: list[Any]
+) -> PeriodicTask | None:
+    """Raises `spend.anomaly` alerts from the request records, off the request path."""
+    config = AnomalyConfig.parse(settings.section("alerts").get("spend_anomaly"))
+    if config is None:
+        return None
+    monitor = SpendMonitor(engine, alerts, config)
+    task = PeriodicTask("spend-anomaly", config.interval_s, monitor.check).start()
+    closers.append(task.stop)
+    return task
+
+
 async def _hold_sweeper(settings: Settings, store: Any, closers: list[Any]) -> PeriodicTask:
     """Releases holds whose process died before settling them (budgets, wallets)."""
     interval = float(settings.section("server").get("hold_sweep_interval_s", 30))
@@ -160,6 +174,7 @@ async def assemble_gateway(
     health = await _health(settings, client, closers)
     alerts = Alerts(webhooks, store)
     sweeper = await _hold_sweeper(settings, store, closers)
+    spend_monitor = _spend_monitor(settings, engine, alerts, closers)
     router = Router(settings.models, health=health, estimator=pricer)
     observability = build_observability(settings, health, router, alerts)
     closers.append(observability.alerts.aclose)
@@ -195,6 +210,7 @@ async def assemble_gateway(
             "webhooks": webhooks,
             "alerts": alerts,
             "hold_sweeper": sweeper,
+            "spend_monitor": spend_monitor,
             "moderator": moderator,
             "observability": observability,
             "wallets": wallets,
