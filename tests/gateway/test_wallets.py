@@ -13,6 +13,7 @@ from lago_python_client.client import Client
 from lago_python_client.models import Wallet, WalletTransaction
 
 from faregate.mockprovider.server import MockServer
+from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
 
 IMAGE = {"model": "dall-e-3", "prompt": "a lighthouse", "n": 1, "size": "1024x1024"}
@@ -43,8 +44,14 @@ async def test_the_lago_client_creates_tops_up_and_lists_wallets(gateway: Runnin
     client = lago(gateway)
     wallet = await asyncio.to_thread(
         client.wallets.create,
-        Wallet(external_customer_id="acme", rate_amount="0.5", name="Prepaid",
-               paid_credits="10", granted_credits="2.5", currency="USD"),
+        Wallet(
+            external_customer_id="acme",
+            rate_amount="0.5",
+            name="Prepaid",
+            paid_credits="10",
+            granted_credits="2.5",
+            currency="USD",
+        ),
     )
     assert wallet.credits_balance == "12.50000" and wallet.balance_cents == 625
     assert wallet.rate_amount == "0.5" and wallet.status == "active"
@@ -87,9 +94,7 @@ async def assert_exactly_37_of_200(gws: list[Running], key: str, mock: MockServe
         Wallet(external_customer_id="acme", rate_amount="1", paid_credits=str(price * 37)),
     )
     before = mock.stats.requests
-    results = await asyncio.gather(
-        *(image(gws[i % len(gws)].url, key) for i in range(200))
-    )
+    results = await asyncio.gather(*(image(gws[i % len(gws)].url, key) for i in range(200)))
     statuses = [r[0] for r in results]
     assert statuses.count(200) == 37 and statuses.count(402) == 163
     refused = next(r for r in results if r[0] == 402)
@@ -100,3 +105,118 @@ async def assert_exactly_37_of_200(gws: list[Running], key: str, mock: MockServe
     found = await asyncio.to_thread(client.wallets.find, wallet.lago_id)
     assert found.credits_balance == "0.00000" and found.balance_cents == 0
     assert found.ongoing_balance_cents == 0 and found.credits_ongoing_usage_balance == "0.00000"
+
+
+async def test_two_replicas_on_postgresql_never_spend_past_a_wallet(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    url = await create_pg_database()
+    a = await start_gateway(tmp_path / "a", url, mock)
+    b = None
+    try:
+        b = await start_gateway(tmp_path / "b", url, mock, key_for=a)
+        await assert_exactly_37_of_200([a, b], a.key, mock)
+    finally:
+        await a.runner.cleanup()
+        if b is not None:
+            await b.runner.cleanup()
+        await drop_pg_database(url)
+
+
+async def test_two_replicas_on_postgresql_and_redis_never_spend_past_a_wallet(
+    tmp_path: Path, mock: MockServer, redis_url: str, redis_prefix: str
+) -> None:
+    url = await create_pg_database()
+    extra = {"redis_url": redis_url, "server": {"redis_prefix": redis_prefix}}
+    a = await start_gateway(tmp_path / "a", url, mock, extra)
+    b = None
+    try:
+        b = await start_gateway(tmp_path / "b", url, mock, extra, key_for=a)
+        await assert_exactly_37_of_200([a, b], a.key, mock)
+    finally:
+        await a.runner.cleanup()
+        if b is not None:
+            await b.runner.cleanup()
+        await drop_pg_database(url)
+
+
+class RecordingWebhooks:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def emit(self, webhook_type: str, object_type: str, obj: dict[str, Any]) -> None:
+        self.sent.append((webhook_type, object_type, obj))
+
+    def types(self) -> list[str]:
+        return [t for t, _, _ in self.sent]
+
+
+async def threshold_top_ups(client: Client, wallet_id: str) -> list[Any]:
+    found = await asyncio.to_thread(client.wallet_transactions.find_all, wallet_id)
+    return [t for t in found["wallet_transactions"] if t.source == "threshold"]
+
+
+async def wait_for_top_ups(client: Client, wallet_id: str, count: int) -> list[Any]:
+    """The top-up is made right after the request that crossed the threshold; give it at
+    most one second."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while True:
+        made = await threshold_top_ups(client, wallet_id)
+        if len(made) >= count or loop.time() > deadline:
+            return made
+        await asyncio.sleep(0.02)
+
+
+async def test_a_threshold_top_up_fires_once_per_crossing(gateway: Running) -> None:
+    hooks = RecordingWebhooks()
+    gateway.services.wallets.service.webhooks = hooks
+    price = await price_of_one_image(gateway)
+    client = lago(gateway)
+    wallet = await asyncio.to_thread(
+        client.wallets.create,
+        Wallet(
+            external_customer_id="acme",
+            rate_amount="1",
+            paid_credits=str(price * 10),
+            recurring_transaction_rules=[
+                {
+                    "trigger": "threshold",
+                    "threshold_credits": str(price * 4),
+                    "method": "fixed",
+                    "paid_credits": str(price * 5),
+                }
+            ],
+        ),
+    )
+    assert wallet.recurring_transaction_rules.__root__[0].trigger == "threshold"
+    for _ in range(5):
+        assert (await image(gateway.url, gateway.key))[0] == 200
+    assert await threshold_top_ups(client, wallet.lago_id) == []  # 5 prices left: above
+    assert (await image(gateway.url, gateway.key))[0] == 200  # 4 left: crossed
+    made = await wait_for_top_ups(client, wallet.lago_id, 1)
+    assert len(made) == 1 and Decimal(made[0].credit_amount) == price * 5
+    for _ in range(4):  # 9, 8, 7, 6, 5 left: no new crossing
+        assert (await image(gateway.url, gateway.key))[0] == 200
+    assert len(await threshold_top_ups(client, wallet.lago_id)) == 1
+    assert (await image(gateway.url, gateway.key))[0] == 200  # 4 left: crossed again
+    assert len(await wait_for_top_ups(client, wallet.lago_id, 2)) == 2
+    await asyncio.sleep(0.1)
+    assert len(await threshold_top_ups(client, wallet.lago_id)) == 2
+    created = [o for t, _, o in hooks.sent if t == "wallet_transaction.created"]
+    assert [o["source"] for o in created] == ["manual", "threshold", "threshold"]
+
+
+async def test_a_depleted_wallet_sends_its_webhook_once(gateway: Running) -> None:
+    hooks = RecordingWebhooks()
+    gateway.services.wallets.service.webhooks = hooks
+    price = await price_of_one_image(gateway)
+    client = lago(gateway)
+    await asyncio.to_thread(
+        client.wallets.create,
+        Wallet(external_customer_id="acme", rate_amount="1", paid_credits=str(price * 2)),
+    )
+    statuses = [(await image(gateway.url, gateway.key))[0] for _ in range(4)]
+    assert statuses == [200, 200, 402, 402]
+    await asyncio.sleep(0.2)
+    assert hooks.types().count("wallet.depleted_ongoing_balance") == 1

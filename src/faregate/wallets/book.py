@@ -54,9 +54,12 @@ class HoldBook(Protocol):
         """Hold `amount` iff funded - consumed - held + extra ≥ amount (`extra`: a credit
         limit). False when not covered."""
 
-    async def finish(self, wallet_id: str, hold_id: str, held: int, actual: int | None) -> bool:
-        """Post `actual` (None: release) and drop the hold; True only for the call that
-        finished it, so a second post or release changes nothing."""
+    async def finish(
+        self, wallet_id: str, hold_id: str, held: int, actual: int | None
+    ) -> Snapshot | None:
+        """Post `actual` (None: release) and drop the hold; the wallet's state after it, only
+        for the call that finished it (None otherwise: a second post or release changes
+        nothing)."""
 
     async def sweep_expired(self, now: float | None = None) -> list[Expired]:
         """Release holds whose TTL passed (their process died or never settled)."""
@@ -108,15 +111,17 @@ class MemoryHoldBook:
         heapq.heappush(self._expiries, (expires, hold_id))
         return True
 
-    async def finish(self, wallet_id: str, hold_id: str, held: int, actual: int | None) -> bool:
+    async def finish(
+        self, wallet_id: str, hold_id: str, held: int, actual: int | None
+    ) -> Snapshot | None:
         record = self._holds.pop(hold_id, None)
         if record is None:
-            return False
-        account = self._accounts[record[0]]
-        account.held -= record[1]
+            return None
+        a = self._accounts[record[0]]
+        a.held -= record[1]
         if actual is not None:
-            account.consumed += actual
-        return True
+            a.consumed += actual
+        return Snapshot(a.funded, a.version, a.consumed, a.held)
 
     async def sweep_expired(self, now: float | None = None) -> list[Expired]:
         now = time.time() if now is None else now

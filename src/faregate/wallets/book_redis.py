@@ -68,7 +68,7 @@ redis.call('HINCRBY', KEYS[1], 'held', '-' .. amount)
 if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[1], 'consumed', ARGV[2]) end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
-return 1
+return redis.call('HMGET', KEYS[1], 'funded', 'ver', 'consumed', 'held')
 """
 
 # KEYS: index. ARGV: prefix, batch. Returns wallet, hold, amount triples.
@@ -141,9 +141,15 @@ class RedisHoldBook:
             raise KeyError(wallet_id)
         return result == 1
 
-    async def finish(self, wallet_id: str, hold_id: str, held: int, actual: int | None) -> bool:
+    async def finish(
+        self, wallet_id: str, hold_id: str, held: int, actual: int | None
+    ) -> Snapshot | None:
         args = [hold_id, "" if actual is None else actual]
-        return bool(await self._run(self._finish, self._keys(wallet_id, hold_id), args))
+        raw = await self._run(self._finish, self._keys(wallet_id, hold_id), args)
+        if not raw or raw == 0:
+            return None
+        funded, ver, consumed, held_now = (int(_text(v or 0)) for v in raw)
+        return Snapshot(funded, ver, consumed, held_now)
 
     async def sweep_expired(self, now: float | None = None) -> list[Expired]:
         raw = await self._run(self._sweep, [f"{self._prefix}wholds"], [self._prefix, 500])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,14 +37,19 @@ class SqlHoldBook:
         async with self._engine.begin() as conn:
             return await repo.hold_if_covered(conn, ledger.hold(wallet_id, hold_id, amount), extra)
 
-    async def finish(self, wallet_id: str, hold_id: str, held: int, actual: int | None) -> bool:
+    async def finish(
+        self, wallet_id: str, hold_id: str, held: int, actual: int | None
+    ) -> Snapshot | None:
         entry = (
             ledger.release(wallet_id, hold_id, held)
             if actual is None
             else ledger.post(wallet_id, hold_id, held, actual)
         )
         async with self._engine.begin() as conn:
-            return bool(await repo.apply_entries(conn, [entry]))
+            if not await repo.apply_entries(conn, [entry]):
+                return None
+            row = await repo.wallet_by_id(conn, wallet_id)
+        return None if row is None else _snapshot(row)
 
     async def sweep_expired(self, now: float | None = None) -> list[Expired]:
         at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
@@ -59,11 +65,13 @@ class SqlHoldBook:
     async def snapshot(self, wallet_id: str) -> Snapshot | None:
         async with self._engine.connect() as conn:
             row = await repo.wallet_by_id(conn, wallet_id)
-        if row is None:
-            return None
-        return Snapshot(
-            int(row["funded_nanos"]),
-            int(row["funded_version"]),
-            int(row["consumed_nanos"]),
-            int(row["held_nanos"]),
-        )
+        return None if row is None else _snapshot(row)
+
+
+def _snapshot(row: dict[str, Any]) -> Snapshot:
+    return Snapshot(
+        int(row["funded_nanos"]),
+        int(row["funded_version"]),
+        int(row["consumed_nanos"]),
+        int(row["held_nanos"]),
+    )

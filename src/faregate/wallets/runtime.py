@@ -118,13 +118,11 @@ class WalletRuntime:
             )
         if ok and self.writer is not None:
             self.writer.record(ledger.hold(account.wallet_id, hold_id, amount))
-        if not ok:
-            self._check_depleted(account, None)
         return ok
 
     async def finish(self, account: Account, hold_id: str, held: int, actual: int | None) -> None:
-        done = await self.book.finish(account.wallet_id, hold_id, held, actual)
-        if not done:
+        after = await self.book.finish(account.wallet_id, hold_id, held, actual)
+        if after is None:
             return
         if self.writer is not None:
             entry = (
@@ -133,10 +131,8 @@ class WalletRuntime:
                 else ledger.post(account.wallet_id, hold_id, held, actual)
             )
             self.writer.record(entry)
-        if actual and (account.threshold_rules or self.service.webhooks is not None):
-            snapshot = await self.book.snapshot(account.wallet_id)
-            if snapshot is not None:
-                self._after_spend(account, snapshot)
+        if actual:
+            self._after_spend(account, after)
 
     def _after_spend(self, account: Account, snapshot: Snapshot) -> None:
         ongoing = nanos_to_credits(snapshot.available, account.rate)
@@ -158,13 +154,12 @@ class WalletRuntime:
                 )
         self._check_depleted(account, snapshot)
 
-    def _check_depleted(self, account: Account, snapshot: Snapshot | None) -> None:
-        if self.service.webhooks is None:
+    def _check_depleted(self, account: Account, snapshot: Snapshot) -> None:
+        """`wallet.depleted_ongoing_balance` once per depletion: the marker is the wallet's
+        funding version, which the next top-up or void changes."""
+        if self.service.webhooks is None or snapshot.available > 0:
             return
-        if snapshot is not None and snapshot.available > 0:
-            return
-        version = snapshot.version if snapshot is not None else -1
-        marker = (account.wallet_id, version)
+        marker = (account.wallet_id, snapshot.version)
         if marker in self._depleted:
             return
         self._depleted.add(marker)

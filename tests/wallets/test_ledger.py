@@ -1,0 +1,139 @@
+"""The ledger's invariants, by property: every entry balances, balances are the sums of the
+entries, and finishing a hold a second time (post or release, in any order) changes
+nothing — in the in-process hold book and in the database."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from faregate.store.db import create_engine
+from faregate.store.tables.base import metadata
+from faregate.wallets import ledger
+from faregate.wallets import repository as repo
+from faregate.wallets.book import MemoryHoldBook, Snapshot
+
+W = "w1"
+amounts = st.integers(min_value=0, max_value=10**12)
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("credit"), amounts),
+        st.tuples(st.just("void"), amounts),
+        st.tuples(st.just("hold"), st.integers(0, 5), amounts),
+        st.tuples(st.just("post"), st.integers(0, 5), st.integers(-(10**9), 10**12)),
+        st.tuples(st.just("release"), st.integers(0, 5)),
+    ),
+    max_size=40,
+)
+
+
+async def _run(sequence: list[tuple]) -> tuple[list[ledger.Entry], Snapshot]:
+    """Drive the book as WalletRuntime does and keep the entries it would record."""
+    book = MemoryHoldBook()
+    await book.load(W, Snapshot(0, 0, 0))
+    entries: list[ledger.Entry] = []
+    held: dict[str, int] = {}
+    version = 0
+    for n, op in enumerate(sequence):
+        if op[0] in ("credit", "void"):
+            snapshot = await book.snapshot(W)
+            assert snapshot is not None
+            if op[0] == "void" and op[1] > snapshot.available:
+                continue  # the service refuses to void more than is available
+            entry = (ledger.credit if op[0] == "credit" else ledger.void)(W, f"t{n}", op[1])
+            entries.append(entry)
+            version += 1
+            await book.set_funded(W, ledger.fold(entries).funded, version)
+        elif op[0] == "hold":
+            hold_id = f"h{op[1]}"
+            if hold_id in held:
+                continue
+            if await book.hold(W, hold_id, op[2], ttl_s=60):
+                held[hold_id] = op[2]
+                entries.append(ledger.hold(W, hold_id, op[2]))
+        else:
+            hold_id = f"h{op[1]}"
+            amount = held.get(hold_id, 0)
+            actual = op[2] if op[0] == "post" else None
+            if await book.finish(W, hold_id, amount, actual):
+                entries.append(
+                    ledger.release(W, hold_id, amount)
+                    if actual is None
+                    else ledger.post(W, hold_id, amount, actual)
+                )
+    snapshot = await book.snapshot(W)
+    assert snapshot is not None
+    return entries, snapshot
+
+
+@given(ops)
+@settings(max_examples=300, deadline=None)
+def test_the_book_equals_the_sum_of_its_entries(sequence: list[tuple]) -> None:
+    entries, snapshot = asyncio.run(_run(sequence))
+    total = ledger.fold(entries)
+    assert total.available + total.held + total.consumed + total.funding == 0
+    assert (total.funded, total.consumed, total.held) == (
+        snapshot.funded,
+        snapshot.consumed,
+        snapshot.held,
+    )
+    assert total.ongoing == snapshot.available
+
+
+@given(ops)
+@settings(max_examples=200, deadline=None)
+def test_posting_or_releasing_twice_changes_nothing(sequence: list[tuple]) -> None:
+    entries, _ = asyncio.run(_run(sequence))
+    done = [e for e in entries if e.kind in ("post", "release")]
+    # Storage keeps the first entry of a key: a repeated post, or a release after a post,
+    # carries the same `done:` key and adds nothing.
+    repeats = [ledger.release(e.wallet_id, e.hold_id or "", 7) for e in done]
+    assert ledger.fold(entries + repeats + done) == ledger.fold(entries)
+
+
+def test_an_unbalanced_entry_is_refused() -> None:
+    with pytest.raises(ValueError):
+        ledger.Entry(W, "k", "debit", available=-5, consumed=4)
+
+
+@given(ops)
+@settings(max_examples=25, deadline=None)
+def test_the_database_row_is_the_sum_of_its_stored_entries(
+    tmp_path_factory: pytest.TempPathFactory, sequence: list[tuple]
+) -> None:
+    path: Path = tmp_path_factory.mktemp("ledger") / "l.db"
+
+    async def run() -> None:
+        entries, snapshot = await _run(sequence)
+        engine = create_engine(f"sqlite+aiosqlite:///{path}")
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await repo.insert_wallet(
+                conn,
+                {
+                    "id": W,
+                    "customer_id": "c",
+                    "external_customer_id": "acme",
+                    "currency": "USD",
+                    "rate_amount": 1,
+                },
+            )
+            # Replayed journals insert entries again: the first of each key wins.
+            await repo.apply_entries(conn, entries)
+            await repo.apply_entries(conn, entries[::-1])
+            row = await repo.wallet_by_id(conn, W)
+            sums = await repo.entry_sums(conn, W)
+        await engine.dispose()
+        assert row is not None
+        assert sums == ledger.fold(entries)
+        assert (row["funded_nanos"], row["consumed_nanos"], row["held_nanos"]) == (
+            snapshot.funded,
+            snapshot.consumed,
+            snapshot.held,
+        )
+
+    asyncio.run(run())
