@@ -95,7 +95,13 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     keys = KeyService(engine, settings.admin_key)
     hooks = Webhooks(engine, WebhookSettings.from_settings(settings))
     await hooks.start()
-    parts = await assemble_gateway(settings, engine=engine, upstreams=upstreams, webhooks=hooks)
+    parts = await assemble_gateway(
+        settings,
+        engine=engine,
+        upstreams=upstreams,
+        webhooks=hooks,
+        unflushed=writer.unflushed_events,
+    )
     recorder = Recorder(writer, parts.subscription_of)
     parts.gateway.meter = parts.components["observability"].meter(recorder)
     invoicing, runner = await _billing(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +107,15 @@ async def create_plan_and_subscriptions(gw: Running, start: datetime) -> None:
         await asyncio.sleep(0.01)  # sub_main is the older: the customer's default
 
 
+PRICES_SEEN: list[tuple[str, Decimal]] = []
+
+
 async def chat(client: openai.AsyncOpenAI, model: str, text: str, max_tokens: int) -> Any:
-    reply = await client.chat.completions.create(
+    raw = await client.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens
     )
+    reply = raw.parse()
+    PRICES_SEEN.append((model, Decimal(raw.headers["x-faregate-price"])))
     usage = reply.usage
     assert usage is not None  # neither cached input nor reasoning: input and output events only
     assert not (usage.prompt_tokens_details and usage.prompt_tokens_details.cached_tokens)
@@ -169,6 +175,15 @@ async def test_mistral_plan_from_requests_to_finalized_invoice(billing_gateway: 
             ("mistral-small", await chat(main_client, "mistral-small", "Hi", 3)),
         ]
         lab_usage = [("mistral-small", await chat(lab_client, "mistral-small", "Ping", 5))]
+    # Each request's price is its marginal fee on the plan, not cost x markup: the first
+    # request of a bucket starts a package (large: $4 in + $12 out; small: $1 + $3), the
+    # next one in the same packages costs nothing. They add up to the invoice's charges.
+    assert PRICES_SEEN[-4:] == [
+        ("mistral-large", Decimal(16)),
+        ("mistral-large", Decimal(0)),
+        ("mistral-small", Decimal(4)),
+        ("mistral-small", Decimal(4)),  # sub_lab: its own period usage
+    ]
     await gw.services.writer.flush()
 
     url = gw.settings.database_url
@@ -180,6 +195,11 @@ async def test_mistral_plan_from_requests_to_finalized_invoice(billing_gateway: 
         line = by_filter[name.removeprefix("Tokens • ")]
         assert (int(line["units"]), line["amount_cents"]) == (units, cents)
     assert usage["amount_cents"] == 400 + 1200 + 100 + 300
+    c = lago(gw)  # the same through Lago's current_usage endpoint
+    api_usage = await asyncio.to_thread(c.customers.current_usage, "acme", "sub_main")
+    assert api_usage.amount_cents == usage["amount_cents"]
+    lab = await asyncio.to_thread(c.customers.current_usage, "acme", "sub_lab")
+    assert lab.amount_cents == 100 + 300
 
     # The month ends: the billing run closes the period into finalized invoices.
     sub = BillingSubscription("sub_main", "acme", "mistral", start)
@@ -187,7 +207,6 @@ async def test_mistral_plan_from_requests_to_finalized_invoice(billing_gateway: 
     result = await gw.services.invoicing.run(now=period.end + timedelta(minutes=1))
     assert len(result.created) == 2 and sorted(result.finalized) == sorted(result.created)
 
-    c = lago(gw)
     listed = await asyncio.to_thread(c.invoices.find_all, {"external_customer_id": "acme"})
     invoices = {i.subscriptions.__root__[0].external_id: i for i in listed["invoices"]}
     for external_id, usages in (("sub_main", main_usage), ("sub_lab", lab_usage)):

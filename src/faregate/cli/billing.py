@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from faregate.api.usage import usage_json
 from faregate.auth import repository as customers_repo
 from faregate.billing import invoice_repository as irepo
 from faregate.billing import repository as repo
@@ -25,7 +25,6 @@ from faregate.billing.render import render_html, render_pdf
 from faregate.billing.usage import current_usage
 from faregate.cli.common import add_config_args, print_json, with_engine
 from faregate.config import Settings
-from faregate.money import decimal_str
 from faregate.webhooks import Webhooks, WebhookSettings
 
 
@@ -104,21 +103,6 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plain(value: Any) -> Any:
-    """Dataclasses as JSON: decimals as strings, datetimes as ISO 8601."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Decimal):
-        return decimal_str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def cmd_usage(args: argparse.Namespace) -> int:
     """Current usage (period to date) of the customer's subscription, per charge and filter."""
 
@@ -140,6 +124,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             aggregates = await repo.period_aggregates(
                 conn, billed.subscription, plan, billed.metrics, period
             )
+            metric_rows = await repo.metrics_by_codes(conn, set(billed.metrics))
         usage = current_usage(
             billed.subscription,
             plan,
@@ -148,7 +133,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
             period,
             currency=plan.amount_currency,
         )
-        return {"external_subscription_id": external_id, **_plain(usage)}
+        metric_ids = {code: row["id"] for code, row in metric_rows.items()}
+        # The same JSON as GET /api/v1/customers/{external_id}/current_usage.
+        body = usage_json(usage, billed.plan_id, metric_ids)
+        return {"external_subscription_id": external_id, **body}
 
     print_json({"customer_usage": with_engine(args, run)})
     return 0

@@ -18,6 +18,7 @@ from faregate.gateway.cache import GatewayCache
 from faregate.gateway.call import Call
 from faregate.gateway.moderation import UpstreamModeration
 from faregate.gateway.pipeline import Gateway
+from faregate.gateway.plan_pricing import PlanPricer, PlanPrices, PlanPriceStage, Unflushed
 from faregate.gateway.policy_stages import (
     BudgetStage,
     EstimateStage,
@@ -107,7 +108,7 @@ def _moderator(
 def _stages(
     settings: Settings,
     store: Any,
-    pricer: CatalogPricer,
+    pricer: Any,
     alerts: Alerts,
     moderator: Moderator | None,
     wallets: Any = None,
@@ -163,6 +164,7 @@ async def assemble_gateway(
     engine: AsyncEngine,
     upstreams: dict[str, Provider],
     webhooks: Webhooks | None = None,
+    unflushed: Unflushed | None = None,
 ) -> Parts:
     closers: list[Callable[[], Awaitable[Any]]] = []
     pricing = settings.section("pricing")
@@ -182,14 +184,20 @@ async def assemble_gateway(
     if wallets is not None:
         closers.append(wallets.close)
     moderator = _moderator(settings, router, upstreams)
-    stages = _stages(settings, store, pricer, alerts, moderator, wallets)
+    gateway_pricer: Any = pricer
+    plan_stage: list[Stage] = []
+    if settings.section("billing").get("plan_prices", True):
+        plan_prices = PlanPrices(engine, settings.currency, unflushed)
+        gateway_pricer = PlanPricer(pricer, plan_prices)
+        plan_stage.append(PlanPriceStage(plan_prices))
+    stages = plan_stage + _stages(settings, store, gateway_pricer, alerts, moderator, wallets)
     stages.append(observability.in_flight)  # last: counts the holds the stages above took
     cache_policy = CachePolicy.from_config(settings.section("cache"))
     cache = GatewayCache(ResponseCache(store), cache_policy) if cache_policy.enabled else None
     gateway = Gateway(
         router=router,
         upstreams=upstreams,
-        pricer=pricer,
+        pricer=gateway_pricer,
         meter=_NoMeter(),
         failover=call_with_failover,
         health=health,
