@@ -44,6 +44,7 @@ from faregate.providers.registry import build_provider, endpoint_for
 from faregate.store import crypto
 from faregate.store.db import create_engine
 from faregate.store.tables.gateway import provider_credentials
+from faregate.wallets.credits import WalletCredits
 from faregate.webhooks import Webhooks, WebhookSettings
 
 log = logging.getLogger("faregate")
@@ -107,6 +108,9 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     invoicing, runner = await _billing(
         settings, engine, parts.components["pricer"], hooks, writer
     )
+    if parts.components.get("wallets") is not None:
+        parts.components["wallets"].debits.unflushed = writer.unflushed_events
+        invoicing.credits = WalletCredits()
     app[SERVICES] = Services(
         settings=settings,
         engine=engine,

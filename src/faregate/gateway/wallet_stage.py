@@ -17,9 +17,9 @@ from faregate.wallets.runtime import Account, WalletRuntime
 class Debits(Protocol):
     """Real-time debits: the amounts a call adds to the customer's period fees."""
 
-    def worst_case(self, call: Call) -> Decimal | None: ...
+    async def worst_case(self, call: Call) -> Decimal | None: ...
 
-    def debit(self, call: Call) -> Decimal | None: ...
+    async def debit(self, call: Call) -> Decimal | None: ...
 
 
 class WalletStage:
@@ -35,7 +35,7 @@ class WalletStage:
             return
         worst = call.est_price or Decimal(0)
         if self._debits is not None:
-            worst = max(worst, self._debits.worst_case(call) or Decimal(0))
+            worst = max(worst, await self._debits.worst_case(call) or Decimal(0))
         amount = max(0, to_nanos(worst))
         if not await self._runtime.hold(account, call.request_id, amount):
             raise InsufficientCredits(
@@ -51,6 +51,6 @@ class WalletStage:
         account, amount = held
         actual: int | None = None
         if call.usage is not None or call.price:
-            debit: Any = self._debits.debit(call) if self._debits is not None else None
+            debit: Any = await self._debits.debit(call) if self._debits is not None else None
             actual = to_nanos(call.price if debit is None else debit)
-        await self._runtime.finish(account, call.request_id, amount, actual)
+        await self._runtime.finish(account, call.request_id, amount, actual, at=call.created_at)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -55,7 +56,12 @@ class HoldBook(Protocol):
         limit). False when not covered."""
 
     async def finish(
-        self, wallet_id: str, hold_id: str, held: int, actual: int | None
+        self,
+        wallet_id: str,
+        hold_id: str,
+        held: int,
+        actual: int | None,
+        at: datetime | None = None,
     ) -> Snapshot | None:
         """Post `actual` (None: release) and drop the hold; the wallet's state after it, only
         for the call that finished it (None otherwise: a second post or release changes
@@ -112,7 +118,12 @@ class MemoryHoldBook:
         return True
 
     async def finish(
-        self, wallet_id: str, hold_id: str, held: int, actual: int | None
+        self,
+        wallet_id: str,
+        hold_id: str,
+        held: int,
+        actual: int | None,
+        at: datetime | None = None,
     ) -> Snapshot | None:
         record = self._holds.pop(hold_id, None)
         if record is None:

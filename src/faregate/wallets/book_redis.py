@@ -7,6 +7,7 @@ limbs, so nanos stay exact. On Redis Cluster the prefix must carry one hash tag.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -142,7 +143,12 @@ class RedisHoldBook:
         return result == 1
 
     async def finish(
-        self, wallet_id: str, hold_id: str, held: int, actual: int | None
+        self,
+        wallet_id: str,
+        hold_id: str,
+        held: int,
+        actual: int | None,
+        at: datetime | None = None,
     ) -> Snapshot | None:
         args = [hold_id, "" if actual is None else actual]
         raw = await self._run(self._finish, self._keys(wallet_id, hold_id), args)

@@ -38,12 +38,17 @@ class SqlHoldBook:
             return await repo.hold_if_covered(conn, ledger.hold(wallet_id, hold_id, amount), extra)
 
     async def finish(
-        self, wallet_id: str, hold_id: str, held: int, actual: int | None
+        self,
+        wallet_id: str,
+        hold_id: str,
+        held: int,
+        actual: int | None,
+        at: datetime | None = None,
     ) -> Snapshot | None:
         entry = (
             ledger.release(wallet_id, hold_id, held)
             if actual is None
-            else ledger.post(wallet_id, hold_id, held, actual)
+            else ledger.post(wallet_id, hold_id, held, actual, at)
         )
         async with self._engine.begin() as conn:
             if not await repo.apply_entries(conn, [entry]):

@@ -81,7 +81,7 @@ def hold(wallet_id: str, hold_id: str, amount: int) -> Entry:
     )
 
 
-def post(wallet_id: str, hold_id: str, held: int, actual: int) -> Entry:
+def post(wallet_id: str, hold_id: str, held: int, actual: int, at: datetime | None = None) -> Entry:
     """Finish a hold with the real amount: `actual` is consumed, `held - actual` goes back to
     available (negative when the real amount exceeds the hold). A negative `actual` (a volume
     charge crossing into a cheaper tier) credits the wallet back."""
@@ -94,6 +94,7 @@ def post(wallet_id: str, hold_id: str, held: int, actual: int) -> Entry:
         held=-held,
         consumed=actual,
         hold_id=hold_id,
+        created_at=at,
     )
 
 

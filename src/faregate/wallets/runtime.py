@@ -59,6 +59,7 @@ class WalletRuntime:
     writer: LedgerWriter | None = None
     hold_ttl_s: float = 660.0
     sweep_interval_s: float = 1.0
+    debits: Any = None  # PlanDebits: real-time debits on the customer's plan
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -120,15 +121,24 @@ class WalletRuntime:
             self.writer.record(ledger.hold(account.wallet_id, hold_id, amount))
         return ok
 
-    async def finish(self, account: Account, hold_id: str, held: int, actual: int | None) -> None:
-        after = await self.book.finish(account.wallet_id, hold_id, held, actual)
+    async def finish(
+        self,
+        account: Account,
+        hold_id: str,
+        held: int,
+        actual: int | None,
+        at: datetime | None = None,
+    ) -> None:
+        """`at`: when the request was made; its debit counts in the billing period holding
+        it (what finalized invoices apply consumed credits by)."""
+        after = await self.book.finish(account.wallet_id, hold_id, held, actual, at)
         if after is None:
             return
         if self.writer is not None:
             entry = (
                 ledger.release(account.wallet_id, hold_id, held)
                 if actual is None
-                else ledger.post(account.wallet_id, hold_id, held, actual)
+                else ledger.post(account.wallet_id, hold_id, held, actual, at)
             )
             self.writer.record(entry)
         if actual:

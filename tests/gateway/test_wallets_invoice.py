@@ -1,0 +1,88 @@
+"""Real-time debits telescope to the invoice: each request is debited what it adds to its
+subscription's period fees (a package charge debits a whole package when a new one starts),
+so when the period's invoice is finalized the consumed credits cover it exactly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import pytest
+from lago_python_client.models import Wallet
+
+from faregate.billing.periods import subscription_period
+from faregate.billing.plans import Subscription as BillingSubscription
+from faregate.mockprovider.server import MockServer
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.gateway.conftest import Running, gateway_config, start_gateway
+from tests.gateway.test_billing_e2e import chat, lago
+from tests.gateway.test_billing_e2e import create_plan_and_subscriptions as _mistral_plan
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def billing_gateway(
+    request: pytest.FixtureRequest, tmp_path: Path, mock: MockServer
+) -> AsyncIterator[Running]:
+    postgres = request.param == "postgres"
+    url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
+    models = gateway_config(mock.url)["models"] + [
+        {"name": "mistral-small", "deployments": [{"provider": "compat", "model": "mistral-small"}]}
+    ]
+    running = await start_gateway(
+        tmp_path, url, mock, {"models": models, "billing": {"run_interval": 0}}
+    )
+    yield running
+    await running.runner.cleanup()
+    if postgres:
+        await drop_pg_database(url)
+
+
+async def test_a_fully_prepaid_period_invoices_to_zero(
+    billing_gateway: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = billing_gateway
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    # The Mistral plan (package per started million, per model and type), without its fee.
+    import tests.gateway.test_billing_e2e as e2e
+
+    original = e2e.Plan
+
+    def no_fee(**kwargs: object) -> object:
+        return original(**{**kwargs, "amount_cents": 0})
+
+    monkeypatch.setattr(e2e, "Plan", no_fee)
+    await _mistral_plan(gw, start)
+    client = lago(gw)
+    wallet = await asyncio.to_thread(
+        client.wallets.create,
+        Wallet(external_customer_id="acme", rate_amount="1", paid_credits="100"),
+    )
+    sdk = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
+    async with sdk:
+        await chat(sdk, "mistral-large", "Summarize the news", 40)  # debits 4 + 12
+        await chat(sdk, "mistral-large", "Translate: bonjour", 7)  # same packages: 0
+        await chat(sdk, "mistral-small", "Hi", 3)  # debits 1 + 3
+    await gw.services.writer.flush()
+    await gw.services.wallets.flush()
+    found = await asyncio.to_thread(client.wallets.find, wallet.lago_id)
+    assert Decimal(found.consumed_credits) == 20 and Decimal(found.credits_balance) == 80
+
+    sub = BillingSubscription("sub_main", "acme", "mistral", start)
+    period = subscription_period(sub, "monthly", datetime.now(UTC))
+    await gw.services.invoicing.run(now=period.end + timedelta(minutes=1))
+    listed = await asyncio.to_thread(client.invoices.find_all, {"external_customer_id": "acme"})
+    invoice = next(
+        i for i in listed["invoices"] if i.subscriptions.__root__[0].external_id == "sub_main"
+    )
+    assert invoice.status == "finalized" and invoice.fees_amount_cents == 2000
+    assert invoice.prepaid_credit_amount_cents == 2000
+    assert invoice.total_amount_cents == 0  # invoice total - credits applied = 0
+    after = await asyncio.to_thread(client.wallets.find, wallet.lago_id)
+    assert Decimal(after.credits_balance) == 80  # debited once, in real time
+    history = await asyncio.to_thread(client.wallet_transactions.find_all, wallet.lago_id)
+    invoiced = [t for t in history["wallet_transactions"] if t.transaction_status == "invoiced"]
+    assert [(t.transaction_type, Decimal(t.amount)) for t in invoiced] == [("outbound", 20)]
