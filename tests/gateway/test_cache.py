@@ -7,8 +7,9 @@ from pathlib import Path
 
 import aiohttp
 
+from faregate.auth.service import KeyService
 from faregate.mockprovider.server import MockServer
-from tests.gateway.conftest import start_gateway
+from tests.gateway.conftest import ADMIN_KEY, start_gateway
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -61,5 +62,30 @@ async def test_identical_requests_are_answered_from_the_cache(
         await _post(gw.url, gw.key, hot)
         await _post(gw.url, gw.key, hot)
         assert mock.stats.requests == 5  # sampled answers are not cached without an opt-in
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_keys_opt_in_to_sampled_caching_and_requests_choose_the_ttl(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await start_gateway(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, {"cache": {"enabled": True}}
+    )
+    try:
+        sampler, _ = await KeyService(gw.services.engine, ADMIN_KEY).create_key(
+            name="s", customer_external_id="acme", settings={"cache_nonzero_temperature": True}
+        )
+        hot = {**BODY, "temperature": 0.7}
+        await _post(gw.url, sampler, hot)
+        headers, _ = await _post(gw.url, sampler, hot)
+        assert headers.get("x-faregate-cache") == "hit" and mock.stats.requests == 1
+
+        fleeting = {**BODY, "messages": [{"role": "user", "content": "do not keep"}]}
+        await _post(gw.url, gw.key, fleeting, {"x-faregate-cache-ttl": "0"})
+        await _post(gw.url, gw.key, fleeting)
+        assert mock.stats.requests == 3  # a TTL of 0 stored nothing
+        headers, _ = await _post(gw.url, gw.key, fleeting)
+        assert headers.get("x-faregate-cache") == "hit" and mock.stats.requests == 3
     finally:
         await gw.runner.cleanup()

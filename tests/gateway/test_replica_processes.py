@@ -26,6 +26,7 @@ from faregate.money import from_nanos
 from faregate.pricing import catalog_from_section
 from faregate.store.db import create_engine
 from faregate.store.tables.metering import requests
+from faregate.tokens import count_chat_input_tokens
 from faregate.webhooks import verify
 from tests.conftest import create_pg_database, drop_pg_database, free_port
 from tests.gateway.conftest import gateway_config, start_gateway
@@ -81,6 +82,39 @@ async def test_an_rpm_limit_holds_within_one_percent_across_two_processes(
     assert mock.stats.requests == admitted
     assert all(h["x-ratelimit-limit-requests"] == str(limit) for h in refused)
     assert {h.get("x-ratelimit-remaining-requests") for h in refused} == {"0"}
+
+
+async def test_a_customer_tpm_limit_holds_within_one_percent_across_two_processes(
+    tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str
+) -> None:
+    limit = 1300  # input + output tokens per minute; each call uses about 13
+    key = await prepare_database(pg)
+    extra = {
+        "redis_url": redis_url,
+        "server": {"redis_prefix": redis_prefix},
+        "rate_limits": {"rules": [{"id": "c", "scope": "customer", "match": "*", "tpm": limit}]},
+    }
+    replicas = await start_replicas(tmp_path, pg, mock.url, extra)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(_post(r.url, key, CHAT) for _ in range(75) for r in replicas)
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        await stop_replicas(replicas)
+    used = [orjson.loads(b)["usage"]["total_tokens"] for status, _, b in results if status == 200]
+    refused = [h for status, h, _ in results if status == 429]
+    assert used and refused and len(used) + len(refused) == len(results)
+    # Each call reserves its estimate (prompt + max_tokens) and is trued up to the
+    # provider's report when it ends. Admission stops once the estimates fill the limit;
+    # the tokens used stay within 1% of the limit plus its refill over the run.
+    estimate = count_chat_input_tokens(CHAT) + CHAT["max_tokens"]
+    allowed = limit + elapsed * limit / 60
+    assert len(used) * estimate >= limit - estimate
+    assert sum(used) <= allowed * 1.01, (sum(used), allowed)
+    assert {h["x-ratelimit-limit-tokens"] for h in refused} == {str(limit)}
+    assert mock.stats.requests == len(used)
 
 
 async def test_a_concurrency_limit_holds_across_two_processes(
