@@ -109,7 +109,6 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         settings, engine, parts.components["pricer"], hooks, writer
     )
     if parts.components.get("wallets") is not None:
-        parts.components["wallets"].debits.unflushed = writer.unflushed_events
         invoicing.credits = WalletCredits()
     app[SERVICES] = Services(
         settings=settings,

@@ -123,7 +123,7 @@ def _stages(
     if budgets:
         stages.append(BudgetStage(Budgets(store, budgets, alerts=alerts)))
     if wallets is not None:
-        stages.append(WalletStage(wallets, wallets.debits))
+        stages.append(WalletStage(wallets))
     return stages
 
 

@@ -1,12 +1,16 @@
 """WalletStage: before the upstream call, hold the request's worst-case price on the
 customer's prepaid wallet (402 `insufficient_credits` when it cannot be covered, before any
-upstream call); after it, post the real debit and release the rest, exactly once whatever
-happened. Customers without a wallet (pay in arrears) are not held."""
+upstream call); after it, post the real price and release the rest, exactly once whatever
+happened. Customers without a wallet (pay in arrears) are not held.
+
+The price is the call's customer price: on a plan, the marginal fee the request adds to its
+subscription's period (gateway/plan_pricing.py), so the debits of a period telescope to the
+invoice; otherwise provider cost x markup. The worst case is `call.est_price`, which covers
+both (images: n x size x quality x steps)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Protocol
 
 from faregate.errors import InsufficientCredits
 from faregate.gateway.call import Call
@@ -14,28 +18,17 @@ from faregate.money import to_nanos
 from faregate.wallets.runtime import Account, WalletRuntime
 
 
-class Debits(Protocol):
-    """Real-time debits: the amounts a call adds to the customer's period fees."""
-
-    async def worst_case(self, call: Call) -> Decimal | None: ...
-
-    async def debit(self, call: Call) -> Decimal | None: ...
-
-
 class WalletStage:
     name = "wallet"
 
-    def __init__(self, runtime: WalletRuntime, debits: Debits | None = None) -> None:
+    def __init__(self, runtime: WalletRuntime) -> None:
         self._runtime = runtime
-        self._debits = debits
 
     async def before(self, call: Call) -> None:
         account = await self._runtime.account_of(call.principal.external_customer_id)
         if account is None:
             return
         worst = call.est_price or Decimal(0)
-        if self._debits is not None:
-            worst = max(worst, await self._debits.worst_case(call) or Decimal(0))
         amount = max(0, to_nanos(worst))
         if not await self._runtime.hold(account, call.request_id, amount):
             raise InsufficientCredits(
@@ -49,8 +42,6 @@ class WalletStage:
         if held is None:
             return
         account, amount = held
-        actual: int | None = None
-        if call.usage is not None or call.price:
-            debit: Any = await self._debits.debit(call) if self._debits is not None else None
-            actual = to_nanos(call.price if debit is None else debit)
+        # No usage and no price: nothing was consumed (an error before any output); release.
+        actual = to_nanos(call.price) if call.usage is not None or call.price else None
         await self._runtime.finish(account, call.request_id, amount, actual, at=call.created_at)

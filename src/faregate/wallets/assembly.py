@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from faregate.config import Settings
 from faregate.store.db import is_sqlite
 from faregate.wallets.book import HoldBook, MemoryHoldBook
-from faregate.wallets.debits import PlanDebits
 from faregate.wallets.runtime import WalletRuntime
 from faregate.wallets.service import WalletService
 from faregate.wallets.writer import LedgerWriter
@@ -58,6 +57,5 @@ async def build_wallets(
         hold_ttl_s=ttl,
         sweep_interval_s=float(section.get("sweep_interval_s", 1.0)),
     )
-    runtime.debits = PlanDebits(engine)
     await runtime.start()
     return runtime

@@ -59,7 +59,6 @@ class WalletRuntime:
     writer: LedgerWriter | None = None
     hold_ttl_s: float = 660.0
     sweep_interval_s: float = 1.0
-    debits: Any = None  # PlanDebits: real-time debits on the customer's plan
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)

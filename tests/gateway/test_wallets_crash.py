@@ -1,0 +1,93 @@
+"""A gateway process killed (SIGKILL) with wallet holds in flight: its ledger journal is
+replayed at restart, the holds it left expire and the sweeper releases them, and the
+balance ends at exactly the credits less the usage that completed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from faregate.mockprovider.server import MockServer
+from tests.gateway.conftest import ADMIN_KEY
+from tests.gateway.processes import prepare_database, start_replicas, stop_replicas
+
+FAST = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+SLOW = {**FAST, "model": "mistral-large"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+async def _chat(session: aiohttp.ClientSession, url: str, key: str, body: dict) -> Any:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with session.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+        await r.read()
+        return r.status, r.headers.get("x-faregate-price")
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url, headers=ADMIN) as r:
+        assert r.status == 200
+        return await r.json()
+
+
+async def test_holds_of_a_killed_process_are_released_by_the_sweep(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    key = await prepare_database(url)
+    extra = {"wallets": {"hold_ttl_s": 2, "sweep_interval_s": 0.2}}
+    async with aiohttp.ClientSession() as s:
+        async with s.put(f"{mock.url}/_mock/deployments/compat", json={"latency": 60}) as r:
+            assert r.status == 200  # mistral-large answers after a minute: killed before that
+        [first] = await start_replicas(tmp_path, url, mock.url, extra, count=1)
+        try:
+            body = {
+                "wallet": {"external_customer_id": "acme", "rate_amount": "1", "paid_credits": "10"}
+            }
+            async with s.post(f"{first.url}/api/v1/wallets", json=body, headers=ADMIN) as r:
+                wallet = (await r.json())["wallet"]
+            done = [await _chat(s, first.url, key, FAST) for _ in range(3)]
+            assert all(status == 200 for status, _ in done)
+            used = sum(Decimal(price) for _, price in done)
+            slow = [asyncio.create_task(_chat(s, first.url, key, SLOW)) for _ in range(4)]
+            ledger = f"{first.url}/api/v1/wallets/{wallet['lago_id']}/ledger"
+            for _ in range(200):  # until the four holds are in the ledger
+                entries = (await _get(s, ledger))["entries"]
+                if sum(e["kind"] == "hold" for e in entries) == 7:
+                    break
+                await asyncio.sleep(0.05)
+            first.process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(first.process.wait)
+            for task in slow:
+                task.cancel()
+            await asyncio.gather(*slow, return_exceptions=True)
+        finally:
+            await stop_replicas([first])
+
+        [second] = await start_replicas(tmp_path, url, mock.url, extra, count=1)
+        try:
+            found: dict[str, Any] = {}
+            for _ in range(200):  # the holds expire after 2 s; the sweep runs every 0.2 s
+                found = (await _get(s, f"{second.url}/api/v1/wallets/{wallet['lago_id']}"))[
+                    "wallet"
+                ]
+                if found["credits_ongoing_usage_balance"] == "0.00000":
+                    break
+                await asyncio.sleep(0.05)
+            assert found["credits_ongoing_usage_balance"] == "0.00000"
+            entries = (await _get(s, ledger.replace(first.url, second.url)))["entries"]
+            kinds = [e["kind"] for e in entries]
+            assert kinds.count("post") == 3 and kinds.count("release") == 4
+
+            def total(account: str) -> Decimal:
+                return sum((Decimal(e[account]) for e in entries), Decimal(0))
+
+            # Exact, in the ledger: only the three completed requests were consumed.
+            assert total("consumed") == used and total("held") == 0
+            assert total("available") == 10 - used
+        finally:
+            await stop_replicas([second])
