@@ -38,7 +38,7 @@ def _base_properties(call: Call) -> dict[str, Any]:
     return props
 
 
-def _scaled(quantity: int | Decimal, share: Decimal) -> int | str:
+def _scaled(quantity: int, share: Decimal) -> int | str:
     """A quantity billed in part: unchanged at share 1, else a decimal string."""
     return quantity if share == 1 else decimal_str(Decimal(quantity) * share)
 

@@ -166,7 +166,7 @@ def _add(into: dict[str, Any], row: Any) -> None:
 
 
 def _finish(metrics: dict[str, Any]) -> dict[str, Any]:
-    out = {m: int(metrics.get(m, 0)) for m in METRICS}
+    out: dict[str, Any] = {m: int(metrics.get(m, 0)) for m in METRICS}
     for m in _MONEY:
         out[m] = from_nanos(out[m])
     return out
@@ -199,7 +199,7 @@ async def spend_report(conn: AsyncConnection, query: SpendQuery) -> SpendReport:
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     totals: dict[str, Any] = {}
     for row in result:
-        tags = _tags(row["_tags"]) if need_tags else [None]
+        tags: list[str | None] = _tags(row["_tags"]) if need_tags else [None]
         if tag_filter is not None:
             if tag_filter not in tags:
                 continue
