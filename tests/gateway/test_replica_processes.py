@@ -121,7 +121,7 @@ async def test_a_concurrency_limit_holds_across_two_processes(
     tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str
 ) -> None:
     key = await prepare_database(pg)
-    mock.config.deployments["openai"] = MockBehaviour(latency=0.5)
+    mock.config.deployments["openai"] = MockBehaviour(latency=2.0)
     extra = {
         "redis_url": redis_url,
         "server": {"redis_prefix": redis_prefix},
@@ -135,7 +135,7 @@ async def test_a_concurrency_limit_holds_across_two_processes(
     finally:
         await stop_replicas(replicas)
     statuses = [status for status, _, _ in results]
-    # All ten arrive while the first three are still upstream (each takes 0.5 s).
+    # All ten arrive while the first three are still upstream (each takes 2 s).
     assert statuses.count(200) == 3 and statuses.count(429) == 7
 
 
