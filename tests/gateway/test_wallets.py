@@ -265,3 +265,27 @@ async def test_a_client_leaving_mid_stream_pays_what_was_sent_and_its_hold_is_re
         assert found.credits_ongoing_usage_balance == "0.00000"
     finally:
         await gw.runner.cleanup()
+
+
+async def test_a_credit_limit_holds_unpaid_usage_of_a_customer_without_wallet(
+    gateway: Running,
+) -> None:
+    from faregate.auth import repository
+    from faregate.money import to_nanos
+
+    price = await price_of_one_image(gateway)  # no wallet, no limit: not held
+    async with gateway.services.engine.begin() as conn:
+        customer = await repository.customer_by_external_id(conn, "acme")
+        assert customer is not None
+        await repository.update_customer(
+            conn, customer["id"], {"credit_limit_nanos": to_nanos(price * 2)}
+        )
+    await asyncio.sleep(1.1)  # the gateway looks a customer's wallets up once a second
+    statuses = [(await image(gateway.url, gateway.key))[0] for _ in range(3)]
+    assert statuses == [200, 200, 402]
+    listed = await asyncio.to_thread(
+        lago(gateway).wallets.find_all, {"external_customer_id": "acme"}
+    )
+    [wallet] = listed["wallets"]
+    assert wallet.code == "credit_limit"
+    assert Decimal(wallet.credits_balance) == -2 * price  # unpaid usage, up to the limit

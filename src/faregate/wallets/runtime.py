@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from faregate.auth import repository as customers_repo
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.book import HoldBook, Snapshot
@@ -31,6 +32,7 @@ from faregate.wallets.writer import LedgerWriter
 
 log = logging.getLogger("faregate.wallets")
 CACHE_S = 1.0
+CREDIT_LIMIT_CODE = "credit_limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,17 +90,37 @@ class WalletRuntime:
             return account
 
     async def _load_account(self, external_customer_id: str) -> Account | None:
-        async with self.engine.connect() as conn:
+        """The wallet requests are held on: the customer's active prepaid wallet (lowest
+        priority number first, as Lago consumes them). A customer with a credit limit may
+        go that far below zero; one with a limit and no wallet gets a `credit_limit` wallet
+        (its payments are top-ups), so unpaid usage is held too. Neither: not held."""
+        async with self.engine.begin() as conn:
             rows = await repo.wallets_of_customer(conn, external_customer_id, active_only=True)
-        now = datetime.now(UTC)
-        rows = [r for r in rows if not _expired(r, now)]
+            now = datetime.now(UTC)
+            rows = [r for r in rows if not _expired(r, now)]
+            customer = await customers_repo.customer_by_external_id(conn, external_customer_id)
+            limit = int((customer or {}).get("credit_limit_nanos") or 0)
+            if not rows and customer is not None and limit > 0:
+                rows = [
+                    await repo.insert_wallet(
+                        conn,
+                        {
+                            "code": CREDIT_LIMIT_CODE,
+                            "customer_id": customer["id"],
+                            "external_customer_id": external_customer_id,
+                            "name": "Credit limit",
+                            "currency": str(customer.get("currency") or "USD").upper(),
+                            "rate_amount": Decimal(1),
+                        },
+                    )
+                ]
         if not rows:
             return None
-        row = rows[0]  # lowest priority number first, as Lago consumes wallets
+        row = rows[0]
         if not await self.book.knows(row["id"]):
             await self.book.load(row["id"], _snapshot(row))
         rules = tuple(Rule.from_dict(r) for r in row.get("recurring_transaction_rules") or [])
-        return Account(row["id"], Decimal(row["rate_amount"]), rules)
+        return Account(row["id"], Decimal(row["rate_amount"]), rules, extra=limit)
 
     # -- the request path ----------------------------------------------------------------
 
