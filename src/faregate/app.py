@@ -30,7 +30,7 @@ from faregate.api import (
     wallets,
     webhooks,
 )
-from faregate.api.errors import error_middleware
+from faregate.api.errors import METRICS, error_middleware
 from faregate.api.state import SERVICES, Services
 from faregate.auth.service import KeyService
 from faregate.billing.defaults import default_metrics, seed_default_metrics
@@ -110,6 +110,9 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     )
     if parts.components.get("wallets") is not None:
         invoicing.credits = WalletCredits()
+    metrics = parts.components["observability"].metrics
+    if metrics is not None:
+        app[METRICS] = metrics
     app[SERVICES] = Services(
         settings=settings,
         engine=engine,

@@ -56,6 +56,11 @@ async def test_metrics_count_requests_tokens_money_latency_and_breakers(
                 async with s.post(f"{gw.url}/v1/chat/completions", json=CHAT) as r:
                     assert r.status == 200
                     cost = float(r.headers["x-faregate-cost"])
+            async with s.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "nope"}):
+                pass
+            bad = {"Authorization": "Bearer fg_nope_nope"}
+            async with s.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=bad):
+                pass
             stream = {**CHAT, "stream": True}
             async with s.post(f"{gw.url}/v1/chat/completions", json=stream) as r:
                 await r.read()
@@ -78,6 +83,13 @@ async def test_metrics_count_requests_tokens_money_latency_and_breakers(
         )
         assert _value(m, "faregate_requests_in_flight") == 0
         assert _value(m, "faregate_holds_in_flight") == 0
+        # Refused before routing: not a request of any model, but an error response.
+        assert (
+            _value(m, "faregate_error_responses_total", status="404", code="model_not_found") == 1
+        )
+        assert (
+            _value(m, "faregate_error_responses_total", status="401", code="invalid_api_key") == 1
+        )
     finally:
         await gw.runner.cleanup()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -12,9 +13,14 @@ from aiohttp import web
 from faregate.api.common import REQUEST_ID
 from faregate.errors import FaregateError, NotFound, PayloadTooLarge
 
+if TYPE_CHECKING:
+    from faregate.observability.metrics import GatewayMetrics
+
 log = logging.getLogger("faregate.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Set at startup when metrics are on; error responses are counted in it.
+METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics")
 
 _HTTP_CODES = {
     404: ("invalid_request_error", "not_found"),
@@ -44,19 +50,26 @@ def _from_http_exception(exc: web.HTTPException) -> FaregateError:
     return FaregateError(exc.reason or "HTTP error", status=exc.status, type=type_, code=code)
 
 
+def _counted(request: web.Request, err: FaregateError) -> web.Response:
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.error_response(err.status, err.code)
+    return error_response(err, request.get(REQUEST_ID))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except FaregateError as err:
-        return error_response(err, request.get(REQUEST_ID))
+        return _counted(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_from_http_exception(exc), request.get(REQUEST_ID))
+        return _counted(request, _from_http_exception(exc))
     except Exception:
         log.exception(
             "unhandled error", extra={"request_id": request.get(REQUEST_ID), "path": request.path}
         )
         err = FaregateError("The server had an error while processing your request.")
-        return error_response(err, request.get(REQUEST_ID))
+        return _counted(request, err)

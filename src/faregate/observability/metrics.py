@@ -97,6 +97,12 @@ class GatewayMetrics:
             ("deployment", "state"),
             registry=r,
         )
+        self.error_responses = Counter(
+            "faregate_error_responses",
+            "Error responses by status and code, including requests refused before routing",
+            ("status", "code"),
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str, int], _Children] = {}
 
     def observe(self, call: Call) -> None:
@@ -129,6 +135,10 @@ class GatewayMetrics:
             c.cache_lookups.inc()
             if call.cache_hit:
                 c.cache_hits.inc()
+
+    def error_response(self, status: int, code: str | None) -> None:
+        """Counted by the error middleware for every error answered with a status."""
+        self.error_responses.labels(str(status), code or "").inc()
 
     def breaker_changed(self, deployment_id: str, state: str) -> None:
         self.breaker_transitions.labels(deployment_id, state).inc()
