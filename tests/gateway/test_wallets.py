@@ -289,3 +289,30 @@ async def test_a_credit_limit_holds_unpaid_usage_of_a_customer_without_wallet(
     [wallet] = listed["wallets"]
     assert wallet.code == "credit_limit"
     assert Decimal(wallet.credits_balance) == -2 * price  # unpaid usage, up to the limit
+
+
+async def test_an_interval_top_up_is_made_once_per_interval(gateway: Running) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    client = lago(gateway)
+    started = datetime.now(UTC) - timedelta(days=8)
+    wallet = await asyncio.to_thread(
+        client.wallets.create,
+        Wallet(
+            external_customer_id="acme",
+            rate_amount="1",
+            recurring_transaction_rules=[
+                {
+                    "trigger": "interval",
+                    "interval": "weekly",
+                    "paid_credits": "7",
+                    "started_at": started.isoformat(),
+                }
+            ],
+        ),
+    )
+    for _ in range(3):  # every replica's loop may check; one top-up per interval
+        await gateway.services.wallets.tick()
+    found = await asyncio.to_thread(client.wallet_transactions.find_all, wallet.lago_id)
+    made = [t for t in found["wallet_transactions"] if t.source == "interval"]
+    assert [Decimal(t.credit_amount) for t in made] == [7]

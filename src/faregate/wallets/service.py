@@ -46,7 +46,7 @@ class TopUp:
 def _iso(value: Any) -> str | None:
     if value is None:
         return None
-    text = value.isoformat()
+    text: str = value.isoformat()
     return text.replace("+00:00", "Z")
 
 
