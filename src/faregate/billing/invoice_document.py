@@ -62,13 +62,11 @@ def fee_document(fee: Fee) -> dict[str, Any]:
 
 def fee_from_document(doc: dict[str, Any]) -> Fee:
     values = doc.get("filter_values")
-    return Fee(
-        **{name: doc.get(name) for name in _FEE_PLAIN},
-        **{name: Decimal(doc[name]) for name in _FEE_DECIMALS},
-        from_datetime=datetime.fromisoformat(doc["from_datetime"]),
-        to_datetime=datetime.fromisoformat(doc["to_datetime"]),
-        filter_values=None if values is None else {k: tuple(v) for k, v in values.items()},
-    )
+    fields: dict[str, Any] = {name: doc.get(name) for name in _FEE_PLAIN}
+    fields.update({name: Decimal(doc[name]) for name in _FEE_DECIMALS})
+    fields.update({name: datetime.fromisoformat(doc[name]) for name in _FEE_DATETIMES})
+    fields["filter_values"] = None if values is None else {k: tuple(v) for k, v in values.items()}
+    return Fee(**fields)
 
 
 def invoice_document(invoice: Invoice) -> dict[str, Any]:
@@ -88,8 +86,8 @@ def invoice_document(invoice: Invoice) -> dict[str, Any]:
 
 
 def invoice_from_document(doc: dict[str, Any]) -> Invoice:
-    return Invoice(
-        **{name: doc[name] for name in (*_INVOICE_STRS, *_INVOICE_INTS)},
+    fields: dict[str, Any] = {name: doc[name] for name in (*_INVOICE_STRS, *_INVOICE_INTS)}
+    fields.update(
         issuing_date=date.fromisoformat(doc["issuing_date"]),
         from_datetime=datetime.fromisoformat(doc["from_datetime"]),
         to_datetime=datetime.fromisoformat(doc["to_datetime"]),
@@ -97,3 +95,4 @@ def invoice_from_document(doc: dict[str, Any]) -> Invoice:
         tax_rate=Decimal(doc["tax_rate"]),
         fees=tuple(fee_from_document(fee) for fee in doc["fees"]),
     )
+    return Invoice(**fields)
