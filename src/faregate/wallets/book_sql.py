@@ -5,7 +5,7 @@ replicas, so together they never hold past the wallet. Entries are written here,
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +21,7 @@ class SqlHoldBook:
     def __init__(self, engine: AsyncEngine, ttl_s: float) -> None:
         self._engine = engine
         self._ttl_s = ttl_s
+        self._stale = repo.StaleHoldScan(ttl_s)
 
     async def knows(self, wallet_id: str) -> bool:
         return True
@@ -59,7 +60,7 @@ class SqlHoldBook:
     async def sweep_expired(self, now: float | None = None) -> list[Expired]:
         at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
         async with self._engine.connect() as conn:
-            stale = await repo.stale_holds(conn, at - timedelta(seconds=self._ttl_s))
+            stale = await self._stale.find(conn, at)
         expired = []
         for row in stale:
             held = int(row["held_nanos"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, func, literal, select, update
@@ -204,10 +204,10 @@ async def entry_sums(conn: AsyncConnection, wallet_id: str) -> Balances:
 
 
 async def stale_holds(
-    conn: AsyncConnection, before: datetime, limit: int = 500
+    conn: AsyncConnection, before: datetime, after: datetime | None = None, limit: int = 500
 ) -> list[dict[str, Any]]:
-    """Hold entries older than `before` that no post or release finished: left by a process
-    that died (its journal was replayed) or never settled."""
+    """Hold entries made in [after, before) that no post or release finished: left by a
+    process that died (its journal was replayed) or never settled."""
     done = wallet_entries.alias("done")
     query = (
         select(wallet_entries)
@@ -216,6 +216,7 @@ async def stale_holds(
             wallet_entries.c.kind == "hold",
             wallet_entries.c.created_at < before,
             done.c.id.is_(None),
+            *([wallet_entries.c.created_at >= after] if after is not None else []),
         )
         .limit(limit)
     )
@@ -262,3 +263,21 @@ async def transaction_by_key(conn: AsyncConnection, key: str) -> dict[str, Any] 
     return await _one(
         conn, select(wallet_transactions).where(wallet_transactions.c.idempotency_key == key)
     )
+
+
+class StaleHoldScan:
+    """Finds stale holds in a window that moves with time, so each sweep reads only the
+    holds made since the previous one (not the whole ledger every second). It starts
+    `lookback_s` back, which covers the holds of a journal replayed at start."""
+
+    def __init__(self, ttl_s: float, lookback_s: float = 86_400.0, limit: int = 500) -> None:
+        self._ttl = timedelta(seconds=ttl_s)
+        self._since = now() - timedelta(seconds=lookback_s)
+        self._limit = limit
+
+    async def find(self, conn: AsyncConnection, at: datetime) -> list[dict[str, Any]]:
+        until = at - self._ttl
+        rows = await stale_holds(conn, until, self._since, self._limit)
+        if len(rows) < self._limit:  # a full batch: the rest are read next round
+            self._since = max(self._since, until)
+        return rows

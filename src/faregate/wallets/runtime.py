@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -67,6 +67,10 @@ class WalletRuntime:
     _depleted: set[tuple[str, int]] = field(default_factory=set)
     _closing: bool = False
     _loop: asyncio.Task[None] | None = None
+    _stale: repo.StaleHoldScan = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._stale = repo.StaleHoldScan(self.hold_ttl_s)
 
     # -- accounts ------------------------------------------------------------------------
 
@@ -271,7 +275,7 @@ class WalletRuntime:
         finished: release them in the ledger once their TTL passed."""
         at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
         async with self.engine.connect() as conn:
-            stale = await repo.stale_holds(conn, at - timedelta(seconds=self.hold_ttl_s))
+            stale = await self._stale.find(conn, at)
         if stale:
             assert self.writer is not None
             for row in stale:

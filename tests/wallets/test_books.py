@@ -1,0 +1,83 @@
+"""Every hold book refuses what the wallet cannot cover, finishes a hold once, and releases
+a hold whose process died once its TTL passed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from faregate.store.db import create_engine, migrate
+from faregate.wallets import ledger
+from faregate.wallets import repository as repo
+from faregate.wallets.book import HoldBook, MemoryHoldBook, Snapshot
+from faregate.wallets.book_sql import SqlHoldBook
+from tests.conftest import create_pg_database, drop_pg_database
+
+
+@pytest.fixture(params=["memory", "redis", "postgres"])
+async def book(
+    request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
+) -> AsyncIterator[tuple[HoldBook, str]]:
+    if request.param == "memory":
+        memory = MemoryHoldBook()
+        await memory.load("w", Snapshot(funded=100, version=1, consumed=0))
+        yield memory, "w"
+        return
+    if request.param == "redis":
+        import redis.asyncio as aioredis
+
+        from faregate.wallets.book_redis import RedisHoldBook
+
+        client = aioredis.from_url(redis_url)
+        shared = RedisHoldBook(client, redis_prefix)
+        await shared.load("w", Snapshot(funded=100, version=1, consumed=0))
+        yield shared, "w"
+        await client.aclose()
+        return
+    url = await create_pg_database()
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await repo.insert_wallet(
+            conn,
+            {
+                "id": "w",
+                "customer_id": "c",
+                "external_customer_id": "acme",
+                "currency": "USD",
+                "rate_amount": 1,
+            },
+        )
+        await repo.apply_entries(conn, [ledger.credit("w", "t1", 100)])
+    yield SqlHoldBook(engine, ttl_s=1), "w"
+    await engine.dispose()
+    await drop_pg_database(url)
+
+
+async def test_a_book_holds_only_what_is_covered_and_finishes_once(
+    book: tuple[HoldBook, str],
+) -> None:
+    b, w = book
+    assert await b.hold(w, "a", 60, ttl_s=1)
+    assert not await b.hold(w, "b", 41, ttl_s=1)
+    assert await b.hold(w, "b", 40, ttl_s=1)
+    after = await b.finish(w, "a", 60, 25)
+    assert after is not None and after.available == 100 - 25 - 40
+    assert await b.finish(w, "a", 60, 25) is None  # twice changes nothing
+    assert await b.hold(w, "c", 35, ttl_s=1, extra=0)
+    assert not await b.hold(w, "d", 1, ttl_s=1)
+    assert await b.hold(w, "d", 10, ttl_s=1, extra=10)  # a credit limit
+
+
+async def test_a_book_releases_holds_whose_ttl_passed(book: tuple[HoldBook, str]) -> None:
+    b, w = book
+    assert await b.hold(w, "dead", 70, ttl_s=0.2)
+    assert not await b.hold(w, "next", 40, ttl_s=10)
+    await asyncio.sleep(0.25)
+    expired = await b.sweep_expired(time.time() + 1.0)
+    assert [(e.hold_id, e.amount) for e in expired] == [("dead", 70)]
+    assert await b.finish(w, "dead", 70, 70) is None  # released: a late post is refused
+    assert await b.hold(w, "next", 40, ttl_s=10)
