@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.wallets import ledger
@@ -35,8 +36,10 @@ class SqlHoldBook:
     async def hold(
         self, wallet_id: str, hold_id: str, amount: int, ttl_s: float, extra: int = 0
     ) -> bool:
-        async with self._engine.begin() as conn:
-            return await repo.hold_if_covered(conn, ledger.hold(wallet_id, hold_id, amount), extra)
+        params = {**ledger.hold(wallet_id, hold_id, amount).row(), "extra": extra}
+        async with self._engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return (await auto.execute(HOLD_SQL, params)).first() is not None
 
     async def finish(
         self,
@@ -51,11 +54,10 @@ class SqlHoldBook:
             if actual is None
             else ledger.post(wallet_id, hold_id, held, actual, at)
         )
-        async with self._engine.begin() as conn:
-            if not await repo.apply_entries(conn, [entry]):
-                return None
-            row = await repo.wallet_by_id(conn, wallet_id)
-        return None if row is None else _snapshot(row)
+        async with self._engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            row = (await auto.execute(FINISH_SQL, entry.row())).first()
+        return None if row is None else Snapshot(*(int(v) for v in row))
 
     async def sweep_expired(self, now: float | None = None) -> list[Expired]:
         at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
@@ -81,3 +83,33 @@ def _snapshot(row: dict[str, Any]) -> Snapshot:
         int(row["consumed_nanos"]),
         int(row["held_nanos"]),
     )
+
+
+_COLUMNS = (
+    "wallet_id, key, kind, available_nanos, held_nanos, consumed_nanos, funding_nanos, "
+    "hold_id, transaction_id, created_at"
+)
+_VALUES = (
+    "CAST(:wallet_id AS VARCHAR), CAST(:key AS VARCHAR), CAST(:kind AS VARCHAR), "
+    "CAST(:available_nanos AS BIGINT), CAST(:held_nanos AS BIGINT), "
+    "CAST(:consumed_nanos AS BIGINT), CAST(:funding_nanos AS BIGINT), "
+    "CAST(:hold_id AS VARCHAR), CAST(:transaction_id AS VARCHAR), "
+    "CAST(:created_at AS TIMESTAMPTZ)"
+)
+# One statement, one round trip: the conditional UPDATE takes the row lock (a concurrent
+# hold waits and re-checks the condition on the new row), the entry is inserted only if it
+# passed.
+HOLD_SQL = text(
+    "WITH u AS (UPDATE wallets SET held_nanos = held_nanos + CAST(:held_nanos AS BIGINT) "
+    "WHERE id = CAST(:wallet_id AS VARCHAR) AND funded_nanos - consumed_nanos - held_nanos "
+    "+ CAST(:extra AS BIGINT) >= CAST(:held_nanos AS BIGINT) RETURNING id) "
+    f"INSERT INTO wallet_entries ({_COLUMNS}) SELECT {_VALUES} FROM u RETURNING id"
+)
+# The post or release is inserted once (its `done:` key); only then does the row move.
+FINISH_SQL = text(
+    f"WITH e AS (INSERT INTO wallet_entries ({_COLUMNS}) VALUES ({_VALUES}) "
+    "ON CONFLICT (key) DO NOTHING RETURNING wallet_id, held_nanos, consumed_nanos) "
+    "UPDATE wallets AS w SET held_nanos = w.held_nanos + e.held_nanos, "
+    "consumed_nanos = w.consumed_nanos + e.consumed_nanos FROM e WHERE w.id = e.wallet_id "
+    "RETURNING w.funded_nanos, w.funded_version, w.consumed_nanos, w.held_nanos"
+)

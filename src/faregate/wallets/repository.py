@@ -142,25 +142,6 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
     return applied
 
 
-async def hold_if_covered(conn: AsyncConnection, entry: Entry, extra: int) -> bool:
-    """The PostgreSQL hold book's atomic step: one conditional UPDATE of the wallet row (the
-    row lock serializes replicas), then the hold entry, in the caller's transaction."""
-    amount = entry.held
-    result = await conn.execute(
-        update(wallets)
-        .where(
-            wallets.c.id == entry.wallet_id,
-            wallets.c.funded_nanos - wallets.c.consumed_nanos - wallets.c.held_nanos + extra
-            >= amount,
-        )
-        .values(held_nanos=wallets.c.held_nanos + amount)
-    )
-    if result.rowcount != 1:
-        return False
-    await conn.execute(wallet_entries.insert().values(**entry.row()))
-    return True
-
-
 def entry_of(row: Any) -> Entry:
     return Entry(
         wallet_id=row["wallet_id"],
