@@ -9,6 +9,8 @@ skipped with a message and only COPY is measured. Writes bench/results/ingest-DA
 
     python bench/ingest.py                       # batches of 100 and 1,000, 10 s each
     python bench/ingest.py --batch-sizes 500 --seconds 5
+    python bench/ingest.py --profile             # then one more run of the largest batch
+                                                 # under py-spy: results/profile-ingest-DATE.*
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="load per batch size")
     p.add_argument("--clients", type=int, default=4, help="concurrent requests in flight")
     p.add_argument("--copy-rows", type=int, default=200_000, help="rows for the COPY comparison")
+    p.add_argument("--profile", action="store_true", help="also profile the server (py-spy)")
     args = p.parse_args(argv)
     args.batch_sizes = [int(x) for x in args.batch_sizes.split(",") if x]
     if any(not 1 <= b <= 10_000 for b in args.batch_sizes) or not 0 < args.seconds <= 600:
@@ -252,7 +255,37 @@ async def measure_endpoint(args: argparse.Namespace, instance: FaregateInstance)
             f"{run['rows_landed']:,} rows landed",
             flush=True,
         )
+    if args.profile:
+        await profile_run(args, instance, url)
     return {"runs": runs}
+
+
+async def profile_run(args: argparse.Namespace, instance: FaregateInstance, url: str) -> None:
+    """The largest batch size once more, with py-spy sampling the server (not a figure)."""
+    from benchlib import profile
+
+    assert instance.proc
+    py_spy = profile.ensure_py_spy()
+    stem = RESULTS / f"profile-ingest-{dt.date.today().isoformat()}"
+    raw = stem.with_suffix(".txt")
+    seconds = max(5.0, args.seconds)
+    recorder = asyncio.create_task(
+        asyncio.to_thread(
+            profile.record, py_spy, instance.proc.pid, "raw", raw, seconds, procs.NCPU - 2
+        )
+    )
+    await asyncio.sleep(0.5)
+    await load(url, instance.admin_key, max(args.batch_sizes), seconds, args.clients)
+    await recorder
+    summary = profile.summarise(raw)
+    stem.with_suffix(".md").write_text(
+        f"# Where `POST {ENDPOINT}` spends its CPU, {dt.date.today().isoformat()}\n\n"
+        f"py-spy on the server while {args.clients} clients post batches of "
+        f"{max(args.batch_sizes):,} events (sampling pauses the process: no figures here).\n\n"
+        + summary
+    )
+    raw.unlink(missing_ok=True)
+    print(f"profile: {stem.with_suffix('.md')}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

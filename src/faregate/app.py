@@ -91,7 +91,10 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         / "journal"
         / settings.section("server").get("instance", f"{settings.host}-{settings.port}")
     )
-    writer = UsageWriter(engine, journal_dir)
+    metering = settings.section("metering")
+    writer = UsageWriter(
+        engine, journal_dir, flush_interval=float(metering.get("flush_interval", 0.2))
+    )
     await writer.start()
     keys = KeyService(engine, settings.admin_key)
     hooks = Webhooks(engine, WebhookSettings.from_settings(settings))
