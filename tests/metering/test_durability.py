@@ -199,6 +199,7 @@ async def test_acknowledged_usage_survives_a_sigkill(
             {
                 "server": {"instance": "durable"},  # the journal directory survives the restart
                 "billing": {"run_interval": 0, "default_metrics": False},
+                "metering": {"flush_interval": 3600},  # nothing is written before the kill
             },
         )
         config.write_text(yaml.safe_dump(settings))

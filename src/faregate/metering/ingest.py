@@ -90,10 +90,20 @@ def _text(data: dict[str, Any], field: str) -> str:
     raise BillingValidationError(field, "value_is_mandatory")
 
 
-def _timestamp(value: object, now: datetime) -> datetime:
-    """Unix seconds as int, float or numeric string; absent is now."""
+def _timestamp(value: object, now: datetime, seen: dict[Any, datetime]) -> datetime:
+    """Unix seconds as int, float or numeric string; absent is now. `seen` remembers the
+    values of this batch (its events often share a timestamp)."""
     if value is None:
         return now
+    if type(value) not in (int, float, str):
+        return _parse_timestamp(value)
+    found = seen.get(value)
+    if found is None:
+        seen[value] = found = _parse_timestamp(value)
+    return found
+
+
+def _parse_timestamp(value: object) -> datetime:
     try:
         if type(value) is int or type(value) is float:
             return datetime.fromtimestamp(value, UTC)
@@ -119,7 +129,9 @@ def _amount(value: object) -> Decimal | None:
     raise BillingValidationError("precise_total_amount_cents", "value_is_invalid")
 
 
-def _event(data: object, catalog: Catalog, now: datetime) -> dict[str, Any]:
+def _event(
+    data: object, catalog: Catalog, now: datetime, seen: dict[Any, datetime]
+) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BillingValidationError("event", "value_is_invalid")
     transaction_id = _text(data, "transaction_id")
@@ -130,7 +142,7 @@ def _event(data: object, catalog: Catalog, now: datetime) -> dict[str, Any]:
         properties = {}
     elif not isinstance(properties, dict):
         raise BillingValidationError("properties", "value_is_invalid")
-    timestamp = _timestamp(data.get("timestamp"), now)
+    timestamp = _timestamp(data.get("timestamp"), now, seen)
     amount = _amount(data.get("precise_total_amount_cents"))
     metric = catalog.metrics.get(code)
     if metric is None:
@@ -175,12 +187,14 @@ async def accept(
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     errors: Errors = {}
+    seen: dict[Any, datetime] = {}
     for index, item in enumerate(items):
         try:
-            rows.append(_event(item, catalog, now))
+            rows.append(_event(item, catalog, now, seen))
         except BillingValidationError as err:
             errors[str(index)] = {err.field: [err.error_code]}
     if not errors:
+        await writer.room()  # backpressure: never accept faster than the database takes
         writer.record_events(rows)
     return rows, errors
 

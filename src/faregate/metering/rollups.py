@@ -126,12 +126,15 @@ def accumulate(
     """Add event rows (ingestion order) to `cells`; events of unknown or unrolled metrics are
     skipped."""
     memo: dict[Any, str] = {}
+    hours: dict[datetime, datetime] = {}
     for row in rows:
         spec = specs.get(row["code"])
         if spec is None or not spec.rolled:
             continue
         ts: datetime = row["timestamp"]
-        hour = _hour(ts)
+        hour = hours.get(ts)
+        if hour is None:
+            hour = hours[ts] = _hour(ts)
         props = row["properties"] or {}
         key = (row["external_subscription_id"], spec.code, _dims(spec, props, memo), hour)
         cell = cells.get(key)

@@ -49,6 +49,7 @@ class UsageWriter:
         *,
         flush_interval: float = 0.2,
         max_batch: int = 2000,
+        high_water: int = 20_000,
     ):
         self._engine = engine
         self._journal = Journal(journal_dir)
@@ -58,6 +59,9 @@ class UsageWriter:
         self._events: list[dict[str, Any]] = []
         self._inflight: list[dict[str, Any]] = []  # events of the batch being inserted
         self._wake = asyncio.Event()
+        self._high_water = high_water
+        self._room = asyncio.Event()
+        self._room.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._flush_lock = asyncio.Lock()
@@ -80,6 +84,15 @@ class UsageWriter:
         self._events.extend(event_rows)
         if len(self._events) >= self._max_batch:
             self._wake.set()
+
+    async def room(self) -> None:
+        """Wait while `high_water` events or more wait for the database: external ingestion
+        calls this before `record_events`, so it slows down to what the database absorbs
+        instead of growing the backlog (and the journal) without bound."""
+        while len(self._events) >= self._high_water and not self._closing:
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
 
     def unflushed_events(self, external_subscription_id: str) -> list[dict[str, Any]]:
         """Events of this subscription accepted here but maybe not in the database yet (the
@@ -122,6 +135,7 @@ class UsageWriter:
                 reqs, evs = self._requests, self._events
                 self._requests, self._events = [], []
                 self._inflight = evs
+                self._room.set()
                 try:
                     await self._insert(reqs, evs)  # on failure the segment stays on disk
                 finally:
@@ -176,6 +190,7 @@ class UsageWriter:
             # leave the SQLite write lock held by a half-closed connection.
             self._closing = True
             self._wake.set()
+            self._room.set()
             _, pending = await asyncio.wait({self._task}, timeout=30)
             for task in pending:
                 task.cancel()
