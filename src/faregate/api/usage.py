@@ -17,7 +17,7 @@ from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import subscription_period
 from faregate.billing.plans import Plan, Subscription
 from faregate.billing.usage import ChargeUsage, CustomerUsage, FilterUsage, current_usage
-from faregate.metering.aggregates import period_aggregates, usage_snapshot
+from faregate.metering.aggregates import period_aggregates
 from faregate.metering.ingest import lago_id
 from faregate.money import decimal_str
 
@@ -102,15 +102,17 @@ async def get_current_usage(request: web.Request) -> web.Response:
     if not subscription_id:
         raise BillingValidationError("external_subscription_id", "value_is_mandatory")
     services = _services(request)
-    # The writer's tail is taken before the database snapshot: an event is then either in
-    # the snapshot or still in the tail (and not in the snapshot), never in neither.
+    # The writer's tail is taken before the database is read: an event is then either
+    # stored by the time of the read or still in the tail, never in neither.
     unflushed = services.writer.unflushed_events(subscription_id)
     async with services.engine.connect() as conn:
-        await usage_snapshot(conn)
-        row = await repo.subscription_by_external_id(conn, subscription_id)
-        if row is None or row["external_customer_id"] != customer_id:
+        # Autocommit: no BEGIN / ROLLBACK round trips. The reads need no common snapshot:
+        # period_aggregates re-reads if a flush lands part of the tail meanwhile.
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        found = await repo.subscription_and_plan(conn, subscription_id)
+        if found is None or found[0]["external_customer_id"] != customer_id:
             raise BillingNotFound("subscription", subscription_id)
-        plan_row = await repo.plan_by_code(conn, row["plan_code"])
+        row, plan_row = found
         if plan_row is None:
             raise BillingNotFound("plan", row["plan_code"])
         plan = Plan.from_dict(plan_row["definition"])
@@ -123,12 +125,7 @@ async def get_current_usage(request: web.Request) -> web.Response:
         subscription = subscription_of(row)
         period = subscription_period(subscription, plan.charges_interval, datetime.now(UTC))
         aggregates = await period_aggregates(
-            conn,
-            plan,
-            metrics,
-            subscription_id,
-            period,
-            unflushed=unflushed,
+            conn, plan, metrics, subscription_id, period, unflushed=unflushed
         )
     usage = current_usage(
         subscription, plan, metrics, aggregates, period, currency=plan.amount_currency

@@ -116,6 +116,22 @@ async def subscription_by_external_id(conn: AsyncConnection, external_id: str) -
     return await _one(conn, select(subscriptions).where(subscriptions.c.external_id == external_id))
 
 
+async def subscription_and_plan(
+    conn: AsyncConnection, external_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """A subscription and its plan's row (None when the plan is gone), in one query."""
+    query = (
+        select(subscriptions, plans.c.id.label("plan_id"), plans.c.definition.label("plan_def"))
+        .outerjoin(plans, plans.c.code == subscriptions.c.plan_code)
+        .where(subscriptions.c.external_id == external_id)
+    )
+    row = await _one(conn, query)
+    if row is None:
+        return None
+    plan_id, definition = row.pop("plan_id"), row.pop("plan_def")
+    return row, None if plan_id is None else {"id": plan_id, "definition": definition}
+
+
 async def subscriptions_by_external_ids(
     conn: AsyncConnection, external_ids: set[str]
 ) -> dict[str, dict[str, Any]]:

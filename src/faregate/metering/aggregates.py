@@ -15,7 +15,7 @@ from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.billing.aggregate import Aggregate
@@ -30,6 +30,7 @@ from faregate.metering import rollups
 from faregate.store.tables.metering import events, usage_rollups
 
 ZERO = Decimal(0)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _on_hour(at: datetime) -> bool:
@@ -91,8 +92,9 @@ async def _aggregates(
     if by_rollup:
         codes = {c.billable_metric_code for c in by_rollup}
         specs = {code: rollups.MetricSpec.of(metrics_by_code[code]) for code in codes}
-        recurring = any(metrics_by_code[code].recurring for code in codes)
-        rows = await _rollup_rows(conn, external_subscription_id, codes, period, recurring)
+        rows = await _rollup_rows(
+            conn, external_subscription_id, {c: metrics_by_code[c] for c in codes}, period
+        )
         tail_cells: dict[rollups.RollupKey, rollups.Cell] = {}
         rollups.accumulate(tail_cells, specs, tail)
         rows.extend((key[1], key[2], key[3], cell) for key, cell in tail_cells.items())
@@ -105,13 +107,6 @@ async def _aggregates(
             raw = await _raw_events(conn, external_subscription_id, metric, period, tail)
             result.update(_from_events(charge, metric, raw, period, rounded))
     return result
-
-
-async def usage_snapshot(conn: AsyncConnection) -> None:
-    """Make this connection's next transaction one snapshot (PostgreSQL; a SQLite read
-    transaction already is one). Call before its first statement."""
-    if conn.dialect.name == "postgresql":
-        await conn.execution_options(isolation_level="REPEATABLE READ")
 
 
 async def _not_stored(
@@ -143,8 +138,15 @@ RollupRow = tuple[str, str, datetime, rollups.Cell]  # code, dims, hour, cell
 
 
 async def _rollup_rows(
-    conn: AsyncConnection, subscription: str, codes: set[str], period: Period, recurring: bool
+    conn: AsyncConnection,
+    subscription: str,
+    metrics: Mapping[str, BillableMetric],
+    period: Period,
 ) -> list[RollupRow]:
+    if conn.dialect.name == "postgresql":
+        return await _grouped_rows(conn, subscription, metrics, period)
+    codes = set(metrics)
+    recurring = any(m.recurring for m in metrics.values())
     c = usage_rollups.c
     query = select(usage_rollups).where(
         c.external_subscription_id == subscription, c.code.in_(codes), c.hour < period.end
@@ -153,6 +155,70 @@ async def _rollup_rows(
         query = query.where(c.hour >= period.start)
     rows = await conn.execute(query)
     return [(r["code"], r["dims"], _utc(r["hour"]), rollups.cell_of(r)) for r in rows.mappings()]
+
+
+# PostgreSQL sums the period's hourly rows per (code, dims) itself, so a month of a busy
+# subscription comes back as one row per filter combination instead of thousands.
+_GROUPED = text(
+    """
+SELECT code, dims,
+  sum(events_count) FILTER (WHERE hour >= :start) AS events,
+  sum(values_count) FILTER (WHERE hour >= :start) AS vals,
+  sum(value_sum) FILTER (WHERE hour >= :start) AS vsum,
+  max(value_max) FILTER (WHERE hour >= :start) AS vmax,
+  (array_agg(latest_value ORDER BY latest_at DESC)
+     FILTER (WHERE hour >= :start AND latest_at IS NOT NULL))[1] AS latest,
+  max(latest_at) FILTER (WHERE hour >= :start) AS latest_at,
+  sum(value_sum * extract(epoch FROM (CAST(:end AS timestamptz) - hour))
+      - coalesce(value_time_sum, 0)) FILTER (WHERE hour >= :start AND code = ANY(:weighted))
+      AS weighted,
+  sum(value_sum) FILTER (WHERE hour < :start AND code = ANY(:recurring)) AS carried
+FROM usage_rollups
+WHERE external_subscription_id = :sub AND code = ANY(:codes)
+  AND hour >= :since AND hour < :end
+GROUP BY code, dims
+"""
+)
+
+
+async def _grouped_rows(
+    conn: AsyncConnection,
+    subscription: str,
+    metrics: Mapping[str, BillableMetric],
+    period: Period,
+) -> list[RollupRow]:
+    recurring = sorted(code for code, m in metrics.items() if m.recurring)
+    weighted = sorted(c for c, m in metrics.items() if m.aggregation_type == "weighted_sum_agg")
+    found = await conn.execute(
+        _GROUPED,
+        {
+            "sub": subscription,
+            "codes": sorted(metrics),
+            "start": period.start,
+            "end": period.end,
+            "since": EPOCH if recurring else period.start,
+            "weighted": weighted,
+            "recurring": recurring,
+        },
+    )
+    span = seconds_between(period.start, period.end)
+    rows: list[RollupRow] = []
+    for r in found.mappings():
+        if r["events"] is not None:
+            cell = rollups.Cell()
+            cell.events, cell.values = int(r["events"]), int(r["vals"] or 0)
+            cell.sum, cell.max = r["vsum"], r["vmax"]
+            cell.latest, cell.latest_at = r["latest"], r["latest_at"]
+            if r["vsum"] is not None and r["weighted"] is not None:
+                # As one row at the period start: sum x span - time_sum == the weighted part.
+                with localcontext(prec=80):
+                    cell.time_sum = r["vsum"] * span - r["weighted"]
+            rows.append((r["code"], r["dims"], period.start, cell))
+        if r["carried"] is not None:
+            before = rollups.Cell()
+            before.sum = r["carried"]
+            rows.append((r["code"], r["dims"], EPOCH, before))
+    return rows
 
 
 def _utc(value: datetime) -> datetime:
