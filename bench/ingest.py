@@ -319,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         instance.close()
         mock.stop()
+    notes.append(
+        "load average at the end of the run: "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        + " (1, 5, 15 min; other processes share the machine)"
+    )
     meta = {
         "date": date,
         "machine": machine.machine(),

@@ -356,6 +356,8 @@ def markdown(date: str, meta: dict[str, Any], loaded: dict[str, Any], r: dict[st
             f"| {r['p50_ms']:.1f} ms | {r['p90_ms']:.1f} ms | **{r['p99_ms']:.1f} ms** "
             f"| {r['max_ms']:.1f} ms | {r['mean_ms']:.1f} ms |",
             "",
+            f"Load average at the end: {meta['load']}.",
+            "",
             f"Every call's units matched the loaded events: {'yes' if not r['problems'] else 'NO'}"
             + ("" if not r["problems"] else f" ({'; '.join(r['problems'][:5])})")
             + ".",
@@ -408,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         "problems": check(body, loaded["expected"]),
     }
     date = dt.date.today().isoformat()
-    meta = {"date": date, "machine": machine.machine(), "versions": machine.versions(None)}
+    meta = {
+        "date": date,
+        "machine": machine.machine(),
+        "versions": machine.versions(None),
+        "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
     stem = RESULTS / f"usage-{date}"
     Path(f"{stem}.json").write_bytes(
         orjson.dumps(
