@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,17 @@ from tests.conftest import create_pg_database, drop_pg_database, free_port
 from tests.webhooks.receiver import Receiver
 
 ADMIN_KEY = "fg_admin_invoices_test"
-OCTOBER = 1_791_000_000  # 2026-10-03T03:20:00Z, inside October 2026
+
+
+def _last_month() -> tuple[datetime, datetime]:
+    """The calendar month before the current one, so exactly one period has ended today."""
+    this_month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = (this_month - timedelta(days=1)).replace(day=1)
+    return start, this_month
+
+
+PERIOD_START, PERIOD_END = _last_month()
+IN_PERIOD = int((PERIOD_START + timedelta(days=2, hours=3)).timestamp())  # inside that month
 
 
 @dataclass
@@ -97,7 +107,7 @@ def per_token(amount: str) -> dict[str, str]:
 
 async def subscribe(s: Server) -> None:
     """A $10/month plan on the built-in `tokens` metric: gpt-4o-mini at $1 per 1M input
-    tokens and $4 per 1M output tokens, subscribed since October 2026."""
+    tokens and $4 per 1M output tokens, subscribed since the start of last month."""
     c = s.client
     await s.call(c.customers.create, Customer(external_id="acme", name="Acme", currency="USD"))
     metric = await s.call(c.billable_metrics.find, "tokens")
@@ -140,7 +150,7 @@ async def subscribe(s: Server) -> None:
             plan_code="pro",
             external_id="sub_1",
             billing_time="calendar",
-            subscription_at="2026-10-01T00:00:00Z",
+            subscription_at=PERIOD_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
         ),
     )
 
@@ -150,7 +160,7 @@ def tokens(tx: str, kind: str, count: int) -> Event:
         transaction_id=tx,
         external_subscription_id="sub_1",
         code="tokens",
-        timestamp=OCTOBER,
+        timestamp=IN_PERIOD,
         properties={"model": "gpt-4o-mini", "type": kind, "tokens": count},
     )
 
@@ -197,8 +207,8 @@ async def test_a_billing_run_invoices_the_ended_period_once(server: Server) -> N
     assert invoice.fees_amount_cents == invoice.total_amount_cents == 1223
     assert invoice.prepaid_credit_amount_cents == 0
     period = invoice.billing_periods.__root__[0]
-    assert period.charges_from_datetime == "2026-10-01T00:00:00Z"
-    assert period.charges_to_datetime == "2026-11-01T00:00:00Z"
+    assert period.charges_from_datetime == PERIOD_START.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert period.charges_to_datetime == PERIOD_END.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def test_a_draft_absorbs_late_events_and_a_finalized_invoice_never_changes(
