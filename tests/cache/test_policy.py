@@ -24,11 +24,21 @@ def test_deterministic_requests_are_cached_with_the_default_ttl() -> None:
 def test_sampled_requests_need_an_opt_in() -> None:
     assert not ON.decide("chat", SAMPLED, {}).lookup
     assert not ON.decide("chat", GREEDY | {"temperature": 0.7}, {}).store
-    assert not ON.decide("images", {"prompt": "cat"}, {}).store
     assert ON.decide("chat", SAMPLED, {}, key_nonzero_temperature=True).lookup
     allowed = CachePolicy.from_config({"enabled": True, "allow_nonzero_temperature": True})
     assert allowed.decide("chat", SAMPLED, {}).lookup
     assert not allowed.decide("chat", SAMPLED, {}, key_nonzero_temperature=False).lookup
+
+
+def test_image_generations_are_cached_unless_turned_off() -> None:
+    cat = {"model": "dall-e-3", "prompt": "cat"}
+    assert ON.decide("images", cat, {}) == CacheDecision(True, True, 600)
+    assert ON.decide("images", cat | {"temperature": 0.9}, {}).store  # no sampling opt-in
+    off = CachePolicy.from_config({"enabled": True, "images": False})
+    assert not off.decide("images", cat, {}).lookup
+    assert off.decide("images", cat, {}, key_images=True).lookup
+    assert not ON.decide("images", cat, {}, key_images=False).store
+    assert not ON.decide("images", cat, {"Cache-Control": "no-store"}).store
 
 
 def test_cache_control_headers_skip_the_lookup_or_everything() -> None:
@@ -54,7 +64,21 @@ def test_keys_opt_out_and_opt_in() -> None:
     assert not opt_in.decide("chat", GREEDY, {}).lookup
     assert opt_in.decide("chat", GREEDY, {}, key_cache=True).lookup
     assert not CachePolicy().decide("chat", GREEDY, {}, key_cache=True).lookup
+    assert not opt_in.decide("chat", GREEDY, {}, key_cache=False).lookup
     assert ON.should_lookup("chat", GREEDY, {}) and ON.should_store("chat", GREEDY, {})
+
+
+def test_a_request_opts_itself_in_or_out_with_the_cache_header() -> None:
+    opt_in = CachePolicy.from_config({"enabled": True, "opt_in": True, "default_ttl": 600})
+    assert opt_in.decide("chat", GREEDY, {"X-Faregate-Cache": "on"}) == CacheDecision(
+        True, True, 600
+    )
+    assert not opt_in.decide("chat", SAMPLED, {"x-faregate-cache": "on"}).lookup
+    assert not opt_in.decide("chat", GREEDY, {"x-faregate-cache": "on"}, key_cache=False).lookup
+    assert ON.decide("chat", GREEDY, {"x-faregate-cache": "OFF"}) == CacheDecision(False, False, 0)
+    with pytest.raises(InvalidRequest) as bad:
+        ON.decide("chat", GREEDY, {"x-faregate-cache": "maybe"})
+    assert bad.value.param == "x-faregate-cache"
 
 
 def test_hits_are_free_or_pay_a_share() -> None:

@@ -1,15 +1,20 @@
-"""The response cache through the gateway: hits never reach the provider."""
+"""The response cache through the gateway: hits never reach the provider; image generations,
+per-request opt-in and the in-process LRU's size limits."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+from sqlalchemy import select
 
 from faregate.auth.service import KeyService
 from faregate.mockprovider.server import MockServer
-from tests.gateway.conftest import ADMIN_KEY, start_gateway
+from faregate.money import to_nanos
+from faregate.store.tables.metering import requests
+from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -19,11 +24,17 @@ BODY = {
 }
 
 
-async def _post(url: str, key: str, body: dict, headers: dict | None = None) -> tuple[dict, bytes]:
+async def _post(
+    url: str,
+    key: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    path: str = "/v1/chat/completions",
+) -> tuple[dict[str, str], bytes]:
     async with (
         aiohttp.ClientSession() as s,
         s.post(
-            f"{url}/v1/chat/completions",
+            f"{url}{path}",
             json=body,
             headers={"Authorization": f"Bearer {key}", **(headers or {})},
         ) as r,
@@ -87,5 +98,118 @@ async def test_keys_opt_in_to_sampled_caching_and_requests_choose_the_ttl(
         assert mock.stats.requests == 3  # a TTL of 0 stored nothing
         headers, _ = await _post(gw.url, gw.key, fleeting)
         assert headers.get("x-faregate-cache") == "hit" and mock.stats.requests == 3
+    finally:
+        await gw.runner.cleanup()
+
+
+async def _gateway(tmp_path: Path, mock: MockServer, cache: dict[str, Any]) -> Running:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+    return await start_gateway(tmp_path, url, mock, {"cache": {"enabled": True, **cache}})
+
+
+def _ask(text: str) -> dict[str, Any]:
+    return {**BODY, "messages": [{"role": "user", "content": text}]}
+
+
+async def _saved_nanos(gw: Running, request_id: str) -> int:
+    await gw.services.writer.flush()
+    async with gw.services.engine.connect() as conn:
+        query = select(requests.c.saved_nanos).where(requests.c.id == request_id)
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_an_identical_image_generation_is_answered_from_the_cache_and_billed_as_a_hit(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await _gateway(tmp_path, mock, {"hit_billing": "share", "share": "0.25"})
+    image = {"model": "dall-e-3", "prompt": "a lighthouse at dusk", "size": "1024x1024"}
+    try:
+        fresh_headers, fresh = await _post(gw.url, gw.key, image, path="/v1/images/generations")
+        hit_headers, hit = await _post(gw.url, gw.key, image, path="/v1/images/generations")
+        assert mock.stats.requests == 1  # the second generation never reached the provider
+        assert hit == fresh and hit_headers["x-faregate-cache"] == "hit"
+        price = Decimal(fresh_headers["x-faregate-price"])
+        assert price > 0 and "x-faregate-cache" not in fresh_headers
+        assert Decimal(hit_headers["x-faregate-price"]) == price * Decimal("0.25")
+        assert Decimal(hit_headers["x-faregate-cost"]) == 0
+        saved = await _saved_nanos(gw, hit_headers["x-faregate-request-id"])
+        assert saved == to_nanos(price * Decimal("0.75"))
+
+        other = {**image, "size": "1024x1792"}
+        await _post(gw.url, gw.key, other, path="/v1/images/generations")
+        assert mock.stats.requests == 2  # another size is another image
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_image_caching_can_be_turned_off(tmp_path: Path, mock: MockServer) -> None:
+    gw = await _gateway(tmp_path, mock, {"images": False})
+    image = {"model": "dall-e-3", "prompt": "a fresh draw each time"}
+    try:
+        for _ in range(2):
+            headers, _ = await _post(gw.url, gw.key, image, path="/v1/images/generations")
+            assert "x-faregate-cache" not in headers
+        assert mock.stats.requests == 2
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_with_opt_in_a_request_opts_itself_in_with_the_cache_header(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await _gateway(tmp_path, mock, {"opt_in": True})
+    on = {"x-faregate-cache": "on"}
+    try:
+        await _post(gw.url, gw.key, BODY)
+        await _post(gw.url, gw.key, BODY)
+        assert mock.stats.requests == 2  # the key did not opt in, the requests did not either
+
+        await _post(gw.url, gw.key, BODY, on)
+        headers, _ = await _post(gw.url, gw.key, BODY, on)
+        assert headers["x-faregate-cache"] == "hit" and mock.stats.requests == 3
+        headers, _ = await _post(gw.url, gw.key, BODY, {"x-faregate-cache": "off"})
+        assert "x-faregate-cache" not in headers and mock.stats.requests == 4
+
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{gw.url}/v1/chat/completions",
+                json=BODY,
+                headers={"Authorization": f"Bearer {gw.key}", "x-faregate-cache": "sometimes"},
+            ) as r,
+        ):
+            error = (await r.json())["error"]
+        assert r.status == 400 and error["param"] == "x-faregate-cache"
+        assert mock.stats.requests == 4
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_the_in_process_cache_evicts_the_least_recent_entry_past_max_entries(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await _gateway(tmp_path, mock, {"max_entries": 2})
+    try:
+        for text in ("one", "two", "three"):
+            await _post(gw.url, gw.key, _ask(text))
+        assert mock.stats.requests == 3
+        headers, _ = await _post(gw.url, gw.key, _ask("three"))
+        assert headers["x-faregate-cache"] == "hit"
+        headers, _ = await _post(gw.url, gw.key, _ask("two"))
+        assert headers["x-faregate-cache"] == "hit" and mock.stats.requests == 3
+        headers, _ = await _post(gw.url, gw.key, _ask("one"))  # evicted by "three"
+        assert "x-faregate-cache" not in headers and mock.stats.requests == 4
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_the_in_process_cache_keeps_no_more_than_max_bytes(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await _gateway(tmp_path, mock, {"max_bytes": 64})  # smaller than any answer
+    try:
+        await _post(gw.url, gw.key, BODY)
+        headers, _ = await _post(gw.url, gw.key, BODY)
+        assert "x-faregate-cache" not in headers and mock.stats.requests == 2
     finally:
         await gw.runner.cleanup()

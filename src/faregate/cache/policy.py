@@ -10,7 +10,9 @@
 #   max_entries: 10000                # in-process backend only
 #   max_bytes: 268435456              # in-process backend only
 #   allow_nonzero_temperature: false  # sampled answers are cached only on opt-in
-#   opt_in: false                     # true: only keys with `cache: true` use the cache
+#   images: true                      # image generations are cached like greedy answers
+#   opt_in: false                     # true: only keys with `cache: true` or requests with
+#                                     # `x-faregate-cache: on` use the cache
 #   hit_billing: free                 # free | share
 #   share: 0.1                        # with share: a hit costs this part of the price
 
@@ -27,8 +29,11 @@ from faregate.errors import InvalidRequest
 from faregate.money import parse_decimal
 
 TTL_HEADER = "x-faregate-cache-ttl"
+SWITCH_HEADER = "x-faregate-cache"  # on: this request opts in; off: it neither reads nor writes
 DETERMINISTIC_KINDS = frozenset({"embeddings"})
-SAMPLED_KINDS = frozenset({"images"})  # the same prompt draws a new image every time
+# The same prompt draws a new image every time, but the image it drew once answers that prompt
+# as well as the next draw would, at no cost: images follow their own switch, not temperature.
+IMAGE_KINDS = frozenset({"images"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +58,21 @@ def _directives(headers: Mapping[str, str]) -> set[str]:
     return {d.strip().lower() for d in value.split(",") if d.strip()}
 
 
+def _switch(headers: Mapping[str, str]) -> bool | None:
+    """The request's own `x-faregate-cache: on|off`; None when absent."""
+    raw = _header(headers, SWITCH_HEADER)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value not in ("on", "off"):
+        raise InvalidRequest(f"{SWITCH_HEADER} must be on or off", param=SWITCH_HEADER)
+    return value == "on"
+
+
 def _sampled(kind: str, body: Mapping[str, Any]) -> bool:
     """Whether the answer is drawn at random: temperature absent means 1 for OpenAI."""
-    if kind in DETERMINISTIC_KINDS:
+    if kind in DETERMINISTIC_KINDS or kind in IMAGE_KINDS:
         return False
-    if kind in SAMPLED_KINDS:
-        return True
     temperature = body.get("temperature", 1)
     return not isinstance(temperature, int | float) or temperature != 0
 
@@ -71,6 +85,7 @@ class CachePolicy:
     max_entries: int = 10_000
     max_bytes: int = 256 * 2**20
     allow_nonzero_temperature: bool = False
+    images: bool = True
     opt_in: bool = False
     hit_billing: str = "free"
     share: Decimal = Decimal("0.1")
@@ -95,6 +110,7 @@ class CachePolicy:
                 max_entries=int(s.get("max_entries", 10_000)),
                 max_bytes=int(s.get("max_bytes", 256 * 2**20)),
                 allow_nonzero_temperature=bool(s.get("allow_nonzero_temperature", False)),
+                images=bool(s.get("images", True)),
                 opt_in=bool(s.get("opt_in", False)),
                 hit_billing=billing,
                 share=share,
@@ -126,25 +142,41 @@ class CachePolicy:
         *,
         key_cache: bool | None = None,
         key_nonzero_temperature: bool | None = None,
+        key_images: bool | None = None,
     ) -> CacheDecision:
-        """`key_cache` / `key_nonzero_temperature` are the key's own settings (None: unset,
-        the config decides). `Cache-Control: no-cache` skips the lookup but refreshes the
-        entry; `no-store` neither reads nor writes."""
+        """`key_*` are the key's own settings (None: unset, the config decides). A key with
+        `cache: false` never uses the cache; with `opt_in`, a key with `cache: true` or a
+        request with `x-faregate-cache: on` does. `x-faregate-cache: off` and
+        `Cache-Control: no-store` neither read nor write; `no-cache` skips the lookup but
+        refreshes the entry."""
         if not self.enabled or kind not in PARAMS or key_cache is False:
             return NO_CACHE
-        if self.opt_in and key_cache is not True:
+        switch = _switch(headers)
+        if switch is False:
             return NO_CACHE
-        if _sampled(kind, body):
-            allowed = key_nonzero_temperature
-            if allowed is None:
-                allowed = self.allow_nonzero_temperature
-            if not allowed:
-                return NO_CACHE
+        if self.opt_in and key_cache is not True and switch is not True:
+            return NO_CACHE
+        if not self._kind_allowed(kind, body, key_nonzero_temperature, key_images):
+            return NO_CACHE
         directives = _directives(headers)
         if "no-store" in directives:
             return NO_CACHE
         ttl = self.ttl(headers)
         return CacheDecision("no-cache" not in directives, ttl > 0, ttl)
+
+    def _kind_allowed(
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        key_nonzero_temperature: bool | None,
+        key_images: bool | None,
+    ) -> bool:
+        if kind in IMAGE_KINDS:
+            return self.images if key_images is None else key_images
+        if _sampled(kind, body):
+            allowed = key_nonzero_temperature
+            return self.allow_nonzero_temperature if allowed is None else allowed
+        return True
 
     def should_lookup(
         self, kind: str, body: Mapping[str, Any], headers: Mapping[str, str], **key: bool | None

@@ -66,7 +66,11 @@ class _NoMeter:
 
 async def _counter_store(settings: Settings, closers: list[Callable[[], Awaitable[Any]]]) -> Any:
     if not settings.redis_url:
-        return MemoryCounterStore(), None
+        cache = CachePolicy.from_config(settings.section("cache"))
+        store = MemoryCounterStore(
+            cache_max_entries=cache.max_entries, cache_max_bytes=cache.max_bytes
+        )
+        return store, None
     import redis.asyncio as aioredis
 
     from faregate.store.counters.redis_store import RedisCounterStore

@@ -58,6 +58,7 @@ class GatewayCache:
                 call.request_headers,
                 key_cache=settings.get("cache"),
                 key_nonzero_temperature=settings.get("cache_nonzero_temperature"),
+                key_images=settings.get("cache_images"),
             )
             call.scratch["cache"] = decision
         return decision  # type: ignore[no-any-return]
