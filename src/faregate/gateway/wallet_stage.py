@@ -1,7 +1,7 @@
 """WalletStage: before the upstream call, hold the request's worst-case price on the
-customer's prepaid wallet (402 `insufficient_credits` when it cannot be covered, before any
-upstream call); after it, post the real price and release the rest, exactly once whatever
-happened. Customers without a wallet (pay in arrears) are not held.
+customer's first prepaid wallet, by priority, that covers it (402 `insufficient_credits` when
+none does, before any upstream call); after it, post the real price and release the rest,
+exactly once whatever happened. Customers without a wallet (pay in arrears) are not held.
 
 The price is the call's customer price: on a plan, the marginal fee the request adds to its
 subscription's period (gateway/plan_pricing.py), so the debits of a period telescope to the
@@ -25,12 +25,13 @@ class WalletStage:
         self._runtime = runtime
 
     async def before(self, call: Call) -> None:
-        account = await self._runtime.account_of(call.principal.external_customer_id)
-        if account is None:
+        accounts = await self._runtime.accounts_of(call.principal.external_customer_id)
+        if not accounts:
             return
         worst = call.est_price or Decimal(0)
         amount = max(0, to_nanos(worst))
-        if not await self._runtime.hold(account, call.request_id, amount):
+        account = await self._runtime.hold_first(accounts, call.request_id, amount)
+        if account is None:
             raise InsufficientCredits(
                 "The prepaid wallet does not cover this request's worst-case price.",
                 headers={"x-faregate-hold": format(worst, "f")},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
@@ -131,6 +131,14 @@ class Rule:
             "created_at": self.created_at,
         }
 
+    def in_force(self, now: datetime) -> bool:
+        """Active, and `now` is from its `started_at` (if any) until its `expiration_at`."""
+        if self.status != "active":
+            return False
+        if self.started_at is not None and _utc(self.started_at) > _utc(now):
+            return False
+        return self.expiration_at is None or _utc(self.expiration_at) > _utc(now)
+
     def top_up_credits(self, ongoing_credits: Decimal) -> tuple[Decimal, Decimal]:
         """(paid, granted) credits this rule adds now: fixed amounts, or for `target` what
         brings the ongoing balance back to the target (paid, or granted when
@@ -139,6 +147,10 @@ class Rule:
             gap = (self.target_ongoing_balance or Decimal(0)) - ongoing_credits
             return (max(gap, Decimal(0)).quantize(CREDIT_PLACES), Decimal(0))
         return self.paid_credits, self.granted_credits
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def parse_rules(items: object) -> list[Rule]:

@@ -60,6 +60,16 @@ async def update_wallet(conn: AsyncConnection, wallet_id: str, values: dict[str,
     )
 
 
+async def terminate_wallet(conn: AsyncConnection, wallet_id: str, at: datetime) -> bool:
+    """Mark an active wallet terminated; False when it was not active (or does not exist)."""
+    result = await conn.execute(
+        update(wallets)
+        .where(wallets.c.id == wallet_id, wallets.c.status == "active")
+        .values(status="terminated", terminated_at=at, updated_at=at)
+    )
+    return bool(result.rowcount == 1)
+
+
 async def wallet_by_id(
     conn: AsyncConnection, wallet_id: str, *, lock: bool = False
 ) -> dict[str, Any] | None:

@@ -1,12 +1,12 @@
 """The wallets' side of the request path and their background loop.
 
-`hold`/`finish` are what WalletStage calls: find the customer's wallet (cached for a
-second), hold atomically in the hold book, and record the ledger entries — through the
-journal writer (memory and Redis books: no database round trip on the request path) or in
-the book's own transaction (PostgreSQL book). The loop, once a second, releases holds whose
-TTL passed, closes pending holds left in the ledger by a dead process, refreshes top-ups made
-elsewhere, and runs interval top-ups; threshold top-ups fire right after the request that
-crossed the threshold.
+`hold_first`/`finish` are what WalletStage calls: find the customer's wallets (cached for a
+second), hold atomically in the hold book on the first one by priority that covers the
+request, and record the ledger entries — through the journal writer (memory and Redis books:
+no database round trip on the request path) or in the book's own transaction (PostgreSQL
+book). After a debit: threshold top-ups and credit-threshold alerts. The loop, once a second,
+releases holds whose TTL passed, closes pending holds left in the ledger by a dead process,
+refreshes top-ups made elsewhere, terminates expired wallets and runs interval top-ups.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from faregate.alerts import levels_crossed_down
 from faregate.auth import repository as customers_repo
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
@@ -31,6 +33,21 @@ from faregate.wallets.topups import due_interval, interval_key
 from faregate.wallets.writer import LedgerWriter
 
 log = logging.getLogger("faregate.wallets")
+
+
+class CreditAlerts(Protocol):
+    """faregate.alerts.Alerts, as far as wallets use it."""
+
+    async def credit_thresholds(
+        self,
+        wallet: Mapping[str, Any],
+        before: Decimal,
+        after: Decimal,
+        levels: Sequence[Decimal],
+        episode: str = "",
+    ) -> int: ...
+
+
 CACHE_S = 1.0
 CREDIT_LIMIT_CODE = "credit_limit"
 
@@ -42,14 +59,14 @@ class Account:
     rules: tuple[Rule, ...] = ()
     extra: int = 0
 
-    @property
-    def threshold_rules(self) -> tuple[Rule, ...]:
-        return tuple(r for r in self.rules if r.trigger == "threshold" and r.status == "active")
+    def threshold_rules(self, now: datetime) -> tuple[Rule, ...]:
+        """The threshold rules in force at `now`: active, started, not expired."""
+        return tuple(r for r in self.rules if r.trigger == "threshold" and r.in_force(now))
 
 
 @dataclass
 class _Cached:
-    account: Account | None
+    accounts: tuple[Account, ...]
     at: float
 
 
@@ -61,6 +78,8 @@ class WalletRuntime:
     writer: LedgerWriter | None = None
     hold_ttl_s: float = 660.0
     sweep_interval_s: float = 1.0
+    alerts: CreditAlerts | None = None
+    alert_levels: tuple[Decimal, ...] = ()  # credits; `credit.threshold` when crossed
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -78,29 +97,33 @@ class WalletRuntime:
         """Drop the cached wallet of a customer (its wallets changed in this process)."""
         self._cache.pop(external_customer_id, None)
 
-    async def account_of(self, external_customer_id: str | None) -> Account | None:
+    async def accounts_of(self, external_customer_id: str | None) -> tuple[Account, ...]:
+        """The wallets a request of this customer may be held on, in the order they are
+        tried (empty: the customer pays in arrears and is not held)."""
         if not external_customer_id:
-            return None
+            return ()
         cached = self._cache.get(external_customer_id)
         if cached is not None and time.monotonic() - cached.at < CACHE_S:
-            return cached.account
+            return cached.accounts
         lock = self._locks.setdefault(external_customer_id, asyncio.Lock())
         async with lock:
             cached = self._cache.get(external_customer_id)
             if cached is not None and time.monotonic() - cached.at < CACHE_S:
-                return cached.account
-            account = await self._load_account(external_customer_id)
-            self._cache[external_customer_id] = _Cached(account, time.monotonic())
-            return account
+                return cached.accounts
+            accounts = await self._load_accounts(external_customer_id)
+            self._cache[external_customer_id] = _Cached(accounts, time.monotonic())
+            return accounts
 
-    async def _load_account(self, external_customer_id: str) -> Account | None:
-        """The wallet requests are held on: the customer's active prepaid wallet (lowest
-        priority number first, as Lago consumes them). A customer with a credit limit may
-        go that far below zero; one with a limit and no wallet gets a `credit_limit` wallet
-        (its payments are top-ups), so unpaid usage is held too. Neither: not held."""
+    async def _load_accounts(self, external_customer_id: str) -> tuple[Account, ...]:
+        """The customer's active prepaid wallets, lowest priority number first (then oldest),
+        as Lago consumes them. Wallets past their `expiration_at` are terminated here (and by
+        the background loop). A customer with a credit limit may go that far below zero on
+        its last wallet; one with a limit and no wallet gets a `credit_limit` wallet (its
+        payments are top-ups), so unpaid usage is held too."""
+        now = datetime.now(UTC)
         async with self.engine.begin() as conn:
             rows = await repo.wallets_of_customer(conn, external_customer_id, active_only=True)
-            now = datetime.now(UTC)
+            expired = [r for r in rows if _expired(r, now)]
             rows = [r for r in rows if not _expired(r, now)]
             customer = await customers_repo.customer_by_external_id(conn, external_customer_id)
             limit = int((customer or {}).get("credit_limit_nanos") or 0)
@@ -118,15 +141,34 @@ class WalletRuntime:
                         },
                     )
                 ]
-        if not rows:
-            return None
-        row = rows[0]
-        if not await self.book.knows(row["id"]):
-            await self.book.load(row["id"], _snapshot(row))
-        rules = tuple(Rule.from_dict(r) for r in row.get("recurring_transaction_rules") or [])
-        return Account(row["id"], Decimal(row["rate_amount"]), rules, extra=limit)
+        for row in expired:
+            await self._terminate_expired(row["id"])
+        accounts = []
+        for i, row in enumerate(rows):
+            if not await self.book.knows(row["id"]):
+                await self.book.load(row["id"], _snapshot(row))
+            rules = tuple(Rule.from_dict(r) for r in row.get("recurring_transaction_rules") or [])
+            extra = limit if i == len(rows) - 1 else 0
+            accounts.append(Account(row["id"], Decimal(row["rate_amount"]), rules, extra=extra))
+        return tuple(accounts)
+
+    async def _terminate_expired(self, wallet_id: str) -> None:
+        try:
+            await self.service.terminate(wallet_id)
+        except Exception:
+            log.exception("terminating an expired wallet failed", extra={"wallet_id": wallet_id})
 
     # -- the request path ----------------------------------------------------------------
+
+    async def hold_first(
+        self, accounts: tuple[Account, ...], hold_id: str, amount: int
+    ) -> Account | None:
+        """Hold `amount` on the first wallet, by priority, that covers all of it (a request is
+        never split across wallets); None when none does."""
+        for account in accounts:
+            if await self.hold(account, hold_id, amount):
+                return account
+        return None
 
     async def hold(self, account: Account, hold_id: str, amount: int) -> bool:
         try:
@@ -168,10 +210,40 @@ class WalletRuntime:
             self.writer.record(entry)
         if actual:
             self._after_spend(account, after)
+            self._check_alert_levels(account, after, actual)
+
+    def _check_alert_levels(self, account: Account, snapshot: Snapshot, actual: int) -> None:
+        """`credit.threshold` for each configured level the balance (credits in less credits
+        consumed) fell to or through with this debit. Each debit covers its own slice of the
+        balance's fall, so every level is crossed by exactly one debit per funding episode;
+        the alert key names the wallet's funding version, so a level alerts again after a
+        top-up, and the shared counter store makes replicas raise it once."""
+        if self.alerts is None or not self.alert_levels:
+            return
+        after = snapshot.funded - snapshot.consumed
+        before_credits = nanos_to_credits(after + actual, account.rate)
+        after_credits = nanos_to_credits(after, account.rate)
+        if levels_crossed_down(before_credits, after_credits, self.alert_levels):
+            self._spawn(
+                self._credit_alert(account.wallet_id, before_credits, after_credits, snapshot)
+            )
+
+    async def _credit_alert(
+        self, wallet_id: str, before: Decimal, after: Decimal, snapshot: Snapshot
+    ) -> None:
+        assert self.alerts is not None
+        try:
+            await self.flush()  # the wallet in the alert includes this debit
+            wallet = wallet_json(await self.service.get(wallet_id))
+            await self.alerts.credit_thresholds(
+                wallet, before, after, self.alert_levels, episode=f"v{snapshot.version}"
+            )
+        except Exception:
+            log.exception("credit threshold alert failed", extra={"wallet_id": wallet_id})
 
     def _after_spend(self, account: Account, snapshot: Snapshot) -> None:
         ongoing = nanos_to_credits(snapshot.available, account.rate)
-        for rule in account.threshold_rules:
+        for rule in account.threshold_rules(datetime.now(UTC)):
             if rule.threshold_credits is not None and ongoing <= rule.threshold_credits:
                 paid, granted = rule.top_up_credits(ongoing)
                 key = f"threshold:{rule.lago_id}:{snapshot.version}"
@@ -250,6 +322,10 @@ class WalletRuntime:
                 await self.book.set_funded(wallet_id, amount, version)
         at = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
         for row in rows:
+            if _expired(row, at):
+                await self._terminate_expired(row["id"])
+                self.forget(row["external_customer_id"])
+                continue
             for item in row.get("recurring_transaction_rules") or []:
                 rule = Rule.from_dict(item)
                 period = due_interval(rule, row["created_at"], at)

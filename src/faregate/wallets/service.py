@@ -208,16 +208,16 @@ class WalletService:
         return row
 
     async def terminate(self, wallet_id: str) -> dict[str, Any]:
+        """Terminate a wallet (DELETE, or its `expiration_at` passed). Only the call that
+        changes the status sends `wallet.terminated`, so replicas racing to terminate an
+        expired wallet send it once."""
         async with self.engine.begin() as conn:
-            row = await repo.wallet_by_id(conn, wallet_id, lock=True)
+            changed = await repo.terminate_wallet(conn, wallet_id, repo.now())
+            row = await repo.wallet_by_id(conn, wallet_id)
             if row is None:
                 raise BillingNotFound("wallet", wallet_id)
-            if row["status"] != "terminated":
-                await repo.update_wallet(
-                    conn, wallet_id, {"status": "terminated", "terminated_at": repo.now()}
-                )
-            row = await repo.wallet_by_id(conn, wallet_id) or row
-        await self._emit("wallet.terminated", "wallet", wallet_json(row))
+        if changed:
+            await self._emit("wallet.terminated", "wallet", wallet_json(row))
         return row
 
     async def top_up(self, wallet_id: str, top_up: TopUp) -> list[dict[str, Any]]:
