@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from faregate.store.counters import CounterStore, MemoryCounterStore, ReserveSpec
 from faregate.store.counters.redis_store import RedisCounterStore
+from faregate.store.redis_client import PipelinedRedis
 
 AMOUNT = 27
 LIMIT_FOR_37 = 37 * AMOUNT + AMOUNT - 1  # 37 holds fit, the 38th does not
@@ -38,7 +39,7 @@ async def store(backend: str | None, redis_prefix: str) -> AsyncIterator[Counter
 
 def _client(url: str) -> aioredis.Redis:
     # A blocking pool queues callers for a free connection instead of failing them.
-    return aioredis.Redis.from_pool(
+    return PipelinedRedis.from_pool(  # the client the gateway builds
         aioredis.BlockingConnectionPool.from_url(url, max_connections=32)
     )
 

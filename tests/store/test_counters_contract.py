@@ -7,7 +7,6 @@ import math
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from faregate.store.counters import (
     CounterStore,
@@ -17,6 +16,7 @@ from faregate.store.counters import (
     ReserveSpec,
 )
 from faregate.store.counters.redis_store import RedisCounterStore
+from faregate.store.redis_client import PipelinedRedis
 
 T0 = 1_800_000_000.0  # an explicit clock, honoured by both backends
 
@@ -33,7 +33,7 @@ async def store(backend: str | None, redis_prefix: str) -> AsyncIterator[Counter
     if backend is None:
         yield MemoryCounterStore()
         return
-    client = aioredis.from_url(backend)
+    client = PipelinedRedis.from_url(backend)  # the client the gateway builds
     try:
         yield RedisCounterStore(client, redis_prefix)
     finally:

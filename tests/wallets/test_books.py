@@ -27,11 +27,10 @@ async def book(
         yield memory, "w"
         return
     if request.param == "redis":
-        import redis.asyncio as aioredis
-
+        from faregate.store.redis_client import PipelinedRedis
         from faregate.wallets.book_redis import RedisHoldBook
 
-        client = aioredis.from_url(redis_url)
+        client = PipelinedRedis.from_url(redis_url)  # the client the gateway builds
         shared = RedisHoldBook(client, redis_prefix)
         await shared.load("w", Snapshot(funded=100, version=1, consumed=0))
         yield shared, "w"

@@ -74,9 +74,10 @@ async def _counter_store(settings: Settings, closers: list[Callable[[], Awaitabl
     import redis.asyncio as aioredis
 
     from faregate.store.counters.redis_store import RedisCounterStore
+    from faregate.store.redis_client import PipelinedRedis
 
     pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=64)
-    client = aioredis.Redis(connection_pool=pool)
+    client = PipelinedRedis(connection_pool=pool)
     closers.append(pool.disconnect)
     closers.append(client.aclose)
     prefix = str(settings.section("server").get("redis_prefix", "fg:"))

@@ -1,0 +1,141 @@
+"""PipelinedRedis: script calls made in one turn of the event loop travel as one pipeline,
+and each caller still gets its own reply, its own error, and the NOSCRIPT fallback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from faregate.store.counters import CounterStoreUnavailable
+from faregate.store.counters.redis_store import RedisCounterStore
+from faregate.store.redis_client import PipelinedRedis
+
+INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+FAIL_ON_NEGATIVE = (
+    "if tonumber(ARGV[1]) < 0 then return redis.error_reply('negative') end "
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+)
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[PipelinedRedis]:
+    client = PipelinedRedis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def count_pipelines(client: PipelinedRedis, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the pipelines the client sends."""
+    sizes: list[int] = []
+    real = client.pipeline
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        pipe = real(*args, **kwargs)
+        execute = pipe.execute
+
+        async def counted(*a: Any, **k: Any) -> Any:
+            sizes.append(len(pipe.command_stack))
+            return await execute(*a, **k)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", spy)
+    return sizes
+
+
+async def test_calls_made_in_one_turn_travel_as_one_pipeline_and_each_gets_its_reply(
+    client: PipelinedRedis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = client.register_script(INCR)
+    await script(keys=[redis_prefix + "warm"], args=[0])  # loaded once, outside the count
+    sizes = count_pipelines(client, monkeypatch)
+    replies = await asyncio.gather(
+        *(script(keys=[f"{redis_prefix}k{i % 5}"], args=[i]) for i in range(50))
+    )
+    assert sizes == [50]
+    # Each key k received the increments i with i % 5 == k, in the order they were made.
+    running = [0] * 5
+    expected = []
+    for i in range(50):
+        running[i % 5] += i
+        expected.append(running[i % 5])
+    assert replies == expected
+
+
+async def test_a_script_error_reaches_only_its_own_caller(
+    client: PipelinedRedis, redis_prefix: str
+) -> None:
+    script = client.register_script(FAIL_ON_NEGATIVE)
+    results = await asyncio.gather(
+        script(keys=[redis_prefix + "a"], args=[2]),
+        script(keys=[redis_prefix + "a"], args=[-1]),
+        script(keys=[redis_prefix + "a"], args=[3]),
+        return_exceptions=True,
+    )
+    assert results[0] == 2 and results[2] == 5
+    assert isinstance(results[1], redis_errors.ResponseError)
+    assert "negative" in str(results[1])
+
+
+async def test_scripts_flushed_from_the_server_are_loaded_again(
+    client: PipelinedRedis, redis_prefix: str
+) -> None:
+    script = client.register_script(INCR)
+    assert await script(keys=[redis_prefix + "n"], args=[1]) == 1
+    await client.script_flush()
+    replies = await asyncio.gather(*(script(keys=[redis_prefix + "n"], args=[1]) for _ in range(3)))
+    assert sorted(replies) == [2, 3, 4]
+
+
+async def test_a_cancelled_caller_leaves_the_others_in_its_batch_answered(
+    client: PipelinedRedis, redis_prefix: str
+) -> None:
+    script = client.register_script(INCR)
+    await script(keys=[redis_prefix + "warm"], args=[0])
+    first = asyncio.ensure_future(script(keys=[redis_prefix + "c"], args=[1]))
+    second = asyncio.ensure_future(script(keys=[redis_prefix + "c"], args=[10]))
+    await asyncio.sleep(0)  # both are queued in this turn
+    first.cancel()
+    assert await second in (10, 11)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_other_commands_are_not_batched(client: PipelinedRedis, redis_prefix: str) -> None:
+    await client.set(redis_prefix + "plain", b"v")
+    assert await client.get(redis_prefix + "plain") == b"v"
+    async with client.pipeline(transaction=True) as pipe:
+        script = client.register_script(INCR)
+        await script(keys=[redis_prefix + "t"], args=[1], client=pipe)
+        assert await pipe.execute() == [1]
+
+
+async def test_an_unreachable_redis_fails_every_caller_as_unavailable(unused_port: int) -> None:
+    client = PipelinedRedis.from_url(f"redis://127.0.0.1:{unused_port}/0")
+    store = RedisCounterStore(client, "fgtest:down:")
+    results = await asyncio.gather(
+        *(store.rate_limit(f"r{i}", 1, 1) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, CounterStoreUnavailable) for r in results), results
+    await client.aclose()
+
+
+async def test_a_plain_client_and_the_pipelined_one_agree(
+    client: PipelinedRedis, redis_url: str, redis_prefix: str
+) -> None:
+    plain = aioredis.from_url(redis_url)
+    try:
+        script_a = client.register_script(INCR)
+        script_b = plain.register_script(INCR)
+        for i in range(1, 6):
+            a = await script_a(keys=[redis_prefix + "same"], args=[i])
+            b = await script_b(keys=[redis_prefix + "same"], args=[i])
+            assert b == a + i
+    finally:
+        await plain.aclose()
