@@ -183,6 +183,7 @@ async def assemble_gateway(
     sweeper = await _hold_sweeper(settings, store, closers)
     spend_monitor = _spend_monitor(settings, engine, alerts, closers)
     router = Router(settings.models, health=health, estimator=pricer)
+    pricer.reach = router.reachable  # worst cases cover fallbacks and tiered targets
     observability = build_observability(settings, health, router, alerts)
     closers.append(observability.alerts.aclose)
     wallets = await build_wallets(settings, engine, client, webhooks)

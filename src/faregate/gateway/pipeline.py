@@ -204,6 +204,7 @@ class Gateway:
         run = StageRun(self.stages)
         state = call.stream_state = StreamState()
         stream: AsyncIterator[dict[str, Any]] | None = None
+        unjudged: Deployment | None = None  # connected; health awaits the stream's outcome
         try:
             await run.enter(call)
             cached = await self.cache.lookup(call) if self.cache else None
@@ -228,6 +229,7 @@ class Gateway:
                 return upstream, first
 
             stream, first = await self._with_failover(call, connect, first_chunk=True)
+            unjudged = call.deployment
             call.ttft = time.perf_counter() - call.started
             call.response_headers.update(self._headers(call))
             recorder = self.cache.recorder(call) if self.cache else None
@@ -238,6 +240,9 @@ class Gateway:
                 if recorder:
                     recorder.add(chunk)
                 yield chunk
+            if unjudged is not None:
+                self.health.observe(unjudged.id)
+                unjudged = None
             call.usage = state.usage
             call.scratch["finish_reason"] = state.finish_reason
             self._finish(call)
@@ -245,7 +250,11 @@ class Gateway:
                 await recorder.finish(call)
         except ProviderError as err:
             # After the first chunk nothing is retried: the caller ends the stream with an
-            # error event; before it, the error surfaces as an HTTP status.
+            # error event; before it, the error surfaces as an HTTP status. A break after
+            # the first chunk counts against the deployment's breaker like any failure.
+            if unjudged is not None:
+                self.health.observe(unjudged.id, error=err)
+                unjudged = None
             call.fail(err.status, err.code)
             call.usage = state.usage
             raise
@@ -257,6 +266,8 @@ class Gateway:
             call.usage = state.usage
             raise
         finally:
+            if unjudged is not None:  # no outcome (client gone, local error): free the probe
+                self.health.release(unjudged.id)
             if stream is not None:
                 await stream.aclose()  # type: ignore[attr-defined]
             if call.finished is None:

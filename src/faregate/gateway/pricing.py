@@ -1,14 +1,17 @@
 """Provider cost and customer price of a call, from the price catalog: worst-case estimates
-before the upstream call, exact amounts after. A model the catalog does not know costs
-nothing here but is marked, never silently mixed with priced usage."""
+before the upstream call (over every deployment the call may reach, at its output bound and
+service tier), exact amounts after. A model the catalog does not know costs nothing here
+but is marked, never silently mixed with priced usage."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from faregate.config import Deployment
+from faregate.config import Deployment, ModelGroup
 from faregate.errors import FaregateError, InvalidRequest
 from faregate.gateway.call import Call
 from faregate.pricing import (
@@ -23,22 +26,86 @@ from faregate.tokens import count_chat_input_tokens, count_embedding_input_token
 
 log = logging.getLogger("faregate.pricing")
 
+# Output tokens per choice when neither the client, the deployment nor the catalog gives a
+# limit. The only guess in the worst case: declare `max_output_tokens` to remove it.
 DEFAULT_MAX_OUTPUT = 4096
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
+# Deployments a request may reach: Router.reachable(group, request).
+Reach = Callable[[ModelGroup, RouteRequest], Sequence[Deployment]]
 
 
-def _size(body: dict) -> str:
+def _size(body: dict[str, Any]) -> str:
     size = body.get("size")
     return size if isinstance(size, str) and "x" in size else "1024x1024"
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def client_output_cap(body: dict[str, Any]) -> int | None:
+    """The client's `max_completion_tokens` (else `max_tokens`) per choice, if any."""
+    cap = _positive_int(body.get("max_completion_tokens"))
+    return cap if cap is not None else _positive_int(body.get("max_tokens"))
+
+
+def choices_of(body: dict[str, Any]) -> int:
+    return _positive_int(body.get("n")) or 1
+
+
+def output_bound(body: dict[str, Any], deployment: Deployment, price: ModelPrice | None) -> int:
+    """The most output tokens (all choices) a provider may bill for this chat request on
+    `deployment`: the client's cap, never above the model's limit (the deployment's
+    `max_output_tokens`, else the catalog's); without a cap the limit; without either
+    DEFAULT_MAX_OUTPUT."""
+    cap = client_output_cap(body)
+    limit = deployment.max_output_tokens or (price.max_output_tokens if price else None)
+    if cap is not None and limit is not None:
+        per_choice = min(cap, limit)
+    else:
+        per_choice = cap or limit or DEFAULT_MAX_OUTPUT
+    return per_choice * choices_of(body)
+
+
+def service_tier_of(body: dict[str, Any]) -> str | None:
+    """The request's OpenAI `service_tier` in lower case ("fast" is OpenAI's other name for
+    "priority"); None when not given."""
+    tier = body.get("service_tier")
+    if not isinstance(tier, str) or not tier.strip():
+        return None
+    name = tier.strip().lower()
+    return "priority" if name == "fast" else name
+
+
+def billed_tier(price: ModelPrice, deployment: Deployment, asked: str | None) -> str | None:
+    """The service tier a call is priced at: the request's `service_tier`, else (absent or
+    "auto") the deployment's configured `tier`. A tier the model's price does not declare
+    is priced at the standard rate (None)."""
+    tier = asked if asked not in (None, "auto") else deployment.tier
+    if tier is None:
+        return None
+    name = tier.lower()
+    return name if any(declared == name for declared, _ in price.tiers) else None
 
 
 class CatalogPricer:
     """Implements the pipeline's Pricer and routing's CostEstimator."""
 
-    def __init__(self, catalog: PriceCatalog, markup: Decimal = Decimal(1)):
+    def __init__(
+        self, catalog: PriceCatalog, markup: Decimal = Decimal(1), reach: Reach | None = None
+    ):
         self.catalog = catalog
         self.markup = markup
+        # Set once the router exists (it needs this pricer first); without it the worst
+        # case covers the requested group's own deployments only.
+        self.reach = reach
         # model -> (catalog, price, in force from, until): the version in force is looked
         # up once per model and price change, not on every request.
         self._in_force: dict[str, tuple[PriceCatalog, ModelPrice | None, datetime, datetime]] = {}
@@ -56,10 +123,13 @@ class CatalogPricer:
         return price
 
     # -- routing's CostEstimator ---------------------------------------------------
-    def estimate(self, deployment: Deployment, request: RouteRequest) -> Decimal | None:  # type: ignore[override]
-        price = self.price_for(deployment.catalog_model, request.now) if request.now else None
+    def estimate(self, deployment: Deployment, request: RouteRequest) -> Decimal | None:
+        if request.now is None:
+            return None
+        price = self.price_for(deployment.catalog_model, request.now)
         if price is None:
             return None
+        tier = billed_tier(price, deployment, request.priority)
         if request.kind == "images":
             return estimate_images_cost(
                 price,
@@ -68,54 +138,68 @@ class CatalogPricer:
                 request.image_quality,
                 request.image_steps,
                 at=request.now,
+                tier=tier,
             )
         return estimate_tokens_cost(
-            price, request.input_tokens, request.output_tokens, at=request.now
+            price, request.input_tokens, request.output_tokens, at=request.now, tier=tier
         )
 
     # -- the pipeline's Pricer -----------------------------------------------------
     def estimate_call(self, call: Call) -> None:
+        """Worst case of the call over every deployment it may reach (failover, fallbacks,
+        tiered targets): est_cost, est_price and, for chat, est_output_tokens."""
         body = call.body
         if call.kind == "chat":
             call.est_input_tokens = count_chat_input_tokens(body)
-            cap = body.get("max_completion_tokens") or body.get("max_tokens")
-            call.est_output_tokens = int(cap or DEFAULT_MAX_OUTPUT) * int(body.get("n") or 1)
         elif call.kind == "embeddings":
             call.est_input_tokens = count_embedding_input_tokens(body.get("input"))
-        worst = Decimal(0)
-        for deployment in call.group.deployments if call.group else ():
+        asked = service_tier_of(body)
+        worst, most_output = Decimal(0), 0
+        for deployment in self._reachable(call):
             price = self.price_for(deployment.catalog_model, call.created_at)
+            output = output_bound(body, deployment, price) if call.kind == "chat" else 0
+            most_output = max(most_output, output)
             if price is None:
                 continue
             try:
-                cost = self._worst(call, price)
+                cost = self._worst(call, price, output, billed_tier(price, deployment, asked))
             except FaregateError:
                 continue
             worst = max(worst, cost)
+        if call.kind == "chat":
+            call.est_output_tokens = most_output or (
+                (client_output_cap(body) or DEFAULT_MAX_OUTPUT) * choices_of(body)
+            )
         call.est_cost = worst
         call.est_price = worst * self.markup
 
-    def _worst(self, call: Call, price: ModelPrice) -> Decimal:
+    def _reachable(self, call: Call) -> Sequence[Deployment]:
+        if call.group is None:
+            return ()
+        if self.reach is None:
+            return call.group.deployments
+        return self.reach(call.group, self.route_request(call))
+
+    def _worst(self, call: Call, price: ModelPrice, output: int, tier: str | None) -> Decimal:
         body = call.body
         if call.kind == "images":
             return estimate_images_cost(
                 price,
-                int(body.get("n") or 1),
+                choices_of(body),
                 _size(body),
                 body.get("quality"),
                 body.get("steps"),
                 at=call.created_at,
+                tier=tier,
                 worst_case_time=True,
             )
-        cap = call.est_output_tokens
-        if (
-            price.max_output_tokens
-            and call.kind == "chat"
-            and not (body.get("max_completion_tokens") or body.get("max_tokens"))
-        ):
-            cap = min(cap, price.max_output_tokens)
         return estimate_tokens_cost(
-            price, call.est_input_tokens, cap, at=call.created_at, worst_case_time=True
+            price,
+            call.est_input_tokens,
+            output,
+            at=call.created_at,
+            tier=tier,
+            worst_case_time=True,
         )
 
     def settle(self, call: Call) -> None:
@@ -129,7 +213,8 @@ class CatalogPricer:
             )
             return
         try:
-            call.cost = cost_of(call.usage, price, at=call.created_at)
+            tier = billed_tier(price, call.deployment, service_tier_of(call.body))
+            call.cost = cost_of(call.usage, price, at=call.created_at, tier=tier)
         except FaregateError as err:  # the answer was delivered: record it, flag the gap
             log.warning(
                 "usage not priced", extra={"request_id": call.request_id, "reason": err.message}
@@ -145,7 +230,7 @@ class CatalogPricer:
             input_tokens=call.est_input_tokens,
             output_tokens=min(call.est_output_tokens, 1024) if call.kind == "chat" else 0,
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
-            images=int(body.get("n") or 1) if call.kind == "images" else 0,
+            images=choices_of(body) if call.kind == "images" else 0,
             image_size=_size(body) if call.kind == "images" else None,
             image_quality=body.get("quality"),
             image_steps=body.get("steps"),
@@ -155,6 +240,7 @@ class CatalogPricer:
             tags=frozenset(call.tags),
             metadata=metadata or {},
             max_price=max_price_of(call),
+            priority=service_tier_of(body),
             stream=call.stream,
             now=call.created_at,
         )

@@ -29,6 +29,10 @@ class FailoverHealth(Protocol):
 
     def available_in(self, deployment_id: str) -> float: ...
 
+    def observe_latency(
+        self, deployment_id: str, *, latency: float | None = None, ttft: float | None = None
+    ) -> None: ...
+
     def observe(
         self,
         deployment_id: str,
@@ -82,7 +86,8 @@ async def call_with_failover(
       passes UpstreamTimeout (504) is raised. A deployment's own `timeout` is a retryable
       failure. When every attempt failed, the last error is raised again.
     - `first_chunk=True` records the attempt's duration as time to first token, not
-      latency; see `connect_stream_with_failover`.
+      latency, and leaves the verdict on the deployment that answered to the caller; see
+      `connect_stream_with_failover`.
     """
     run = _Failover(
         attempt,
@@ -116,8 +121,11 @@ async def connect_stream_with_failover(
     `connect(deployment)` must return as soon as the first chunk has arrived (for example
     the first chunk plus the open iterator) and send nothing to the client itself. Failover
     happens only inside that phase; once the caller forwards the first byte, a later error
-    ends the stream and is not retried (report it with `health.observe(..., error=...)`).
-    The connect time is recorded as time to first token.
+    ends the stream and is not retried. The connect time is recorded as time to first
+    token; whether the deployment served well is known only when the stream ends, so the
+    caller reports it then: `health.observe(id)` when it completed,
+    `health.observe(id, error=...)` when it broke (so breakers see mid-stream failures), or
+    `health.release(id)` when nobody can tell (the client went away).
     """
     return await call_with_failover(plan, connect, first_chunk=True, **options)
 
@@ -227,8 +235,8 @@ class _Failover(Generic[T]):
             raise
         timer.stop()
         elapsed = self.clock() - started
-        if self.first_chunk:
-            self.health.observe(deployment.id, ttft=elapsed)
+        if self.first_chunk:  # the stream's verdict comes when it ends (see above)
+            self.health.observe_latency(deployment.id, ttft=elapsed)
         else:
             self.health.observe(deployment.id, latency=elapsed)
         return result

@@ -36,6 +36,12 @@ class Router:
         self._strategies = {g.name: _build(g, strategies) for g in self._groups.values()}
         self._validate()
         self._arms = _arms_by_deployment(self._groups.values(), self._strategies)
+        # Groups whose reach depends on no request fact (no `tiered` anywhere in it).
+        self._fixed_reach = {
+            name: self._reach(g, None)
+            for name, g in self._groups.items()
+            if not any(hasattr(self._strategies[n], "target") for n in self._closure(g))
+        }
         health.register(d.id for g in self._groups.values() for d in g.deployments)
 
     def resolve(self, name: str) -> ModelGroup:
@@ -77,6 +83,15 @@ class Router:
             ordered = within_max_price(ordered, request, self._estimator)
         return [d for d in _dedupe(ordered) if self._health.available(d.id)]
 
+    def reachable(self, group: ModelGroup, request: RouteRequest | None = None) -> list[Deployment]:
+        """Every deployment `plan` or `context_plan` may hand to failover for a request to
+        `group`, whatever the health, prices or prompt size: the group's own deployments (or,
+        for `tiered`, those of the group its rules pick for `request`; every target when
+        `request` is None), its `context_window_fallbacks` and its `fallbacks`. Worst-case
+        estimates are taken over this set, so a hold covers whichever deployment serves."""
+        fixed = self._fixed_reach.get(group.name)
+        return list(fixed) if fixed is not None else self._reach(group, request)
+
     def experiment_arm(self, deployment: Deployment) -> Assignment | None:
         """The A/B arm a request belongs to, given the deployment that actually served it."""
         return self._arms.get(deployment.id)
@@ -100,6 +115,39 @@ class Router:
     def _order(self, group: ModelGroup, request: RouteRequest) -> list[Deployment]:
         ctx = StrategyContext(self._health, self._rng, self._estimator, self._order_named)
         return self._strategies[group.name].order(group.deployments, request, ctx)
+
+    def _reach(self, group: ModelGroup, request: RouteRequest | None) -> list[Deployment]:
+        found = self._ordered_set(group, request)
+        for name in (*group.context_window_fallbacks, *group.fallbacks):
+            found += self._ordered_set(self._groups[name], request)
+        return _dedupe(found)
+
+    def _closure(self, group: ModelGroup) -> set[str]:
+        """Names of every group a request to `group` may be routed through."""
+        seen: set[str] = set()
+        todo = [group.name, *group.context_window_fallbacks, *group.fallbacks]
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(_targets(self._strategies[name]))
+        return seen
+
+    def _ordered_set(self, group: ModelGroup, request: RouteRequest | None) -> list[Deployment]:
+        """The deployments `_order` may return for `group` (a superset when request is None)."""
+        strategy = self._strategies[group.name]
+        target = getattr(strategy, "target", None)
+        if target is None:
+            return list(group.deployments)
+        if request is not None:
+            chosen = target(request)
+            if chosen is None:
+                return list(group.deployments)
+            return self._ordered_set(self._groups[chosen], request)
+        found = list(group.deployments)
+        for name in _targets(strategy):
+            found += self._ordered_set(self._groups[name], None)
+        return found
 
     def _order_named(self, name: str, request: RouteRequest) -> list[Deployment]:
         return self._order(self._groups[name], request)
