@@ -79,6 +79,8 @@ async def test_a_stream_that_breaks_after_its_first_chunk_ends_with_an_error_eve
             raw = await r.read()
         events = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
+        content = [orjson.loads(e)["choices"] for e in events[:-2]]
+        assert any(c and c[0]["delta"].get("content") for c in content)  # before the error
         error = orjson.loads(events[-2])["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert mock.stats.requests_for(deployment="backup") == 0  # not retried after the first byte

@@ -5,12 +5,14 @@ cooldowns pass without sleeping."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from sqlalchemy import select
 
@@ -217,10 +219,77 @@ async def test_a_hanging_upstream_is_cut_at_the_request_deadline(
     config["server"] = {"request_timeout": 0.5}
     gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, config)
     try:
+        started = time.monotonic()
         status, headers, body = await _chat(session, gw)
+        elapsed = time.monotonic() - started
         assert status == 504
         assert body["error"]["code"] == "upstream_timeout"
         assert headers["x-faregate-request-id"].startswith("req_")
+        # Cut at the 0.5 s deadline: neither earlier nor after waiting on the upstream.
+        assert 0.45 <= elapsed < 0.9, elapsed
+    finally:
+        await gw.runner.cleanup()
+
+
+async def _stream_events(s: aiohttp.ClientSession, gw: Running) -> tuple[int, str, list[Any]]:
+    async with s.post(
+        f"{gw.url}/v1/chat/completions",
+        json={**BODY, "max_tokens": 20, "stream": True},
+        headers={"Authorization": f"Bearer {gw.key}"},
+    ) as r:
+        raw = await r.read()
+        deployment = r.headers.get("x-faregate-deployment", "")
+    lines = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+    return r.status, deployment, [e if e == "[DONE]" else orjson.loads(e) for e in lines]
+
+
+async def test_streams_that_break_after_their_first_chunk_open_the_breaker(
+    tmp_path: Path, mock: MockServer, clock: Clock, session: aiohttp.ClientSession
+) -> None:
+    mock.config.deployments[PRIMARY] = MockBehaviour(disconnect_after_chunks=3)
+    gw = await _start(
+        tmp_path, mock, clock, breaker={"failure_threshold": 3, "cooldown_seconds": 30}
+    )
+    try:
+        for n in range(3):
+            status, deployment, events = await _stream_events(session, gw)
+            assert (status, deployment) == (200, PRIMARY)
+            assert "error" in events[-2] and events[-1] == "[DONE]"
+            assert any(
+                e["choices"] and e["choices"][0]["delta"].get("content") for e in events[:-2]
+            )
+            state = (await _health(session, gw))[PRIMARY]
+            assert state["state"] == ("open" if n == 2 else "closed")
+            assert state["consecutive_failures"] == (0 if n == 2 else n + 1)
+        assert mock.stats.requests_for(deployment=BACKUP) == 0  # none was retried
+
+        status, deployment, events = await _stream_events(session, gw)
+        assert (status, deployment) == (200, BACKUP)  # the open breaker keeps streams off it
+        assert events[-1] == "[DONE]" and not any("error" in e for e in events[:-1])
+        assert mock.stats.requests_for(deployment=PRIMARY) == 3
+
+        clock.advance(30)  # the half-open probe is a stream too: it closes only once it ends
+        mock.config.deployments[PRIMARY] = MockBehaviour()
+        status, deployment, events = await _stream_events(session, gw)
+        assert (status, deployment) == (200, PRIMARY)
+        assert (await _health(session, gw))[PRIMARY]["state"] == "closed"
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_a_stream_that_completes_counts_as_a_success(
+    tmp_path: Path, mock: MockServer, clock: Clock, session: aiohttp.ClientSession
+) -> None:
+    gw = await _start(tmp_path, mock, clock, breaker={"failure_threshold": 2})
+    try:
+        mock.config.deployments[PRIMARY] = MockBehaviour(disconnect_after_chunks=2)
+        await _stream_events(session, gw)
+        mock.config.deployments[PRIMARY] = MockBehaviour()
+        await _stream_events(session, gw)  # resets the count of consecutive failures
+        mock.config.deployments[PRIMARY] = MockBehaviour(disconnect_after_chunks=2)
+        await _stream_events(session, gw)
+        state = (await _health(session, gw))[PRIMARY]
+        assert (state["state"], state["consecutive_failures"]) == ("closed", 1)
     finally:
         await gw.runner.cleanup()
 

@@ -311,6 +311,28 @@ async def test_stream_connect_fails_over_and_records_time_to_first_token() -> No
     assert stats.latency is None
 
 
+async def test_a_stream_connect_leaves_the_verdict_to_the_end_of_the_stream() -> None:
+    clock = FakeClock()
+    health = HealthRegistry(clock=clock)
+    for _ in range(4):
+        health.observe("a", error=OUTAGE)
+
+    async def connect(d: Deployment) -> str:
+        return d.id
+
+    await connect_stream_with_failover([dep("a")], connect, health=health, deadline=soon())
+    [row] = [r for r in health.snapshot() if r["deployment"] == "a"]
+    assert row["consecutive_failures"] == 4  # a first chunk proves little
+    health.observe("a", error=ProviderError("cut mid-stream", status=502))
+    assert health.state("a") == "open"
+
+    clock.advance(30)  # half-open: the probe's slot stays taken until the stream ends
+    await connect_stream_with_failover([dep("a")], connect, health=health, deadline=soon())
+    assert not health.available("a")
+    health.observe("a")
+    assert health.state("a") == "closed"
+
+
 async def test_cancelled_probe_gives_its_slot_back() -> None:
     clock = FakeClock()
     health = HealthRegistry(clock=clock)

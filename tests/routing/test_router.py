@@ -180,6 +180,41 @@ def test_tiered_routes_drafts_cheap_and_finals_premium(
     assert ids(router.plan(router.resolve("images"), request_)) == expected
 
 
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        (RouteRequest(kind="images", tags=frozenset({"draft"})), ["sdxl-turbo"]),
+        (RouteRequest(kind="images", metadata={"stage": "final"}), ["imagen-4", "gpt-image-1"]),
+        (RouteRequest(kind="images", team="sales"), ["dall-e-3"]),
+        (None, ["unused", "sdxl-turbo", "imagen-4", "gpt-image-1", "dall-e-3"]),
+    ],
+)
+def test_reachable_follows_the_tiered_rule_the_request_matches(
+    health: HealthRegistry, request_: RouteRequest | None, expected: list[str]
+) -> None:
+    router = Router(tiered_groups(), health=health)
+    images = router.resolve("images")
+    assert ids(router.reachable(images, request_)) == expected
+    if request_ is not None:
+        assert set(ids(router.plan(images, request_))) <= set(expected)
+
+
+def test_reachable_covers_fallbacks_and_context_window_fallbacks(health: HealthRegistry) -> None:
+    router = Router(
+        groups(
+            group("chat", "a", "b", fallbacks=("backup",), context_window_fallbacks=("long",)),
+            group("backup", "c"),
+            group("long", "d", fallbacks=("never",)),  # a fallback's fallbacks are not tried
+            group("never", "e"),
+        ),
+        health=health,
+    )
+    chat = router.resolve("chat")
+    assert ids(router.reachable(chat, RouteRequest())) == ["a", "b", "d", "c"]
+    assert ids(router.reachable(chat)) == ["a", "b", "d", "c"]
+    assert set(ids(router.plan(chat, RouteRequest()))) <= {"a", "b", "c", "d"}
+
+
 def test_tiered_target_keeps_its_own_strategy(health: HealthRegistry) -> None:
     tiers = tiered_groups()
     tiers["premium-images"] = group(
