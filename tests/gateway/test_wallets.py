@@ -221,51 +221,6 @@ async def test_a_depleted_wallet_sends_its_webhook_once(gateway: Running) -> Non
     assert hooks.types().count("wallet.depleted_ongoing_balance") == 1
 
 
-async def test_a_client_leaving_mid_stream_pays_what_was_sent_and_its_hold_is_released(
-    tmp_path: Path, mock: MockServer
-) -> None:
-    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock)
-    try:
-        client = lago(gw)
-        wallet = await asyncio.to_thread(
-            client.wallets.create,
-            Wallet(external_customer_id="acme", rate_amount="1", paid_credits="5"),
-        )
-        async with aiohttp.ClientSession() as s:
-            async with s.put(
-                f"{mock.url}/_mock/deployments/openai",
-                json={"chunk_delay": 0.05, "output_tokens": 200},
-            ) as r:
-                assert r.status == 200
-            body = {
-                "model": "gpt-4o-mini",
-                "stream": True,
-                "max_tokens": 200,
-                "messages": [{"role": "user", "content": "tell me a long story"}],
-            }
-            headers = {"Authorization": f"Bearer {gw.key}"}
-            async with s.post(f"{gw.url}/v1/chat/completions", json=body, headers=headers) as r:
-                assert r.status == 200
-                await r.content.readline()  # the first chunk, then the client goes away
-            ledger_url = f"{gw.url}/api/v1/wallets/{wallet.lago_id}/ledger"
-            auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
-            entries: list[dict[str, Any]] = []
-            for _ in range(200):
-                async with s.get(ledger_url, headers=auth) as r:
-                    entries = (await r.json())["entries"]
-                if any(e["kind"] in ("post", "release") for e in entries):
-                    break
-                await asyncio.sleep(0.05)
-        [hold] = [e for e in entries if e["kind"] == "hold"]
-        [post] = [e for e in entries if e["kind"] == "post"]
-        assert Decimal(post["held"]) == -Decimal(hold["held"])  # the hold is released
-        assert 0 < Decimal(post["consumed"]) < Decimal(hold["held"])  # only what was sent
-        found = await asyncio.to_thread(client.wallets.find, wallet.lago_id)
-        assert found.credits_ongoing_usage_balance == "0.00000"
-    finally:
-        await gw.runner.cleanup()
-
-
 async def test_a_credit_limit_holds_unpaid_usage_of_a_customer_without_wallet(
     gateway: Running,
 ) -> None:
