@@ -219,9 +219,9 @@ def test_bad_rules_are_config_errors(section: dict[str, object]) -> None:
         parse_rate_limits(section)
 
 
-async def test_a_store_failure_mid_check_frees_the_slots_taken() -> None:
+async def test_a_store_failure_during_admission_takes_no_slot() -> None:
     class Failing(MemoryCounterStore):
-        async def rate_limit_many(self, specs: Any, now: float | None = None) -> Any:
+        async def admit(self, specs: Any, leases: Any = (), now: float | None = None) -> Any:
             raise CounterStoreUnavailable("down")
 
     store = Failing()
@@ -229,3 +229,54 @@ async def test_a_store_failure_mid_check_frees_the_slots_taken() -> None:
     with pytest.raises(CounterStoreUnavailable):
         await rl.check(ALICE, "m")
     assert await store.in_flight("rl:keys:key:k1:conc") == 0
+
+
+async def test_a_slot_refusal_consumes_no_rpm_and_an_rpm_refusal_takes_no_slot(
+    store: CounterStore,
+) -> None:
+    rl = limiter(
+        store,
+        {"id": "keys", "scope": "key", "max_concurrent": 1},
+        {"id": "team", "scope": "team", "rpm": 2},
+    )
+    first = await rl.check(ALICE, "m")
+    with pytest.raises(RateLimitExceeded) as full:
+        await rl.check(ALICE, "m")
+    assert "concurrent" in full.value.message
+    assert full.value.headers["x-ratelimit-remaining-requests"] == "1"
+    await first.finish()
+    second = await rl.check(ALICE, "m")  # the refused request left the team's rpm alone
+    await second.finish()
+    with pytest.raises(RateLimitExceeded) as limited:
+        await rl.check(ALICE, "m")
+    assert "requests per minute" in limited.value.message
+    assert await store.in_flight("rl:keys:key:k1:conc") == 0
+
+
+async def test_requests_refused_by_their_own_rpm_never_crowd_out_a_shared_slot(
+    store: CounterStore,
+) -> None:
+    rl = limiter(
+        store,
+        {"id": "team", "scope": "team", "max_concurrent": 1},
+        {"id": "keys", "scope": "key", "rpm": 1},
+    )
+    await (await rl.check(ALICE, "m")).finish()  # k1 has used its one request a minute
+    other = Subject(key_id="k2", team_id="design")
+
+    async def attempt(subject: Subject) -> bool:
+        try:
+            await rl.check(subject, "m")  # held, never finished: the team's one slot
+        except RateLimitExceeded:
+            return False
+        return True
+
+    tries = [ALICE] * 30 + [other] + [ALICE] * 30
+    admitted = await asyncio.gather(*(attempt(s) for s in tries))
+    assert admitted == [s is other for s in tries]
+
+
+@pytest.mark.parametrize("lease_ttl_s", [-1, "soon", True])
+def test_a_bad_lease_ttl_is_a_config_error(lease_ttl_s: object) -> None:
+    with pytest.raises(ConfigError):
+        parse_rate_limits({"rules": [], "lease_ttl_s": lease_ttl_s})

@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from faregate.store.counters import CounterStore, MemoryCounterStore, ReserveSpec
+from faregate.store.counters import (
+    CounterStore,
+    LeaseSpec,
+    LimitSpec,
+    MemoryCounterStore,
+    ReserveSpec,
+)
 from faregate.store.counters.redis_store import RedisCounterStore
 from faregate.store.redis_client import PipelinedRedis
 
@@ -73,6 +79,18 @@ async def test_concurrent_acquires_admit_exactly_the_limit(store: CounterStore) 
         *(store.acquire_concurrency("conc", 7, f"l{i}", 60) for i in range(100))
     )
     assert sum(results) == 7
+
+
+async def test_concurrent_admissions_take_slots_and_rates_together(store: CounterStore) -> None:
+    async def admit(i: int) -> bool:
+        rates = [LimitSpec("adm:rpm", 37, 60)]
+        leases = [LeaseSpec("adm:shared", 60, f"l{i}", 60), LeaseSpec("adm:own", 7, f"l{i}", 60)]
+        return (await store.admit(rates, leases)).allowed
+
+    results = await asyncio.gather(*(admit(i) for i in range(100)))
+    assert sum(results) == 7
+    assert await store.in_flight("adm:shared") == 7  # the refused took no shared slot
+    assert (await store.rate_limit("adm:rpm", 37, 60, cost=30)).allowed  # 7 used, 30 left
 
 
 async def test_two_connections_racing_share_one_limit(redis_url: str, redis_prefix: str) -> None:

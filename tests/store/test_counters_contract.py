@@ -11,6 +11,7 @@ import pytest
 from faregate.store.counters import (
     CounterStore,
     HoldReused,
+    LeaseSpec,
     LimitSpec,
     MemoryCounterStore,
     ReserveSpec,
@@ -130,6 +131,44 @@ async def test_an_expired_lease_frees_its_slot(store: CounterStore) -> None:
     assert not await store.acquire_concurrency("c", 1, "next", 10, now=T0 + 9.9)
     assert await store.acquire_concurrency("c", 1, "next", 10, now=T0 + 10.0)
     assert await store.in_flight("c", now=T0 + 10.0) == 1
+
+
+# -- admission: rates and leases in one step ---------------------------------------------
+
+
+async def test_admit_takes_every_lease_and_rate_or_nothing(store: CounterStore) -> None:
+    rpm = LimitSpec("rpm", 2, 60)
+    ok = await store.admit([rpm], [LeaseSpec("a", 1, "r1", 60), LeaseSpec("b", 2, "r1", 60)], T0)
+    assert ok.allowed and ok.leases == (True, True) and ok.rates[0].remaining == 1
+    # Slot "a" is full: the rpm is judged but not consumed, and no slot of "b" is taken.
+    full = await store.admit([rpm], [LeaseSpec("b", 2, "r2", 60), LeaseSpec("a", 1, "r2", 60)], T0)
+    assert not full.allowed and full.leases == (True, False)
+    assert full.rates[0].allowed and full.rates[0].remaining == 1
+    assert await store.in_flight("b", now=T0) == 1
+    # The rpm refuses: the free slot is left free.
+    await store.rate_limit("rpm", 2, 60, now=T0)
+    limited = await store.admit([rpm], [LeaseSpec("c", 1, "r3", 60)], T0)
+    assert not limited.allowed and limited.leases == (True,) and not limited.rates[0].allowed
+    assert await store.in_flight("c", now=T0) == 0
+
+
+async def test_admit_counts_one_lease_id_once_and_renews_a_live_lease(store: CounterStore) -> None:
+    twice = [LeaseSpec("c", 1, "r1", 60), LeaseSpec("c", 1, "r1", 60)]
+    assert (await store.admit([], twice, T0)).allowed
+    other = [LeaseSpec("c", 2, "r2", 60), LeaseSpec("c", 2, "r3", 60)]
+    assert (await store.admit([], other, T0)).leases == (True, False)
+    assert (await store.admit([], [LeaseSpec("c", 1, "r1", 60)], T0 + 50)).allowed
+    assert await store.in_flight("c", now=T0 + 100) == 1  # renewed to T0 + 110
+
+
+async def test_admit_with_nothing_to_check_admits(store: CounterStore) -> None:
+    assert (await store.admit([], [], T0)).allowed
+
+
+@pytest.mark.parametrize("lease", [LeaseSpec("c", 0, "r", 60), LeaseSpec("c", 1, "r", 0)])
+async def test_a_bad_lease_is_rejected(store: CounterStore, lease: LeaseSpec) -> None:
+    with pytest.raises(ValueError):
+        await store.admit([], [lease], T0)
 
 
 # -- multi-scope holds -----------------------------------------------------------------

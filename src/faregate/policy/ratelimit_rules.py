@@ -164,4 +164,6 @@ def parse_rate_limits(section: Mapping[str, Any] | Sequence[Any] | None) -> Rate
     lease = (
         section.get("lease_ttl_s", DEFAULT_LEASE_TTL_S) if isinstance(section, Mapping) else None
     )
+    if isinstance(lease, bool) or not isinstance(lease, int | float | None) or (lease or 1) < 0:
+        raise ConfigError("rate_limits.lease_ttl_s must be a positive number of seconds")
     return RateLimitConfig(rules, float(lease or DEFAULT_LEASE_TTL_S))

@@ -1,6 +1,7 @@
 """Requests per minute, tokens per minute and concurrent requests, checked before the
-upstream call: one atomic check over every matching limit, tokens reserved from the
-estimate and trued up afterwards. Talks to storage only through CounterStore."""
+upstream call: one atomic admission over every matching limit (rates and concurrency slots),
+tokens reserved from the estimate and trued up afterwards. Talks to storage only through
+CounterStore."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from faregate.policy.durations import format_reset, retry_after_header
 from faregate.policy.errors import RateLimitExceeded
 from faregate.policy.ratelimit_rules import Applied, Limits, RateLimitConfig
 from faregate.policy.subject import Subject
-from faregate.store.counters.base import CounterStore, LimitResult, LimitSpec
+from faregate.store.counters.base import (
+    Admission,
+    CounterStore,
+    LeaseSpec,
+    LimitResult,
+    LimitSpec,
+)
 
 WINDOW_S = 60
 
@@ -128,43 +135,30 @@ class RateLimiter:
         applied = self.applicable(subject, model, own)
         if not applied:
             return Permit(self._store, (), (), est_tokens)
-        leases = await self._acquire(applied, lease_id or uuid.uuid4().hex)
-        try:
-            checked = await self._consume(applied, max(est_tokens, 0))
-        except BaseException:
-            await self._release(leases)
-            raise
-        refused = [c for c in checked if not c.result.allowed]
-        if refused:
-            await self._release(leases)
-            raise self._refusal(checked, refused)
-        return Permit(self._store, checked, leases, max(est_tokens, 0))
+        est_tokens = max(est_tokens, 0)
+        planned = self._plan(applied, est_tokens)
+        leases = self._leases(applied, lease_id or uuid.uuid4().hex)
+        admission = await self._store.admit(
+            [spec for _, _, spec in planned], [lease for _, lease in leases]
+        )
+        checked = [
+            Checked(a, kind, spec, r)
+            for (a, kind, spec), r in zip(planned, admission.rates, strict=True)
+        ]
+        if not admission.allowed:
+            raise self._refusal(checked, leases, admission)
+        return Permit(self._store, checked, [(x.key, x.lease_id) for _, x in leases], est_tokens)
 
-    async def _acquire(self, applied: Sequence[Applied], lease_id: str) -> list[tuple[str, str]]:
-        leases: list[tuple[str, str]] = []
-        try:
-            for a in applied:
-                if a.limits.max_concurrent is None:
-                    continue
-                key = f"{a.counter}:conc"
-                limit, ttl = a.limits.max_concurrent, self._config.lease_ttl_s
-                if not await self._store.acquire_concurrency(key, limit, lease_id, ttl):
-                    raise RateLimitExceeded(
-                        f"Too many concurrent requests for {a.scope} limit '{a.rule_id}': "
-                        f"at most {limit} at a time.",
-                        headers={"Retry-After": "1", "retry-after-ms": "1000"},
-                    )
-                leases.append((key, lease_id))
-        except BaseException:
-            await self._release(leases)
-            raise
-        return leases
+    def _leases(self, applied: Sequence[Applied], lease_id: str) -> list[tuple[Applied, LeaseSpec]]:
+        ttl = self._config.lease_ttl_s
+        return [
+            (a, LeaseSpec(f"{a.counter}:conc", a.limits.max_concurrent, lease_id, ttl))
+            for a in applied
+            if a.limits.max_concurrent is not None
+        ]
 
-    async def _release(self, leases: Sequence[tuple[str, str]]) -> None:
-        for key, lease in leases:
-            await self._store.release_concurrency(key, lease)
-
-    async def _consume(self, applied: Sequence[Applied], est_tokens: int) -> list[Checked]:
+    @staticmethod
+    def _plan(applied: Sequence[Applied], est_tokens: int) -> list[tuple[Applied, str, LimitSpec]]:
         planned: list[tuple[Applied, str, LimitSpec]] = []
         for a in applied:
             if a.limits.rpm is not None:
@@ -174,15 +168,19 @@ class RateLimiter:
             if a.limits.tpm is not None:
                 spec = LimitSpec(f"{a.counter}:tok", a.limits.tpm, WINDOW_S, est_tokens)
                 planned.append((a, "tokens", spec))
-        if not planned:
-            return []
-        results = await self._store.rate_limit_many([spec for _, _, spec in planned])
-        return [
-            Checked(a, kind, spec, r) for (a, kind, spec), r in zip(planned, results, strict=True)
-        ]
+        return planned
 
-    def _refusal(self, checked: Sequence[Checked], refused: Sequence[Checked]) -> RateLimitExceeded:
+    def _refusal(
+        self,
+        checked: Sequence[Checked],
+        leases: Sequence[tuple[Applied, LeaseSpec]],
+        admission: Admission,
+    ) -> RateLimitExceeded:
         headers = ratelimit_headers(checked)
+        refused = [c for c in checked if not c.result.allowed]
+        full = [pair for pair, fits in zip(leases, admission.leases, strict=True) if not fits]
+        if full:
+            return _too_many(headers, refused, *full[0])
         first = refused[0]
         wait = max(c.result.retry_after_s for c in refused)
         if math.isinf(wait):
@@ -191,11 +189,29 @@ class RateLimiter:
                 f"requested {first.spec.cost}. Reduce the prompt or max_tokens.",
                 headers=headers,
             )
-        headers["Retry-After"] = retry_after_header(wait)
-        headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+        _set_retry_after(headers, wait)
         return RateLimitExceeded(
             f"Rate limit reached for {_describe(first)}: limit {first.spec.limit}, "
             f"remaining {first.result.remaining}, requested {first.spec.cost}. "
             f"Please try again in {format_reset(wait)}.",
             headers=headers,
         )
+
+
+def _set_retry_after(headers: dict[str, str], wait: float) -> None:
+    headers["Retry-After"] = retry_after_header(wait)
+    headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+
+
+def _too_many(
+    headers: dict[str, str], refused: Sequence[Checked], applied: Applied, lease: LeaseSpec
+) -> RateLimitExceeded:
+    # A slot frees whenever a request ends, so a second is worth waiting; longer when a
+    # rate limit refused the same request and has room only later.
+    waits = [c.result.retry_after_s for c in refused if not math.isinf(c.result.retry_after_s)]
+    _set_retry_after(headers, max([1.0, *waits]))
+    return RateLimitExceeded(
+        f"Too many concurrent requests for {applied.scope} limit '{applied.rule_id}': "
+        f"at most {lease.limit} at a time.",
+        headers=headers,
+    )

@@ -3,9 +3,11 @@ MemoryCounterStore (one process) and, imported explicitly so that domain code ne
 in redis, `faregate.store.counters.redis_store.RedisCounterStore` (many replicas)."""
 
 from faregate.store.counters.base import (
+    Admission,
     CounterStore,
     CounterStoreUnavailable,
     HoldReused,
+    LeaseSpec,
     LimitResult,
     LimitSpec,
     ReserveResult,
@@ -14,9 +16,11 @@ from faregate.store.counters.base import (
 from faregate.store.counters.memory import MemoryCounterStore
 
 __all__ = [
+    "Admission",
     "CounterStore",
     "CounterStoreUnavailable",
     "HoldReused",
+    "LeaseSpec",
     "LimitResult",
     "LimitSpec",
     "MemoryCounterStore",

@@ -62,6 +62,38 @@ class LimitResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseSpec:
+    """One concurrency limit to take a slot of: at most `limit` live leases on `key`. The
+    lease lives `ttl_s` unless released first, so a dead process's slot frees itself; taking
+    a lease id that is already live only renews it."""
+
+    key: str
+    limit: int
+    lease_id: str
+    ttl_s: float
+
+    def validate(self) -> None:
+        if self.limit <= 0:
+            raise ValueError(f"concurrency limit for {self.key!r} must be positive")
+        if not self.ttl_s > 0:
+            raise ValueError(f"lease ttl for {self.key!r} must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Outcome of `admit`: each rate spec's result (as `rate_limit_many` reports it) and
+    whether each lease found a slot. When `allowed`, every rate spec was consumed and every
+    lease taken; otherwise nothing was."""
+
+    rates: tuple[LimitResult, ...]
+    leases: tuple[bool, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return all(r.allowed for r in self.rates) and all(self.leases)
+
+
+@dataclass(frozen=True, slots=True)
 class ReserveSpec:
     """One budget scope of a reservation. The stored scope is `key:period_key`, so a new
     period starts from zero without any reset job; `ttl_s` keeps a period's counter
@@ -133,13 +165,25 @@ class CounterStore(Protocol):
         whether its own spec would pass; the batch passed only if all are allowed."""
         ...
 
+    async def admit(
+        self,
+        specs: Sequence[LimitSpec],
+        leases: Sequence[LeaseSpec] = (),
+        now: float | None = None,
+    ) -> Admission:
+        """Consume every rate spec and take every lease in one atomic step, or nothing when
+        any one is refused: a request is admitted by all of its limits at once."""
+        ...
+
     async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
         """Apply each spec's cost unconditionally (negative refunds), e.g. a token true-up."""
         ...
 
     async def acquire_concurrency(
         self, key: str, limit: int, lease_id: str, ttl_s: float, now: float | None = None
-    ) -> bool: ...
+    ) -> bool:
+        """Take (or renew) one lease: `admit` with that lease alone."""
+        ...
 
     async def release_concurrency(self, key: str, lease_id: str) -> None: ...
 

@@ -62,11 +62,18 @@ local function save()
 end
 """
 
-# KEYS: rate keys. ARGV: now, mode (check|adjust), then limit, window_ms, cost per key.
-_RATE_LIMIT_BODY = """
+# KEYS: rate keys, then lease zsets. ARGV: now, mode (check|adjust), number of leases, then
+# limit, window_ms, cost per rate key, then limit, lease_id, ttl_ms per lease. Mirrors
+# MemoryCounterStore.admit: every rate spec and lease is judged, then all are taken or none.
+_ADMIT_BODY = """
 local now = now_ms(ARGV[1])
-local n = #KEYS
-local function spec(i) return tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1]), tonumber(ARGV[3*i+2]) end
+local nl = tonumber(ARGV[3])
+local n = #KEYS - nl
+local function spec(i) return tonumber(ARGV[3*i+1]), tonumber(ARGV[3*i+2]), tonumber(ARGV[3*i+3]) end
+local function lease(j)
+  local b = 3 + 3*n + 3*(j-1)
+  return tonumber(ARGV[b+1]), ARGV[b+2], tonumber(ARGV[b+3])
+end
 if ARGV[2] == 'adjust' then
   for i = 1, n do
     local limit, window, cost = spec(i)
@@ -76,7 +83,28 @@ if ARGV[2] == 'adjust' then
   save()
   return 0
 end
-local out, all = {}, true
+local taken, fits, free = {}, {}, true
+for j = 1, nl do
+  local key = KEYS[n + j]
+  local limit, id = lease(j)
+  local t = taken[key]
+  if not t then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    t = {count = redis.call('ZCARD', key), ids = {}}
+    taken[key] = t
+  end
+  local held = t.ids[id] or redis.call('ZSCORE', key, id)
+  local ok = held or t.count < limit
+  if ok then
+    if not held then t.count = t.count + 1 end
+    t.ids[id] = true
+    fits[j] = 1
+  else
+    free = false
+    fits[j] = 0
+  end
+end
+local out, all = {}, free
 for i = 1, n do
   local limit, window, cost = spec(i)
   local s = load(KEYS[i], limit, now)
@@ -85,31 +113,26 @@ for i = 1, n do
   if ok == 0 then all = false end
   for _, x in ipairs({ok, rem, reset, retry}) do out[#out+1] = x end
 end
-if all then save() return out end
--- Refused: verdicts stay as judged in order; remaining/reset describe the untouched state.
-state = {}
-for i = 1, n do
-  local limit, window, cost = spec(i)
-  local _, _, rem, reset = decide(load(KEYS[i], limit, now)[2], limit, window, 0)
-  out[4*i - 2], out[4*i - 1] = rem, reset
+if all then
+  save()
+  for j = 1, nl do
+    local _, id, ttl = lease(j)
+    redis.call('ZADD', KEYS[n + j], fmt(now + ttl), id)
+    touch(KEYS[n + j], ttl)
+  end
+else
+  -- Refused: verdicts stay as judged in order; remaining/reset describe the untouched state.
+  state = {}
+  for i = 1, n do
+    local limit, window, cost = spec(i)
+    local _, _, rem, reset = decide(load(KEYS[i], limit, now)[2], limit, window, 0)
+    out[4*i - 2], out[4*i - 1] = rem, reset
+  end
 end
+for j = 1, nl do out[4*n + j] = fits[j] end
 return out
 """
-RATE_LIMIT = _COMMON + _GCRA + _RATE_LIMIT_BODY
-
-# KEYS[1]: lease zset. ARGV: limit, lease_id, ttl_ms, now.
-_ACQUIRE_BODY = """
-local now = now_ms(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[2])
-   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], fmt(now + tonumber(ARGV[3])), ARGV[2])
-touch(KEYS[1], ARGV[3])
-return 1
-"""
-ACQUIRE = _COMMON + _ACQUIRE_BODY
+ADMIT = _COMMON + _GCRA + _ADMIT_BODY
 
 # KEYS[1]: lease zset. ARGV: now.
 _IN_FLIGHT_BODY = """

@@ -12,6 +12,8 @@ from dataclasses import replace
 from faregate.store.counters import gcra
 from faregate.store.counters.base import (
     NEVER,
+    Admission,
+    LeaseSpec,
     LimitResult,
     LimitSpec,
     ReserveResult,
@@ -70,9 +72,20 @@ class MemoryCounterStore:
     async def rate_limit_many(
         self, specs: Sequence[LimitSpec], now: float | None = None
     ) -> list[LimitResult]:
+        return list((await self.admit(specs, (), now)).rates)
+
+    async def admit(
+        self,
+        specs: Sequence[LimitSpec],
+        leases: Sequence[LeaseSpec] = (),
+        now: float | None = None,
+    ) -> Admission:
         for spec in specs:
             spec.validate()
+        for lease in leases:
+            lease.validate()
         now_ms = self._now_ms(now)
+        free = self._free_slots(leases, now_ms)
         debts: dict[str, int] = {}
         decisions = []
         for spec in specs:
@@ -80,10 +93,15 @@ class MemoryCounterStore:
             decision = gcra.decide(debt, spec.limit, spec.window_ms, spec.cost)
             debts[spec.key] = decision.debt
             decisions.append(decision)
-        if all(d.allowed for d in decisions):
+        if all(free) and all(d.allowed for d in decisions):
             for spec in specs:
                 self._store_debt(spec.key, debts[spec.key], spec.limit, now_ms)
-            return [_result(s, d) for s, d in zip(specs, decisions, strict=True)]
+            for lease in leases:
+                self._leases.setdefault(lease.key, {})[lease.lease_id] = now_ms + math.ceil(
+                    lease.ttl_s * 1000
+                )
+            rates = [_result(s, d) for s, d in zip(specs, decisions, strict=True)]
+            return Admission(tuple(rates), free)
         # Refused: consume nothing. Each verdict stays as judged in order (a repeated key
         # sees the earlier spec), while remaining/reset describe the untouched state.
         results = []
@@ -96,7 +114,7 @@ class MemoryCounterStore:
                     spec, replace(decision, remaining=before.remaining, reset_ms=before.reset_ms)
                 )
             )
-        return results
+        return Admission(tuple(results), free)
 
     async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
         for spec in specs:
@@ -114,16 +132,24 @@ class MemoryCounterStore:
             del leases[lease_id]
         return leases
 
+    def _free_slots(self, leases: Sequence[LeaseSpec], now_ms: int) -> tuple[bool, ...]:
+        """Whether each lease finds a slot, counting the earlier leases of the same batch."""
+        taken: dict[str, set[str]] = {}
+        free = []
+        for lease in leases:
+            ids = taken.get(lease.key)
+            if ids is None:
+                ids = taken[lease.key] = set(self._live_leases(lease.key, now_ms))
+            fits = lease.lease_id in ids or len(ids) < lease.limit
+            if fits:
+                ids.add(lease.lease_id)
+            free.append(fits)
+        return tuple(free)
+
     async def acquire_concurrency(
         self, key: str, limit: int, lease_id: str, ttl_s: float, now: float | None = None
     ) -> bool:
-        now_ms = self._now_ms(now)
-        leases = self._live_leases(key, now_ms)
-        if lease_id not in leases and len(leases) >= limit:
-            return False
-        leases[lease_id] = now_ms + math.ceil(ttl_s * 1000)
-        self._leases[key] = leases
-        return True
+        return (await self.admit((), [LeaseSpec(key, limit, lease_id, ttl_s)], now)).allowed
 
     async def release_concurrency(self, key: str, lease_id: str) -> None:
         leases = self._leases.get(key)

@@ -20,8 +20,10 @@ from faregate.store.counters import lua
 from faregate.store.counters.base import (
     HOLD_RECORD_GRACE_S,
     NEVER,
+    Admission,
     CounterStoreUnavailable,
     HoldReused,
+    LeaseSpec,
     LimitResult,
     LimitSpec,
     ReserveResult,
@@ -61,8 +63,7 @@ class RedisCounterStore:
             raise ValueError("RedisCounterStore needs a client with decode_responses=False")
         self._redis = client
         self._prefix = prefix
-        self._rate = client.register_script(lua.RATE_LIMIT)
-        self._acquire = client.register_script(lua.ACQUIRE)
+        self._admit = client.register_script(lua.ADMIT)
         self._in_flight = client.register_script(lua.IN_FLIGHT)
         self._reserve = client.register_script(lua.RESERVE)
         self._settle = client.register_script(lua.SETTLE)
@@ -80,10 +81,18 @@ class RedisCounterStore:
 
     # -- rate limits -------------------------------------------------------------------
 
-    def _rate_args(self, specs: Sequence[LimitSpec], now: float | None, mode: str) -> list[Any]:
-        args: list[Any] = [_now_arg(now), mode]
+    def _rate_args(
+        self,
+        specs: Sequence[LimitSpec],
+        now: float | None,
+        mode: str,
+        leases: Sequence[LeaseSpec] = (),
+    ) -> list[Any]:
+        args: list[Any] = [_now_arg(now), mode, len(leases)]
         for spec in specs:
             args += [spec.limit, spec.window_ms, spec.cost]
+        for lease in leases:
+            args += [lease.limit, lease.lease_id, max(1, _ttl_ms(lease.ttl_s))]
         return args
 
     async def rate_limit(
@@ -94,20 +103,32 @@ class RedisCounterStore:
     async def rate_limit_many(
         self, specs: Sequence[LimitSpec], now: float | None = None
     ) -> list[LimitResult]:
-        if not specs:
-            return []
+        return list((await self.admit(specs, (), now)).rates)
+
+    async def admit(
+        self,
+        specs: Sequence[LimitSpec],
+        leases: Sequence[LeaseSpec] = (),
+        now: float | None = None,
+    ) -> Admission:
+        if not specs and not leases:
+            return Admission((), ())
         for spec in specs:
             spec.validate()
-        keys = [self._k("rl", s.key) for s in specs]
-        raw = await self._run(self._rate, keys, self._rate_args(specs, now, "check"))
+        for lease in leases:
+            lease.validate()
+        keys = [self._k("rl", s.key) for s in specs] + [self._k("cc", x.key) for x in leases]
+        args = self._rate_args(specs, now, "check", leases)
+        raw = [int(x) for x in await self._run(self._admit, keys, args)]
         results = []
         for i, spec in enumerate(specs):
-            allowed, remaining, reset_ms, retry_ms = (int(x) for x in raw[4 * i : 4 * i + 4])
+            allowed, remaining, reset_ms, retry_ms = raw[4 * i : 4 * i + 4]
             retry = NEVER if retry_ms < 0 else retry_ms / 1000
             results.append(
                 LimitResult(bool(allowed), spec.limit, remaining, reset_ms / 1000, retry)
             )
-        return results
+        fits = tuple(bool(x) for x in raw[4 * len(specs) :])
+        return Admission(tuple(results), fits)
 
     async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
         if not specs:
@@ -115,15 +136,14 @@ class RedisCounterStore:
         for spec in specs:
             spec.validate(allow_negative=True)
         keys = [self._k("rl", s.key) for s in specs]
-        await self._run(self._rate, keys, self._rate_args(specs, now, "adjust"))
+        await self._run(self._admit, keys, self._rate_args(specs, now, "adjust"))
 
     # -- concurrency -------------------------------------------------------------------
 
     async def acquire_concurrency(
         self, key: str, limit: int, lease_id: str, ttl_s: float, now: float | None = None
     ) -> bool:
-        args = [limit, lease_id, max(1, _ttl_ms(ttl_s)), _now_arg(now)]
-        return bool(await self._run(self._acquire, [self._k("cc", key)], args))
+        return (await self.admit((), [LeaseSpec(key, limit, lease_id, ttl_s)], now)).allowed
 
     async def release_concurrency(self, key: str, lease_id: str) -> None:
         with _translated():
