@@ -51,9 +51,20 @@ class Billing:
             return int((await conn.execute(query)).scalar_one())
 
     async def post(self, path: str, body: Any, key: str = ADMIN_KEY) -> httpx.Response:
+        return await self.request("POST", path, body, key)
+
+    async def put(self, path: str, body: Any) -> httpx.Response:
+        return await self.request("PUT", path, body)
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.request("GET", path)
+
+    async def request(
+        self, method: str, path: str, body: Any = None, key: str = ADMIN_KEY
+    ) -> httpx.Response:
         async with httpx.AsyncClient() as http:
-            return await http.post(
-                f"{self.url}{path}", json=body, headers={"Authorization": f"Bearer {key}"}
+            return await http.request(
+                method, f"{self.url}{path}", json=body, headers={"Authorization": f"Bearer {key}"}
             )
 
 

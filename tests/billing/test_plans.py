@@ -167,7 +167,25 @@ def test_pay_in_advance_needs_a_payable_in_advance_aggregation() -> None:
     )
     with pytest.raises(BillingValidationError) as caught:
         validate_charge(charge, peak)
-    assert caught.value.field == "pay_in_advance"
+    assert (caught.value.field, caught.value.error_code) == (
+        "pay_in_advance",
+        "invalid_aggregation_type",
+    )
+
+
+def test_a_pay_in_advance_charge_is_refused_because_it_would_never_be_invoiced() -> None:
+    tokens = BillableMetric("tokens", "Tokens", "sum_agg", field_name="tokens")
+    charge = Charge.from_dict(
+        {
+            "billable_metric_code": "tokens",
+            "charge_model": "standard",
+            "properties": {"amount": "1"},
+            "pay_in_advance": True,
+        }
+    )
+    with pytest.raises(BillingValidationError) as caught:
+        validate_charge(charge, tokens)
+    assert (caught.value.field, caught.value.error_code) == ("pay_in_advance", "not_supported")
 
 
 @pytest.mark.parametrize(

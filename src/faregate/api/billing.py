@@ -1,5 +1,6 @@
-"""Lago v1 billing API (customers, billable metrics, plans, subscriptions, events) for the
-official Lago clients. HTTP only: parse, validate with the billing domain, store, render."""
+"""Lago v1 billing API: customers and billable metrics here, plus what the other Lago modules
+(plans, subscriptions, events, invoices, usage) share: admin auth, Lago-shaped errors,
+pagination. HTTP only: parse, validate with the billing domain, store, render."""
 
 from __future__ import annotations
 
@@ -7,26 +8,33 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 
 from faregate.api.common import bearer_key, json_response, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository as customers_repo
+from faregate.billing import catalog_changes as changes
 from faregate.billing import repository as repo
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.metrics import BillableMetric
-from faregate.billing.plans import Plan, Subscription
+from faregate.billing.plans import Plan, validate_charge
 from faregate.metering import ingest
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BATCH = 1000
+MAX_PER_PAGE = 1000
+# Subscriptions terminated by one deletion of their customer or plan (all of them, in practice).
+MAX_TERMINATIONS = 100_000
 _REASONS = {404: "Not Found", 409: "Conflict", 422: "Unprocessable Entity"}
 
 
 def lago_error(err: BillingError) -> web.Response:
-    body: dict[str, Any] = {"status": err.status, "error": _REASONS.get(err.status, "Error"),
-                            "code": err.code}
+    body: dict[str, Any] = {
+        "status": err.status,
+        "error": _REASONS.get(err.status, "Error"),
+        "code": err.code,
+    }
     if isinstance(err, BillingValidationError):
         body["error_details"] = {err.field: [err.error_code]}
     return json_response(body, status=err.status)
@@ -64,8 +72,39 @@ def _root(body: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _meta(count: int) -> dict[str, Any]:
-    return {"current_page": 1, "next_page": None, "prev_page": None, "total_pages": 1,
-            "total_count": count}
+    return {
+        "current_page": 1,
+        "next_page": None,
+        "prev_page": None,
+        "total_pages": 1,
+        "total_count": count,
+    }
+
+
+def _query_int(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise BillingValidationError(name, "value_is_invalid")
+    return int(raw)
+
+
+def page_of(request: web.Request) -> tuple[int, int]:
+    """Lago's `page` (from 1) and `per_page` (default 100, at most MAX_PER_PAGE)."""
+    return _query_int(request, "page", 1), min(_query_int(request, "per_page", 100), MAX_PER_PAGE)
+
+
+def page_meta(page: int, per_page: int, total: int) -> dict[str, Any]:
+    """Lago's list `meta`: pages of `per_page` rows over `total` rows."""
+    pages = max(1, -(-total // per_page))
+    return {
+        "current_page": page,
+        "next_page": page + 1 if page < pages else None,
+        "prev_page": page - 1 if page > 1 else None,
+        "total_pages": pages,
+        "total_count": total,
+    }
 
 
 def _services(request: web.Request) -> Services:
@@ -77,10 +116,17 @@ def _services(request: web.Request) -> Services:
 
 def _customer_json(row: dict[str, Any]) -> dict[str, Any]:
     created = _iso(row["created_at"])
-    return {"lago_id": row["id"], "external_id": row["external_id"], "name": row.get("name"),
-            "email": row.get("email"), "currency": row.get("currency"),
-            "timezone": row.get("timezone"), "applicable_timezone": row.get("timezone") or "UTC",
-            "created_at": created, "updated_at": created}
+    return {
+        "lago_id": row["id"],
+        "external_id": row["external_id"],
+        "name": row.get("name"),
+        "email": row.get("email"),
+        "currency": row.get("currency"),
+        "timezone": row.get("timezone"),
+        "applicable_timezone": row.get("timezone") or "UTC",
+        "created_at": created,
+        "updated_at": created,
+    }
 
 
 def _customer_values(data: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +151,13 @@ async def create_customer(request: web.Request) -> web.Response:
     async with _services(request).engine.begin() as conn:
         row = await customers_repo.customer_by_external_id(conn, external_id)
         if row is None:
-            row = await customers_repo.insert_customer(conn, {"external_id": external_id, **values})
+            try:
+                async with conn.begin_nested():
+                    row = await customers_repo.insert_customer(
+                        conn, {"external_id": external_id, **values}
+                    )
+            except IntegrityError:  # a deleted customer keeps its external_id
+                raise BillingValidationError("external_id", "value_already_exist") from None
         elif values:
             await customers_repo.update_customer(conn, row["id"], values)
             row = {**row, **values}
@@ -124,9 +176,37 @@ async def get_customer(request: web.Request) -> web.Response:
 
 @_lago
 async def list_customers(request: web.Request) -> web.Response:
+    page, per_page = page_of(request)
     async with _services(request).engine.connect() as conn:
-        rows = await customers_repo.list_customers(conn, limit=1000)
-    return json_response({"customers": [_customer_json(r) for r in rows], "meta": _meta(len(rows))})
+        rows = await customers_repo.list_customers(
+            conn, limit=per_page, offset=(page - 1) * per_page
+        )
+        total = await customers_repo.count_customers(conn)
+    return json_response(
+        {"customers": [_customer_json(r) for r in rows], "meta": page_meta(page, per_page, total)}
+    )
+
+
+@_lago
+async def delete_customer(request: web.Request) -> web.Response:
+    """Lago's customer deletion: its subscriptions are terminated now (their final periods
+    are invoiced by the next billing run), its API keys revoked, the customer soft-deleted."""
+    external_id = request.match_info["external_id"]
+    services = _services(request)
+    now = datetime.now(UTC)
+    async with services.engine.begin() as conn:
+        row = await customers_repo.customer_by_external_id(conn, external_id)
+        if row is None:
+            raise BillingNotFound("customer", external_id)
+        subs, _ = await repo.list_subscriptions(
+            conn, external_id, limit=MAX_TERMINATIONS, statuses=("active", "pending")
+        )
+        for sub in subs:
+            await repo.terminate_subscription(conn, sub, now)
+        for key in await customers_repo.list_keys(conn, row["id"]):
+            await customers_repo.revoke_key(conn, key["id"])
+        await customers_repo.update_customer(conn, row["id"], {"deleted_at": now})
+    return json_response({"customer": _customer_json(row)})
 
 
 # --- billable metrics --------------------------------------------------------------------
@@ -134,22 +214,21 @@ async def list_customers(request: web.Request) -> web.Response:
 
 def _metric_json(row: dict[str, Any]) -> dict[str, Any]:
     d = row["definition"]
-    return {"lago_id": row["id"], "code": row["code"], "name": row["name"],
-            "description": d.get("description"), "aggregation_type": row["aggregation_type"],
-            "field_name": d.get("field_name"), "recurring": bool(d.get("recurring")),
-            "rounding_function": d.get("rounding_function"),
-            "rounding_precision": d.get("rounding_precision"),
-            "weighted_interval": d.get("weighted_interval"), "expression": None,
-            "filters": d.get("filters") or [], "created_at": _iso(row["created_at"])}
-
-
-def _metric_definition(metric: BillableMetric) -> dict[str, Any]:
-    return {"code": metric.code, "name": metric.name, "aggregation_type": metric.aggregation_type,
-            "field_name": metric.field_name, "recurring": metric.recurring,
-            "rounding_function": metric.rounding_function,
-            "rounding_precision": metric.rounding_precision,
-            "weighted_interval": metric.weighted_interval, "description": metric.description,
-            "filters": [{"key": f.key, "values": list(f.values)} for f in metric.filters]}
+    return {
+        "lago_id": row["id"],
+        "code": row["code"],
+        "name": row["name"],
+        "description": d.get("description"),
+        "aggregation_type": row["aggregation_type"],
+        "field_name": d.get("field_name"),
+        "recurring": bool(d.get("recurring")),
+        "rounding_function": d.get("rounding_function"),
+        "rounding_precision": d.get("rounding_precision"),
+        "weighted_interval": d.get("weighted_interval"),
+        "expression": None,
+        "filters": d.get("filters") or [],
+        "created_at": _iso(row["created_at"]),
+    }
 
 
 @_lago
@@ -159,141 +238,88 @@ async def create_metric(request: web.Request) -> web.Response:
     async with _services(request).engine.begin() as conn:
         if await repo.metric_by_code(conn, metric.code) is not None:
             raise BillingValidationError("code", "value_already_exist")
-        row = await repo.insert_metric(conn, _metric_definition(metric))
+        row = await repo.insert_metric(conn, changes.metric_json(metric))
     event_catalog(_services(request)).add_metric(metric)
     return json_response({"billable_metric": _metric_json(row)})
 
 
+async def _live_metric(conn: Any, code: str) -> dict[str, Any]:
+    row = await repo.metric_by_code(conn, code)
+    if row is None or row.get("deleted_at") is not None:
+        raise BillingNotFound("billable_metric", code)
+    return row
+
+
 @_lago
 async def get_metric(request: web.Request) -> web.Response:
-    code = request.match_info["code"]
     async with _services(request).engine.connect() as conn:
-        row = await repo.metric_by_code(conn, code)
-    if row is None:
-        raise BillingNotFound("billable_metric", code)
+        row = await _live_metric(conn, request.match_info["code"])
     return json_response({"billable_metric": _metric_json(row)})
 
 
 @_lago
 async def list_metrics(request: web.Request) -> web.Response:
+    page, per_page = page_of(request)
     async with _services(request).engine.connect() as conn:
-        rows = await repo.list_metrics(conn, limit=1000)
-    return json_response({"billable_metrics": [_metric_json(r) for r in rows],
-                          "meta": _meta(len(rows))})
+        rows, total = await repo.list_metrics(conn, limit=per_page, offset=(page - 1) * per_page)
+    return json_response(
+        {
+            "billable_metrics": [_metric_json(r) for r in rows],
+            "meta": page_meta(page, per_page, total),
+        }
+    )
 
 
-# --- plans -------------------------------------------------------------------------------
-
-
-def _plan_json(row: dict[str, Any]) -> dict[str, Any]:
-    d = row["definition"]
-    return {"lago_id": row["id"], "code": row["code"], "name": row["name"],
-            "created_at": _iso(row["created_at"]), **{k: v for k, v in d.items()
-                                                       if k not in ("code", "name")}}
-
-
-def _plan_definition(plan: Plan) -> dict[str, Any]:
-    return {"code": plan.code, "name": plan.name, "interval": plan.interval,
-            "amount_cents": plan.amount_cents, "amount_currency": plan.amount_currency,
-            "pay_in_advance": plan.pay_in_advance,
-            "bill_charges_monthly": plan.bill_charges_monthly,
-            "invoice_display_name": plan.invoice_display_name, "description": plan.description,
-            "charges": [c.to_dict() for c in plan.charges]}
-
-
-async def _name_metrics(conn: Any, charges: object) -> None:
-    """Lago clients name a charge's metric by `billable_metric_id` (its lago_id); the domain
-    reads `billable_metric_code`."""
-    if not isinstance(charges, list):
-        return
-    for charge in charges:
-        if not isinstance(charge, dict) or charge.get("billable_metric_code"):
-            continue
-        metric_id = charge.get("billable_metric_id")
-        if isinstance(metric_id, str) and metric_id:
-            row = await repo.metric_by_id(conn, metric_id)
-            if row is None:
-                raise BillingNotFound("billable_metric", metric_id)
-            charge["billable_metric_code"] = row["code"]
+async def _plans_charging(conn: Any, code: str) -> list[tuple[dict[str, Any], Plan]]:
+    rows, _ = await repo.list_plans(conn, limit=MAX_TERMINATIONS, include_deleted=True)
+    charging = []
+    for row in rows:
+        plan = Plan.from_dict(row["definition"])
+        if changes.charges_metric(plan, code):
+            charging.append((row, plan))
+    return charging
 
 
 @_lago
-async def create_plan(request: web.Request) -> web.Response:
-    data = {k: v for k, v in _root(await read_json_object(request), "plan").items()
-            if v is not None}
+async def update_metric(request: web.Request) -> web.Response:
+    """Lago's update: the fields given replace the stored ones. A metric charged by a plan
+    keeps how it aggregates, and keeps every filter value a charge filter prices."""
+    data = {
+        k: v
+        for k, v in _root(await read_json_object(request), "billable_metric").items()
+        if v is not None
+    }
     async with _services(request).engine.begin() as conn:
-        await _name_metrics(conn, data.get("charges"))
-        plan = Plan.from_dict(data)
-        codes = {c.billable_metric_code for c in plan.charges}
-        if await repo.plan_by_code(conn, plan.code) is not None:
-            raise BillingValidationError("code", "value_already_exist")
-        rows = await repo.metrics_by_codes(conn, codes)
-        plan.validate_metrics({code: BillableMetric.from_dict(r["definition"])
-                               for code, r in rows.items()})
-        row = await repo.insert_plan(conn, _plan_definition(plan))
-    return json_response({"plan": _plan_json(row)})
+        row = await _live_metric(conn, request.match_info["code"])
+        stored = BillableMetric.from_dict(row["definition"])
+        charging = await _plans_charging(conn, stored.code)
+        metric = changes.updated_metric(stored, data, charged=bool(charging))
+        for _, plan in charging:
+            for charge in plan.charges:
+                if charge.billable_metric_code == metric.code:
+                    validate_charge(charge, metric)
+        definition = changes.metric_json(metric)
+        await repo.update_metric_definition(conn, row["id"], definition)
+    event_catalog(_services(request)).add_metric(metric)
+    return json_response(
+        {"billable_metric": _metric_json({**row, "name": metric.name, "definition": definition})}
+    )
 
 
 @_lago
-async def get_plan(request: web.Request) -> web.Response:
-    code = request.match_info["code"]
-    async with _services(request).engine.connect() as conn:
-        row = await repo.plan_by_code(conn, code)
-    if row is None:
-        raise BillingNotFound("plan", code)
-    return json_response({"plan": _plan_json(row)})
-
-
-# --- subscriptions -----------------------------------------------------------------------
-
-
-def _subscription_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {"lago_id": row["id"], "external_id": row["external_id"],
-            "lago_customer_id": row.get("customer_id"),
-            "external_customer_id": row["external_customer_id"], "plan_code": row["plan_code"],
-            "name": row.get("name"), "status": row["status"], "billing_time": row["billing_time"],
-            "subscription_at": _iso(row["subscription_at"]),
-            "started_at": _iso(row.get("started_at") or row["subscription_at"]),
-            "ending_at": _iso(row.get("ending_at")), "created_at": _iso(row["created_at"])}
-
-
-@_lago
-async def create_subscription(request: web.Request) -> web.Response:
-    data = {k: v for k, v in _root(await read_json_object(request), "subscription").items()
-            if v is not None}
-    data.setdefault("subscription_at", datetime.now(UTC).isoformat())
-    sub = Subscription.from_dict(data)
+async def delete_metric(request: web.Request) -> web.Response:
+    """Lago's deletion: the metric is soft-deleted (its code stays taken, its events stored)
+    and every plan's charges on it are removed, so current and later periods no longer bill
+    it; finalized invoices are unchanged."""
     async with _services(request).engine.begin() as conn:
-        existing = await repo.subscription_by_external_id(conn, sub.external_id)
-        if existing is not None:
-            if existing["plan_code"] != sub.plan_code:
-                raise BillingValidationError("external_id", "value_already_exist")
-            return json_response({"subscription": _subscription_json(existing)})
-        customer = await customers_repo.customer_by_external_id(conn, sub.external_customer_id)
-        if customer is None:
-            raise BillingNotFound("customer", sub.external_customer_id)
-        if await repo.plan_by_code(conn, sub.plan_code) is None:
-            raise BillingNotFound("plan", sub.plan_code)
-        row = await repo.insert_subscription(conn, {
-            "external_id": sub.external_id, "external_customer_id": sub.external_customer_id,
-            "customer_id": customer["id"], "plan_code": sub.plan_code, "name": sub.name,
-            "status": sub.status, "billing_time": sub.billing_time,
-            "subscription_at": sub.subscription_at, "started_at": sub.started_at,
-            "ending_at": sub.ending_at})
-    event_catalog(_services(request)).add_subscription(row)
-    return json_response({"subscription": _subscription_json(row)})
-
-
-@_lago
-async def list_subscriptions(request: web.Request) -> web.Response:
-    external_customer_id = request.query.get("external_customer_id")
-    async with _services(request).engine.connect() as conn:
-        rows = await repo.list_subscriptions(conn, external_customer_id, limit=1000)
-    return json_response({"subscriptions": [_subscription_json(r) for r in rows],
-                          "meta": _meta(len(rows))})
-
-
-# --- events ------------------------------------------------------------------------------
+        row = await _live_metric(conn, request.match_info["code"])
+        for plan_row, _ in await _plans_charging(conn, row["code"]):
+            await repo.update_plan_definition(
+                conn, plan_row["id"], changes.without_metric(plan_row["definition"], row["code"])
+            )
+        await repo.delete_metric(conn, row["id"])
+    event_catalog(_services(request)).remove_metric(row["code"])
+    return json_response({"billable_metric": _metric_json(row)})
 
 
 def event_catalog(services: Services) -> ingest.Catalog:
@@ -304,67 +330,19 @@ def event_catalog(services: Services) -> ingest.Catalog:
     return catalog
 
 
-def _events_response(payload: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload, option=orjson.OPT_UTC_Z), status=status,
-                        content_type="application/json")
-
-
-async def _event_error(services: Services, item: object, details: dict[str, list[str]]) -> None:
-    """Lago's `event.error` webhook for a refused event (after the response is decided)."""
-    error = {"status": 422, "error": "Unprocessable Entity",
-             "message": orjson.dumps(details).decode(),
-             "event": item if isinstance(item, dict) else {"value": item}}
-    await services.webhooks.emit("event.error", "event_error", error)
-
-
-@_lago
-async def create_event(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
-    event = body.get("event")
-    if not isinstance(event, dict):
-        raise BillingValidationError("event", "value_is_mandatory")
-    services = _services(request)
-    catalog = event_catalog(services)
-    rows, errors = await ingest.accept(catalog, services.writer, [event])
-    if errors:
-        await _event_error(services, event, errors["0"])
-        field, codes = next(iter(errors["0"].items()))
-        raise BillingValidationError(field, codes[0])
-    return _events_response({"event": ingest.event_json(rows[0], catalog)})
-
-
-@_lago
-async def create_events_batch(request: web.Request) -> web.Response:
-    """All or nothing, as in Lago: one invalid item refuses the batch (422 with the errors of
-    each bad item by index) and none of it is stored, so a corrected batch can be re-sent."""
-    body = await read_json_object(request)
-    items = body.get("events")
-    if not isinstance(items, list) or not items:
-        raise BillingValidationError("events", "no_events")
-    if len(items) > MAX_BATCH:
-        raise BillingValidationError("events", "too_many_events")
-    services = _services(request)
-    catalog = event_catalog(services)
-    rows, errors = await ingest.accept(catalog, services.writer, items)
-    if errors:
-        for index, details in errors.items():
-            await _event_error(services, items[int(index)], details)
-        return json_response({"status": 422, "error": "Unprocessable Entity",
-                              "code": "validation_errors", "error_details": errors}, status=422)
-    return _events_response({"events": [ingest.event_json(r, catalog) for r in rows]})
-
-
 def add_routes(app: web.Application) -> None:
+    from faregate.api import events, plans, subscriptions  # they build on this module
+
     r = app.router
     r.add_post("/api/v1/customers", create_customer)
     r.add_get("/api/v1/customers", list_customers)
     r.add_get("/api/v1/customers/{external_id}", get_customer)
+    r.add_delete("/api/v1/customers/{external_id}", delete_customer)
     r.add_post("/api/v1/billable_metrics", create_metric)
     r.add_get("/api/v1/billable_metrics", list_metrics)
     r.add_get("/api/v1/billable_metrics/{code}", get_metric)
-    r.add_post("/api/v1/plans", create_plan)
-    r.add_get("/api/v1/plans/{code}", get_plan)
-    r.add_post("/api/v1/subscriptions", create_subscription)
-    r.add_get("/api/v1/subscriptions", list_subscriptions)
-    r.add_post("/api/v1/events/batch", create_events_batch)
-    r.add_post("/api/v1/events", create_event)
+    r.add_put("/api/v1/billable_metrics/{code}", update_metric)
+    r.add_delete("/api/v1/billable_metrics/{code}", delete_metric)
+    plans.add_routes(app)
+    subscriptions.add_routes(app)
+    events.add_routes(app)

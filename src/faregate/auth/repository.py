@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.store.tables.billing import subscriptions
@@ -73,6 +73,11 @@ async def list_customers(
         .offset(offset)
     )
     return [dict(r) for r in rows.mappings()]
+
+
+async def count_customers(conn: AsyncConnection) -> int:
+    query = select(func.count()).select_from(customers).where(customers.c.deleted_at.is_(None))
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def insert_team(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:

@@ -130,7 +130,8 @@ def _charge_filter(model: ChargeModel[Any], item: object) -> ChargeFilter:
 
 def validate_charge(charge: Charge, metric: BillableMetric) -> None:
     """Rules that need the metric: filter keys and values it declares, and which aggregations
-    a charge model or pay-in-advance accepts (Lago's charge validators)."""
+    a charge model or pay-in-advance accepts (Lago's charge validators). A pay-in-advance
+    charge that passes Lago's rules is then refused: faregate does not invoice them."""
     if metric.code != charge.billable_metric_code:
         raise BillingValidationError("billable_metric", "value_is_invalid")
     for charge_filter in charge.filters:
@@ -143,6 +144,10 @@ def validate_charge(charge: Charge, metric: BillableMetric) -> None:
         raise BillingValidationError("billable_metric", "invalid_value")
     if charge.pay_in_advance and kind not in PAYABLE_IN_ADVANCE:
         raise BillingValidationError("pay_in_advance", "invalid_aggregation_type")
+    if charge.pay_in_advance:
+        # Lago bills such a charge on its own invoice per event; faregate has no such
+        # invoice yet, so it refuses the charge instead of never billing it.
+        raise BillingValidationError("pay_in_advance", "not_supported")
     priced = (charge.properties, *(f.properties for f in charge.filters))
     if kind not in ("count_agg", "sum_agg") and any(
         charge.model.needs_event_values(p) for p in priced

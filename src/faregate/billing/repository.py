@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -48,9 +48,14 @@ async def _one(conn: AsyncConnection, query: Any) -> dict[str, Any] | None:
 
 
 async def insert_metric(conn: AsyncConnection, definition: dict[str, Any]) -> dict[str, Any]:
-    row = {"id": new_id(), "created_at": _now(), "code": definition["code"],
-           "name": definition["name"], "aggregation_type": definition["aggregation_type"],
-           "definition": definition}
+    row = {
+        "id": new_id(),
+        "created_at": _now(),
+        "code": definition["code"],
+        "name": definition["name"],
+        "aggregation_type": definition["aggregation_type"],
+        "definition": definition,
+    }
     await _insert_unique(conn, billable_metrics.insert().values(**row), "code")
     # Events may have arrived before their metric (gateway events): roll them up now.
     await rollups.rebuild(conn, BillableMetric.from_dict(definition))
@@ -88,22 +93,82 @@ async def metrics_by_codes(conn: AsyncConnection, codes: set[str]) -> dict[str, 
     return {r["code"]: dict(r) for r in rows.mappings()}
 
 
-async def list_metrics(conn: AsyncConnection, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    rows = await conn.execute(
-        select(billable_metrics).order_by(billable_metrics.c.created_at).limit(limit).offset(offset)
+async def _page(
+    conn: AsyncConnection, query: Any, order: Any, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of `query` in `order`, and how many rows the whole query has."""
+    total = (await conn.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await conn.execute(query.order_by(order).limit(limit).offset(offset))
+    return [dict(r) for r in rows.mappings()], int(total)
+
+
+async def list_metrics(
+    conn: AsyncConnection, limit: int = 100, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of the metrics not deleted, oldest first, and their total count."""
+    query = select(billable_metrics).where(billable_metrics.c.deleted_at.is_(None))
+    return await _page(conn, query, billable_metrics.c.created_at, limit, offset)
+
+
+async def delete_metric(conn: AsyncConnection, metric_id: str) -> datetime:
+    """Soft-delete a metric (its code stays taken, its events stay stored)."""
+    now = _now()
+    await conn.execute(
+        update(billable_metrics).where(billable_metrics.c.id == metric_id).values(deleted_at=now)
     )
-    return [dict(r) for r in rows.mappings()]
+    return now
+
+
+async def metric_ids_by_codes(conn: AsyncConnection, codes: set[str]) -> dict[str, str]:
+    if not codes:
+        return {}
+    query = select(billable_metrics.c.code, billable_metrics.c.id).where(
+        billable_metrics.c.code.in_(codes)
+    )
+    return {code: metric_id for code, metric_id in await conn.execute(query)}
 
 
 async def insert_plan(conn: AsyncConnection, definition: dict[str, Any]) -> dict[str, Any]:
-    row = {"id": new_id(), "created_at": _now(), "code": definition["code"],
-           "name": definition["name"], "definition": definition}
+    row = {
+        "id": new_id(),
+        "created_at": _now(),
+        "code": definition["code"],
+        "name": definition["name"],
+        "definition": definition,
+    }
     await _insert_unique(conn, plans.insert().values(**row), "code")
     return row
 
 
 async def plan_by_code(conn: AsyncConnection, code: str) -> dict[str, Any] | None:
+    """The plan with this code, deleted or not (a deleted plan still invoices the final
+    periods of its terminated subscriptions)."""
     return await _one(conn, select(plans).where(plans.c.code == code))
+
+
+async def list_plans(
+    conn: AsyncConnection, limit: int = 100, offset: int = 0, *, include_deleted: bool = False
+) -> tuple[list[dict[str, Any]], int]:
+    query = select(plans)
+    if not include_deleted:
+        query = query.where(plans.c.deleted_at.is_(None))
+    return await _page(conn, query, plans.c.created_at, limit, offset)
+
+
+async def update_plan_definition(
+    conn: AsyncConnection, plan_id: str, definition: dict[str, Any]
+) -> None:
+    await conn.execute(
+        update(plans)
+        .where(plans.c.id == plan_id)
+        .values(definition=definition, name=definition["name"])
+    )
+
+
+async def delete_plan(conn: AsyncConnection, plan_id: str) -> datetime:
+    now = _now()
+    await conn.execute(update(plans).where(plans.c.id == plan_id).values(deleted_at=now))
+    return now
 
 
 async def insert_subscription(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +177,9 @@ async def insert_subscription(conn: AsyncConnection, values: dict[str, Any]) -> 
     return row
 
 
-async def subscription_by_external_id(conn: AsyncConnection, external_id: str) -> dict[str, Any] | None:
+async def subscription_by_external_id(
+    conn: AsyncConnection, external_id: str
+) -> dict[str, Any] | None:
     return await _one(conn, select(subscriptions).where(subscriptions.c.external_id == external_id))
 
 
@@ -144,12 +211,44 @@ async def subscriptions_by_external_ids(
 
 
 async def list_subscriptions(
-    conn: AsyncConnection, external_customer_id: str | None = None, limit: int = 100, offset: int = 0
-) -> list[dict[str, Any]]:
-    query = select(subscriptions).order_by(subscriptions.c.created_at).limit(limit).offset(offset)
+    conn: AsyncConnection,
+    external_customer_id: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    *,
+    statuses: Sequence[str] = (),
+    plan_code: str | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of subscriptions, oldest first, and their total count (every status when
+    `statuses` is empty)."""
+    query = select(subscriptions)
     if external_customer_id:
         query = query.where(subscriptions.c.external_customer_id == external_customer_id)
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    if statuses:
+        query = query.where(subscriptions.c.status.in_(statuses))
+    if plan_code:
+        query = query.where(subscriptions.c.plan_code == plan_code)
+    return await _page(conn, query, subscriptions.c.created_at, limit, offset)
+
+
+async def update_subscription(
+    conn: AsyncConnection, subscription_id: str, values: Mapping[str, Any]
+) -> None:
+    await conn.execute(
+        update(subscriptions).where(subscriptions.c.id == subscription_id).values(**values)
+    )
+
+
+async def terminate_subscription(
+    conn: AsyncConnection, row: Mapping[str, Any], at: datetime
+) -> dict[str, Any]:
+    """Lago's termination: status terminated, billing ends at `at` (or at the earlier
+    `ending_at`), so the next billing run invoices the final partial period."""
+    ending = row.get("ending_at")
+    ending_at = at if ending is None or _utc(ending) > at else _utc(ending)
+    values = {"status": "terminated", "terminated_at": at, "ending_at": ending_at}
+    await update_subscription(conn, row["id"], values)
+    return {**row, **values}
 
 
 def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
@@ -171,8 +270,10 @@ async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> No
     if not rows:
         return
     now = _now()
-    values = [{"created_at": now, "source": "api", "precise_total_amount_cents": None, **row}
-              for row in rows]
+    values = [
+        {"created_at": now, "source": "api", "precise_total_amount_cents": None, **row}
+        for row in rows
+    ]
     await conn.execute(_insert_ignoring_duplicates(conn), values)
 
 
@@ -204,6 +305,16 @@ async def event_by_transaction(
             events.c.transaction_id == transaction_id,
         ),
     )
+
+
+async def events_by_transaction_id(
+    conn: AsyncConnection, transaction_id: str, external_subscription_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Stored events with this transaction id (one per subscription at most), oldest first."""
+    query = select(events).where(events.c.transaction_id == transaction_id)
+    if external_subscription_id:
+        query = query.where(events.c.external_subscription_id == external_subscription_id)
+    return [dict(r) for r in (await conn.execute(query.order_by(events.c.id))).mappings()]
 
 
 async def billable_subscriptions(conn: AsyncConnection) -> list[dict[str, Any]]:

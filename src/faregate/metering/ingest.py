@@ -56,6 +56,11 @@ class Catalog:
         numeric = metric.field_name if metric.aggregation_type in _NEEDS_NUMBER else None
         self.metrics[metric.code] = MetricRef(metric.code, numeric)
 
+    def remove_metric(self, code: str) -> None:
+        """A deleted metric: its events are refused here from now on (another replica's
+        cache keeps it until that process restarts)."""
+        self.metrics.pop(code, None)
+
     def add_subscription(self, row: dict[str, Any]) -> None:
         self.subscriptions[row["external_id"]] = SubscriptionRef(
             row["external_id"], row["id"], row["external_customer_id"], row.get("customer_id")
@@ -69,7 +74,9 @@ class Catalog:
         async with self._engine.connect() as conn:
             if codes:
                 found = await conn.execute(
-                    select(billable_metrics.c.definition).where(billable_metrics.c.code.in_(codes))
+                    select(billable_metrics.c.definition).where(
+                        billable_metrics.c.code.in_(codes), billable_metrics.c.deleted_at.is_(None)
+                    )
                 )
                 for (definition,) in found:
                     self.add_metric(BillableMetric.from_dict(definition))

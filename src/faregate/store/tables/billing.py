@@ -28,6 +28,8 @@ billable_metrics = Table(
     # The metric as Lago JSON (field_name, filters, rounding, ...), validated by BillableMetric.
     Column("definition", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Soft delete (Lago's discard): a deleted metric keeps its code and its stored events.
+    Column("deleted_at", DateTime(timezone=True)),
 )
 
 plans = Table(
@@ -39,6 +41,8 @@ plans = Table(
     # The plan as Lago JSON, charges and charge filters included, validated by Plan.
     Column("definition", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Soft delete: the terminated subscriptions of a deleted plan are still invoiced by it.
+    Column("deleted_at", DateTime(timezone=True)),
 )
 
 subscriptions = Table(
@@ -55,6 +59,7 @@ subscriptions = Table(
     Column("subscription_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True)),
     Column("ending_at", DateTime(timezone=True)),
+    Column("terminated_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_subscriptions_customer", "external_customer_id"),
 )

@@ -1,0 +1,167 @@
+"""Lago v1 subscriptions (create, find, list, update, terminate) for the official Lago
+clients. HTTP only: the billing domain validates, the repository stores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from faregate.api.billing import _iso, _lago, _root, _services, event_catalog, page_meta, page_of
+from faregate.api.common import json_response, read_json_object
+from faregate.auth import repository as customers_repo
+from faregate.billing import lago_json
+from faregate.billing import repository as repo
+from faregate.billing.billed import subscription_of_row
+from faregate.billing.errors import BillingNotFound, BillingValidationError
+from faregate.billing.plans import Subscription
+
+STATUSES = ("pending", "active", "terminated", "canceled")
+
+
+def _subscription_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "lago_id": row["id"],
+        "external_id": row["external_id"],
+        "lago_customer_id": row.get("customer_id"),
+        "external_customer_id": row["external_customer_id"],
+        "plan_code": row["plan_code"],
+        "name": row.get("name"),
+        "status": row["status"],
+        "billing_time": row["billing_time"],
+        "subscription_at": _iso(row["subscription_at"]),
+        "started_at": _iso(row.get("started_at") or row["subscription_at"]),
+        "ending_at": _iso(row.get("ending_at")),
+        "terminated_at": _iso(row.get("terminated_at")),
+        "created_at": _iso(row["created_at"]),
+    }
+
+
+@_lago
+async def create_subscription(request: web.Request) -> web.Response:
+    data = {
+        k: v
+        for k, v in _root(await read_json_object(request), "subscription").items()
+        if v is not None
+    }
+    data.setdefault("subscription_at", datetime.now(UTC).isoformat())
+    sub = Subscription.from_dict(data)
+    async with _services(request).engine.begin() as conn:
+        existing = await repo.subscription_by_external_id(conn, sub.external_id)
+        if existing is not None:
+            if existing["plan_code"] != sub.plan_code:
+                raise BillingValidationError("external_id", "value_already_exist")
+            return json_response({"subscription": _subscription_json(existing)})
+        customer = await customers_repo.customer_by_external_id(conn, sub.external_customer_id)
+        if customer is None:
+            raise BillingNotFound("customer", sub.external_customer_id)
+        plan = await repo.plan_by_code(conn, sub.plan_code)
+        if plan is None or plan.get("deleted_at") is not None:
+            raise BillingNotFound("plan", sub.plan_code)
+        row = await repo.insert_subscription(
+            conn,
+            {
+                "external_id": sub.external_id,
+                "external_customer_id": sub.external_customer_id,
+                "customer_id": customer["id"],
+                "plan_code": sub.plan_code,
+                "name": sub.name,
+                "status": sub.status,
+                "billing_time": sub.billing_time,
+                "subscription_at": sub.subscription_at,
+                "started_at": sub.started_at,
+                "ending_at": sub.ending_at,
+            },
+        )
+    event_catalog(_services(request)).add_subscription(row)
+    return json_response({"subscription": _subscription_json(row)})
+
+
+def _statuses(request: web.Request) -> tuple[str, ...]:
+    """Lago's `status[]` filter; without one, only active subscriptions are listed."""
+    wanted = tuple(request.query.getall("status[]", ())) or tuple(
+        request.query.getall("status", ())
+    )
+    if any(status not in STATUSES for status in wanted):
+        raise BillingValidationError("status", "value_is_invalid")
+    return wanted or ("active",)
+
+
+@_lago
+async def list_subscriptions(request: web.Request) -> web.Response:
+    page, per_page = page_of(request)
+    async with _services(request).engine.connect() as conn:
+        rows, total = await repo.list_subscriptions(
+            conn,
+            request.query.get("external_customer_id"),
+            limit=per_page,
+            offset=(page - 1) * per_page,
+            statuses=_statuses(request),
+            plan_code=request.query.get("plan_code"),
+        )
+    return json_response(
+        {
+            "subscriptions": [_subscription_json(r) for r in rows],
+            "meta": page_meta(page, per_page, total),
+        }
+    )
+
+
+async def _subscription(conn: Any, external_id: str) -> dict[str, Any]:
+    row = await repo.subscription_by_external_id(conn, external_id)
+    if row is None:
+        raise BillingNotFound("subscription", external_id)
+    return row
+
+
+@_lago
+async def get_subscription(request: web.Request) -> web.Response:
+    async with _services(request).engine.connect() as conn:
+        row = await _subscription(conn, request.match_info["external_id"])
+    return json_response({"subscription": _subscription_json(row)})
+
+
+@_lago
+async def update_subscription(request: web.Request) -> web.Response:
+    """Lago's update of `name` and `ending_at` (billing stops there; the next billing run
+    after it invoices the final partial period). A terminated subscription is not edited."""
+    data = _root(await read_json_object(request), "subscription")
+    async with _services(request).engine.begin() as conn:
+        row = await _subscription(conn, request.match_info["external_id"])
+        if row["status"] in ("terminated", "canceled"):
+            raise BillingValidationError("status", "subscription_terminated")
+        values: dict[str, Any] = {}
+        if data.get("name") is not None:
+            values["name"] = lago_json.optional_str(data, "name")
+        if "ending_at" in data:
+            ending_at = lago_json.timestamp(data, "ending_at")
+            if ending_at is not None and ending_at.utcoffset() is None:
+                raise BillingValidationError("ending_at", "invalid_format")
+            if ending_at is not None and ending_at <= datetime.now(UTC):
+                raise BillingValidationError("ending_at", "invalid_date")
+            values["ending_at"] = ending_at
+        subscription_of_row({**row, **values})  # the domain's checks (timezone, after start)
+        if values:
+            await repo.update_subscription(conn, row["id"], values)
+    return json_response({"subscription": _subscription_json({**row, **values})})
+
+
+@_lago
+async def terminate_subscription(request: web.Request) -> web.Response:
+    """Lago's `DELETE /subscriptions/{external_id}`: terminated now; usage and the prorated
+    fee up to now are invoiced by the next billing run. Terminating again changes nothing."""
+    async with _services(request).engine.begin() as conn:
+        row = await _subscription(conn, request.match_info["external_id"])
+        if row["status"] in ("active", "pending"):
+            row = await repo.terminate_subscription(conn, row, datetime.now(UTC))
+    return json_response({"subscription": _subscription_json(row)})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/v1/subscriptions", create_subscription)
+    r.add_get("/api/v1/subscriptions", list_subscriptions)
+    r.add_get("/api/v1/subscriptions/{external_id}", get_subscription)
+    r.add_put("/api/v1/subscriptions/{external_id}", update_subscription)
+    r.add_delete("/api/v1/subscriptions/{external_id}", terminate_subscription)
