@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from faregate.money import from_nanos, to_nanos
-from faregate.pricing import PriceCatalog, cost_of, load_catalog
+from faregate.pricing import PriceCatalog, cost_of, cost_parts, load_catalog
 from faregate.pricing.price import ModelPrice
 from faregate.usage import Usage
 
@@ -72,3 +72,13 @@ def test_untiered_token_cost_fits_integer_nanos_exactly(price: ModelPrice, usage
     # A rate with three decimals per 1M tokens is a whole number of nanos per token.
     cost = cost_of(usage, price, at=max(T0, price.effective_from) + timedelta(hours=8))
     assert from_nanos(to_nanos(cost)) == cost
+
+
+@given(priced=priced_instants(), usage=token_usages())
+def test_cost_parts_sum_exactly_to_the_cost(
+    priced: tuple[ModelPrice, datetime, str | None], usage: Usage
+) -> None:
+    price, at, tier = priced
+    parts = cost_parts(usage, price, at=at, tier=tier)
+    assert parts.total == cost_of(usage, price, at=at, tier=tier)
+    assert min(parts.input, parts.cached_input, parts.output, parts.reasoning) >= 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from faregate.auth.principal import Principal
 from faregate.config import Deployment, ModelGroup
+from faregate.pricing.cost import CostParts
 from faregate.usage import Usage
 
 
@@ -35,6 +36,7 @@ class Call:
     # What happened.
     usage: Usage | None = None
     cost: Decimal = Decimal(0)
+    cost_parts: CostParts | None = None  # `cost` per component (the usage events' cost)
     price: Decimal = Decimal(0)
     saved: Decimal = Decimal(0)
     cache_hit: bool = False

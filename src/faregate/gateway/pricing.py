@@ -17,7 +17,7 @@ from faregate.gateway.call import Call
 from faregate.pricing import (
     ModelPrice,
     PriceCatalog,
-    cost_of,
+    cost_parts,
     estimate_images_cost,
     estimate_tokens_cost,
 )
@@ -214,7 +214,8 @@ class CatalogPricer:
             return
         try:
             tier = billed_tier(price, call.deployment, service_tier_of(call.body))
-            call.cost = cost_of(call.usage, price, at=call.created_at, tier=tier)
+            call.cost_parts = cost_parts(call.usage, price, at=call.created_at, tier=tier)
+            call.cost = call.cost_parts.total
         except FaregateError as err:  # the answer was delivered: record it, flag the gap
             log.warning(
                 "usage not priced", extra={"request_id": call.request_id, "reason": err.message}

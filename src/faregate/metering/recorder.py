@@ -5,6 +5,8 @@ type: input, cached_input, output, reasoning — disjoint, so they add up), `ima
 `seconds` and `requests`. Every event's transaction_id starts with the request id.
 A cache hit is billed by the cache's hit policy (`call.billed_share`): free hits emit no
 events; shared hits emit every quantity scaled by the share, flagged `cache_hit`.
+Every event carries `cost`, the provider cost of its quantity (a decimal string, exact,
+from the parts settle computed: `requests` carries the whole call's).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 from faregate.gateway.call import Call
 from faregate.metering.writer import UsageWriter
 from faregate.money import decimal_str, to_nanos
+from faregate.pricing.cost import CostParts
 from faregate.usage import Usage
 
 SubscriptionOf = Callable[[Call], str | None]
+_NO_COST = CostParts()
 
 
 def _base_properties(call: Call) -> dict[str, Any]:
@@ -85,31 +89,37 @@ def build_events(call: Call, subscription: str, customer: str | None) -> list[di
     ]
     if usage is None:
         return rows
+    parts = _cost_parts(call)
     for kind, n in _token_parts(usage):
-        rows.append(
-            event(
-                "tokens",
-                f"tokens:{kind}",
-                {"type": kind, "tokens": _scaled(n, share), "estimated": usage.estimated},
-            )
-        )
+        props = {"type": kind, "tokens": _scaled(n, share), "estimated": usage.estimated}
+        if parts is not None:
+            props["cost"] = decimal_str(getattr(parts, kind))
+        rows.append(event("tokens", f"tokens:{kind}", props))
     if usage.images:
-        rows.append(
-            event(
-                "images",
-                "images",
-                {
-                    "images": _scaled(usage.images, share),
-                    "size": usage.image_size,
-                    "quality": usage.image_quality,
-                    "steps": usage.image_steps,
-                },
-            )
-        )
+        props = {
+            "images": _scaled(usage.images, share),
+            "size": usage.image_size,
+            "quality": usage.image_quality,
+            "steps": usage.image_steps,
+        }
+        if parts is not None:
+            props["cost"] = decimal_str(parts.images)
+        rows.append(event("images", "images", props))
     if usage.seconds:
-        seconds = usage.seconds * share
-        rows.append(event("seconds", "seconds", {"seconds": decimal_str(seconds)}))
+        props = {"seconds": decimal_str(usage.seconds * share)}
+        if parts is not None:
+            props["cost"] = decimal_str(parts.seconds)
+        rows.append(event("seconds", "seconds", props))
     return rows
+
+
+def _cost_parts(call: Call) -> CostParts | None:
+    """The provider cost per component: settle's parts, or nothing at all when the call cost
+    nothing (a cache hit, an unpriced model: every part is 0, as `requests`' cost says). None
+    only if a cost was set without its parts, so no event claims a part it cannot know."""
+    if call.cost_parts is not None:
+        return call.cost_parts
+    return _NO_COST if call.cost == 0 else None
 
 
 def build_request_row(call: Call, subscription: str | None) -> dict[str, Any]:

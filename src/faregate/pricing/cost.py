@@ -3,11 +3,13 @@
 cost = (uncached x input + cached x cached_input + (output - reasoning) x output
         + reasoning x reasoning) / 1e6 + images x image price + seconds x per_second,
 then x service-tier multiplier x time-of-day multiplier. `Usage.images` already counts
-every generated image: it is never multiplied by the request's `n` again.
+every generated image: it is never multiplied by the request's `n` again. `cost_parts`
+gives the same cost per component (each token type, images, seconds), exactly.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import (
     Context,
@@ -29,12 +31,67 @@ ZERO = Decimal(0)
 _EXACT = Context(prec=80, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
 
 
+@dataclass(frozen=True, slots=True)
+class CostParts:
+    """A call's cost per component, multipliers applied; `total` is their exact sum.
+    `output` excludes reasoning tokens (the recorder's disjoint token types)."""
+
+    input: Decimal = ZERO
+    cached_input: Decimal = ZERO
+    output: Decimal = ZERO
+    reasoning: Decimal = ZERO
+    images: Decimal = ZERO
+    seconds: Decimal = ZERO
+
+    @property
+    def total(self) -> Decimal:
+        with localcontext(_EXACT):
+            return (
+                self.input
+                + self.cached_input
+                + self.output
+                + self.reasoning
+                + self.images
+                + self.seconds
+            )
+
+
 def cost_of(usage: Usage, price: ModelPrice, *, at: datetime, tier: str | None = None) -> Decimal:
     """Exact USD cost of `usage` under `price` at instant `at` (tz-aware) and `tier`."""
     _require_aware(at)
     return _apply(
         _base_cost(usage, price), price.tier_multiplier(tier) * price.window_multiplier(at)
     )
+
+
+def cost_parts(
+    usage: Usage, price: ModelPrice, *, at: datetime, tier: str | None = None
+) -> CostParts:
+    """`cost_of` per component; the parts sum exactly to `cost_of(usage, price, ...)`
+    (exact arithmetic distributes the multipliers)."""
+    _require_aware(at)
+    multiplier = price.tier_multiplier(tier) * price.window_multiplier(at)
+    rates = price.rates_for(usage.input_tokens)
+    reasoning = min(usage.reasoning_tokens, usage.output_tokens)
+    with localcontext(_EXACT):
+        images = _image_cost(usage, price) if usage.images else ZERO
+        seconds = ZERO
+        if usage.seconds:
+            if price.per_second is None:
+                raise UnpricedUsage(f"{price.label}: no per-second price")
+            seconds = usage.seconds * price.per_second
+        return CostParts(
+            input=_apply((usage.uncached_input_tokens * rates.input).scaleb(-6), multiplier),
+            cached_input=_apply(
+                (usage.cached_input_tokens * rates.cached_input).scaleb(-6), multiplier
+            ),
+            output=_apply(
+                ((usage.output_tokens - reasoning) * rates.output).scaleb(-6), multiplier
+            ),
+            reasoning=_apply((reasoning * rates.reasoning).scaleb(-6), multiplier),
+            images=_apply(images, multiplier),
+            seconds=_apply(seconds, multiplier),
+        )
 
 
 def estimate_tokens_cost(
