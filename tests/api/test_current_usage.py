@@ -166,3 +166,37 @@ async def test_current_usage_of_an_unknown_subscription_is_a_404(billing: Billin
     with pytest.raises(LagoApiError) as raised:
         await billing.call(billing.client.customers.current_usage, "someone-else", "sub_m")
     assert raised.value.status_code == 404
+
+
+async def test_current_usage_applies_the_invoices_tax_rate_unless_apply_taxes_is_false(
+    billing: Billing,
+) -> None:
+    from dataclasses import replace
+    from decimal import Decimal
+
+    from faregate.api.state import SERVICES
+    from tests.api.test_billing_api import setup_catalog
+
+    invoicing = billing.runner.app[SERVICES].invoicing
+    invoicing.settings = replace(invoicing.settings, tax_rate=Decimal("20"))  # billing.tax_rate
+    await setup_catalog(billing)  # gpt-4o tokens at $0.01 each
+    c = billing.client
+    await billing.call(
+        c.events.create,
+        Event(
+            transaction_id="t1",
+            external_subscription_id="sub_1",
+            code="tokens",
+            timestamp=int(time.time()),
+            properties={"tokens": 1234, "model": "gpt-4o"},
+        ),
+    )
+    taxed = await billing.call(c.customers.current_usage, "acme", "sub_1")
+    # 1234 x $0.01 = $12.34; 20 % of it is 246.8 cents, rounded once to 247
+    assert (taxed.amount_cents, taxed.taxes_amount_cents, taxed.total_amount_cents) == (
+        1234,
+        247,
+        1481,
+    )
+    untaxed = await billing.call(c.customers.current_usage, "acme", "sub_1", "false")
+    assert (untaxed.taxes_amount_cents, untaxed.total_amount_cents) == (0, 1234)

@@ -5,6 +5,7 @@ rollups (metering.aggregates) and priced by the billing domain (billing.usage). 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -12,13 +13,13 @@ from aiohttp import web
 from faregate.api.billing import _lago, _services
 from faregate.api.common import json_response
 from faregate.billing import repository as repo
+from faregate.billing.catalog_changes import charge_id
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import subscription_period
 from faregate.billing.plans import Plan, Subscription
 from faregate.billing.usage import ChargeUsage, CustomerUsage, FilterUsage, current_usage
 from faregate.metering.aggregates import period_aggregates
-from faregate.metering.ingest import lago_id
 from faregate.money import decimal_str
 
 
@@ -65,7 +66,7 @@ def _charge_json(c: ChargeUsage, plan_id: str, metric_ids: dict[str, str]) -> di
         "amount_cents": c.amount_cents,
         "amount_currency": c.amount_currency,
         "charge": {
-            "lago_id": lago_id(plan_id, c.charge.code),
+            "lago_id": charge_id(plan_id, c.charge.code),
             "code": c.charge.code,
             "charge_model": c.charge.charge_model,
             "invoice_display_name": c.charge.invoice_display_name,
@@ -93,6 +94,15 @@ def usage_json(usage: CustomerUsage, plan_id: str, metric_ids: dict[str, str]) -
         "total_amount_cents": usage.total_amount_cents,
         "charges_usage": [_charge_json(c, plan_id, metric_ids) for c in usage.charges_usage],
     }
+
+
+def _tax_rate(request: web.Request) -> Decimal:
+    """`billing.tax_rate`, as on invoices; Lago's `apply_taxes=false` leaves taxes out."""
+    apply = request.query.get("apply_taxes", "true").lower()
+    if apply not in ("true", "false"):
+        raise BillingValidationError("apply_taxes", "value_is_invalid")
+    rate: Decimal = _services(request).invoicing.settings.tax_rate
+    return rate if apply == "true" else Decimal(0)
 
 
 @_lago
@@ -128,7 +138,13 @@ async def get_current_usage(request: web.Request) -> web.Response:
             conn, plan, metrics, subscription_id, period, unflushed=unflushed
         )
     usage = current_usage(
-        subscription, plan, metrics, aggregates, period, currency=plan.amount_currency
+        subscription,
+        plan,
+        metrics,
+        aggregates,
+        period,
+        currency=plan.amount_currency,
+        tax_rate=_tax_rate(request),
     )
     body = usage_json(usage, plan_row["id"], {c: r["id"] for c, r in metric_rows.items()})
     for key in ("charge_code", "billable_metric_code"):

@@ -132,6 +132,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             aggregates,
             period,
             currency=plan.amount_currency,
+            tax_rate=InvoicingSettings.from_section(settings.section("billing")).tax_rate,
         )
         metric_ids = {code: row["id"] for code, row in metric_rows.items()}
         # The same JSON as GET /api/v1/customers/{external_id}/current_usage.
