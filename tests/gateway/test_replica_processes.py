@@ -1,11 +1,13 @@
-"""Two gateway processes on one PostgreSQL and one Redis: rate limits, budgets, budget alerts
-and the response cache hold across them as they do in one process."""
+"""Two gateway processes on one PostgreSQL and one Redis: rate limits (per key, tag, model and
+customer), budgets on cost and on price, budget alerts and the response cache hold across
+them as they do in one process."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,15 @@ CHAT = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "
 HMAC_KEY = "test-hmac-key"
 
 
-async def _post(url: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+async def _post(
+    url: str, key: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     async with (
         aiohttp.ClientSession() as s,
         s.post(
-            f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+            f"{url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}", **(headers or {})},
         ) as r,
     ):
         return r.status, dict(r.headers), await r.read()
@@ -53,25 +59,62 @@ async def pg() -> AsyncIterator[str]:
     await drop_pg_database(url)
 
 
+@dataclass(frozen=True)
+class RpmCase:
+    rule: dict[str, Any]  # the rule without its rpm
+    limit: int
+    headers: dict[str, str] = field(default_factory=dict)  # what puts a request under it
+    # Traffic the rule must not hold back (another tag, another model's own counter).
+    control: tuple[dict[str, Any], dict[str, str]] | None = None
+
+
+RPM_CASES = [
+    pytest.param(RpmCase({"id": "k", "scope": "key", "match": "*"}, 200), id="key"),
+    pytest.param(
+        RpmCase(
+            {"id": "t", "scope": "tag", "match": ["batch"]},
+            60,
+            {"X-Faregate-Tags": "batch"},
+            (CHAT, {"X-Faregate-Tags": "interactive"}),
+        ),
+        id="tag",
+    ),
+    pytest.param(
+        RpmCase(
+            {"id": "m", "scope": "model", "match": "*"},
+            60,
+            control=({**CHAT, "model": "claude-sonnet-4"}, {}),
+        ),
+        id="model",
+    ),
+]
+CONTROL_PER_REPLICA = 10
+
+
+@pytest.mark.parametrize("case", RPM_CASES)
 async def test_an_rpm_limit_holds_within_one_percent_across_two_processes(
-    tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str
+    tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str, case: RpmCase
 ) -> None:
-    limit = 200
+    limit = case.limit
     key = await prepare_database(pg)
     extra = {
         "redis_url": redis_url,
         "server": {"redis_prefix": redis_prefix},
-        "rate_limits": {"rules": [{"id": "k", "scope": "key", "match": "*", "rpm": limit}]},
+        "rate_limits": {"rules": [{**case.rule, "rpm": limit}]},
     }
+    controls = [case.control] * CONTROL_PER_REPLICA if case.control else []
     replicas = await start_replicas(tmp_path, pg, mock.url, extra)
     try:
         started = time.monotonic()
-        results = await asyncio.gather(
-            *(_post(r.url, key, CHAT) for _ in range(limit * 3 // 4) for r in replicas)
-        )
+        limited = [
+            _post(r.url, key, CHAT, case.headers) for _ in range(limit * 3 // 4) for r in replicas
+        ]
+        free = [_post(r.url, key, body, headers) for body, headers in controls for r in replicas]
+        results = await asyncio.gather(*limited, *free)
         elapsed = time.monotonic() - started
     finally:
         await stop_replicas(replicas)
+    results, control_results = results[: len(limited)], results[len(limited) :]
     admitted = sum(1 for status, _, _ in results if status == 200)
     refused = [h for status, h, _ in results if status == 429]
     assert admitted + len(refused) == len(results)
@@ -79,7 +122,8 @@ async def test_an_rpm_limit_holds_within_one_percent_across_two_processes(
     # the refill over the run's duration; the two processes together stay within 1% of it.
     allowed = limit + elapsed * limit / 60
     assert limit <= admitted <= allowed * 1.01, (admitted, allowed)
-    assert mock.stats.requests == admitted
+    assert [status for status, _, _ in control_results] == [200] * len(free)
+    assert mock.stats.requests == admitted + len(free)
     assert all(h["x-ratelimit-limit-requests"] == str(limit) for h in refused)
     assert {h.get("x-ratelimit-remaining-requests") for h in refused} == {"0"}
 
@@ -208,23 +252,31 @@ DOLLAR_BUDGET = {
 }
 
 
-def _one_request_estimate() -> Decimal:
+def _estimated(markup: Decimal = Decimal(1)) -> Call:
     settings = load_settings(env={}, overrides=gateway_config("http://127.0.0.1:9", PRICEY))
-    pricer = CatalogPricer(catalog_from_section(settings.section("prices")))
+    pricer = CatalogPricer(catalog_from_section(settings.section("prices")), markup=markup)
     call = Call("r", Principal("k", "p"), "chat", "gpt-4o-mini", dict(PRICEY_CHAT))
     call.group = settings.models["gpt-4o-mini"]
     pricer.estimate_call(call)
     assert call.est_cost is not None and call.est_cost > Decimal("0.02")
-    return call.est_cost
+    return call
 
 
-async def _total_spend(database_url: str) -> tuple[Decimal, int]:
+def _one_request_estimate() -> Decimal:
+    estimate = _estimated().est_cost
+    assert estimate is not None
+    return estimate
+
+
+async def _total_spend(
+    database_url: str, column: Any = requests.c.cost_nanos
+) -> tuple[Decimal, int]:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(func.coalesce(func.sum(requests.c.cost_nanos), 0), func.count()).where(
+                    select(func.coalesce(func.sum(column), 0), func.count()).where(
                         requests.c.status == 200
                     )
                 )
@@ -295,6 +347,65 @@ async def test_a_one_dollar_budget_holds_across_two_processes_and_alerts_once(
     assert crossed == [t for t in (Decimal("0.5"), Decimal("0.8"), Decimal(1)) if spent >= t]
     assert [a["alert_type"] for a in alerts].count("budget.exceeded") == 1
     assert all(a["budget_id"] == "dollar" and a["value"] == "acme" for a in alerts)
+
+
+MARKUP = Decimal("1.5")
+
+
+@pytest.mark.parametrize(
+    ("scope", "match", "period", "timezone"),
+    [("team", "research", "week", "Asia/Tokyo"), ("key", "*", "month", "UTC")],
+    ids=["team-week", "key-month"],
+)
+async def test_a_price_budget_holds_across_two_processes(
+    tmp_path: Path,
+    mock: MockServer,
+    pg: str,
+    redis_url: str,
+    redis_prefix: str,
+    scope: str,
+    match: str,
+    period: str,
+    timezone: str,
+) -> None:
+    mock.config.deployments["openai"] = MockBehaviour(output_tokens=1000)
+    key = await prepare_database(pg)
+    budget = {
+        "id": "priced",
+        "scope": scope,
+        "match": match,
+        "basis": "price",
+        "amount": "1.00",
+        "period": period,
+        "timezone": timezone,
+        "hard": True,
+    }
+    extra = {
+        **PRICEY,
+        "pricing": {"markup": str(MARKUP)},
+        "redis_url": redis_url,
+        "server": {"redis_prefix": redis_prefix},
+        "budgets": [budget],
+    }
+    replicas = await start_replicas(tmp_path, pg, mock.url, extra)
+    try:
+        results = await asyncio.gather(
+            *(_post(r.url, key, PRICEY_CHAT) for _ in range(40) for r in replicas)
+        )
+    finally:
+        await stop_replicas(replicas)
+    ok = [h for status, h, _ in results if status == 200]
+    refused = [b for status, _, b in results if status == 429]
+    assert ok and refused and len(ok) + len(refused) == len(results)
+    assert {orjson.loads(b)["error"]["code"] for b in refused} == {"budget_exceeded"}
+    price, served = await _total_spend(pg, requests.c.price_nanos)
+    cost, _ = await _total_spend(pg)
+    assert served == len(ok) and mock.stats.requests == len(ok)
+    assert price == sum(Decimal(h["x-faregate-price"]) for h in ok)
+    assert price == cost * MARKUP  # the price, not the provider cost, filled the budget
+    estimate = _estimated(MARKUP).est_price
+    assert estimate is not None
+    assert Decimal("1.00") - 2 * estimate < price <= Decimal("1.00") + estimate
 
 
 async def test_two_processes_share_cached_answers_through_redis(
