@@ -1,5 +1,5 @@
 """Interval top-up rules: due once per interval boundary after their anchor; threshold and
-target rules compute what to add."""
+target rules compute what to add and apply only within their window; alert levels parse."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from decimal import Decimal
 import pytest
 
 from faregate.billing.errors import BillingValidationError
+from faregate.config import ConfigError, load_settings
+from faregate.wallets.assembly import alert_levels
 from faregate.wallets.model import Rule
 from faregate.wallets.topups import due_interval, interval_key
 
@@ -71,3 +73,35 @@ def test_a_target_below_its_threshold_is_refused() -> None:
                 "target_ongoing_balance": "5",
             }
         )
+
+
+def test_a_threshold_rule_is_in_force_from_its_start_until_its_expiration() -> None:
+    start, end = CREATED + timedelta(days=1), CREATED + timedelta(days=10)
+    rule = Rule.from_dict(
+        {
+            "trigger": "threshold",
+            "threshold_credits": "5",
+            "paid_credits": "20",
+            "started_at": start.isoformat(),
+            "expiration_at": end.isoformat(),
+        }
+    )
+    assert not rule.in_force(start - timedelta(seconds=1))
+    assert rule.in_force(start) and rule.in_force(end - timedelta(seconds=1))
+    assert not rule.in_force(end)
+    assert Rule.from_dict({"trigger": "threshold", "threshold_credits": "5"}).in_force(CREATED)
+    terminated = Rule.from_dict(
+        {"trigger": "threshold", "threshold_credits": "5", "status": "terminated"}
+    )
+    assert not terminated.in_force(CREATED)
+
+
+def test_alert_levels_are_credit_amounts_highest_first() -> None:
+    def levels(raw: object) -> tuple[Decimal, ...]:
+        return alert_levels(load_settings(env={}, overrides={"wallets": {"alert_levels": raw}}))
+
+    assert levels(["1", 10, "2.5", "10"]) == (Decimal(10), Decimal("2.5"), Decimal(1))
+    assert levels(None) == ()
+    for bad in ("10", ["ten"], [True], ["NaN"]):
+        with pytest.raises(ConfigError):
+            levels(bad)

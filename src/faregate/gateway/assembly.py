@@ -186,7 +186,7 @@ async def assemble_gateway(
     pricer.reach = router.reachable  # worst cases cover fallbacks and tiered targets
     observability = build_observability(settings, health, router, alerts)
     closers.append(observability.alerts.aclose)
-    wallets = await build_wallets(settings, engine, client, webhooks)
+    wallets = await build_wallets(settings, engine, client, webhooks, alerts)
     if wallets is not None:
         closers.append(wallets.close)
     moderator = _moderator(settings, router, upstreams)

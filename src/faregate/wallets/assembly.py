@@ -1,18 +1,20 @@
 """Builds the wallets' runtime from Settings: the hold book (Redis when configured, else
 PostgreSQL's conditional update when the database is shared, else in-process), the ledger
-writer for the books that do not write entries themselves, and the background loop."""
+writer for the books that do not write entries themselves, credit-threshold alert levels, and
+the background loop."""
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faregate.config import Settings
+from faregate.config import ConfigError, Settings
 from faregate.store.db import is_sqlite
 from faregate.wallets.book import HoldBook, MemoryHoldBook
-from faregate.wallets.runtime import WalletRuntime
+from faregate.wallets.runtime import CreditAlerts, WalletRuntime
 from faregate.wallets.service import WalletService
 from faregate.wallets.writer import LedgerWriter
 
@@ -23,8 +25,31 @@ def hold_ttl(settings: Settings) -> float:
     return float(section.get("hold_ttl_s", settings.request_timeout + 60))
 
 
+def alert_levels(settings: Settings) -> tuple[Decimal, ...]:
+    """`wallets.alert_levels`: balances, in credits, that raise `credit.threshold`."""
+    raw = settings.section("wallets").get("alert_levels") or []
+    if not isinstance(raw, list):
+        raise ConfigError("wallets.alert_levels must be a list of credit amounts")
+    levels = []
+    for value in raw:
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise InvalidOperation
+            level = Decimal(str(value))
+        except InvalidOperation:
+            raise ConfigError(f"wallets.alert_levels: {value!r} is not a number") from None
+        if not level.is_finite():
+            raise ConfigError(f"wallets.alert_levels: {value!r} is not a number")
+        levels.append(level)
+    return tuple(sorted(set(levels), reverse=True))
+
+
 async def build_wallets(
-    settings: Settings, engine: AsyncEngine, redis_client: Any, webhooks: Any = None
+    settings: Settings,
+    engine: AsyncEngine,
+    redis_client: Any,
+    webhooks: Any = None,
+    alerts: CreditAlerts | None = None,
 ) -> WalletRuntime | None:
     section = settings.section("wallets")
     if section.get("enabled", True) is False:
@@ -56,6 +81,8 @@ async def build_wallets(
         writer=writer,
         hold_ttl_s=ttl,
         sweep_interval_s=float(section.get("sweep_interval_s", 1.0)),
+        alerts=alerts,
+        alert_levels=alert_levels(settings),
     )
     await runtime.start()
     return runtime
