@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,13 @@ from lago_python_client.models import (
     Plan,
     Subscription,
 )
+from sqlalchemy import select
 
 from faregate.billing.periods import subscription_period
 from faregate.billing.plans import Subscription as BillingSubscription
 from faregate.cli import main
 from faregate.mockprovider.server import MockServer
+from faregate.store.tables.metering import events, requests
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, start_gateway
 
@@ -220,8 +222,13 @@ async def test_mistral_plan_from_requests_to_finalized_invoice(billing_gateway: 
         expected = expected_lines(usages)
         assert lines == expected
         fee = [f.amount_cents for f in invoice.fees.__root__ if f.item.type == "subscription"]
-        # The subscription started mid-period: its $20 fee is prorated by days (Lago's rule).
-        assert len(fee) == 1 and 0 < fee[0] <= 2000
+        # The subscription started mid-period: its $20 fee is prorated by days (Lago's rule:
+        # the start day counts whole), rounded half up to the cent once.
+        month_start = start.replace(day=1).date()
+        next_month = (month_start + timedelta(days=32)).replace(day=1)
+        days, days_in_month = (next_month - start.date()).days, (next_month - month_start).days
+        prorated = (Decimal(2000) * days / days_in_month).quantize(Decimal(1), ROUND_HALF_UP)
+        assert fee == [int(prorated)]
         charges = sum(cents for _, cents in expected.values())
         assert invoice.total_amount_cents == charges + fee[0]
         assert invoice.prepaid_credit_amount_cents == 0
@@ -243,3 +250,151 @@ async def test_a_key_cannot_name_another_customers_subscription(billing_gateway:
         )
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "subscription_of_another_customer"
+
+
+async def test_tags_from_the_header_and_the_body_metadata_reach_records_and_events(
+    billing_gateway: Running,
+) -> None:
+    gw = billing_gateway
+    await create_plan_and_subscriptions(gw, datetime.now(UTC) - timedelta(minutes=1))
+    headers = {"Authorization": f"Bearer {gw.key}", "X-Faregate-Tags": "exp-1, beta"}
+    ids = []
+    async with httpx.AsyncClient() as http:
+        for metadata in ({"tags": ["beta", "eu"]}, {"tags": "eu, nightly"}):
+            response = await http.post(
+                f"{gw.url}/v1/chat/completions",
+                headers=headers,
+                json={
+                    "model": "mistral-small",
+                    "max_tokens": 3,
+                    "metadata": metadata,
+                    "messages": [{"role": "user", "content": "Hi"}],
+                },
+            )
+            assert response.status_code == 200
+            ids.append(response.headers["x-faregate-request-id"])
+    await gw.services.writer.flush()
+    async with gw.services.engine.connect() as conn:
+        records = dict((await conn.execute(select(requests.c.id, requests.c.tags))).all())
+        rows = (await conn.execute(select(events.c.transaction_id, events.c.properties))).all()
+    # The header's tags first, then the body's; a tag given twice is kept once.
+    expected = {ids[0]: ["exp-1", "beta", "eu"], ids[1]: ["exp-1", "beta", "eu", "nightly"]}
+    assert {i: records[i] for i in ids} == expected
+    tagged = {(tx.split(":")[0], tuple(props["tags"])) for tx, props in rows}
+    assert tagged == {(i, tuple(tags)) for i, tags in expected.items()}
+    assert len(rows) == 6  # per request: requests, tokens input, tokens output
+
+
+async def test_image_generations_are_billed_by_size_and_quality(billing_gateway: Running) -> None:
+    """`/v1/images/generations` -> one `images` event per request (model, size, quality, steps,
+    its provider cost) -> a plan charge with one price per size x quality -> current usage and
+    the finalized invoice, amounts by hand."""
+    gw = billing_gateway
+    c = lago(gw)
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    metric = await asyncio.to_thread(c.billable_metrics.find, "images")
+    prices = {("1024x1792", "hd"): "0.20", ("1024x1024", "standard"): "0.04"}
+    filters = [
+        ChargeFilter(
+            values={"size": [size], "quality": [quality]},
+            properties={"amount": price},
+            invoice_display_name=f"{size} {quality}",
+        )
+        for (size, quality), price in prices.items()
+    ]
+    await asyncio.to_thread(
+        c.plans.create,
+        Plan(
+            name="Images",
+            code="images",
+            interval="monthly",
+            amount_cents=0,
+            amount_currency="USD",
+            charges=Charges(
+                __root__=[
+                    Charge(
+                        billable_metric_id=metric.lago_id,
+                        charge_model="standard",
+                        properties={"amount": "0.05"},
+                        filters=ChargeFilters(__root__=filters),
+                    )
+                ]
+            ),
+        ),
+    )
+    await asyncio.to_thread(
+        c.subscriptions.create,
+        Subscription(
+            external_customer_id="acme",
+            plan_code="images",
+            external_id="sub_img",
+            billing_time="calendar",
+            subscription_at=start.isoformat(),
+        ),
+    )
+    asked = [  # (n, size, quality, steps)
+        (2, "1024x1792", "hd", 30),
+        (1, "1024x1024", "standard", 20),
+        (1, "1792x1024", "standard", None),  # no filter for this size: the charge's default
+    ]
+    async with httpx.AsyncClient(timeout=30) as http:
+        for n, size, quality, steps in asked:
+            body: dict[str, Any] = {
+                "model": "dall-e-3",
+                "prompt": "a lighthouse",
+                "n": n,
+                "size": size,
+                "quality": quality,
+            }
+            if steps is not None:
+                body["steps"] = steps
+            response = await http.post(
+                f"{gw.url}/v1/images/generations",
+                json=body,
+                headers={"Authorization": f"Bearer {gw.key}"},
+            )
+            assert response.status_code == 200, response.text
+    await gw.services.writer.flush()
+    async with gw.services.engine.connect() as conn:
+        rows = (
+            (
+                await conn.execute(
+                    select(events.c.properties)
+                    .where(events.c.code == "images")
+                    .order_by(events.c.timestamp)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    seen = [(p["model"], p["images"], p["size"], p["quality"], p["steps"], p["cost"]) for p in rows]
+    # dall-e-3 list prices: $0.12 per hd 1024x1792 image, $0.04 and $0.08 per standard one.
+    assert seen == [
+        ("dall-e-3", 2, "1024x1792", "hd", 30, "0.24"),
+        ("dall-e-3", 1, "1024x1024", "standard", 20, "0.04"),
+        ("dall-e-3", 1, "1792x1024", "standard", None, "0.08"),
+    ]
+
+    expected = {"1024x1792 hd": (2, 40), "1024x1024 standard": (1, 4)}  # 2 x $0.20, 1 x $0.04
+    usage = await asyncio.to_thread(c.customers.current_usage, "acme", "sub_img")
+    [images_usage] = usage.charges_usage
+    by_filter = {
+        f.invoice_display_name: (int(f.units), f.amount_cents)
+        for f in images_usage.filters
+        if f.values
+    }
+    assert by_filter == expected
+    [default] = [f for f in images_usage.filters if not f.values]
+    assert (int(default.units), default.amount_cents) == (1, 5)  # 1 x $0.05
+    assert usage.amount_cents == 40 + 4 + 5
+
+    sub = BillingSubscription("sub_img", "acme", "images", start)
+    period = subscription_period(sub, "monthly", datetime.now(UTC))
+    await gw.services.invoicing.run(now=period.end + timedelta(minutes=1))
+    listed = await asyncio.to_thread(c.invoices.find_all, {"external_subscription_id": "sub_img"})
+    [invoice] = listed["invoices"]
+    lines = {
+        f.item.invoice_display_name: (int(f.units), f.amount_cents) for f in invoice.fees.__root__
+    }
+    assert lines == {**{f"Images • {k}": v for k, v in expected.items()}, "Images": (1, 5)}
+    assert invoice.status == "finalized" and invoice.total_amount_cents == 49

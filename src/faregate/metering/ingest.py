@@ -43,9 +43,9 @@ class SubscriptionRef:
 
 
 class Catalog:
-    """Metrics and subscriptions events may name. Entries are loaded on a miss and kept:
-    both are immutable in what ingest reads, and a create on another replica is found by the
-    miss. A create here adds its entry at once."""
+    """Metrics and subscriptions events may name. Entries are loaded on a miss and kept (a
+    create on another replica is found by the miss); a create, update or delete here changes
+    the entry at once, one on another replica only when this process restarts."""
 
     def __init__(self, engine: AsyncEngine):
         self._engine = engine
