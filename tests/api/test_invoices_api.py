@@ -18,6 +18,7 @@ from lago_python_client.client import Client
 from lago_python_client.exceptions import LagoApiError
 from lago_python_client.models import (
     BatchEvent,
+    BillableMetric,
     Charge,
     ChargeFilter,
     ChargeFilters,
@@ -358,3 +359,84 @@ async def test_a_pay_in_advance_plan_bills_its_fee_at_the_start_of_each_period(
     # Opening: October 16-31 is 16 of 31 days of $31; the October invoice bills November.
     assert by_reason["subscription_starting"].total_amount_cents == 1600
     assert by_reason["subscription_periodic"].total_amount_cents == 3100
+
+
+async def test_a_recurring_metric_carries_its_units_into_the_next_periods_invoice(
+    server: Server,
+) -> None:
+    """Seats (a recurring sum): 3 added in the first month, 2 more in the second; the second
+    month's invoice bills the 3 carried over plus the 2 new ones."""
+    c = server.client
+    first_start = (PERIOD_START - timedelta(days=1)).replace(day=1)
+    await server.call(c.customers.create, Customer(external_id="acme", currency="USD"))
+    seats = await server.call(
+        c.billable_metrics.create,
+        BillableMetric(
+            name="Seats",
+            code="seats",
+            aggregation_type="sum_agg",
+            field_name="seats",
+            recurring=True,
+        ),
+    )
+    await server.call(
+        c.plans.create,
+        Plan(
+            name="Team",
+            code="team",
+            interval="monthly",
+            amount_cents=0,
+            amount_currency="USD",
+            charges=Charges(
+                __root__=[
+                    Charge(
+                        billable_metric_id=seats.lago_id,
+                        charge_model="standard",
+                        properties={"amount": "5"},
+                    )
+                ]
+            ),
+        ),
+    )
+    await server.call(
+        c.subscriptions.create,
+        Subscription(
+            external_customer_id="acme",
+            plan_code="team",
+            external_id="sub_seats",
+            billing_time="calendar",
+            subscription_at=first_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ),
+    )
+    added = [
+        ("s1", first_start + timedelta(days=3), 3),
+        ("s2", PERIOD_START + timedelta(days=5), 2),
+    ]
+    await server.call(
+        c.events.batch_create,
+        BatchEvent(
+            events=[
+                Event(
+                    transaction_id=tx,
+                    external_subscription_id="sub_seats",
+                    code="seats",
+                    timestamp=int(at.timestamp()),
+                    properties={"seats": n},
+                )
+                for tx, at, n in added
+            ]
+        ),
+    )
+    await server.http("POST", "/api/v1/billing_runs")
+    found = await server.call(c.invoices.find_all, {"external_subscription_id": "sub_seats"})
+    by_month = {
+        i.billing_periods.__root__[0].charges_from_datetime[:7]: i for i in found["invoices"]
+    }
+    first, second = (
+        by_month[first_start.strftime("%Y-%m")],
+        by_month[PERIOD_START.strftime("%Y-%m")],
+    )
+    [first_fee], [second_fee] = first.fees.__root__, second.fees.__root__
+    assert (int(first_fee.units), first_fee.amount_cents) == (3, 1500)  # 3 x $5
+    assert (int(second_fee.units), second_fee.amount_cents) == (5, 2500)  # (3 + 2) x $5
+    assert len(by_month) == 2

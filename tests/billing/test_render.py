@@ -1,7 +1,10 @@
-"""Invoice documents: the HTML shows every line and escapes customer data; the PDF is a PDF."""
+"""Invoice documents: the HTML shows every line and escapes customer data; the PDF is a PDF
+whose text (read from its content streams) holds every line and total, in order."""
 
 from __future__ import annotations
 
+import re
+import zlib
 from datetime import UTC, datetime
 
 from faregate.billing.charges import plan_aggregates
@@ -47,3 +50,32 @@ def test_pdf_invoice_is_a_pdf_even_with_characters_outside_latin_1() -> None:
     assert pdf.startswith(b"%PDF-")
     assert pdf.rstrip().endswith(b"%%EOF")
     assert len(pdf) > 1000
+
+
+def pdf_texts(pdf: bytes) -> list[str]:
+    """The text shown by each `(…) Tj` of the PDF's zlib content streams, in drawing order
+    (fpdf2 writes core-font text this way, latin-1, escaping only parentheses and backslash)."""
+    texts = []
+    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        try:
+            content = zlib.decompress(stream.group(1))
+        except zlib.error:  # not zlib data: not a page content stream
+            continue
+        for shown in re.finditer(rb"\(((?:[^()\\]|\\.)*)\) Tj", content):
+            texts.append(re.sub(rb"\\([()\\])", rb"\1", shown.group(1)).decode("latin-1"))
+    return texts
+
+
+def test_pdf_invoice_text_holds_every_line_and_total_in_order() -> None:
+    texts = pdf_texts(render_pdf(invoice(), InvoiceCustomer("acme", name="Acme (Paris)")))
+    assert texts == [
+        "Invoice sub-1 2025-02-01", "DRAFT", "Issued 2025-02-01",
+        "Period 2025-01-01 to 2025-01-31", "Billed to", "Acme (Paris)", "Customer acme",
+        "Item", "Units", "Unit price", "Amount",
+        "Mistral API", "2025-01-01 to 2025-01-31", "1", "20 EUR", "20.00 EUR",
+        # 2,500,000 tokens bill 3 started millions at 4 EUR: 12 EUR, 0.0000048 EUR a token
+        "Tokens \u00b7 mistral-large input", "2025-01-01 to 2025-01-31", "2500000",
+        "0.0000048 EUR", "12.00 EUR",
+        "Fees", "32.00 EUR", "Taxes (0%)", "0.00 EUR", "Subtotal", "32.00 EUR",
+        "Prepaid credits", "0.00 EUR", "Total due", "32.00 EUR",
+    ]  # fmt: skip
