@@ -398,3 +398,49 @@ async def test_image_generations_are_billed_by_size_and_quality(billing_gateway:
     }
     assert lines == {**{f"Images • {k}": v for k, v in expected.items()}, "Images": (1, 5)}
     assert invoice.status == "finalized" and invoice.total_amount_cents == 49
+
+
+def cli_json(args: list[str]) -> dict[str, Any]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(args) == 0
+    parsed: dict[str, Any] = orjson.loads(out.getvalue())
+    return parsed
+
+
+async def test_a_key_created_on_the_command_line_bills_the_subscription_it_names(
+    billing_gateway: Running,
+) -> None:
+    gw = billing_gateway
+    await create_plan_and_subscriptions(gw, datetime.now(UTC) - timedelta(minutes=1))
+    args = [
+        "keys",
+        "create",
+        "--customer",
+        "acme",
+        "--subscription",
+        "sub_lab",
+        "--database-url",
+        gw.settings.database_url,
+    ]
+    created = await asyncio.to_thread(cli_json, args)
+    assert created["api_key"]["external_subscription_id"] == "sub_lab"
+    async with openai.AsyncOpenAI(
+        base_url=f"{gw.url}/v1", api_key=created["key"], max_retries=0
+    ) as client:
+        await chat(client, "mistral-small", "Ping", 3)
+    await gw.services.writer.flush()
+    async with gw.services.engine.connect() as conn:
+        billed = (
+            (
+                await conn.execute(
+                    select(events.c.external_subscription_id).where(events.c.code == "tokens")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert billed and set(billed) == {"sub_lab"}  # not acme's default, sub_main
