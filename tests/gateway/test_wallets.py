@@ -4,15 +4,18 @@ held before the upstream call and refused with 402 when the wallet cannot cover 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from lago_python_client.client import Client
 from lago_python_client.models import Wallet, WalletTransaction
 
 from faregate.mockprovider.server import MockServer
+from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
 
 IMAGE = {"model": "dall-e-3", "prompt": "a lighthouse", "n": 1, "size": "1024x1024"}
@@ -167,7 +170,35 @@ async def wait_for_top_ups(client: Client, wallet_id: str, count: int) -> list[A
         await asyncio.sleep(0.02)
 
 
-async def test_a_threshold_top_up_fires_once_per_crossing(gateway: Running) -> None:
+@pytest.fixture(params=["sqlite", "postgres", "postgres+redis"])
+async def any_book(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    mock: MockServer,
+    redis_url: str,
+    redis_prefix: str,
+) -> AsyncIterator[Running]:
+    """A gateway on each hold book: in process (SQLite), PostgreSQL's conditional update, and
+    Redis's Lua script with the ledger in PostgreSQL."""
+    if request.param == "sqlite":
+        running = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", mock)
+        yield running
+        await running.runner.cleanup()
+        return
+    extra: dict[str, Any] = {}
+    if request.param == "postgres+redis":
+        extra = {"redis_url": redis_url, "server": {"redis_prefix": redis_prefix}}
+    url = await create_pg_database()
+    try:
+        running = await start_gateway(tmp_path, url, mock, extra)
+        yield running
+        await running.runner.cleanup()
+    finally:
+        await drop_pg_database(url)
+
+
+async def test_a_threshold_top_up_fires_once_per_crossing(any_book: Running) -> None:
+    gateway = any_book
     hooks = RecordingWebhooks()
     gateway.services.wallets.service.webhooks = hooks
     price = await price_of_one_image(gateway)
@@ -270,3 +301,72 @@ async def test_an_interval_top_up_is_made_once_per_interval(gateway: Running) ->
     found = await asyncio.to_thread(client.wallet_transactions.find_all, wallet.lago_id)
     made = [t for t in found["wallet_transactions"] if t.source == "interval"]
     assert [Decimal(t.credit_amount) for t in made] == [7]
+
+
+async def test_wallets_and_their_transactions_list_page_by_page_with_lagos_meta(
+    gateway: Running,
+) -> None:
+    client = lago(gateway)
+    wallets = [
+        await asyncio.to_thread(
+            client.wallets.create,
+            Wallet(external_customer_id="acme", rate_amount="1", paid_credits=str(i + 1)),
+        )
+        for i in range(3)
+    ]
+    page = await asyncio.to_thread(
+        client.wallets.find_all, {"external_customer_id": "acme", "page": 2, "per_page": 2}
+    )
+    assert [w.lago_id for w in page["wallets"]] == [wallets[2].lago_id]
+    assert page["meta"] == {
+        "current_page": 2,
+        "next_page": None,
+        "prev_page": 1,
+        "total_pages": 2,
+        "total_count": 3,
+    }
+    first = await asyncio.to_thread(client.wallets.find_all, {"page": 1, "per_page": 2})
+    assert [w.lago_id for w in first["wallets"]] == [w.lago_id for w in wallets[:2]]
+    assert first["meta"]["next_page"] == 2 and first["meta"]["prev_page"] is None
+    wallet_id = wallets[0].lago_id
+    for credits in ("2", "3", "4"):
+        await asyncio.to_thread(
+            client.wallet_transactions.create,
+            WalletTransaction(wallet_id=wallet_id, granted_credits=credits),
+        )
+    # Four transactions: the purchase at creation, then three grants, oldest first.
+    listed = await asyncio.to_thread(
+        client.wallet_transactions.find_all, wallet_id, {"page": 2, "per_page": 3}
+    )
+    assert [Decimal(t.credit_amount) for t in listed["wallet_transactions"]] == [4]
+    assert listed["meta"]["total_count"] == 4 and listed["meta"]["total_pages"] == 2
+    granted = await asyncio.to_thread(
+        client.wallet_transactions.find_all,
+        wallet_id,
+        {"transaction_status": "granted", "per_page": 2},
+    )
+    assert [Decimal(t.credit_amount) for t in granted["wallet_transactions"]] == [2, 3]
+    assert granted["meta"]["total_count"] == 3 and granted["meta"]["next_page"] == 2
+
+
+async def test_one_wallet_transaction_is_found_by_its_id(gateway: Running) -> None:
+    client = lago(gateway)
+    wallet = await asyncio.to_thread(
+        client.wallets.create,
+        Wallet(external_customer_id="acme", rate_amount="0.5", paid_credits="10"),
+    )
+    [made] = (await asyncio.to_thread(client.wallet_transactions.find_all, wallet.lago_id))[
+        "wallet_transactions"
+    ]
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with aiohttp.ClientSession() as s:
+        url = f"{gateway.url}/api/v1/wallet_transactions/{made.lago_id}"
+        async with s.get(url, headers=auth) as r:
+            assert r.status == 200
+            found = (await r.json())["wallet_transaction"]
+        async with s.get(f"{gateway.url}/api/v1/wallet_transactions/nope", headers=auth) as r:
+            assert r.status == 404
+            assert (await r.json())["code"] == "wallet_transaction_not_found"
+    assert found["lago_id"] == made.lago_id and found["lago_wallet_id"] == wallet.lago_id
+    assert found["credit_amount"] == "10.00000" and found["amount"] == "5"
+    assert found["transaction_status"] == "purchased" and found["status"] == "settled"

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from faregate.api.billing import _lago, _meta, _root
+from faregate.api.billing import _lago, _meta, _root, page_meta, page_of
 from faregate.api.common import json_response, read_json_object
 from faregate.api.state import SERVICES
 from faregate.billing.errors import BillingNotFound, BillingValidationError
@@ -74,10 +74,13 @@ async def get_wallet(request: web.Request) -> web.Response:
 @_lago
 async def list_wallets(request: web.Request) -> web.Response:
     await _fresh(request)
-    external_customer_id = request.query.get("external_customer_id")
-    async with request.app[SERVICES].engine.connect() as conn:
-        rows = await repo.list_wallets(conn, external_customer_id)
-    return json_response({"wallets": [wallet_json(r) for r in rows], "meta": _meta(len(rows))})
+    page, per_page = page_of(request)
+    rows, total = await _wallets(request).find_all(
+        request.query.get("external_customer_id"), page=page, per_page=per_page
+    )
+    return json_response(
+        {"wallets": [wallet_json(r) for r in rows], "meta": page_meta(page, per_page, total)}
+    )
 
 
 @_lago
@@ -118,21 +121,28 @@ async def create_transaction(request: web.Request) -> web.Response:
 
 @_lago
 async def list_transactions(request: web.Request) -> web.Response:
-    row, items = await _wallets(request).transactions(request.match_info["id"])
+    page, per_page = page_of(request)
+    row, items, total = await _wallets(request).transactions(
+        request.match_info["id"],
+        page=page,
+        per_page=per_page,
+        status=request.query.get("transaction_status"),
+        kind=request.query.get("transaction_type"),
+    )
     rate = Decimal(row["rate_amount"])
-    status = request.query.get("transaction_status")
-    kind = request.query.get("transaction_type")
-    items = [
-        t
-        for t in items
-        if (not status or t["transaction_status"] == status)
-        and (not kind or t["transaction_type"] == kind)
-    ]
     return json_response(
         {
             "wallet_transactions": [transaction_json(t, rate) for t in items],
-            "meta": _meta(len(items)),
+            "meta": page_meta(page, per_page, total),
         }
+    )
+
+
+@_lago
+async def get_transaction(request: web.Request) -> web.Response:
+    tx, wallet = await _wallets(request).transaction(request.match_info["id"])
+    return json_response(
+        {"wallet_transaction": transaction_json(tx, Decimal(wallet["rate_amount"]))}
     )
 
 
@@ -187,5 +197,6 @@ def add_routes(app: web.Application) -> None:
     r.add_put("/api/v1/wallets/{id}", update_wallet)
     r.add_delete("/api/v1/wallets/{id}", terminate_wallet)
     r.add_post("/api/v1/wallet_transactions", create_transaction)
+    r.add_get("/api/v1/wallet_transactions/{id}", get_transaction)
     r.add_get("/api/v1/wallets/{id}/wallet_transactions", list_transactions)
     r.add_get("/api/v1/wallets/{id}/ledger{fmt:(\\.csv)?}", wallet_ledger)

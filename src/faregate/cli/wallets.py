@@ -78,7 +78,7 @@ def cmd_top_up(args: argparse.Namespace) -> int:
 
 def cmd_transactions(args: argparse.Namespace) -> int:
     async def run(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
-        row, items = await _service(engine, settings).transactions(args.wallet_id)
+        row, items, _ = await _service(engine, settings).transactions(args.wallet_id)
         rate = Decimal(row["rate_amount"])
         return {"wallet_transactions": [transaction_json(t, rate) for t in items]}
 

@@ -90,12 +90,23 @@ async def wallets_of_customer(
 
 
 async def list_wallets(
-    conn: AsyncConnection, external_customer_id: str | None = None, limit: int = 1000
+    conn: AsyncConnection,
+    external_customer_id: str | None = None,
+    limit: int = 1000,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    query = select(wallets).order_by(wallets.c.created_at).limit(limit)
+    query = select(wallets).order_by(wallets.c.created_at, wallets.c.id)
     if external_customer_id:
         query = query.where(wallets.c.external_customer_id == external_customer_id)
+    query = query.limit(limit).offset(offset)
     return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def count_wallets(conn: AsyncConnection, external_customer_id: str | None = None) -> int:
+    query = select(func.count()).select_from(wallets)
+    if external_customer_id:
+        query = query.where(wallets.c.external_customer_id == external_customer_id)
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def active_wallets(conn: AsyncConnection) -> list[dict[str, Any]]:
@@ -239,15 +250,40 @@ async def insert_transaction(
 
 
 async def transactions_of(
-    conn: AsyncConnection, wallet_id: str, limit: int = 1000
-) -> list[dict[str, Any]]:
+    conn: AsyncConnection,
+    wallet_id: str,
+    limit: int = 1000,
+    offset: int = 0,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a wallet's transactions (oldest first), optionally only one
+    `transaction_status` / `transaction_type`, and how many match in all."""
+    c = wallet_transactions.c
+    where = [c.wallet_id == wallet_id]
+    if status:
+        where.append(c.transaction_status == status)
+    if kind:
+        where.append(c.transaction_type == kind)
     query = (
         select(wallet_transactions)
-        .where(wallet_transactions.c.wallet_id == wallet_id)
-        .order_by(wallet_transactions.c.created_at, wallet_transactions.c.id)
+        .where(*where)
+        .order_by(c.created_at, c.id)
         .limit(limit)
+        .offset(offset)
     )
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    rows = [dict(r) for r in (await conn.execute(query)).mappings()]
+    total = (
+        await conn.execute(select(func.count()).select_from(wallet_transactions).where(*where))
+    ).scalar_one()
+    return rows, int(total)
+
+
+async def transaction_by_id(conn: AsyncConnection, transaction_id: str) -> dict[str, Any] | None:
+    return await _one(
+        conn, select(wallet_transactions).where(wallet_transactions.c.id == transaction_id)
+    )
 
 
 async def transaction_by_key(conn: AsyncConnection, key: str) -> dict[str, Any] | None:

@@ -288,12 +288,43 @@ class WalletService:
                 "wallet_transaction.created", "wallet_transaction", transaction_json(tx, rate)
             )
 
-    async def transactions(self, wallet_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def transactions(
+        self,
+        wallet_id: str,
+        *,
+        page: int = 1,
+        per_page: int = 1000,
+        status: str | None = None,
+        kind: str | None = None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+        """The wallet, one page of its transactions (oldest first) and how many match."""
         async with self.engine.connect() as conn:
             row = await repo.wallet_by_id(conn, wallet_id)
             if row is None:
                 raise BillingNotFound("wallet", wallet_id)
-            return row, await repo.transactions_of(conn, wallet_id)
+            items, total = await repo.transactions_of(
+                conn, wallet_id, per_page, (page - 1) * per_page, status=status, kind=kind
+            )
+            return row, items, total
+
+    async def transaction(self, transaction_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A wallet transaction and its wallet."""
+        async with self.engine.connect() as conn:
+            tx = await repo.transaction_by_id(conn, transaction_id)
+            wallet = None if tx is None else await repo.wallet_by_id(conn, tx["wallet_id"])
+        if tx is None or wallet is None:
+            raise BillingNotFound("wallet_transaction", transaction_id)
+        return tx, wallet
+
+    async def find_all(
+        self, external_customer_id: str | None = None, *, page: int = 1, per_page: int = 1000
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of wallets (oldest first), optionally of one customer, and the total."""
+        async with self.engine.connect() as conn:
+            rows = await repo.list_wallets(
+                conn, external_customer_id, per_page, (page - 1) * per_page
+            )
+            return rows, await repo.count_wallets(conn, external_customer_id)
 
 
 def _merge_rules(existing: list[dict[str, Any]], items: object) -> list[dict[str, Any]]:
