@@ -182,6 +182,16 @@ async def _stored(url: str) -> tuple[list[str], list[str], int, Any]:
     return reqs, evs, int(rolled or 0), sum(float(v) for v in values)
 
 
+async def _gateway_events(url: str) -> list[str]:
+    """Transaction ids of the gateway's own `tokens` and `requests` events."""
+    engine = create_engine(url)
+    async with engine.connect() as conn:
+        query = select(events.c.transaction_id).where(events.c.code.in_(("tokens", "requests")))
+        ids = [r[0] for r in await conn.execute(query)]
+    await engine.dispose()
+    return ids
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_acknowledged_usage_survives_a_sigkill(
     backend: str, tmp_path: Path, mock: MockServer
@@ -223,6 +233,10 @@ async def test_acknowledged_usage_survives_a_sigkill(
         assert sorted(evs) == sorted(acked_events)  # each acknowledged event exactly once
         assert rolled == len(acked_events)
         assert total == sum(acked_events.values())
+        # Each acknowledged chat's own events (requests, input and output tokens), once each.
+        suffixes = ("requests", "tokens:input", "tokens:output")
+        expected = sorted(f"{r}:{suffix}" for r in acked_requests for suffix in suffixes)
+        assert sorted(await _gateway_events(url)) == expected
     finally:
         if backend == "postgres":
             await drop_pg_database(url)
