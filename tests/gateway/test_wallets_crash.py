@@ -1,18 +1,22 @@
-"""A gateway process killed (SIGKILL) with wallet holds in flight: its ledger journal is
-replayed at restart, the holds it left expire and the sweeper releases them, and the
-balance ends at exactly the credits less the usage that completed."""
+"""A gateway process killed (SIGKILL) with wallet holds in flight, on each hold book: its
+ledger journal (in-process and Redis books) is replayed at restart, the holds it left expire
+and the sweeper releases them, and the balance ends at exactly the credits less the usage that
+completed."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from faregate.mockprovider.server import MockServer
+from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY
 from tests.gateway.processes import prepare_database, start_replicas, stop_replicas
 
@@ -34,12 +38,29 @@ async def _get(session: aiohttp.ClientSession, url: str) -> Any:
         return await r.json()
 
 
+@pytest.fixture(params=["sqlite", "postgres", "postgres+redis"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The database URL and extra settings of each hold book: in process with its journal
+    (SQLite), the wallet row itself (PostgreSQL), Redis with its journal (PostgreSQL + Redis)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}", {}
+        return
+    extra: dict[str, Any] = {}
+    if request.param == "postgres+redis":
+        extra = {"redis_url": redis_url, "server": {"redis_prefix": redis_prefix}}
+    url = await create_pg_database()
+    yield url, extra
+    await drop_pg_database(url)
+
+
 async def test_holds_of_a_killed_process_are_released_by_the_sweep(
-    tmp_path: Path, mock: MockServer
+    tmp_path: Path, mock: MockServer, store: tuple[str, dict[str, Any]]
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    url, book = store
     key = await prepare_database(url)
-    extra = {"wallets": {"hold_ttl_s": 2, "sweep_interval_s": 0.2}}
+    extra = {**book, "wallets": {"hold_ttl_s": 2, "sweep_interval_s": 0.2}}
     async with aiohttp.ClientSession() as s:
         async with s.put(f"{mock.url}/_mock/deployments/compat", json={"latency": 60}) as r:
             assert r.status == 200  # mistral-large answers after a minute: killed before that

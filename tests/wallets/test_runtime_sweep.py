@@ -1,0 +1,80 @@
+"""The wallets' background sweep keeps the ledger equal to the shared Redis book after a
+process died: a hold it journaled is released in the ledger once its TTL passed; a hold it
+took in Redis but died before journaling leaves no ledger entry at all (the ledger never saw
+it, so releasing it there would overstate the balance)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from faregate.store.db import create_engine, migrate
+from faregate.store.redis_client import PipelinedRedis
+from faregate.wallets import ledger
+from faregate.wallets import repository as repo
+from faregate.wallets.book_redis import RedisHoldBook
+from faregate.wallets.runtime import WalletRuntime
+from faregate.wallets.service import WalletService
+from faregate.wallets.writer import LedgerWriter
+
+TTL_S = 0.2
+
+
+@pytest.fixture
+async def runtime(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> AsyncIterator[WalletRuntime]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await repo.insert_wallet(
+            conn,
+            {
+                "id": "w",
+                "customer_id": "c",
+                "external_customer_id": "acme",
+                "currency": "USD",
+                "rate_amount": 1,
+            },
+        )
+        await repo.apply_entries(conn, [ledger.credit("w", "t1", 100)])
+    client = PipelinedRedis.from_url(redis_url)
+    book = RedisHoldBook(client, redis_prefix)
+    runtime = WalletRuntime(
+        engine=engine,
+        book=book,
+        service=WalletService(engine, book=book),
+        writer=LedgerWriter(engine, tmp_path / "ledger"),
+        hold_ttl_s=TTL_S,
+    )
+    yield runtime
+    await client.aclose()
+    await engine.dispose()
+
+
+async def test_the_sweep_releases_only_the_holds_the_ledger_has(runtime: WalletRuntime) -> None:
+    [account] = await runtime.accounts_of("acme")
+    assert await runtime.hold(account, "journaled", 20)  # book and journal
+    # A process killed between its Redis hold and its journal write:
+    assert await runtime.book.hold("w", "lost", 30, TTL_S)
+    await runtime.flush()
+    await asyncio.sleep(TTL_S + 0.1)
+    await runtime.tick()
+    await runtime.flush()
+    async with runtime.engine.connect() as conn:
+        entries = await repo.entries_of(conn, "w")
+        row = await repo.wallet_by_id(conn, "w")
+        sums = await repo.entry_sums(conn, "w")
+    assert [(e["kind"], e["hold_id"]) for e in entries] == [
+        ("credit", None),
+        ("hold", "journaled"),
+        ("release", "journaled"),
+    ]
+    assert row is not None and int(row["held_nanos"]) == sums.held == 0
+    assert int(row["funded_nanos"]) - int(row["consumed_nanos"]) == 100
+    snapshot = await runtime.book.snapshot("w")
+    assert snapshot is not None and snapshot.held == 0 and snapshot.available == 100
