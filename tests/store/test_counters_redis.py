@@ -17,6 +17,7 @@ from faregate.store.counters import (
     CounterStore,
     CounterStoreUnavailable,
     HoldReused,
+    LeaseSpec,
     LimitSpec,
     MemoryCounterStore,
     ReserveSpec,
@@ -41,7 +42,7 @@ async def test_every_key_written_expires(client: aioredis.Redis, redis_prefix: s
     await store.settle("h1", 5)
     await store.incr("n", 1, ttl_s=60)
     await store.set_bytes("bytes", b"x", ttl_s=60)
-    keys = [k async for k in client.scan_iter(match=redis_prefix + "*")]
+    keys = [k async for k in client.scan_iter(match=redis_prefix + "*", count=10_000)]
     ttls = {k.decode()[len(redis_prefix) :]: await client.pttl(k) for k in keys}
     assert set(ttls) == {"rl:r", "cc:c", "b:b:p", "hold:h1", "n:n", "c:bytes"}
     assert all(ttl > 0 for ttl in ttls.values()), ttls
@@ -113,7 +114,59 @@ def test_the_lua_gcra_matches_the_python_one(
                 memory, remote = [await s.rate_limit_many(spec, now) for s in stores]
                 assert memory == remote
         finally:
-            await client.delete(*[k async for k in client.scan_iter(match=prefix + "*")] or ["-"])
+            await client.delete(
+                *[k async for k in client.scan_iter(match=prefix + "*", count=10_000)] or ["-"]
+            )
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+_admit_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["admit", "admit", "release"]),
+        st.integers(0, 1),  # rate key
+        st.integers(0, 4),  # cost
+        st.integers(0, 1),  # lease key
+        st.integers(0, 4),  # lease id
+        st.integers(0, 3000),  # milliseconds since the previous step
+    ),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_admit_ops)
+def test_the_lua_admission_matches_the_python_one(
+    redis_url: str, ops: list[tuple[str, int, int, int, int, int]]
+) -> None:
+    async def run() -> None:
+        client = aioredis.from_url(redis_url)
+        prefix = f"fgtest:{uuid.uuid4().hex[:10]}:"
+        stores: list[CounterStore] = [MemoryCounterStore(), RedisCounterStore(client, prefix)]
+        now = T0
+        try:
+            for op, rate, cost, slot, lease, dt_ms in ops:
+                now += dt_ms / 1000
+                if op == "release":
+                    for store in stores:
+                        await store.release_concurrency(f"c{slot}", f"l{lease}")
+                    continue
+                rates = [LimitSpec(f"r{rate}", 5, 10, cost)]
+                leases = [
+                    LeaseSpec(f"c{slot}", 2, f"l{lease}", 5),
+                    LeaseSpec("shared", 3, f"l{lease}", 8),
+                ]
+                memory, remote = [await s.admit(rates, leases, now) for s in stores]
+                assert memory == remote
+                for key in (f"c{slot}", "shared"):
+                    assert len({await s.in_flight(key, now) for s in stores}) == 1
+        finally:
+            await client.delete(
+                *[k async for k in client.scan_iter(match=prefix + "*", count=10_000)] or ["-"]
+            )
             await client.aclose()
 
     asyncio.run(run())
@@ -153,7 +206,9 @@ def test_the_lua_hold_book_matches_the_python_one(
                 totals = [(await s.spent("a:p"), await s.held("b:p")) for s in stores]
                 assert totals[0] == totals[1]
         finally:
-            await client.delete(*[k async for k in client.scan_iter(match=prefix + "*")] or ["-"])
+            await client.delete(
+                *[k async for k in client.scan_iter(match=prefix + "*", count=10_000)] or ["-"]
+            )
             await client.aclose()
 
     asyncio.run(run())
