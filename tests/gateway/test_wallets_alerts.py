@@ -14,6 +14,7 @@ import pytest
 from lago_python_client.models import Wallet, WalletTransaction
 
 from faregate.mockprovider.server import MockServer
+from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import Running, start_gateway
 from tests.gateway.test_wallets import image, lago
 from tests.webhooks.receiver import Receiver
@@ -39,10 +40,28 @@ async def _alerts(receiver: Receiver, count: int) -> list[dict[str, Any]]:
     return sorted((d.json["alert"] for d in deliveries), key=lambda a: a["triggered_at"])
 
 
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+async def database(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The embedded mode, and replicas' mode (Redis book and Redis-deduplicated alerts)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", {}
+        return
+    url = await create_pg_database()
+    yield url, {"redis_url": redis_url, "server": {"redis_prefix": redis_prefix}}
+    await drop_pg_database(url)
+
+
 async def test_draining_a_wallet_sends_one_signed_credit_threshold_alert_per_level(
-    tmp_path: Path, mock: MockServer, receiver: Receiver
+    tmp_path: Path,
+    mock: MockServer,
+    receiver: Receiver,
+    database: tuple[str, dict[str, Any]],
 ) -> None:
+    url, store = database
     extra = {
+        **store,
         "webhooks": {
             "hmac_key": HMAC_KEY,
             "endpoints": [receiver.url],
@@ -51,9 +70,7 @@ async def test_draining_a_wallet_sends_one_signed_credit_threshold_alert_per_lev
         },
         "wallets": {"alert_levels": ["2.5", 1]},
     }
-    gw: Running = await start_gateway(
-        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, extra
-    )
+    gw: Running = await start_gateway(tmp_path, url, mock, extra)
     try:
         status, headers, _ = await image(gw.url, gw.key)  # no wallet yet: paid in arrears
         assert status == 200
