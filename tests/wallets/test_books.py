@@ -80,3 +80,15 @@ async def test_a_book_releases_holds_whose_ttl_passed(book: tuple[HoldBook, str]
     assert [(e.hold_id, e.amount) for e in expired] == [("dead", 70)]
     assert await b.finish(w, "dead", 70, 70) is None  # released: a late post is refused
     assert await b.hold(w, "next", 40, ttl_s=10)
+
+
+async def test_the_in_process_book_forgets_finished_holds_before_their_ttl() -> None:
+    """A long TTL must not keep one expiry entry per finished request (soak memory)."""
+    b = MemoryHoldBook()
+    await b.load("w", Snapshot(funded=10**9, version=1, consumed=0))
+    for i in range(5_000):
+        assert await b.hold("w", f"h{i}", 1, ttl_s=660)
+        await b.finish("w", f"h{i}", 1, 1)
+    assert await b.hold("w", "live", 1, ttl_s=660)
+    assert len(b._expiries) <= 2 * 1 + 64 + 1
+    assert [e.hold_id for e in await b.sweep_expired(time.time() + 661)] == ["live"]

@@ -114,8 +114,17 @@ class MemoryHoldBook:
         account.held += amount
         expires = time.time() + ttl_s
         self._holds[hold_id] = (wallet_id, amount, expires)
+        if len(self._expiries) > 2 * len(self._holds) + 64:
+            self._compact_expiries()
         heapq.heappush(self._expiries, (expires, hold_id))
         return True
+
+    def _compact_expiries(self) -> None:
+        """Drop heap entries of holds already finished. Without this the heap keeps one
+        entry per request for the whole hold TTL (minutes of traffic); amortised, it runs
+        when finished holds are more than half the heap."""
+        self._expiries = [(record[2], hold_id) for hold_id, record in self._holds.items()]
+        heapq.heapify(self._expiries)
 
     async def finish(
         self,
