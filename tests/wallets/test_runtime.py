@@ -1,13 +1,17 @@
-"""The wallets' background sweep keeps the ledger equal to the shared Redis book after a
-process died: a hold it journaled is released in the ledger once its TTL passed; a hold it
-took in Redis but died before journaling leaves no ledger entry at all (the ledger never saw
-it, so releasing it there would overstate the balance)."""
+"""The wallets' runtime: a cached wallet past its expiration is never held on; the background
+sweep keeps the ledger equal to the shared Redis book after a process died: a hold it
+journaled is released in the ledger once its TTL passed; a hold it took in Redis but died
+before journaling leaves no ledger entry at all (the ledger never saw it, so releasing it
+there would overstate the balance)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -15,8 +19,9 @@ from faregate.store.db import create_engine, migrate
 from faregate.store.redis_client import PipelinedRedis
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
+from faregate.wallets.book import MemoryHoldBook, Snapshot
 from faregate.wallets.book_redis import RedisHoldBook
-from faregate.wallets.runtime import WalletRuntime
+from faregate.wallets.runtime import Account, WalletRuntime
 from faregate.wallets.service import WalletService
 from faregate.wallets.writer import LedgerWriter
 
@@ -78,3 +83,18 @@ async def test_the_sweep_releases_only_the_holds_the_ledger_has(runtime: WalletR
     assert int(row["funded_nanos"]) - int(row["consumed_nanos"]) == 100
     snapshot = await runtime.book.snapshot("w")
     assert snapshot is not None and snapshot.held == 0 and snapshot.available == 100
+
+
+async def test_a_cached_wallet_past_its_expiration_is_skipped_for_the_next() -> None:
+    book = MemoryHoldBook()
+    for wallet_id in ("old", "new"):
+        await book.load(wallet_id, Snapshot(funded=100, version=1, consumed=0))
+    nothing = cast(Any, None)  # holding reads neither the database nor the service
+    runtime = WalletRuntime(engine=nothing, book=book, service=nothing)
+    expired = Account("old", Decimal(1), expires_at=time.time() - 0.001)
+    live = Account("new", Decimal(1), expires_at=time.time() + 60)
+    assert await runtime.hold_first((expired, live), "r1", 10) == live
+    old, new = await book.snapshot("old"), await book.snapshot("new")
+    assert old is not None and old.held == 0
+    assert new is not None and new.held == 10
+    assert await runtime.hold_first((expired,), "r2", 10) is None

@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from faregate.config import ConfigError, Settings
 from faregate.store.db import is_sqlite
 from faregate.wallets.book import HoldBook, MemoryHoldBook
-from faregate.wallets.runtime import CreditAlerts, WalletRuntime
+from faregate.wallets.credit_alerts import CreditAlerts
+from faregate.wallets.runtime import WalletRuntime
 from faregate.wallets.service import WalletService
 from faregate.wallets.writer import LedgerWriter
 

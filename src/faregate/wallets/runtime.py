@@ -14,40 +14,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faregate.alerts import levels_crossed_down
 from faregate.auth import repository as customers_repo
-from faregate.wallets import ledger
+from faregate.wallets import credit_alerts, ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.book import HoldBook, Snapshot
+from faregate.wallets.credit_alerts import CreditAlerts
 from faregate.wallets.model import Rule, nanos_to_credits
 from faregate.wallets.service import TopUp, WalletService, wallet_json
 from faregate.wallets.topups import due_interval, interval_key
 from faregate.wallets.writer import LedgerWriter
 
 log = logging.getLogger("faregate.wallets")
-
-
-class CreditAlerts(Protocol):
-    """faregate.alerts.Alerts, as far as wallets use it."""
-
-    async def credit_thresholds(
-        self,
-        wallet: Mapping[str, Any],
-        before: Decimal,
-        after: Decimal,
-        levels: Sequence[Decimal],
-        episode: str = "",
-    ) -> int: ...
-
-
 CACHE_S = 1.0
 CREDIT_LIMIT_CODE = "credit_limit"
 
@@ -58,6 +42,7 @@ class Account:
     rate: Decimal
     rules: tuple[Rule, ...] = ()
     extra: int = 0
+    expires_at: float | None = None  # the wallet's expiration_at, as a Unix time
 
     def threshold_rules(self, now: datetime) -> tuple[Rule, ...]:
         """The threshold rules in force at `now`: active, started, not expired."""
@@ -149,7 +134,16 @@ class WalletRuntime:
                 await self.book.load(row["id"], _snapshot(row))
             rules = tuple(Rule.from_dict(r) for r in row.get("recurring_transaction_rules") or [])
             extra = limit if i == len(rows) - 1 else 0
-            accounts.append(Account(row["id"], Decimal(row["rate_amount"]), rules, extra=extra))
+            expiration = row.get("expiration_at")
+            accounts.append(
+                Account(
+                    row["id"],
+                    Decimal(row["rate_amount"]),
+                    rules,
+                    extra=extra,
+                    expires_at=_utc(expiration).timestamp() if expiration else None,
+                )
+            )
         return tuple(accounts)
 
     async def _terminate_expired(self, wallet_id: str) -> None:
@@ -164,8 +158,12 @@ class WalletRuntime:
         self, accounts: tuple[Account, ...], hold_id: str, amount: int
     ) -> Account | None:
         """Hold `amount` on the first wallet, by priority, that covers all of it (a request is
-        never split across wallets); None when none does."""
+        never split across wallets); None when none does. A wallet past its expiration is
+        skipped even while the customer's wallets are cached."""
+        now = time.time()
         for account in accounts:
+            if account.expires_at is not None and account.expires_at <= now:
+                continue
             if await self.hold(account, hold_id, amount):
                 return account
         return None
@@ -213,20 +211,13 @@ class WalletRuntime:
             self._check_alert_levels(account, after, actual)
 
     def _check_alert_levels(self, account: Account, snapshot: Snapshot, actual: int) -> None:
-        """`credit.threshold` for each configured level the balance (credits in less credits
-        consumed) fell to or through with this debit. Each debit covers its own slice of the
-        balance's fall, so every level is crossed by exactly one debit per funding episode;
-        the alert key names the wallet's funding version, so a level alerts again after a
-        top-up, and the shared counter store makes replicas raise it once."""
-        if self.alerts is None or not self.alert_levels:
+        """`credit.threshold` for each configured level this debit took the balance to or
+        through; the shared counter store makes replicas raise it once per episode."""
+        if self.alerts is None:
             return
-        after = snapshot.funded - snapshot.consumed
-        before_credits = nanos_to_credits(after + actual, account.rate)
-        after_credits = nanos_to_credits(after, account.rate)
-        if levels_crossed_down(before_credits, after_credits, self.alert_levels):
-            self._spawn(
-                self._credit_alert(account.wallet_id, before_credits, after_credits, snapshot)
-            )
+        crossed = credit_alerts.crossing(snapshot, actual, account.rate, self.alert_levels)
+        if crossed is not None:
+            self._spawn(self._credit_alert(account.wallet_id, *crossed, snapshot))
 
     async def _credit_alert(
         self, wallet_id: str, before: Decimal, after: Decimal, snapshot: Snapshot
@@ -236,7 +227,7 @@ class WalletRuntime:
             await self.flush()  # the wallet in the alert includes this debit
             wallet = wallet_json(await self.service.get(wallet_id))
             await self.alerts.credit_thresholds(
-                wallet, before, after, self.alert_levels, episode=f"v{snapshot.version}"
+                wallet, before, after, self.alert_levels, credit_alerts.episode(snapshot)
             )
         except Exception:
             log.exception("credit threshold alert failed", extra={"wallet_id": wallet_id})
@@ -377,13 +368,13 @@ class WalletRuntime:
             await self.writer.close()
 
 
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def _expired(row: dict[str, Any], now: datetime) -> bool:
     expiration = row.get("expiration_at")
-    if expiration is None:
-        return False
-    if expiration.tzinfo is None:
-        expiration = expiration.replace(tzinfo=UTC)
-    return bool(expiration <= now)
+    return expiration is not None and bool(_utc(expiration) <= now)
 
 
 def _snapshot(row: dict[str, Any]) -> Snapshot:
