@@ -286,3 +286,35 @@ async def test_a_pay_in_advance_charge_is_refused_naming_the_field(billing: Bill
         ),
     )
     assert status == 422 and body["error_details"] == {"pay_in_advance": ["not_supported"]}
+
+
+async def test_a_subscription_past_its_ending_at_is_terminated_and_billed_to_it(
+    billing: Billing,
+) -> None:
+    await setup_catalog(billing)  # $10/month
+    c = billing.client
+    this_month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = (this_month - timedelta(days=1)).replace(day=1)  # the 1st of last month
+    ending = start + timedelta(days=10)  # the 11th, 00:00: ten whole days billed
+    await billing.call(
+        c.subscriptions.create,
+        Subscription(
+            external_customer_id="acme",
+            plan_code="pro",
+            external_id="sub_end",
+            billing_time="calendar",
+            subscription_at=start.isoformat(),
+            ending_at=ending.isoformat(),
+        ),
+    )
+    assert (await billing.call(c.subscriptions.find, "sub_end")).status == "active"
+    assert (await billing.post("/api/v1/billing_runs", {})).status_code == 200
+    ended = await billing.call(c.subscriptions.find, "sub_end")
+    assert ended.status == "terminated" and ended.terminated_at == ended.ending_at
+    assert datetime.fromisoformat(ended.terminated_at) == ending
+    [invoice] = (await billing.call(c.invoices.find_all, {"external_subscription_id": "sub_end"}))[
+        "invoices"
+    ]
+    days_in_month = (this_month - start).days
+    fee = (Decimal(1000) * 10 / days_in_month).quantize(Decimal(1), ROUND_HALF_UP)
+    assert [f.amount_cents for f in invoice.fees.__root__] == [int(fee)]

@@ -307,6 +307,24 @@ async def event_by_transaction(
     )
 
 
+async def terminate_ended(conn: AsyncConnection, now: datetime) -> list[str]:
+    """Mark active subscriptions whose `ending_at` has passed as terminated at `ending_at`
+    (Lago terminates a subscription at its ending date); returns their external ids."""
+    query = select(
+        subscriptions.c.id, subscriptions.c.external_id, subscriptions.c.ending_at
+    ).where(
+        subscriptions.c.status == "active",
+        subscriptions.c.ending_at.is_not(None),
+        subscriptions.c.ending_at <= now,
+    )
+    ended = (await conn.execute(query)).all()
+    for sub_id, _, ending_at in ended:
+        await update_subscription(
+            conn, sub_id, {"status": "terminated", "terminated_at": _utc(ending_at)}
+        )
+    return [external_id for _, external_id, _ in ended]
+
+
 async def events_by_transaction_id(
     conn: AsyncConnection, transaction_id: str, external_subscription_id: str | None = None
 ) -> list[dict[str, Any]]:
