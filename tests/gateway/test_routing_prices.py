@@ -379,3 +379,27 @@ async def test_without_max_tokens_the_hold_covers_the_models_whole_output_limit(
         assert held >= cost
     finally:
         await gw.runner.cleanup()
+
+
+async def test_an_adapter_that_always_sends_max_tokens_bounds_the_hold(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    # The Anthropic adapter asks for max_tokens 4,096 when the client sets none, so the
+    # provider cannot write more, whatever the model's 64,000-token limit.
+    mock.config.deployments["anthropic"] = MockBehaviour(output_tokens=5000)
+    budget = _budget("0.05")[0] | {"scope": "tag", "match": "capped"}
+    gw = await _start(tmp_path, mock, {"budgets": [budget]})
+    body = {"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        async with aiohttp.ClientSession() as s:
+            status, headers, answer = await _chat(s, gw, body)
+            assert status == 200 and answer["usage"]["completion_tokens"] == 4096
+            cost = Decimal(headers["x-faregate-cost"])
+            status, _, error = await _chat(s, gw, body, {"x-faregate-tags": "capped"})
+        assert status == 429
+        held = _may_use(error)
+        # 8 estimated prompt tokens at $3 and 4,096 output tokens at $15 per 1M.
+        assert held == (8 * Decimal(3) + 4096 * Decimal(15)) / MILLION
+        assert held >= cost
+    finally:
+        await gw.runner.cleanup()

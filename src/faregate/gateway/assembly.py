@@ -184,6 +184,11 @@ async def assemble_gateway(
     spend_monitor = _spend_monitor(settings, engine, alerts, closers)
     router = Router(settings.models, health=health, estimator=pricer)
     pricer.reach = router.reachable  # worst cases cover fallbacks and tiered targets
+    pricer.adapter_caps = {  # adapters that always send a max_tokens bound the output
+        name: int(cap)
+        for name, provider in upstreams.items()
+        if (cap := getattr(provider, "default_max_tokens", None))
+    }
     observability = build_observability(settings, health, router, alerts)
     closers.append(observability.alerts.aclose)
     wallets = await build_wallets(settings, engine, client, webhooks, alerts)

@@ -60,12 +60,18 @@ def choices_of(body: dict[str, Any]) -> int:
     return _positive_int(body.get("n")) or 1
 
 
-def output_bound(body: dict[str, Any], deployment: Deployment, price: ModelPrice | None) -> int:
+def output_bound(
+    body: dict[str, Any],
+    deployment: Deployment,
+    price: ModelPrice | None,
+    adapter_cap: int | None = None,
+) -> int:
     """The most output tokens (all choices) a provider may bill for this chat request on
-    `deployment`: the client's cap, never above the model's limit (the deployment's
+    `deployment`: the client's cap (else `adapter_cap`, what the provider adapter asks for
+    when the client sets none), never above the model's limit (the deployment's
     `max_output_tokens`, else the catalog's); without a cap the limit; without either
     DEFAULT_MAX_OUTPUT."""
-    cap = client_output_cap(body)
+    cap = client_output_cap(body) or adapter_cap
     limit = deployment.max_output_tokens or (price.max_output_tokens if price else None)
     if cap is not None and limit is not None:
         per_choice = min(cap, limit)
@@ -106,6 +112,9 @@ class CatalogPricer:
         # Set once the router exists (it needs this pricer first); without it the worst
         # case covers the requested group's own deployments only.
         self.reach = reach
+        # provider name -> output tokens per choice its adapter asks for when the client
+        # sets no cap (Anthropic's required max_tokens: `default_max_tokens`).
+        self.adapter_caps: dict[str, int] = {}
         # model -> (catalog, price, in force from, until): the version in force is looked
         # up once per model and price change, not on every request.
         self._in_force: dict[str, tuple[PriceCatalog, ModelPrice | None, datetime, datetime]] = {}
@@ -157,7 +166,10 @@ class CatalogPricer:
         worst, most_output = Decimal(0), 0
         for deployment in self._reachable(call):
             price = self.price_for(deployment.catalog_model, call.created_at)
-            output = output_bound(body, deployment, price) if call.kind == "chat" else 0
+            output = 0
+            if call.kind == "chat":
+                cap = self.adapter_caps.get(deployment.provider)
+                output = output_bound(body, deployment, price, cap)
             most_output = max(most_output, output)
             if price is None:
                 continue
