@@ -22,9 +22,9 @@ from tests.gateway.conftest import ADMIN_KEY, start_gateway
 from tests.gateway.test_routing_choices import _ab_config
 
 KEYS = 1_000  # ids key-ab-00000…: their split is fixed (30.1 % on arm a), never flaky
-# Requests per key. The gateway spends about 3 ms of CPU per request here (SQLite request
-# records included), so 10,000 requests take over a minute on a busy 2-core machine: the
-# suite sends 2,000; FAREGATE_TEST_AB_ROUNDS=10 sends the full 10,000.
+# Requests per key. Gateway, mock and client share this process at about 4 ms a request
+# (SQLite request records included): 10,000 took 38-77 s on a 2-core machine, so the suite
+# sends 2,000 (about 15 s); FAREGATE_TEST_AB_ROUNDS=10 sends the full 10,000.
 ROUNDS = int(os.environ.get("FAREGATE_TEST_AB_ROUNDS", "2"))
 WAVE = 100  # keys asked round-robin together, so each key's lookup stays cached
 CONCURRENCY = 96
