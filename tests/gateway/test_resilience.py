@@ -277,6 +277,40 @@ async def test_streams_that_break_after_their_first_chunk_open_the_breaker(
         await gw.runner.cleanup()
 
 
+async def test_a_probe_stream_the_client_leaves_gives_its_slot_back_without_a_verdict(
+    tmp_path: Path, mock: MockServer, clock: Clock, session: aiohttp.ClientSession
+) -> None:
+    mock.config.deployments[PRIMARY] = MockBehaviour(error_rate=1.0)
+    gw = await _start(
+        tmp_path, mock, clock, breaker={"failure_threshold": 2, "cooldown_seconds": 10}
+    )
+    try:
+        for _ in range(2):
+            await _chat(session, gw)
+        clock.advance(10)
+        mock.config.deployments[PRIMARY] = MockBehaviour(chunk_delay=0.05, output_tokens=40)
+        r = await session.post(
+            f"{gw.url}/v1/chat/completions",
+            json={**BODY, "max_tokens": 40, "stream": True},
+            headers={"Authorization": f"Bearer {gw.key}"},
+        )
+        assert r.headers["x-faregate-deployment"] == PRIMARY  # the half-open probe
+        await r.content.readline()
+        assert (await _health(session, gw))[PRIMARY]["available_in_seconds"] > 0  # in flight
+        r.close()  # the client leaves after the first chunk
+        for _ in range(100):
+            state = (await _health(session, gw))[PRIMARY]
+            if state["available_in_seconds"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert (state["state"], state["available_in_seconds"]) == ("half_open", 0)
+        status, headers, _ = await _chat(session, gw)  # the next request probes again
+        assert (status, headers["x-faregate-deployment"]) == (200, PRIMARY)
+        assert (await _health(session, gw))[PRIMARY]["state"] == "closed"
+    finally:
+        await gw.runner.cleanup()
+
+
 async def test_a_stream_that_completes_counts_as_a_success(
     tmp_path: Path, mock: MockServer, clock: Clock, session: aiohttp.ClientSession
 ) -> None:
