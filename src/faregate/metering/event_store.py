@@ -2,8 +2,8 @@
 
 PostgreSQL: binary COPY straight into `events` under a savepoint; when a batch holds an event
 already stored (a client's retry, a replayed journal), COPY into a session-local staging table
-and `INSERT ... ON CONFLICT DO NOTHING RETURNING` instead. SQLite: one multi-row INSERT with
-ON CONFLICT DO NOTHING RETURNING. Either way the caller learns exactly which rows landed, so
+and `INSERT ... ON CONFLICT DO NOTHING RETURNING` instead. SQLite: multi-row INSERTs with
+ON CONFLICT DO NOTHING RETURNING, in chunks of a few fixed sizes. Either way the caller learns exactly which rows landed, so
 rollups count each stored event once.
 """
 
@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from faregate.store.chunks import fixed_size_chunks
 from faregate.store.tables.metering import events
 
 COLUMNS = (
@@ -115,7 +116,7 @@ async def _insert_sqlite(conn: AsyncConnection, rows: list[dict[str, Any]]) -> l
         .returning(events.c.external_subscription_id, events.c.transaction_id)
     )
     landed: set[tuple[str, str]] = set()
-    for start in range(0, len(values), 500):
-        result = await conn.execute(stmt, values[start : start + 500])
+    for chunk in fixed_size_chunks(values):  # few statement shapes for the driver's cache
+        result = await conn.execute(stmt, chunk)
         landed.update((r[0], r[1]) for r in result)
     return [r for r in rows if (r["external_subscription_id"], r["transaction_id"]) in landed]

@@ -14,6 +14,7 @@ from sqlalchemy import String, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from faregate.store.chunks import fixed_size_chunks
 from faregate.store.tables.wallets import wallet_entries, wallet_transactions, wallets
 from faregate.wallets.ledger import Balances, Entry
 
@@ -140,8 +141,10 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
     for entry in entries:
         unique.setdefault(entry.key, entry)
     stmt = _insert(conn).returning(wallet_entries.c.key)
-    result = await conn.execute(stmt, [e.row() for e in unique.values()])
-    inserted = {row[0] for row in result}
+    rows = [e.row() for e in unique.values()]
+    inserted: set[str] = set()
+    for chunk in fixed_size_chunks(rows):  # few statement shapes for the driver's cache
+        inserted.update(row[0] for row in await conn.execute(stmt, chunk))
     applied = [e for k, e in unique.items() if k in inserted]
     totals: dict[str, Balances] = {}
     versions: dict[str, int] = {}
