@@ -51,7 +51,9 @@ async def book(
             },
         )
         await repo.apply_entries(conn, [ledger.credit("w", "t1", 100)])
-    yield SqlHoldBook(engine, ttl_s=1), "w"
+    sql_book = SqlHoldBook(engine, ttl_s=1)
+    yield sql_book, "w"
+    await sql_book.close()
     await engine.dispose()
     await drop_pg_database(url)
 

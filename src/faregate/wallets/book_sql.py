@@ -1,13 +1,20 @@
 """SqlHoldBook: holds for replicas that share only PostgreSQL. A hold is one conditional
-UPDATE of the wallet row plus its ledger entry, in one transaction: the row lock serializes
-replicas, so together they never hold past the wallet. Entries are written here, durably."""
+UPDATE of the wallet row plus its ledger entry, in one statement: the row lock serializes
+replicas, so together they never hold past the wallet. Entries are written here, durably.
+
+The two request-path statements (hold, finish) go through a small asyncpg pool of the book's
+own, as prepared statements: through SQLAlchemy's pool (checkout ping, greenlet hops) they
+cost about 2.4 ms of CPU per request, directly about a tenth of it."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,10 +26,34 @@ from faregate.wallets.book import Expired, Snapshot
 class SqlHoldBook:
     durable = True
 
-    def __init__(self, engine: AsyncEngine, ttl_s: float) -> None:
+    def __init__(self, engine: AsyncEngine, ttl_s: float, pool_size: int = 16) -> None:
         self._engine = engine
         self._ttl_s = ttl_s
         self._stale = repo.StaleHoldScan(ttl_s)
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock = asyncio.Lock()
+
+    async def _fetchrow(self, statement: _Positional, params: dict[str, Any]) -> Any:
+        pool = self._pool or await self._open()
+        return await pool.fetchrow(statement.sql, *(params[n] for n in statement.names))
+
+    async def _open(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                url = self._engine.url.set(drivername="postgresql")
+                self._pool = await asyncpg.create_pool(
+                    url.render_as_string(hide_password=False),
+                    min_size=1,
+                    max_size=self._pool_size,
+                    reset=_keep_session,
+                )
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def knows(self, wallet_id: str) -> bool:
         return True
@@ -37,9 +68,7 @@ class SqlHoldBook:
         self, wallet_id: str, hold_id: str, amount: int, ttl_s: float, extra: int = 0
     ) -> bool:
         params = {**ledger.hold(wallet_id, hold_id, amount).row(), "extra": extra}
-        async with self._engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return (await auto.execute(HOLD_SQL, params)).first() is not None
+        return await self._fetchrow(_HOLD, params) is not None
 
     async def finish(
         self,
@@ -54,9 +83,7 @@ class SqlHoldBook:
             if actual is None
             else ledger.post(wallet_id, hold_id, held, actual, at)
         )
-        async with self._engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            row = (await auto.execute(FINISH_SQL, entry.row())).first()
+        row = await self._fetchrow(_FINISH, entry.row())
         return None if row is None else Snapshot(*(int(v) for v in row))
 
     async def sweep_expired(self, now: float | None = None) -> list[Expired]:
@@ -113,3 +140,27 @@ FINISH_SQL = text(
     "consumed_nanos = w.consumed_nanos + e.consumed_nanos FROM e WHERE w.id = e.wallet_id "
     "RETURNING w.funded_nanos, w.funded_version, w.consumed_nanos, w.held_nanos"
 )
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """These connections run only the two autocommit statements below and change no session
+    state, so the pool's default reset (a round trip per release) has nothing to undo."""
+
+
+class _Positional:
+    """A statement with `:name` parameters as asyncpg's `$n` ones, and the names in order."""
+
+    def __init__(self, sql: str) -> None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        self.sql = re.sub(r"(?<![:\w]):(\w+)", number, sql)
+        self.names = tuple(names)
+
+
+_HOLD = _Positional(str(HOLD_SQL))
+_FINISH = _Positional(str(FINISH_SQL))

@@ -366,6 +366,9 @@ class WalletRuntime:
             await asyncio.wait(set(self._tasks), timeout=10)
         if self.writer is not None:
             await self.writer.close()
+        close_book = getattr(self.book, "close", None)  # a book with connections of its own
+        if close_book is not None:
+            await close_book()
 
 
 def _utc(value: datetime) -> datetime:
