@@ -32,6 +32,16 @@ BENCH = Path(__file__).resolve().parent
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 ALL_TARGETS = ["direct", "passthrough", "faregate-embedded", "faregate-pg-redis", "litellm"]
+# --holds: each backend with and without a prepaid wallet, to read off what a hold costs.
+HOLD_TARGETS = [
+    "direct",
+    *(
+        f"{b}{v}"
+        for b in ("faregate-embedded", "faregate-pg", "faregate-pg-redis")
+        for v in ("", "-nowallet")
+    ),
+]
+HOLD_SCENARIOS = ["chat-c1", "chat-c32"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,9 +69,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="faregate-embedded",
         help="the target --profile samples (default faregate-embedded)",
     )
+    p.add_argument(
+        "--holds",
+        action="store_true",
+        help="what the wallet hold + settle adds: each backend with and without a wallet",
+    )
     p.add_argument("--mock-cmd", help="another mock command; {port} {config} {python} filled in")
     p.add_argument("--tag", default="", help="suffix for the result file names")
     args = p.parse_args(argv)
+    if args.holds:
+        explicit = set(argv if argv is not None else sys.argv[1:])
+        if not any(a.startswith("--targets") for a in explicit):
+            args.targets = ",".join(HOLD_TARGETS)
+        if not any(a.startswith("--scenarios") for a in explicit):
+            args.scenarios = ",".join(HOLD_SCENARIOS)
+        args.tag = args.tag or "-holds"
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
@@ -219,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         f"faregate vs pass-through vs LiteLLM, {date}{' (quick)' if args.quick else ''}",
     )
     raw.unlink()
-    if not args.tag:
+    if args.holds:
+        section = report.holds_section(meta, cells, stem)
+        report.update_readme(BENCH / "README.md", section, *report.HOLDS_MARKERS)
+        print(section)
+    elif not args.tag:
         report.update_readme(BENCH / "README.md", report.readme_section(meta, cells, labels, stem))
     print(f"\nwrote {RESULTS / stem}.md/.json/.png")
     print(report.markdown(meta, cells, labels).split("## Targets", 1)[1])

@@ -59,11 +59,15 @@ class FaregateInstance:
         mock_url: str,
         *,
         distributed: bool = False,
+        redis: bool | None = None,
+        wallet: bool = True,
         config: Path = CONFIG,
     ) -> None:
         self.name = name
         self.work = work
         self.distributed = distributed
+        self.redis = distributed if redis is None else redis
+        self.wallet = wallet  # False: the customer has no wallet, so no request is held
         self.config = config
         self.data_dir = work / name
         self.port = procs.free_port()
@@ -89,7 +93,7 @@ class FaregateInstance:
             "BENCH_MOCK_URL": mock_url,
             "BENCH_MOCK_KEY": "bench-upstream-key",
         }
-        if distributed:
+        if self.redis:
             self.env["FAREGATE_REDIS_URL"] = "redis://127.0.0.1:6379/0"
 
     # -- preparing the database ---------------------------------------------------------
@@ -134,13 +138,15 @@ class FaregateInstance:
         self.key = str(created["key"])
 
     def _optional_setup(self) -> None:
-        """Wallet credit and budgets, through whichever commands this build has."""
-        steps = [
-            (
-                "wallet with credit",
-                ["wallets", "create", "--customer", CUSTOMER, "--credits", "1000000"],
-            ),
-        ]
+        """Wallet credit, through whichever commands this build has."""
+        steps = []
+        if self.wallet:
+            steps.append(
+                (
+                    "wallet with credit",
+                    ["wallets", "create", "--customer", CUSTOMER, "--credits", "1000000"],
+                )
+            )
         for what, args in steps:
             if not self._has_command(args[0]):
                 self.notes.append(f"{what}: `faregate {args[0]}` not in this build; skipped")

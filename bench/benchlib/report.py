@@ -344,12 +344,82 @@ def readme_section(meta: dict[str, Any], cells: Cells, labels: dict[str, str], s
     return "\n".join(lines)
 
 
-def update_readme(path: Path, section: str) -> None:
-    """Replace the generated section of bench/README.md (or append it)."""
+HOLDS_MARKERS = ("<!-- holds-results:start -->", "<!-- holds-results:end -->")
+HOLD_BACKENDS = {
+    "faregate-embedded": ("embedded (SQLite, in-process book)", 1.0),
+    "faregate-pg": ("PostgreSQL (book in PostgreSQL)", 3.0),
+    "faregate-pg-redis": ("PostgreSQL + Redis (book in Redis)", 3.0),
+}
+
+
+def hold_costs(cells: Cells) -> list[dict[str, Any]]:
+    """Per backend and scenario: p50 and CPU per request with and without a wallet, and the
+    difference, which is what the hold before the upstream call and the settle after it add."""
+    rows = []
+    for scenario, per in cells.items():
+        for base, (label, limit) in HOLD_BACKENDS.items():
+            with_, without = per.get(base), per.get(base + "-nowallet")
+            if not with_ or not without:
+                continue
+            p50 = (with_["p50_ms"]["median"], without["p50_ms"]["median"])
+            cpu = (with_["cpu_ms_per_req"]["median"], without["cpu_ms_per_req"]["median"])
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "backend": base,
+                    "label": label,
+                    "p50_ms": p50,
+                    "added_p50_ms": round(p50[0] - p50[1], 3),
+                    "cpu_ms_per_req": cpu,
+                    "added_cpu_ms": round(cpu[0] - cpu[1], 3),
+                    "target_ms": limit,
+                }
+            )
+    return rows
+
+
+def holds_section(meta: dict[str, Any], cells: Cells, stem: str) -> str:
+    m = meta["machine"]
+    lines = [
+        HOLDS_MARKERS[0],
+        f"### What a wallet hold costs: {meta['date']}, {meta['repeats']} x "
+        f"{meta['duration_s']:g} s per cell",
+        "",
+        f"Machine: {m['nproc']} vCPU ({m['cpu']}). Each backend ran twice in the same run, the "
+        "bench customer with a prepaid wallet (every request held before the upstream call, "
+        "posted after it) and without one (no hold); everything else identical. Full tables: "
+        f"[`results/{stem}.md`](results/{stem}.md).",
+        "",
+        "| backend | scenario | p50 with / without wallet, ms | hold + settle adds, p50 | "
+        "CPU per request with / without, ms | target (added p50) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in hold_costs(cells):
+        met = "yes" if r["added_p50_ms"] < r["target_ms"] else "**no**"
+        target = f"< {r['target_ms']:g} ms: {met}" if r["scenario"] == "chat-c1" else "-"
+        lines.append(
+            f"| {r['label']} | {BY_KEY[r['scenario']].label} | "
+            f"{r['p50_ms'][0]:.3f} / {r['p50_ms'][1]:.3f} | {r['added_p50_ms']:+.3f} ms | "
+            f"{r['cpu_ms_per_req'][0]:.3f} / {r['cpu_ms_per_req'][1]:.3f} | {target} |"
+        )
+    lines += [
+        "",
+        "At c = 1 every party shares one core, so the added p50 is the hold's CPU plus its "
+        "round trips to the store; at c = 32 the p50 is mostly queueing, and CPU per request "
+        "is the figure to read.",
+        HOLDS_MARKERS[1],
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(
+    path: Path, section: str, start: str = README_START, end: str = README_END
+) -> None:
+    """Replace a generated section of bench/README.md (or append it)."""
     text = path.read_text() if path.exists() else ""
-    if README_START in text and README_END in text:
-        head, rest = text.split(README_START, 1)
-        tail = rest.split(README_END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section + tail
     else:
         text = text.rstrip() + "\n\n" + section + "\n"

@@ -214,19 +214,36 @@ class LiteLLM(Target):
         return f"http://127.0.0.1:{self.port}/v1/chat/completions"
 
 
-class Faregate(Target):
-    """`faregate serve` with the whole pipeline on, embedded (SQLite) or on PostgreSQL + Redis."""
+FAREGATE_BACKENDS = {  # name: (label, PostgreSQL, Redis)
+    "faregate-embedded": ("faregate embedded (SQLite)", False, False),
+    "faregate-pg": ("faregate, PostgreSQL", True, False),
+    "faregate-pg-redis": ("faregate, PostgreSQL + Redis", True, True),
+}
+NO_WALLET = "-nowallet"
 
-    def __init__(self, distributed: bool) -> None:
-        name = "faregate-pg-redis" if distributed else "faregate-embedded"
-        label = "faregate, PostgreSQL + Redis" if distributed else "faregate embedded (SQLite)"
-        super().__init__(name, label)
+
+class Faregate(Target):
+    """`faregate serve` with the whole pipeline on, embedded (SQLite), on PostgreSQL, or on
+    PostgreSQL + Redis. The `-nowallet` variants serve a customer without a prepaid wallet,
+    so the difference to their twin is what the wallet hold and settle cost."""
+
+    def __init__(self, name: str) -> None:
+        base = name.removesuffix(NO_WALLET)
+        label, distributed, redis = FAREGATE_BACKENDS[base]
+        self.wallet = not name.endswith(NO_WALLET)
+        super().__init__(name, label if self.wallet else f"{label}, no wallet")
         self.distributed = distributed
+        self.redis = redis
         self.instance: FaregateInstance | None = None
 
     def start(self, ctx: Context) -> None:
         self.instance = FaregateInstance(
-            self.name, ctx.work, ctx.mock_url, distributed=self.distributed
+            self.name,
+            ctx.work,
+            ctx.mock_url,
+            distributed=self.distributed,
+            redis=self.redis,
+            wallet=self.wallet,
         )
         self.instance.prepare()
         self.instance.serve()
@@ -240,7 +257,9 @@ class Faregate(Target):
         return f"{self.instance.base_url}/v1/chat/completions"
 
     def service_pids(self) -> list[int]:
-        return procs.pids_named("postgres", "redis-server") if self.distributed else []
+        if not self.distributed:
+            return []
+        return procs.pids_named("postgres", *(["redis-server"] if self.redis else []))
 
     def stop(self) -> None:
         if self.instance:
@@ -251,10 +270,11 @@ def build(names: list[str]) -> list[Target]:
     makers = {
         "direct": Direct,
         "passthrough": Passthrough,
-        "faregate-embedded": lambda: Faregate(False),
-        "faregate-pg-redis": lambda: Faregate(True),
         "litellm": LiteLLM,
     }
+    for base in FAREGATE_BACKENDS:
+        for name in (base, base + NO_WALLET):
+            makers[name] = lambda name=name: Faregate(name)  # type: ignore[misc]
     unknown = [n for n in names if n not in makers]
     if unknown:
         raise SystemExit(f"unknown targets {unknown}; choose from {list(makers)}")
