@@ -318,3 +318,26 @@ async def test_a_subscription_past_its_ending_at_is_terminated_and_billed_to_it(
     days_in_month = (this_month - start).days
     fee = (Decimal(1000) * 10 / days_in_month).quantize(Decimal(1), ROUND_HALF_UP)
     assert [f.amount_cents for f in invoice.fees.__root__] == [int(fee)]
+
+
+async def test_a_subscription_id_taken_by_another_customer_is_refused(billing: Billing) -> None:
+    await setup_catalog(billing)  # sub_1: acme on pro
+    c = billing.client
+    await billing.call(c.customers.create, Customer(external_id="zed", currency="USD"))
+    resent = await billing.call(
+        c.subscriptions.create,
+        Subscription(external_customer_id="acme", plan_code="pro", external_id="sub_1"),
+    )
+    assert (resent.external_id, resent.external_customer_id) == ("sub_1", "acme")
+    for customer, plan in (("zed", "pro"), ("acme", "other")):
+        status, body = await refused(
+            billing,
+            c.subscriptions.create,
+            Subscription(external_customer_id=customer, plan_code=plan, external_id="sub_1"),
+        )
+        assert status == 422
+        assert body["error_details"] == {"external_id": ["value_already_exist"]}
+    subs = await billing.call(c.subscriptions.find_all, {"external_customer_id": "zed"})
+    assert subs["subscriptions"] == []
+    kept = await billing.call(c.subscriptions.find, "sub_1")
+    assert (kept.external_customer_id, kept.plan_code) == ("acme", "pro")

@@ -50,7 +50,13 @@ async def create_subscription(request: web.Request) -> web.Response:
     async with _services(request).engine.begin() as conn:
         existing = await repo.subscription_by_external_id(conn, sub.external_id)
         if existing is not None:
-            if existing["plan_code"] != sub.plan_code:
+            # A resend of the same subscription answers it again; the id taken by another
+            # customer's subscription, or by another plan, is refused as Lago does.
+            same = (existing["external_customer_id"], existing["plan_code"]) == (
+                sub.external_customer_id,
+                sub.plan_code,
+            )
+            if not same:
                 raise BillingValidationError("external_id", "value_already_exist")
             return json_response({"subscription": _subscription_json(existing)})
         customer = await customers_repo.customer_by_external_id(conn, sub.external_customer_id)
