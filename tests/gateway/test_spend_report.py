@@ -9,15 +9,20 @@ import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from faregate.auth.principal import Principal
 from faregate.auth.service import KeyService
 from faregate.cli import main
+from faregate.gateway.call import Call
 from faregate.metering.spend import METRICS
-from tests.gateway.conftest import ADMIN_KEY, Running
+from faregate.mockprovider.server import MockServer
+from faregate.money import from_nanos, to_nanos
+from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
 
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -141,3 +146,69 @@ async def test_the_spend_command_exports_csv(gateway: Running, tmp_path: Path) -
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert {(r["team"], r["tag"]) for r in rows} >= {("research", "search"), ("design", "drafts")}
     assert list(rows[0]) == ["team", "tag", *METRICS]
+
+
+def _worst_case_price(gw: Running, body: dict[str, Any]) -> Decimal:
+    call = Call("x", Principal("k", "p"), "chat", body["model"], dict(body))
+    call.group = gw.services.router.resolve(body["model"])
+    gw.services.components["pricer"].estimate_call(call)
+    assert call.est_price is not None and call.est_price > 0
+    return call.est_price
+
+
+async def _send(gw: Running, body: dict[str, Any], tag: str) -> tuple[int, dict[str, str]]:
+    headers = {"Authorization": f"Bearer {gw.key}", "X-Faregate-Tags": tag}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{gw.url}/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        await r.read()
+        return r.status, dict(r.headers)
+
+
+@pytest.mark.parametrize(
+    ("billing", "share"), [("free", Decimal(0)), ("share", Decimal("0.25"))], ids=["free", "share"]
+)
+async def test_moderation_blocks_and_cache_hits_report_what_they_saved(
+    tmp_path: Path, mock: MockServer, billing: str, share: Decimal
+) -> None:
+    extra = {
+        "moderation": {"policies": [{"id": "secrets", "keywords": ["launch codes"]}]},
+        "cache": {"enabled": True, "hit_billing": billing, "share": str(share)},
+    }
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, extra)
+    blocked = {**CHAT, "max_tokens": 50, "messages": [{"role": "user", "content": "launch codes"}]}
+    cached = {**CHAT, "temperature": 0}
+    try:
+        would_have_cost = _worst_case_price(gw, blocked)
+        assert (await _send(gw, blocked, "blocked"))[0] == 400
+        status, fresh = await _send(gw, cached, "cached")
+        assert status == 200 and "x-faregate-cache" not in fresh
+        status, hit = await _send(gw, cached, "cached")
+        assert status == 200 and hit["x-faregate-cache"] == "hit"
+        assert mock.stats.requests == 1  # neither the blocked prompt nor the hit went upstream
+        await gw.services.writer.flush()
+        fresh_price = Decimal(fresh["x-faregate-price"])
+        hit_saving = from_nanos(to_nanos(fresh_price - fresh_price * share))  # as stored
+        assert hit_saving > 0
+
+        status, _, body = await _spend(gw, by="tag")
+        assert status == 200
+        report = orjson.loads(body)
+        rows = {r["tag"]: r for r in report["rows"]}
+        assert Decimal(rows["blocked"]["saved"]) == would_have_cost
+        assert (rows["blocked"]["errors"], Decimal(rows["blocked"]["price"])) == (1, 0)
+        assert Decimal(rows["cached"]["saved"]) == hit_saving
+        assert rows["cached"]["cache_hits"] == 1
+        hit_price = from_nanos(to_nanos(Decimal(hit["x-faregate-price"])))
+        assert Decimal(rows["cached"]["price"]) == fresh_price + hit_price
+        assert Decimal(report["totals"]["saved"]) == would_have_cost + hit_saving
+
+        argv = ["spend", "--database-url", gw.settings.database_url, "--by", "tag"]
+        out = tmp_path / "spend.csv"
+        assert await asyncio.to_thread(main, [*argv, "--format", "csv", "-o", str(out)]) == 0
+        by_tag = {r["tag"]: r for r in csv.DictReader(io.StringIO(out.read_text()))}
+        assert Decimal(by_tag["blocked"]["saved"]) == would_have_cost
+        assert Decimal(by_tag["cached"]["saved"]) == hit_saving
+    finally:
+        await gw.runner.cleanup()
