@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -98,3 +99,57 @@ async def test_a_cached_wallet_past_its_expiration_is_skipped_for_the_next() -> 
     assert old is not None and old.held == 0
     assert new is not None and new.held == 10
     assert await runtime.hold_first((expired,), "r2", 10) is None
+
+
+def _memory_runtime(book: MemoryHoldBook, **options: Any) -> WalletRuntime:
+    nothing = cast(Any, None)  # holding and finishing read neither the database nor the service
+    service = cast(Any, SimpleNamespace(webhooks=None))  # no webhooks to send
+    return WalletRuntime(engine=nothing, book=book, service=service, **options)
+
+
+async def test_a_price_above_the_hold_is_debited_only_as_far_as_the_wallet_covers_it() -> None:
+    book = MemoryHoldBook()
+    await book.load("w", Snapshot(funded=100, version=1, consumed=0))
+    runtime = _memory_runtime(book)
+    account = Account("w", Decimal(1))
+    assert await runtime.hold(account, "r1", 30)
+    await runtime.finish(account, "r1", held=30, actual=50)  # covered: 20 more are free
+    after = await book.snapshot("w")
+    assert after is not None and (after.consumed, after.held, after.available) == (50, 0, 50)
+
+    assert await runtime.hold(account, "r2", 40)
+    await runtime.finish(account, "r2", held=40, actual=70)  # only 10 left beyond the hold
+    final = await book.snapshot("w")
+    assert final is not None and final.consumed == 90 and final.held == 0
+    assert final.available == 10  # the 30 over the hold did not fit: never below zero
+
+    await runtime.finish(account, "r2", held=40, actual=70)  # finishing again changes nothing
+    again = await book.snapshot("w")
+    assert again == final
+
+
+async def test_the_wallet_cache_and_its_locks_are_pruned_past_their_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = _memory_runtime(MemoryHoldBook(), cache_limit=8)
+
+    async def no_wallets(_customer: str) -> tuple[Account, ...]:
+        return ()
+
+    monkeypatch.setattr(runtime, "_load_accounts", no_wallets)
+    clock = [1000.0]
+    monkeypatch.setattr("faregate.wallets.runtime.time.monotonic", lambda: clock[0])
+    for i in range(8):
+        await runtime.accounts_of(f"old{i}")
+    assert len(runtime._cache) == len(runtime._locks) == 8
+    clock[0] += 2  # the first eight are now older than the cache TTL
+    await runtime.accounts_of("new")
+    assert set(runtime._cache) == set(runtime._locks) == {"new"}
+    for i in range(20):  # many customers within one second: pruning waits for twice as many
+        await runtime.accounts_of(f"burst{i}")
+        assert len(runtime._cache) <= max(8, 2 * 21)
+    clock[0] += 2
+    for i in range(40):
+        await runtime.accounts_of(f"later{i}")
+    assert all(c.startswith("later") for c in runtime._cache)  # the burst was dropped
+    assert set(runtime._locks) == set(runtime._cache)

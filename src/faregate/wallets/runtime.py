@@ -65,6 +65,7 @@ class WalletRuntime:
     sweep_interval_s: float = 1.0
     alerts: CreditAlerts | None = None
     alert_levels: tuple[Decimal, ...] = ()  # credits; `credit.threshold` when crossed
+    cache_limit: int = 1024  # cached customers above which entries past CACHE_S are dropped
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -72,9 +73,11 @@ class WalletRuntime:
     _closing: bool = False
     _loop: asyncio.Task[None] | None = None
     _stale: repo.StaleHoldScan = field(init=False)
+    _prune_above: int = field(init=False)
 
     def __post_init__(self) -> None:
         self._stale = repo.StaleHoldScan(self.hold_ttl_s)
+        self._prune_above = self.cache_limit
 
     # -- accounts ------------------------------------------------------------------------
 
@@ -97,7 +100,22 @@ class WalletRuntime:
                 return cached.accounts
             accounts = await self._load_accounts(external_customer_id)
             self._cache[external_customer_id] = _Cached(accounts, time.monotonic())
-            return accounts
+        if len(self._cache) > self._prune_above:
+            self._prune()
+        return accounts
+
+    def _prune(self) -> None:
+        """Drop the cached wallets older than CACHE_S (they would be loaded again anyway) and
+        the locks nobody holds or waits for, so both stay bounded by the customers of the
+        last second rather than growing by one entry per customer ever seen."""
+        now = time.monotonic()
+        for customer in [c for c, hit in self._cache.items() if now - hit.at >= CACHE_S]:
+            del self._cache[customer]
+        for customer in [c for c, lock in self._locks.items() if not lock.locked()]:
+            if customer not in self._cache:
+                del self._locks[customer]
+        # Amortised: with more fresh entries than the limit, wait for twice as many.
+        self._prune_above = max(self.cache_limit, 2 * len(self._cache))
 
     async def _load_accounts(self, external_customer_id: str) -> tuple[Account, ...]:
         """The customer's active prepaid wallets, lowest priority number first (then oldest),
@@ -195,20 +213,50 @@ class WalletRuntime:
         at: datetime | None = None,
     ) -> None:
         """`at`: when the request was made; its debit counts in the billing period holding
-        it (what finalized invoices apply consumed credits by)."""
-        after = await self.book.finish(account.wallet_id, hold_id, held, actual, at)
+        it (what finalized invoices apply consumed credits by).
+
+        A price above the hold (a worst case the estimate could not bound, such as a
+        package started by a concurrent request) is posted up to the hold, and the rest only
+        if the wallet covers it, as a hold of its own: the wallet never goes below zero (or
+        its credit limit); what it could not cover stays due on the invoice."""
+        posted = actual if actual is None else min(actual, held)
+        after = await self.book.finish(account.wallet_id, hold_id, held, posted, at)
         if after is None:
             return
-        if self.writer is not None:
-            entry = (
-                ledger.release(account.wallet_id, hold_id, held)
-                if actual is None
-                else ledger.post(account.wallet_id, hold_id, held, actual, at)
-            )
-            self.writer.record(entry)
+        self._record_finish(account, hold_id, held, posted, at)
+        if actual is not None and posted is not None and actual > posted:
+            after = await self._post_excess(account, hold_id, actual - posted, at) or after
         if actual:
             self._after_spend(account, after)
             self._check_alert_levels(account, after, actual)
+
+    def _record_finish(
+        self, account: Account, hold_id: str, held: int, posted: int | None, at: datetime | None
+    ) -> None:
+        if self.writer is not None:
+            entry = (
+                ledger.release(account.wallet_id, hold_id, held)
+                if posted is None
+                else ledger.post(account.wallet_id, hold_id, held, posted, at)
+            )
+            self.writer.record(entry)
+
+    async def _post_excess(
+        self, account: Account, hold_id: str, excess: int, at: datetime | None
+    ) -> Snapshot | None:
+        """Debit what a request cost above its hold iff the wallet covers it (an atomic hold
+        on every book, then its post); the wallet's state after it, None when not covered."""
+        excess_id = f"{hold_id}:excess"
+        if not await self.hold(account, excess_id, excess):
+            log.warning(
+                "price above the hold not covered by the wallet",
+                extra={"wallet_id": account.wallet_id, "hold_id": hold_id, "nanos": excess},
+            )
+            return None
+        after = await self.book.finish(account.wallet_id, excess_id, excess, excess, at)
+        if after is not None:
+            self._record_finish(account, excess_id, excess, excess, at)
+        return after
 
     def _check_alert_levels(self, account: Account, snapshot: Snapshot, actual: int) -> None:
         """`credit.threshold` for each configured level this debit took the balance to or
