@@ -1,6 +1,6 @@
 """Two gateway processes on one PostgreSQL and one Redis: rate limits (per key, tag, model and
-customer), budgets on cost and on price, budget alerts and the response cache hold across
-them as they do in one process."""
+customer), budgets on cost and on price (per customer, team, key, model and tag), budget
+alerts and the response cache hold across them as they do in one process."""
 
 from __future__ import annotations
 
@@ -406,6 +406,97 @@ async def test_a_price_budget_holds_across_two_processes(
     estimate = _estimated(MARKUP).est_price
     assert estimate is not None
     assert Decimal("1.00") - 2 * estimate < price <= Decimal("1.00") + estimate
+
+
+@dataclass(frozen=True)
+class ScopedBudgetCase:
+    budget: dict[str, Any]  # scope and match of a hard $1.00 cost budget
+    headers: dict[str, str]  # what puts a request under it
+    control: tuple[dict[str, Any], dict[str, str]]  # traffic outside its scope
+
+
+SCOPED_BUDGET_CASES = [
+    # Every model its own budget: gpt-4o-mini's fills, claude-sonnet-4's stays far below.
+    pytest.param(
+        ScopedBudgetCase(
+            {"scope": "model", "match": "*"}, {}, ({**PRICEY_CHAT, "model": "claude-sonnet-4"}, {})
+        ),
+        id="model",
+    ),
+    # The same model and key under another tag is not counted against the batch budget.
+    pytest.param(
+        ScopedBudgetCase(
+            {"scope": "tag", "match": "batch"},
+            {"X-Faregate-Tags": "batch"},
+            (PRICEY_CHAT, {"X-Faregate-Tags": "interactive"}),
+        ),
+        id="tag",
+    ),
+]
+CLAUDE_PRICE = {
+    "provider": "anthropic",
+    "model": "claude-sonnet-4",
+    "effective_from": "2025-01-01",
+    "input": 1,
+    "output": 30,
+}
+
+
+@pytest.mark.parametrize("case", SCOPED_BUDGET_CASES)
+async def test_a_model_or_tag_budget_holds_across_two_processes_and_spares_other_traffic(
+    tmp_path: Path,
+    mock: MockServer,
+    pg: str,
+    redis_url: str,
+    redis_prefix: str,
+    case: ScopedBudgetCase,
+) -> None:
+    for deployment in ("openai", "anthropic"):
+        mock.config.deployments[deployment] = MockBehaviour(output_tokens=1000)
+    key = await prepare_database(pg)
+    budget = {"id": "scoped", **case.budget, "basis": "cost", "amount": "1.00", "period": "day"}
+    extra = {
+        "prices": {"models": [*PRICEY["prices"]["models"], CLAUDE_PRICE]},
+        "redis_url": redis_url,
+        "server": {"redis_prefix": redis_prefix},
+        "budgets": [budget],
+    }
+    control_body, control_headers = case.control
+    replicas = await start_replicas(tmp_path, pg, mock.url, extra)
+    try:
+        # 80 requests in scope (about 33 fit) race 10 outside it on both processes ...
+        results = await asyncio.gather(
+            *(_post(r.url, key, PRICEY_CHAT, case.headers) for _ in range(40) for r in replicas),
+            *(_post(r.url, key, control_body, control_headers) for _ in range(5) for r in replicas),
+        )
+        # ... and once the budget is spent, traffic in scope is refused, the rest still served.
+        after = await asyncio.gather(
+            *(_post(r.url, key, PRICEY_CHAT, case.headers) for r in replicas),
+            *(_post(r.url, key, control_body, control_headers) for r in replicas),
+        )
+    finally:
+        await stop_replicas(replicas)
+    scoped, controls = results[:80], results[80:]
+    ok = [h for status, h, _ in scoped if status == 200]
+    refused = [b for status, _, b in scoped if status == 429]
+    assert ok and refused and len(ok) + len(refused) == len(scoped)
+    assert {orjson.loads(b)["error"]["code"] for b in refused} == {"budget_exceeded"}
+    assert [status for status, _, _ in controls] == [200] * len(controls)
+    assert [status for status, _, _ in after] == [429, 429, 200, 200]
+    assert {orjson.loads(after[i][2])["error"]["code"] for i in (0, 1)} == {"budget_exceeded"}
+    # Each call spends about its estimate (all 1,000 output tokens max_tokens allows), so what
+    # the budget has left once calls are refused is below one estimate: later ones are refused.
+    estimate = _one_request_estimate()
+    costs = [Decimal(h["x-faregate-cost"]) for h in ok]
+    assert all(estimate - Decimal("0.0001") < c <= estimate for c in costs)
+    spent = sum(costs, Decimal(0))
+    assert Decimal("1.00") - estimate < spent <= Decimal("1.00") + estimate
+    served = [h for status, h, _ in [*controls, *after] if status == 200]
+    control_spend = sum(Decimal(h["x-faregate-cost"]) for h in served)
+    assert control_spend > 0  # the traffic spared was priced, just not counted in scope
+    total, rows = await _total_spend(pg)
+    assert (total, rows) == (spent + control_spend, len(ok) + len(served))
+    assert mock.stats.requests == rows
 
 
 async def test_two_processes_share_cached_answers_through_redis(
