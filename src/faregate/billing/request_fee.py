@@ -9,7 +9,7 @@ the `running` it gets back. Weighted sums cannot be priced event by event and ra
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -52,6 +52,42 @@ def request_fee(
             debits.append(debit)
             total += debit.amount
     return RequestFee(total, after, tuple(debits))
+
+
+def worst_request_fee(
+    plan: Plan,
+    metrics_by_code: Mapping[str, BillableMetric],
+    groups: Iterable[Sequence[Event]],
+    running: Mapping[BucketKey, Aggregate],
+) -> Decimal:
+    """An upper bound of `request_fee` for a request not made yet, whose usage is given as
+    `groups` of alternatives: the request's usage will be, per group, any one of the group's
+    events or any split of that event's quantity among them (input tokens billed as input or
+    as cached input, output as output or reasoning, one of several providers). Each bucket
+    an event of a group can fall into is priced with that event's whole quantity (of a
+    group's events falling into one bucket, the dearest), and a debit that would credit
+    back counts as 0. This bounds the real fee for every charge model whose fee does not
+    fall as its usage grows (standard, package, graduated, percentage); a volume charge
+    crossing into a cheaper tier can credit back instead."""
+    listed = [tuple(group) for group in groups]
+    after = dict(running)
+    total = ZERO
+    for charge in plan.charges:
+        metric: BillableMetric | None = None
+        for group in listed:
+            dearest: dict[BucketKey, Debit] = {}
+            for event in group:
+                if event.code != charge.billable_metric_code:
+                    continue
+                metric = metric or metric_of(charge, metrics_by_code)
+                debit = event_debit(charge, metric, after, event)
+                known = dearest.get(debit.key)
+                if known is None or debit.amount > known.amount:
+                    dearest[debit.key] = debit
+            for debit in dearest.values():
+                after[debit.key] = debit.after
+                total += max(debit.amount, ZERO)
+    return total
 
 
 def events_of_rows(rows: Iterable[Mapping[str, Any]]) -> list[Event]:

@@ -12,6 +12,7 @@ invoice, computed from every event, is the authority)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,14 +29,43 @@ from faregate.billing.charges import BucketKey
 from faregate.billing.errors import BillingError
 from faregate.billing.events import Event
 from faregate.billing.periods import Period, subscription_period
-from faregate.billing.request_fee import events_of_rows, request_fee
+from faregate.billing.request_fee import events_of_rows, request_fee, worst_request_fee
+from faregate.config import Deployment
+from faregate.errors import FaregateError
 from faregate.gateway.call import Call
+from faregate.gateway.plan_worst_case import (
+    PartsOf,
+    PlanShape,
+    representatives,
+    worst_event_groups,
+    worst_usages,
+)
+from faregate.gateway.pricing import billed_tier, service_tier_of
 from faregate.metering.recorder import build_events
+from faregate.pricing import CostParts, cost_parts
+from faregate.usage import Usage
 
 log = logging.getLogger("faregate.billing")
 
-RETRY_S = 1.0  # a subscription without a usable plan is looked up again after this long
+CHECK_S = 1.0  # a subscription's status and plan are looked up again after this long
 Unflushed = Callable[[str], Sequence[dict[str, Any]]]
+_SCRATCH = "plan_price"
+
+
+def _fingerprint(found: tuple[dict[str, Any], dict[str, Any] | None] | None) -> Any:
+    """What, when it changes, changes how a subscription's requests are priced: its status,
+    plan, end and termination, and the plan's definition."""
+    if found is None:
+        return None
+    row, plan = found
+    return (
+        row.get("status"),
+        row.get("plan_code"),
+        row.get("ending_at"),
+        row.get("terminated_at"),
+        None if plan is None else plan["id"],
+        None if plan is None else json.dumps(plan["definition"], sort_keys=True, default=str),
+    )
 
 
 @dataclass
@@ -44,7 +74,16 @@ class _Period:
     period: Period | None = None
     running: dict[BucketKey, Aggregate] = field(default_factory=dict)
     codes: frozenset[str] = frozenset()
-    loaded_at: float = 0.0
+    checked_at: float = 0.0  # when the subscription was last seen unchanged (monotonic)
+    fingerprint: Any = None
+    shape: PlanShape = field(default_factory=lambda: PlanShape(False, False))
+
+    def prices(self, call: Call) -> bool:
+        return (
+            self.billed is not None
+            and self.period is not None
+            and self.period.contains(call.created_at)
+        )
 
 
 class PlanPrices:
@@ -56,29 +95,49 @@ class PlanPrices:
         self._loading: dict[str, asyncio.Future[None]] = {}
 
     async def prepare(self, call: Call) -> None:
-        """Load the subscription's plan and period usage unless this process has them."""
+        """Make sure this process has the subscription's plan and period usage, seen within
+        the last CHECK_S: a terminated subscription or a changed plan stops pricing requests
+        within a second, at one query per subscription and second, not per request. The
+        state the request was prepared with prices its estimate and its settlement."""
         subscription = call.principal.external_subscription_id
-        if subscription is None or self._current(subscription, call) is not None:
+        if subscription is None:
             return
         state = self._state.get(subscription)
-        if (
-            state is not None
-            and state.billed is None
-            and time.monotonic() - state.loaded_at < RETRY_S
-        ):
-            return
-        pending = self._loading.get(subscription)
-        if pending is None:
-            pending = asyncio.ensure_future(self._load(subscription, call))
-            self._loading[subscription] = pending
-            pending.add_done_callback(lambda _: self._loading.pop(subscription, None))
-        await asyncio.shield(pending)
+        fresh = state is not None and time.monotonic() - state.checked_at < CHECK_S
+        if not fresh or (state is not None and state.billed is not None and not state.prices(call)):
+            pending = self._loading.get(subscription)
+            if pending is None:
+                pending = asyncio.ensure_future(self._refresh(subscription, call))
+                self._loading[subscription] = pending
+                pending.add_done_callback(lambda _: self._loading.pop(subscription, None))
+            await asyncio.shield(pending)
+            state = self._state.get(subscription)
+        if state is not None and state.prices(call):
+            call.scratch[_SCRATCH] = state
+
+    async def _refresh(self, subscription: str, call: Call) -> None:
+        """Keep the loaded state when its subscription and plan are unchanged (one query),
+        else load it again."""
+        state = self._state.get(subscription)
+        if state is not None and state.prices(call):
+            try:
+                async with self._engine.connect() as conn:
+                    found = await repo.subscription_and_plan(conn, subscription)
+            except Exception:  # keep pricing with what is loaded; look again next time
+                log.exception("subscription check failed", extra={"subscription": subscription})
+                return
+            if _fingerprint(found) == state.fingerprint:
+                state.checked_at = time.monotonic()
+                return
+        await self._load(subscription, call)
 
     async def _load(self, subscription: str, call: Call) -> None:
-        state = _Period(None, loaded_at=time.monotonic())
+        state = _Period(None, checked_at=time.monotonic())
         try:
             async with self._engine.connect() as conn:
-                row = await repo.subscription_by_external_id(conn, subscription)
+                found = await repo.subscription_and_plan(conn, subscription)
+                state.fingerprint = _fingerprint(found)
+                row = found[0] if found is not None else None
                 if row is not None and row["status"] == "active":
                     billed = await billed_of_row(conn, row)
                     plan = billed.plan
@@ -96,18 +155,25 @@ class PlanPrices:
                             unflushed=self._unflushed(subscription),
                         )
                         codes = frozenset(c.billable_metric_code for c in plan.charges)
-                        state = _Period(billed, period, running, codes, state.loaded_at)
+                        state = _Period(
+                            billed,
+                            period,
+                            running,
+                            codes,
+                            state.checked_at,
+                            state.fingerprint,
+                            PlanShape.of(plan, billed.metrics),
+                        )
         except BillingError as err:  # e.g. the request falls outside the subscription
             log.info("no plan price", extra={"subscription": subscription, "reason": err.message})
         except Exception:  # the request goes on, priced from the catalog
             log.exception("plan prices could not be loaded", extra={"subscription": subscription})
         self._state[subscription] = state
 
-    def _current(self, subscription: str, call: Call) -> _Period | None:
-        state = self._state.get(subscription)
-        if state is None or state.billed is None or state.period is None:
-            return None
-        return state if state.period.contains(call.created_at) else None
+    def _current(self, call: Call) -> _Period | None:
+        """The state `prepare` found for this call (None: no plan prices it)."""
+        state: _Period | None = call.scratch.get(_SCRATCH)
+        return state if state is not None and state.prices(call) else None
 
     def _events(self, call: Call, state: _Period) -> list[Event]:
         assert state.billed is not None
@@ -116,36 +182,38 @@ class PlanPrices:
         )
         return [e for e in events_of_rows(rows) if e.code in state.codes]
 
-    def estimate(self, call: Call) -> Decimal | None:
-        """Worst-case plan price of a chat or embeddings call from its estimated tokens (for
-        holds); None when no plan prices it."""
-        subscription = call.principal.external_subscription_id
-        state = self._current(subscription, call) if subscription else None
-        if state is None or state.billed is None or call.kind not in ("chat", "embeddings"):
+    def estimate(
+        self, call: Call, deployments: Sequence[Deployment], parts_of: PartsOf
+    ) -> Decimal | None:
+        """The most the plan can price the call at, before its upstream call (for holds): the
+        largest worst-case marginal fee over the deployments it can reach, from the events
+        `build_events` would make of its worst-case usage (see plan_worst_case); None when no
+        plan prices it."""
+        state = self._current(call)
+        if state is None or state.billed is None:
             return None
-        base = {"model": call.group.name if call.group else call.model}
-        events = [
-            Event(
-                f"{call.request_id}:estimate:{kind}",
-                "tokens",
-                call.created_at,
-                {**base, "type": kind, "tokens": n},
-            )
-            for kind, n in (("input", call.est_input_tokens), ("output", call.est_output_tokens))
-            if n and "tokens" in state.codes
-        ]
+        usages = worst_usages(call, state.shape.per_token_type)
+        subscription = state.billed.subscription.external_id
+        worst: Decimal | None = None
         try:
-            return request_fee(
-                state.billed.plan, state.billed.metrics, events, state.running
-            ).amount
-        except BillingError:
+            for deployment in representatives(deployments, state.shape.per_deployment):
+                groups = worst_event_groups(
+                    call, deployment, usages, parts_of, subscription, state.codes
+                )
+                if not groups:
+                    continue
+                fee = worst_request_fee(
+                    state.billed.plan, state.billed.metrics, groups, state.running
+                )
+                worst = fee if worst is None else max(worst, fee)
+        except BillingError:  # not priced per request: settle prices it from the catalog
             return None
+        return worst
 
     def settle(self, call: Call) -> Decimal | None:
         """The call's plan price, recorded into the period's running usage; None when no plan
         prices it (then cost x markup applies)."""
-        subscription = call.principal.external_subscription_id
-        state = self._current(subscription, call) if subscription else None
+        state = self._current(call)
         if state is None or state.billed is None:
             return None
         events = self._events(call, state)
@@ -155,7 +223,11 @@ class PlanPrices:
             priced = request_fee(state.billed.plan, state.billed.metrics, events, state.running)
         except BillingError as err:  # e.g. a weighted sum: it cannot be priced per event
             log.warning(
-                "no plan price", extra={"subscription": subscription, "reason": err.message}
+                "no plan price",
+                extra={
+                    "subscription": state.billed.subscription.external_id,
+                    "reason": err.message,
+                },
             )
             return None
         state.running = priced.running
@@ -195,9 +267,26 @@ class PlanPricer:
 
     def estimate_call(self, call: Call) -> None:
         self._inner.estimate_call(call)
-        worst = self._prices.estimate(call)
+        worst = self._prices.estimate(call, self._inner.reachable(call), self._parts_of(call))
         if worst is not None:  # hold enough for either way of pricing the call
             call.est_price = max(call.est_price or Decimal(0), worst)
+
+    def _parts_of(self, call: Call) -> PartsOf:
+        asked = service_tier_of(call.body)
+
+        def parts_of(deployment: Deployment | None, usage: Usage) -> CostParts | None:
+            if deployment is None:
+                return None
+            price = self._inner.price_for(deployment.catalog_model, call.created_at)
+            if price is None:
+                return None
+            try:
+                tier = billed_tier(price, deployment, asked)
+                return cost_parts(usage, price, at=call.created_at, tier=tier)
+            except FaregateError:
+                return None
+
+        return parts_of
 
     def settle(self, call: Call) -> None:
         self._inner.settle(call)

@@ -164,7 +164,7 @@ class CatalogPricer:
             call.est_input_tokens = count_embedding_input_tokens(body.get("input"))
         asked = service_tier_of(body)
         worst, most_output = Decimal(0), 0
-        for deployment in self._reachable(call):
+        for deployment in self.reachable(call):
             price = self.price_for(deployment.catalog_model, call.created_at)
             output = 0
             if call.kind == "chat":
@@ -185,7 +185,8 @@ class CatalogPricer:
         call.est_cost = worst
         call.est_price = worst * self.markup
 
-    def _reachable(self, call: Call) -> Sequence[Deployment]:
+    def reachable(self, call: Call) -> Sequence[Deployment]:
+        """Every deployment the call may reach (failover, fallbacks, tiered targets)."""
         if call.group is None:
             return ()
         if self.reach is None:
