@@ -39,6 +39,15 @@ from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, start_gat
 PRICES = {"mistral-large": ("4", "12"), "mistral-small": ("1", "3")}
 
 
+def subscription_start() -> datetime:
+    """A minute ago, but never before the start of this UTC month: the subscription's first
+    calendar period is then the current month on any date (in a month's first minute, a
+    minute ago is last month, whose period ends before any request is made)."""
+    now = datetime.now(UTC)
+    this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return max(now - timedelta(minutes=1), this_month)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def billing_gateway(
     request: pytest.FixtureRequest, tmp_path: Path, mock: MockServer
@@ -156,7 +165,7 @@ def usage_cli(url: str, customer: str, subscription: str | None = None) -> dict[
 
 async def test_mistral_plan_from_requests_to_finalized_invoice(billing_gateway: Running) -> None:
     gw = billing_gateway
-    start = datetime.now(UTC) - timedelta(minutes=1)
+    start = subscription_start()
     await create_plan_and_subscriptions(gw, start)
     async with httpx.AsyncClient() as http:  # a second face of the customer: a key naming sub_lab
         created = await http.post(
@@ -205,7 +214,7 @@ async def test_mistral_plan_from_requests_to_finalized_invoice(billing_gateway: 
 
     # The month ends: the billing run closes the period into finalized invoices.
     sub = BillingSubscription("sub_main", "acme", "mistral", start)
-    period = subscription_period(sub, "monthly", datetime.now(UTC))
+    period = subscription_period(sub, "monthly", start)
     result = await gw.services.invoicing.run(now=period.end + timedelta(minutes=1))
     assert len(result.created) == 2 and sorted(result.finalized) == sorted(result.created)
 
@@ -256,7 +265,7 @@ async def test_tags_from_the_header_and_the_body_metadata_reach_records_and_even
     billing_gateway: Running,
 ) -> None:
     gw = billing_gateway
-    await create_plan_and_subscriptions(gw, datetime.now(UTC) - timedelta(minutes=1))
+    await create_plan_and_subscriptions(gw, subscription_start())
     headers = {"Authorization": f"Bearer {gw.key}", "X-Faregate-Tags": "exp-1, beta"}
     ids = []
     async with httpx.AsyncClient() as http:
@@ -291,7 +300,7 @@ async def test_image_generations_are_billed_by_size_and_quality(billing_gateway:
     the finalized invoice, amounts by hand."""
     gw = billing_gateway
     c = lago(gw)
-    start = datetime.now(UTC) - timedelta(minutes=1)
+    start = subscription_start()
     metric = await asyncio.to_thread(c.billable_metrics.find, "images")
     prices = {("1024x1792", "hd"): "0.20", ("1024x1024", "standard"): "0.04"}
     filters = [
@@ -389,7 +398,7 @@ async def test_image_generations_are_billed_by_size_and_quality(billing_gateway:
     assert usage.amount_cents == 40 + 4 + 5
 
     sub = BillingSubscription("sub_img", "acme", "images", start)
-    period = subscription_period(sub, "monthly", datetime.now(UTC))
+    period = subscription_period(sub, "monthly", start)
     await gw.services.invoicing.run(now=period.end + timedelta(minutes=1))
     listed = await asyncio.to_thread(c.invoices.find_all, {"external_subscription_id": "sub_img"})
     [invoice] = listed["invoices"]
@@ -415,7 +424,7 @@ async def test_a_key_created_on_the_command_line_bills_the_subscription_it_names
     billing_gateway: Running,
 ) -> None:
     gw = billing_gateway
-    await create_plan_and_subscriptions(gw, datetime.now(UTC) - timedelta(minutes=1))
+    await create_plan_and_subscriptions(gw, subscription_start())
     args = [
         "keys",
         "create",

@@ -39,7 +39,10 @@ async def test_the_first_chunk_reaches_the_client_before_the_upstream_finishes(
         total = time.perf_counter() - started
     assert first.startswith(b"data: ")
     assert total >= 0.9  # 20 chunks, 50 ms apart upstream
-    assert first_at < total / 3
+    # The other 19 chunks take the upstream about 0.95 s more: passed through, they arrive
+    # over that time after the first; buffered, they would all arrive with it. Measured from
+    # the first chunk, so a slow start (connection, auth, a loaded machine) does not count.
+    assert total - first_at >= 0.6, (first_at, total)
     assert rest.rstrip().endswith(b"data: [DONE]")
 
 

@@ -160,9 +160,9 @@ async def threshold_top_ups(client: Client, wallet_id: str) -> list[Any]:
 
 async def wait_for_top_ups(client: Client, wallet_id: str, count: int) -> list[Any]:
     """The top-up is made right after the request that crossed the threshold; give it at
-    most one second."""
+    most five seconds (it takes milliseconds; the slack is for a loaded machine)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 1.0
+    deadline = loop.time() + 5.0
     while True:
         made = await threshold_top_ups(client, wallet_id)
         if len(made) >= count or loop.time() > deadline:
