@@ -14,8 +14,8 @@ from faregate.billing.events import Event
 from faregate.billing.invoices import build_invoice
 from faregate.billing.periods import Period
 from faregate.billing.plans import Subscription
-from faregate.billing.request_fee import events_of_rows, request_fee
-from tests.billing.mistral import FEB, JAN, mistral_metric, mistral_plan
+from faregate.billing.request_fee import events_of_rows, request_fee, worst_request_fee
+from tests.billing.mistral import FEB, JAN, mistral_metric, mistral_plan, per_million
 
 METRICS = {"tokens": mistral_metric()}
 PERIOD = Period.of(JAN, FEB)
@@ -95,3 +95,50 @@ def test_request_prices_sum_to_the_invoice_charges(requests: list[tuple[str, int
     )
     charges = sum((f.precise_amount for f in invoice.fees if f.fee_type == "charge"), D(0))
     assert total == charges
+
+
+def _tokens(n: int, kind: str, tokens: int) -> Event:
+    props = {"model": "mistral-large", "type": kind, "tokens": tokens}
+    return Event(f"req{n}:tokens:{kind}", "tokens", JAN, props)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.integers(0, 3_000_000),
+    tokens_in=st.integers(0, 2_000_000),
+    tokens_out=st.integers(0, 2_000_000),
+    cached=st.floats(0, 1),
+    reasoning=st.floats(0, 1),
+)
+def test_the_worst_request_fee_bounds_every_split_of_the_tokens_among_their_types(
+    before: int, tokens_in: int, tokens_out: int, cached: float, reasoning: float
+) -> None:
+    """Package charges per type (cached input and reasoning in a priced default bucket): a
+    split of the input between input and cached input, or of the output between output and
+    reasoning, can start packages in both buckets; the worst case covers any split."""
+    plan = mistral_plan({"properties": per_million("2")})
+    running = request_fee(
+        plan, METRICS, [_tokens(0, "input", before), _tokens(0, "reasoning", before)], {}
+    ).running
+    groups = [
+        [_tokens(1, "input", tokens_in), _tokens(1, "cached_input", tokens_in)],
+        [_tokens(1, "output", tokens_out), _tokens(1, "reasoning", tokens_out)],
+    ]
+    worst = worst_request_fee(plan, METRICS, groups, running)
+    hit = int(tokens_in * cached)
+    thought = int(tokens_out * reasoning)
+    actual = [
+        _tokens(2, "input", tokens_in - hit),
+        _tokens(2, "cached_input", hit),
+        _tokens(2, "output", tokens_out - thought),
+        _tokens(2, "reasoning", thought),
+    ]
+    assert request_fee(plan, METRICS, actual, running).amount <= worst
+
+
+def test_the_worst_request_fee_prices_one_bucket_once_per_alternative() -> None:
+    plan = mistral_plan({"properties": per_million("2")})  # other types: 2 per started 1M
+    groups = [[_tokens(1, "input", 10), _tokens(1, "cached_input", 10)]]
+    assert worst_request_fee(plan, METRICS, groups, {}) == D(4) + D(2)  # both buckets
+    same_bucket = [[_tokens(1, "cached_input", 10), _tokens(1, "reasoning", 10)]]
+    assert worst_request_fee(plan, METRICS, same_bucket, {}) == D(2)  # one package, not two
