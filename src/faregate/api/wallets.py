@@ -16,7 +16,12 @@ from faregate.api.state import SERVICES
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.money import decimal_str, from_nanos
 from faregate.wallets import repository as repo
-from faregate.wallets.model import credits_value
+from faregate.wallets.model import (
+    UNSUPPORTED_TRANSACTION_FIELDS,
+    credits_value,
+    refuse_unsupported,
+    refuse_unsupported_wallet_fields,
+)
 from faregate.wallets.service import TopUp, WalletService, transaction_json, wallet_json
 
 LEDGER_COLUMNS = (
@@ -59,6 +64,7 @@ async def create_wallet(request: web.Request) -> web.Response:
     data = {
         k: v for k, v in _root(await read_json_object(request), "wallet").items() if v is not None
     }
+    refuse_unsupported_wallet_fields(data)
     row, _ = await _wallets(request).create(data)
     _forget(request, row)
     return json_response({"wallet": wallet_json(row)})
@@ -86,6 +92,7 @@ async def list_wallets(request: web.Request) -> web.Response:
 @_lago
 async def update_wallet(request: web.Request) -> web.Response:
     data = _root(await read_json_object(request), "wallet")
+    refuse_unsupported_wallet_fields(data)
     row = await _wallets(request).update(request.match_info["id"], data)
     _forget(request, row)
     return json_response({"wallet": wallet_json(row)})
@@ -101,6 +108,7 @@ async def terminate_wallet(request: web.Request) -> web.Response:
 @_lago
 async def create_transaction(request: web.Request) -> web.Response:
     data = _root(await read_json_object(request), "wallet_transaction")
+    refuse_unsupported(data, UNSUPPORTED_TRANSACTION_FIELDS)
     wallet_id = data.get("wallet_id")
     if not isinstance(wallet_id, str) or not wallet_id:
         raise BillingValidationError("wallet_id", "value_is_mandatory")

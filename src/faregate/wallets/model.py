@@ -179,3 +179,48 @@ def parse_priority(data: Mapping[str, object]) -> int | None:
 
 def rate_str(rate: Decimal) -> str:
     return decimal_str(rate)
+
+
+# Lago fields faregate does not implement: refused (422 naming the field) unless given their
+# default (absent, null, false, empty), never accepted and ignored.
+UNSUPPORTED_WALLET_FIELDS = (
+    "applies_to",
+    "paid_top_up_min_amount_cents",
+    "paid_top_up_max_amount_cents",
+    "invoice_requires_successful_payment",
+)
+UNSUPPORTED_RULE_FIELDS = ("invoice_requires_successful_payment", "grants_target_top_up")
+UNSUPPORTED_TRANSACTION_FIELDS = ("invoice_requires_successful_payment",)
+
+
+def _is_default(value: object) -> bool:
+    if value is None or value is False:
+        return True
+    if isinstance(value, str | list | tuple):
+        return not value
+    if isinstance(value, Mapping):
+        return all(_is_default(v) for v in value.values())
+    return False
+
+
+def refuse_unsupported(
+    data: Mapping[str, object], fields: tuple[str, ...], prefix: str = ""
+) -> None:
+    """422 `value_is_not_supported` for the first of `fields` given a non-default value."""
+    for name in fields:
+        if not _is_default(data.get(name)):
+            raise BillingValidationError(
+                f"{prefix}{name}",
+                "value_is_not_supported",
+                f"{prefix}{name} is not supported by this server; leave it out.",
+            )
+
+
+def refuse_unsupported_wallet_fields(data: Mapping[str, object]) -> None:
+    """A wallet's create or update body (its recurring rules included)."""
+    refuse_unsupported(data, UNSUPPORTED_WALLET_FIELDS)
+    rules = data.get("recurring_transaction_rules")
+    if isinstance(rules, list):
+        for rule in rules:
+            if isinstance(rule, Mapping):
+                refuse_unsupported(rule, UNSUPPORTED_RULE_FIELDS, "recurring_transaction_rules.")
