@@ -51,6 +51,7 @@ def event_debit(
     metric: BillableMetric,
     running: Mapping[BucketKey, Aggregate],
     event: Event,
+    key: BucketKey | None = None,
 ) -> Debit:
     """Price one event against the period-to-date raw aggregates `running` (rounded=False).
 
@@ -59,7 +60,8 @@ def event_debit(
     weighted sum is re-aggregated over the period by the caller and priced with
     `marginal_fee`.
     """
-    key = bucket_key(charge, event.properties)
+    if key is None:  # `key`: the event's bucket, when the caller already knows it
+        key = bucket_key(charge, event.properties)
     before = running.get(key, EMPTY)
     after = accumulate(metric, before, event)
     properties = charge.properties_for(charge.filter(key[1]))

@@ -16,11 +16,11 @@ from decimal import Decimal
 from typing import Any
 
 from faregate.billing.aggregate import Aggregate
-from faregate.billing.charges import BucketKey, metric_of
+from faregate.billing.charges import BucketKey, bucket_key, metric_of
 from faregate.billing.events import Event
 from faregate.billing.marginal import Debit, event_debit
 from faregate.billing.metrics import BillableMetric
-from faregate.billing.plans import Plan
+from faregate.billing.plans import Charge, Plan
 
 ZERO = Decimal(0)
 
@@ -87,6 +87,66 @@ def worst_request_fee(
             for debit in dearest.values():
                 after[debit.key] = debit.after
                 total += max(debit.amount, ZERO)
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class WorstBucket:
+    """A bucket that one group of alternatives (see `worst_request_fee`) can fall into, found
+    once by filter matching and priced per request with the group's quantity."""
+
+    charge: Charge
+    metric: BillableMetric
+    key: BucketKey
+    event: Event  # the first of the group's events that falls into this bucket
+
+
+def worst_buckets(
+    plan: Plan, metrics_by_code: Mapping[str, BillableMetric], groups: Iterable[Sequence[Event]]
+) -> list[list[WorstBucket]]:
+    """Per group, the distinct buckets of every charge its events fall into. With
+    `worst_fee_of_buckets` this prices like `worst_request_fee` for metrics that sum a
+    quantity other than `cost` (or count events), whatever the group's quantity, so the
+    filter matching can be done once per kind of request."""
+    result = []
+    for group in groups:
+        found: dict[BucketKey, WorstBucket] = {}
+        for charge in plan.charges:
+            for event in group:
+                if event.code == charge.billable_metric_code:
+                    key = bucket_key(charge, event.properties)
+                    if key not in found:
+                        metric = metric_of(charge, metrics_by_code)
+                        found[key] = WorstBucket(charge, metric, key, event)
+        result.append(list(found.values()))
+    return result
+
+
+def worst_fee_of_buckets(
+    buckets: Sequence[Sequence[WorstBucket]],
+    quantities: Sequence[int | None],
+    running: Mapping[BucketKey, Aggregate],
+) -> Decimal:
+    """`worst_request_fee` over buckets found by `worst_buckets`, each group's events carrying
+    `quantities[i]` (None: the event's own; 0: the group is left out)."""
+    after = dict(running)
+    total = ZERO
+    for group, quantity in zip(buckets, quantities, strict=True):
+        if quantity == 0:
+            continue
+        for bucket in group:
+            event = bucket.event
+            field = bucket.metric.field_name
+            if quantity is not None and field:
+                event = Event(
+                    event.transaction_id,
+                    event.code,
+                    event.timestamp,
+                    {**event.properties, field: quantity},
+                )
+            debit = event_debit(bucket.charge, bucket.metric, after, event, key=bucket.key)
+            after[debit.key] = debit.after
+            total += max(debit.amount, ZERO)
     return total
 
 

@@ -29,24 +29,33 @@ from faregate.billing.charges import BucketKey
 from faregate.billing.errors import BillingError
 from faregate.billing.events import Event
 from faregate.billing.periods import Period, subscription_period
-from faregate.billing.request_fee import events_of_rows, request_fee, worst_request_fee
+from faregate.billing.request_fee import (
+    events_of_rows,
+    request_fee,
+    worst_buckets,
+    worst_fee_of_buckets,
+    worst_request_fee,
+)
 from faregate.config import Deployment
 from faregate.errors import FaregateError
 from faregate.gateway.call import Call
 from faregate.gateway.plan_worst_case import (
     PartsOf,
     PlanShape,
+    group_quantity,
     representatives,
+    template_key,
     worst_event_groups,
     worst_usages,
 )
-from faregate.gateway.pricing import billed_tier, service_tier_of
+from faregate.gateway.pricing import REACHABLE, billed_tier, service_tier_of
 from faregate.metering.recorder import build_events
 from faregate.pricing import CostParts, cost_parts
 from faregate.usage import Usage
 
 log = logging.getLogger("faregate.billing")
 
+TEMPLATES = 256  # kinds of request whose worst-case buckets are kept per subscription
 CHECK_S = 1.0  # a subscription's status and plan are looked up again after this long
 Unflushed = Callable[[str], Sequence[dict[str, Any]]]
 _SCRATCH = "plan_price"
@@ -77,6 +86,8 @@ class _Period:
     checked_at: float = 0.0  # when the subscription was last seen unchanged (monotonic)
     fingerprint: Any = None
     shape: PlanShape = field(default_factory=lambda: PlanShape(False, False))
+    # template_key -> (group names, their buckets): see PlanPrices._templated_fee.
+    templates: dict[Any, Any] = field(default_factory=dict)
 
     def prices(self, call: Call) -> bool:
         return (
@@ -192,23 +203,54 @@ class PlanPrices:
         state = self._current(call)
         if state is None or state.billed is None:
             return None
-        usages = worst_usages(call, state.shape.per_token_type)
-        subscription = state.billed.subscription.external_id
         worst: Decimal | None = None
         try:
             for deployment in representatives(deployments, state.shape.per_deployment):
-                groups = worst_event_groups(
-                    call, deployment, usages, parts_of, subscription, state.codes
-                )
-                if not groups:
-                    continue
-                fee = worst_request_fee(
-                    state.billed.plan, state.billed.metrics, groups, state.running
-                )
-                worst = fee if worst is None else max(worst, fee)
+                if state.shape.templated:
+                    fee = self._templated_fee(call, deployment, state)
+                else:
+                    fee = self._fee(call, deployment, state, parts_of)
+                if fee is not None:
+                    worst = fee if worst is None else max(worst, fee)
         except BillingError:  # not priced per request: settle prices it from the catalog
             return None
         return worst
+
+    def _fee(
+        self, call: Call, deployment: Deployment | None, state: _Period, parts_of: PartsOf
+    ) -> Decimal | None:
+        assert state.billed is not None
+        usages = worst_usages(call, state.shape.per_token_type)
+        subscription = state.billed.subscription.external_id
+        groups = worst_event_groups(call, deployment, usages, parts_of, subscription, state.codes)
+        if not groups:
+            return None
+        billed = state.billed
+        return worst_request_fee(billed.plan, billed.metrics, groups.values(), state.running)
+
+    def _templated_fee(
+        self, call: Call, deployment: Deployment | None, state: _Period
+    ) -> Decimal | None:
+        """`_fee` with the buckets found once per kind of request (`template_key`): only the
+        quantities are priced per request."""
+        assert state.billed is not None
+        key = template_key(call, deployment)
+        found = state.templates.get(key)
+        if found is None:
+            usages = worst_usages(call, state.shape.per_token_type, unit=True)
+            subscription = state.billed.subscription.external_id
+            groups = worst_event_groups(call, deployment, usages, None, subscription, state.codes)
+            billed = state.billed
+            buckets = worst_buckets(billed.plan, billed.metrics, groups.values())
+            found = (tuple(groups), buckets)
+            if len(state.templates) >= TEMPLATES:
+                state.templates.clear()
+            state.templates[key] = found
+        names, buckets = found
+        if not names:
+            return None
+        quantities = [group_quantity(call, name) for name in names]
+        return worst_fee_of_buckets(buckets, quantities, state.running)
 
     def settle(self, call: Call) -> Decimal | None:
         """The call's plan price, recorded into the period's running usage; None when no plan
@@ -267,7 +309,10 @@ class PlanPricer:
 
     def estimate_call(self, call: Call) -> None:
         self._inner.estimate_call(call)
-        worst = self._prices.estimate(call, self._inner.reachable(call), self._parts_of(call))
+        reachable = call.scratch.get(REACHABLE)
+        if reachable is None:
+            reachable = self._inner.reachable(call)
+        worst = self._prices.estimate(call, reachable, self._parts_of(call))
         if worst is not None:  # hold enough for either way of pricing the call
             call.est_price = max(call.est_price or Decimal(0), worst)
 

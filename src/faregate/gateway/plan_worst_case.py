@@ -35,6 +35,7 @@ _ALTERNATIVES = {
 }
 _DEPLOYMENT_KEYS = frozenset({"provider", "provider_model"})
 _COST_FIELDS = frozenset({"cost", "price"})
+_TEMPLATED = frozenset({"sum_agg", "count_agg"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,26 +46,32 @@ class PlanShape:
 
     per_deployment: bool
     per_token_type: bool
+    # Whether only a quantity and the filtered properties matter (metrics summing tokens or
+    # images, or counting events): then the buckets a kind of request falls into are found
+    # once (`worst_buckets`) and only its quantities are priced per request.
+    templated: bool = False
 
     @classmethod
     def of(cls, plan: Plan, metrics: dict[str, BillableMetric] | Any) -> PlanShape:
         keys = {key for charge in plan.charges for f in charge.filters for key in f.values}
-        fields = {
-            getattr(metrics.get(charge.billable_metric_code), "field_name", None)
-            for charge in plan.charges
-        }
+        used = [metrics.get(charge.billable_metric_code) for charge in plan.charges]
+        fields = {getattr(m, "field_name", None) for m in used}
         by_cost = bool(fields & _COST_FIELDS)
-        return cls(bool(keys & _DEPLOYMENT_KEYS) or by_cost, "type" in keys or by_cost)
+        templated = not by_cost and all(
+            m is not None and m.aggregation_type in _TEMPLATED for m in used
+        )
+        return cls(bool(keys & _DEPLOYMENT_KEYS) or by_cost, "type" in keys or by_cost, templated)
 
 
-def worst_usages(call: Call, per_token_type: bool) -> tuple[Usage | None, ...]:
+def worst_usages(call: Call, per_token_type: bool, unit: bool = False) -> tuple[Usage | None, ...]:
     """The most the call can use, once per way a plan can price it. Tokens: the estimated
     input and worst-case output (`call.est_*`, set by the catalog's estimate), as input and
     output and, when the plan tells types apart, all of them as cached input and reasoning
     too. Images: n x size x quality x steps as the provider adapter will report them. Any
-    other call: no usage (only its `requests` event)."""
+    other call: no usage (only its `requests` event). `unit`: one of each instead, to find
+    the buckets they fall into."""
     if call.kind in ("chat", "embeddings"):
-        n, m = call.est_input_tokens, call.est_output_tokens
+        n, m = (1, 1) if unit else (call.est_input_tokens, call.est_output_tokens)
         plain = Usage(input_tokens=n, output_tokens=m)
         if not per_token_type:
             return (plain,)
@@ -75,7 +82,7 @@ def worst_usages(call: Call, per_token_type: bool) -> tuple[Usage | None, ...]:
         steps = body.get("steps")
         return (
             Usage(
-                images=choices_of(body),
+                images=1 if unit else choices_of(body),
                 image_width=width,
                 image_height=height,
                 image_quality=str(body.get("quality") or DEFAULT_IMAGE_QUALITY),
@@ -106,10 +113,10 @@ def worst_event_groups(
     call: Call,
     deployment: Deployment | None,
     usages: Iterable[Usage | None],
-    parts_of: PartsOf,
+    parts_of: PartsOf | None,
     subscription: str,
     codes: frozenset[str],
-) -> list[list[Event]]:
+) -> dict[str, list[Event]]:
     """The events the call would record on `deployment` with each of `usages`, grouped into
     alternatives (see `_ALTERNATIVES`); each usage is one more alternative of every group."""
     saved = (call.deployment, call.usage, call.cost, call.cost_parts, call.price)
@@ -118,7 +125,7 @@ def worst_event_groups(
     try:
         call.billed_share, call.cache_hit = Decimal(1), False
         for usage in usages:
-            parts = parts_of(deployment, usage) if usage is not None else None
+            parts = parts_of(deployment, usage) if usage is not None and parts_of else None
             call.deployment, call.usage, call.cost_parts = deployment, usage, parts
             call.cost = parts.total if parts is not None else Decimal(0)
             call.price = call.est_price or Decimal(0)
@@ -130,4 +137,33 @@ def worst_event_groups(
     finally:
         call.deployment, call.usage, call.cost, call.cost_parts, call.price = saved
         call.billed_share, call.cache_hit = saved_share
-    return list(groups.values())
+    return groups
+
+
+def group_quantity(call: Call, group: str) -> int | None:
+    """The worst-case quantity of a group of alternatives (see `_ALTERNATIVES`); None: the
+    event's own (a `requests` event counts 1)."""
+    if group == "tokens:input":
+        return call.est_input_tokens
+    if group == "tokens:output":
+        return call.est_output_tokens
+    if group == "images":
+        return choices_of(call.body)
+    return None
+
+
+def template_key(call: Call, deployment: Deployment | None) -> tuple[Any, ...]:
+    """What, besides the quantities, decides the buckets of a call's worst-case events."""
+    body = call.body
+    principal = call.principal
+    return (
+        call.kind,
+        call.group.name if call.group else call.model,
+        None if deployment is None else (deployment.provider, deployment.model),
+        principal.team_name,
+        principal.key_id,
+        call.tags,
+        (body.get("size"), body.get("quality"), body.get("steps"))
+        if call.kind == "images"
+        else None,
+    )

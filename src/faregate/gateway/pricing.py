@@ -31,6 +31,8 @@ log = logging.getLogger("faregate.pricing")
 DEFAULT_MAX_OUTPUT = 4096
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
+# call.scratch key: the deployments estimate_call found the call may reach.
+REACHABLE = "reachable"
 # Deployments a request may reach: Router.reachable(group, request).
 Reach = Callable[[ModelGroup, RouteRequest], Sequence[Deployment]]
 
@@ -164,7 +166,8 @@ class CatalogPricer:
             call.est_input_tokens = count_embedding_input_tokens(body.get("input"))
         asked = service_tier_of(body)
         worst, most_output = Decimal(0), 0
-        for deployment in self.reachable(call):
+        reachable = call.scratch[REACHABLE] = self.reachable(call)
+        for deployment in reachable:
             price = self.price_for(deployment.catalog_model, call.created_at)
             output = 0
             if call.kind == "chat":
