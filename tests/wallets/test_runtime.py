@@ -153,3 +153,30 @@ async def test_the_wallet_cache_and_its_locks_are_pruned_past_their_limit(
         await runtime.accounts_of(f"later{i}")
     assert all(c.startswith("later") for c in runtime._cache)  # the burst was dropped
     assert set(runtime._locks) == set(runtime._cache)
+
+
+async def test_on_the_redis_book_the_excess_is_its_own_hold_and_post_in_the_ledger(
+    runtime: WalletRuntime,
+) -> None:
+    [account] = await runtime.accounts_of("acme")  # 100 funded
+    assert await runtime.hold(account, "r1", 30)
+    await runtime.finish(account, "r1", held=30, actual=50)
+    assert await runtime.hold(account, "r2", 40)
+    await runtime.finish(account, "r2", held=40, actual=100)  # 10 left past its hold: not 60
+    await runtime.flush()
+    async with runtime.engine.connect() as conn:
+        entries = await repo.entries_of(conn, "w")
+        row = await repo.wallet_by_id(conn, "w")
+        sums = await repo.entry_sums(conn, "w")
+    assert [(e["kind"], e["hold_id"]) for e in entries] == [
+        ("credit", None),
+        ("hold", "r1"),
+        ("post", "r1"),
+        ("hold", "r1:excess"),
+        ("post", "r1:excess"),
+        ("hold", "r2"),
+        ("post", "r2"),
+    ]
+    assert row is not None and int(row["consumed_nanos"]) == 90 and sums.held == 0
+    snapshot = await runtime.book.snapshot("w")
+    assert snapshot is not None and snapshot.consumed == 90 and snapshot.available == 10
