@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -14,6 +17,7 @@ from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.book import HoldBook, MemoryHoldBook, Snapshot
 from faregate.wallets.book_sql import SqlHoldBook
+from faregate.wallets.runtime import Account, WalletRuntime
 from tests.conftest import create_pg_database, drop_pg_database
 
 
@@ -94,3 +98,19 @@ async def test_the_in_process_book_forgets_finished_holds_before_their_ttl() -> 
     assert await b.hold("w", "live", 1, ttl_s=660)
     assert len(b._expiries) <= 2 * 1 + 64 + 1
     assert [e.hold_id for e in await b.sweep_expired(time.time() + 661)] == ["live"]
+
+
+async def test_on_every_book_a_price_above_its_hold_never_takes_the_wallet_below_zero(
+    book: tuple[HoldBook, str],
+) -> None:
+    b, w = book
+    service = cast(Any, SimpleNamespace(webhooks=None))
+    runtime = WalletRuntime(engine=cast(Any, None), book=b, service=service)
+    account = Account(w, Decimal(1))
+    assert await runtime.hold(account, "a", 30)
+    await runtime.finish(account, "a", held=30, actual=50)  # covered beyond the hold
+    assert await runtime.hold(account, "b", 40)
+    await runtime.finish(account, "b", held=40, actual=100)  # only 10 left past the hold
+    after = await b.snapshot(w)
+    assert after is not None and after.held == 0
+    assert after.consumed == 90 and after.available == 10
