@@ -239,3 +239,30 @@ async def test_a_terminated_subscription_stops_plan_prices_within_a_second(
     # Priced from the catalog now: the provider cost (markup 1), not the plan's 1.50.
     assert Decimal(headers["x-faregate-price"]) == Decimal(headers["x-faregate-cost"])
     assert Decimal(headers["x-faregate-price"]) != 2 * HD_TALL_RATE
+
+
+async def test_an_edited_plan_prices_requests_within_a_second(plan_gateway: Running) -> None:
+    gw = plan_gateway
+    plan = await images_plan(gw)
+    await subscribe(gw, plan)
+    status, headers, _ = await post(gw, "/v1/images/generations", TALL_HD)
+    assert status == 200 and Decimal(headers["x-faregate-price"]) == 2 * HD_TALL_RATE
+    charge = plan["charges"][0]
+    dearer = {**charge, "filters": [{**charge["filters"][0], "properties": {"amount": "2"}}]}
+    await admin(gw, "PUT", "/api/v1/plans/pictures", {"plan": {"charges": [dearer]}})
+    await asyncio.sleep(1.1)
+    short = await wallet(gw, "3.99")  # the new worst case is held: 2 x 2
+    status, headers, body = await post(gw, "/v1/images/generations", TALL_HD)
+    assert status == 402 and body["error"]["code"] == "insufficient_credits"
+    assert Decimal(headers["x-faregate-hold"]) == 4
+    await admin(
+        gw,
+        "POST",
+        "/api/v1/wallet_transactions",
+        {"wallet_transaction": {"wallet_id": short, "paid_credits": "0.01"}},
+    )
+    await asyncio.sleep(1.1)
+    status, headers, _ = await post(gw, "/v1/images/generations", TALL_HD)
+    assert status == 200 and Decimal(headers["x-faregate-price"]) == 4
+    found = await admin(gw, "GET", f"/api/v1/wallets/{short}")
+    assert Decimal(found["wallet"]["credits_balance"]) == 0
