@@ -4,7 +4,9 @@ fee(period usage after) - fee(period usage before), summed over the plan's charg
 provider cost x markup. Prices of a period's requests then add up to the invoice's charges.
 
 The plan and the period-to-date usage are loaded once per subscription and period, by a stage
-before the upstream call; pricing after the call is in-memory arithmetic. The running usage is
+before the upstream call, which also re-reads the subscription and plan once a second (a
+termination or a plan change applies within a second); the worst case held before the call
+(plan_worst_case) and the price after it are in-memory arithmetic. The running usage is
 this process's: with several replicas, each starts from the stored usage when it loads the
 period and adds its own requests (exact for linear charges; for tiers and packages the
 invoice, computed from every event, is the authority)."""
