@@ -108,9 +108,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     )
     recorder = Recorder(writer, parts.subscription_of)
     parts.gateway.meter = parts.components["observability"].meter(recorder)
-    invoicing, runner = await _billing(
-        settings, engine, parts.components["pricer"], hooks, writer
-    )
+    invoicing, runner = await _billing(settings, engine, parts.components["pricer"], hooks, writer)
     if parts.components.get("wallets") is not None:
         invoicing.credits = WalletCredits()
     metrics = parts.components["observability"].metrics

@@ -107,10 +107,13 @@ async def test_revoked_and_disallowed_keys(gateway: Running) -> None:
 @pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
 async def test_an_expired_key_is_refused(gateway: Running) -> None:
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    async with aiohttp.ClientSession(headers=admin) as s, s.post(
-        gateway.url + "/admin/keys",
-        json={"customer": "acme", "expires_at": "2020-01-01T00:00:00+00:00"},
-    ) as r:
+    async with (
+        aiohttp.ClientSession(headers=admin) as s,
+        s.post(
+            gateway.url + "/admin/keys",
+            json={"customer": "acme", "expires_at": "2020-01-01T00:00:00+00:00"},
+        ) as r,
+    ):
         expired = (await r.json())["key"]
     status, body = await _post(gateway, "/v1/chat/completions", json=CHAT, key=expired)
     assert (status, body["error"]["code"]) == (401, "expired_api_key")

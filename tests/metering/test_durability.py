@@ -194,7 +194,9 @@ async def _gateway_events(url: str) -> list[str]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_acknowledged_usage_survives_a_sigkill(
-    backend: str, tmp_path: Path, mock: MockServer
+    backend: str,
+    tmp_path: Path,
+    mock: MockServer,  # noqa: F811  (the fixture)
 ) -> None:
     url = (
         await create_pg_database()

@@ -220,7 +220,13 @@ async def put_credential(request: web.Request) -> web.Response:
             )
         else:
             await conn.execute(provider_credentials.insert().values(provider=name, **values))
-    return json_response({"provider": name, "stored": True, "applies": "on restart, where the configuration sets no key"})
+    return json_response(
+        {
+            "provider": name,
+            "stored": True,
+            "applies": "on restart, where the configuration sets no key",
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:
