@@ -5,6 +5,7 @@ but is marked, never silently mixed with priced usage."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
 # call.scratch key: the deployments estimate_call found the call may reach.
 REACHABLE = "reachable"
+ROUTE = "route_request"  # the call's RouteRequest, made once by estimate_call
 # Deployments a request may reach: Router.reachable(group, request).
 Reach = Callable[[ModelGroup, RouteRequest], Sequence[Deployment]]
 
@@ -166,7 +168,8 @@ class CatalogPricer:
             call.est_input_tokens = count_embedding_input_tokens(body.get("input"))
         asked = service_tier_of(body)
         worst, most_output = Decimal(0), 0
-        reachable = call.scratch[REACHABLE] = self.reachable(call)
+        route = self._route_request(call)
+        reachable = call.scratch[REACHABLE] = self._reachable(call, route)
         for deployment in reachable:
             price = self.price_for(deployment.catalog_model, call.created_at)
             output = 0
@@ -187,14 +190,20 @@ class CatalogPricer:
             )
         call.est_cost = worst
         call.est_price = worst * self.markup
+        if call.kind == "chat":  # routing reads the expected output known only now
+            route = dataclasses.replace(route, output_tokens=_expected_output(call))
+        call.scratch[ROUTE] = route
 
     def reachable(self, call: Call) -> Sequence[Deployment]:
         """Every deployment the call may reach (failover, fallbacks, tiered targets)."""
+        return self._reachable(call, self.route_request(call))
+
+    def _reachable(self, call: Call, route: RouteRequest) -> Sequence[Deployment]:
         if call.group is None:
             return ()
         if self.reach is None:
             return call.group.deployments
-        return self.reach(call.group, self.route_request(call))
+        return self.reach(call.group, route)
 
     def _worst(self, call: Call, price: ModelPrice, output: int, tier: str | None) -> Decimal:
         body = call.body
@@ -240,13 +249,18 @@ class CatalogPricer:
         call.price = call.cost * self.markup
 
     def route_request(self, call: Call) -> RouteRequest:
+        """What routing needs to know about this call: made once, by estimate_call."""
+        route = call.scratch.get(ROUTE)
+        return route if route is not None else self._route_request(call)
+
+    def _route_request(self, call: Call) -> RouteRequest:
         body = call.body
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         return RouteRequest(
             kind=call.kind,
             input_tokens=call.est_input_tokens,
-            output_tokens=min(call.est_output_tokens, 1024) if call.kind == "chat" else 0,
-            max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+            output_tokens=_expected_output(call) if call.kind == "chat" else 0,
+            max_output_tokens=client_output_cap(body),
             images=choices_of(body) if call.kind == "images" else 0,
             image_size=_size(body) if call.kind == "images" else None,
             image_quality=body.get("quality"),
@@ -261,6 +275,11 @@ class CatalogPricer:
             stream=call.stream,
             now=call.created_at,
         )
+
+
+def _expected_output(call: Call) -> int:
+    """Output tokens routing expects of a chat call: its bound, at most 1,024 in total."""
+    return min(call.est_output_tokens, 1024)
 
 
 MAX_PRICE_HEADER = "x-faregate-max-price"
