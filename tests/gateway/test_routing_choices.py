@@ -170,11 +170,36 @@ def test_ten_thousand_keys_split_within_two_points_of_target_and_stay_put(
 
 
 async def _new_key(s: aiohttp.ClientSession, gw: Running, name: str) -> str:
+    return (await _new_key_with_id(s, gw, name))[0]
+
+
+async def _new_key_with_id(s: aiohttp.ClientSession, gw: Running, name: str) -> tuple[str, str]:
     async with s.post(
         f"{gw.url}/admin/keys", json={"name": name, "customer": "acme"}, headers=ADMIN
     ) as r:
         assert r.status == 201
-        return str((await r.json())["key"])
+        created = await r.json()
+        return str(created["key"]), str(created["api_key"]["id"])
+
+
+async def _keys_on_both_arms(s: aiohttp.ClientSession, gw: Running, count: int) -> list[str]:
+    """`count` new keys of which at least two land on each arm (a random 12 all land on the
+    70% arm 1.4% of the time); the arm of a key is read from the router, as routing reads it."""
+    router = gw.services.router
+    group = router.resolve("ab")
+    by_arm: dict[str, list[str]] = {"ab-a": [], "ab-b": []}
+    for i in range(200):
+        key, key_id = await _new_key_with_id(s, gw, f"k{i}")
+        arm = str(router.plan(group, RouteRequest(key_id=key_id))[0].id)
+        by_arm[arm].append(key)
+        if (
+            min(len(keys) for keys in by_arm.values()) >= 2
+            and sum(map(len, by_arm.values())) >= count
+        ):
+            break
+    keys = by_arm["ab-a"][:2] + by_arm["ab-b"][:2]
+    rest = [k for ks in by_arm.values() for k in ks if k not in keys]
+    return keys + rest[: count - len(keys)]
 
 
 async def _report(s: aiohttp.ClientSession, gw: Running, query: str = "") -> Any:
@@ -189,7 +214,7 @@ async def test_each_key_sticks_to_its_arm_and_the_report_counts_every_request(
     gw = ab_gateway_on
     body = {"model": "ab", "max_tokens": 5, "messages": [{"role": "user", "content": "hello"}]}
     async with aiohttp.ClientSession() as s:
-        keys = [await _new_key(s, gw, f"k{i}") for i in range(12)]
+        keys = await _keys_on_both_arms(s, gw, 12)
         served: dict[str, set[str]] = {}
         for key in keys:
             for _ in range(4):
