@@ -40,8 +40,12 @@ def git_revision() -> str:
 
 
 def versions(litellm: str | None) -> dict[str, str]:
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
-    wrk_line = (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else "?"
+    try:  # ingest.py and usage.py do not need wrk: its version is "not installed" then
+        wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+        wrk_text = wrk.stdout or wrk.stderr
+    except FileNotFoundError:
+        wrk_text = "wrk not installed"
+    wrk_line = wrk_text.splitlines()[0] if wrk_text else "?"
     out = {
         "faregate": f"{_version('faregate')} ({git_revision()})",
         "Python": platform.python_version(),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from faregate.metering.inserts import BatchInsert
+from faregate.metering.inserts import BatchInsert, SqliteInsertReturning
 from faregate.store.db import create_engine, migrate
 from faregate.store.tables.metering import events
 from tests.conftest import create_pg_database, drop_pg_database
@@ -70,3 +70,40 @@ async def test_rows_with_different_columns_each_keep_their_values_and_duplicates
     assert first["properties"] == {"tokens": 3, "cost": "0.000001"}
     assert first["timestamp"].replace(tzinfo=UTC) == NOW
     assert first["external_customer_id"] == "cus_1" and first["source"] == "gateway"
+
+
+async def test_sqlite_insert_returning_stores_what_sqlalchemy_stores_and_returns_only_new_rows(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    columns = [c.name for c in events.c if c.name != "id"]
+    key = ("external_subscription_id", "transaction_id")
+    fast = SqliteInsertReturning(events, columns, conflict=key, returning=key)
+    rows = [_event(f"tx{i}", precise_total_amount_cents=Decimal(i) / 8) for i in range(300)]
+    try:
+        async with engine.begin() as conn:  # SQLAlchemy's own insert, for the reference rows
+            await conn.execute(events.insert(), [{**r, "transaction_id": "ref"} for r in rows[:1]])
+            landed = await fast.execute(conn, [tuple(r[c] for c in columns) for r in rows[:10]])
+        assert landed == [("sub_1", f"tx{i}") for i in range(10)]
+        async with engine.begin() as conn:  # 290 new among 300: chunks of 256, 16, 16, 4, ...
+            landed = await fast.execute(conn, [tuple(r[c] for c in columns) for r in rows])
+        assert sorted(landed) == sorted(("sub_1", f"tx{i}") for i in range(10, 300))
+        async with engine.connect() as conn:
+            stored = {
+                r["transaction_id"]: r for r in (await conn.execute(select(events))).mappings()
+            }
+            raw = {
+                r[0]: r[1:]
+                for r in await conn.exec_driver_sql(
+                    "SELECT transaction_id, timestamp, properties, created_at FROM events"
+                )
+            }
+        assert len(stored) == 301
+        assert raw["tx0"] == raw["ref"]  # the same text SQLAlchemy writes
+        assert stored["tx7"]["precise_total_amount_cents"] == Decimal("0.875")
+        assert stored["tx7"]["properties"] == {"tokens": 3, "cost": "0.000001"}
+        assert stored["tx7"]["timestamp"].replace(tzinfo=UTC) == NOW
+    finally:
+        await engine.dispose()

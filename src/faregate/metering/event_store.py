@@ -3,21 +3,22 @@
 PostgreSQL: binary COPY straight into `events` under a savepoint; when a batch holds an event
 already stored (a client's retry, a replayed journal), COPY into a session-local staging table
 and `INSERT ... ON CONFLICT DO NOTHING RETURNING` instead. SQLite: multi-row INSERTs with
-ON CONFLICT DO NOTHING RETURNING, in chunks of a few fixed sizes. Either way the caller learns exactly which rows landed, so
+ON CONFLICT DO NOTHING RETURNING, in chunks of a few fixed sizes, bound without SQLAlchemy's
+per-row parameter handling (metering.inserts). Either way the caller learns exactly which rows landed, so
 rollups count each stored event once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from faregate.store.chunks import fixed_size_chunks
+from faregate.metering.inserts import SqliteInsertReturning
 from faregate.store.tables.metering import events
 
 COLUMNS = (
@@ -36,6 +37,8 @@ _STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS events_incoming "
     "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
+_KEY = ("external_subscription_id", "transaction_id")
+_SQLITE_INSERT = SqliteInsertReturning(events, COLUMNS, conflict=_KEY, returning=_KEY)
 _FROM_STAGING = (
     f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM events_incoming ORDER BY id "
     "ON CONFLICT (external_subscription_id, transaction_id) DO NOTHING "
@@ -66,14 +69,26 @@ async def insert_new(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[
     return await _insert_sqlite(conn, rows)
 
 
-def _record(row: dict[str, Any], now: datetime) -> tuple[Any, ...]:
+def _json_text(properties: dict[str, Any]) -> str:
+    return orjson.dumps(properties, default=str).decode()
+
+
+def _as_is(properties: dict[str, Any]) -> dict[str, Any]:
+    return properties
+
+
+def _record(
+    row: dict[str, Any], now: datetime, properties: Callable[[dict[str, Any]], Any] = _json_text
+) -> tuple[Any, ...]:
+    """The row in COLUMNS order; `properties` encodes the JSON column (asyncpg's COPY takes
+    text, SQLite's bind processor serializes the dict itself)."""
     return (
         row["transaction_id"],
         row["external_subscription_id"],
         row.get("external_customer_id"),
         row["code"],
         row["timestamp"],
-        orjson.dumps(row.get("properties") or {}, default=str).decode(),
+        properties(row.get("properties") or {}),
         row.get("precise_total_amount_cents"),
         row.get("source") or "gateway",
         row.get("created_at") or now,
@@ -103,20 +118,6 @@ async def _insert_postgres(
 
 async def _insert_sqlite(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
-    values = [
-        {
-            **dict(zip(COLUMNS, _record(r, now), strict=True)),
-            "properties": r.get("properties") or {},
-        }
-        for r in rows
-    ]
-    stmt = (
-        sqlite.insert(events)
-        .on_conflict_do_nothing(index_elements=["external_subscription_id", "transaction_id"])
-        .returning(events.c.external_subscription_id, events.c.transaction_id)
-    )
-    landed: set[tuple[str, str]] = set()
-    for chunk in fixed_size_chunks(values):  # few statement shapes for the driver's cache
-        result = await conn.execute(stmt, chunk)
-        landed.update((r[0], r[1]) for r in result)
+    records = [_record(r, now, _as_is) for r in rows]
+    landed = set(await _SQLITE_INSERT.execute(conn, records))
     return [r for r in rows if (r["external_subscription_id"], r["transaction_id"]) in landed]

@@ -1,9 +1,11 @@
 """Idempotent batch INSERTs for the usage writer, compiled once per column set.
 
 Rows become driver tuples through the dialect's own bind processors, then go to the
-driver's executemany: SQLAlchemy's per-row parameter handling was the writer's largest
-cost. A column set this cannot compile plainly (defaults to fill in, RETURNING) takes
-SQLAlchemy's ordinary path, so the result is the same either way.
+driver's executemany (or, when the caller needs to know which rows landed, to multi-row
+INSERT ... RETURNING statements of a few fixed sizes): SQLAlchemy's per-row parameter
+handling was the writer's largest cost. A column set this cannot compile plainly
+(defaults to fill in, RETURNING) takes SQLAlchemy's ordinary path, so the result is the
+same either way.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
+from faregate.store.chunks import fixed_size_chunks
+
 Processor = Callable[[Any], Any]
 Plan = tuple[str, Callable[[dict[str, Any]], Any], list[tuple[int, Processor]]]
 
@@ -30,23 +34,29 @@ def _default_sqlite_datetime(impl: Any) -> bool:
 
 
 def _sqlite_datetime(fallback: Processor) -> Processor:
-    """SQLite's default DATETIME text ("YYYY-MM-DD HH:MM:SS.ffffff", time zone dropped) as
-    SQLAlchemy writes it, formatted from a tuple: several times cheaper than its mapping."""
+    """SQLite's default DATETIME text ("YYYY-MM-DD HH:MM:SS.ffffff", time zone dropped, not
+    converted) as SQLAlchemy writes it, by datetime's own formatter: several times cheaper
+    than SQLAlchemy's mapping."""
 
     def process(value: Any) -> Any:
         if type(value) is datetime:
-            return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031
-                value.year,
-                value.month,
-                value.day,
-                value.hour,
-                value.minute,
-                value.second,
-                value.microsecond,
-            )
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
         return fallback(value)
 
     return process
+
+
+def _processors(
+    table: Table, dialect: Dialect, compiled: Any, names: Sequence[str]
+) -> dict[str, Processor]:
+    """The dialect's bind processor of each column, SQLite's default DATETIME one swapped for
+    the equivalent tuple formatter."""
+    processors = dict(compiled)
+    for name in names:
+        column = table.c.get(name)
+        if column is not None and _default_sqlite_datetime(column.type.dialect_impl(dialect)):
+            processors[name] = _sqlite_datetime(processors[name])
+    return processors
 
 
 class BatchInsert:
@@ -76,11 +86,7 @@ class BatchInsert:
             or compiled.effective_returning
         ):
             return None
-        processors = dict(compiled._bind_processors)
-        for name in order:
-            column = self._table.c.get(name)
-            if column is not None and _default_sqlite_datetime(column.type.dialect_impl(dialect)):
-                processors[name] = _sqlite_datetime(processors[name])
+        processors = _processors(self._table, dialect, compiled._bind_processors, order)
         return (
             compiled.string,
             itemgetter(*order),
@@ -108,3 +114,76 @@ class BatchInsert:
                     values[i] = process(values[i])
                 params.append(tuple(values))
             await conn.exec_driver_sql(sql, params)
+
+
+class SqliteInsertReturning:
+    """`INSERT ... ON CONFLICT DO NOTHING RETURNING` of many rows on SQLite, as multi-row
+    statements in chunks of a few fixed sizes (few statement shapes for the driver's cache).
+    Rows are tuples in `columns` order; returns the `returning` columns of the rows that
+    landed. Bound through the dialect's own processors, as SQLAlchemy would bind them, at
+    about a fifth of the CPU of SQLAlchemy's insertmanyvalues path."""
+
+    def __init__(
+        self,
+        table: Table,
+        columns: Sequence[str],
+        conflict: Sequence[str],
+        returning: Sequence[str],
+    ) -> None:
+        self._table = table
+        self._columns = tuple(columns)
+        self._head = (
+            f"INSERT INTO {table.name} ({', '.join(_quote(c) for c in self._columns)}) VALUES "
+        )
+        self._group = "(" + ", ".join("?" for _ in self._columns) + ")"
+        self._tail = (
+            f" ON CONFLICT ({', '.join(_quote(c) for c in conflict)}) DO NOTHING "
+            f"RETURNING {', '.join(_quote(c) for c in returning)}"
+        )
+        self._sql: dict[int, str] = {}
+        self._bind: list[tuple[int, Processor]] | None = None
+
+    def _binders(self, dialect: Dialect) -> list[tuple[int, Processor]]:
+        if self._bind is None:
+            compiled = sqlite.insert(self._table).compile(
+                dialect=dialect, column_keys=list(self._columns)
+            )
+            processors = _processors(self._table, dialect, compiled._bind_processors, self._columns)
+            self._bind = [
+                (i, processors[name])
+                for i, name in enumerate(self._columns)
+                if processors.get(name)
+            ]
+        return self._bind
+
+    def _statement(self, rows: int) -> str:
+        sql = self._sql.get(rows)
+        if sql is None:
+            sql = self._sql[rows] = self._head + ", ".join([self._group] * rows) + self._tail
+        return sql
+
+    async def execute(
+        self, conn: AsyncConnection, rows: Sequence[Sequence[Any]]
+    ) -> list[tuple[Any, ...]]:
+        binders = self._binders(conn.dialect)
+        params: list[Any] = []
+        for row in rows:
+            values = list(row)
+            for i, process in binders:
+                values[i] = process(values[i])
+            params.extend(values)
+        width = len(self._columns)
+        landed: list[tuple[Any, ...]] = []
+        start = 0
+        for chunk in fixed_size_chunks(rows):
+            end = start + len(chunk) * width
+            result = await conn.exec_driver_sql(
+                self._statement(len(chunk)), tuple(params[start:end])
+            )
+            landed.extend(tuple(r) for r in result)
+            start = end
+        return landed
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"'
