@@ -4,17 +4,21 @@ PostgreSQL, with a customer and an API key; tests drive it with the official SDK
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import io
+import logging
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from faregate.app import start_app
 from faregate.auth import repository
 from faregate.auth.service import KeyService
 from faregate.config import Settings, load_settings
+from faregate.logs import JsonFormatter
 from faregate.mockprovider.server import MockServer, start_mock
 from faregate.store.db import create_engine, migrate
 from tests.conftest import create_pg_database, drop_pg_database, free_port
@@ -130,3 +134,25 @@ async def gateway(
     await running.runner.cleanup()
     if postgres:
         await drop_pg_database(url)
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log record, at every level, formatted by the production JSON formatter."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield out
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+def log_lines(out: io.StringIO) -> list[dict[str, Any]]:
+    """The captured JSON log lines, parsed."""
+    return [orjson.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]

@@ -1,15 +1,18 @@
 """Pre-flight moderation through the running gateway: local rules and the provider's
 moderation endpoint stop a prompt before the expensive model, the price it would have cost
-is recorded as saved, keys opt into policies, and `POST /v1/moderations` is proxied."""
+is recorded as saved, a flag reports without blocking, keys opt into policies, and
+`POST /v1/moderations` is proxied."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from openai import AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from faregate.auth.principal import Principal
@@ -19,7 +22,7 @@ from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
 from faregate.money import to_nanos
 from faregate.store.tables.metering import requests
-from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, start_gateway
+from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, log_lines, start_gateway
 
 CHAT_PATH = "/v1/chat/completions"
 MOD_PATH = "/v1/moderations"
@@ -112,6 +115,51 @@ async def test_a_blocked_prompt_records_the_price_it_would_have_cost_as_saved(
         assert row["saved_nanos"] == to_nanos(call.est_price) > 0
     finally:
         await gw.runner.cleanup()
+
+
+async def _matches(gw: Running) -> dict[tuple[str, str], float]:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with aiohttp.ClientSession() as s, s.get(f"{gw.url}/metrics", headers=headers) as r:
+        text = await r.text()
+    return {
+        (sample.labels["policy"], sample.labels["action"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "faregate_moderation_matches_total"
+    }
+
+
+async def test_a_flag_policy_reports_the_match_and_lets_the_request_through(
+    tmp_path: Path, mock: MockServer, captured_logs: io.StringIO
+) -> None:
+    moderation = {
+        "policies": [
+            {"id": "watch", "keywords": ["project falcon"], "action": "flag"},
+            {"id": "secrets", "keywords": ["launch codes"]},
+        ]
+    }
+    gw = await start_gateway(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, _config(mock, moderation)
+    )
+    try:
+        status, _, flagged = await _chat(gw, gw.key, "how is Project Falcon going")
+        assert status == 200 and mock.stats.requests_for(route=CHAT_PATH) == 1
+        assert flagged["x-faregate-moderation"] == "flagged"
+        status, _, clean = await _chat(gw, gw.key, "how is the weather")
+        assert status == 200 and "x-faregate-moderation" not in clean
+        assert (await _chat(gw, gw.key, "the launch codes are"))[0] == 400
+        assert await _matches(gw) == {("watch", "flag"): 1.0, ("secrets", "block"): 1.0}
+    finally:
+        await gw.runner.cleanup()
+    reports = [
+        line
+        for line in log_lines(captured_logs)
+        if line["logger"] == "faregate.moderation" and line.get("action") == "flag"
+    ]
+    assert len(reports) == 1
+    assert reports[0]["level"] == "warning" and reports[0]["policy"] == "watch"
+    assert reports[0]["request_id"] == flagged["x-faregate-request-id"]
+    assert "falcon" not in captured_logs.getvalue().lower()  # neither the text nor the rule
 
 
 async def test_a_key_opts_into_a_policy_through_its_settings(

@@ -49,7 +49,6 @@ from faregate.store.counters import MemoryCounterStore
 from faregate.wallets.assembly import build_wallets
 from faregate.webhooks import Webhooks
 
-
 @dataclass
 class Parts:
     gateway: Gateway
@@ -117,10 +116,12 @@ def _stages(
     alerts: Alerts,
     moderator: Moderator | None,
     wallets: Any = None,
+    metrics: Any = None,
 ) -> list[Stage]:
     stages: list[Stage] = [EstimateStage(pricer)]
     if moderator is not None:
-        stages.append(ModerationStage(moderator))
+        on_match = metrics.moderation_match if metrics is not None else None
+        stages.append(ModerationStage(moderator, on_match))
     stages.append(
         RateLimitStage(RateLimiter(store, parse_rate_limits(settings.raw.get("rate_limits"))))
     )
@@ -201,7 +202,9 @@ async def assemble_gateway(
         plan_prices = PlanPrices(engine, settings.currency, unflushed)
         gateway_pricer = PlanPricer(pricer, plan_prices)
         plan_stage.append(PlanPriceStage(plan_prices))
-    stages = plan_stage + _stages(settings, store, gateway_pricer, alerts, moderator, wallets)
+    stages = plan_stage + _stages(
+        settings, store, gateway_pricer, alerts, moderator, wallets, observability.metrics
+    )
     stages.append(observability.in_flight)  # last: counts the holds the stages above took
     cache_policy = CachePolicy.from_config(settings.section("cache"))
     cache = GatewayCache(ResponseCache(store), cache_policy) if cache_policy.enabled else None

@@ -3,9 +3,26 @@ and budgets. Each holds what it reserved in `call.scratch` and releases it in `a
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from faregate.gateway.call import Call
 from faregate.gateway.pricing import CatalogPricer
-from faregate.policy import Budgets, Limits, Moderator, RateLimiter, Subject, request_texts
+from faregate.policy import (
+    Budgets,
+    Limits,
+    Moderator,
+    RateLimiter,
+    Subject,
+    Verdict,
+    request_texts,
+)
+
+log = logging.getLogger("faregate.moderation")
+
+# Told of every policy match: (policy id, action), e.g. to count it in Prometheus.
+MatchListener = Callable[[str, str], None]
+FLAG_HEADER = "x-faregate-moderation"
 
 
 def subject_of(call: Call) -> Subject:
@@ -38,10 +55,15 @@ class EstimateStage:
 
 
 class ModerationStage:
+    """Blocks a request a `block` policy matches; reports one a `flag` policy matches (a
+    WARNING log line with the policy id, a response header, the listener) and lets it on.
+    Neither the log nor the header carries the request's text or the rule that matched."""
+
     name = "moderation"
 
-    def __init__(self, moderator: Moderator):
+    def __init__(self, moderator: Moderator, on_match: MatchListener | None = None):
         self._moderator = moderator
+        self._on_match = on_match
 
     async def before(self, call: Call) -> None:
         if call.kind == "moderations":
@@ -54,9 +76,29 @@ class ModerationStage:
         verdict = await self._moderator.check_policies(
             policies, request_texts(call.kind, call.body)
         )
+        if verdict.policy_id is None:
+            return
+        self._report(call, verdict)
         if verdict.blocked:
             call.saved = call.est_price or call.saved  # what the blocked call would have cost
             verdict.raise_if_blocked()
+
+    def _report(self, call: Call, verdict: Verdict) -> None:
+        action = "block" if verdict.blocked else "flag"
+        source = "provider" if verdict.matched == "provider" else "rules"
+        if self._on_match is not None:
+            self._on_match(str(verdict.policy_id), action)
+        if verdict.blocked:
+            log.info(
+                "moderation policy blocked a request",
+                extra={"policy": verdict.policy_id, "action": action, "source": source},
+            )
+            return
+        call.response_headers[FLAG_HEADER] = "flagged"
+        log.warning(
+            "moderation policy flagged a request",
+            extra={"policy": verdict.policy_id, "action": action, "source": source},
+        )
 
     async def after(self, call: Call) -> None:
         return None

@@ -103,6 +103,12 @@ class GatewayMetrics:
             ("status", "code"),
             registry=r,
         )
+        self.moderation_matches = Counter(
+            "faregate_moderation_matches",
+            "Requests a moderation policy matched, by policy and action (block or flag)",
+            ("policy", "action"),
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str, int], _Children] = {}
 
     def observe(self, call: Call) -> None:
@@ -139,6 +145,10 @@ class GatewayMetrics:
     def error_response(self, status: int, code: str | None) -> None:
         """Counted by the error middleware for every error answered with a status."""
         self.error_responses.labels(str(status), code or "").inc()
+
+    def moderation_match(self, policy: str, action: str) -> None:
+        """Counted by the moderation stage when a policy blocks or flags a request."""
+        self.moderation_matches.labels(policy, action).inc()
 
     def breaker_changed(self, deployment_id: str, state: str) -> None:
         self.breaker_transitions.labels(deployment_id, state).inc()
