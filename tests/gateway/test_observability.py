@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from faregate.logs import JsonFormatter
 from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
 from tests.conftest import free_port
-from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
+from tests.gateway.conftest import ADMIN_KEY, Running, log_lines, start_gateway
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
@@ -201,23 +201,6 @@ async def test_tracing_is_off_unless_configured_and_on_when_it_is(
         await on.runner.cleanup()
 
 
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    """Every log record, at every level, formatted by the production JSON formatter."""
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield out
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-
-
 PROVIDER_SECRET = "sk-provider-SECRET-0123456789abcdef"
 
 
@@ -264,6 +247,7 @@ async def test_no_provider_key_or_api_key_reaches_logs_or_error_bodies(
             {"name": "leaky", "deployments": [{"provider": "leaky", "model": "m"}]},
         ],
     }
+    extra["observability"] = {"access_log": True}
     gw = await _gateway(tmp_path, mock, extra)
     bodies: list[str] = []
     wrong_key = gw.key[:-6] + "zzzzzz"
@@ -293,6 +277,7 @@ async def test_no_provider_key_or_api_key_reaches_logs_or_error_bodies(
         await gw.runner.cleanup()
     logs = captured_logs.getvalue()
     assert "upstream" in "".join(bodies)  # the errors did happen and were explained
+    assert any(line["logger"] == "faregate.access" for line in log_lines(captured_logs))
     for secret in (PROVIDER_SECRET, gw.key, wrong_key, ADMIN_KEY, gw.key[12:], "another-key"):
         assert secret not in logs
         for body in bodies:
@@ -308,3 +293,66 @@ def test_log_fields_named_like_secrets_are_redacted() -> None:
     line = JsonFormatter().format(record)
     assert "fg_live_abc" not in line and "sk-x" not in line
     assert '"key_id":"key_123"' in line
+
+
+async def test_a_line_logged_while_handling_a_request_carries_its_request_id(
+    tmp_path: Path, mock: MockServer, captured_logs: io.StringIO
+) -> None:
+    mock.config.deployments["openai"] = MockBehaviour(error_rate=1.0)
+    gw = await _gateway(tmp_path, mock, {"routing": {"breaker": {"failure_threshold": 1}}})
+    try:
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {gw.key}"}) as s,
+            s.post(f"{gw.url}/v1/chat/completions", json=CHAT) as r,
+        ):
+            assert r.status >= 500
+            request_id = r.headers["x-faregate-request-id"]
+    finally:
+        await gw.runner.cleanup()
+    # The provider's error opened the breaker; the outage alert is logged from that request.
+    outage = [line for line in log_lines(captured_logs) if line["msg"] == "alert provider.outage"]
+    assert [line["request_id"] for line in outage] == [request_id]
+    # Lines logged outside any request (startup, shutdown) carry none.
+    assert any("request_id" not in line for line in log_lines(captured_logs))
+
+
+async def test_the_access_log_writes_one_line_per_request_only_when_enabled(
+    tmp_path: Path, mock: MockServer, captured_logs: io.StringIO
+) -> None:
+    off = await _gateway(tmp_path / "off", mock)
+    try:
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {off.key}"}) as s,
+            s.post(f"{off.url}/v1/chat/completions", json=CHAT) as r,
+        ):
+            assert r.status == 200
+    finally:
+        await off.runner.cleanup()
+    assert not [line for line in log_lines(captured_logs) if line["logger"] == "faregate.access"]
+    gw = await _gateway(tmp_path, mock, {"observability": {"access_log": True}})
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gw.key}"}) as s:
+            async with s.post(f"{gw.url}/v1/chat/completions", json=CHAT) as r:
+                assert r.status == 200
+                headers = r.headers
+            async with s.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "x"}) as r:
+                assert r.status == 404  # refused before the pipeline: not a gateway call
+    finally:
+        await gw.runner.cleanup()
+    access = [line for line in log_lines(captured_logs) if line["logger"] == "faregate.access"]
+    assert len(access) == 1
+    line = access[0]
+    assert line["request_id"] == headers["x-faregate-request-id"]
+    assert (line["model"], line["deployment"], line["status"]) == (
+        "gpt-4o-mini",
+        headers["x-faregate-deployment"],
+        200,
+    )
+    assert line["input_tokens"] > 0 and line["output_tokens"] == 3
+    assert (line["cost"], line["price"]) == (
+        headers["x-faregate-cost"],
+        headers["x-faregate-price"],
+    )
+    assert float(line["latency_ms"]) > 0 and line["key_id"]
+    text = str(line)
+    assert gw.key not in text and "messages" not in line and "hi" not in line.values()

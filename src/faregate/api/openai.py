@@ -20,6 +20,7 @@ from faregate.api.common import (
 from faregate.api.state import SERVICES, Services
 from faregate.errors import FaregateError, NotFound
 from faregate.gateway.call import Call
+from faregate.logs import bind_request_id
 
 log = logging.getLogger("faregate.api")
 
@@ -48,6 +49,7 @@ async def begin_call(
     services = request.app[SERVICES]
     request_id = new_request_id()
     request[REQUEST_ID] = request_id
+    bind_request_id(request_id)
     principal = await services.keys.authenticate(bearer_key(request))
     body = await read_json_object(request)
     model = check(body)

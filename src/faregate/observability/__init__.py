@@ -1,6 +1,7 @@
 """Observability: Prometheus metrics, live experiment statistics, optional OpenTelemetry
-traces and provider-outage alerts, assembled once from Settings. Hooks run when a call is
-settled; nothing here runs per stream chunk or waits on I/O in the request path."""
+traces, the opt-in access log and provider-outage alerts, assembled once from Settings.
+Hooks run when a call is settled; nothing here runs per stream chunk or waits on I/O in the
+request path."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faregate.config import ConfigError, Settings
+from faregate.observability.access_log import AccessLog
 from faregate.observability.breaker_alerts import AlertChannel, BreakerAlerts
 from faregate.observability.metrics import GatewayMetrics, breaker_gauges
 from faregate.observability.observer import (
@@ -47,6 +49,9 @@ def build_observability(
 ) -> Observability:
     metrics_cfg = settings.section("metrics")
     tracing_cfg = settings.section("tracing")
+    access_log = settings.section("observability").get("access_log", False)
+    if not isinstance(access_log, bool):
+        raise ConfigError("observability.access_log must be true or false")
     experiments = ExperimentStats()
     in_flight = InFlightStage()
     metrics = GatewayMetrics() if metrics_cfg.get("enabled", True) else None
@@ -81,6 +86,8 @@ def build_observability(
             raise ConfigError("tracing.enabled needs OpenTelemetry: pip install 'faregate[otel]'")
         obs.tracer = RequestTracer()
         obs.hooks.append(obs.tracer)
+    if access_log:
+        obs.hooks.append(AccessLog())
     return obs
 
 
