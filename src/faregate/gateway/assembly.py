@@ -3,6 +3,7 @@ and policy stages from Settings, in-process or on Redis, and hands back a Gatewa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -49,6 +50,9 @@ from faregate.store.counters import MemoryCounterStore
 from faregate.wallets.assembly import build_wallets
 from faregate.webhooks import Webhooks
 
+log = logging.getLogger("faregate.gateway")
+
+
 @dataclass
 class Parts:
     gateway: Gateway
@@ -63,8 +67,40 @@ class _NoMeter:
         return None
 
 
+def per_process_controls(settings: Settings) -> list[str]:
+    """The configured controls whose counters each process keeps alone when several replicas
+    share PostgreSQL without Redis; empty when they are shared or there is nothing to share.
+    Limits set on keys themselves (`settings.limits`) are per process too, but live in the
+    database and are not known at startup."""
+    if settings.redis_url or not settings.database_url.startswith("postgresql"):
+        return []
+    controls = []
+    if parse_rate_limits(settings.raw.get("rate_limits")).rules:
+        controls.append("rate_limits")
+    if parse_budgets(settings.raw.get("budgets")):
+        controls.append("budgets")
+    if CachePolicy.from_config(settings.section("cache")).enabled:
+        controls.append("cache")
+    return controls
+
+
+def warn_if_per_process(settings: Settings) -> None:
+    """Several replicas on one PostgreSQL database without Redis would each enforce a whole
+    limit or budget: say so once at startup instead of letting it pass silently."""
+    controls = per_process_controls(settings)
+    if controls:
+        log.warning(
+            "PostgreSQL without Redis: %s counted per process, so each replica allows a "
+            "whole limit, spends a whole budget and keeps its own cache; set "
+            "FAREGATE_REDIS_URL to share them across replicas",
+            ", ".join(controls),
+            extra={"per_process": controls, "shared_with": "FAREGATE_REDIS_URL"},
+        )
+
+
 async def _counter_store(settings: Settings, closers: list[Callable[[], Awaitable[Any]]]) -> Any:
     if not settings.redis_url:
+        warn_if_per_process(settings)
         cache = CachePolicy.from_config(settings.section("cache"))
         store = MemoryCounterStore(
             cache_max_entries=cache.max_entries, cache_max_bytes=cache.max_bytes
