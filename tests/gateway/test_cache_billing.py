@@ -1,5 +1,6 @@
 """How a cache hit is billed: free hits emit no usage events, shared hits emit every
-quantity scaled by the share; both record the saving on the request."""
+quantity scaled by the share; both leave a request record with the saving, which the spend
+report sums."""
 
 from __future__ import annotations
 
@@ -54,12 +55,23 @@ async def _events_of(gw: Running, request_id: str) -> list[dict[str, Any]]:
         return [{"code": r.code, **r.properties} for r in rows]
 
 
-async def _saved(gw: Running, request_id: str) -> int:
+async def _record(gw: Running, request_id: str) -> Any:
+    await gw.services.writer.flush()
     async with gw.services.engine.connect() as conn:
-        row = (
-            await conn.execute(select(requests.c.saved_nanos).where(requests.c.id == request_id))
-        ).one()
-    return int(row.saved_nanos)
+        query = select(requests).where(requests.c.id == request_id)
+        return (await conn.execute(query)).mappings().one()
+
+
+async def _spend_totals(gw: Running) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(
+            f"{gw.url}/api/v1/spend?by=key",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return (await r.json())["totals"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(
@@ -83,18 +95,31 @@ async def test_a_cache_hit_is_billed_by_the_hit_policy(
         hit_events = await _events_of(gw, hit["x-faregate-request-id"])
         tokens = {e["type"]: e["tokens"] for e in fresh_events if e["code"] == "tokens"}
         assert tokens and all(isinstance(n, int) for n in tokens.values())
+        price = Decimal(fresh["x-faregate-price"])
+        hit_price = price * share
+        saved = price - hit_price
         if billing == "free":
-            assert hit_events == []
+            assert hit_events == []  # a plan has nothing to bill
         else:
             assert {
                 e["type"]: Decimal(e["tokens"]) for e in hit_events if e["code"] == "tokens"
             } == {kind: n * share for kind, n in tokens.items()}
             assert all(e["cache_hit"] is True for e in hit_events)
+            assert all(Decimal(e["saved"]) == saved for e in hit_events)
+            assert all(Decimal(e["billed_share"]) == share for e in hit_events)
             req = next(e for e in hit_events if e["code"] == "requests")
             assert Decimal(req["requests"]) == share
-        price = Decimal(fresh["x-faregate-price"])
-        assert Decimal(hit["x-faregate-price"]) == price * share
-        saved = await _saved(gw, hit["x-faregate-request-id"])
-        assert saved == to_nanos(price - price * share)
+            assert (Decimal(req["cost"]), Decimal(req["price"])) == (0, hit_price)
+        assert Decimal(hit["x-faregate-price"]) == hit_price
+        record = await _record(gw, hit["x-faregate-request-id"])
+        assert record["cache_hit"] is True and record["status"] == 200
+        assert (record["cost_nanos"], record["price_nanos"]) == (0, to_nanos(hit_price))
+        assert record["saved_nanos"] == to_nanos(saved) > 0
+        fresh_record = await _record(gw, fresh["x-faregate-request-id"])
+        assert record["input_tokens"] == fresh_record["input_tokens"] > 0
+        totals = await _spend_totals(gw)
+        assert (totals["requests"], totals["cache_hits"]) == (2, 1)
+        assert to_nanos(Decimal(totals["saved"])) == to_nanos(saved)  # stored in nanos
+        assert to_nanos(Decimal(totals["price"])) == to_nanos(price) + to_nanos(hit_price)
     finally:
         await gw.runner.cleanup()

@@ -4,7 +4,8 @@ Built-in event codes (documented in docs/billing.md): `tokens` (one event per no
 type: input, cached_input, output, reasoning — disjoint, so they add up), `images`,
 `seconds` and `requests`. Every event's transaction_id starts with the request id.
 A cache hit is billed by the cache's hit policy (`call.billed_share`): free hits emit no
-events; shared hits emit every quantity scaled by the share, flagged `cache_hit`.
+events; shared hits emit every quantity scaled by the share, flagged `cache_hit`. Every
+call, a free hit included, leaves its request record (`cache_hit`, cost, price, `saved`).
 Every event carries `cost`, the provider cost of its quantity (a decimal string, exact,
 from the parts settle computed: `requests` carries the whole call's).
 """
