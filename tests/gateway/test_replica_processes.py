@@ -1,5 +1,5 @@
-"""Two gateway processes on one PostgreSQL and one Redis: rate limits (per key, tag, model and
-customer), budgets on cost and on price (per customer, team, key, model and tag), budget
+"""Two gateway processes on one PostgreSQL and one Redis: rate limits (rpm per key, team, tag
+and model; tpm per customer and key; concurrency per team), budgets on cost and on price (per customer, team, key, model and tag), budget
 alerts and the response cache hold across them as they do in one process."""
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class RpmCase:
 
 RPM_CASES = [
     pytest.param(RpmCase({"id": "k", "scope": "key", "match": "*"}, 200), id="key"),
+    pytest.param(RpmCase({"id": "tm", "scope": "team", "match": ["research"]}, 60), id="team"),
     pytest.param(
         RpmCase(
             {"id": "t", "scope": "tag", "match": ["batch"]},
@@ -128,15 +129,16 @@ async def test_an_rpm_limit_holds_within_one_percent_across_two_processes(
     assert {h.get("x-ratelimit-remaining-requests") for h in refused} == {"0"}
 
 
-async def test_a_customer_tpm_limit_holds_within_one_percent_across_two_processes(
-    tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str
+@pytest.mark.parametrize("scope", ["customer", "key"])
+async def test_a_tpm_limit_holds_within_one_percent_across_two_processes(
+    tmp_path: Path, mock: MockServer, pg: str, redis_url: str, redis_prefix: str, scope: str
 ) -> None:
     limit = 1300  # input + output tokens per minute; each call uses about 13
     key = await prepare_database(pg)
     extra = {
         "redis_url": redis_url,
         "server": {"redis_prefix": redis_prefix},
-        "rate_limits": {"rules": [{"id": "c", "scope": "customer", "match": "*", "tpm": limit}]},
+        "rate_limits": {"rules": [{"id": "c", "scope": scope, "match": "*", "tpm": limit}]},
     }
     replicas = await start_replicas(tmp_path, pg, mock.url, extra)
     try:

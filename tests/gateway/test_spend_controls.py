@@ -1,4 +1,5 @@
-"""Rate limits, budgets and moderation through the running gateway."""
+"""Rate limits, budgets and moderation through the running gateway, with real concurrency:
+many requests at once, and exactly as many pass as the limit allows."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import aiohttp
 
+from faregate.auth.service import KeyService
+from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
-from tests.gateway.conftest import start_gateway
+from tests.gateway.conftest import ADMIN_KEY, start_gateway
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5}
 
@@ -43,6 +46,62 @@ async def test_requests_past_the_rpm_get_429_with_openai_headers(
         assert refused[2]["error"]["code"] == "rate_limit_exceeded"
         assert "Retry-After" in refused[1]
         assert mock.stats.requests_for(deployment="openai") == 5
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_a_tpm_limit_admits_exactly_the_requests_whose_estimates_fit(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    # Slow answers: every request is checked before any finishes and trues its tokens up.
+    mock.config.deployments["openai"] = MockBehaviour(latency=0.3)
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock)
+    try:
+        keys = KeyService(gw.services.engine, ADMIN_KEY)
+        probe, _ = await keys.create_key(
+            name="probe", customer_external_id="acme", settings={"limits": {"tpm": 100_000}}
+        )
+        status, headers, _ = await _chat(gw.url, probe, CHAT)
+        assert status == 200
+        estimate = 100_000 - int(headers["x-ratelimit-remaining-tokens"])  # prompt + max_tokens
+        limit = 5 * estimate + estimate // 2  # room for five estimates, not six
+        key, _ = await keys.create_key(
+            name="tpm", customer_external_id="acme", settings={"limits": {"tpm": limit}}
+        )
+        results = await asyncio.gather(*(_chat(gw.url, key, CHAT) for _ in range(20)))
+        statuses = [r[0] for r in results]
+        assert (statuses.count(200), statuses.count(429)) == (5, 15)
+        refused = [r for r in results if r[0] == 429]
+        assert {r[2]["error"]["code"] for r in refused} == {"rate_limit_exceeded"}
+        assert {r[1]["x-ratelimit-limit-tokens"] for r in refused} == {str(limit)}
+        assert all(int(r[1]["Retry-After"]) >= 1 for r in refused)
+        assert mock.stats.requests_for(deployment="openai") == 1 + 5
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_a_concurrency_limit_admits_exactly_that_many_requests_at_once(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    mock.config.deployments["openai"] = MockBehaviour(latency=0.3)
+    rule = {"id": "c", "scope": "team", "match": "research", "max_concurrent": 3}
+    gw = await start_gateway(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
+        mock,
+        {"rate_limits": {"rules": [rule]}},
+    )
+    try:
+        results = await asyncio.gather(*(_chat(gw.url, gw.key, CHAT) for _ in range(12)))
+        statuses = [r[0] for r in results]
+        assert (statuses.count(200), statuses.count(429)) == (3, 9)
+        refused = [r for r in results if r[0] == 429]
+        assert {r[2]["error"]["code"] for r in refused} == {"rate_limit_exceeded"}
+        assert {(r[1]["Retry-After"], r[1]["retry-after-ms"]) for r in refused} == {("1", "1000")}
+        # The slots are freed when the requests end: the next wave is admitted again.
+        again = await asyncio.gather(*(_chat(gw.url, gw.key, CHAT) for _ in range(3)))
+        assert [r[0] for r in again] == [200, 200, 200]
+        assert mock.stats.requests_for(deployment="openai") == 6
     finally:
         await gw.runner.cleanup()
 
