@@ -5,7 +5,8 @@ counter store, so replicas raise an alert once per key. Never raises on a delive
 # Every alert is one webhook:
 #   webhook_type "alert.triggered", object_type "alert",
 #   object {"alert_type": "budget.threshold", "triggered_at": "…", …the alert's fields}
-# Alert types in use: budget.threshold, budget.exceeded, spend.anomaly, credit.threshold.
+# Alert types in use: budget.threshold, budget.exceeded, spend.anomaly, credit.threshold,
+# provider.outage and provider.recovered (observability/breaker_alerts.py).
 
 from __future__ import annotations
 

@@ -204,6 +204,39 @@ async def test_concurrent_checks_admit_exactly_the_rpm(store: CounterStore) -> N
     assert sum(results) == 37
 
 
+async def test_concurrent_checks_admit_exactly_the_tokens_that_fit(store: CounterStore) -> None:
+    # 100 requests of 1,000 tokens at once on a 37,500 tpm: 37 fit, the 38th does not.
+    rl = limiter(store, {"id": "keys", "scope": "key", "tpm": 37_500})
+
+    async def attempt() -> bool:
+        try:
+            await rl.check(ALICE, "m", est_tokens=1000)
+        except RateLimitExceeded:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt() for _ in range(100)))
+    assert sum(results) == 37
+
+
+async def test_concurrent_checks_take_exactly_the_concurrency_slots(store: CounterStore) -> None:
+    rl = limiter(store, {"id": "team", "scope": "team", "max_concurrent": 7})
+    permits = []
+
+    async def attempt() -> bool:
+        try:
+            permits.append(await rl.check(ALICE, "m"))
+        except RateLimitExceeded:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt() for _ in range(50)))
+    assert sum(results) == 7
+    await asyncio.gather(*(p.finish() for p in permits))
+    again = await asyncio.gather(*(attempt() for _ in range(50)))
+    assert sum(again) == 7  # every slot came back, and no more
+
+
 @pytest.mark.parametrize(
     "section",
     [
