@@ -137,25 +137,31 @@ class CatalogPricer:
 
     # -- routing's CostEstimator ---------------------------------------------------
     def estimate(self, deployment: Deployment, request: RouteRequest) -> Decimal | None:
+        """None when the catalog cannot price this request on `deployment` (unknown model,
+        or a price that does not cover it, such as a token-priced model asked for images):
+        `cheapest` ranks it last and `max_price` leaves it out, the request goes on."""
         if request.now is None:
             return None
         price = self.price_for(deployment.catalog_model, request.now)
         if price is None:
             return None
         tier = billed_tier(price, deployment, request.priority)
-        if request.kind == "images":
-            return estimate_images_cost(
-                price,
-                request.images or 1,
-                request.image_size,
-                request.image_quality,
-                request.image_steps,
-                at=request.now,
-                tier=tier,
+        try:
+            if request.kind == "images":
+                return estimate_images_cost(
+                    price,
+                    request.images or 1,
+                    request.image_size,
+                    request.image_quality,
+                    request.image_steps,
+                    at=request.now,
+                    tier=tier,
+                )
+            return estimate_tokens_cost(
+                price, request.input_tokens, request.output_tokens, at=request.now, tier=tier
             )
-        return estimate_tokens_cost(
-            price, request.input_tokens, request.output_tokens, at=request.now, tier=tier
-        )
+        except FaregateError:  # UnpricedUsage: this price does not cover this request
+            return None
 
     # -- the pipeline's Pricer -----------------------------------------------------
     def estimate_call(self, call: Call) -> None:
