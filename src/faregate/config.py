@@ -56,6 +56,9 @@ class Deployment:
     # Catalog key used for provider cost; defaults to `model`.
     price_key: str | None = None
     timeout: float | None = None
+    # Requests / tokens per minute this deployment may take (shared across replicas).
+    rpm: int | None = None
+    tpm: int | None = None
 
     @property
     def catalog_model(self) -> str:
@@ -152,30 +155,76 @@ def _parse_provider(name: str, spec: Mapping[str, Any], env: Mapping[str, str]) 
     )
 
 
+DEPLOYMENT_KEYS = frozenset(
+    {
+        "id",
+        "provider",
+        "model",
+        "region",
+        "tier",
+        "weight",
+        "priority",
+        "max_input_tokens",
+        "max_output_tokens",
+        "price_key",
+        "timeout",
+        "rpm",
+        "tpm",
+    }
+)
+
+
+def _per_minute(group: str, spec: Mapping[str, Any], key: str) -> int | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"model {group!r}: deployment {key} must be a positive integer")
+    return value
+
+
+def _parse_deployment(
+    group: str, i: int, d: Mapping[str, Any], providers: Mapping[str, ProviderSettings]
+) -> Deployment:
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"model {group!r}: deployment {i} must be a mapping")
+    unknown = sorted(str(k) for k in set(d) - DEPLOYMENT_KEYS)
+    if unknown:
+        known = ", ".join(sorted(DEPLOYMENT_KEYS))
+        raise ConfigError(
+            f"model {group!r}: deployment {i} has unknown key(s) {', '.join(unknown)} "
+            f"(known: {known})"
+        )
+    if "provider" not in d:
+        raise ConfigError(f"model {group!r}: deployment {i} needs 'provider'")
+    provider = str(d["provider"])
+    if provider not in providers:
+        raise ConfigError(f"model {group!r}: unknown provider {provider!r}")
+    return Deployment(
+        id=str(d.get("id") or f"{group}/{provider}/{i}"),
+        group=group,
+        provider=provider,
+        model=str(d.get("model", group)),
+        wire=providers[provider].wire,
+        region=d.get("region"),
+        tier=d.get("tier"),
+        weight=float(d.get("weight", 1.0)),
+        priority=int(d.get("priority", i)),
+        max_input_tokens=d.get("max_input_tokens"),
+        max_output_tokens=d.get("max_output_tokens"),
+        price_key=d.get("price_key"),
+        timeout=d.get("timeout"),
+        rpm=_per_minute(group, d, "rpm"),
+        tpm=_per_minute(group, d, "tpm"),
+    )
+
+
 def _parse_group(spec: Mapping[str, Any], providers: Mapping[str, ProviderSettings]) -> ModelGroup:
     name = str(spec["name"])
-    deployments = []
-    for i, d in enumerate(spec.get("deployments") or []):
-        provider = str(d["provider"])
-        if provider not in providers:
-            raise ConfigError(f"model {name!r}: unknown provider {provider!r}")
-        deployments.append(
-            Deployment(
-                id=str(d.get("id") or f"{name}/{provider}/{i}"),
-                group=name,
-                provider=provider,
-                model=str(d.get("model", name)),
-                wire=providers[provider].wire,
-                region=d.get("region"),
-                tier=d.get("tier"),
-                weight=float(d.get("weight", 1.0)),
-                priority=int(d.get("priority", i)),
-                max_input_tokens=d.get("max_input_tokens"),
-                max_output_tokens=d.get("max_output_tokens"),
-                price_key=d.get("price_key"),
-                timeout=d.get("timeout"),
-            )
-        )
+    deployments = [
+        _parse_deployment(name, i, d, providers)
+        for i, d in enumerate(spec.get("deployments") or [])
+    ]
     if not deployments:
         raise ConfigError(f"model {name!r} has no deployments")
     known = {

@@ -31,7 +31,13 @@ async def readyz(request: web.Request) -> web.Response:
 async def deployments_health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.admin(bearer_key(request))
-    return json_response({"deployments": services.health.snapshot() if services.health else []})
+    rows = services.health.snapshot() if services.health else []
+    configured = services.router.deployments() if services.router is not None else {}
+    for row in rows:  # what the deployment is, next to how it is doing
+        d = configured.get(row["deployment"])
+        if d is not None:
+            row.update(model=d.group, provider=d.provider, region=d.region, rpm=d.rpm, tpm=d.tpm)
+    return json_response({"deployments": rows})
 
 
 def add_routes(app: web.Application) -> None:

@@ -3,6 +3,7 @@ and policy stages from Settings, in-process or on Redis, and hands back a Gatewa
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from faregate.providers.base import Provider
 from faregate.routing.breaker import BreakerPolicy
 from faregate.routing.failover import call_with_failover
 from faregate.routing.health import HealthRegistry
+from faregate.routing.limits import DeploymentLimits
 from faregate.routing.router import Router
 from faregate.store.counters import MemoryCounterStore
 from faregate.wallets.assembly import build_wallets
@@ -190,6 +192,14 @@ async def _hold_sweeper(settings: Settings, store: Any, closers: list[Any]) -> P
     return sweeper
 
 
+def _failover(settings: Settings, store: Any) -> Callable[..., Awaitable[Any]]:
+    """call_with_failover, counting deployments' rpm / tpm in `store` when any declares one."""
+    deployments = (d for g in settings.models.values() for d in g.deployments)
+    if not any(d.rpm is not None or d.tpm is not None for d in deployments):
+        return call_with_failover
+    return functools.partial(call_with_failover, limits=DeploymentLimits(store))
+
+
 def breaker_policy(settings: Settings) -> BreakerPolicy:
     """`routing.breaker` in the configuration; unset fields keep BreakerPolicy's defaults."""
     raw = settings.section("routing").get("breaker") or {}
@@ -249,7 +259,7 @@ async def assemble_gateway(
         upstreams=upstreams,
         pricer=gateway_pricer,
         meter=_NoMeter(),
-        failover=call_with_failover,
+        failover=_failover(settings, store),
         health=health,
         stages=stages,
         cache=cache,

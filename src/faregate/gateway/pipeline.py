@@ -119,6 +119,7 @@ class Gateway:
             max_attempts=self.max_attempts,
             context_plan=self.router.context_plan(group, route),
             first_chunk=first_chunk,
+            tokens=route.input_tokens + route.output_tokens,  # for deployments' tpm
         )
         call.deployment = outcome.deployment
         call.attempts = outcome.attempts

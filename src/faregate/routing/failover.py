@@ -15,6 +15,7 @@ from faregate.config import Deployment
 from faregate.errors import FaregateError, UpstreamTimeout
 from faregate.providers.base import ProviderError
 from faregate.routing.errors import NoHealthyDeployment
+from faregate.routing.limits import DeploymentLimitReached, DeploymentLimits
 
 T = TypeVar("T")
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
@@ -72,6 +73,8 @@ async def call_with_failover(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     first_chunk: bool = False,
+    limits: DeploymentLimits | None = None,
+    tokens: int = 0,
 ) -> Attempted[T]:
     """Call `attempt` on the plan's deployments until one succeeds.
 
@@ -88,6 +91,8 @@ async def call_with_failover(
     - `first_chunk=True` records the attempt's duration as time to first token, not
       latency, and leaves the verdict on the deployment that answered to the caller; see
       `connect_stream_with_failover`.
+    - With `limits`, a deployment at its `rpm` / `tpm` (the call counting `tokens`) is
+      skipped like one cooling down; when every one is, 429 DeploymentLimitReached.
     """
     run = _Failover(
         attempt,
@@ -100,6 +105,8 @@ async def call_with_failover(
         first_chunk,
         backoff_base,
         backoff_max,
+        limits,
+        tokens,
     )
     candidates, switched = list(plan), False
     while True:
@@ -168,12 +175,17 @@ class _Failover(Generic[T]):
         first_chunk: bool,
         backoff_base: float,
         backoff_max: float,
+        limits: DeploymentLimits | None,
+        tokens: int,
     ) -> None:
         self.attempt, self.health, self.deadline, self.limit = attempt, health, deadline, limit
         self.rng, self.clock, self.sleep, self.first_chunk = rng, clock, sleep, first_chunk
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.limits, self.tokens = limits, tokens
         self.attempts = 0
         self.errors: list[FailedAttempt] = []
+        # deployment id -> clock time it fits its rpm / tpm again (skipped until then)
+        self.limited: dict[str, float] = {}
 
     async def until_success(self, candidates: list[Deployment]) -> Attempted[T]:
         rounds = 0
@@ -190,6 +202,8 @@ class _Failover(Generic[T]):
                 break
             if not self.health.try_acquire(deployment.id):
                 continue  # opened, cooling down, or another request holds the probe
+            if self.limits is not None and not await self._admitted(deployment):
+                continue
             self.attempts += 1
             started = self.clock()
             try:
@@ -201,6 +215,18 @@ class _Failover(Generic[T]):
                 continue
             return Attempted(result, deployment, self.attempts, self.errors)
         return None
+
+    async def _admitted(self, deployment: Deployment) -> bool:
+        wait = await self.limits.admit(deployment, self.tokens) if self.limits else 0.0
+        if wait:
+            self.health.release(deployment.id)  # a probe slot taken for nothing
+            self.limited[deployment.id] = self.clock() + wait
+        return not wait
+
+    def _wait(self, deployment: Deployment) -> float:
+        """Seconds until `deployment` may be tried: health's view, or its rate limit."""
+        rate = self.limited.get(deployment.id, 0.0) - self.clock()
+        return max(self.health.available_in(deployment.id), rate, 0.0)
 
     async def _one(self, deployment: Deployment) -> T:
         remaining = self.deadline - self.clock()
@@ -247,7 +273,7 @@ class _Failover(Generic[T]):
             self._give_up(candidates, 0.0)
         last = self.errors[-1].error if self.errors else None
         retry_after = getattr(last, "retry_after", None) or 0.0
-        soonest = min(self.health.available_in(d.id) for d in candidates)
+        soonest = min(self._wait(d) for d in candidates)
         if soonest > max(self.backoff_max, retry_after):
             self._give_up(candidates, soonest)
         cap = min(self.backoff_max, self.backoff_base * 2 ** (rounds - 1))
@@ -260,4 +286,6 @@ class _Failover(Generic[T]):
         if self.errors:
             raise self.errors[-1].error
         group = candidates[0].group if candidates else "this model"
+        if self.limited:
+            raise DeploymentLimitReached(group, soonest)
         raise NoHealthyDeployment(group, soonest)

@@ -92,6 +92,10 @@ class Router:
         fixed = self._fixed_reach.get(group.name)
         return list(fixed) if fixed is not None else self._reach(group, request)
 
+    def deployments(self) -> dict[str, Deployment]:
+        """Every configured deployment by id."""
+        return {d.id: d for g in self._groups.values() for d in g.deployments}
+
     def experiment_arm(self, deployment: Deployment) -> Assignment | None:
         """The A/B arm a request belongs to, given the deployment that actually served it."""
         return self._arms.get(deployment.id)
