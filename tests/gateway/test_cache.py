@@ -43,6 +43,18 @@ async def _post(
         return dict(r.headers), await r.read()
 
 
+def _events(raw: bytes) -> list[bytes]:
+    """A stream's lines without its SSE comments (the cost block at its end)."""
+    return [line for line in raw.split(b"\n") if not line.startswith(b":")]
+
+
+def _comment(raw: bytes, name: str) -> Decimal:
+    prefix = f": {name} ".encode()
+    return Decimal(
+        next(line for line in raw.split(b"\n") if line.startswith(prefix))[len(prefix) :].decode()
+    )
+
+
 async def test_identical_requests_are_answered_from_the_cache(
     tmp_path: Path, mock: MockServer
 ) -> None:
@@ -65,7 +77,10 @@ async def test_identical_requests_are_answered_from_the_cache(
         stream = {**BODY, "stream": True}
         _, streamed = await _post(gw.url, gw.key, stream)
         _, replayed = await _post(gw.url, gw.key, stream)
-        assert replayed == streamed and mock.stats.requests == 2
+        assert _events(replayed) == _events(streamed) and mock.stats.requests == 2
+        # Only the closing cost comment differs: a hit is billed its share of the price.
+        price = _comment(streamed, "x-faregate-price") * Decimal("0.1")
+        assert _comment(replayed, "x-faregate-price") == price
 
         await _post(gw.url, gw.key, BODY, {"Cache-Control": "no-cache"})
         assert mock.stats.requests == 3

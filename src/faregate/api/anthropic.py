@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from faregate.api import anthropic_wire, validate
-from faregate.api.common import REQUEST_ID, json_response
+from faregate.api.common import REQUEST_ID, cost_comment, json_response
 from faregate.api.openai import begin_call
 from faregate.errors import FaregateError
 from faregate.gateway.call import Call
@@ -70,11 +70,14 @@ async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamR
             for name, data in translator.feed(chunk):
                 await response.write(_event(name, data))
             chunk = await anext(chunks, None)
-        for name, data in translator.finish(call.usage, call.scratch.get("finish_reason")):
+        *events, last = translator.finish(call.usage, call.scratch.get("finish_reason"))
+        for name, data in events:
             await response.write(_event(name, data))
+        await response.write(cost_comment(call.cost, call.price, call.attempts) + _event(*last))
     except FaregateError as err:
         await response.write(
-            _event("error", anthropic_wire.error_body(err.status, err.message, err.code))
+            cost_comment(call.cost, call.price, call.attempts)
+            + _event("error", anthropic_wire.error_body(err.status, err.message, err.code))
         )
     except (ConnectionResetError, OSError):
         pass

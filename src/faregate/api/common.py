@@ -54,3 +54,14 @@ def json_response(
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
     )
+
+
+def cost_comment(cost: Any, price: Any, attempts: int) -> bytes:
+    """A stream's cost, price and attempts as one SSE comment block, sent before the stream's
+    last event: its headers left before they were known, and every SSE client (the openai
+    and anthropic SDKs included) skips lines that start with ':'."""
+    return (
+        f": x-faregate-cost {format(cost, 'f')}\n"
+        f": x-faregate-price {format(price, 'f')}\n"
+        f": x-faregate-attempts {attempts}\n\n"
+    ).encode()

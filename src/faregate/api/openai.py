@@ -13,6 +13,7 @@ from faregate.api import validate
 from faregate.api.common import (
     REQUEST_ID,
     bearer_key,
+    cost_comment,
     json_response,
     new_request_id,
     read_json_object,
@@ -78,6 +79,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return json_response(result.body, headers=call.response_headers)
 
 
+def _cost(call: Call) -> bytes:
+    return cost_comment(call.cost, call.price, call.attempts)
+
+
 def _sse(chunk: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
@@ -107,10 +112,10 @@ async def _stream_chat(request: web.Request, services: Services, call: Call) -> 
                 await response.write(b"".join(pending))
                 pending.clear()
             chunk = await anext(chunks, None)
-        pending.append(_DONE)
+        pending += [_cost(call), _DONE]
         await response.write(b"".join(pending))
     except FaregateError as err:  # the upstream failed mid-stream: end with an error event
-        pending += [_sse(err.body()), _DONE]
+        pending += [_sse(err.body()), _cost(call), _DONE]
         await response.write(b"".join(pending))
     except (ConnectionResetError, OSError):
         pass  # the client went away; closing the generator cancels the upstream call
