@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 
 from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
-from tests.gateway.conftest import start_gateway
+from tests.gateway.conftest import Running, start_gateway
 
 BODY = {"model": "flaky", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -84,5 +85,91 @@ async def test_a_stream_that_breaks_after_its_first_chunk_ends_with_an_error_eve
         error = orjson.loads(events[-2])["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert mock.stats.requests_for(deployment="backup") == 0  # not retried after the first byte
+    finally:
+        await gw.runner.cleanup()
+
+
+async def _post(gw: Running, body: dict[str, Any], path: str = "/v1/chat/completions") -> Any:
+    headers = {"Authorization": f"Bearer {gw.key}", "x-api-key": gw.key}
+    async with aiohttp.ClientSession() as s, s.post(gw.url + path, json=body, headers=headers) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+async def _flaky(tmp_path: Path, mock: MockServer, primary: MockBehaviour) -> Running:
+    mock.config.deployments["primary"] = primary
+    return await start_gateway(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, _flaky_group(mock.url)
+    )
+
+
+async def test_a_400_from_the_primary_is_returned_and_never_tried_on_the_backup(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await _flaky(tmp_path, mock, MockBehaviour(bad_request_rate=1.0))
+    try:
+        status, _, raw = await _post(gw, BODY)
+        assert status == 400
+        assert orjson.loads(raw)["error"]["type"] == "invalid_request_error"
+        assert mock.stats.requests_for(deployment="primary") == 1
+        assert mock.stats.requests_for(deployment="backup") == 0
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_a_401_from_the_primary_is_a_502_for_the_client_and_never_tried_on_the_backup(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await _flaky(tmp_path, mock, MockBehaviour(require_key="the-right-key"))
+    try:
+        status, _, raw = await _post(gw, BODY)
+        # The client's own key was fine: the gateway's provider credentials were not.
+        assert status == 502
+        error = orjson.loads(raw)["error"]
+        assert error["code"] == "upstream_auth_error" and "the-right-key" not in raw.decode()
+        assert mock.stats.requests_for(deployment="primary") == 1
+        assert mock.stats.requests_for(deployment="backup") == 0
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_a_context_length_error_switches_to_the_larger_window_group(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    mock.config.deployments["primary"] = MockBehaviour(context_window=50)
+    config = _flaky_group(mock.url)
+    config["models"][0]["context_window_fallbacks"] = ["gpt-4o-mini"]
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, config)
+    try:
+        short = {**BODY, "messages": [{"role": "user", "content": "short"}]}
+        status, headers, _ = await _post(gw, short)
+        assert (status, headers["x-faregate-deployment"]) == (200, "flaky/primary/0")
+        long = {**BODY, "messages": [{"role": "user", "content": "x" * 400}]}  # ~104 tokens
+        status, headers, raw = await _post(gw, long)
+        assert status == 200, raw
+        assert headers["x-faregate-deployment"] == "gpt-4o-mini/openai/0"
+        assert headers["x-faregate-attempts"] == "2"
+        assert mock.stats.requests_for(deployment="primary") == 2
+        assert mock.stats.requests_for(deployment="backup") == 0  # not a retryable failure
+        assert mock.stats.requests_for(deployment="openai") == 1
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_an_anthropic_stream_that_breaks_after_its_first_chunk_ends_with_an_error_event(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    gw = await _flaky(tmp_path, mock, MockBehaviour(disconnect_after_chunks=3))
+    try:
+        body = {**BODY, "stream": True}
+        status, _, raw = await _post(gw, body, "/v1/messages")
+        assert status == 200
+        blocks = [b for b in raw.decode().split("\n\n") if b.startswith("event: ")]
+        names = [block.split("\n")[0][len("event: ") :] for block in blocks]
+        assert names[0] == "message_start" and names[-1] == "error"
+        assert "message_stop" not in names
+        error = orjson.loads(blocks[-1].split("\n")[1][len("data: ") :])
+        assert error["type"] == "error"
+        assert set(error["error"]) == {"type", "message"} and error["error"]["message"]
+        assert mock.stats.requests_for(deployment="backup") == 0  # not retried after a byte
     finally:
         await gw.runner.cleanup()

@@ -180,10 +180,18 @@ async def test_a_half_open_probe_that_fails_opens_the_breaker_again(
         await gw.runner.cleanup()
 
 
+@pytest.mark.parametrize("with_ms", [True, False], ids=["retry-after-ms", "retry-after-only"])
 async def test_a_429_with_retry_after_2_keeps_traffic_off_that_deployment_for_2_seconds(
-    tmp_path: Path, mock: MockServer, clock: Clock, session: aiohttp.ClientSession
+    tmp_path: Path,
+    mock: MockServer,
+    clock: Clock,
+    session: aiohttp.ClientSession,
+    with_ms: bool,
 ) -> None:
-    mock.config.deployments[PRIMARY] = MockBehaviour(rate_limit_rate=1.0, retry_after=2)
+    # Without `retry-after-ms` the plain `Retry-After: 2` header alone must be honoured.
+    mock.config.deployments[PRIMARY] = MockBehaviour(
+        rate_limit_rate=1.0, retry_after=2, retry_after_ms=with_ms
+    )
     gw = await _start(tmp_path, mock, clock)
     try:
         status, headers, _ = await _chat(session, gw)

@@ -76,6 +76,23 @@ async def test_openai_errors_have_openai_shape_and_429_carries_retry_after(
         assert (await resp.json())["error"]["type"] == "server_error"
 
 
+async def test_a_429_can_leave_out_retry_after_ms_and_a_400_fault_is_a_bad_request(
+    mock: MockServer, http: aiohttp.ClientSession
+) -> None:
+    mock.config.default = MockBehaviour(rate_limit_rate=1.0, retry_after=2, retry_after_ms=False)
+    async with http.post(mock.url + "/v1/chat/completions", json=CHAT) as resp:
+        assert resp.status == 429 and resp.headers["Retry-After"] == "2"
+        assert "retry-after-ms" not in resp.headers
+    mock.config.default = MockBehaviour(bad_request_rate=1.0)
+    async with http.post(mock.url + "/v1/chat/completions", json=CHAT) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["type"] == "invalid_request_error"
+    mock.config.default = MockBehaviour(context_window=3)
+    async with http.post(mock.url + "/v1/chat/completions", json=CHAT) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "context_length_exceeded"
+
+
 async def test_sdk_sees_rate_limit_error_with_retry_after(
     mock: MockServer, openai_client: openai.AsyncOpenAI
 ) -> None:

@@ -14,7 +14,8 @@ fields come from the default behaviour). The GET routes are never faulted and ne
 
 Faults, per request and in this order: `hang`; `require_key` (each provider's own header
 and error); then one seeded draw picks 500/503 (Anthropic 500/529) for `error_rate`, 429
-with Retry-After for `rate_limit_rate`, or a 200 truncated body for `malformed_rate`.
+with Retry-After for `rate_limit_rate` (and `retry-after-ms` unless `retry_after_ms: false`),
+a 200 truncated body for `malformed_rate`, or a 400 for `bad_request_rate`.
 Streams drop the connection after `disconnect_after_chunks` events.
 
 Usage is deterministic and identical streamed or not. Input tokens: `count_tokens(text) =
@@ -28,7 +29,8 @@ output thinking (OpenAI `reasoning_tokens`; Gemini `thoughtsTokenCount`, outside
 `candidatesTokenCount`) and show the other half as text. Prompts over 1024 tokens report
 1024 cached (OpenAI `cached_tokens`; Anthropic `cache_read_input_tokens`, outside
 `input_tokens`; Gemini `cachedContentTokenCount`). Prompt text containing
-"context_length_exceeded" is refused with each provider's context-window error (400).
+"context_length_exceeded" is refused with each provider's context-window error (400), and
+so is an OpenAI chat prompt above the deployment's `context_window` tokens, when set.
 
 Tools: when tools are offered and the user spoke last (not a tool result), the reply is one
 call to the first (or the forced) tool, with placeholder values for the schema's required

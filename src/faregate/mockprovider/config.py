@@ -11,7 +11,7 @@ from typing import Any
 
 DEFAULT_DEPLOYMENT = "default"
 
-_RATES = ("error_rate", "rate_limit_rate", "malformed_rate")
+_RATES = ("error_rate", "rate_limit_rate", "malformed_rate", "bad_request_rate")
 _DELAYS = ("ttft", "chunk_delay", "latency", "retry_after")
 
 
@@ -19,7 +19,10 @@ _DELAYS = ("ttft", "chunk_delay", "latency", "retry_after")
 class MockBehaviour:
     """One deployment's behaviour.
 
-    Rates are shares of requests in [0, 1] and together at most 1. A non-streaming reply
+    Rates are shares of requests in [0, 1] and together at most 1. `bad_request_rate`
+    answers 400 (a non-retryable refusal); `retry_after_ms: false` leaves `retry-after-ms`
+    out of a 429, so only the `Retry-After` header (whole seconds) says how long to wait.
+    `context_window` makes OpenAI chat refuse longer prompts with `context_length_exceeded`. A non-streaming reply
     waits `latency` when set, else `ttft + chunk_delay * output tokens` (when a stream of
     the same reply would have finished).
     """
@@ -31,21 +34,26 @@ class MockBehaviour:
     error_rate: float = 0.0
     rate_limit_rate: float = 0.0
     retry_after: float = 1.0
+    retry_after_ms: bool = True
+    bad_request_rate: float = 0.0
     hang: bool = False
     disconnect_after_chunks: int | None = None
     malformed_rate: float = 0.0
     require_key: str | None = None
+    context_window: int | None = None
 
     def __post_init__(self) -> None:
         for name in _RATES:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-        if self.error_rate + self.rate_limit_rate + self.malformed_rate > 1.0 + 1e-9:
-            raise ValueError("error_rate + rate_limit_rate + malformed_rate must be at most 1")
+        if sum(getattr(self, name) for name in _RATES) > 1.0 + 1e-9:
+            raise ValueError(f"{' + '.join(_RATES)} must be at most 1")
         for name in _DELAYS:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.context_window is not None and self.context_window < 1:
+            raise ValueError("context_window must be at least 1")
         if self.output_tokens < 1:
             raise ValueError("output_tokens must be at least 1")
         if self.disconnect_after_chunks is not None and self.disconnect_after_chunks < 0:
@@ -53,7 +61,7 @@ class MockBehaviour:
 
     @property
     def fault_free(self) -> bool:
-        return not (self.error_rate or self.rate_limit_rate or self.malformed_rate)
+        return not any(getattr(self, name) for name in _RATES)
 
     def full_reply_delay(self, chunks: int) -> float:
         """Seconds a non-streaming reply of `chunks` output tokens waits before answering."""
@@ -76,15 +84,15 @@ class MockBehaviour:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name in ("output_tokens", "disconnect_after_chunks"):
-        if value is None and name == "disconnect_after_chunks":
+    if name in ("output_tokens", "disconnect_after_chunks", "context_window"):
+        if value is None and name != "output_tokens":
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an integer")
         return value
-    if name == "hang":
+    if name in ("hang", "retry_after_ms"):
         if not isinstance(value, bool):
-            raise ValueError("hang must be true or false")
+            raise ValueError(f"{name} must be true or false")
         return value
     if name == "require_key":
         if value is not None and not isinstance(value, str):

@@ -30,6 +30,7 @@ class MockError(Exception):
         code: str | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        retry_after_ms: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -37,6 +38,7 @@ class MockError(Exception):
         self.code = code
         self.param = param
         self.retry_after = retry_after
+        self.retry_after_ms = retry_after_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,7 @@ class Dialect:
         headers = {}
         if error.retry_after is not None:
             headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-            if self.name != "google":
+            if self.name != "google" and error.retry_after_ms:
                 headers["retry-after-ms"] = str(round(error.retry_after * 1000))
         return web.Response(
             status=error.status,
@@ -66,7 +68,13 @@ class Dialect:
         status, message = self.messages[fault]
         retry_after = behaviour.retry_after if fault is Fault.RATE_LIMIT else None
         code = "rate_limit_exceeded" if fault is Fault.RATE_LIMIT else None
-        return MockError(status, message, code=code, retry_after=retry_after)
+        return MockError(
+            status,
+            message,
+            code=code,
+            retry_after=retry_after,
+            retry_after_ms=behaviour.retry_after_ms,
+        )
 
     def malformed_response(self, streaming: bool) -> web.Response:
         if streaming:
@@ -110,6 +118,7 @@ OPENAI = Dialect(
         Fault.SERVER_ERROR: (500, "The server had an error while processing your request."),
         Fault.UNAVAILABLE: (503, "The server is overloaded or not ready yet."),
         Fault.RATE_LIMIT: (429, "Rate limit reached for requests. Please try again later."),
+        Fault.BAD_REQUEST: (400, "Invalid value for 'messages': the request was refused."),
     },
     truncated_json=b'{"id":"chatcmpl-mock","object":"chat.completion","created":17',
     truncated_sse=b'data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","cho\n\n',
@@ -149,6 +158,7 @@ ANTHROPIC = Dialect(
         Fault.SERVER_ERROR: (500, "Internal server error"),
         Fault.UNAVAILABLE: (529, "Overloaded"),
         Fault.RATE_LIMIT: (429, "Number of requests has exceeded your rate limit."),
+        Fault.BAD_REQUEST: (400, "messages: the request was refused."),
     },
     truncated_json=b'{"id":"msg_mock","type":"message","role":"assist',
     truncated_sse=b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_\n\n',
@@ -199,6 +209,7 @@ GOOGLE = Dialect(
         Fault.SERVER_ERROR: (500, "An internal error has occurred. Please retry."),
         Fault.UNAVAILABLE: (503, "The model is overloaded. Please try again later."),
         Fault.RATE_LIMIT: (429, "Resource has been exhausted (e.g. check quota)."),
+        Fault.BAD_REQUEST: (400, "Request contains an invalid argument."),
     },
     truncated_json=b'{"candidates":[{"content":{"parts":[{"text":"Lor',
     truncated_sse=b'data: {"candidates":[{"content":{"parts":[{"te\n\n',

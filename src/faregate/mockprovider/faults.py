@@ -18,6 +18,7 @@ class Fault(enum.Enum):
     UNAVAILABLE = "unavailable"  # 503 (Anthropic: 529 overloaded)
     RATE_LIMIT = "rate_limit"  # 429 with Retry-After
     MALFORMED = "malformed"  # 200 with a truncated body
+    BAD_REQUEST = "bad_request"  # 400, not worth retrying anywhere
 
 
 class FaultDice:
@@ -48,4 +49,7 @@ class FaultDice:
         draw -= behaviour.rate_limit_rate
         if draw < behaviour.malformed_rate:
             return Fault.MALFORMED
+        draw -= behaviour.malformed_rate
+        if draw < behaviour.bad_request_rate:
+            return Fault.BAD_REQUEST
         return Fault.NONE

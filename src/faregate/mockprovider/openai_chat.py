@@ -39,6 +39,9 @@ _ARG_PIECE = 8
 
 async def chat_completions(call: Call) -> web.StreamResponse:
     ask = parse_chat(call.body)
+    window = call.behaviour.context_window
+    if window is not None and ask.prompt_tokens > window:
+        raise _context_error(window, ask.prompt_tokens)
     reply = plan_reply(ask, call.behaviour.output_tokens)
     if call.body.get("stream") is True:
         options = checks.mapping(call.body.get("stream_options"), "stream_options")
@@ -58,6 +61,16 @@ async def chat_completions(call: Call) -> web.StreamResponse:
     )
 
 
+def _context_error(window: int, tokens: int) -> MockError:
+    return MockError(
+        400,
+        f"This model's maximum context length is {window} tokens. However, your messages "
+        f"resulted in {tokens} tokens. Please reduce the length of the messages.",
+        code="context_length_exceeded",
+        param="messages",
+    )
+
+
 def parse_chat(body: Mapping[str, Any]) -> Ask:
     model = checks.required_str(body, "model")
     messages = checks.required_list(body, "messages")
@@ -68,13 +81,7 @@ def parse_chat(body: Mapping[str, Any]) -> Ask:
         tally.message(_message_text(message, tally))
     tools = _tools(body.get("tools"), tally)
     if tally.overflow:
-        raise MockError(
-            400,
-            f"This model's maximum context length is 128000 tokens. However, your messages "
-            f"resulted in {tally.tokens + 128000} tokens. Please reduce the length of the messages.",
-            code="context_length_exceeded",
-            param="messages",
-        )
+        raise _context_error(128000, tally.tokens + 128000)
     max_tokens = checks.optional_int(body, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = checks.optional_int(body, "max_tokens")
