@@ -44,9 +44,12 @@ async def test_a_primary_failing_30_percent_loses_no_request(
     tmp_path: Path, mock: MockServer
 ) -> None:
     mock.config.deployments["primary"] = MockBehaviour(error_rate=0.3)
-    gw = await start_gateway(
-        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, _flaky_group(mock.url)
-    )
+    config = _flaky_group(mock.url)
+    # A breaker that never opens here, so every one of the 1,000 requests tries the failing
+    # primary first and the backup serves exactly its failures: failover, not a breaker that
+    # opened half-way, keeps every request whole.
+    config["routing"] = {"breaker": {"failure_threshold": 100_000, "min_requests": 100_000}}
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, config)
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gw.key}"}) as s:
             sem = asyncio.Semaphore(32)
@@ -58,8 +61,11 @@ async def test_a_primary_failing_30_percent_loses_no_request(
 
             results = await asyncio.gather(*(one() for _ in range(1000)))
         assert [status for status, _ in results].count(200) == 1000
-        assert any(attempts != "1" for _, attempts in results)  # fallbacks did happen
-        assert mock.stats.requests_for(deployment="backup") > 0
+        failed_over = [attempts for _, attempts in results].count("2")
+        assert mock.stats.requests_for(deployment="primary") == 1000  # it took every request
+        assert mock.stats.requests_for(deployment="backup") == failed_over
+        assert 240 <= failed_over <= 360  # the primary's ~30 % failures, all of them saved
+        assert [attempts for _, attempts in results].count("1") == 1000 - failed_over
     finally:
         await gw.runner.cleanup()
 
