@@ -38,7 +38,7 @@ class LowestLatency:
         seen.sort(key=lambda pair: (pair[0], pair[1].priority))
         if len(seen) >= 2:
             a, b = seen[0][0], seen[1][0]
-            # Power of two choices between the two best, weighted by speed: near-equal
+            # The lead is drawn between the two fastest, weighted by speed: near-equal
             # deployments share traffic, a much faster one takes nearly all of it.
             p_second = a / (a + b) if a + b > 0 else 0.5
             if ctx.rng.random() < p_second:
