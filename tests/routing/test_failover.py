@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -14,7 +15,9 @@ from faregate.routing.base import RouteRequest
 from faregate.routing.errors import NoHealthyDeployment
 from faregate.routing.failover import call_with_failover, connect_stream_with_failover
 from faregate.routing.health import HealthRegistry
+from faregate.routing.limits import DeploymentLimitReached, DeploymentLimits
 from faregate.routing.router import Router
+from faregate.store.counters import MemoryCounterStore
 
 from .fakes import FakeClock, dep, group, groups
 
@@ -354,3 +357,44 @@ async def test_cancelled_probe_gives_its_slot_back() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert health.try_acquire("a")
+
+
+async def test_a_deployment_at_its_rpm_is_skipped_and_a_short_wait_is_waited_out() -> None:
+    health, limits = HealthRegistry(), DeploymentLimits(MemoryCounterStore(), window_s=0.3)
+    limited = dataclasses.replace(dep("a"), rpm=1)
+    calls: list[str] = []
+
+    async def attempt(d: Deployment) -> str:
+        calls.append(d.id)
+        return d.id
+
+    plan = [limited, dep("b")]
+    first = await call_with_failover(plan, attempt, health=health, deadline=soon(), limits=limits)
+    second = await call_with_failover(plan, attempt, health=health, deadline=soon(), limits=limits)
+    assert (first.result, second.result, second.attempts) == ("a", "b", 1)
+    # Alone, the limited deployment is tried again once its 0.3 s window refilled.
+    started = time.monotonic()
+    third = await call_with_failover(
+        [limited], attempt, health=health, deadline=soon(), limits=limits
+    )
+    assert third.result == "a" and 0.2 <= time.monotonic() - started < 1.0
+    assert calls == ["a", "b", "a"]
+
+
+async def test_every_deployment_at_its_limit_for_long_is_a_429_with_retry_after() -> None:
+    limits = DeploymentLimits(MemoryCounterStore())  # rpm 1 a minute: refills in 60 s
+    plan = [dataclasses.replace(dep("a"), rpm=1), dataclasses.replace(dep("b"), tpm=100)]
+
+    async def attempt(d: Deployment) -> str:
+        return d.id
+
+    health = HealthRegistry()
+    for one in plan:  # a takes its one request; b a call bigger than its tpm, counted as 100
+        await call_with_failover(
+            [one], attempt, health=health, deadline=soon(), limits=limits, tokens=500
+        )
+    with pytest.raises(DeploymentLimitReached) as caught:
+        await call_with_failover(
+            plan, attempt, health=health, deadline=soon(), limits=limits, tokens=500
+        )
+    assert caught.value.status == 429 and 55 <= caught.value.retry_after <= 60
