@@ -42,7 +42,10 @@ class MemoryCounterStore:
     ) -> None:
         self._clock = clock
         self._rates: dict[str, tuple[int, int, int]] = {}  # key -> (t_ms, debt, limit)
-        self._leases: dict[str, dict[str, int]] = {}
+        self._leases: dict[str, dict[str, int]] = {}  # key -> lease id -> expiry (ms)
+        # key -> no lease of it expires before this (ms): a lookup skips the expiry scan
+        # until then, instead of walking every in-flight lease on every request.
+        self._lease_scan_at: dict[str, int] = {}
         self._ints: dict[str, tuple[int, int | None]] = {}
         self._holds = HoldBook()
         self.cache = ByteLRU(cache_max_entries, cache_max_bytes)
@@ -97,9 +100,10 @@ class MemoryCounterStore:
             for spec in specs:
                 self._store_debt(spec.key, debts[spec.key], spec.limit, now_ms)
             for lease in leases:
-                self._leases.setdefault(lease.key, {})[lease.lease_id] = now_ms + math.ceil(
-                    lease.ttl_s * 1000
-                )
+                expires = now_ms + math.ceil(lease.ttl_s * 1000)
+                self._leases.setdefault(lease.key, {})[lease.lease_id] = expires
+                if expires < self._lease_scan_at.get(lease.key, expires + 1):
+                    self._lease_scan_at[lease.key] = expires
             rates = [_result(s, d) for s, d in zip(specs, decisions, strict=True)]
             return Admission(tuple(rates), free)
         # Refused: consume nothing. Each verdict stays as judged in order (a repeated key
@@ -128,8 +132,11 @@ class MemoryCounterStore:
 
     def _live_leases(self, key: str, now_ms: int) -> dict[str, int]:
         leases = self._leases.get(key, {})
-        for lease_id in [k for k, exp in leases.items() if exp <= now_ms]:
-            del leases[lease_id]
+        if leases and now_ms >= self._lease_scan_at.get(key, now_ms):
+            for lease_id in [k for k, exp in leases.items() if exp <= now_ms]:
+                del leases[lease_id]
+            if leases:
+                self._lease_scan_at[key] = min(leases.values())
         return leases
 
     def _free_slots(self, leases: Sequence[LeaseSpec], now_ms: int) -> tuple[bool, ...]:
@@ -157,6 +164,7 @@ class MemoryCounterStore:
             leases.pop(lease_id, None)
             if not leases:
                 del self._leases[key]
+                self._lease_scan_at.pop(key, None)
 
     async def in_flight(self, key: str, now: float | None = None) -> int:
         return len(self._live_leases(key, self._now_ms(now)))
@@ -196,6 +204,7 @@ class MemoryCounterStore:
         for key in list(self._leases):
             if not self._live_leases(key, now_ms):
                 del self._leases[key]
+                self._lease_scan_at.pop(key, None)
         # A drained rate state equals an absent one.
         drained = [
             k for k, (t, d, lim) in self._rates.items() if gcra.drain(t, d, now_ms, lim)[1] == 0
