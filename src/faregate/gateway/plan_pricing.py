@@ -61,6 +61,8 @@ TEMPLATES = 256  # kinds of request whose worst-case buckets are kept per subscr
 CHECK_S = 1.0  # a subscription's status and plan are looked up again after this long
 Unflushed = Callable[[str], Sequence[dict[str, Any]]]
 _SCRATCH = "plan_price"
+# call.scratch key: the external id of the subscription whose plan priced the call.
+PRICED_BY = "priced_by"
 
 
 def _fingerprint(found: tuple[dict[str, Any], dict[str, Any] | None] | None) -> Any:
@@ -275,6 +277,7 @@ class PlanPrices:
             )
             return None
         state.running = priced.running
+        call.scratch[PRICED_BY] = state.billed.subscription.external_id
         return priced.amount
 
 

@@ -5,7 +5,8 @@ exactly once whatever happened. Customers without a wallet (pay in arrears) are 
 
 The price is the call's customer price: on a plan, the marginal fee the request adds to its
 subscription's period (gateway/plan_pricing.py), so the debits of a period telescope to the
-invoice; otherwise provider cost x markup. The worst case is `call.est_price`, which covers
+invoice, and the post names that subscription (its invoice applies the credits); otherwise
+provider cost x markup. The worst case is `call.est_price`, which covers
 both (images: n x size x quality x steps)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from decimal import Decimal
 
 from faregate.errors import InsufficientCredits
 from faregate.gateway.call import Call
+from faregate.gateway.plan_pricing import PRICED_BY
 from faregate.money import to_nanos
 from faregate.wallets.runtime import Account, WalletRuntime
 
@@ -45,4 +47,11 @@ class WalletStage:
         account, amount = held
         # No usage and no price: nothing was consumed (an error before any output); release.
         actual = to_nanos(call.price) if call.usage is not None or call.price else None
-        await self._runtime.finish(account, call.request_id, amount, actual, at=call.created_at)
+        await self._runtime.finish(
+            account,
+            call.request_id,
+            amount,
+            actual,
+            at=call.created_at,
+            subscription_id=call.scratch.get(PRICED_BY),
+        )

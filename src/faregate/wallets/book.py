@@ -62,6 +62,7 @@ class HoldBook(Protocol):
         held: int,
         actual: int | None,
         at: datetime | None = None,
+        subscription_id: str | None = None,
     ) -> Snapshot | None:
         """Post `actual` (None: release) and drop the hold; the wallet's state after it, only
         for the call that finished it (None otherwise: a second post or release changes
@@ -133,6 +134,7 @@ class MemoryHoldBook:
         held: int,
         actual: int | None,
         at: datetime | None = None,
+        subscription_id: str | None = None,
     ) -> Snapshot | None:
         record = self._holds.pop(hold_id, None)
         if record is None:

@@ -149,6 +149,7 @@ class RedisHoldBook:
         held: int,
         actual: int | None,
         at: datetime | None = None,
+        subscription_id: str | None = None,
     ) -> Snapshot | None:
         args = [hold_id, "" if actual is None else actual]
         raw = await self._run(self._finish, self._keys(wallet_id, hold_id), args)

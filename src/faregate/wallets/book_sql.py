@@ -77,11 +77,12 @@ class SqlHoldBook:
         held: int,
         actual: int | None,
         at: datetime | None = None,
+        subscription_id: str | None = None,
     ) -> Snapshot | None:
         entry = (
             ledger.release(wallet_id, hold_id, held)
             if actual is None
-            else ledger.post(wallet_id, hold_id, held, actual, at)
+            else ledger.post(wallet_id, hold_id, held, actual, at, subscription_id)
         )
         row = await self._fetchrow(_FINISH, entry.row())
         return None if row is None else Snapshot(*(int(v) for v in row))
@@ -114,14 +115,14 @@ def _snapshot(row: dict[str, Any]) -> Snapshot:
 
 _COLUMNS = (
     "wallet_id, key, kind, available_nanos, held_nanos, consumed_nanos, funding_nanos, "
-    "hold_id, transaction_id, created_at"
+    "hold_id, transaction_id, created_at, subscription_id"
 )
 _VALUES = (
     "CAST(:wallet_id AS VARCHAR), CAST(:key AS VARCHAR), CAST(:kind AS VARCHAR), "
     "CAST(:available_nanos AS BIGINT), CAST(:held_nanos AS BIGINT), "
     "CAST(:consumed_nanos AS BIGINT), CAST(:funding_nanos AS BIGINT), "
     "CAST(:hold_id AS VARCHAR), CAST(:transaction_id AS VARCHAR), "
-    "CAST(:created_at AS TIMESTAMPTZ)"
+    "CAST(:created_at AS TIMESTAMPTZ), CAST(:subscription_id AS VARCHAR)"
 )
 # One statement, one round trip: the conditional UPDATE takes the row lock (a concurrent
 # hold waits and re-checks the condition on the new row), the entry is inserted only if it

@@ -1,9 +1,12 @@
 """Prepaid credits on finalized invoices. Wallet debits are taken in real time, request by
-request, and telescope to the invoice's charge lines; when an invoice is finalized, the
-credits its customer consumed during the invoice's period (and not yet applied to another
-invoice of that period) are applied to it (`prepaid_credit_amount_cents`) and recorded as an
-outbound `invoiced` wallet transaction. The balance does not move again: it moved with
-each request. Runs inside the finalizing transaction."""
+request, each naming the subscription whose plan priced it; when an invoice is finalized, the
+credits that subscription's requests consumed during the invoice's period (and not yet
+settled by another invoice of that subscription and period) are applied to it
+(`prepaid_credit_amount_cents`, an outbound `invoiced` wallet transaction). What they consumed
+above the invoice (replicas' debits running ahead of it, the sub-cent rest below the cent
+applied) is refunded to the wallet, so the customer pays exactly the invoice. Catalog-priced
+requests and other subscriptions' usage never pay this invoice. Runs inside the finalizing
+transaction."""
 
 from __future__ import annotations
 
@@ -17,35 +20,55 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from faregate.billing.invoices import Invoice
 from faregate.money import from_nanos, minor_units, to_nanos
 from faregate.store.tables.wallets import wallet_entries, wallet_transactions
+from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 
 
 async def consumed_between(
-    conn: AsyncConnection, wallet_ids: list[str], start: datetime, end: datetime
-) -> int:
+    conn: AsyncConnection,
+    wallet_ids: list[str],
+    subscription_id: str,
+    start: datetime,
+    end: datetime,
+) -> dict[str, int]:
+    """Per wallet: the credits consumed by requests `subscription_id`'s plan priced in
+    [start, end)."""
     c = wallet_entries.c
-    query = select(func.coalesce(func.sum(c.consumed_nanos), 0)).where(
-        c.wallet_id.in_(wallet_ids), c.created_at >= start, c.created_at < end
+    query = (
+        select(c.wallet_id, func.coalesce(func.sum(c.consumed_nanos), 0))
+        .where(
+            c.wallet_id.in_(wallet_ids),
+            c.subscription_id == subscription_id,
+            c.created_at >= start,
+            c.created_at < end,
+        )
+        .group_by(c.wallet_id)
     )
-    return int((await conn.execute(query)).scalar_one())
+    return {r[0]: int(r[1]) for r in await conn.execute(query)}
 
 
-def _period(start: datetime, end: datetime) -> list[dict[str, str]]:
+def _marker(subscription_id: str, start: datetime, end: datetime) -> list[dict[str, str]]:
     return [
         {"key": "from_datetime", "value": start.isoformat()},
         {"key": "to_datetime", "value": end.isoformat()},
+        {"key": "external_subscription_id", "value": subscription_id},
     ]
 
 
-async def applied_between(
-    conn: AsyncConnection, wallet_ids: list[str], start: datetime, end: datetime
-) -> int:
-    query = select(wallet_transactions.c.amount_nanos, wallet_transactions.c.metadata).where(
-        wallet_transactions.c.wallet_id.in_(wallet_ids),
-        wallet_transactions.c.transaction_status == "invoiced",
+async def settled_between(
+    conn: AsyncConnection, wallet_ids: list[str], marker: list[dict[str, str]]
+) -> dict[str, int]:
+    """Per wallet: credits of this subscription and period already applied to an invoice or
+    refunded (a second invoice of the same period settles only the rest)."""
+    t = wallet_transactions.c
+    query = select(t.wallet_id, t.amount_nanos, t.metadata).where(
+        t.wallet_id.in_(wallet_ids), t.invoice_id.is_not(None)
     )
-    marker = _period(start, end)
-    return sum(int(r[0]) for r in await conn.execute(query) if (r[1] or []) == marker)
+    settled: dict[str, int] = {}
+    for wallet_id, amount, metadata in await conn.execute(query):
+        if (metadata or []) == marker:
+            settled[wallet_id] = settled.get(wallet_id, 0) + int(amount)
+    return settled
 
 
 class WalletCredits:
@@ -60,23 +83,34 @@ class WalletCredits:
         if not rows:
             return invoice
         ids = [r["id"] for r in rows]
+        subscription = invoice.external_subscription_id
         start, end = invoice.from_datetime, invoice.to_datetime
-        available = await consumed_between(conn, ids, start, end)
-        available -= await applied_between(conn, ids, start, end)
+        marker = _marker(subscription, start, end)
+        consumed = await consumed_between(conn, ids, subscription, start, end)
+        settled = await settled_between(conn, ids, marker)
+        left = {i: consumed.get(i, 0) - settled.get(i, 0) for i in ids}
+        available = sum(v for v in left.values() if v > 0)
         if available <= 0:
             return invoice
         credited = invoice.with_credits(from_nanos(available))
         cents = credited.prepaid_credit_amount_cents
-        if cents:
-            amount = to_nanos(Decimal(cents).scaleb(-minor_units(invoice.currency)))
-            await repo.insert_transaction(
-                conn, _invoiced(rows[0]["id"], invoice_id, amount, start, end)
-            )
+        to_apply = to_nanos(Decimal(cents).scaleb(-minor_units(invoice.currency)))
+        for wallet_id in ids:  # by priority, as the requests consumed them
+            if left[wallet_id] <= 0:
+                continue
+            share = min(left[wallet_id], to_apply)
+            to_apply -= share
+            if share:
+                await repo.insert_transaction(
+                    conn, _invoiced(wallet_id, invoice_id, share, marker)
+                )
+            if left[wallet_id] > share:
+                await _refund(conn, wallet_id, invoice_id, left[wallet_id] - share, marker)
         return credited
 
 
 def _invoiced(
-    wallet_id: str, invoice_id: str, amount: int, start: datetime, end: datetime
+    wallet_id: str, invoice_id: str, amount: int, marker: list[dict[str, str]]
 ) -> dict[str, Any]:
     return {
         "wallet_id": wallet_id,
@@ -86,6 +120,34 @@ def _invoiced(
         "amount_nanos": amount,
         "invoice_id": invoice_id,
         "name": "Credits consumed in real time",
-        "metadata": _period(start, end),
-        "idempotency_key": f"invoice:{invoice_id}",
+        "metadata": marker,
+        "idempotency_key": f"invoice:{invoice_id}:{wallet_id}",
     }
+
+
+async def _refund(
+    conn: AsyncConnection,
+    wallet_id: str,
+    invoice_id: str,
+    amount: int,
+    marker: list[dict[str, str]],
+) -> None:
+    """Give back credits consumed above the invoice: an inbound transaction and its ledger
+    entry (funding, like a top-up: every hold book picks it up within a second)."""
+    tx = await repo.insert_transaction(
+        conn,
+        {
+            "wallet_id": wallet_id,
+            "transaction_status": "granted",
+            "transaction_type": "inbound",
+            "source": "manual",
+            "amount_nanos": amount,
+            "invoice_id": invoice_id,
+            "name": "Credits consumed above the invoice, refunded",
+            "metadata": marker,
+            "idempotency_key": f"refund:{invoice_id}:{wallet_id}",
+        },
+    )
+    if tx is not None:
+        subscription = marker[-1]["value"]
+        await repo.apply_entries(conn, [ledger.refund(wallet_id, tx["id"], amount, subscription)])

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 class Entry:
     wallet_id: str
     key: str
-    kind: str  # credit | void | hold | post | release | debit
+    kind: str  # credit | void | refund | hold | post | release | debit
     available: int = 0
     held: int = 0
     consumed: int = 0
@@ -28,6 +28,9 @@ class Entry:
     hold_id: str | None = None
     transaction_id: str | None = None
     created_at: datetime | None = None
+    # The subscription whose plan priced a post (None: catalog-priced); an invoice applies
+    # only the credits its own subscription consumed.
+    subscription_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.available + self.held + self.consumed + self.funding != 0:
@@ -45,6 +48,7 @@ class Entry:
             "hold_id": self.hold_id,
             "transaction_id": self.transaction_id,
             "created_at": self.created_at or datetime.now(UTC),
+            "subscription_id": self.subscription_id,
         }
 
 
@@ -81,10 +85,18 @@ def hold(wallet_id: str, hold_id: str, amount: int) -> Entry:
     )
 
 
-def post(wallet_id: str, hold_id: str, held: int, actual: int, at: datetime | None = None) -> Entry:
+def post(
+    wallet_id: str,
+    hold_id: str,
+    held: int,
+    actual: int,
+    at: datetime | None = None,
+    subscription_id: str | None = None,
+) -> Entry:
     """Finish a hold with the real amount: `actual` is consumed, `held - actual` goes back to
     available (negative when the real amount exceeds the hold). A negative `actual` (a volume
-    charge crossing into a cheaper tier) credits the wallet back."""
+    charge crossing into a cheaper tier) credits the wallet back. `subscription_id`: the
+    subscription whose plan priced the request."""
     _non_negative(held)
     return Entry(
         wallet_id,
@@ -95,6 +107,7 @@ def post(wallet_id: str, hold_id: str, held: int, actual: int, at: datetime | No
         consumed=actual,
         hold_id=hold_id,
         created_at=at,
+        subscription_id=subscription_id,
     )
 
 
@@ -102,6 +115,21 @@ def release(wallet_id: str, hold_id: str, held: int) -> Entry:
     _non_negative(held)
     return Entry(
         wallet_id, f"done:{hold_id}", "release", available=held, held=-held, hold_id=hold_id
+    )
+
+
+def refund(wallet_id: str, transaction_id: str, amount: int, subscription_id: str) -> Entry:
+    """Credits a subscription's requests consumed above its finalized invoice, given back
+    (replicas' real-time debits may run ahead of the invoice; see docs/wallets.md)."""
+    _non_negative(amount)
+    return Entry(
+        wallet_id,
+        f"tx:{transaction_id}",
+        "refund",
+        available=amount,
+        funding=-amount,
+        transaction_id=transaction_id,
+        subscription_id=subscription_id,
     )
 
 

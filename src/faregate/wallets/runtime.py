@@ -211,38 +211,53 @@ class WalletRuntime:
         held: int,
         actual: int | None,
         at: datetime | None = None,
+        subscription_id: str | None = None,
     ) -> None:
         """`at`: when the request was made; its debit counts in the billing period holding
-        it (what finalized invoices apply consumed credits by).
+        it, and `subscription_id` (the subscription whose plan priced it, None for a
+        catalog price) names the invoice its credits are applied to.
 
         A price above the hold (a worst case the estimate could not bound, such as a
         package started by a concurrent request) is posted up to the hold, and the rest only
         if the wallet covers it, as a hold of its own: the wallet never goes below zero (or
         its credit limit); what it could not cover stays due on the invoice."""
         posted = actual if actual is None else min(actual, held)
-        after = await self.book.finish(account.wallet_id, hold_id, held, posted, at)
+        sub = subscription_id
+        after = await self.book.finish(account.wallet_id, hold_id, held, posted, at, sub)
         if after is None:
             return
-        self._record_finish(account, hold_id, held, posted, at)
+        self._record_finish(account, hold_id, held, posted, at, sub)
         if actual is not None and posted is not None and actual > posted:
-            after = await self._post_excess(account, hold_id, actual - posted, at) or after
+            excess = actual - posted
+            after = await self._post_excess(account, hold_id, excess, at, sub) or after
         if actual:
             self._after_spend(account, after)
             self._check_alert_levels(account, after, actual)
 
     def _record_finish(
-        self, account: Account, hold_id: str, held: int, posted: int | None, at: datetime | None
+        self,
+        account: Account,
+        hold_id: str,
+        held: int,
+        posted: int | None,
+        at: datetime | None,
+        subscription_id: str | None = None,
     ) -> None:
         if self.writer is not None:
             entry = (
                 ledger.release(account.wallet_id, hold_id, held)
                 if posted is None
-                else ledger.post(account.wallet_id, hold_id, held, posted, at)
+                else ledger.post(account.wallet_id, hold_id, held, posted, at, subscription_id)
             )
             self.writer.record(entry)
 
     async def _post_excess(
-        self, account: Account, hold_id: str, excess: int, at: datetime | None
+        self,
+        account: Account,
+        hold_id: str,
+        excess: int,
+        at: datetime | None,
+        subscription_id: str | None,
     ) -> Snapshot | None:
         """Debit what a request cost above its hold iff the wallet covers it (an atomic hold
         on every book, then its post); the wallet's state after it, None when not covered."""
@@ -253,9 +268,10 @@ class WalletRuntime:
                 extra={"wallet_id": account.wallet_id, "hold_id": hold_id, "nanos": excess},
             )
             return None
-        after = await self.book.finish(account.wallet_id, excess_id, excess, excess, at)
+        sub = subscription_id
+        after = await self.book.finish(account.wallet_id, excess_id, excess, excess, at, sub)
         if after is not None:
-            self._record_finish(account, excess_id, excess, excess, at)
+            self._record_finish(account, excess_id, excess, excess, at, sub)
         return after
 
     def _check_alert_levels(self, account: Account, snapshot: Snapshot, actual: int) -> None:

@@ -32,6 +32,7 @@ def _entry(record: dict[str, object]) -> Entry:
         hold_id=record.get("hold_id"),  # type: ignore[arg-type]
         transaction_id=record.get("transaction_id"),  # type: ignore[arg-type]
         created_at=datetime.fromisoformat(created) if isinstance(created, str) else None,
+        subscription_id=record.get("subscription_id"),  # type: ignore[arg-type]
     )
 
 

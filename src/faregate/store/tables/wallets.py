@@ -14,6 +14,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    text,
 )
 
 from faregate.store.tables.base import Nanos, metadata
@@ -45,6 +46,15 @@ wallets = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_wallets_customer", "external_customer_id"),
+    # One active automatic credit-limit wallet per customer, whichever replica creates it.
+    Index(
+        "ux_wallets_customer_credit_limit",
+        "external_customer_id",
+        "code",
+        unique=True,
+        sqlite_where=text("code = 'credit_limit' AND status = 'active'"),
+        postgresql_where=text("code = 'credit_limit' AND status = 'active'"),
+    ),
 )
 
 wallet_transactions = Table(
@@ -80,7 +90,8 @@ wallet_entries = Table(
     # Idempotency: `hold:<id>` for a hold, `done:<id>` for its post OR release (so a hold is
     # finished exactly once), `tx:<id>` for a wallet transaction.
     Column("key", String(255), nullable=False, unique=True),
-    Column("kind", String(16), nullable=False),  # credit | void | hold | post | release | debit
+    # credit | void | refund | hold | post | release | debit
+    Column("kind", String(16), nullable=False),
     Column("available_nanos", Nanos, nullable=False, default=0),
     Column("held_nanos", Nanos, nullable=False, default=0),
     Column("consumed_nanos", Nanos, nullable=False, default=0),
@@ -88,9 +99,13 @@ wallet_entries = Table(
     Column("hold_id", String(64)),
     Column("transaction_id", String(36)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # External id of the subscription whose plan priced a post or was refunded (None:
+    # catalog-priced): finalized invoices apply only their own subscription's credits.
+    Column("subscription_id", String(255)),
     CheckConstraint(
         "available_nanos + held_nanos + consumed_nanos + funding_nanos = 0", name="balanced"
     ),
     Index("ix_wallet_entries_wallet", "wallet_id", "id"),
     Index("ix_wallet_entries_kind_time", "kind", "created_at"),
+    Index("ix_wallet_entries_subscription", "subscription_id", "created_at"),
 )
