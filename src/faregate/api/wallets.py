@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from faregate.api.billing import _lago, _meta, _root, page_meta, page_of
+from faregate.api.billing import _lago, _root, page_meta, page_of
 from faregate.api.common import json_response, read_json_object
 from faregate.api.state import SERVICES
 from faregate.billing.errors import BillingNotFound, BillingValidationError
@@ -36,6 +36,9 @@ LEDGER_COLUMNS = (
     "consumed",
     "funding",
 )
+
+
+CSV_BATCH = 5000  # entries read per query while streaming the CSV export
 
 
 def _wallets(request: web.Request) -> WalletService:
@@ -170,10 +173,11 @@ def ledger_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def ledger_csv(rows: list[dict[str, Any]]) -> str:
+def ledger_csv(rows: list[dict[str, Any]], *, header: bool = True) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=LEDGER_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in rows:
         writer.writerow(ledger_json(row))
     return out.getvalue()
@@ -181,20 +185,59 @@ def ledger_csv(rows: list[dict[str, Any]]) -> str:
 
 @_lago
 async def wallet_ledger(request: web.Request) -> web.StreamResponse:
+    """The ledger in storage order, after `after_id` when given: Lago-paged JSON, or the
+    whole of it as CSV, streamed batch by batch."""
     await _fresh(request)
     wallet_id = request.match_info["id"]
-    after = int(request.query.get("after_id") or 0)
-    async with request.app[SERVICES].engine.connect() as conn:
+    after = _after_id(request)
+    engine = request.app[SERVICES].engine
+    async with engine.connect() as conn:
         if await repo.wallet_by_id(conn, wallet_id) is None:
             raise BillingNotFound("wallet", wallet_id)
-        rows = await repo.entries_of(conn, wallet_id, after_id=after)
     if request.match_info.get("fmt") == ".csv" or request.query.get("format") == "csv":
-        return web.Response(
-            text=ledger_csv(rows),
-            content_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="wallet-{wallet_id}.csv"'},
+        return await _stream_csv(request, engine, wallet_id, after)
+    page, per_page = page_of(request)
+    async with engine.connect() as conn:
+        rows = await repo.entries_of(
+            conn, wallet_id, after_id=after, limit=per_page, offset=(page - 1) * per_page
         )
-    return json_response({"entries": [ledger_json(r) for r in rows], "meta": _meta(len(rows))})
+        total = await repo.count_entries(conn, wallet_id, after_id=after)
+    return json_response(
+        {"entries": [ledger_json(r) for r in rows], "meta": page_meta(page, per_page, total)}
+    )
+
+
+def _after_id(request: web.Request) -> int:
+    raw = request.query.get("after_id") or "0"
+    if not raw.isdigit():
+        raise BillingValidationError("after_id", "invalid_value")
+    return int(raw)
+
+
+async def _stream_csv(
+    request: web.Request, engine: Any, wallet_id: str, after: int
+) -> web.StreamResponse:
+    """Every entry, read in batches by id (a connection per batch, none held while the client
+    reads), so an export of any size is complete and memory stays flat."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="wallet-{wallet_id}.csv"',
+        }
+    )
+    await response.prepare(request)
+    header = True
+    while True:
+        async with engine.connect() as conn:
+            rows = await repo.entries_of(conn, wallet_id, after_id=after, limit=CSV_BATCH)
+        if rows or header:
+            await response.write(ledger_csv(rows, header=header).encode())
+        header = False
+        if len(rows) < CSV_BATCH:
+            break
+        after = int(rows[-1]["id"])
+    await response.write_eof()
+    return response
 
 
 def add_routes(app: web.Application) -> None:

@@ -182,15 +182,29 @@ def entry_of(row: Any) -> Entry:
 
 
 async def entries_of(
-    conn: AsyncConnection, wallet_id: str, *, after_id: int = 0, limit: int = 10_000
+    conn: AsyncConnection,
+    wallet_id: str,
+    *,
+    after_id: int = 0,
+    limit: int = 1000,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
+    """A wallet's entries after `after_id`, in the order they were stored: `limit` of them
+    from `offset` (a page), or read on with `after_id` (a stream)."""
     query = (
         select(wallet_entries)
         .where(wallet_entries.c.wallet_id == wallet_id, wallet_entries.c.id > after_id)
         .order_by(wallet_entries.c.id)
         .limit(limit)
+        .offset(offset)
     )
     return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def count_entries(conn: AsyncConnection, wallet_id: str, *, after_id: int = 0) -> int:
+    c = wallet_entries.c
+    query = select(func.count()).where(c.wallet_id == wallet_id, c.id > after_id)
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def entry_sums(conn: AsyncConnection, wallet_id: str) -> Balances:
