@@ -4,7 +4,8 @@ held before the upstream call and refused with 402 when the wallet cannot cover 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from lago_python_client.client import Client
 from lago_python_client.models import Wallet, WalletTransaction
 
+from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
@@ -88,18 +90,19 @@ async def test_200_concurrent_requests_against_a_wallet_covering_37(
 
 
 async def ledger_of(url: str, wallet_id: str) -> list[dict[str, Any]]:
-    """The wallet's ledger entries in the order they were stored (the route first writes the
-    entries this gateway process still has pending)."""
-    async with (
-        aiohttp.ClientSession() as s,
-        s.get(
-            f"{url}/api/v1/wallets/{wallet_id}/ledger",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as r,
-    ):
-        assert r.status == 200
-        entries: list[dict[str, Any]] = (await r.json())["entries"]
-        return entries
+    """The wallet's ledger entries in the order they were stored, page by page (the route
+    first writes the entries this gateway process still has pending)."""
+    entries: list[dict[str, Any]] = []
+    page: int | None = 1
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as s:
+        while page is not None:
+            params = {"page": page, "per_page": 1000}
+            async with s.get(f"{url}/api/v1/wallets/{wallet_id}/ledger", params=params) as r:
+                assert r.status == 200
+                body = await r.json()
+            entries += body["entries"]
+            page = body["meta"]["next_page"]
+    return entries
 
 
 def lowest_available(entries: list[dict[str, Any]]) -> Decimal:
@@ -124,7 +127,17 @@ async def assert_exactly_37_of_200(urls: list[str], key: str, mock: MockServer) 
         Wallet(external_customer_id="acme", rate_amount="1", paid_credits=str(price * 37)),
     )
     before = mock.stats.requests
-    results = await asyncio.gather(*(image(urls[i % len(urls)], key) for i in range(200)))
+    # 50 ms upstream: the holds of the 37 admitted requests really overlap.
+    mock.config.deployments["openai"] = MockBehaviour(latency=0.05)
+    running = True
+    watched = asyncio.create_task(watch_ongoing(urls, wallet.lago_id, lambda: running))
+    try:
+        results = await asyncio.gather(*(image(urls[i % len(urls)], key) for i in range(200)))
+    finally:
+        running = False
+        lowest_seen, readings = await watched
+        del mock.config.deployments["openai"]
+    assert readings >= 2 and lowest_seen >= 0  # never below zero while the requests ran
     statuses = [r[0] for r in results]
     assert statuses.count(200) == 37 and statuses.count(402) == 163
     assert {r[2]["error"]["code"] for r in results if r[0] == 402} == {"insufficient_credits"}
@@ -140,6 +153,23 @@ async def assert_exactly_37_of_200(urls: list[str], key: str, mock: MockServer) 
     found = await asyncio.to_thread(client.wallets.find, wallet.lago_id)
     assert found.credits_balance == "0.00000" and found.balance_cents == 0
     assert found.ongoing_balance_cents == 0 and found.credits_ongoing_usage_balance == "0.00000"
+
+
+async def watch_ongoing(
+    urls: list[str], wallet_id: str, running: Callable[[], bool]
+) -> tuple[int, int]:
+    """Reads the wallet's ongoing balance from every process in turn while `running()`: the
+    lowest `ongoing_balance_cents` seen and how many readings were taken."""
+    lowest, readings = 10**18, 0
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as s:
+        while running():
+            url = urls[readings % len(urls)]
+            async with s.get(f"{url}/api/v1/wallets/{wallet_id}") as r:
+                wallet = (await r.json())["wallet"]
+            lowest = min(lowest, int(wallet["ongoing_balance_cents"]))
+            readings += 1
+            await asyncio.sleep(0)
+    return lowest, readings
 
 
 class RecordingWebhooks:
@@ -159,15 +189,21 @@ async def threshold_top_ups(client: Client, wallet_id: str) -> list[Any]:
 
 
 async def wait_for_top_ups(client: Client, wallet_id: str, count: int) -> list[Any]:
-    """The top-up is made right after the request that crossed the threshold; give it at
-    most five seconds (it takes milliseconds; the slack is for a loaded machine)."""
+    """The top-up is made right after the request that crossed the threshold: it must be
+    there within one second of that request's answer (call this right after it)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5.0
+    crossed = datetime.now(UTC)
+    deadline = loop.time() + 1.0
     while True:
         made = await threshold_top_ups(client, wallet_id)
         if len(made) >= count or loop.time() > deadline:
-            return made
+            break
         await asyncio.sleep(0.02)
+    assert len(made) >= count, "no threshold top-up within 1 s of the crossing request"
+    landed = datetime.fromisoformat(made[-1].created_at.replace("Z", "+00:00"))
+    landed = landed if landed.tzinfo else landed.replace(tzinfo=UTC)  # SQLite keeps no zone
+    assert landed - crossed < timedelta(seconds=1)
+    return made
 
 
 @pytest.fixture(params=["sqlite", "postgres", "postgres+redis"])
