@@ -17,8 +17,8 @@ from lago_python_client.models import Wallet
 
 from faregate.billing.periods import subscription_period
 from faregate.billing.plans import Subscription as BillingSubscription
-from faregate.money import from_nanos
 from faregate.mockprovider.server import MockServer
+from faregate.money import from_nanos
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, start_gateway
 from tests.gateway.test_billing_e2e import chat, lago

@@ -79,9 +79,9 @@ async def test_two_processes_opening_a_package_each_are_trued_up_to_the_invoice(
         )
         await asyncio.sleep(1.1)  # cached principals learn of the new subscription
         sdks = [
-            openai.AsyncOpenAI(base_url=f"{r.url}/v1", api_key=key, max_retries=0)
-            for r in replicas
+            openai.AsyncOpenAI(base_url=f"{r.url}/v1", api_key=key, max_retries=0) for r in replicas
         ]
+
         async def price(sdk: openai.AsyncOpenAI) -> Decimal:
             raw = await sdk.chat.completions.with_raw_response.create(
                 model="mistral-large", messages=[{"role": "user", "content": "Hi"}], max_tokens=5

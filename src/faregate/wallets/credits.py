@@ -101,9 +101,7 @@ class WalletCredits:
             share = min(left[wallet_id], to_apply)
             to_apply -= share
             if share:
-                await repo.insert_transaction(
-                    conn, _invoiced(wallet_id, invoice_id, share, marker)
-                )
+                await repo.insert_transaction(conn, _invoiced(wallet_id, invoice_id, share, marker))
             if left[wallet_id] > share:
                 await _refund(conn, wallet_id, invoice_id, left[wallet_id] - share, marker)
         return credited

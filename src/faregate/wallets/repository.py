@@ -35,9 +35,9 @@ async def _one(conn: AsyncConnection, query: Any) -> dict[str, Any] | None:
 # --- wallets ------------------------------------------------------------------------------
 
 
-async def insert_wallet(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
+def _wallet_row(values: dict[str, Any]) -> dict[str, Any]:
     stamp = now()
-    row = {
+    return {
         "id": new_id(),
         "created_at": stamp,
         "updated_at": stamp,
@@ -51,8 +51,34 @@ async def insert_wallet(conn: AsyncConnection, values: dict[str, Any]) -> dict[s
         "priority": 50,
         **values,
     }
+
+
+async def insert_wallet(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
+    row = _wallet_row(values)
     await conn.execute(wallets.insert().values(**row))
     return row
+
+
+async def insert_wallet_if_absent(
+    conn: AsyncConnection, values: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Insert a wallet unless a unique index refuses it (None then; a concurrent insert is
+    waited for, so its row is committed and visible to the next statement)."""
+    row = _wallet_row(values)
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    result = await conn.execute(dialect.insert(wallets).values(**row).on_conflict_do_nothing())
+    return row if result.rowcount == 1 else None
+
+
+async def active_wallet_by_code(
+    conn: AsyncConnection, external_customer_id: str, code: str
+) -> dict[str, Any] | None:
+    query = select(wallets).where(
+        wallets.c.external_customer_id == external_customer_id,
+        wallets.c.code == code,
+        wallets.c.status == "active",
+    )
+    return await _one(conn, query)
 
 
 async def update_wallet(conn: AsyncConnection, wallet_id: str, values: dict[str, Any]) -> None:

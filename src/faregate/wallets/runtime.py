@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.auth import repository as customers_repo
 from faregate.wallets import credit_alerts, ledger
@@ -131,19 +131,7 @@ class WalletRuntime:
             customer = await customers_repo.customer_by_external_id(conn, external_customer_id)
             limit = int((customer or {}).get("credit_limit_nanos") or 0)
             if not rows and customer is not None and limit > 0:
-                rows = [
-                    await repo.insert_wallet(
-                        conn,
-                        {
-                            "code": CREDIT_LIMIT_CODE,
-                            "customer_id": customer["id"],
-                            "external_customer_id": external_customer_id,
-                            "name": "Credit limit",
-                            "currency": str(customer.get("currency") or "USD").upper(),
-                            "rate_amount": Decimal(1),
-                        },
-                    )
-                ]
+                rows = [await _credit_limit_wallet(conn, customer, external_customer_id)]
         for row in expired:
             await self._terminate_expired(row["id"])
         accounts = []
@@ -433,6 +421,28 @@ class WalletRuntime:
         close_book = getattr(self.book, "close", None)  # a book with connections of its own
         if close_book is not None:
             await close_book()
+
+
+async def _credit_limit_wallet(
+    conn: AsyncConnection, customer: dict[str, Any], external_customer_id: str
+) -> dict[str, Any]:
+    """The customer's automatic credit-limit wallet, made once whichever replica asks first:
+    a unique index allows one active per customer, and the loser of a race reads the
+    winner's."""
+    values = {
+        "code": CREDIT_LIMIT_CODE,
+        "customer_id": customer["id"],
+        "external_customer_id": external_customer_id,
+        "name": "Credit limit",
+        "currency": str(customer.get("currency") or "USD").upper(),
+        "rate_amount": Decimal(1),
+    }
+    made = await repo.insert_wallet_if_absent(conn, values)
+    if made is not None:
+        return made
+    found = await repo.active_wallet_by_code(conn, external_customer_id, CREDIT_LIMIT_CODE)
+    assert found is not None  # the conflicting row is committed and active
+    return found
 
 
 def _utc(value: datetime) -> datetime:

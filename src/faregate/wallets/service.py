@@ -19,7 +19,7 @@ from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.money import from_nanos, to_cents
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
-from faregate.wallets.book import HoldBook
+from faregate.wallets.book import HoldBook, Snapshot
 from faregate.wallets.model import (
     credits_str,
     credits_to_nanos,
@@ -31,6 +31,7 @@ from faregate.wallets.model import (
 )
 
 log = logging.getLogger("faregate.wallets")
+VOID_HOLD_TTL_S = 60.0  # a void's hold outlives its transaction; the sweep ends an orphan
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,20 +222,59 @@ class WalletService:
         return row
 
     async def top_up(self, wallet_id: str, top_up: TopUp) -> list[dict[str, Any]]:
-        async with self.engine.begin() as conn:
-            row = await repo.wallet_by_id(conn, wallet_id, lock=True)
-            if row is None:
-                raise BillingNotFound("wallet", wallet_id)
-            if row["status"] != "active":
-                raise BillingValidationError("wallet_id", "wallet_is_terminated")
-            transactions = await self._top_up(conn, row, top_up)
-            row = await repo.wallet_by_id(conn, wallet_id) or row
-        await self._after_top_up(row, transactions)
+        void_hold = await self._hold_void(wallet_id, top_up)
+        try:
+            async with self.engine.begin() as conn:
+                row = await repo.wallet_by_id(conn, wallet_id, lock=True)
+                if row is None:
+                    raise BillingNotFound("wallet", wallet_id)
+                if row["status"] != "active":
+                    raise BillingValidationError("wallet_id", "wallet_is_terminated")
+                transactions = await self._top_up(conn, row, top_up, checked=void_hold is not None)
+                row = await repo.wallet_by_id(conn, wallet_id) or row
+            await self._after_top_up(row, transactions)
+        finally:
+            if void_hold is not None:
+                # After set_funded: the void is in the book's funded sum, so the hold that
+                # reserved it goes (for a moment both count: never less conservative).
+                assert self.book is not None
+                await self.book.finish(wallet_id, void_hold[0], void_hold[1], None)
         return transactions
 
+    async def _hold_void(self, wallet_id: str, top_up: TopUp) -> tuple[str, int] | None:
+        """With a hold book that lags the wallet row (in process, Redis: entries reach the
+        database within 0.2 s), a void is checked against the book, by the same atomic step
+        as a request's hold: the voided credits are held until the void is recorded, so no
+        request can hold them meanwhile. Refused (422) when the ongoing balance does not
+        cover it. None when there is nothing to void or the row is the book (PostgreSQL)."""
+        if top_up.voided <= 0 or self.book is None or self.book.durable:
+            return None
+        row = await self.get(wallet_id)
+        amount = credits_to_nanos(top_up.voided, Decimal(row["rate_amount"]))
+        if amount <= 0:
+            return None
+        hold_id = f"void:{repo.new_id()}"
+        try:
+            if not await self.book.knows(wallet_id):
+                await self.book.load(wallet_id, _book_snapshot(row))
+            held = await self.book.hold(wallet_id, hold_id, amount, VOID_HOLD_TTL_S)
+        except KeyError:  # the shared book lost the wallet: reload it from the ledger
+            await self.book.load(wallet_id, _book_snapshot(await self.get(wallet_id)))
+            held = await self.book.hold(wallet_id, hold_id, amount, VOID_HOLD_TTL_S)
+        if not held:
+            raise BillingValidationError("voided_credits", "insufficient_credits")
+        return hold_id, amount
+
     async def _top_up(
-        self, conn: AsyncConnection, wallet: Mapping[str, Any], top_up: TopUp
+        self,
+        conn: AsyncConnection,
+        wallet: Mapping[str, Any],
+        top_up: TopUp,
+        *,
+        checked: bool = False,
     ) -> list[dict[str, Any]]:
+        """`checked`: a void already held in the hold book (else checked on the locked row,
+        which is the book itself for PostgreSQL's)."""
         rate = Decimal(wallet["rate_amount"])
         made = []
         for status, credits in (
@@ -245,7 +285,7 @@ class WalletService:
             amount = credits_to_nanos(credits, rate)
             if amount <= 0:
                 continue
-            if status == "voided":
+            if status == "voided" and not checked:
                 ongoing = (
                     int(wallet["funded_nanos"])
                     - int(wallet["consumed_nanos"])
@@ -335,3 +375,12 @@ def _merge_rules(existing: list[dict[str, Any]], items: object) -> list[dict[str
         created = (known.get(rule.lago_id) or {}).get("created_at") or _iso(repo.now())
         merged.append({**rule.to_dict(), "created_at": created})
     return merged
+
+
+def _book_snapshot(row: Mapping[str, Any]) -> Snapshot:
+    return Snapshot(
+        int(row["funded_nanos"]),
+        int(row["funded_version"]),
+        int(row["consumed_nanos"]),
+        int(row["held_nanos"]),
+    )
