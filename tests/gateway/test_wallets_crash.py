@@ -1,7 +1,8 @@
 """A gateway process killed (SIGKILL) with wallet holds in flight, on each hold book: its
 ledger journal (in-process and Redis books) is replayed at restart, the holds it left expire
 and the sweeper releases them, and the balance ends at exactly the credits less the usage that
-completed."""
+completed. Killed after its journal reached the database, and (journaled books) before: then
+every hold and post comes back from the journal alone."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import aiohttp
 import pytest
 
 from faregate.mockprovider.server import MockServer
+from faregate.store.db import create_engine
+from faregate.wallets import repository as repo
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY
 from tests.gateway.processes import prepare_database, start_replicas, stop_replicas
@@ -59,8 +62,40 @@ async def test_holds_of_a_killed_process_are_released_by_the_sweep(
     tmp_path: Path, mock: MockServer, store: tuple[str, dict[str, Any]]
 ) -> None:
     url, book = store
+    await _crash_and_recover(tmp_path, mock, url, book, flushed=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+async def journaled(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The hold books whose ledger entries go through the journal."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}", {}
+        return
+    url = await create_pg_database()
+    yield url, {"redis_url": redis_url, "server": {"redis_prefix": redis_prefix}}
+    await drop_pg_database(url)
+
+
+async def test_a_process_killed_before_its_journal_was_written_out_is_replayed_at_restart(
+    tmp_path: Path, mock: MockServer, journaled: tuple[str, dict[str, Any]]
+) -> None:
+    url, book = journaled
+    await _crash_and_recover(tmp_path, mock, url, book, flushed=False)
+
+
+async def _crash_and_recover(
+    tmp_path: Path, mock: MockServer, url: str, book: dict[str, Any], *, flushed: bool
+) -> None:
+    """Three requests complete and four hang upstream; the process is SIGKILLed, with its
+    ledger entries in the database (`flushed`) or only in its journal; a new process on the
+    same data directory ends with exactly the three requests consumed."""
     key = await prepare_database(url)
-    extra = {**book, "wallets": {"hold_ttl_s": 2, "sweep_interval_s": 0.2}}
+    wallets: dict[str, Any] = {"hold_ttl_s": 2, "sweep_interval_s": 0.2}
+    if not flushed:
+        wallets["journal_flush_s"] = 3600  # nothing leaves the journal before the kill
+    extra = {**book, "wallets": wallets}
     async with aiohttp.ClientSession() as s:
         async with s.put(f"{mock.url}/_mock/deployments/compat", json={"latency": 60}) as r:
             assert r.status == 200  # mistral-large answers after a minute: killed before that
@@ -74,13 +109,19 @@ async def test_holds_of_a_killed_process_are_released_by_the_sweep(
             done = [await _chat(s, first.url, key, FAST) for _ in range(3)]
             assert all(status == 200 for status, _ in done)
             used = sum(Decimal(price) for _, price in done)
+            upstream = mock.stats.requests
             slow = [asyncio.create_task(_chat(s, first.url, key, SLOW)) for _ in range(4)]
             ledger = f"{first.url}/api/v1/wallets/{wallet['lago_id']}/ledger"
-            for _ in range(200):  # until the four holds are in the ledger
-                entries = (await _get(s, ledger))["entries"]
-                if sum(e["kind"] == "hold" for e in entries) == 7:
+            for _ in range(200):  # the four holds are taken (and journaled) before upstream
+                if flushed:
+                    entries = (await _get(s, ledger))["entries"]  # the route flushes
+                    if sum(e["kind"] == "hold" for e in entries) == 7:
+                        break
+                elif mock.stats.requests - upstream == 4:
                     break
                 await asyncio.sleep(0.05)
+            if not flushed:
+                assert await _stored_kinds(url, wallet["lago_id"]) == ["credit"]
             first.process.send_signal(signal.SIGKILL)
             await asyncio.to_thread(first.process.wait)
             for task in slow:
@@ -102,6 +143,7 @@ async def test_holds_of_a_killed_process_are_released_by_the_sweep(
             assert found["credits_ongoing_usage_balance"] == "0.00000"
             entries = (await _get(s, ledger.replace(first.url, second.url)))["entries"]
             kinds = [e["kind"] for e in entries]
+            assert kinds.count("hold") == 7
             assert kinds.count("post") == 3 and kinds.count("release") == 4
 
             def total(account: str) -> Decimal:
@@ -112,3 +154,12 @@ async def test_holds_of_a_killed_process_are_released_by_the_sweep(
             assert total("available") == 10 - used
         finally:
             await stop_replicas([second])
+
+
+async def _stored_kinds(url: str, wallet_id: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return [e["kind"] for e in await repo.entries_of(conn, wallet_id)]
+    finally:
+        await engine.dispose()

@@ -71,7 +71,11 @@ async def build_wallets(
         book = MemoryHoldBook()
     if not book.durable:
         instance = settings.section("server").get("instance", f"{settings.host}-{settings.port}")
-        writer = LedgerWriter(engine, Path(settings.data_dir) / "ledger" / str(instance))
+        writer = LedgerWriter(
+            engine,
+            Path(settings.data_dir) / "ledger" / str(instance),
+            flush_interval=float(section.get("journal_flush_s", 0.2)),
+        )
     service = WalletService(
         engine, book=book, webhooks=webhooks, default_currency=settings.currency
     )
