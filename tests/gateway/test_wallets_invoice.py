@@ -12,11 +12,13 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 from lago_python_client.models import Wallet
 
 from faregate.billing.periods import subscription_period
 from faregate.billing.plans import Subscription as BillingSubscription
+from faregate.cli import main as cli_main
 from faregate.mockprovider.server import MockServer
 from faregate.money import from_nanos
 from tests.conftest import create_pg_database, drop_pg_database
@@ -150,3 +152,54 @@ async def test_an_invoice_applies_only_the_credits_its_own_subscription_consumed
         if t.transaction_status == "invoiced"
     )
     assert invoiced == [4, 20]
+
+
+async def test_a_draft_finalized_on_the_command_line_applies_the_wallet_credits(
+    tmp_path: Path,
+    mock: MockServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    models = gateway_config(mock.url)["models"]
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
+    gw = await start_gateway(
+        tmp_path,
+        url,
+        mock,
+        {"models": models, "billing": {"run_interval": 0, "grace_period_days": 3}},
+    )
+    try:
+        start = datetime.now(UTC) - timedelta(minutes=1)
+        import tests.gateway.test_billing_e2e as e2e
+
+        original = e2e.Plan
+        monkeypatch.setattr(e2e, "Plan", lambda **kw: original(**{**kw, "amount_cents": 0}))
+        await _mistral_plan(gw, start)
+        client = lago(gw)
+        await asyncio.to_thread(
+            client.wallets.create,
+            Wallet(external_customer_id="acme", rate_amount="1", paid_credits="100"),
+        )
+        sdk = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
+        async with sdk:
+            await chat(sdk, "mistral-large", "Summarize the news", 40)  # debits 4 + 12
+        await gw.services.writer.flush()
+        await gw.services.wallets.flush()
+        sub = BillingSubscription("sub_main", "acme", "mistral", start)
+        period = subscription_period(sub, "monthly", datetime.now(UTC))
+        run = await gw.services.invoicing.run(now=period.end + timedelta(minutes=1))
+        drafts = run.created
+        assert drafts and not run.finalized  # the grace period keeps them drafts
+        outputs = []
+        for invoice_id in drafts:
+            capsys.readouterr()
+            code = await asyncio.to_thread(
+                cli_main, ["invoices", "finalize", invoice_id, "--database-url", url]
+            )
+            assert code == 0
+            outputs.append(orjson.loads(capsys.readouterr().out)["invoice"])
+        main = next(i for i in outputs if i["subscriptions"][0]["external_id"] == "sub_main")
+        assert main["status"] == "finalized" and main["fees_amount_cents"] == 1600
+        assert main["prepaid_credit_amount_cents"] == 1600 and main["total_amount_cents"] == 0
+    finally:
+        await gw.runner.cleanup()

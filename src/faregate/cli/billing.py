@@ -25,14 +25,20 @@ from faregate.billing.render import render_html, render_pdf
 from faregate.billing.usage import current_usage
 from faregate.cli.common import add_config_args, print_json, with_engine
 from faregate.config import Settings
+from faregate.wallets.credits import WalletCredits
 from faregate.webhooks import Webhooks, WebhookSettings
 
 
 def _invoicing(engine: AsyncEngine, settings: Settings) -> Invoicing:
+    """The server's invoicing: a finalized invoice applies the customer's wallet credits
+    (and refunds what its subscription consumed above it) unless wallets are disabled."""
     hooks = Webhooks(engine, WebhookSettings.from_settings(settings))
-    return Invoicing(
+    invoicing = Invoicing(
         engine, InvoicingSettings.from_section(settings.section("billing")), webhooks=hooks
     )
+    if settings.section("wallets").get("enabled", True) is not False:
+        invoicing.credits = WalletCredits()
+    return invoicing
 
 
 def cmd_list(args: argparse.Namespace) -> int:
