@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from faregate.api import (
     admin,
     anthropic,
+    audio,
     billing,
     experiments,
     invoices,
@@ -172,6 +173,7 @@ def build_app(settings: Settings) -> web.Application:
     app.on_cleanup.append(_cleanup)
     for module in (
         openai,
+        audio,
         anthropic,
         admin,
         system,

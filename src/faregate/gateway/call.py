@@ -18,7 +18,7 @@ from faregate.usage import Usage
 class Call:
     request_id: str
     principal: Principal
-    kind: str  # chat | embeddings | images | moderations
+    kind: str  # chat | embeddings | images | moderations | transcriptions
     model: str  # as asked for
     body: dict[str, Any]
     stream: bool = False
@@ -31,6 +31,7 @@ class Call:
     # Worst-case estimates made before the upstream call.
     est_input_tokens: int = 0
     est_output_tokens: int = 0
+    est_seconds: int = 0  # audio: the most seconds the upload can last (gateway/transcriptions)
     est_cost: Decimal | None = None
     est_price: Decimal | None = None
     # What happened.

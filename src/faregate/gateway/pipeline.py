@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from faregate.auth.errors import ModelNotAllowed
 from faregate.config import Deployment
 from faregate.errors import FaregateError, InvalidRequest
+from faregate.gateway import transcriptions
 from faregate.gateway.call import Call
 from faregate.gateway.stages import Stage, StageRun
 from faregate.providers.base import (
@@ -24,6 +25,7 @@ from faregate.providers.base import (
     Provider,
     ProviderError,
     StreamState,
+    TranscriptionResult,
 )
 from faregate.usage import Usage
 
@@ -196,6 +198,12 @@ class Gateway:
             call,
             "moderations",
             lambda p, d: p.moderations(call.body, d.model),  # type: ignore[attr-defined]
+        )
+
+    async def transcriptions(self, call: Call) -> TranscriptionResult:
+        transcriptions.prepare(call)
+        return await self._unary(
+            call, transcriptions.KIND, lambda p, d: transcriptions.transcribe(p, d, call)
         )
 
     async def chat_stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:

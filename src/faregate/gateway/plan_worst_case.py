@@ -15,6 +15,7 @@ from faregate.billing.metrics import BillableMetric
 from faregate.billing.plans import Plan
 from faregate.billing.request_fee import events_of_rows
 from faregate.config import Deployment
+from faregate.gateway import transcriptions
 from faregate.gateway.call import Call
 from faregate.gateway.pricing import choices_of
 from faregate.metering.recorder import build_events
@@ -67,8 +68,9 @@ def worst_usages(call: Call, per_token_type: bool, unit: bool = False) -> tuple[
     """The most the call can use, once per way a plan can price it. Tokens: the estimated
     input and worst-case output (`call.est_*`, set by the catalog's estimate), as input and
     output and, when the plan tells types apart, all of them as cached input and reasoning
-    too. Images: n x size x quality x steps as the provider adapter will report them. Any
-    other call: no usage (only its `requests` event). `unit`: one of each instead, to find
+    too. Images: n x size x quality x steps as the provider adapter will report them.
+    Transcriptions: the upload's bound in seconds. Any other call: no usage (only its
+    `requests` event). `unit`: one of each instead, to find
     the buckets they fall into."""
     if call.kind in ("chat", "embeddings"):
         n, m = (1, 1) if unit else (call.est_input_tokens, call.est_output_tokens)
@@ -91,6 +93,8 @@ def worst_usages(call: Call, per_token_type: bool, unit: bool = False) -> tuple[
                 else None,
             ),
         )
+    if call.kind == transcriptions.KIND:
+        return (transcriptions.worst_usage(call, unit),)
     return (None,)
 
 
@@ -149,6 +153,8 @@ def group_quantity(call: Call, group: str) -> int | None:
         return call.est_output_tokens
     if group == "images":
         return choices_of(call.body)
+    if group == "seconds":
+        return call.est_seconds
     return None
 
 

@@ -20,6 +20,7 @@ from faregate.pricing import (
     PriceCatalog,
     cost_parts,
     estimate_images_cost,
+    estimate_seconds_cost,
     estimate_tokens_cost,
 )
 from faregate.routing.base import RouteRequest
@@ -223,6 +224,10 @@ class CatalogPricer:
                 at=call.created_at,
                 tier=tier,
                 worst_case_time=True,
+            )
+        if call.kind == "transcriptions":  # the upload's duration bound (gateway/transcriptions)
+            return estimate_seconds_cost(
+                price, call.est_seconds, at=call.created_at, tier=tier, worst_case_time=True
             )
         return estimate_tokens_cost(
             price,

@@ -1,4 +1,4 @@
-"""The path every emulated call takes: read the JSON body, count it, apply the deployment's
+"""The path every emulated call takes: read the JSON (or multipart) body, count it, apply the deployment's
 hang, key check and injected faults, then run the wire format's handler and render its
 `MockError` in that provider's shape. Wire formats never repeat these steps.
 """
@@ -17,6 +17,7 @@ from aiohttp import web
 from faregate.mockprovider.config import DEFAULT_DEPLOYMENT, MockBehaviour
 from faregate.mockprovider.dialects import Dialect, MockError
 from faregate.mockprovider.faults import Fault
+from faregate.mockprovider.multipart import read_form
 from faregate.mockprovider.state import STATE, MockState
 from faregate.mockprovider.stream import SSE, EventStream, StreamAborted
 
@@ -140,6 +141,8 @@ async def _hang(request: web.Request, closing: asyncio.Event) -> None:
 async def _read_body(request: web.Request) -> dict[str, Any]:
     if request.method != "POST":
         return {}
+    if request.content_type == "multipart/form-data":
+        return await read_form(request)
     raw = await request.read()
     try:
         body = orjson.loads(raw)

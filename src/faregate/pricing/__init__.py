@@ -7,6 +7,7 @@ from faregate.pricing.cost import (
     cost_of,
     cost_parts,
     estimate_images_cost,
+    estimate_seconds_cost,
     estimate_tokens_cost,
 )
 from faregate.pricing.errors import PriceCatalogError, PriceNotFound, UnpricedUsage
@@ -24,6 +25,7 @@ __all__ = [
     "cost_of",
     "cost_parts",
     "estimate_images_cost",
+    "estimate_seconds_cost",
     "estimate_tokens_cost",
     "load_catalog",
 ]

@@ -143,6 +143,19 @@ def estimate_images_cost(
     return _estimate(usage, price, at, tier, worst_case_time)
 
 
+def estimate_seconds_cost(
+    price: ModelPrice,
+    seconds: int | Decimal,
+    *,
+    at: datetime,
+    tier: str | None = None,
+    worst_case_time: bool = False,
+) -> Decimal:
+    """Cost of `seconds` of audio at the entry's per-second price (UnpricedUsage without
+    one: a model billed per token prices its tokens, not its seconds)."""
+    return _estimate(Usage(seconds=Decimal(seconds)), price, at, tier, worst_case_time)
+
+
 def _estimate(
     usage: Usage, price: ModelPrice, at: datetime, tier: str | None, worst_case_time: bool
 ) -> Decimal:

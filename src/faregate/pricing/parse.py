@@ -266,6 +266,8 @@ def _check_mode(price: ModelPrice, where: str) -> None:
             raise fail(where, "an image model needs images, per_megapixel, steps or output")
         if price.prices_images and price.output > 0:
             raise fail(where, "price generated images per image or per output token, not both")
+    if price.mode == "audio_transcription" and price.per_second is None and price.input == 0:
+        raise fail(where, "an audio_transcription model needs per_second or token prices")
     if price.image_default_size and not price.prices_images:
         raise fail(where, "image_default_size without any image price")
 

@@ -11,8 +11,10 @@ from zoneinfo import ZoneInfo
 
 from faregate.pricing.errors import UnpricedUsage
 
-Mode = Literal["chat", "embedding", "image", "moderation"]
-MODES: frozenset[str] = frozenset({"chat", "embedding", "image", "moderation"})
+Mode = Literal["chat", "embedding", "image", "moderation", "audio_transcription"]
+MODES: frozenset[str] = frozenset(
+    {"chat", "embedding", "image", "moderation", "audio_transcription"}
+)
 ANY = "*"
 ONE = Decimal(1)
 # Tier names that mean "the ordinary rate" unless an entry declares them explicitly.

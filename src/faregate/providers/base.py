@@ -62,6 +62,14 @@ class ModerationsResult:
 
 
 @dataclass(slots=True)
+class TranscriptionResult:
+    """`body` is the JSON object (json, verbose_json) or the text (text, srt, vtt)."""
+
+    body: dict[str, Any] | str
+    usage: Usage
+
+
+@dataclass(slots=True)
 class StreamState:
     """Filled in by a chat stream as it runs; read once the stream is exhausted."""
 
@@ -109,9 +117,11 @@ class Provider(Protocol):
 
     wire: ClassVar[str]
     # Which calls this wire format supports: a subset of
-    # {"chat", "chat_stream", "tools", "vision", "embeddings", "images", "moderations"};
-    # "moderations" means the adapter also has
-    # `async def moderations(self, body, model) -> ModerationsResult`.
+    # {"chat", "chat_stream", "tools", "vision", "embeddings", "images", "moderations",
+    # "transcriptions"}; "moderations" means the adapter also has
+    # `async def moderations(self, body, model) -> ModerationsResult`, "transcriptions"
+    # `async def transcriptions(self, body, model) -> TranscriptionResult` (body["file"] is
+    # a faregate.audio.AudioUpload).
     capabilities: ClassVar[frozenset[str]]
 
     async def chat(self, body: dict[str, Any], model: str) -> ChatResult: ...

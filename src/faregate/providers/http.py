@@ -287,6 +287,8 @@ class Upstream:
         self.endpoint = endpoint
         self.session = session
         self.headers = {"Content-Type": "application/json", **headers, **dict(endpoint.headers)}
+        # A multipart body sets its own Content-Type (with the boundary).
+        self.form_headers = {k: v for k, v in self.headers.items() if k != "Content-Type"}
         self.parse_error = parse_error
         self._timeout = client_timeout(endpoint)
         self._stream_timeout = client_timeout(endpoint, stream=True)
@@ -321,6 +323,20 @@ class Upstream:
                 if response.status >= 400:
                     raise self.status_error(response.status, raw, response.headers)
                 return parse(orjson.loads(raw))
+
+    async def post_form(
+        self, url: str, form: aiohttp.FormData, parse: Callable[[bytes, str], T]
+    ) -> T:
+        """POST a multipart `form` (built anew per call: aiohttp sends one only once); `parse`
+        gets the raw answer and its content type, inside the error mapping."""
+        with map_exceptions():
+            async with self.session.post(
+                url, data=form, headers=self.form_headers, timeout=self._timeout
+            ) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise self.status_error(response.status, raw, response.headers)
+                return parse(raw, response.content_type)
 
     async def stream(
         self, url: str, body: dict[str, Any], parser: EventParser, state: StreamState

@@ -20,6 +20,7 @@ from faregate.providers.base import (
     ImagesResult,
     ModerationsResult,
     StreamState,
+    TranscriptionResult,
 )
 from faregate.providers.http import (
     ErrorDetail,
@@ -28,6 +29,7 @@ from faregate.providers.http import (
     bad_response,
     stream_cut,
 )
+from faregate.providers.openai_audio import transcription_form, transcription_result
 from faregate.providers.shape import chunk, openai_usage
 from faregate.usage import Usage
 
@@ -36,11 +38,21 @@ DEFAULT_IMAGE_QUALITY = "standard"
 
 
 class OpenAIProvider:
-    """Chat, embeddings, images and moderations against one OpenAI-compatible base URL."""
+    """Chat, embeddings, images, moderations and audio transcriptions against one
+    OpenAI-compatible base URL."""
 
     wire: ClassVar[str] = "openai"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"chat", "chat_stream", "tools", "vision", "embeddings", "images", "moderations"}
+        {
+            "chat",
+            "chat_stream",
+            "tools",
+            "vision",
+            "embeddings",
+            "images",
+            "moderations",
+            "transcriptions",
+        }
     )
 
     def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession) -> None:
@@ -82,6 +94,13 @@ class OpenAIProvider:
             f"{self.base_url}/moderations",
             {**body, "model": model},
             lambda data: moderations_result(data, body),
+        )
+
+    async def transcriptions(self, body: dict[str, Any], model: str) -> TranscriptionResult:
+        return await self.http.post_form(
+            f"{self.base_url}/audio/transcriptions",
+            transcription_form(body, model),
+            lambda raw, _content_type: transcription_result(raw, body),
         )
 
     async def aclose(self) -> None:
