@@ -208,13 +208,12 @@ def test_schema_sample_metadata_null_modes_and_unpriced_modes_are_skipped(conver
     assert reasons["sample_spec"] == "schema sample"
     assert reasons["last_updated"] == "not a price entry"
     assert reasons["null-mode-model"] == "mode is null"
-    assert "audio_transcription" in reasons["whisper-1"]
     assert reasons["512-x-512/no-price-model"] == "no per-image price in a size/quality/steps entry"
-    imported = {e["model"] for e in converted.entries}
-    assert (
-        not {"sample_spec", "last_updated", "null-mode-model", "whisper-1", "no-price-model"}
-        & imported
-    )
+    imported = {e["model"]: e for e in converted.entries}
+    assert not {"sample_spec", "last_updated", "null-mode-model", "no-price-model"} & set(imported)
+    # A transcription model priced per second is imported as such.
+    whisper = imported["whisper-1"]
+    assert (whisper["mode"], whisper["per_second"]) == ("audio_transcription", D("0.0001"))
 
 
 def test_a_per_token_price_typed_per_1k_is_skipped_not_imported(converted: Any) -> None:

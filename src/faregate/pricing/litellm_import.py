@@ -36,6 +36,7 @@ PriceEntry = dict[str, Any]
 MODES = {
     "chat": "chat", "completion": "chat", "responses": "chat", "embedding": "embedding",
     "image_generation": "image", "moderation": "moderation",
+    "audio_transcription": "audio_transcription",
 }  # fmt: skip
 SOURCE = "LiteLLM model_prices_and_context_window.json"
 
@@ -137,6 +138,12 @@ def _skip_reason(key: str, spec: Any) -> str | None:
         return "mode is null"
     if mode not in MODES:
         return f"mode {mode!r} is not priced by faregate"
+    if mode == "audio_transcription" and not (
+        positive(spec, "input_cost_per_second") or positive(spec, "output_cost_per_second")
+    ):
+        # gpt-4o-transcribe and kin bill audio tokens at their own rate; one input rate
+        # for text and audio tokens would misprice them.
+        return "transcription priced per audio token, which the catalog does not model"
     return None
 
 
