@@ -31,7 +31,9 @@ async def test_a_resent_event_with_another_timestamp_keeps_the_first(billing: Bi
     first = await billing.post("/api/v1/events", _event(first_at, 120))
     again = await billing.post("/api/v1/events", _event(second_at, 999))
     assert (first.status_code, again.status_code) == (200, 200)
-    assert again.json()["event"]["transaction_id"] == "tx_resent"
+    echoed = again.json()["event"]  # the repeat as received, under the same lago_id
+    assert echoed["transaction_id"] == "tx_resent"
+    assert echoed["lago_id"] == first.json()["event"]["lago_id"]
     assert await billing.event_count(transaction_id="tx_resent") == 1
     found = await billing.get("/api/v1/events/tx_resent")
     assert found.status_code == 200

@@ -4,8 +4,8 @@ test suite and the benchmarks. Entry points are in `server`; behaviour fields in
 
 Routes, each also under `/d/{deployment}` (which selects `config.deployments[deployment]`,
 else `config.default`): OpenAI `POST /v1/chat/completions`, `/v1/embeddings`,
-`/v1/images/generations`, `/v1/moderations`, `GET /v1/models`, `GET
-/v1/files/images/{id}.png`; Anthropic `POST /v1/messages`, `/v1/messages/count_tokens`;
+`/v1/images/generations`, `/v1/moderations`, `/v1/audio/transcriptions` (multipart), `GET
+/v1/models`, `GET /v1/files/images/{id}.png`; Anthropic `POST /v1/messages`, `/v1/messages/count_tokens`;
 Gemini `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (`?alt=sse`
 for SSE, else a JSON array), `:embedContent`, `:batchEmbedContents`. Control (never counted):
 `GET /_mock/stats`, `POST /_mock/reset` (zero the counters, restart the fault sequences),
@@ -36,6 +36,16 @@ Tools: when tools are offered and the user spoke last (not a tool result), the r
 call to the first (or the forced) tool, with placeholder values for the schema's required
 fields and an id that is stable for the same request. JSON modes (OpenAI `response_format`,
 Gemini `responseMimeType`) reply with a JSON object that fits the schema.
+
+Transcriptions: the `file` part must be a PCM WAV (read with the stdlib `wave`; anything else
+is a 400 naming `file`, as OpenAI refuses a file it cannot decode). The transcript is
+`behaviour.output_tokens` word tokens, in `response_format` json (`{"text", "usage"}`), text,
+verbose_json (`task`, `language`, `duration`, one segment), srt or vtt (one cue over the
+whole audio). whisper models report `usage: {"type": "duration", "seconds"}`, the WAV's
+duration rounded up to a whole second; models starting with "gpt-4o" report tokens (10
+audio tokens a second, rounded up, plus `count_tokens(prompt)` text tokens; output
+`count_tokens(text)`) and accept json and text only. Text, srt and vtt carry no usage, as
+OpenAI's do. Latency and faults apply as to every other route.
 """
 
 from faregate.mockprovider.config import MockBehaviour, MockConfig

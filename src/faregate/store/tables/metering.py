@@ -25,7 +25,8 @@ requests = Table(
     metadata,
     Column("id", String(40), primary_key=True),  # the request id
     Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("kind", String(16), nullable=False),  # chat | embeddings | images | moderations
+    # chat | embeddings | images | moderations | transcriptions
+    Column("kind", String(16), nullable=False),
     Column("customer_id", String(36)),
     Column("external_customer_id", String(255)),
     Column("external_subscription_id", String(255)),
