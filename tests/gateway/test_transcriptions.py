@@ -34,6 +34,16 @@ WHISPER = {
     "kind": "transcriptions",
     "deployments": [{"provider": "openai", "model": "whisper-1"}],
 }
+# Three deployments in order: a wire that cannot transcribe, a failing host, a working one.
+WHISPER_FAILOVER = {
+    "name": "whisper-failover",
+    "kind": "transcriptions",
+    "deployments": [
+        {"provider": "anthropic", "model": "whisper-1"},
+        {"provider": "openai", "model": "whisper-1"},
+        {"provider": "compat", "model": "whisper-1"},
+    ],
+}
 PER_SECOND = Decimal("0.0001")  # whisper-1 in the shipped catalog: $0.006 a minute
 TRANSCRIPT = "".join(word_pieces(20)).strip()  # the mock's default reply length
 
@@ -55,7 +65,7 @@ async def gw(
 ) -> AsyncIterator[Running]:
     postgres = request.param == "postgres"
     url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
-    extra = {"models": gateway_config(mock.url)["models"] + [WHISPER]}
+    extra = {"models": gateway_config(mock.url)["models"] + [WHISPER, WHISPER_FAILOVER]}
     running = await start_gateway(tmp_path, url, mock, extra)
     yield running
     await running.runner.cleanup()
@@ -162,6 +172,22 @@ async def test_every_response_format_comes_back_and_is_metered(gw: Running, fmt:
     # Subtitles carry no usage report: the seconds come from the WAV header, marked
     # estimated. Text is asked upstream as json, whose report is the host's own.
     assert record.usage_estimated is (fmt in ("srt", "vtt"))
+
+
+async def test_a_transcription_fails_over_with_the_whole_upload(gw: Running) -> None:
+    from faregate.mockprovider.config import MockBehaviour
+
+    gw.mock.config.deployments["openai"] = MockBehaviour(error_rate=1.0)
+    async with client(gw) as sdk:
+        raw = await sdk.audio.transcriptions.with_raw_response.create(
+            model="whisper-failover", file=("speech.wav", wav(1.5), "audio/wav")
+        )
+    reply = raw.parse()
+    assert reply.text == TRANSCRIPT and reply.usage is not None and reply.usage.seconds == 2
+    assert raw.headers["x-faregate-attempts"] == "3"
+    assert raw.headers["x-faregate-deployment"] == "whisper-failover/compat/2"
+    assert Decimal(raw.headers["x-faregate-cost"]) == 2 * PER_SECOND
+    assert gw.mock.stats.by_deployment == {"openai": 1, "compat": 1}
 
 
 async def _wallet(gw: Running, credits: str) -> str:
