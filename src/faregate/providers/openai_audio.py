@@ -26,8 +26,11 @@ _CUE_END = re.compile(r"-->\s*(?:(\d+):)?(\d{1,2}):(\d{2})[,.](\d{1,3})")
 
 
 def response_format(body: dict[str, Any]) -> str:
+    """The asked format, "json" when absent; a repeated field is no format (the API refuses)."""
     value = body.get("response_format")
-    return value if isinstance(value, str) and value else "json"
+    if value is None or value == "":
+        return "json"
+    return value if isinstance(value, str) else "repeated"
 
 
 def transcription_form(body: dict[str, Any], model: str) -> aiohttp.FormData:
