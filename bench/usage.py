@@ -1,7 +1,8 @@
 """Current usage of one subscription with 10 million events, on PostgreSQL: latency of
 `GET /api/v1/customers/{id}/current_usage` (read from hourly rollups), and a raw scan beside it.
 
-Loads N events (default 10,000,000) for one subscription on a Mistral-style plan (`tokens` =
+Loads N events (default 10,000,000), spread over the 27 days so far of its current monthly
+period, for one subscription on a Mistral-style plan (`tokens` =
 sum of `tokens` filtered by model x type, 6 models, plus `requests` = count) into a PostgreSQL
 database kept between runs (`faregate_bench_usage`, never in the repository): events with
 binary COPY, and their hourly rollups computed with faregate's own rollup code. Then starts
@@ -75,8 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def month_start(now: dt.datetime) -> dt.datetime:
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+def period_start(now: dt.datetime) -> dt.datetime:
+    """The start of a monthly anniversary period 27 days old: whatever the calendar day, the
+    current period then holds four weeks of hourly rollups (a calendar month read on its 2nd
+    would hold one day's), close to the most a monthly period can hold."""
+    return now.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=27)
 
 
 def metric_definitions() -> list[dict[str, Any]]:
@@ -159,7 +163,7 @@ async def catalog(start: dt.datetime) -> None:
                 "customer_id": customer["id"],
                 "plan_code": "mistral",
                 "status": "active",
-                "billing_time": "calendar",
+                "billing_time": "anniversary",
                 "subscription_at": start,
                 "started_at": start,
             },
@@ -313,7 +317,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
         loaded = orjson.loads(state.read_bytes())
         if (
             loaded["events"] == args.events
-            and loaded["month"] == month_start(dt.datetime.now(dt.UTC)).isoformat()
+            and loaded["month"] == period_start(dt.datetime.now(dt.UTC)).isoformat()
         ):
             print(f"reusing {DATABASE} ({loaded['events']:,} events)", flush=True)
             return dict(loaded)
@@ -321,7 +325,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     psql(f'CREATE DATABASE "{DATABASE}"')
     migrate(URL)
     now = dt.datetime.now(dt.UTC)
-    start, end = month_start(now), now - dt.timedelta(minutes=1)
+    start, end = period_start(now), now - dt.timedelta(minutes=1)
     asyncio.run(catalog(start))
     print(f"loading {args.events:,} events into {DATABASE}", flush=True)
     loaded = asyncio.run(load(args.events, start, end))
@@ -341,7 +345,8 @@ def markdown(date: str, meta: dict[str, Any], loaded: dict[str, Any], r: dict[st
             + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
             + ".",
             "",
-            f"One subscription on PostgreSQL with {loaded['events']:,} events this month "
+            f"One subscription on PostgreSQL with {loaded['events']:,} events in its current period "
+            f"(a monthly anniversary period started {loaded['month'][:10]}, four weeks of hours) "
             f"(4 in 5 `tokens` events over 6 models x input/output, 1 in 5 `requests`), a "
             "Mistral-style plan (12 charge filters plus a count charge). "
             f"Database {loaded.get('database_size', '?')}; {loaded['rollup_rows']:,} hourly rollup "
