@@ -8,6 +8,7 @@ import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,16 @@ def captured_logs() -> Iterator[io.StringIO]:
 def log_lines(out: io.StringIO) -> list[dict[str, Any]]:
     """The captured JSON log lines, parsed."""
     return [orjson.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+
+
+def sse_events(raw: bytes) -> list[bytes]:
+    """A stream's lines without its SSE comments (the cost block at its end)."""
+    return [line for line in raw.split(b"\n") if not line.startswith(b":")]
+
+
+def sse_comment(raw: bytes, name: str) -> Decimal:
+    """The value of one `: name value` comment line of a stream (its cost block)."""
+    prefix = f": {name} ".encode()
+    return Decimal(
+        next(line for line in raw.split(b"\n") if line.startswith(prefix))[len(prefix) :].decode()
+    )

@@ -14,7 +14,7 @@ from faregate.auth.service import KeyService
 from faregate.mockprovider.server import MockServer
 from faregate.money import to_nanos
 from faregate.store.tables.metering import requests
-from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
+from tests.gateway.conftest import ADMIN_KEY, Running, sse_comment, sse_events, start_gateway
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -43,18 +43,6 @@ async def _post(
         return dict(r.headers), await r.read()
 
 
-def _events(raw: bytes) -> list[bytes]:
-    """A stream's lines without its SSE comments (the cost block at its end)."""
-    return [line for line in raw.split(b"\n") if not line.startswith(b":")]
-
-
-def _comment(raw: bytes, name: str) -> Decimal:
-    prefix = f": {name} ".encode()
-    return Decimal(
-        next(line for line in raw.split(b"\n") if line.startswith(prefix))[len(prefix) :].decode()
-    )
-
-
 async def test_identical_requests_are_answered_from_the_cache(
     tmp_path: Path, mock: MockServer
 ) -> None:
@@ -77,10 +65,10 @@ async def test_identical_requests_are_answered_from_the_cache(
         stream = {**BODY, "stream": True}
         _, streamed = await _post(gw.url, gw.key, stream)
         _, replayed = await _post(gw.url, gw.key, stream)
-        assert _events(replayed) == _events(streamed) and mock.stats.requests == 2
+        assert sse_events(replayed) == sse_events(streamed) and mock.stats.requests == 2
         # Only the closing cost comment differs: a hit is billed its share of the price.
-        price = _comment(streamed, "x-faregate-price") * Decimal("0.1")
-        assert _comment(replayed, "x-faregate-price") == price
+        price = sse_comment(streamed, "x-faregate-price") * Decimal("0.1")
+        assert sse_comment(replayed, "x-faregate-price") == price
 
         await _post(gw.url, gw.key, BODY, {"Cache-Control": "no-cache"})
         assert mock.stats.requests == 3
