@@ -94,14 +94,17 @@ async def test_max_output_tokens_candidates_and_stop_sequences_are_honoured(
     assert stopped["candidates"][0]["finishReason"] == "STOP"
 
 
-async def test_sse_stream_has_one_record_per_token_and_usage_last(
+async def test_sse_stream_has_one_record_per_token_and_the_usage_so_far_on_each(
     mock: MockServer, http: aiohttp.ClientSession
 ) -> None:
     body = {"contents": CONTENTS, "generationConfig": {"maxOutputTokens": 6}}
     whole = await generate(http, mock, body)
     records = await stream_sse(http, mock, body)
     assert len(records) == 6
-    assert all("usageMetadata" not in r for r in records[:-1])
+    prompt = whole["usageMetadata"]["promptTokenCount"]
+    for sent, record in enumerate(records, start=1):  # cumulative, as Gemini reports it
+        usage = record["usageMetadata"]
+        assert (usage["promptTokenCount"], usage["candidatesTokenCount"]) == (prompt, sent)
     assert records[-1]["usageMetadata"] == whole["usageMetadata"]
     assert records[-1]["candidates"][0]["finishReason"] == "MAX_TOKENS"
     assert streamed_text(records) == whole["candidates"][0]["content"]["parts"][0]["text"]

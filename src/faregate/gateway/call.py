@@ -28,8 +28,10 @@ class Call:
     deployment: Deployment | None = None
     started: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    # Worst-case estimates made before the upstream call.
+    # Estimates made before the upstream call: the expected input (routing, rate limits),
+    # the most input and output tokens a provider may bill (the holds' counts).
     est_input_tokens: int = 0
+    input_bound: int = 0
     est_output_tokens: int = 0
     est_seconds: int = 0  # audio: the most seconds the upload can last (gateway/transcriptions)
     est_cost: Decimal | None = None

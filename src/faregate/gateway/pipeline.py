@@ -26,7 +26,9 @@ from faregate.providers.base import (
     ProviderError,
     StreamState,
     TranscriptionResult,
+    delta_chars,
 )
+from faregate.tokens import count_text_tokens_of
 from faregate.usage import Usage
 
 T = TypeVar("T")
@@ -55,8 +57,20 @@ class ResponseCache(Protocol):
 
 
 def _partial_usage(call: Call, state: StreamState) -> Usage:
-    """A stream cut before the provider's report: bill what was sent, marked estimated."""
-    return Usage(input_tokens=call.est_input_tokens, output_tokens=state.chunks, estimated=True)
+    """A stream cut before the provider's final report, marked estimated. Input: what the
+    provider reported (Anthropic and Gemini do early in the stream), else the expected
+    count. Output: the larger of what the provider reported so far and the text relayed to
+    the client (its characters / 4), plus the reasoning the provider reported."""
+    reported = state.reported or Usage()
+    relayed = count_text_tokens_of(state.relayed_chars)
+    visible = max(reported.visible_output_tokens, relayed)
+    return Usage(
+        input_tokens=reported.input_tokens or call.est_input_tokens,
+        output_tokens=visible + reported.reasoning_tokens,
+        cached_input_tokens=reported.cached_input_tokens if reported.input_tokens else 0,
+        reasoning_tokens=reported.reasoning_tokens,
+        estimated=True,
+    )
 
 
 class Gateway:
@@ -245,10 +259,13 @@ class Gateway:
             if recorder:
                 recorder.add(first)
             yield first
+            # Counted once the client came back for more: the chunk was handed to it.
+            state.relayed_chars += delta_chars(first)
             async for chunk in stream:
                 if recorder:
                     recorder.add(chunk)
                 yield chunk
+                state.relayed_chars += delta_chars(chunk)
             if unjudged is not None:
                 self.health.observe(unjudged.id)
                 unjudged = None

@@ -65,15 +65,15 @@ class PlanShape:
 
 
 def worst_usages(call: Call, per_token_type: bool, unit: bool = False) -> tuple[Usage | None, ...]:
-    """The most the call can use, once per way a plan can price it. Tokens: the estimated
-    input and worst-case output (`call.est_*`, set by the catalog's estimate), as input and
-    output and, when the plan tells types apart, all of them as cached input and reasoning
-    too. Images: n x size x quality x steps as the provider adapter will report them.
-    Transcriptions: the upload's bound in seconds. Any other call: no usage (only its
-    `requests` event). `unit`: one of each instead, to find
+    """The most the call can use, once per way a plan can price it. Tokens: the input and
+    output bounds (`call.input_bound`, `call.est_output_tokens`, set by the catalog's
+    estimate), as input and output and, when the plan tells types apart, all of them as
+    cached input and reasoning too. Images: n x size x quality x steps as the provider
+    adapter will report them. Transcriptions: the upload's bound in seconds. Any other
+    call: no usage (only its `requests` event). `unit`: one of each instead, to find
     the buckets they fall into."""
     if call.kind in ("chat", "embeddings"):
-        n, m = (1, 1) if unit else (call.est_input_tokens, call.est_output_tokens)
+        n, m = (1, 1) if unit else (call.input_bound, call.est_output_tokens)
         plain = Usage(input_tokens=n, output_tokens=m)
         if not per_token_type:
             return (plain,)
@@ -148,7 +148,7 @@ def group_quantity(call: Call, group: str) -> int | None:
     """The worst-case quantity of a group of alternatives (see `_ALTERNATIVES`); None: the
     event's own (a `requests` event counts 1)."""
     if group == "tokens:input":
-        return call.est_input_tokens
+        return call.input_bound
     if group == "tokens:output":
         return call.est_output_tokens
     if group == "images":

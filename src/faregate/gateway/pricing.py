@@ -1,7 +1,7 @@
 """Provider cost and customer price of a call, from the price catalog: worst-case estimates
-before the upstream call (over every deployment the call may reach, at its output bound and
-service tier), exact amounts after. A model the catalog does not know costs nothing here
-but is marked, never silently mixed with priced usage."""
+before the upstream call (over every deployment the call may reach, at its input and output
+bounds and service tier), exact amounts after. A model the catalog does not know costs
+nothing here but is marked, never silently mixed with priced usage."""
 
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ from faregate.pricing import (
     estimate_tokens_cost,
 )
 from faregate.routing.base import RouteRequest
-from faregate.tokens import count_chat_input_tokens, count_embedding_input_tokens
+from faregate.tokens import chat_input_tokens, embedding_input_tokens
 
 log = logging.getLogger("faregate.pricing")
 
-# Output tokens per choice when neither the client, the deployment nor the catalog gives a
-# limit. The only guess in the worst case: declare `max_output_tokens` to remove it.
+# Output tokens per choice when neither the client nor the adapter caps the output and no
+# output limit or context window of any deployment the call may reach is known (deployment
+# `max_output_tokens`, catalog `max_output_tokens` / `max_input_tokens`). The only guess in
+# the worst case: declare a limit to remove it.
 DEFAULT_MAX_OUTPUT = 4096
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
@@ -65,24 +67,38 @@ def choices_of(body: dict[str, Any]) -> int:
     return _positive_int(body.get("n")) or 1
 
 
+def output_limit(deployment: Deployment, price: ModelPrice | None) -> int | None:
+    """The model's output limit: the deployment's `max_output_tokens`, else the catalog's."""
+    return deployment.max_output_tokens or (price.max_output_tokens if price else None)
+
+
 def output_bound(
     body: dict[str, Any],
     deployment: Deployment,
     price: ModelPrice | None,
     adapter_cap: int | None = None,
+    unknown_limit: int | None = None,
 ) -> int:
     """The most output tokens (all choices) a provider may bill for this chat request on
     `deployment`: the client's cap (else `adapter_cap`, what the provider adapter asks for
-    when the client sets none), never above the model's limit (the deployment's
-    `max_output_tokens`, else the catalog's); without a cap the limit; without either
-    DEFAULT_MAX_OUTPUT."""
+    when the client sets none), never above the model's limit (`output_limit`); without a
+    cap the limit; without either `unknown_limit` (the caller's bound for a model whose
+    limit is unknown), else DEFAULT_MAX_OUTPUT."""
     cap = client_output_cap(body) or adapter_cap
-    limit = deployment.max_output_tokens or (price.max_output_tokens if price else None)
+    limit = output_limit(deployment, price)
     if cap is not None and limit is not None:
         per_choice = min(cap, limit)
     else:
-        per_choice = cap or limit or DEFAULT_MAX_OUTPUT
+        per_choice = cap or limit or unknown_limit or DEFAULT_MAX_OUTPUT
     return per_choice * choices_of(body)
+
+
+def _unknown_limit(limits: list[tuple[int | None, int | None]]) -> int | None:
+    """Output per choice of a reachable model without a known limit: the largest output
+    limit known in the group, or the largest context window (no model writes past its
+    window), whichever is larger; None when neither is known."""
+    known = [n for pair in limits for n in pair if n]
+    return max(known) if known else None
 
 
 def service_tier_of(body: dict[str, Any]) -> str | None:
@@ -167,22 +183,31 @@ class CatalogPricer:
     # -- the pipeline's Pricer -----------------------------------------------------
     def estimate_call(self, call: Call) -> None:
         """Worst case of the call over every deployment it may reach (failover, fallbacks,
-        tiered targets): est_cost, est_price and, for chat, est_output_tokens."""
+        tiered targets), from the input and output bounds: est_cost, est_price, input_bound
+        and, for chat, est_output_tokens. est_input_tokens is the expected input (routing)."""
         body = call.body
         if call.kind == "chat":
-            call.est_input_tokens = count_chat_input_tokens(body)
+            call.est_input_tokens, call.input_bound = chat_input_tokens(body)
         elif call.kind == "embeddings":
-            call.est_input_tokens = count_embedding_input_tokens(body.get("input"))
+            call.est_input_tokens, call.input_bound = embedding_input_tokens(body.get("input"))
         asked = service_tier_of(body)
         worst, most_output = Decimal(0), 0
         route = self._route_request(call)
         reachable = call.scratch[REACHABLE] = self._reachable(call, route)
-        for deployment in reachable:
-            price = self.price_for(deployment.catalog_model, call.created_at)
+        prices = [self.price_for(d.catalog_model, call.created_at) for d in reachable]
+        unknown: int | None = None
+        if call.kind == "chat":
+            unknown = _unknown_limit(
+                [
+                    (output_limit(d, p), p.max_input_tokens if p else None)
+                    for d, p in zip(reachable, prices, strict=True)
+                ]
+            )
+        for deployment, price in zip(reachable, prices, strict=True):
             output = 0
             if call.kind == "chat":
                 cap = self.adapter_caps.get(deployment.provider)
-                output = output_bound(body, deployment, price, cap)
+                output = output_bound(body, deployment, price, cap, unknown)
             most_output = max(most_output, output)
             if price is None:
                 continue
@@ -231,7 +256,7 @@ class CatalogPricer:
             )
         return estimate_tokens_cost(
             price,
-            call.est_input_tokens,
+            call.input_bound,
             output,
             at=call.created_at,
             tier=tier,

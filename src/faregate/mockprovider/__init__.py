@@ -17,9 +17,12 @@ and error); then one seeded draw picks 500/503 (Anthropic 500/529) for `error_ra
 with Retry-After for `rate_limit_rate` (and `retry-after-ms` unless `retry_after_ms: false`),
 a 200 truncated body for `malformed_rate`, or a 400 for `bad_request_rate`.
 Streams drop the connection after `disconnect_after_chunks` events.
+Streams report usage where the real APIs do: OpenAI in a last chunk (`include_usage`),
+Anthropic in `message_start` (input, one output token) and `message_delta` (the whole),
+Gemini on every record (cumulative so far; thinking counted from the first).
 
 Usage is deterministic and identical streamed or not. Input tokens: `count_tokens(text) =
-ceil(len(text) / 4)` of each message's text plus 4 per message (a system prompt counts as a
+ceil(ASCII characters / 4) + other characters` of each message's text plus 4 per message (a system prompt counts as a
 message), 85 per image, and `count_tokens(name + description + schema JSON)` per tool.
 Output tokens per choice: `min(max_tokens, behaviour.output_tokens)`. A text reply is
 exactly that many word tokens and a stream sends one content event per token; a stop

@@ -1,6 +1,7 @@
 """Gemini `models/{model}:generateContent` and `:streamGenerateContent` (SSE with `alt=sse`,
-else one JSON array). Every streamed record is a GenerateContentResponse; the last carries
-`usageMetadata`, whose `candidatesTokenCount` excludes `thoughtsTokenCount`.
+else one JSON array). Every streamed record is a GenerateContentResponse with the
+`usageMetadata` so far (the last one's is the whole), whose `candidatesTokenCount` excludes
+`thoughtsTokenCount`.
 """
 
 from __future__ import annotations
@@ -158,11 +159,15 @@ def _json_schema(config: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return checks.mapping(schema, "responseSchema")
 
 
-def _usage(reply: Reply) -> dict[str, Any]:
+def _usage(reply: Reply, candidates: int | None = None) -> dict[str, Any]:
+    """The usage of the whole reply; with `candidates`, of a stream so far (the thinking is
+    done before the first visible token, as Gemini's thinking models do)."""
+    visible = reply.output_tokens - reply.reasoning_tokens
+    visible = visible if candidates is None else min(candidates, visible)
     usage: dict[str, Any] = {
         "promptTokenCount": reply.prompt_tokens,
-        "candidatesTokenCount": reply.output_tokens - reply.reasoning_tokens,
-        "totalTokenCount": reply.total_tokens,
+        "candidatesTokenCount": visible,
+        "totalTokenCount": reply.prompt_tokens + reply.reasoning_tokens + visible,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.prompt_tokens}],
     }
     if reply.cached_tokens:
@@ -187,26 +192,32 @@ def _candidate(index: int, choice: Choice, pieces: tuple[str, ...], final: bool)
 
 
 def _response(
-    model: str, candidates: list[dict[str, Any]], reply: Reply | None, response_id: str
+    model: str,
+    candidates: list[dict[str, Any]],
+    reply: Reply,
+    response_id: str,
+    sent: int | None = None,
 ) -> dict[str, Any]:
     response: dict[str, Any] = {"candidates": candidates}
-    if reply is not None:
-        response["usageMetadata"] = _usage(reply)
+    response["usageMetadata"] = _usage(reply, sent)
     response["modelVersion"] = model
     response["responseId"] = response_id
     return response
 
 
 def _records(model: str, reply: Reply) -> list[dict[str, Any]]:
-    """One record per token per candidate; each candidate's last one has its finishReason."""
+    """One record per token per candidate; each candidate's last one has its finishReason.
+    Every record carries the usage so far, as Gemini's do (cumulative); the last the whole."""
     response_id = _response_id()
     records = []
+    sent = 0
     for index, choice in enumerate(reply.choices):
         chunks = [(p,) for p in choice.pieces] if choice.tool is None and choice.pieces else [()]
         for position, chunk in enumerate(chunks):
             final = position == len(chunks) - 1
             candidate = _candidate(index, choice, chunk, final)
-            records.append(_response(model, [candidate], None, response_id))
+            sent += len(chunk)
+            records.append(_response(model, [candidate], reply, response_id, sent))
     records[-1] = _response(model, records[-1]["candidates"], reply, response_id)
     return records
 

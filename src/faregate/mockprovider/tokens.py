@@ -1,8 +1,9 @@
 """The mock's deterministic token arithmetic, shared by every wire format.
 
-Input: `count_tokens(text) = ceil(len(text) / 4)`; a prompt costs that for each message's
-text plus 4 per message, 85 per image, and `count_tokens(name + description + schema)` per
-tool. Output: one generated word is one token. Pure functions only.
+Input: `count_tokens(text)` is ceil(ASCII characters / 4) plus one per other character (as
+real tokenizers spend about a token per CJK character); a prompt costs that for each
+message's text plus 4 per message, 85 per image, and `count_tokens(name + description +
+schema)` per tool. Output: one generated word is one token. Pure functions only.
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ WORDS = tuple(_LOREM.split())
 
 
 def count_tokens(text: str) -> int:
-    """Tokens in `text`: one per four characters, rounded up."""
-    return (len(text) + 3) // 4
+    """Tokens in `text`: one per four ASCII characters, rounded up, and one per other
+    character."""
+    if text.isascii():
+        return (len(text) + 3) // 4
+    wide = sum(1 for c in text if ord(c) > 127)
+    return (len(text) - wide + 3) // 4 + wide
 
 
 def is_reasoning_model(model: str) -> bool:

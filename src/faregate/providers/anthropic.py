@@ -204,6 +204,7 @@ class StreamParser:
         self.id = str(message.get("id") or "")
         self.model = str(message.get("model") or self.model)
         self.usage.update(message.get("usage") or {})
+        self.state.reported = usage_from_anthropic(self.usage)  # the input, counted already
         return [self._chunk({"role": "assistant", "content": ""})]
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -241,6 +242,7 @@ class StreamParser:
         self.stop_reason = (data.get("delta") or {}).get("stop_reason")
         # message_delta usage is cumulative and may restate the input counts.
         self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+        self.state.reported = usage_from_anthropic(self.usage)
         return [self._chunk({}, finish_reason(self.stop_reason))]
 
     def close(self) -> list[dict[str, Any]]:

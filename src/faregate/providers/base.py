@@ -71,15 +71,44 @@ class TranscriptionResult:
 
 @dataclass(slots=True)
 class StreamState:
-    """Filled in by a chat stream as it runs; read once the stream is exhausted."""
+    """Filled in by a chat stream as it runs; read once the stream is exhausted, or when
+    it is cut short (`reported`, `relayed_chars`)."""
 
     usage: Usage | None = None
     finish_reason: str | None = None
     chunks: int = 0
+    # The usage the provider has reported so far, while the stream runs (Anthropic's
+    # message_start and message_delta, Gemini's usageMetadata on each chunk); None until
+    # it reports any. `usage` is the final report.
+    reported: Usage | None = None
+    # Characters of text (content, refusal, tool-call names and arguments) the gateway has
+    # relayed to its client: what a stream cut before the provider's report is billed on.
+    relayed_chars: int = 0
     # True while the chunk just yielded is followed by another from the same upstream read
     # (no wait in between): the API may then batch them into one write to the client.
     more: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def delta_chars(chunk: dict[str, Any]) -> int:
+    """Characters of text in a chat.completion.chunk's deltas."""
+    total = 0
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        for key in ("content", "refusal"):
+            text = delta.get(key)
+            if isinstance(text, str):
+                total += len(text)
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                for key in ("name", "arguments"):
+                    text = function.get(key)
+                    if isinstance(text, str):
+                        total += len(text)
+    return total
 
 
 class ProviderError(FaregateError):

@@ -247,7 +247,9 @@ class StreamParser:
         if "error" in data:
             raise self.http.detail_error(error_status(data), data)
         self.model = str(data.get("modelVersion") or self.model)
-        self.usage = data.get("usageMetadata") or self.usage
+        if data.get("usageMetadata"):  # cumulative: the usage so far, on each chunk
+            self.usage = data["usageMetadata"]
+            self.state.reported = usage_from_gemini(self.usage)
         choices = [
             choice
             for position, candidate in enumerate(data.get("candidates") or ())
