@@ -136,8 +136,8 @@ def test_the_hold_covers_every_split_on_every_reachable_deployment(
     pricer.estimate_call(call)
     held = call.est_price
     assert held is not None
-    # What a provider may then report: at most the estimated input and the output bound.
-    n, m = call.est_input_tokens, call.est_output_tokens
+    # What a provider may then report: at most the input and output bounds.
+    n, m = call.input_bound, call.est_output_tokens
     call.deployment = next(d for d in GROUP.deployments if d.provider == provider)
     call.usage = Usage(
         input_tokens=n,
@@ -160,6 +160,7 @@ def test_reasoning_tokens_on_the_filtered_provider_set_the_hold() -> None:
     # `b` (3 packages of 100 at 50), the input as cached input (10-token packages at 3), and
     # input plus visible output in the default bucket (one started package of 1000 at 1).
     assert call.est_output_tokens == 300
-    input_packages = -(-call.est_input_tokens // 10)
-    assert call.est_input_tokens + 300 <= 1000
+    assert call.input_bound == 3 + 4 + 5  # priming, one message's framing, five bytes
+    input_packages = -(-call.input_bound // 10)
+    assert call.input_bound + 300 <= 1000
     assert call.est_price == Decimal(3 * 50 + 3 * input_packages + 1)

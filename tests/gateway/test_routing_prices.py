@@ -398,8 +398,9 @@ async def test_an_adapter_that_always_sends_max_tokens_bounds_the_hold(
             status, _, error = await _chat(s, gw, body, {"x-faregate-tags": "capped"})
         assert status == 429
         held = _may_use(error)
-        # 8 estimated prompt tokens at $3 and 4,096 output tokens at $15 per 1M.
-        assert held == (8 * Decimal(3) + 4096 * Decimal(15)) / MILLION
+        # The input bound (3 of priming, 4 of framing, 2 bytes of text) at $3 and 4,096
+        # output tokens at $15 per 1M.
+        assert held == (9 * Decimal(3) + 4096 * Decimal(15)) / MILLION
         assert held >= cost
     finally:
         await gw.runner.cleanup()

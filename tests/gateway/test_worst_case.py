@@ -61,7 +61,8 @@ def _estimate(pricer: CatalogPricer, router: Router, model: str, **body: Any) ->
     return call
 
 
-PROMPT = 3 + 4 + 9  # reply priming + one message's framing + 36 characters
+# The input bound: reply priming + one message's framing + 36 one-byte characters.
+PROMPT = 3 + 4 + 36
 
 
 def _cost(rate: int, output: int) -> Decimal:
@@ -137,3 +138,31 @@ def test_a_deployment_tier_applies_when_the_request_names_none() -> None:
     assert _estimate(pricer, router, "chat", max_tokens=10).est_cost == _cost(100, 10) * 2
     plain = _estimate(pricer, router, "chat", max_tokens=10, service_tier="default")
     assert plain.est_cost == _cost(100, 10)
+
+
+def test_routing_prices_the_expected_input_while_the_hold_prices_its_bound() -> None:
+    pricer, router = _pricer(_group("chat", "dear"))
+    call = _estimate(pricer, router, "chat", max_tokens=10)
+    assert (call.est_input_tokens, call.input_bound) == (3 + 4 + 9, PROMPT)  # 36 chars / 4
+    assert call.est_cost == _cost(100, 10)
+    [deployment] = call.group.deployments if call.group else ()
+    expected = pricer.estimate(deployment, pricer.route_request(call))
+    assert expected == Decimal(100 * (3 + 4 + 9 + 10)) / MILLION  # what cheapest and max_price see
+
+
+def test_a_model_without_a_known_limit_is_held_at_the_groups_largest_one() -> None:
+    unlimited = Deployment(id="u", group="chat", provider="p", model="unlimited")
+    dear = Deployment(id="d", group="chat", provider="p", model="dear")
+    pricer, router = _pricer(ModelGroup(name="chat", deployments=(unlimited, dear)))
+    call = _estimate(pricer, router, "chat")
+    assert call.est_output_tokens == 2000  # dear's limit bounds unlimited's output too
+    assert call.est_cost == _cost(100, 2000)
+
+
+def test_a_model_with_only_a_context_window_is_held_at_that_window() -> None:
+    prices = {"models": [_price("windowed", "1", max_input_tokens=32_768)]}
+    pricer = CatalogPricer(catalog_from_section(prices))
+    group = _group("chat", "windowed")
+    router = Router({"chat": group}, health=HealthRegistry(), estimator=pricer)
+    pricer.reach = router.reachable
+    assert _estimate(pricer, router, "chat").est_output_tokens == 32_768
