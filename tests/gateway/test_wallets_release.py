@@ -171,14 +171,17 @@ async def test_a_client_leaving_mid_stream_pays_exactly_its_request_price(
             ) as r,
         ):
             assert r.status == 200
-            await r.content.readline()  # the first chunk, then the client goes away
+            seen = 0
+            while seen < 3:  # the role chunk and two words, then the client goes away
+                seen += (await r.content.readline()).startswith(b"data: ")
         entries = await _finished(gw, wallet_id)
         [hold] = [e for e in entries if e["kind"] == "hold"]
         [post] = [e for e in entries if e["kind"] == "post"]
         record = await _request_record(gw, hold["hold_id"])
         assert record["status"] == 499 and record["error_code"] == "client_disconnected"
-        # The provider's report never arrived (the stream was cut): the usage is the tokens
-        # the gateway relayed, marked estimated, and the wallet pays exactly its price.
+        # The provider's report never arrived (the stream was cut): the usage is the text
+        # the gateway relayed, marked estimated, and the wallet pays exactly its price
+        # (test_wallets_bounds.py computes it on each wire).
         assert record["usage_estimated"] is True
         assert 0 < record["output_tokens"] < 200
         price = from_nanos(int(record["price_nanos"]))
