@@ -64,7 +64,11 @@ async def test_a_cjk_prompt_is_held_above_its_real_price_and_the_wallet_stays_ab
     gw: Running, mock: MockServer
 ) -> None:
     text = "価格表を見せてください。" * 40  # 480 characters, 1,440 UTF-8 bytes
-    body = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": text}]}
+    body = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": text}],
+    }
     mock.config.deployments["openai"] = MockBehaviour(output_tokens=20)
     held = _price("gpt-4o-mini", 3 + 4 + 1440, 20)  # priming, framing, one token a byte
     # The wallet covers one hold; after it the balance is below a second one.

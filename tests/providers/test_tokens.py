@@ -106,7 +106,9 @@ def test_chat_bound_counts_images_audio_files_tools_and_schemas_at_their_maximum
     )
     tools = [{"type": "function", "function": {"name": "f"}}]
     _, with_tools = chat_input_tokens({**body, "tools": tools})
-    assert with_tools - bound == TOOLS_OVERHEAD + len(b'[{"type":"function","function":{"name":"f"}}]')
+    assert with_tools - bound == TOOLS_OVERHEAD + len(
+        b'[{"type":"function","function":{"name":"f"}}]'
+    )
     schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {}}}
     _, with_schema = chat_input_tokens({**body, "response_format": schema})
     assert with_schema > bound
