@@ -196,7 +196,7 @@ class CatalogPricer:
         reachable = call.scratch[REACHABLE] = self._reachable(call, route)
         prices = [self.price_for(d.catalog_model, call.created_at) for d in reachable]
         unknown: int | None = None
-        if call.kind == "chat":
+        if call.kind == "chat" and client_output_cap(body) is None:  # else never read
             unknown = _unknown_limit(
                 [
                     (output_limit(d, p), p.max_input_tokens if p else None)
