@@ -308,3 +308,45 @@ async def test_the_mock_transcribes_under_a_deployment_prefix_and_injects_faults
         assert usage["type"] == "tokens" and usage["input_token_details"]["audio_tokens"] == 20
         async with s.post(f"{mock.url}/v1/audio/transcriptions", data=_form(audio=b"ID3 mp3")) as r:
             assert r.status == 400 and (await r.json())["error"]["param"] == "file"
+
+
+async def test_cheapest_prices_a_transcription_by_its_seconds_on_each_deployment(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    per_second = {"mode": "audio_transcription", "effective_from": "2020-01-01"}
+    extra = {
+        "models": [
+            {
+                "name": "stt",
+                "kind": "transcriptions",
+                "strategy": "cheapest",
+                "deployments": [  # the dearer one first: order alone would pick it
+                    {"id": "dear", "provider": "openai", "model": "whisper-1", "price_key": "dear"},
+                    {"id": "cheap", "provider": "compat", "model": "whisper-1", "price_key": "lo"},
+                ],
+            }
+        ],
+        "prices": {
+            "models": [
+                {"provider": "xtest", "model": "dear", "per_second": 0.0003, **per_second},
+                {"provider": "xtest", "model": "lo", "per_second": 0.0001, **per_second},
+            ]
+        },
+    }
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", mock, extra)
+    try:
+        form = _form(model="stt", audio=wav(4))
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{gw.url}/v1/audio/transcriptions",
+                data=form,
+                headers={"Authorization": f"Bearer {gw.key}"},
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+            assert r.headers["x-faregate-deployment"] == "cheap"
+            assert Decimal(r.headers["x-faregate-cost"]) == Decimal("0.0004")  # 4 s x 0.0001
+        assert mock.stats.requests_for(deployment="openai") == 0
+    finally:
+        await gw.runner.cleanup()

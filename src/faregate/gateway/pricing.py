@@ -174,6 +174,8 @@ class CatalogPricer:
                     at=request.now,
                     tier=tier,
                 )
+            if request.kind == "transcriptions":
+                return estimate_seconds_cost(price, request.seconds, at=request.now, tier=tier)
             return estimate_tokens_cost(
                 price, request.input_tokens, request.output_tokens, at=request.now, tier=tier
             )
@@ -301,6 +303,7 @@ class CatalogPricer:
             image_size=_size(body) if call.kind == "images" else None,
             image_quality=body.get("quality"),
             image_steps=body.get("steps"),
+            seconds=call.est_seconds if call.kind == "transcriptions" else 0,
             key_id=call.principal.key_id,
             user=body.get("user") if isinstance(body.get("user"), str) else None,
             team=call.principal.team_name,

@@ -17,7 +17,7 @@ from faregate.config import Deployment
 class RouteRequest:
     """What the gateway knows about one request before it is sent anywhere."""
 
-    kind: str = "chat"  # chat | embeddings | images
+    kind: str = "chat"  # chat | embeddings | images | transcriptions
     input_tokens: int = 0  # estimated prompt tokens
     output_tokens: int = 0  # expected output tokens (used for the cost estimate)
     max_output_tokens: int | None = None  # the client's cap, if any
@@ -25,6 +25,7 @@ class RouteRequest:
     image_size: str | None = None  # "1024x1024"
     image_quality: str | None = None
     image_steps: int | None = None
+    seconds: int = 0  # audio duration of a transcription (exact for WAV, else its bound)
     key_id: str | None = None
     user: str | None = None
     team: str | None = None
