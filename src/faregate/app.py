@@ -4,6 +4,7 @@ store and the usage writer and hands them down; cleanup closes them in reverse o
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -206,8 +207,25 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+# Young-generation collections every 10,000 container allocations instead of 700.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Once the app is built: move everything allocated so far (modules, configuration,
+    caches) out of the collector's reach, and collect the young generation less often.
+    The request path allocates many short-lived containers and makes almost no reference
+    cycles, yet with the defaults the collector took 15% of the server's CPU (20% when
+    ingesting event batches), most of it full collections walking the frozen-to-be heap;
+    tuned, 4%, and 15-20% less CPU per request (bench/README.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve_forever(settings: Settings) -> None:
     runner = await start_app(settings)
+    tune_gc()
     log.info("faregate listening", extra={"host": settings.host, "port": settings.port})
     try:
         await _wait_for_signal()
@@ -254,6 +272,7 @@ async def run_demo(settings: Settings, *, mock_port: int) -> None:
 
     mock = await start_mock(port=mock_port)
     runner = await start_app(settings)
+    tune_gc()
     try:
         key = await _demo_key(settings)
         print(_demo_banner(settings, key), flush=True)
