@@ -4,8 +4,8 @@ PostgreSQL: binary COPY straight into `events` under a savepoint; when a batch h
 already stored (a client's retry, a replayed journal), COPY into a session-local staging table
 and `INSERT ... ON CONFLICT DO NOTHING RETURNING` instead. SQLite: multi-row INSERTs with
 ON CONFLICT DO NOTHING RETURNING, in chunks of a few fixed sizes, bound without SQLAlchemy's
-per-row parameter handling (metering.inserts). Either way the caller learns exactly which rows landed, so
-rollups count each stored event once.
+per-row parameter handling (store.inserts). Either way the caller learns exactly which rows
+landed, so rollups count each stored event once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from faregate.metering.inserts import SqliteInsertReturning
+from faregate.store.inserts import SqliteInsertReturning
 from faregate.store.tables.metering import events
 
 COLUMNS = (

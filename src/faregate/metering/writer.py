@@ -17,8 +17,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.metering import event_store, rollups
-from faregate.metering.inserts import BatchInsert
 from faregate.metering.journal import Journal
+from faregate.store.inserts import BatchInsert
 from faregate.store.tables.metering import requests
 
 log = logging.getLogger("faregate.metering")

@@ -15,7 +15,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.store.chunks import fixed_size_chunks
+from faregate.store.inserts import SqliteInsertReturning
 from faregate.store.tables.wallets import wallet_entries, wallet_transactions, wallets
+from faregate.wallets import ledger
 from faregate.wallets.ledger import Balances, Entry
 
 
@@ -153,6 +155,12 @@ async def funded_versions(conn: AsyncConnection) -> list[tuple[str, int, int]]:
 # --- ledger -------------------------------------------------------------------------------
 
 
+_ENTRY_COLUMNS = tuple(ledger.credit("w", "t", 0).row())
+_SQLITE_ENTRIES = SqliteInsertReturning(
+    wallet_entries, _ENTRY_COLUMNS, conflict=("key",), returning=("key",)
+)
+
+
 def _insert(conn: AsyncConnection) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(wallet_entries).on_conflict_do_nothing(index_elements=["key"])
@@ -166,11 +174,15 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
     unique: dict[str, Entry] = {}
     for entry in entries:
         unique.setdefault(entry.key, entry)
-    stmt = _insert(conn).returning(wallet_entries.c.key)
     rows = [e.row() for e in unique.values()]
     inserted: set[str] = set()
-    for chunk in fixed_size_chunks(rows):  # few statement shapes for the driver's cache
-        inserted.update(row[0] for row in await conn.execute(stmt, chunk))
+    if conn.dialect.name == "sqlite":  # the embedded writer's path: bound without SQLAlchemy
+        values = [tuple(row[c] for c in _ENTRY_COLUMNS) for row in rows]
+        inserted.update(r[0] for r in await _SQLITE_ENTRIES.execute(conn, values))
+    else:
+        stmt = _insert(conn).returning(wallet_entries.c.key)
+        for chunk in fixed_size_chunks(rows):  # few statement shapes for the driver's cache
+            inserted.update(row[0] for row in await conn.execute(stmt, chunk))
     applied = [e for k, e in unique.items() if k in inserted]
     totals: dict[str, Balances] = {}
     versions: dict[str, int] = {}

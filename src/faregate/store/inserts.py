@@ -1,4 +1,5 @@
-"""Idempotent batch INSERTs for the usage writer, compiled once per column set.
+"""Idempotent batch INSERTs for the batched writers (usage records and events, wallet ledger
+entries), compiled once per column set.
 
 Rows become driver tuples through the dialect's own bind processors, then go to the
 driver's executemany (or, when the caller needs to know which rows landed, to multi-row

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-
-from faregate.metering.inserts import BatchInsert, SqliteInsertReturning
-from faregate.store.db import create_engine, migrate
-from faregate.store.tables.metering import events
 from tests.conftest import create_pg_database, drop_pg_database
+
+from faregate.store.db import create_engine, migrate
+from faregate.store.inserts import BatchInsert, SqliteInsertReturning
+from faregate.store.tables.metering import events
 
 NOW = datetime(2026, 11, 22, 8, 30, 1, 123456, tzinfo=UTC)
 
