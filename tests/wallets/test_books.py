@@ -114,3 +114,17 @@ async def test_on_every_book_a_price_above_its_hold_never_takes_the_wallet_below
     after = await b.snapshot(w)
     assert after is not None and after.held == 0
     assert after.consumed == 90 and after.available == 10
+
+
+async def test_a_post_or_release_whose_hold_is_not_stored_changes_nothing(
+    book: tuple[HoldBook, str],
+) -> None:
+    """A hold a PostgreSQL crash lost (the SQL book commits without waiting for the WAL
+    flush) must not be released or posted against the wallet afterwards."""
+    b, w = book
+    before = await b.snapshot(w)
+    assert await b.finish(w, "never-held", 40, 25) is None
+    assert await b.finish(w, "never-held-either", 40, None) is None
+    assert await b.snapshot(w) == before
+    assert await b.hold(w, "real", 40, ttl_s=1)  # the wallet is whole: 100 is still there
+    assert not await b.hold(w, "more", 61, ttl_s=1)

@@ -66,7 +66,9 @@ async def build_wallets(
     elif not is_sqlite(settings.database_url):
         from faregate.wallets.book_sql import SqlHoldBook
 
-        book = SqlHoldBook(engine, ttl)
+        book = SqlHoldBook(
+            engine, ttl, synchronous_commit=bool(section.get("synchronous_commit", False))
+        )
     else:
         book = MemoryHoldBook()
     if not book.durable:
