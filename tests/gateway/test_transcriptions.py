@@ -27,6 +27,7 @@ from faregate.store.tables.metering import events, requests
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, start_gateway
 from tests.gateway.test_billing_e2e import subscription_start
+from tests.gateway.test_wallets_release import _finished, _wallet
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 WHISPER = {
@@ -190,27 +191,6 @@ async def test_a_transcription_fails_over_with_the_whole_upload(gw: Running) -> 
     assert gw.mock.stats.by_deployment == {"openai": 1, "compat": 1}
 
 
-async def _wallet(gw: Running, credits: str) -> str:
-    body = {"wallet": {"external_customer_id": "acme", "rate_amount": "1", "paid_credits": credits}}
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(f"{gw.url}/api/v1/wallets", json=body, headers=ADMIN) as r,
-    ):
-        assert r.status == 200
-        return str((await r.json())["wallet"]["lago_id"])
-
-
-async def _ledger(gw: Running, wallet_id: str) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as s:
-        for _ in range(200):
-            async with s.get(f"{gw.url}/api/v1/wallets/{wallet_id}/ledger", headers=ADMIN) as r:
-                entries: list[dict[str, Any]] = (await r.json())["entries"]
-            if any(e["kind"] in ("post", "release") for e in entries):
-                return entries
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"the hold was not finished: {entries}")
-
-
 async def test_a_wallet_hold_covers_the_audio_and_posts_its_real_price(gw: Running) -> None:
     wallet_id = await _wallet(gw, "0.005")
     async with client(gw) as sdk:
@@ -227,7 +207,7 @@ async def test_a_wallet_hold_covers_the_audio_and_posts_its_real_price(gw: Runni
             model="whisper-1", file=("speech.wav", wav(7.01), "audio/wav")
         )
     assert reply.text == TRANSCRIPT
-    entries = await _ledger(gw, wallet_id)
+    entries = await _finished(gw, wallet_id)
     assert [e["kind"] for e in entries] == ["credit", "hold", "post"]
     hold, post = entries[1], entries[2]
     assert Decimal(hold["held"]) == 8 * PER_SECOND  # the WAV header's 7.01 s, rounded up

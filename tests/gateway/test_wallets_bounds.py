@@ -16,7 +16,7 @@ import pytest
 from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
 from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, start_gateway
-from tests.gateway.test_wallets_release import _finished, _request_record, _wallet
+from tests.gateway.test_wallets_release import _chat, _finished, _request_record, _wallet
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 MILLION = Decimal(10**6)
@@ -48,18 +48,6 @@ def _price(model: str, input_tokens: int, output_tokens: int) -> Decimal:
     return (input_tokens * rate_in + output_tokens * rate_out) / MILLION
 
 
-async def _post_chat(gw: Running, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(
-            f"{gw.url}/v1/chat/completions",
-            json=body,
-            headers={"Authorization": f"Bearer {gw.key}"},
-        ) as r,
-    ):
-        return r.status, await r.json()
-
-
 async def test_a_cjk_prompt_is_held_above_its_real_price_and_the_wallet_stays_above_zero(
     gw: Running, mock: MockServer
 ) -> None:
@@ -73,7 +61,7 @@ async def test_a_cjk_prompt_is_held_above_its_real_price_and_the_wallet_stays_ab
     held = _price("gpt-4o-mini", 3 + 4 + 1440, 20)  # priming, framing, one token a byte
     # The wallet covers one hold; after it the balance is below a second one.
     wallet_id = await _wallet(gw, "0.00025")
-    status, answer = await _post_chat(gw, body)
+    status, answer = await _chat(gw, body)
     assert status == 200, answer
     # The provider counts a token per CJK character: four times chars / 4, which the
     # hold priced at the old estimate (3 + 4 + 120 input tokens) would not have covered.
@@ -86,7 +74,7 @@ async def test_a_cjk_prompt_is_held_above_its_real_price_and_the_wallet_stays_ab
     [post] = [e for e in entries if e["kind"] == "post"]
     assert Decimal(hold["held"]) == held and held >= real
     assert Decimal(post["consumed"]) == real  # the post never exceeds its hold
-    status, refused = await _post_chat(gw, body)
+    status, refused = await _chat(gw, body)
     assert status == 402 and refused["error"]["code"] == "insufficient_credits"
     async with (
         aiohttp.ClientSession() as s,
