@@ -43,6 +43,7 @@ from faregate.gateway.assembly import assemble_gateway
 from faregate.metering.recorder import Recorder
 from faregate.metering.writer import UsageWriter
 from faregate.providers.registry import build_provider, endpoint_for
+from faregate.providers.transport import HttpTransport
 from faregate.store import crypto
 from faregate.store.db import create_engine
 from faregate.store.tables.gateway import provider_credentials
@@ -85,8 +86,10 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     engine = create_engine(settings.database_url)
     await _stored_credentials(engine, settings)
     session = _http_session()
+    transport = HttpTransport()
     upstreams = {
-        name: build_provider(endpoint_for(p), session) for name, p in settings.providers.items()
+        name: build_provider(endpoint_for(p), session, transport)
+        for name, p in settings.providers.items()
     }
     journal_dir = (
         Path(settings.data_dir)
@@ -130,6 +133,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         wallets=parts.components.get("wallets"),
         components={
             "http": session,
+            "transport": transport,
             "upstreams": upstreams,
             "billing_runner": runner,
             **parts.components,
@@ -160,6 +164,7 @@ async def _cleanup(app: web.Application) -> None:
         await closer()
     await services.writer.close()
     await services.webhooks.close()
+    await services.components["transport"].close()
     await services.components["http"].close()
     await services.engine.dispose()
 

@@ -16,6 +16,7 @@ from faregate.mockprovider.config import MockBehaviour, MockConfig
 from faregate.mockprovider.server import MockServer, start_mock
 from faregate.providers.base import Endpoint, Provider, ProviderError, StreamState
 from faregate.providers.registry import WIRES, build_provider
+from faregate.providers.transport import HttpTransport
 
 KEY = "sk-contract-key"
 HANG_TIMEOUT = 0.3
@@ -100,7 +101,16 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def connect(mock: MockServer, session: aiohttp.ClientSession) -> Callable[..., Provider]:
+async def transport() -> AsyncIterator[HttpTransport]:
+    transport = HttpTransport()
+    yield transport
+    await transport.close()
+
+
+@pytest.fixture
+def connect(
+    mock: MockServer, session: aiohttp.ClientSession, transport: HttpTransport
+) -> Callable[..., Provider]:
     def build(wire: Wire, deployment: str = "ok", key: str | None = KEY) -> Provider:
         timeout = HANG_TIMEOUT if deployment == "hanging" else 5.0
         options = (("read_timeout", HANG_TIMEOUT),) if deployment == "stalling" else ()
@@ -113,7 +123,7 @@ def connect(mock: MockServer, session: aiohttp.ClientSession) -> Callable[..., P
             connect_timeout=1.0,
             options=options,
         )
-        return build_provider(endpoint, session)
+        return build_provider(endpoint, session, transport)
 
     return build
 

@@ -17,6 +17,7 @@ from faregate.providers.http import (
     map_exceptions,
     parse_retry_after,
 )
+from faregate.providers.transport import HttpTransport
 
 ENDPOINT = Endpoint(name="up", wire="openai", base_url="http://upstream", api_key="sk-secret-key")
 
@@ -165,8 +166,9 @@ async def test_stream_marks_the_chunks_that_arrived_in_the_same_read_as_the_next
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
+        transport = HttpTransport()
         async with aiohttp.ClientSession() as session:
-            upstream = Upstream(ENDPOINT, session, {}, lambda body: ErrorDetail())
+            upstream = Upstream(ENDPOINT, session, {}, lambda body: ErrorDetail(), transport)
             state = StreamState()
             seen = [
                 (chunk["n"], state.more)
@@ -175,5 +177,6 @@ async def test_stream_marks_the_chunks_that_arrived_in_the_same_read_as_the_next
                 )
             ]
     finally:
+        await transport.close()
         await runner.cleanup()
     assert seen == [(0, True), (1, True), (2, False), ("last", False)]

@@ -22,7 +22,7 @@ def endpoint(wire: str, base_url: str = "http://upstream", **options: Any) -> En
 
 def offline(wire: str, parse_error: ErrorParser) -> Upstream:
     """An Upstream for parsers that only need its error mapping (no session is used)."""
-    return Upstream(endpoint(wire), None, {}, parse_error)  # type: ignore[arg-type]
+    return Upstream(endpoint(wire), None, {}, parse_error, None)  # type: ignore[arg-type]
 
 
 def run_sse(parser: EventParser, text: str) -> list[dict[str, Any]]:

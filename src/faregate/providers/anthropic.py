@@ -22,6 +22,7 @@ from faregate.providers.base import (
 )
 from faregate.providers.http import ErrorDetail, SSEEvent, Upstream, bad_response, stream_cut
 from faregate.providers.shape import chunk, completion, delta_choice, tool_call, unsupported
+from faregate.providers.transport import HttpTransport
 from faregate.usage import Usage
 
 API_VERSION = "2023-06-01"
@@ -57,11 +58,13 @@ class AnthropicProvider:
     wire: ClassVar[str] = "anthropic"
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "chat_stream", "tools", "vision"})
 
-    def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, endpoint: Endpoint, session: aiohttp.ClientSession, transport: HttpTransport
+    ) -> None:
         headers = {"anthropic-version": str(endpoint.option("anthropic_version", API_VERSION))}
         if endpoint.api_key:
             headers["x-api-key"] = endpoint.api_key
-        self.http = Upstream(endpoint, session, headers, parse_error)
+        self.http = Upstream(endpoint, session, headers, parse_error, transport)
         base = endpoint.base_url.rstrip("/")
         self.url = base + ("/messages" if base.endswith("/v1") else MESSAGES_PATH)
         self.default_max_tokens = int(endpoint.option("default_max_tokens", DEFAULT_MAX_TOKENS))

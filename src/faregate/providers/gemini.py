@@ -32,6 +32,7 @@ from faregate.providers.shape import (
     tool_call,
     unsupported,
 )
+from faregate.providers.transport import HttpTransport
 from faregate.usage import Usage
 
 API_VERSION = "v1beta"
@@ -60,9 +61,11 @@ class GeminiProvider:
         {"chat", "chat_stream", "tools", "vision", "embeddings"}
     )
 
-    def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, endpoint: Endpoint, session: aiohttp.ClientSession, transport: HttpTransport
+    ) -> None:
         headers = {"x-goog-api-key": endpoint.api_key} if endpoint.api_key else {}
-        self.http = Upstream(endpoint, session, headers, parse_error)
+        self.http = Upstream(endpoint, session, headers, parse_error, transport)
         version = str(endpoint.option("api_version", API_VERSION))
         self.base_url = f"{endpoint.base_url.rstrip('/')}/{version}/models"
 

@@ -16,10 +16,19 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import orjson
 
+from faregate.config import ConfigError
 from faregate.providers.base import Endpoint, ProviderError, StreamState
+from faregate.providers.transport import (
+    HttpTransport,
+    PayloadError,
+    ProtocolError,
+    Timeouts,
+    header_block,
+)
 
 T = TypeVar("T")
 
+USER_AGENT = "faregate"
 MAX_MESSAGE_CHARS = 1000
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
@@ -60,15 +69,19 @@ class EventParser(Protocol):
 # -- timeouts ------------------------------------------------------------------------
 
 
-def client_timeout(endpoint: Endpoint, *, stream: bool = False) -> aiohttp.ClientTimeout:
+def timeouts(endpoint: Endpoint, *, stream: bool = False) -> Timeouts:
     """Total and connect timeouts; a stream also bounds the wait between two reads by the
     endpoint option `read_timeout` (default: the total timeout)."""
     read = float(endpoint.option("read_timeout", endpoint.timeout)) if stream else None
+    return Timeouts(total=endpoint.timeout, connect=endpoint.connect_timeout, read=read)
+
+
+def client_timeout(endpoint: Endpoint) -> aiohttp.ClientTimeout:
+    """The same limits for aiohttp (multipart uploads)."""
     return aiohttp.ClientTimeout(
         total=endpoint.timeout,
         connect=endpoint.connect_timeout,
         sock_connect=endpoint.connect_timeout,
-        sock_read=read,
     )
 
 
@@ -91,7 +104,7 @@ def stream_cut() -> ProviderError:
 @contextmanager
 def map_exceptions() -> Iterator[None]:
     """Translate transport and decoding failures into `ProviderError`. The only place that
-    knows aiohttp's exception tree; `ProviderError` passes through untouched."""
+    knows the HTTP clients' exceptions; `ProviderError` passes through untouched."""
     try:
         yield
     except TimeoutError:
@@ -101,7 +114,7 @@ def map_exceptions() -> Iterator[None]:
             code="upstream_timeout",
             retryable=True,
         ) from None
-    except aiohttp.ClientPayloadError:
+    except (aiohttp.ClientPayloadError, PayloadError):
         raise stream_cut() from None
     except (aiohttp.ClientConnectionError, OSError):
         raise ProviderError(
@@ -110,7 +123,7 @@ def map_exceptions() -> Iterator[None]:
             code="upstream_unreachable",
             retryable=True,
         ) from None
-    except aiohttp.ClientError:
+    except (aiohttp.ClientError, ProtocolError):
         raise bad_response("The upstream provider sent an invalid HTTP response.") from None
     except (ValueError, KeyError, TypeError, AttributeError, IndexError):
         # orjson.JSONDecodeError is a ValueError; the others come from a body whose
@@ -275,7 +288,8 @@ class SSEDecoder:
 
 
 class Upstream:
-    """One endpoint's HTTP calls over the app's pooled session (never closed here)."""
+    """One endpoint's HTTP calls over the app's pooled clients (never closed here): JSON
+    and streams over the HttpTransport, multipart uploads over the aiohttp session."""
 
     def __init__(
         self,
@@ -283,15 +297,29 @@ class Upstream:
         session: aiohttp.ClientSession,
         headers: Mapping[str, str],
         parse_error: ErrorParser,
+        transport: HttpTransport,
     ) -> None:
         self.endpoint = endpoint
         self.session = session
-        self.headers = {"Content-Type": "application/json", **headers, **dict(endpoint.headers)}
+        self.transport = transport
+        self.headers = {
+            "Content-Type": "application/json",
+            "Accept": "*/*",
+            "Accept-Encoding": "gzip, deflate",
+            "User-Agent": USER_AGENT,
+            **headers,
+            **dict(endpoint.headers),
+        }
+        try:
+            self._header_block = header_block(self.headers)
+        except ValueError as exc:
+            raise ConfigError(f"provider {endpoint.name!r}: {exc}") from None
         # A multipart body sets its own Content-Type (with the boundary).
         self.form_headers = {k: v for k, v in self.headers.items() if k != "Content-Type"}
         self.parse_error = parse_error
-        self._timeout = client_timeout(endpoint)
-        self._stream_timeout = client_timeout(endpoint, stream=True)
+        self._timeouts = timeouts(endpoint)
+        self._stream_timeouts = timeouts(endpoint, stream=True)
+        self._form_timeout = client_timeout(endpoint)
 
     def _error_detail(self, raw: bytes) -> ErrorDetail:
         try:
@@ -313,16 +341,16 @@ class Upstream:
     async def post_json(self, url: str, body: dict[str, Any], parse: Callable[[Any], T]) -> T:
         """POST `body`; parse the JSON answer with `parse`, inside the error mapping."""
         with map_exceptions():
-            async with self.session.post(
-                url,
-                data=orjson.dumps(body),
-                headers=self.headers,
-                timeout=self._timeout,
-            ) as response:
+            response = await self.transport.post(
+                url, orjson.dumps(body), self._header_block, self._timeouts
+            )
+            try:
                 raw = await response.read()
-                if response.status >= 400:
-                    raise self.status_error(response.status, raw, response.headers)
-                return parse(orjson.loads(raw))
+            finally:
+                response.release()
+            if response.status >= 400:
+                raise self.status_error(response.status, raw, response.headers)
+            return parse(orjson.loads(raw))
 
     async def post_form(
         self, url: str, form: aiohttp.FormData, parse: Callable[[bytes, str], T]
@@ -331,7 +359,7 @@ class Upstream:
         gets the raw answer and its content type, inside the error mapping."""
         with map_exceptions():
             async with self.session.post(
-                url, data=form, headers=self.form_headers, timeout=self._timeout
+                url, data=form, headers=self.form_headers, timeout=self._form_timeout
             ) as response:
                 raw = await response.read()
                 if response.status >= 400:
@@ -343,17 +371,15 @@ class Upstream:
     ) -> AsyncIterator[dict[str, Any]]:
         """POST `body` and yield the chunks `parser` makes of the SSE answer."""
         with map_exceptions():
-            async with self.session.post(
-                url,
-                data=orjson.dumps(body),
-                headers=self.headers,
-                timeout=self._stream_timeout,
-            ) as response:
+            response = await self.transport.post(
+                url, orjson.dumps(body), self._header_block, self._stream_timeouts
+            )
+            try:
                 if response.status >= 400:
-                    raw = await response.content.read(MAX_ERROR_BODY_BYTES)
+                    raw = await response.read(MAX_ERROR_BODY_BYTES)
                     raise self.status_error(response.status, raw, response.headers)
                 decoder = SSEDecoder()
-                async for block in response.content.iter_any():
+                async for block in response.iter_any():
                     chunks = _parse(parser, decoder.feed(block), state)
                     last = len(chunks) - 1
                     for i, chunk in enumerate(chunks):
@@ -364,6 +390,8 @@ class Upstream:
                     yield chunk
                 for chunk in _counted(parser.close(), state):
                     yield chunk
+            finally:
+                response.release()
 
 
 def _counted(chunks: list[dict[str, Any]], state: StreamState) -> list[dict[str, Any]]:

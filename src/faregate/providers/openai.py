@@ -31,6 +31,7 @@ from faregate.providers.http import (
 )
 from faregate.providers.openai_audio import transcription_form, transcription_result
 from faregate.providers.shape import chunk, openai_usage
+from faregate.providers.transport import HttpTransport
 from faregate.usage import Usage
 
 DEFAULT_IMAGE_SIZE = (1024, 1024)
@@ -55,9 +56,11 @@ class OpenAIProvider:
         }
     )
 
-    def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, endpoint: Endpoint, session: aiohttp.ClientSession, transport: HttpTransport
+    ) -> None:
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-        self.http = Upstream(endpoint, session, headers, parse_error)
+        self.http = Upstream(endpoint, session, headers, parse_error, transport)
         self.base_url = endpoint.base_url.rstrip("/")
         # Some OpenAI-compatible hosts reject `stream_options`; they can turn it off.
         self.stream_usage = bool(endpoint.option("stream_usage", True))

@@ -9,6 +9,7 @@ from faregate.providers.anthropic import AnthropicProvider
 from faregate.providers.base import Endpoint, Provider
 from faregate.providers.gemini import GeminiProvider
 from faregate.providers.openai import OpenAIProvider
+from faregate.providers.transport import HttpTransport
 
 WIRES: dict[str, type] = {
     OpenAIProvider.wire: OpenAIProvider,
@@ -31,8 +32,10 @@ def endpoint_for(settings: ProviderSettings) -> Endpoint:
     )
 
 
-def build_provider(endpoint: Endpoint, session: aiohttp.ClientSession) -> Provider:
-    """The adapter for `endpoint.wire`, sharing the app's pooled `session`."""
+def build_provider(
+    endpoint: Endpoint, session: aiohttp.ClientSession, transport: HttpTransport
+) -> Provider:
+    """The adapter for `endpoint.wire`, sharing the app's pooled `session` and `transport`."""
     try:
         adapter = WIRES[endpoint.wire]
     except KeyError:
@@ -40,5 +43,5 @@ def build_provider(endpoint: Endpoint, session: aiohttp.ClientSession) -> Provid
         raise ConfigError(
             f"provider {endpoint.name!r}: unknown wire {endpoint.wire!r} (known: {known})"
         ) from None
-    provider: Provider = adapter(endpoint, session)
+    provider: Provider = adapter(endpoint, session, transport)
     return provider

@@ -99,7 +99,7 @@ async def call_with_failover(
         health,
         deadline,
         max_attempts or len(plan) + 2,
-        rng or random.Random(),
+        rng,
         clock,
         sleep,
         first_chunk,
@@ -169,7 +169,7 @@ class _Failover(Generic[T]):
         health: FailoverHealth,
         deadline: float,
         limit: int,
-        rng: random.Random,
+        rng: random.Random | None,  # None: the random module's (only read on a retry)
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         first_chunk: bool,
@@ -277,7 +277,8 @@ class _Failover(Generic[T]):
         if soonest > max(self.backoff_max, retry_after):
             self._give_up(candidates, soonest)
         cap = min(self.backoff_max, self.backoff_base * 2 ** (rounds - 1))
-        delay = max(cap / 2 + self.rng.uniform(0, cap / 2), soonest)
+        jitter = (self.rng or random).uniform(0, cap / 2)
+        delay = max(cap / 2 + jitter, soonest)
         if self.clock() + delay >= self.deadline:
             self._give_up(candidates, soonest)
         await self.sleep(delay)
