@@ -1,0 +1,299 @@
+"""The upstream HTTP/1.1 client: keep-alive reuse, stale connections, cut and malformed
+answers, content encodings, timeouts, and how its failures become ProviderErrors."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from faregate.config import ConfigError
+from faregate.providers.base import Endpoint, ProviderError
+from faregate.providers.http import Upstream, map_exceptions
+from faregate.providers.transport import (
+    Headers,
+    HttpTransport,
+    PayloadError,
+    ProtocolError,
+    Timeouts,
+    header_block,
+)
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+HEADERS = header_block({"Content-Type": "application/json"})
+NO_LIMITS = Timeouts()
+
+
+async def _request(reader: asyncio.StreamReader) -> bytes:
+    """One request off the wire: its head, then its Content-Length of body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    return head + await reader.readexactly(length)
+
+
+def _answer(body: bytes, *extra: str, status: str = "200 OK") -> bytes:
+    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[tuple[str, list[int]]]]]:
+    """Start a raw TCP server running `handler` per connection; yields (url, connections)."""
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> tuple[str, list[int]]:
+        connections: list[int] = []
+
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(1)
+            try:
+                await handler(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1/x?q=1", connections
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[HttpTransport]:
+    transport = HttpTransport()
+    yield transport
+    await transport.close()
+
+
+async def _post(transport: HttpTransport, url: str, timeouts: Timeouts = NO_LIMITS) -> bytes:
+    response = await transport.post(url, b'{"a": 1}', HEADERS, timeouts)
+    try:
+        return await response.read()
+    finally:
+        response.release()
+
+
+async def test_a_keep_alive_connection_carries_every_request_in_turn(serve, transport) -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await _request(reader))
+            writer.write(_answer(b'{"ok": true}'))
+
+    url, connections = await serve(handler)
+    for _ in range(3):
+        assert await _post(transport, url) == b'{"ok": true}'
+    assert len(connections) == 1
+    assert seen[0].startswith(b"POST /v1/x?q=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"Content-Length: 8\r\n\r\n" in seen[0] and seen[0].endswith(b'{"a": 1}')
+
+
+async def test_a_pooled_connection_the_upstream_closed_is_replaced_once(serve, transport) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(_answer(b"first"))  # keep-alive implied, then the server hangs up
+        await writer.drain()
+
+    url, connections = await serve(handler)
+    assert await _post(transport, url) == b"first"
+    await asyncio.sleep(0.05)  # the close reaches the pooled connection… or not yet
+    assert await _post(transport, url) == b"first"
+    assert len(connections) == 2
+
+
+async def test_a_fresh_connection_closed_before_any_answer_is_unreachable(serve, transport) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)  # then close without a word
+
+    url, _ = await serve(handler)
+    with pytest.raises(ProviderError) as caught, map_exceptions():
+        await _post(transport, url)
+    assert caught.value.code == "upstream_unreachable" and caught.value.retryable
+
+
+async def test_a_body_cut_short_is_a_cut_stream(serve, transport) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+        await writer.drain()
+
+    url, _ = await serve(handler)
+    with pytest.raises(PayloadError):
+        await _post(transport, url)
+    with pytest.raises(ProviderError) as caught, map_exceptions():
+        await _post(transport, url)
+    assert caught.value.code == "upstream_disconnected"
+
+
+async def test_an_answer_that_is_not_http_is_a_bad_response(serve, transport) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    url, _ = await serve(handler)
+    with pytest.raises(ProtocolError):
+        await _post(transport, url)
+    with pytest.raises(ProviderError) as caught, map_exceptions():
+        await _post(transport, url)
+    assert caught.value.code == "upstream_bad_response"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("identity", lambda b: b)],
+)
+async def test_compressed_and_chunked_bodies_arrive_decoded(
+    serve, transport, encoding: str, pack: Callable[[bytes], bytes]
+) -> None:
+    body = b'{"text": "' + b"otters " * 2000 + b'"}'
+    packed = pack(body)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _request(reader)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                + f"Content-Encoding: {encoding}\r\n\r\n".encode()
+            )
+            for i in range(0, len(packed), 1000):
+                piece = packed[i : i + 1000]
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+
+    url, connections = await serve(handler)
+    assert await _post(transport, url) == body
+    response = await transport.post(url, b"{}", HEADERS)
+    try:
+        assert b"".join([block async for block in response.iter_any()]) == body
+    finally:
+        response.release()
+    assert len(connections) == 1  # a chunked answer read to its end leaves the connection reusable
+
+
+async def test_a_stalled_answer_times_out_between_reads(serve, transport) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    url, _ = await serve(handler)
+    response = await transport.post(url, b"{}", HEADERS, Timeouts(read=0.2))
+    blocks = []
+    with pytest.raises(ProviderError) as caught, map_exceptions():
+        try:
+            async for block in response.iter_any():
+                blocks.append(block)
+        finally:
+            response.release()
+    assert blocks == [b"abc"]
+    assert caught.value.code == "upstream_timeout"
+
+
+async def test_the_total_timeout_bounds_the_whole_answer(serve, transport) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while True:  # never idle long enough for a read timeout, never done
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.02)
+
+    url, _ = await serve(handler)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await _post(transport, url, Timeouts(total=0.3, read=0.2))
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_an_answer_released_unread_closes_its_connection(serve, transport) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _request(reader)
+            answer = _answer(b"x" * 10, status="500 Internal Server Error")
+            writer.write(answer[:-5])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(answer[-5:])
+
+    url, connections = await serve(handler)
+    response = await transport.post(url, b"{}", HEADERS)
+    assert response.status == 500
+    response.release()  # before its body is complete
+    assert await _post(transport, url) == b"x" * 10
+    assert len(connections) == 2
+
+
+async def test_an_error_body_is_read_up_to_its_limit(serve, transport) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\n")
+        writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+        while True:
+            writer.write(b"400\r\n" + b"e" * 1024 + b"\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.01)
+
+    url, _ = await serve(handler)
+    response = await transport.post(url, b"{}", HEADERS, Timeouts(total=5))
+    try:
+        assert response.headers.get("retry-after") == response.headers["Retry-After"] == "7"
+        assert len(await response.read(4096)) == 4096
+    finally:
+        response.release()
+
+
+async def test_a_closed_transport_closes_its_connections_and_refuses_posts(serve) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _request(reader)
+            writer.write(_answer(b"ok"))
+
+    url, _ = await serve(handler)
+    transport = HttpTransport()
+    assert await _post(transport, url) == b"ok"
+    await transport.close()
+    with pytest.raises(ConnectionError):
+        await _post(transport, url)
+
+
+async def test_the_connection_is_refused_when_nothing_listens(transport) -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(ProviderError) as caught, map_exceptions():
+        await _post(transport, f"http://127.0.0.1:{port}/")
+    assert caught.value.code == "upstream_unreachable"
+
+
+def test_a_header_with_a_line_break_is_refused_at_start_up() -> None:
+    with pytest.raises(ValueError):
+        header_block({"X-Team": "a\r\nX-Injected: 1"})
+    endpoint = Endpoint(name="evil", wire="openai", base_url="http://h", headers=(("X-A", "b\nc"),))
+    with pytest.raises(ConfigError, match="evil"):
+        Upstream(endpoint, None, {}, lambda body: None, HttpTransport())  # type: ignore[arg-type]
+
+
+def test_response_headers_are_read_in_any_case() -> None:
+    headers = Headers({"retry-after-ms": "250", "content-type": "application/json"})
+    assert headers.get("Retry-After-Ms") == "250"
+    assert "Content-Type" in headers and headers["CONTENT-TYPE"] == "application/json"
+    assert headers.get("x-missing") is None
