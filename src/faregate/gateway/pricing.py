@@ -5,7 +5,6 @@ nothing here but is marked, never silently mixed with priced usage."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -192,9 +191,9 @@ class CatalogPricer:
             call.est_input_tokens, call.input_bound = chat_input_tokens(body)
         elif call.kind == "embeddings":
             call.est_input_tokens, call.input_bound = embedding_input_tokens(body.get("input"))
-        asked = service_tier_of(body)
         worst, most_output = Decimal(0), 0
         route = self._route_request(call)
+        asked = route.priority  # service_tier_of(body)
         reachable = call.scratch[REACHABLE] = self._reachable(call, route)
         prices = [self.price_for(d.catalog_model, call.created_at) for d in reachable]
         unknown: int | None = None
@@ -225,7 +224,7 @@ class CatalogPricer:
         call.est_cost = worst
         call.est_price = worst * self.markup
         if call.kind == "chat":  # routing reads the expected output known only now
-            route = dataclasses.replace(route, output_tokens=_expected_output(call))
+            route.output_tokens = _expected_output(call)
         call.scratch[ROUTE] = route
 
     def reachable(self, call: Call) -> Sequence[Deployment]:

@@ -13,9 +13,11 @@ from typing import Any, Protocol
 from faregate.config import Deployment
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteRequest:
-    """What the gateway knows about one request before it is sent anywhere."""
+    """What the gateway knows about one request before it is sent anywhere. Read-only once
+    routing starts; not frozen because the pricer fills `output_tokens` in place once the
+    output bound is known (a frozen copy cost as much as the rest of the estimate)."""
 
     kind: str = "chat"  # chat | embeddings | images | transcriptions
     input_tokens: int = 0  # estimated prompt tokens
