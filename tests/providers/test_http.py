@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from email.utils import formatdate
 
 import aiohttp
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from faregate.providers.base import Endpoint, ProviderError
 from faregate.providers.http import (
@@ -34,6 +37,40 @@ def test_sse_decoder_flushes_a_last_event_without_its_blank_line() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b"data: one\ndata: two") == []
     assert decoder.flush() == [SSEEvent(None, "one\ntwo")]
+
+
+_TEXT = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)))
+
+
+@given(
+    events=st.lists(
+        st.tuples(
+            st.none() | st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+            st.lists(_TEXT, min_size=1, max_size=3),
+            st.booleans(),  # a comment line before the event
+        ),
+        max_size=8,
+    ),
+    crlf=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
+)
+def test_sse_decoder_yields_the_same_events_however_the_bytes_are_cut(
+    events: list[tuple[str | None, list[str], bool]], crlf: bool, cuts: list[int]
+) -> None:
+    eol = "\r\n" if crlf else "\n"
+    text = ""
+    for name, lines, comment in events:
+        text += f": ping{eol}" if comment else ""
+        text += f"event: {name}{eol}" if name else ""
+        text += "".join(f"data: {line}{eol}" for line in lines) + eol
+    wire = text.encode()
+    bounds = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
+    decoder = SSEDecoder()
+    seen = []
+    for start, end in itertools.pairwise(bounds):
+        seen += decoder.feed(wire[start:end])
+    seen += decoder.flush()
+    assert seen == [SSEEvent(name, "\n".join(lines)) for name, lines, _ in events]
 
 
 def test_retry_after_reads_seconds_milliseconds_and_http_dates() -> None:

@@ -50,7 +50,7 @@ class ErrorDetail:
 ErrorParser = Callable[[Any], ErrorDetail]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SSEEvent:
     event: str | None
     data: str
@@ -249,8 +249,26 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, block: bytes) -> list[SSEEvent]:
-        self._buffer += block
-        *lines, self._buffer = self._buffer.split(b"\n")
+        buffer = self._buffer + block if self._buffer else block
+        if self._data or self._event is not None or b"\r" in buffer:
+            return self._lines(buffer)
+        # The common case, one `data:` line per event, without a pass per line: every part
+        # before a blank line is a whole event, the rest starts the next one.
+        *parts, self._buffer = buffer.split(b"\n\n")
+        events: list[SSEEvent] = []
+        for part in parts:
+            if part.startswith(b"data:") and b"\n" not in part:
+                value = part[6:] if part[5:6] == b" " else part[5:]
+                events.append(SSEEvent(None, value.decode()))
+            elif part:
+                events += self._complete([*part.split(b"\n"), b""])
+        return events
+
+    def _lines(self, buffer: bytes) -> list[SSEEvent]:
+        *lines, self._buffer = buffer.split(b"\n")
+        return self._complete(lines)
+
+    def _complete(self, lines: list[bytes]) -> list[SSEEvent]:
         events: list[SSEEvent] = []
         for raw in lines:
             event = self._line(raw.rstrip(b"\r").decode())
@@ -260,7 +278,7 @@ class SSEDecoder:
 
     def flush(self) -> list[SSEEvent]:
         """Events pending at end of stream (a last event without its blank line)."""
-        events = self.feed(b"\n") if self._buffer else []
+        events = self._lines(self._buffer + b"\n") if self._buffer else []
         if self._data:
             events.append(self._dispatch())
         return events
