@@ -72,24 +72,25 @@ def output_limit(deployment: Deployment, price: ModelPrice | None) -> int | None
 
 
 def output_bound(
-    body: dict[str, Any],
+    client_cap: int | None,
+    choices: int,
     deployment: Deployment,
     price: ModelPrice | None,
     adapter_cap: int | None = None,
     unknown_limit: int | None = None,
 ) -> int:
-    """The most output tokens (all choices) a provider may bill for this chat request on
-    `deployment`: the client's cap (else `adapter_cap`, what the provider adapter asks for
-    when the client sets none), never above the model's limit (`output_limit`); without a
-    cap the limit; without either `unknown_limit` (the caller's bound for a model whose
-    limit is unknown), else DEFAULT_MAX_OUTPUT."""
-    cap = client_output_cap(body) or adapter_cap
+    """The most output tokens (all `choices`) a provider may bill for a chat request on
+    `deployment`: the client's cap (`client_output_cap`, else `adapter_cap`, what the
+    provider adapter asks for when the client sets none), never above the model's limit
+    (`output_limit`); without a cap the limit; without either `unknown_limit` (the caller's
+    bound for a model whose limit is unknown), else DEFAULT_MAX_OUTPUT."""
+    cap = client_cap or adapter_cap
     limit = output_limit(deployment, price)
     if cap is not None and limit is not None:
         per_choice = min(cap, limit)
     else:
         per_choice = cap or limit or unknown_limit or DEFAULT_MAX_OUTPUT
-    return per_choice * choices_of(body)
+    return per_choice * choices
 
 
 def _unknown_limit(limits: list[tuple[int | None, int | None]]) -> int | None:
@@ -196,8 +197,10 @@ class CatalogPricer:
         asked = route.priority  # service_tier_of(body)
         reachable = call.scratch[REACHABLE] = self._reachable(call, route)
         prices = [self.price_for(d.catalog_model, call.created_at) for d in reachable]
+        client_cap = route.max_output_tokens  # client_output_cap(body)
+        choices = choices_of(body)
         unknown: int | None = None
-        if call.kind == "chat" and client_output_cap(body) is None:  # else never read
+        if call.kind == "chat" and client_cap is None:  # else never read
             unknown = _unknown_limit(
                 [
                     (output_limit(d, p), p.max_input_tokens if p else None)
@@ -208,7 +211,7 @@ class CatalogPricer:
             output = 0
             if call.kind == "chat":
                 cap = self.adapter_caps.get(deployment.provider)
-                output = output_bound(body, deployment, price, cap, unknown)
+                output = output_bound(client_cap, choices, deployment, price, cap, unknown)
             most_output = max(most_output, output)
             if price is None:
                 continue
@@ -218,9 +221,7 @@ class CatalogPricer:
                 continue
             worst = max(worst, cost)
         if call.kind == "chat":
-            call.est_output_tokens = most_output or (
-                (client_output_cap(body) or DEFAULT_MAX_OUTPUT) * choices_of(body)
-            )
+            call.est_output_tokens = most_output or (client_cap or DEFAULT_MAX_OUTPUT) * choices
         call.est_cost = worst
         call.est_price = worst * self.markup
         if call.kind == "chat":  # routing reads the expected output known only now
