@@ -1,20 +1,27 @@
 """Prometheus metrics for the gateway, on a registry of their own (one per app, no globals).
 
 Kept off the hot path on purpose: a call is counted once, when it is settled (one dict
-lookup for cached label children, then a handful of increments); nothing happens per
-stream chunk. Breaker states and in-flight gauges are read when Prometheus scrapes.
+lookup, then a handful of additions to plain tallies, exported when scraped); nothing
+happens per stream chunk. Breaker states and in-flight gauges are read when Prometheus scrapes.
 Money is exact elsewhere; here cost and price are floats, as Prometheus samples are.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from faregate.gateway.call import Call
 
@@ -25,8 +32,8 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-class _Children:
-    """The label children one (model, provider, team, status) combination updates."""
+class _Tally:
+    """What the settled calls of one (model, provider, team, status) added up to."""
 
     __slots__ = (
         "attempts",
@@ -34,63 +41,54 @@ class _Children:
         "cache_lookups",
         "cost",
         "input_tokens",
-        "latency",
         "output_tokens",
         "price",
         "requests",
-        "ttft",
     )
 
-    def __init__(self, m: GatewayMetrics, model: str, provider: str, team: str, status: str):
-        by_team = (model, provider, team)
-        self.requests = m.requests.labels(model, provider, team, status)
-        self.latency = m.latency.labels(model, provider)
-        self.ttft = m.ttft.labels(model, provider)
-        self.input_tokens = m.tokens.labels(*by_team, "input")
-        self.output_tokens = m.tokens.labels(*by_team, "output")
-        self.cost = m.cost.labels(*by_team)
-        self.price = m.price.labels(*by_team)
-        self.attempts = m.attempts.labels(model, provider)
-        self.cache_lookups = m.cache_lookups.labels(model)
-        self.cache_hits = m.cache_hits.labels(model)
+    def __init__(self) -> None:
+        self.requests = self.attempts = self.input_tokens = self.output_tokens = 0
+        self.cache_lookups = self.cache_hits = 0
+        self.cost = self.price = 0.0
+
+
+class _Buckets:
+    """One histogram series: a count per bucket (the last is +Inf) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip(
+            (*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True
+        ):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 class GatewayMetrics:
-    """Every gateway metric; `observe(call)` is the only per-request entry point."""
+    """Every gateway metric; `observe(call)` is the only per-request entry point. It adds
+    to plain tallies that a collector turns into Prometheus samples when scraped: a
+    prometheus_client child's `inc` takes a lock and checks its type on every call, and a
+    settled call made eight of them (11 µs per request)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        team = ("model", "provider", "team")
-        self.requests = Counter(
-            "faregate_requests", "Requests settled", (*team, "status"), registry=r
-        )
-        self.latency = Histogram(
-            "faregate_request_duration_seconds",
-            "Time from request to last byte (successful requests)",
-            ("model", "provider"),
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "faregate_time_to_first_token_seconds",
-            "Time from request to the first streamed chunk",
-            ("model", "provider"),
-            buckets=TTFT_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter("faregate_tokens", "Tokens used", (*team, "type"), registry=r)
-        self.cost = Counter("faregate_cost", "Provider cost (currency units)", team, registry=r)
-        self.price = Counter("faregate_price", "Price charged (currency units)", team, registry=r)
-        self.attempts = Counter(
-            "faregate_upstream_attempts", "Upstream calls made", ("model", "provider"), registry=r
-        )
-        self.cache_lookups = Counter(
-            "faregate_cache_lookups", "Requests looked up in the cache", ("model",), registry=r
-        )
-        self.cache_hits = Counter(
-            "faregate_cache_hits", "Requests answered from the cache", ("model",), registry=r
-        )
+        self._tallies: dict[tuple[str, str, str, int], _Tally] = {}
+        self._latency: dict[tuple[str, str], _Buckets] = {}
+        self._ttft: dict[tuple[str, str], _Buckets] = {}
+        r.register(_Settled(self))
         self.breaker_transitions = Counter(
             "faregate_breaker_transitions",
             "Circuit breaker state changes",
@@ -109,38 +107,96 @@ class GatewayMetrics:
             ("policy", "action"),
             registry=r,
         )
-        self._children: dict[tuple[str, str, str, int], _Children] = {}
 
     def observe(self, call: Call) -> None:
         deployment = call.deployment
         provider = deployment.provider if deployment is not None else ""
         model = call.group.name if call.group is not None else call.model
         key = (model, provider, call.principal.team_name or "", call.status)
-        c = self._children.get(key)
-        if c is None:
-            c = self._children[key] = _Children(self, key[0], key[1], key[2], str(key[3]))
-        c.requests.inc()
-        if call.attempts:
-            c.attempts.inc(call.attempts)
+        t = self._tallies.get(key)
+        if t is None:
+            t = self._tallies[key] = _Tally()
+            self._latency.setdefault((model, provider), _Buckets(LATENCY_BUCKETS))
+            self._ttft.setdefault((model, provider), _Buckets(TTFT_BUCKETS))
+        t.requests += 1
+        t.attempts += call.attempts
         if call.status < 400 and call.finished is not None:
-            c.latency.observe(call.finished - call.started)
+            self._latency[model, provider].observe(call.finished - call.started)
         if call.ttft is not None:
-            c.ttft.observe(call.ttft)
+            self._ttft[model, provider].observe(call.ttft)
         usage = call.usage
         if usage is not None:
-            if usage.input_tokens:
-                c.input_tokens.inc(usage.input_tokens)
-            if usage.output_tokens:
-                c.output_tokens.inc(usage.output_tokens)
+            t.input_tokens += usage.input_tokens
+            t.output_tokens += usage.output_tokens
         if call.cost:
-            c.cost.inc(float(call.cost))
+            t.cost += float(call.cost)
         if call.price:
-            c.price.inc(float(call.price))
+            t.price += float(call.price)
         decision = call.scratch.get("cache")
         if decision is not None and decision.lookup:
-            c.cache_lookups.inc()
+            t.cache_lookups += 1
             if call.cache_hit:
-                c.cache_hits.inc()
+                t.cache_hits += 1
+
+    def collect_settled(self) -> Iterator[Metric]:
+        """The tallies as Prometheus families (the `_Settled` collector's samples)."""
+        team = ["model", "provider", "team"]
+        requests = CounterMetricFamily(
+            "faregate_requests", "Requests settled", labels=[*team, "status"]
+        )
+        tokens = CounterMetricFamily("faregate_tokens", "Tokens used", labels=[*team, "type"])
+        cost = CounterMetricFamily("faregate_cost", "Provider cost (currency units)", labels=team)
+        price = CounterMetricFamily("faregate_price", "Price charged (currency units)", labels=team)
+        attempts = CounterMetricFamily(
+            "faregate_upstream_attempts", "Upstream calls made", labels=["model", "provider"]
+        )
+        lookups = CounterMetricFamily(
+            "faregate_cache_lookups", "Requests looked up in the cache", labels=["model"]
+        )
+        hits = CounterMetricFamily(
+            "faregate_cache_hits", "Requests answered from the cache", labels=["model"]
+        )
+        by_team: dict[tuple[str, str, str], list[float]] = {}
+        by_model: dict[tuple[str, str], int] = {}
+        by_name: dict[str, list[int]] = {}
+        for (model, provider, team_name, status), t in list(self._tallies.items()):
+            requests.add_metric([model, provider, team_name, str(status)], t.requests)
+            sums = by_team.setdefault((model, provider, team_name), [0, 0, 0.0, 0.0])
+            sums[0] += t.input_tokens
+            sums[1] += t.output_tokens
+            sums[2] += t.cost
+            sums[3] += t.price
+            by_model[model, provider] = by_model.get((model, provider), 0) + t.attempts
+            cache = by_name.setdefault(model, [0, 0])
+            cache[0] += t.cache_lookups
+            cache[1] += t.cache_hits
+        for labels, (input_tokens, output_tokens, cost_sum, price_sum) in by_team.items():
+            tokens.add_metric([*labels, "input"], input_tokens)
+            tokens.add_metric([*labels, "output"], output_tokens)
+            cost.add_metric(list(labels), cost_sum)
+            price.add_metric(list(labels), price_sum)
+        for labels, count in by_model.items():
+            attempts.add_metric(list(labels), count)
+        for model, (lookup_count, hit_count) in by_name.items():
+            lookups.add_metric([model], lookup_count)
+            hits.add_metric([model], hit_count)
+        yield from (requests, tokens, cost, price, attempts, lookups, hits)
+        for name, doc, series in (
+            (
+                "faregate_request_duration_seconds",
+                "Time from request to last byte (successful requests)",
+                self._latency,
+            ),
+            (
+                "faregate_time_to_first_token_seconds",
+                "Time from request to the first streamed chunk",
+                self._ttft,
+            ),
+        ):
+            family = HistogramMetricFamily(name, doc, labels=["model", "provider"])
+            for labels, buckets in list(series.items()):
+                family.add_metric(list(labels), buckets.cumulative(), buckets.sum)
+            yield family
 
     def error_response(self, status: int, code: str | None) -> None:
         """Counted by the error middleware for every error answered with a status."""
@@ -159,6 +215,17 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Settled(Collector):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics.collect_settled()
+
+    def describe(self) -> list[Any]:
+        return []
 
 
 class _Gauges(Collector):
