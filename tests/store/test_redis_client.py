@@ -13,7 +13,7 @@ from redis import exceptions as redis_errors
 
 from faregate.store.counters import CounterStoreUnavailable
 from faregate.store.counters.redis_store import RedisCounterStore
-from faregate.store.redis_client import PipelinedRedis
+from faregate.store.redis_client import PipelinedRedis, pack
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 FAIL_ON_NEGATIVE = (
@@ -32,20 +32,13 @@ async def client(redis_url: str) -> AsyncIterator[PipelinedRedis]:
 def count_pipelines(client: PipelinedRedis, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Sizes of the pipelines the client sends."""
     sizes: list[int] = []
-    real = client.pipeline
+    real = client._round_trip
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        pipe = real(*args, **kwargs)
-        execute = pipe.execute
+    async def spy(commands: list[tuple[Any, ...]]) -> list[Any]:
+        sizes.append(len(commands))
+        return await real(commands)
 
-        async def counted(*a: Any, **k: Any) -> Any:
-            sizes.append(len(pipe.command_stack))
-            return await execute(*a, **k)
-
-        pipe.execute = counted  # type: ignore[method-assign]
-        return pipe
-
-    monkeypatch.setattr(client, "pipeline", spy)
+    monkeypatch.setattr(client, "_round_trip", spy)
     return sizes
 
 
@@ -139,3 +132,42 @@ async def test_a_plain_client_and_the_pipelined_one_agree(
             assert b == a + i
     finally:
         await plain.aclose()
+
+
+async def test_the_batches_connection_is_opened_again_after_redis_drops_it(
+    client: PipelinedRedis, redis_prefix: str
+) -> None:
+    script = client.register_script(INCR)
+    assert await script(keys=[redis_prefix + "n"], args=[1]) == 1
+    (lean_id,) = await client._round_trip([("CLIENT", "ID")])  # the batches' connection
+    await client.execute_command("CLIENT", "KILL", "ID", lean_id)
+    await asyncio.sleep(0.05)
+    try:
+        value = await script(keys=[redis_prefix + "n"], args=[1])
+    except redis_errors.ConnectionError:  # the kill raced the call: the next one reconnects
+        value = await script(keys=[redis_prefix + "n"], args=[1])
+    assert value == 2
+
+
+async def test_the_batches_connection_uses_the_urls_database(
+    redis_url: str, redis_prefix: str
+) -> None:
+    other = PipelinedRedis.from_url(redis_url.rsplit("/", 1)[0] + "/3")
+    plain = aioredis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3")
+    try:
+        script = other.register_script(INCR)
+        assert await script(keys=[redis_prefix + "db"], args=[5]) == 5
+        assert await plain.get(redis_prefix + "db") == b"5"
+    finally:
+        await plain.delete(redis_prefix + "db")
+        await plain.aclose()
+        await other.aclose()
+
+
+def test_arguments_are_packed_as_redis_py_encodes_them() -> None:
+    assert pack([("EVALSHA", "ab", 1, "k", 2.5, b"\x00", "é")]) == (
+        b"*7\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n"
+        b"$3\r\n2.5\r\n$1\r\n\x00\r\n$2\r\n\xc3\xa9\r\n"
+    )
+    with pytest.raises(redis_errors.DataError):
+        pack([("SET", "k", True)])
