@@ -143,15 +143,6 @@ async def active_wallets(conn: AsyncConnection) -> list[dict[str, Any]]:
     return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
-async def funded_versions(conn: AsyncConnection) -> list[tuple[str, int, int]]:
-    """(wallet id, funded nanos, funded version) of every active wallet: the hold books'
-    once-a-second refresh of top-ups and voids made anywhere."""
-    query = select(wallets.c.id, wallets.c.funded_nanos, wallets.c.funded_version).where(
-        wallets.c.status == "active"
-    )
-    return [(r[0], int(r[1]), int(r[2])) for r in (await conn.execute(query))]
-
-
 # --- ledger -------------------------------------------------------------------------------
 
 
@@ -183,7 +174,10 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
         rows = [dict(zip(ledger.COLUMNS, v, strict=True)) for v in values]
         for chunk in fixed_size_chunks(rows):  # few statement shapes for the driver's cache
             inserted.update(row[0] for row in await conn.execute(stmt, chunk))
-    applied = [e for k, e in unique.items() if k in inserted]
+    if len(inserted) == len(unique):  # the usual batch, all new
+        applied = list(unique.values())
+    else:
+        applied = [e for k, e in unique.items() if k in inserted]
     # Per wallet: funded, consumed and held nanos added, and the funding entries counted.
     sums: dict[str, list[int]] = {}
     for entry in applied:
