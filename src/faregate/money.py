@@ -19,7 +19,10 @@ _MINOR_UNITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "TND": 3}
 
 def to_nanos(amount: Decimal) -> int:
     """Decimal -> integer nanos, rounding half away from zero at the 9th decimal."""
-    return int((amount * NANOS_PER_UNIT).to_integral_value(rounding=ROUND_HALF_UP))
+    if not amount:  # zero is common (`saved` when nothing was cached)
+        return 0
+    # Rounding passed positionally: the keyword form costs a third of this function.
+    return int((amount * NANOS_PER_UNIT).to_integral_value(ROUND_HALF_UP))
 
 
 def from_nanos(nanos: int) -> Decimal:
@@ -42,7 +45,10 @@ def to_cents(amount: Decimal, currency: str = "USD") -> int:
 
 def decimal_str(amount: Decimal) -> str:
     """Plain (non-scientific) string of an exact decimal, trailing zeros removed."""
-    text = format(amount.normalize(), "f")
+    normal = amount.normalize()
+    text = str(normal)  # cheaper than format(); plain notation unless an E says otherwise
+    if "E" in text:
+        text = format(normal, "f")
     return "0" if text in ("-0", "") else text
 
 

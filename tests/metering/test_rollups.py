@@ -19,6 +19,7 @@ from faregate.billing.events import Event
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import Period
 from faregate.billing.plans import Charge, Plan
+from faregate.metering import rollups
 from faregate.metering.aggregates import period_aggregates
 from faregate.metering.writer import UsageWriter
 from faregate.store.db import create_engine, migrate
@@ -207,3 +208,25 @@ def test_usage_from_rollups_equals_usage_from_raw_events(
             runner.run(engine.dispose())
             if backend == "postgres":
                 runner.run(drop_pg_database(url))
+
+
+def test_metrics_filtering_on_different_keys_keep_their_own_dims_for_equal_values() -> None:
+    specs = {
+        "a": rollups.MetricSpec("a", "count_agg", None, ("model", "provider")),
+        "b": rollups.MetricSpec("b", "count_agg", None, ("model", "team")),
+    }
+    rows = [
+        {
+            "code": code,
+            "timestamp": START,
+            "external_subscription_id": "s",
+            "properties": {"model": "m", key: "x"},
+        }
+        for code, key in (("a", "provider"), ("b", "team"))
+    ]
+    cells: dict[rollups.RollupKey, rollups.Cell] = {}
+    rollups.accumulate(cells, specs, rows)
+    assert sorted((code, dims) for _, code, dims, _ in cells) == [
+        ("a", '{"model":"m","provider":"x"}'),
+        ("b", '{"model":"m","team":"x"}'),
+    ]

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from faregate.billing import repository as billing_repo
+from faregate.metering import rollups
 from faregate.metering.journal import Journal
 from faregate.metering.writer import UsageWriter
 from faregate.store.db import create_engine
 from faregate.store.tables import metadata
-from faregate.store.tables.metering import events, requests
+from faregate.store.tables.metering import events, requests, usage_rollups
 
 
 def _request(i: int) -> dict:
@@ -86,3 +88,60 @@ def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "000000000001.jsonl"
     path.write_bytes(b'{"e": []}\n{"r": {"id": "x"')
     assert list(Journal.read(path)) == [{"e": []}]
+
+
+async def _rollups(engine) -> dict[tuple[str, str], int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(usage_rollups.c.code, usage_rollups.c.dims, usage_rollups.c.events_count)
+        )
+        return {(code, dims): n for code, dims, n in rows}
+
+
+def _metric(code: str, keys: list[str]) -> dict:
+    return {
+        "code": code,
+        "name": code,
+        "aggregation_type": "count_agg",
+        "filters": [{"key": k, "values": ["a", "b"]} for k in keys],
+    }
+
+
+async def test_a_metric_created_or_changed_after_a_flush_is_rolled_up_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    engine = await _engine(tmp_path)
+    writer = UsageWriter(engine, tmp_path / "journal")
+
+    def event(tx: str, code: str) -> dict:
+        return {**_event(0), "transaction_id": tx, "code": code, "properties": {"model": "a"}}
+
+    writer.record_events([event("t1", "calls")])
+    await writer.flush()  # no metric yet: nothing rolled up
+    assert await _rollups(engine) == {}
+    async with engine.begin() as conn:
+        await billing_repo.insert_metric(conn, _metric("calls", []))  # rolls up t1
+    writer.record_events([event("t2", "calls")])
+    await writer.flush()
+    assert await _rollups(engine) == {("calls", "{}"): 2}
+    async with engine.begin() as conn:
+        row = await billing_repo.metric_by_code(conn, "calls")
+        await billing_repo.update_metric_definition(conn, row["id"], _metric("calls", ["model"]))
+    writer.record_events([event("t3", "calls")])
+    await writer.flush()
+    assert await _rollups(engine) == {("calls", '{"model":"a"}'): 3}
+    await writer.close()
+    await engine.dispose()
+
+
+async def test_unchanged_metric_definitions_reuse_their_specs(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    specs = rollups.MetricSpecs()
+    async with engine.begin() as conn:
+        await billing_repo.insert_metric(conn, _metric("calls", ["model"]))
+        first = await specs.read(conn)
+        assert await specs.read(conn) is first
+        await billing_repo.insert_metric(conn, _metric("other", []))
+        second = await specs.read(conn)
+    assert set(first) == {"calls"} and set(second) == {"calls", "other"}
+    await engine.dispose()

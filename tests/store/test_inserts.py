@@ -4,7 +4,7 @@ stores, skip duplicates, and keep each row's own columns when rows differ."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -107,3 +107,46 @@ async def test_sqlite_insert_returning_stores_what_sqlalchemy_stores_and_returns
         assert stored["tx7"]["timestamp"].replace(tzinfo=UTC) == NOW
     finally:
         await engine.dispose()
+
+
+async def test_datetimes_shared_by_rows_or_equal_across_offsets_each_keep_their_own_text(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    columns = [c.name for c in events.c if c.name != "id"]
+    key = ("external_subscription_id", "transaction_id")
+    fast = SqliteInsertReturning(events, columns, conflict=key, returning=key)
+    # The same instant at another offset: SQLite's text keeps the local time, not UTC.
+    elsewhere = NOW.astimezone(timezone(timedelta(hours=-5)))
+    rows = [
+        _event("shared1"),
+        _event("shared2"),
+        _event("offset", timestamp=elsewhere, created_at=elsewhere),
+        _event("naive", timestamp=NOW.replace(tzinfo=None)),
+    ]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                events.insert(),
+                [{**r, "transaction_id": f"ref-{r['transaction_id']}"} for r in rows],
+            )
+            await fast.execute(conn, [tuple(r.get(c) for c in columns) for r in rows])
+            await BatchInsert(events, list(key)).execute(
+                conn, [{**r, "transaction_id": f"batch-{r['transaction_id']}"} for r in rows]
+            )
+        async with engine.connect() as conn:
+            raw = {
+                r[0]: r[1:]
+                for r in await conn.exec_driver_sql(
+                    "SELECT transaction_id, timestamp, created_at FROM events"
+                )
+            }
+    finally:
+        await engine.dispose()
+    for row in rows:
+        tx = row["transaction_id"]
+        assert raw[tx] == raw[f"ref-{tx}"] == raw[f"batch-{tx}"]
+    assert raw["offset"] == ("2026-11-22 03:30:01.123456",) * 2
+    assert raw["shared1"] == ("2026-11-22 08:30:01.123456",) * 2

@@ -5,6 +5,7 @@ nothing — in the in-process hold book and in the database."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,16 @@ def test_the_database_row_is_the_sum_of_its_stored_entries(
         )
 
     asyncio.run(run())
+
+
+def test_an_entrys_values_are_its_row_in_column_order() -> None:
+    at = datetime(2026, 5, 1, tzinfo=UTC)
+    for entry in (
+        ledger.post("w", "h", 10, 7, at, "sub"),
+        ledger.hold("w", "h", 10),
+        ledger.credit("w", "t", 5),
+    ):
+        row = entry.row()
+        values = entry.values(row["created_at"])  # type: ignore[arg-type]
+        assert tuple(row) == ledger.COLUMNS
+        assert values == tuple(row.values())

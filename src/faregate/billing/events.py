@@ -44,6 +44,8 @@ def numeric_property(event: Event, name: str) -> Decimal | None:
 def text_property(properties: Mapping[str, object], name: str) -> str | None:
     """A property as the text Lago compares (`properties->>'name'`): booleans are true/false."""
     value = properties.get(name)
+    if type(value) is str:  # most properties, and what rollups read for every event
+        return value
     if value is None:
         return None
     if isinstance(value, bool):

@@ -120,4 +120,6 @@ async def _insert_sqlite(conn: AsyncConnection, rows: list[dict[str, Any]]) -> l
     now = datetime.now(UTC)
     records = [_record(r, now, _as_is) for r in rows]
     landed = set(await _SQLITE_INSERT.execute(conn, records))
+    if len(landed) == len(rows):  # the usual batch, all new (rows hold no repeated key)
+        return rows
     return [r for r in rows if (r["external_subscription_id"], r["transaction_id"]) in landed]

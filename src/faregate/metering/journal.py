@@ -33,7 +33,7 @@ class Journal:
         return os.open(self._path(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def append(self, record: dict[str, Any]) -> None:
-        os.write(self._fd, orjson.dumps(record, default=str) + b"\n")
+        os.write(self._fd, orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
 
     def seal(self) -> Path:
         """Close the current segment and start a new one; return the sealed segment."""

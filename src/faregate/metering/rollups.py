@@ -109,13 +109,16 @@ def _hour(ts: datetime) -> datetime:
 
 
 def _dims(spec: MetricSpec, properties: Mapping[str, object], memo: dict[Any, str]) -> str:
-    if not spec.keys:
+    keys = spec.keys
+    if not keys:
         return "{}"
-    values = tuple(text_property(properties, k) for k in spec.keys)
-    found = memo.get(values)
+    values = tuple([text_property(properties, k) for k in keys])
+    # Keyed by the filter keys too: two metrics filtering on different keys must not share
+    # the dims of equal values.
+    found = memo.get((keys, values))
     if found is None:
-        found = memo[values] = dims_json(
-            {k: v for k, v in zip(spec.keys, values, strict=True) if v is not None}
+        found = memo[keys, values] = dims_json(
+            {k: v for k, v in zip(keys, values, strict=True) if v is not None}
         )
     return found
 
@@ -125,11 +128,12 @@ def accumulate(
 ) -> None:
     """Add event rows (ingestion order) to `cells`; events of unknown or unrolled metrics are
     skipped."""
+    rolled = {code: spec for code, spec in specs.items() if spec.rolled}
     memo: dict[Any, str] = {}
     hours: dict[datetime, datetime] = {}
     for row in rows:
-        spec = specs.get(row["code"])
-        if spec is None or not spec.rolled:
+        spec = rolled.get(row["code"])
+        if spec is None:
             continue
         ts: datetime = row["timestamp"]
         hour = hours.get(ts)
@@ -220,13 +224,26 @@ def _aware(value: datetime | None) -> datetime | None:
 # --- writing ---------------------------------------------------------------------------
 
 
-async def metric_specs(conn: AsyncConnection) -> dict[str, MetricSpec]:
-    rows = await conn.execute(select(billable_metrics.c.definition))
-    specs = {}
-    for (definition,) in rows:
-        spec = MetricSpec.of(BillableMetric.from_dict(definition))
-        specs[spec.code] = spec
-    return specs
+class MetricSpecs:
+    """Every billable metric's spec, as the writer reads it in each batch's own transaction:
+    a metric created anywhere (its creation rebuilds its rollups) is then rolled up by every
+    batch that commits after it, so no event is stored unrolled. The definitions are still
+    read every batch; the specs are rebuilt only when one of them changed."""
+
+    def __init__(self) -> None:
+        self._definitions: list[Any] | None = None
+        self._specs: dict[str, MetricSpec] = {}
+
+    async def read(self, conn: AsyncConnection) -> dict[str, MetricSpec]:
+        rows = await conn.execute(select(billable_metrics.c.definition))
+        definitions = [definition for (definition,) in rows]
+        if definitions != self._definitions:
+            specs = {}
+            for definition in definitions:
+                spec = MetricSpec.of(BillableMetric.from_dict(definition))
+                specs[spec.code] = spec
+            self._definitions, self._specs = definitions, specs
+        return self._specs
 
 
 async def apply(conn: AsyncConnection, cells: Mapping[RollupKey, Cell]) -> None:

@@ -66,6 +66,7 @@ class UsageWriter:
         self._closing = False
         self._flush_lock = asyncio.Lock()
         self._insert_requests = BatchInsert(requests)
+        self._specs = rollups.MetricSpecs()
         self.listeners: list[Any] = []  # callables(request_row, events) after each record
 
     def record(self, request_row: dict[str, Any], event_rows: list[dict[str, Any]]) -> None:
@@ -178,7 +179,7 @@ class UsageWriter:
             if reqs:
                 await self._insert_requests.execute(conn, reqs)
             if evs:
-                specs = await rollups.metric_specs(conn)
+                specs = await self._specs.read(conn)
                 inserted = await event_store.insert_new(conn, evs)
                 cells: dict[rollups.RollupKey, rollups.Cell] = {}
                 rollups.accumulate(cells, specs, inserted)

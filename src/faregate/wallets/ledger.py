@@ -15,6 +15,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+# The wallet_entries columns an entry fills, in the order of `Entry.values`.
+COLUMNS = (
+    "wallet_id",
+    "key",
+    "kind",
+    "available_nanos",
+    "held_nanos",
+    "consumed_nanos",
+    "funding_nanos",
+    "hold_id",
+    "transaction_id",
+    "created_at",
+    "subscription_id",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -37,6 +52,7 @@ class Entry:
             raise ValueError(f"unbalanced ledger entry {self.key!r}")
 
     def row(self) -> dict[str, object]:
+        """The stored row by column (as the journal keeps it); the same as `values`."""
         return {
             "wallet_id": self.wallet_id,
             "key": self.key,
@@ -50,6 +66,22 @@ class Entry:
             "created_at": self.created_at or datetime.now(UTC),
             "subscription_id": self.subscription_id,
         }
+
+    def values(self, now: datetime) -> tuple[object, ...]:
+        """The stored row in COLUMNS order; `now` is the created_at of an entry without one."""
+        return (
+            self.wallet_id,
+            self.key,
+            self.kind,
+            self.available,
+            self.held,
+            self.consumed,
+            self.funding,
+            self.hold_id,
+            self.transaction_id,
+            self.created_at or now,
+            self.subscription_id,
+        )
 
 
 def credit(wallet_id: str, transaction_id: str, amount: int) -> Entry:

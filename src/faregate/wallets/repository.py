@@ -143,21 +143,11 @@ async def active_wallets(conn: AsyncConnection) -> list[dict[str, Any]]:
     return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
-async def funded_versions(conn: AsyncConnection) -> list[tuple[str, int, int]]:
-    """(wallet id, funded nanos, funded version) of every active wallet: the hold books'
-    once-a-second refresh of top-ups and voids made anywhere."""
-    query = select(wallets.c.id, wallets.c.funded_nanos, wallets.c.funded_version).where(
-        wallets.c.status == "active"
-    )
-    return [(r[0], int(r[1]), int(r[2])) for r in (await conn.execute(query))]
-
-
 # --- ledger -------------------------------------------------------------------------------
 
 
-_ENTRY_COLUMNS = tuple(ledger.credit("w", "t", 0).row())
 _SQLITE_ENTRIES = SqliteInsertReturning(
-    wallet_entries, _ENTRY_COLUMNS, conflict=("key",), returning=("key",)
+    wallet_entries, ledger.COLUMNS, conflict=("key",), returning=("key",)
 )
 
 
@@ -174,31 +164,40 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
     unique: dict[str, Entry] = {}
     for entry in entries:
         unique.setdefault(entry.key, entry)
-    rows = [e.row() for e in unique.values()]
+    stamp = now()  # one created_at for the batch's entries that have none
+    values = [e.values(stamp) for e in unique.values()]
     inserted: set[str] = set()
     if conn.dialect.name == "sqlite":  # the embedded writer's path: bound without SQLAlchemy
-        values = [tuple(row[c] for c in _ENTRY_COLUMNS) for row in rows]
         inserted.update(r[0] for r in await _SQLITE_ENTRIES.execute(conn, values))
     else:
         stmt = _insert(conn).returning(wallet_entries.c.key)
+        rows = [dict(zip(ledger.COLUMNS, v, strict=True)) for v in values]
         for chunk in fixed_size_chunks(rows):  # few statement shapes for the driver's cache
             inserted.update(row[0] for row in await conn.execute(stmt, chunk))
-    applied = [e for k, e in unique.items() if k in inserted]
-    totals: dict[str, Balances] = {}
-    versions: dict[str, int] = {}
+    if len(inserted) == len(unique):  # the usual batch, all new
+        applied = list(unique.values())
+    else:
+        applied = [e for k, e in unique.items() if k in inserted]
+    # Per wallet: funded, consumed and held nanos added, and the funding entries counted.
+    sums: dict[str, list[int]] = {}
     for entry in applied:
-        totals[entry.wallet_id] = totals.get(entry.wallet_id, Balances()).add(entry)
+        total = sums.get(entry.wallet_id)
+        if total is None:
+            total = sums[entry.wallet_id] = [0, 0, 0, 0]
+        total[0] -= entry.funding
+        total[1] += entry.consumed
+        total[2] += entry.held
         if entry.funding:
-            versions[entry.wallet_id] = versions.get(entry.wallet_id, 0) + 1
-    for wallet_id, delta in totals.items():
+            total[3] += 1
+    for wallet_id, (funded, consumed, held, versions) in sums.items():
         await conn.execute(
             update(wallets)
             .where(wallets.c.id == wallet_id)
             .values(
-                funded_nanos=wallets.c.funded_nanos + delta.funded,
-                funded_version=wallets.c.funded_version + versions.get(wallet_id, 0),
-                consumed_nanos=wallets.c.consumed_nanos + delta.consumed,
-                held_nanos=wallets.c.held_nanos + delta.held,
+                funded_nanos=wallets.c.funded_nanos + funded,
+                funded_version=wallets.c.funded_version + versions,
+                consumed_nanos=wallets.c.consumed_nanos + consumed,
+                held_nanos=wallets.c.held_nanos + held,
             )
         )
     return applied

@@ -361,11 +361,12 @@ class WalletRuntime:
         if self.writer is not None:
             await self._close_stale_ledger_holds(now)
         async with self.engine.connect() as conn:
-            funded = await repo.funded_versions(conn)
             rows = await repo.active_wallets(conn)
-        for wallet_id, amount, version in funded:
-            if await self.book.knows(wallet_id):
-                await self.book.set_funded(wallet_id, amount, version)
+        for row in rows:  # top-ups and voids made anywhere reach the book once a second
+            if await self.book.knows(row["id"]):
+                await self.book.set_funded(
+                    row["id"], int(row["funded_nanos"]), int(row["funded_version"])
+                )
         at = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
         for row in rows:
             if _expired(row, at):

@@ -1,0 +1,36 @@
+"""Exact money helpers: nanos round half away from zero, decimal strings are plain."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from faregate.money import decimal_str, to_nanos
+
+finite = st.decimals(allow_nan=False, allow_infinity=False)
+
+
+def test_to_nanos_rounds_half_away_from_zero_at_the_ninth_decimal() -> None:
+    assert to_nanos(Decimal("0.0000000015")) == 2
+    assert to_nanos(Decimal("-0.0000000015")) == -2
+    assert to_nanos(Decimal("0.00000000149")) == 1
+    assert to_nanos(Decimal("0.0000138")) == 13_800
+    assert to_nanos(Decimal("-0E-8")) == 0
+    assert to_nanos(Decimal("12")) == 12_000_000_000
+
+
+def test_decimal_str_is_plain_without_trailing_zeros() -> None:
+    assert decimal_str(Decimal("0.00001380")) == "0.0000138"
+    assert decimal_str(Decimal("1E+3")) == "1000"
+    assert decimal_str(Decimal("1.5E-9")) == "0.0000000015"
+    assert decimal_str(Decimal("-0E-8")) == "0"
+    assert decimal_str(Decimal("100.0")) == "100"
+
+
+@given(finite)
+def test_decimal_str_parses_back_to_the_same_value_in_plain_notation(value: Decimal) -> None:
+    text = decimal_str(value)
+    assert "E" not in text and text != "-0"
+    assert Decimal(text) == value.normalize()
