@@ -39,6 +39,7 @@ class InstantProvider:
     """Answers every chat at once with a 20-token completion, as the mock's `fast` does."""
 
     async def chat(self, body: dict[str, Any], model: str) -> Any:
+        await asyncio.sleep(0)  # one turn of the loop, as a real upstream's I/O would take
         from faregate.providers.base import ChatResult
         from faregate.usage import Usage
 
