@@ -47,12 +47,19 @@ def _arg(value: Any) -> bytes:
 
 def pack(commands: Sequence[Sequence[Any]]) -> bytes:
     """Commands as RESP arrays of bulk strings, back to back."""
-    out = []
+    out: list[bytes] = []
+    append = out.append
     for command in commands:
-        out.append(b"*%d\r\n" % len(command))
+        append(b"*%d\r\n" % len(command))
         for value in command:
-            data = _arg(value)
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            kind = type(value)
+            if kind is str:
+                data = value.encode()
+            elif kind is int:
+                data = b"%d" % value
+            else:
+                data = _arg(value)
+            append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
 
 
@@ -109,7 +116,7 @@ class _RespConnection(asyncio.Protocol):
 
 
 class PipelinedRedis(aioredis.Redis):
-    """`redis.asyncio.Redis` whose `evalsha` is batched per event-loop turn.
+    """`redis.asyncio.Redis` whose `evalsha` (and `zrem`) is batched per event-loop turn.
 
     `AsyncScript.__call__` (register_script) calls `evalsha`, so registered scripts are
     batched with no change to their callers, and its NOSCRIPT fallback still works: each
@@ -129,9 +136,16 @@ class PipelinedRedis(aioredis.Redis):
         self._lean = self.connection_pool.connection_class is Connection
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Awaitable[Any]:  # type: ignore[override]
+        return self._batched(("EVALSHA", sha, numkeys, *keys_and_args))
+
+    def zrem(self, name: Any, *values: Any) -> Awaitable[Any]:  # type: ignore[override]
+        """Batched too: a request's concurrency lease is released with one ZREM."""
+        return self._batched(("ZREM", name, *values))
+
+    def _batched(self, command: tuple[Any, ...]) -> Awaitable[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((("EVALSHA", sha, numkeys, *keys_and_args), future))
+        self._queue.append((command, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
