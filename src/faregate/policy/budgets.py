@@ -23,8 +23,10 @@ from faregate.store.counters.base import CounterStore, ReserveResult, ReserveSpe
 log = logging.getLogger(__name__)
 
 DEFAULT_HOLD_TTL_S = 900.0
-RETENTION_S = 40 * 86400
-MATCH_CACHE_SIZE = 4096  # a period's counter stays readable this long after it ends
+RETENTION_S = 40 * 86400  # a period's counter stays readable this long after it ends
+MATCH_CACHE_SIZE = 4096
+# No budget matched: that cache entry holds at any time.
+_START, _END = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
 class AlertSink(Protocol):
@@ -74,6 +76,10 @@ class BudgetStatus:
         return max(self.scope.budget.amount - self.spent - self.held, Decimal(0))
 
 
+def _crosses(marks: Sequence[int], before: int, after: int) -> bool:
+    return any(before < mark <= after for mark in marks)
+
+
 class BudgetHold:
     """The reservation of one request. Settle or release it exactly once when the call is
     over; doing either again changes nothing."""
@@ -89,8 +95,10 @@ class BudgetHold:
         amounts = {s.scope: s.pick(actual_cost, actual_price) for s in self.scopes}
         after = await self._budgets.store.settle(self.hold_id, amounts)
         for s in self.scopes:
-            if s.scope in after:
-                await self._budgets.crossed(s, after[s.scope] - amounts[s.scope], after[s.scope])
+            spent = after.get(s.scope)
+            # Most settles cross no threshold: only those that do go on to the alerts.
+            if spent is not None and _crosses(s.budget.marks, spent - amounts[s.scope], spent):
+                await self._budgets.crossed(s, spent - amounts[s.scope], spent)
 
     async def release(self) -> None:
         if self.scopes:
@@ -113,8 +121,10 @@ class Budgets:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._hold_ttl_s = hold_ttl_s
         self._periods: dict[tuple[str, str], Period] = {}  # current period per (kind, zone)
-        # (subject, model) -> its budget scopes, valid while every one's period runs.
-        self._matching: dict[tuple[Subject, str], tuple[BudgetScope, ...]] = {}
+        # (subject, model) -> its budget scopes and the instants between which they hold.
+        self._matching: dict[
+            tuple[Subject, str], tuple[tuple[BudgetScope, ...], datetime, datetime]
+        ] = {}
         self._matching_defs = self.defs  # the definitions the cache was built from
 
     def _period(self, d: BudgetDef, now: datetime) -> Period:
@@ -131,8 +141,8 @@ class Budgets:
         if self._matching_defs is not self.defs:  # definitions replaced: start afresh
             self._matching, self._matching_defs = {}, self.defs
         cached = self._matching.get(key)
-        if cached is not None and all(s.period.start <= now < s.period.end for s in cached):
-            return list(cached)
+        if cached is not None and cached[1] <= now < cached[2]:
+            return list(cached[0])
         scopes = [
             BudgetScope(d, value, self._period(d, now))
             for d in self.defs
@@ -140,7 +150,10 @@ class Budgets:
         ]
         if len(self._matching) >= MATCH_CACHE_SIZE:
             self._matching.clear()
-        self._matching[key] = tuple(scopes)
+        # Valid while every scope's period runs: from the latest start to the earliest end.
+        starts = [s.period.start for s in scopes]
+        ends = [s.period.end for s in scopes]
+        self._matching[key] = (tuple(scopes), max(starts, default=_START), min(ends, default=_END))
         return scopes
 
     def _spec(self, s: BudgetScope, amount: int, now: datetime) -> ReserveSpec:
