@@ -160,17 +160,17 @@ class Permit:
             return
         self._finished = True
         delta = 0 if actual_tokens is None else max(actual_tokens, 0) - self.est_tokens
-        # Sequential on purpose: a gather costs more than these steps do in process.
-        for key, lease in self._leases:
-            await self._store.release_concurrency(key, lease)
-        if delta:
-            specs = [
+        specs = (
+            [
                 LimitSpec(r.key, r.limit, WINDOW_S, delta)
                 for r in self._plan.rates
                 if r.kind == "tokens"
             ]
-            if specs:
-                await self._store.rate_limit_adjust(specs)
+            if delta
+            else []
+        )
+        if self._leases or specs:
+            await self._store.end_admission(self._leases, specs)
 
 
 def _describe(c: Checked) -> str:

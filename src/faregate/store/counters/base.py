@@ -187,6 +187,16 @@ class CounterStore(Protocol):
         """Apply each spec's cost unconditionally (negative refunds), e.g. a token true-up."""
         ...
 
+    async def end_admission(
+        self,
+        leases: Sequence[tuple[str, str]],
+        specs: Sequence[LimitSpec],
+        now: float | None = None,
+    ) -> None:
+        """The end of an admitted request in one step: release each (key, lease id), then
+        `rate_limit_adjust` the specs (the token true-up)."""
+        ...
+
     async def acquire_concurrency(
         self, key: str, limit: int, lease_id: str, ttl_s: float, now: float | None = None
     ) -> bool:

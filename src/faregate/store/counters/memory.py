@@ -138,6 +138,17 @@ class MemoryCounterStore:
             debt = gcra.adjust(debt, spec.window_ms, spec.cost)
             self._store_debt(spec.key, debt, spec.limit, now_ms, t_ms)
 
+    async def end_admission(
+        self,
+        leases: Sequence[tuple[str, str]],
+        specs: Sequence[LimitSpec],
+        now: float | None = None,
+    ) -> None:
+        for key, lease_id in leases:
+            await self.release_concurrency(key, lease_id)
+        if specs:
+            await self.rate_limit_adjust(specs, now)
+
     # -- concurrency -------------------------------------------------------------------
 
     def _live_leases(self, key: str, now_ms: int) -> dict[str, int]:
