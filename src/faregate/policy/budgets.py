@@ -136,24 +136,26 @@ class Budgets:
     def matching(
         self, subject: Subject, model: str, now: datetime | None = None
     ) -> list[BudgetScope]:
-        now = now or self._clock()
+        return list(self._scopes(subject, model, now or self._clock()))
+
+    def _scopes(self, subject: Subject, model: str, now: datetime) -> tuple[BudgetScope, ...]:
         key = (subject, model)
         if self._matching_defs is not self.defs:  # definitions replaced: start afresh
             self._matching, self._matching_defs = {}, self.defs
         cached = self._matching.get(key)
         if cached is not None and cached[1] <= now < cached[2]:
-            return list(cached[0])
-        scopes = [
+            return cached[0]
+        scopes = tuple(
             BudgetScope(d, value, self._period(d, now))
             for d in self.defs
             for value in d.values(subject, model)
-        ]
+        )
         if len(self._matching) >= MATCH_CACHE_SIZE:
             self._matching.clear()
         # Valid while every scope's period runs: from the latest start to the earliest end.
         starts = [s.period.start for s in scopes]
         ends = [s.period.end for s in scopes]
-        self._matching[key] = (tuple(scopes), max(starts, default=_START), min(ends, default=_END))
+        self._matching[key] = (scopes, max(starts, default=_START), min(ends, default=_END))
         return scopes
 
     def _spec(self, s: BudgetScope, amount: int, now: datetime) -> ReserveSpec:
@@ -172,7 +174,7 @@ class Budgets:
         """Hold the worst-case estimate on every matching budget at once, or raise
         BudgetExceeded when a hard budget has no room for it (nothing is held then)."""
         now = self._clock()
-        scopes = self.matching(subject, model, now)
+        scopes = self._scopes(subject, model, now)
         if not scopes:
             return BudgetHold(self, hold_id, ())
         # At least one nano, so a request with no estimate still needs room on a full budget.

@@ -110,7 +110,10 @@ class MemoryCounterStore:
                 self._store_debt(spec.key, debt, spec.limit, now_ms, t_ms)
             for lease in leases:
                 expires = now_ms + math.ceil(lease.ttl_s * 1000)
-                self._leases.setdefault(lease.key, {})[lease.lease_id] = expires
+                live = self._leases.get(lease.key)
+                if live is None:
+                    live = self._leases[lease.key] = {}
+                live[lease.lease_id] = expires
                 if expires < self._lease_scan_at.get(lease.key, expires + 1):
                     self._lease_scan_at[lease.key] = expires
             return Admission(tuple(map(_result, specs, decisions)), free)
