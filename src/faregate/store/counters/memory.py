@@ -132,6 +132,9 @@ class MemoryCounterStore:
         return Admission(tuple(results), free)
 
     async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
+        self._adjust(specs, now)
+
+    def _adjust(self, specs: Sequence[LimitSpec], now: float | None) -> None:
         for spec in specs:
             spec.validate(allow_negative=True)
         now_ms = self._now_ms(now)
@@ -147,10 +150,11 @@ class MemoryCounterStore:
         specs: Sequence[LimitSpec],
         now: float | None = None,
     ) -> None:
+        # The synchronous steps directly: no coroutine per lease on the request path.
         for key, lease_id in leases:
-            await self.release_concurrency(key, lease_id)
+            self._release(key, lease_id)
         if specs:
-            await self.rate_limit_adjust(specs, now)
+            self._adjust(specs, now)
 
     # -- concurrency -------------------------------------------------------------------
 
@@ -189,6 +193,9 @@ class MemoryCounterStore:
         return (await self.admit((), [LeaseSpec(key, limit, lease_id, ttl_s)], now)).allowed
 
     async def release_concurrency(self, key: str, lease_id: str) -> None:
+        self._release(key, lease_id)
+
+    def _release(self, key: str, lease_id: str) -> None:
         leases = self._leases.get(key)
         if leases is not None:
             leases.pop(lease_id, None)
