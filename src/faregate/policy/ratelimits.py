@@ -90,11 +90,6 @@ class _Plan:
 _NO_PLAN = _Plan((), (), (), (), 0.0)
 
 
-def _tightest(checked: Sequence[Checked], kind: str) -> LimitResult | None:
-    results = [c.result for c in checked if c.kind == kind]
-    return min(results, key=lambda r: (r.remaining, r.limit), default=None)
-
-
 def ratelimit_headers(checked: Sequence[Checked]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers, from the most restrictive limit of each kind."""
     return _headers([c.kind for c in checked], [c.result for c in checked])
