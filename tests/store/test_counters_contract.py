@@ -165,6 +165,22 @@ async def test_admit_with_nothing_to_check_admits(store: CounterStore) -> None:
     assert (await store.admit([], [], T0)).allowed
 
 
+async def test_end_admission_frees_the_leases_and_trues_up_the_rates(store: CounterStore) -> None:
+    tpm = LimitSpec("tpm", 1000, 60, 800)
+    leases = [LeaseSpec("c", 1, "r1", 60), LeaseSpec("d", 1, "r1", 60)]
+    assert (await store.admit([tpm], leases, T0)).allowed
+    await store.end_admission([("c", "r1"), ("d", "r1")], [LimitSpec("tpm", 1000, 60, -600)], T0)
+    assert await store.in_flight("c", now=T0) == 0 and await store.in_flight("d", now=T0) == 0
+    assert (await store.rate_limit("tpm", 1000, 60, cost=0, now=T0)).remaining == 800
+    # Past the limit, as a true-up may go; then only a lease, then nothing at all.
+    await store.end_admission([], [LimitSpec("tpm", 1000, 60, 1800)], T0)
+    assert not (await store.rate_limit("tpm", 1000, 60, cost=1, now=T0)).allowed
+    assert (await store.admit([], [LeaseSpec("c", 1, "r2", 60)], T0)).allowed
+    await store.end_admission([("c", "r2")], [], T0)
+    await store.end_admission([], [], T0)
+    assert await store.in_flight("c", now=T0) == 0
+
+
 @pytest.mark.parametrize("lease", [LeaseSpec("c", 0, "r", 60), LeaseSpec("c", 1, "r", 0)])
 async def test_a_bad_lease_is_rejected(store: CounterStore, lease: LeaseSpec) -> None:
     with pytest.raises(ValueError):

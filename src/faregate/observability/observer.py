@@ -76,8 +76,11 @@ class InFlightStage:
 
     async def before(self, call: Call) -> None:
         scratch = call.scratch
-        holds = sum(1 for name in self._hold_entries if name in scratch)
-        call.scratch["in_flight_holds"] = holds
+        holds = 0
+        for name in self._hold_entries:
+            if name in scratch:
+                holds += 1
+        scratch["in_flight_holds"] = holds
         self.requests += 1
         self.holds += holds
 

@@ -23,8 +23,10 @@ from faregate.store.counters.base import CounterStore, ReserveResult, ReserveSpe
 log = logging.getLogger(__name__)
 
 DEFAULT_HOLD_TTL_S = 900.0
-RETENTION_S = 40 * 86400
-MATCH_CACHE_SIZE = 4096  # a period's counter stays readable this long after it ends
+RETENTION_S = 40 * 86400  # a period's counter stays readable this long after it ends
+MATCH_CACHE_SIZE = 4096
+# No budget matched: that cache entry holds at any time.
+_START, _END = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
 class AlertSink(Protocol):
@@ -74,6 +76,10 @@ class BudgetStatus:
         return max(self.scope.budget.amount - self.spent - self.held, Decimal(0))
 
 
+def _crosses(marks: Sequence[int], before: int, after: int) -> bool:
+    return any(before < mark <= after for mark in marks)
+
+
 class BudgetHold:
     """The reservation of one request. Settle or release it exactly once when the call is
     over; doing either again changes nothing."""
@@ -89,8 +95,10 @@ class BudgetHold:
         amounts = {s.scope: s.pick(actual_cost, actual_price) for s in self.scopes}
         after = await self._budgets.store.settle(self.hold_id, amounts)
         for s in self.scopes:
-            if s.scope in after:
-                await self._budgets.crossed(s, after[s.scope] - amounts[s.scope], after[s.scope])
+            spent = after.get(s.scope)
+            # Most settles cross no threshold: only those that do go on to the alerts.
+            if spent is not None and _crosses(s.budget.marks, spent - amounts[s.scope], spent):
+                await self._budgets.crossed(s, spent - amounts[s.scope], spent)
 
     async def release(self) -> None:
         if self.scopes:
@@ -113,8 +121,10 @@ class Budgets:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._hold_ttl_s = hold_ttl_s
         self._periods: dict[tuple[str, str], Period] = {}  # current period per (kind, zone)
-        # (subject, model) -> its budget scopes, valid while every one's period runs.
-        self._matching: dict[tuple[Subject, str], tuple[BudgetScope, ...]] = {}
+        # (subject, model) -> its budget scopes and the instants between which they hold.
+        self._matching: dict[
+            tuple[Subject, str], tuple[tuple[BudgetScope, ...], datetime, datetime]
+        ] = {}
         self._matching_defs = self.defs  # the definitions the cache was built from
 
     def _period(self, d: BudgetDef, now: datetime) -> Period:
@@ -126,21 +136,26 @@ class Budgets:
     def matching(
         self, subject: Subject, model: str, now: datetime | None = None
     ) -> list[BudgetScope]:
-        now = now or self._clock()
+        return list(self._scopes(subject, model, now or self._clock()))
+
+    def _scopes(self, subject: Subject, model: str, now: datetime) -> tuple[BudgetScope, ...]:
         key = (subject, model)
         if self._matching_defs is not self.defs:  # definitions replaced: start afresh
             self._matching, self._matching_defs = {}, self.defs
         cached = self._matching.get(key)
-        if cached is not None and all(s.period.start <= now < s.period.end for s in cached):
-            return list(cached)
-        scopes = [
+        if cached is not None and cached[1] <= now < cached[2]:
+            return cached[0]
+        scopes = tuple(
             BudgetScope(d, value, self._period(d, now))
             for d in self.defs
             for value in d.values(subject, model)
-        ]
+        )
         if len(self._matching) >= MATCH_CACHE_SIZE:
             self._matching.clear()
-        self._matching[key] = tuple(scopes)
+        # Valid while every scope's period runs: from the latest start to the earliest end.
+        starts = [s.period.start for s in scopes]
+        ends = [s.period.end for s in scopes]
+        self._matching[key] = (scopes, max(starts, default=_START), min(ends, default=_END))
         return scopes
 
     def _spec(self, s: BudgetScope, amount: int, now: datetime) -> ReserveSpec:
@@ -159,7 +174,7 @@ class Budgets:
         """Hold the worst-case estimate on every matching budget at once, or raise
         BudgetExceeded when a hard budget has no room for it (nothing is held then)."""
         now = self._clock()
-        scopes = self.matching(subject, model, now)
+        scopes = self._scopes(subject, model, now)
         if not scopes:
             return BudgetHold(self, hold_id, ())
         # At least one nano, so a request with no estimate still needs room on a full budget.

@@ -36,20 +36,84 @@ class Checked:
     result: LimitResult
 
 
-def _tightest(checked: Sequence[Checked], kind: str) -> LimitResult | None:
-    results = [c.result for c in checked if c.kind == kind]
-    return min(results, key=lambda r: (r.remaining, r.limit), default=None)
+@dataclass(frozen=True, slots=True)
+class _Rate:
+    """One rate limit of a plan: the rule it comes from, its kind and its counter."""
+
+    applied: Applied
+    kind: str  # requests | tokens
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the limits of one (subject, model, own limits) are, worked out once: the rate
+    counters in checking order, the request specs (their cost is always 1, so the same
+    objects serve every request) and the concurrency limits. A request only adds its token
+    estimate and its lease id."""
+
+    applied: tuple[Applied, ...]
+    rates: tuple[_Rate, ...]
+    specs: tuple[LimitSpec | None, ...]  # per rate: the fixed spec, None for a tpm limit
+    leases: tuple[tuple[Applied, str, int], ...]  # rule, counter, max concurrent
+    ttl_s: float
+
+    @classmethod
+    def of(cls, applied: Sequence[Applied], ttl_s: float) -> _Plan:
+        rates: list[_Rate] = []
+        for a in applied:
+            if a.limits.rpm is not None:
+                rates.append(_Rate(a, "requests", f"{a.counter}:req", a.limits.rpm))
+            if a.limits.tpm is not None:
+                rates.append(_Rate(a, "tokens", f"{a.counter}:tok", a.limits.tpm))
+        specs = tuple(
+            LimitSpec(r.key, r.limit, WINDOW_S, 1) if r.kind == "requests" else None for r in rates
+        )
+        leases = tuple(
+            (a, f"{a.counter}:conc", a.limits.max_concurrent)
+            for a in applied
+            if a.limits.max_concurrent is not None
+        )
+        return cls(tuple(applied), tuple(rates), specs, leases, ttl_s)
+
+    def limit_specs(self, est_tokens: int) -> list[LimitSpec]:
+        return [
+            LimitSpec(r.key, r.limit, WINDOW_S, est_tokens) if spec is None else spec
+            for r, spec in zip(self.rates, self.specs, strict=True)
+        ]
+
+    def lease_specs(self, lease_id: str) -> list[LeaseSpec]:
+        return [LeaseSpec(key, limit, lease_id, self.ttl_s) for _, key, limit in self.leases]
+
+
+_NO_PLAN = _Plan((), (), (), (), 0.0)
 
 
 def ratelimit_headers(checked: Sequence[Checked]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers, from the most restrictive limit of each kind."""
+    return _headers([c.kind for c in checked], [c.result for c in checked])
+
+
+def _headers(kinds: Sequence[str], results: Sequence[LimitResult]) -> dict[str, str]:
+    # One pass over the results; the first of equally tight limits wins, as min() would.
+    requests: LimitResult | None = None
+    tokens: LimitResult | None = None
+    for kind, r in zip(kinds, results, strict=True):
+        if kind == "requests":
+            if requests is None or (r.remaining, r.limit) < (requests.remaining, requests.limit):
+                requests = r
+        elif tokens is None or (r.remaining, r.limit) < (tokens.remaining, tokens.limit):
+            tokens = r
     headers: dict[str, str] = {}
-    for kind in ("requests", "tokens"):
-        result = _tightest(checked, kind)
-        if result is not None:
-            headers[f"x-ratelimit-limit-{kind}"] = str(result.limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(result.remaining)
-            headers[f"x-ratelimit-reset-{kind}"] = format_reset(result.reset_after_s)
+    if requests is not None:
+        headers["x-ratelimit-limit-requests"] = str(requests.limit)
+        headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
+        headers["x-ratelimit-reset-requests"] = format_reset(requests.reset_after_s)
+    if tokens is not None:
+        headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
+        headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+        headers["x-ratelimit-reset-tokens"] = format_reset(tokens.reset_after_s)
     return headers
 
 
@@ -60,18 +124,30 @@ class Permit:
     def __init__(
         self,
         store: CounterStore,
-        checked: Sequence[Checked],
+        plan: _Plan,
+        results: Sequence[LimitResult],
         leases: Sequence[tuple[str, str]],
         est_tokens: int,
     ) -> None:
         self._store = store
-        self.checked = tuple(checked)
-        self._leases = tuple(leases)
+        self._plan = plan
+        self._results = results
+        self._leases = leases
         self.est_tokens = est_tokens
         self._finished = False
 
+    @property
+    def checked(self) -> tuple[Checked, ...]:
+        specs = self._plan.limit_specs(self.est_tokens)
+        return tuple(
+            Checked(r.applied, r.kind, spec, result)
+            for r, spec, result in zip(self._plan.rates, specs, self._results, strict=True)
+        )
+
     def headers(self) -> dict[str, str]:
-        return ratelimit_headers(self.checked)
+        if not self._results:
+            return {}
+        return _headers([r.kind for r in self._plan.rates], self._results)
 
     async def finish(self, actual_tokens: int | None = None) -> None:
         """`actual_tokens` = input + output as reported; None keeps the estimate."""
@@ -79,16 +155,17 @@ class Permit:
             return
         self._finished = True
         delta = 0 if actual_tokens is None else max(actual_tokens, 0) - self.est_tokens
-        specs = [
-            LimitSpec(c.spec.key, c.spec.limit, c.spec.window_s, delta)
-            for c in self.checked
-            if c.kind == "tokens" and delta
-        ]
-        # Sequential on purpose: a gather costs more than these steps do in process.
-        for key, lease in self._leases:
-            await self._store.release_concurrency(key, lease)
-        if specs:
-            await self._store.rate_limit_adjust(specs)
+        specs = (
+            [
+                LimitSpec(r.key, r.limit, WINDOW_S, delta)
+                for r in self._plan.rates
+                if r.kind == "tokens"
+            ]
+            if delta
+            else []
+        )
+        if self._leases or specs:
+            await self._store.end_admission(self._leases, specs)
 
 
 def _describe(c: Checked) -> str:
@@ -103,23 +180,29 @@ class RateLimiter:
     def __init__(self, store: CounterStore, config: RateLimitConfig) -> None:
         self._store = store
         self._config = config
-        # (subject, model, own limits) -> the limits that apply: the rules are fixed, so
-        # matching them again for every request of the same key and model is wasted work.
-        self._applicable: dict[tuple[Any, ...], tuple[Applied, ...]] = {}
-        self._applicable_config = config
+        # (subject, model, own limits) -> the plan of the limits that apply: the rules are
+        # fixed, so matching them and naming their counters again for every request of the
+        # same key and model is wasted work.
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._plans_config = config
+
+    def _plan_of(self, subject: Subject, model: str, own: Mapping[str, Limits] | None) -> _Plan:
+        if self._plans_config is not self._config:  # rules replaced: start afresh
+            self._plans, self._plans_config = {}, self._config
+        key = (subject, model, tuple(own.items()) if own else ())
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            applied = self._config.applicable(subject, model, own)
+            plan = _Plan.of(applied, self._config.lease_ttl_s) if applied else _NO_PLAN
+            self._plans[key] = plan
+        return plan
 
     def applicable(
         self, subject: Subject, model: str, own: Mapping[str, Limits] | None = None
     ) -> tuple[Applied, ...]:
-        if self._applicable_config is not self._config:  # rules replaced: start afresh
-            self._applicable, self._applicable_config = {}, self._config
-        key = (subject, model, tuple(own.items()) if own else ())
-        applied = self._applicable.get(key)
-        if applied is None:
-            if len(self._applicable) >= PLAN_CACHE_SIZE:
-                self._applicable.clear()
-            applied = self._applicable[key] = tuple(self._config.applicable(subject, model, own))
-        return applied
+        return self._plan_of(subject, model, own).applied
 
     async def check(
         self,
@@ -132,43 +215,27 @@ class RateLimiter:
     ) -> Permit:
         """Admit the request or raise RateLimitExceeded (nothing is consumed then).
         `est_tokens` is reserved on every tpm limit: input tokens + expected output."""
-        applied = self.applicable(subject, model, own)
-        if not applied:
-            return Permit(self._store, (), (), est_tokens)
+        plan = self._plan_of(subject, model, own)
+        if plan is _NO_PLAN:
+            return Permit(self._store, plan, (), (), est_tokens)
         est_tokens = max(est_tokens, 0)
-        planned = self._plan(applied, est_tokens)
-        leases = self._leases(applied, lease_id or uuid.uuid4().hex)
-        admission = await self._store.admit(
-            [spec for _, _, spec in planned], [lease for _, lease in leases]
-        )
-        checked = [
-            Checked(a, kind, spec, r)
-            for (a, kind, spec), r in zip(planned, admission.rates, strict=True)
-        ]
+        specs = plan.limit_specs(est_tokens)
+        leases = plan.lease_specs(lease_id or uuid.uuid4().hex)
+        admission = await self._store.admit(specs, leases)
         if not admission.allowed:
-            raise self._refusal(checked, leases, admission)
-        return Permit(self._store, checked, [(x.key, x.lease_id) for _, x in leases], est_tokens)
-
-    def _leases(self, applied: Sequence[Applied], lease_id: str) -> list[tuple[Applied, LeaseSpec]]:
-        ttl = self._config.lease_ttl_s
-        return [
-            (a, LeaseSpec(f"{a.counter}:conc", a.limits.max_concurrent, lease_id, ttl))
-            for a in applied
-            if a.limits.max_concurrent is not None
-        ]
-
-    @staticmethod
-    def _plan(applied: Sequence[Applied], est_tokens: int) -> list[tuple[Applied, str, LimitSpec]]:
-        planned: list[tuple[Applied, str, LimitSpec]] = []
-        for a in applied:
-            if a.limits.rpm is not None:
-                planned.append(
-                    (a, "requests", LimitSpec(f"{a.counter}:req", a.limits.rpm, WINDOW_S, 1))
-                )
-            if a.limits.tpm is not None:
-                spec = LimitSpec(f"{a.counter}:tok", a.limits.tpm, WINDOW_S, est_tokens)
-                planned.append((a, "tokens", spec))
-        return planned
+            checked = [
+                Checked(r.applied, r.kind, spec, result)
+                for r, spec, result in zip(plan.rates, specs, admission.rates, strict=True)
+            ]
+            pairs = [(a, lease) for (a, _, _), lease in zip(plan.leases, leases, strict=True)]
+            raise self._refusal(checked, pairs, admission)
+        return Permit(
+            self._store,
+            plan,
+            admission.rates,
+            [(x.key, x.lease_id) for x in leases],
+            est_tokens,
+        )
 
     def _refusal(
         self,

@@ -43,6 +43,11 @@ class Account:
     rules: tuple[Rule, ...] = ()
     extra: int = 0
     expires_at: float | None = None  # the wallet's expiration_at, as a Unix time
+    has_thresholds: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        has = any(r.trigger == "threshold" for r in self.rules)
+        object.__setattr__(self, "has_thresholds", has)
 
     def threshold_rules(self, now: datetime) -> tuple[Rule, ...]:
         """The threshold rules in force at `now`: active, started, not expired."""
@@ -265,7 +270,7 @@ class WalletRuntime:
     def _check_alert_levels(self, account: Account, snapshot: Snapshot, actual: int) -> None:
         """`credit.threshold` for each configured level this debit took the balance to or
         through; the shared counter store makes replicas raise it once per episode."""
-        if self.alerts is None:
+        if self.alerts is None or not self.alert_levels:
             return
         crossed = credit_alerts.crossing(snapshot, actual, account.rate, self.alert_levels)
         if crossed is not None:
@@ -285,6 +290,11 @@ class WalletRuntime:
             log.exception("credit threshold alert failed", extra={"wallet_id": wallet_id})
 
     def _after_spend(self, account: Account, snapshot: Snapshot) -> None:
+        if account.has_thresholds:  # most wallets have none: no clock, no credit conversion
+            self._threshold_top_ups(account, snapshot)
+        self._check_depleted(account, snapshot)
+
+    def _threshold_top_ups(self, account: Account, snapshot: Snapshot) -> None:
         ongoing = nanos_to_credits(snapshot.available, account.rate)
         for rule in account.threshold_rules(datetime.now(UTC)):
             if rule.threshold_credits is not None and ongoing <= rule.threshold_credits:
@@ -302,7 +312,6 @@ class WalletRuntime:
                         ),
                     )
                 )
-        self._check_depleted(account, snapshot)
 
     def _check_depleted(self, account: Account, snapshot: Snapshot) -> None:
         """`wallet.depleted_ongoing_balance` once per depletion: the marker is the wallet's

@@ -4,10 +4,11 @@ defines shapes only and imports no backend."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from types import MappingProxyType
+from typing import NamedTuple, Protocol
 
 from faregate.errors import ServiceUnavailable
 
@@ -25,31 +26,42 @@ class CounterStoreUnavailable(ServiceUnavailable):
     code = "counter_store_unavailable"
 
 
-@dataclass(frozen=True, slots=True)
-class LimitSpec:
+_NOTHING: Mapping[str, int] = MappingProxyType({})  # a shared default nobody can change
+
+# The shapes made on every request (rate and budget specs, their results, a lease) are
+# NamedTuples: as immutable as a frozen dataclass, but built in one step, where a frozen
+# dataclass sets each field through object.__setattr__ (several times slower, and a request
+# makes about ten of them).
+
+
+@functools.lru_cache(maxsize=64)  # windows come from configuration: a handful of values
+def _window_ms(window_s: float) -> int:
+    return max(1, round(window_s * 1000))
+
+
+class LimitSpec(NamedTuple):
     """One rate limit to check: at most `limit` units of cost per `window_s` seconds."""
 
     key: str
     limit: int
     window_s: float
     cost: int = 1
-    window_ms: int = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "window_ms", max(1, round(self.window_s * 1000)))
+    @property
+    def window_ms(self) -> int:
+        return _window_ms(self.window_s)
 
     def validate(self, *, allow_negative: bool = False) -> None:
         if self.limit <= 0:
             raise ValueError(f"rate limit for {self.key!r} must be positive")
         if self.cost < 0 and not allow_negative:
             raise ValueError(f"rate limit cost for {self.key!r} must not be negative")
-        units = self.window_ms * max(self.limit, abs(self.cost))
+        units = _window_ms(self.window_s) * max(self.limit, abs(self.cost))
         if units > MAX_RATE_UNITS:
             raise ValueError(f"rate limit for {self.key!r}: limit x window is too large")
 
 
-@dataclass(frozen=True, slots=True)
-class LimitResult:
+class LimitResult(NamedTuple):
     """Outcome of one rate limit (GCRA). `remaining` units fit right now; the bucket is full
     again after `reset_after_s`; a refused request fits after `retry_after_s` (`inf` when
     its cost exceeds the limit itself, 0 when allowed)."""
@@ -61,8 +73,7 @@ class LimitResult:
     retry_after_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class LeaseSpec:
+class LeaseSpec(NamedTuple):
     """One concurrency limit to take a slot of: at most `limit` live leases on `key`. The
     lease lives `ttl_s` unless released first, so a dead process's slot frees itself; taking
     a lease id that is already live only renews it."""
@@ -79,8 +90,7 @@ class LeaseSpec:
             raise ValueError(f"lease ttl for {self.key!r} must be positive")
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     """Outcome of `admit`: each rate spec's result (as `rate_limit_many` reports it) and
     whether each lease found a slot. When `allowed`, every rate spec was consumed and every
     lease taken; otherwise nothing was."""
@@ -93,8 +103,7 @@ class Admission:
         return all(r.allowed for r in self.rates) and all(self.leases)
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveSpec:
+class ReserveSpec(NamedTuple):
     """One budget scope of a reservation. The stored scope is `key:period_key`, so a new
     period starts from zero without any reset job; `ttl_s` keeps a period's counter
     readable for a while after it ends. `limit_nanos=None` tracks without limiting."""
@@ -116,15 +125,14 @@ class ReserveSpec:
             raise ValueError(f"reserve limit for {self.scope!r} is out of range")
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveResult:
+class ReserveResult(NamedTuple):
     """`ok` when every scope had room; then the hold was added to all of them. `spent` and
     `held` are each scope's totals as seen before this reservation (keyed by scope)."""
 
     ok: bool
     failed_key: str | None = None
-    spent: Mapping[str, int] = field(default_factory=dict)
-    held: Mapping[str, int] = field(default_factory=dict)
+    spent: Mapping[str, int] = _NOTHING
+    held: Mapping[str, int] = _NOTHING
 
 
 class HoldReused(ValueError):
@@ -177,6 +185,16 @@ class CounterStore(Protocol):
 
     async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
         """Apply each spec's cost unconditionally (negative refunds), e.g. a token true-up."""
+        ...
+
+    async def end_admission(
+        self,
+        leases: Sequence[tuple[str, str]],
+        specs: Sequence[LimitSpec],
+        now: float | None = None,
+    ) -> None:
+        """The end of an admitted request in one step: release each (key, lease id), then
+        `rate_limit_adjust` the specs (the token true-up)."""
         ...
 
     async def acquire_concurrency(

@@ -8,13 +8,12 @@ mirrored line for line by the Redis Lua script. Pure functions: no clock, no sto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_DEBT = 2**52
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):  # a NamedTuple: made for every rate limit of every request
     allowed: bool
     debt: int  # debt after this decision (unchanged when refused)
     remaining: int

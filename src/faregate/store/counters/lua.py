@@ -65,6 +65,8 @@ end
 # KEYS: rate keys, then lease zsets. ARGV: now, mode (check|adjust), number of leases, then
 # limit, window_ms, cost per rate key, then limit, lease_id, ttl_ms per lease. Mirrors
 # MemoryCounterStore.admit: every rate spec and lease is judged, then all are taken or none.
+# In adjust mode (end_admission, rate_limit_adjust) the leases are released and every cost
+# applied unconditionally.
 _ADMIT_BODY = """
 local now = now_ms(ARGV[1])
 local nl = tonumber(ARGV[3])
@@ -75,6 +77,7 @@ local function lease(j)
   return tonumber(ARGV[b+1]), ARGV[b+2], tonumber(ARGV[b+3])
 end
 if ARGV[2] == 'adjust' then
+  for j = 1, nl do redis.call('ZREM', KEYS[n + j], (select(2, lease(j)))) end
   for i = 1, n do
     local limit, window, cost = spec(i)
     local s = load(KEYS[i], limit, now)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 
 from faregate.store.counters import gcra
 from faregate.store.counters.base import (
@@ -59,11 +58,11 @@ class MemoryCounterStore:
         t_ms, debt, _ = self._rates.get(key, (now_ms, 0, limit))
         return gcra.drain(t_ms, debt, now_ms, limit)[1]
 
-    def _store_debt(self, key: str, debt: int, limit: int, now_ms: int) -> None:
+    def _store_debt(self, key: str, debt: int, limit: int, now_ms: int, t_ms: int) -> None:
+        """`t_ms`: the stored state's time as read (`now_ms` when there was none)."""
         if debt > 0:
             # A caller whose clock runs behind never moves the state back in time.
-            t_ms = max(now_ms, self._rates.get(key, (now_ms, 0, limit))[0])
-            self._rates[key] = (t_ms, debt, limit)
+            self._rates[key] = (max(now_ms, t_ms), debt, limit)
         else:
             self._rates.pop(key, None)
 
@@ -88,24 +87,36 @@ class MemoryCounterStore:
         for lease in leases:
             lease.validate()
         now_ms = self._now_ms(now)
-        free = self._free_slots(leases, now_ms)
-        debts: dict[str, int] = {}
+        free = self._free_slots(leases, now_ms) if leases else ()
+        rates = self._rates
+        # key -> (stored time, debt so far in this batch): a repeated key sees the earlier
+        # spec's debt, and each key is read once.
+        state: dict[str, tuple[int, int]] = {}
         decisions = []
+        allowed = all(free)
         for spec in specs:
-            debt = debts.get(spec.key, self._debt(spec.key, spec.limit, now_ms))
-            decision = gcra.decide(debt, spec.limit, spec.window_ms, spec.cost)
-            debts[spec.key] = decision.debt
+            key = spec.key
+            seen = state.get(key)
+            if seen is None:
+                t_ms, debt, _ = rates.get(key, (now_ms, 0, spec.limit))
+                seen = (t_ms, gcra.drain(t_ms, debt, now_ms, spec.limit)[1])
+            decision = gcra.decide(seen[1], spec.limit, spec.window_ms, spec.cost)
+            state[key] = (seen[0], decision.debt)
             decisions.append(decision)
-        if all(free) and all(d.allowed for d in decisions):
+            allowed = allowed and decision.allowed
+        if allowed:
             for spec in specs:
-                self._store_debt(spec.key, debts[spec.key], spec.limit, now_ms)
+                t_ms, debt = state[spec.key]
+                self._store_debt(spec.key, debt, spec.limit, now_ms, t_ms)
             for lease in leases:
                 expires = now_ms + math.ceil(lease.ttl_s * 1000)
-                self._leases.setdefault(lease.key, {})[lease.lease_id] = expires
+                live = self._leases.get(lease.key)
+                if live is None:
+                    live = self._leases[lease.key] = {}
+                live[lease.lease_id] = expires
                 if expires < self._lease_scan_at.get(lease.key, expires + 1):
                     self._lease_scan_at[lease.key] = expires
-            rates = [_result(s, d) for s, d in zip(specs, decisions, strict=True)]
-            return Admission(tuple(rates), free)
+            return Admission(tuple(map(_result, specs, decisions)), free)
         # Refused: consume nothing. Each verdict stays as judged in order (a repeated key
         # sees the earlier spec), while remaining/reset describe the untouched state.
         results = []
@@ -115,18 +126,35 @@ class MemoryCounterStore:
             )
             results.append(
                 _result(
-                    spec, replace(decision, remaining=before.remaining, reset_ms=before.reset_ms)
+                    spec, decision._replace(remaining=before.remaining, reset_ms=before.reset_ms)
                 )
             )
         return Admission(tuple(results), free)
 
     async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
+        self._adjust(specs, now)
+
+    def _adjust(self, specs: Sequence[LimitSpec], now: float | None) -> None:
         for spec in specs:
             spec.validate(allow_negative=True)
         now_ms = self._now_ms(now)
         for spec in specs:
-            debt = gcra.adjust(self._debt(spec.key, spec.limit, now_ms), spec.window_ms, spec.cost)
-            self._store_debt(spec.key, debt, spec.limit, now_ms)
+            t_ms, debt, _ = self._rates.get(spec.key, (now_ms, 0, spec.limit))
+            debt = gcra.drain(t_ms, debt, now_ms, spec.limit)[1]
+            debt = gcra.adjust(debt, spec.window_ms, spec.cost)
+            self._store_debt(spec.key, debt, spec.limit, now_ms, t_ms)
+
+    async def end_admission(
+        self,
+        leases: Sequence[tuple[str, str]],
+        specs: Sequence[LimitSpec],
+        now: float | None = None,
+    ) -> None:
+        # The synchronous steps directly: no coroutine per lease on the request path.
+        for key, lease_id in leases:
+            self._release(key, lease_id)
+        if specs:
+            self._adjust(specs, now)
 
     # -- concurrency -------------------------------------------------------------------
 
@@ -141,15 +169,21 @@ class MemoryCounterStore:
 
     def _free_slots(self, leases: Sequence[LeaseSpec], now_ms: int) -> tuple[bool, ...]:
         """Whether each lease finds a slot, counting the earlier leases of the same batch."""
-        taken: dict[str, set[str]] = {}
+        # Only the batch's own new lease ids are kept aside: copying every live lease of a
+        # key would cost as much as the requests in flight on it.
+        added: dict[str, set[str]] = {}
         free = []
         for lease in leases:
-            ids = taken.get(lease.key)
-            if ids is None:
-                ids = taken[lease.key] = set(self._live_leases(lease.key, now_ms))
-            fits = lease.lease_id in ids or len(ids) < lease.limit
-            if fits:
-                ids.add(lease.lease_id)
+            live = self._live_leases(lease.key, now_ms)
+            mine = added.get(lease.key, set())
+            fits = (
+                lease.lease_id in live
+                or lease.lease_id in mine
+                or len(live) + len(mine) < lease.limit
+            )
+            if fits and lease.lease_id not in live:
+                mine.add(lease.lease_id)
+                added[lease.key] = mine
             free.append(fits)
         return tuple(free)
 
@@ -159,6 +193,9 @@ class MemoryCounterStore:
         return (await self.admit((), [LeaseSpec(key, limit, lease_id, ttl_s)], now)).allowed
 
     async def release_concurrency(self, key: str, lease_id: str) -> None:
+        self._release(key, lease_id)
+
+    def _release(self, key: str, lease_id: str) -> None:
         leases = self._leases.get(key)
         if leases is not None:
             leases.pop(lease_id, None)

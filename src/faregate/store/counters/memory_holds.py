@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,8 +46,10 @@ class HoldBook:
     def __init__(self, max_finished: int = MAX_FINISHED) -> None:
         self._buckets: dict[str, _Bucket] = {}
         self._holds: dict[str, _Hold] = {}  # pending, and expired until settled or released
-        # Settled or released: hold id -> (state, record expiry), oldest first.
-        self._finished: dict[str, tuple[str, int]] = {}
+        # Settled or released: hold id -> (state, record expiry), oldest first. Ordered
+        # because the oldest is dropped on every finish once full: a plain dict would scan
+        # the slots its earlier deletions left at its front each time.
+        self._finished: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._max_finished = max_finished
         self._expiries: list[tuple[int, str]] = []
 
@@ -88,32 +91,34 @@ class HoldBook:
     def reserve(
         self, specs: Sequence[ReserveSpec], hold_id: str, hold_ttl_ms: int, now_ms: int
     ) -> ReserveResult:
-        self.sweep(now_ms)
-        totals = {s.scope: self.totals(s.scope, now_ms) for s in specs}
-        spent = {scope: t[0] for scope, t in totals.items()}
-        held = {scope: t[1] for scope, t in totals.items()}
-        existing = self._record(hold_id, now_ms)
-        if existing is not None:
-            if existing.state != "pending":
-                raise HoldReused(f"hold {hold_id!r} is already {existing.state}")
-            return ReserveResult(True, None, spent, held)
-        done = self._finished_state(hold_id, now_ms)
-        if done is not None:
-            raise HoldReused(f"hold {hold_id!r} is already {done}")
+        if self._expiries and self._expiries[0][0] <= now_ms:
+            self.sweep(now_ms)
+        scopes = [spec.scope for spec in specs]  # a property: made once per spec here
+        spent: dict[str, int] = {}
+        held: dict[str, int] = {}
+        for scope in scopes:
+            bucket = self._bucket(scope, now_ms)
+            spent[scope], held[scope] = (bucket.spent, bucket.held) if bucket else (0, 0)
+        if hold_id in self._holds or hold_id in self._finished:  # a fresh id skips both
+            existing = self._record(hold_id, now_ms)
+            if existing is not None:
+                if existing.state != "pending":
+                    raise HoldReused(f"hold {hold_id!r} is already {existing.state}")
+                return ReserveResult(True, None, spent, held)
+            done = self._finished_state(hold_id, now_ms)
+            if done is not None:
+                raise HoldReused(f"hold {hold_id!r} is already {done}")
         wanted: dict[str, int] = {}
-        for spec in specs:
-            wanted[spec.scope] = wanted.get(spec.scope, 0) + spec.amount_nanos
+        for scope, spec in zip(scopes, specs, strict=True):
+            wanted[scope] = want = wanted.get(scope, 0) + spec.amount_nanos
             limit = spec.limit_nanos
-            if (
-                limit is not None
-                and spent[spec.scope] + held[spec.scope] + wanted[spec.scope] > limit
-            ):
-                return ReserveResult(False, spec.scope, spent, held)
-        hold = _Hold("pending", now_ms + hold_ttl_ms, None)
-        for spec in specs:
+            if limit is not None and spent[scope] + held[scope] + want > limit:
+                return ReserveResult(False, scope, spent, held)
+        hold = _Hold("pending", now_ms + hold_ttl_ms, None, [])
+        for scope, spec in zip(scopes, specs, strict=True):
             ttl = math.ceil(spec.ttl_s * 1000) if spec.ttl_s > 0 else 0
-            self._touch(spec.scope, ttl, now_ms).held += spec.amount_nanos
-            hold.scopes.append((spec.scope, spec.amount_nanos, ttl))
+            self._touch(scope, ttl, now_ms).held += spec.amount_nanos
+            hold.scopes.append((scope, spec.amount_nanos, ttl))
         self._holds[hold_id] = hold
         if len(self._expiries) > 2 * len(self._holds) + 64:
             self._compact_expiries()
@@ -136,10 +141,16 @@ class HoldBook:
         self._holds.pop(hold_id, None)
         finished = self._finished
         finished[hold_id] = (state, now_ms + RECORD_GRACE_MS)
+        while len(finished) > self._max_finished:
+            finished.popitem(last=False)
+        self._drop_expired_finished(now_ms)
+
+    def _drop_expired_finished(self, now_ms: int) -> None:
+        finished = self._finished  # oldest first: stop at the first one still kept
         while finished:
-            oldest = next(iter(finished))
-            if len(finished) <= self._max_finished and finished[oldest][1] > now_ms:
-                break
+            oldest, (_, expires_ms) = next(iter(finished.items()))
+            if expires_ms > now_ms:
+                return
             del finished[oldest]
 
     def _unhold(self, hold: _Hold, now_ms: int) -> None:
@@ -152,11 +163,14 @@ class HoldBook:
         if hold is None or hold.state not in ("pending", "expired"):
             return {}
         amounts = settle_amounts([s for s, _, _ in hold.scopes], actual)
-        if hold.state == "pending":
-            self._unhold(hold, now_ms)
+        pending = hold.state == "pending"
         result: dict[str, int] = {}
-        for scope, _, ttl in hold.scopes:
+        # One pass: drop the hold's part and add the spend per scope (a scope named twice
+        # adds its amount once, at its first entry).
+        for scope, amount, ttl in hold.scopes:
             bucket = self._touch(scope, ttl, now_ms)
+            if pending:
+                bucket.held = max(0, bucket.held - amount)
             bucket.spent += amounts.pop(scope, 0)
             result[scope] = bucket.spent
         self._finish(hold_id, hold, "settled", now_ms)
@@ -194,6 +208,4 @@ class HoldBook:
         ]
         for hold_id in done:
             del self._holds[hold_id]
-        finished = self._finished  # oldest first: stop at the first one still kept
-        while finished and finished[oldest := next(iter(finished))][1] <= now_ms:
-            del finished[oldest]
+        self._drop_expired_finished(now_ms)

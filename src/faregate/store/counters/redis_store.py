@@ -138,6 +138,25 @@ class RedisCounterStore:
         keys = [self._k("rl", s.key) for s in specs]
         await self._run(self._admit, keys, self._rate_args(specs, now, "adjust"))
 
+    async def end_admission(
+        self,
+        leases: Sequence[tuple[str, str]],
+        specs: Sequence[LimitSpec],
+        now: float | None = None,
+    ) -> None:
+        # One script call instead of a ZREM per lease and a script for the true-up.
+        if not leases:
+            await self.rate_limit_adjust(specs, now)
+            return
+        for spec in specs:
+            spec.validate(allow_negative=True)
+        keys = [self._k("rl", s.key) for s in specs] + [self._k("cc", k) for k, _ in leases]
+        args = self._rate_args(specs, now, "adjust")
+        args[2] = len(leases)
+        for _, lease_id in leases:
+            args += [0, lease_id, 0]
+        await self._run(self._admit, keys, args)
+
     # -- concurrency -------------------------------------------------------------------
 
     async def acquire_concurrency(
