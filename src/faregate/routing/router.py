@@ -32,6 +32,7 @@ class Router:
         self._health = health
         self._estimator = estimator
         self._rng = rng or random.Random()
+        self._ctx = StrategyContext(health, self._rng, estimator, self._order_named)
         self._names = _name_index(self._groups.values())
         self._strategies = {g.name: _build(g, strategies) for g in self._groups.values()}
         self._validate()
@@ -117,8 +118,7 @@ class Router:
     # -- internals ------------------------------------------------------------------
 
     def _order(self, group: ModelGroup, request: RouteRequest) -> list[Deployment]:
-        ctx = StrategyContext(self._health, self._rng, self._estimator, self._order_named)
-        return self._strategies[group.name].order(group.deployments, request, ctx)
+        return self._strategies[group.name].order(group.deployments, request, self._ctx)
 
     def _reach(self, group: ModelGroup, request: RouteRequest | None) -> list[Deployment]:
         found = self._ordered_set(group, request)
