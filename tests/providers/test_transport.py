@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ipaddress
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from faregate.config import ConfigError
 from faregate.providers.base import Endpoint, ProviderError
@@ -297,3 +306,98 @@ def test_response_headers_are_read_in_any_case() -> None:
     assert headers.get("Retry-After-Ms") == "250"
     assert "Content-Type" in headers and headers["CONTENT-TYPE"] == "application/json"
     assert headers.get("x-missing") is None
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_is_verified_against_the_trusted_certificates(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/echo", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    trusted = HttpTransport(ssl.create_default_context(cafile=str(cert)))
+    untrusted = HttpTransport(ssl.create_default_context())  # the system's CAs only
+    try:
+        for host in ("localhost", "127.0.0.1"):
+            assert await _post(trusted, f"https://{host}:{port}/v1/echo") == b'{"a": 1}'
+        with pytest.raises(ssl.SSLError):
+            await _post(untrusted, f"https://localhost:{port}/v1/echo")
+        with pytest.raises(ProviderError) as caught, map_exceptions():
+            await _post(untrusted, f"https://localhost:{port}/v1/echo")
+        assert caught.value.code == "upstream_unreachable"
+    finally:
+        await trusted.close()
+        await untrusted.close()
+        await runner.cleanup()
+
+
+async def test_many_concurrent_posts_each_get_their_own_answer(transport) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.01)
+        return web.Response(body=await request.read())
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/echo"
+
+    async def one(i: int) -> bytes:
+        response = await transport.post(url, b'{"n": %d}' % i, HEADERS)
+        try:
+            return await response.read()
+        finally:
+            response.release()
+
+    try:
+        for _ in range(2):  # the second round reuses the first round's connections
+            answers = await asyncio.gather(*(one(i) for i in range(200)))
+            assert answers == [b'{"n": %d}' % i for i in range(200)]
+        assert 0 < len(transport._open) <= 200
+    finally:
+        await runner.cleanup()
