@@ -401,3 +401,19 @@ async def test_many_concurrent_posts_each_get_their_own_answer(transport) -> Non
         assert 0 < len(transport._open) <= 200
     finally:
         await runner.cleanup()
+
+
+async def test_after_an_upstream_restart_the_next_post_opens_one_new_connection(
+    serve, transport
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        await asyncio.sleep(0.05)  # keep every connection busy until all are open
+        writer.write(_answer(b"ok"))  # then the server hangs up: every pooled one is stale
+        await writer.drain()
+
+    url, connections = await serve(handler)
+    assert await asyncio.gather(*(_post(transport, url) for _ in range(5))) == [b"ok"] * 5
+    await asyncio.sleep(0.05)
+    assert await _post(transport, url) == b"ok"  # no failure for the five dead ones
+    assert len(connections) == 6

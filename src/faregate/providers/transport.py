@@ -340,7 +340,8 @@ class HttpTransport:
         self, url: str, body: bytes, headers: bytes, timeouts: Timeouts = Timeouts()
     ) -> Response:
         """Send a POST and wait for the answer's headers. `headers` is a `header_block`.
-        A pooled connection the upstream closed before answering is replaced once."""
+        A pooled connection the upstream closed before answering is replaced once, by a new
+        connection."""
         if self._closed:
             raise ConnectionError("the HTTP transport is closed")
         target = self._target(url)
@@ -349,8 +350,8 @@ class HttpTransport:
         data = b"".join(
             (target.request_line, headers, b"Content-Length: %d\r\n\r\n" % len(body), body)
         )
-        for _ in range(2):
-            conn, reused = self._checkout(target.origin)
+        for attempt in range(2):
+            conn, reused = self._checkout(target.origin) if attempt == 0 else (None, False)
             if conn is None:
                 conn = await self._connect(loop, target.origin, timeouts.connect)
             try:
@@ -361,7 +362,11 @@ class HttpTransport:
                 conn.close()
                 self._open.discard(conn)
                 if reused and not conn.received:
-                    continue  # a stale keep-alive connection: the request never got there
+                    # A stale keep-alive connection: the request never got there. Its idle
+                    # siblings likely went the same way (an upstream restart): drop them
+                    # and try once more on a new connection.
+                    self._drop_idle(target.origin)
+                    continue
                 raise
             except BaseException:
                 conn.close()
@@ -381,6 +386,11 @@ class HttpTransport:
                 continue
             return conn, True
         return None, False
+
+    def _drop_idle(self, origin: tuple[str, str, int]) -> None:
+        for conn in self._idle.pop(origin, ()):
+            conn.close()
+            self._open.discard(conn)
 
     async def _connect(
         self, loop: asyncio.AbstractEventLoop, origin: tuple[str, str, int], timeout: float | None
