@@ -417,3 +417,18 @@ async def test_after_an_upstream_restart_the_next_post_opens_one_new_connection(
     await asyncio.sleep(0.05)
     assert await _post(transport, url) == b"ok"  # no failure for the five dead ones
     assert len(connections) == 6
+
+
+async def test_an_answer_in_an_unknown_encoding_is_refused_and_its_connection_closed(
+    serve, transport
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(_answer(b"??", "Content-Encoding: br"))
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    url, _ = await serve(handler)
+    with pytest.raises(ProtocolError):
+        await _post(transport, url)
+    assert not transport._open and not any(transport._idle.values())

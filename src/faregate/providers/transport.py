@@ -52,7 +52,7 @@ class Timeouts:
 class Headers(dict[str, str]):
     """Response headers under lower-case names; `get` takes a name in any case."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return dict.get(self, name.lower(), default)
 
     def __getitem__(self, name: str) -> str:
@@ -126,9 +126,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._name = b""
         self._paused = False
-        self.last_read = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -140,7 +138,6 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.received = True
-        self.last_read = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -358,6 +355,7 @@ class HttpTransport:
                 conn.send(data)
                 while not conn.headers_done:
                     await _wait(conn, deadline, timeouts.read)
+                return Response(conn, self, target.origin, deadline, timeouts.read)
             except ConnectionResetError:
                 conn.close()
                 self._open.discard(conn)
@@ -368,11 +366,10 @@ class HttpTransport:
                     self._drop_idle(target.origin)
                     continue
                 raise
-            except BaseException:
+            except BaseException:  # cancelled, timed out, or an answer it cannot decode
                 conn.close()
                 self._open.discard(conn)
                 raise
-            return Response(conn, self, target.origin, deadline, timeouts.read)
         raise ConnectionResetError("the upstream closed the connection")
 
     def _checkout(self, origin: tuple[str, str, int]) -> tuple[_Connection | None, bool]:
