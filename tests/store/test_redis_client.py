@@ -65,6 +65,9 @@ async def test_a_script_error_reaches_only_its_own_caller(
     client: PipelinedRedis, redis_prefix: str
 ) -> None:
     script = client.register_script(FAIL_ON_NEGATIVE)
+    # Loaded first: on a Redis that does not know the script yet, each caller loads it and
+    # retries on its own, and the retries may then run in any order.
+    await script(keys=[redis_prefix + "warm"], args=[0])
     results = await asyncio.gather(
         script(keys=[redis_prefix + "a"], args=[2]),
         script(keys=[redis_prefix + "a"], args=[-1]),
