@@ -174,23 +174,3 @@ def test_arguments_are_packed_as_redis_py_encodes_them() -> None:
     )
     with pytest.raises(redis_errors.DataError):
         pack([("SET", "k", True)])
-
-
-async def test_zrem_travels_with_the_scripts_of_its_turn(
-    client: PipelinedRedis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    script = client.register_script(INCR)
-    await script(keys=[redis_prefix + "warm"], args=[0])
-    key = redis_prefix + "leases"
-    await client.zadd(key, {"a": 1, "b": 2})
-    sizes = count_pipelines(client, monkeypatch)
-
-    async def release(member: str) -> Any:  # made from a task, as the rate limiter does
-        return await client.zrem(key, member)
-
-    removed, missing, total = await asyncio.gather(
-        release("a"), release("nobody"), script(keys=[key + ":n"], args=[3])
-    )
-    assert sizes == [3]
-    assert (removed, missing, total) == (1, 0, 3)
-    assert await client.zrange(key, 0, -1) == [b"b"]

@@ -116,7 +116,7 @@ class _RespConnection(asyncio.Protocol):
 
 
 class PipelinedRedis(aioredis.Redis):
-    """`redis.asyncio.Redis` whose `evalsha` (and `zrem`) is batched per event-loop turn.
+    """`redis.asyncio.Redis` whose `evalsha` is batched per event-loop turn.
 
     `AsyncScript.__call__` (register_script) calls `evalsha`, so registered scripts are
     batched with no change to their callers, and its NOSCRIPT fallback still works: each
@@ -136,16 +136,9 @@ class PipelinedRedis(aioredis.Redis):
         self._lean = self.connection_pool.connection_class is Connection
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Awaitable[Any]:  # type: ignore[override]
-        return self._batched(("EVALSHA", sha, numkeys, *keys_and_args))
-
-    def zrem(self, name: Any, *values: Any) -> Awaitable[Any]:  # type: ignore[override]
-        """Batched too: a request's concurrency lease is released with one ZREM."""
-        return self._batched(("ZREM", name, *values))
-
-    def _batched(self, command: tuple[Any, ...]) -> Awaitable[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((command, future))
+        self._queue.append((("EVALSHA", sha, numkeys, *keys_and_args), future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
