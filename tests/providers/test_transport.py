@@ -87,12 +87,39 @@ async def transport() -> AsyncIterator[HttpTransport]:
     await transport.close()
 
 
-async def _post(transport: HttpTransport, url: str, timeouts: Timeouts = NO_LIMITS) -> bytes:
-    response = await transport.post(url, b'{"a": 1}', HEADERS, timeouts)
+async def _post(
+    transport: HttpTransport, url: str, timeouts: Timeouts = NO_LIMITS, body: bytes = b'{"a": 1}'
+) -> bytes:
+    response = await transport.post(url, body, HEADERS, timeouts)
     try:
         return await response.read()
     finally:
         response.release()
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[Callable[..., Awaitable[int]]]:
+    """Start an aiohttp app answering POST /echo with the request's body (after `delay`),
+    over TLS with `ssl_context`; yields its port."""
+    runners: list[web.AppRunner] = []
+
+    async def start(delay: float = 0.0, ssl_context: ssl.SSLContext | None = None) -> int:
+        async def echo(request: web.Request) -> web.Response:
+            await asyncio.sleep(delay)
+            return web.Response(body=await request.read(), content_type="application/json")
+
+        app = web.Application()
+        app.router.add_post("/echo", echo)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr,no-any-return]
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
 
 
 async def test_a_keep_alive_connection_carries_every_request_in_turn(serve, transport) -> None:
@@ -342,65 +369,36 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-async def test_https_is_verified_against_the_trusted_certificates(tmp_path: Path) -> None:
+async def test_https_is_verified_against_the_trusted_certificates(
+    tmp_path: Path, echo_server
+) -> None:
     cert, key = _self_signed(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
-
-    async def echo(request: web.Request) -> web.Response:
-        return web.Response(body=await request.read(), content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/v1/echo", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = await echo_server(ssl_context=server_context)
     trusted = HttpTransport(ssl.create_default_context(cafile=str(cert)))
     untrusted = HttpTransport(ssl.create_default_context())  # the system's CAs only
     try:
         for host in ("localhost", "127.0.0.1"):
-            assert await _post(trusted, f"https://{host}:{port}/v1/echo") == b'{"a": 1}'
+            assert await _post(trusted, f"https://{host}:{port}/echo") == b'{"a": 1}'
         with pytest.raises(ssl.SSLError):
-            await _post(untrusted, f"https://localhost:{port}/v1/echo")
+            await _post(untrusted, f"https://localhost:{port}/echo")
         with pytest.raises(ProviderError) as caught, map_exceptions():
-            await _post(untrusted, f"https://localhost:{port}/v1/echo")
+            await _post(untrusted, f"https://localhost:{port}/echo")
         assert caught.value.code == "upstream_unreachable"
     finally:
         await trusted.close()
         await untrusted.close()
-        await runner.cleanup()
 
 
-async def test_many_concurrent_posts_each_get_their_own_answer(transport) -> None:
-    async def echo(request: web.Request) -> web.Response:
-        await asyncio.sleep(0.01)
-        return web.Response(body=await request.read())
-
-    app = web.Application()
-    app.router.add_post("/echo", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}/echo"
-
-    async def one(i: int) -> bytes:
-        response = await transport.post(url, b'{"n": %d}' % i, HEADERS)
-        try:
-            return await response.read()
-        finally:
-            response.release()
-
-    try:
-        for _ in range(2):  # the second round reuses the first round's connections
-            answers = await asyncio.gather(*(one(i) for i in range(200)))
-            assert answers == [b'{"n": %d}' % i for i in range(200)]
-        assert 0 < len(transport._open) <= 200
-    finally:
-        await runner.cleanup()
+async def test_many_concurrent_posts_each_get_their_own_answer(transport, echo_server) -> None:
+    url = f"http://127.0.0.1:{await echo_server(delay=0.01)}/echo"
+    for _ in range(2):  # the second round reuses the first round's connections
+        answers = await asyncio.gather(
+            *(_post(transport, url, body=b'{"n": %d}' % i) for i in range(200))
+        )
+        assert answers == [b'{"n": %d}' % i for i in range(200)]
+    assert 0 < len(transport._open) <= 200
 
 
 async def test_after_an_upstream_restart_the_next_post_opens_one_new_connection(
