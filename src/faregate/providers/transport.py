@@ -252,10 +252,6 @@ class Response:
         self.headers = conn.headers
         self._decoder = _decoder(conn.headers.get("content-encoding"))
 
-    @property
-    def content_type(self) -> str:
-        return str(self.headers.get("content-type", "")).partition(";")[0].strip().lower()
-
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body, or its first bytes once `limit` of them have arrived."""
         conn = self._conn
