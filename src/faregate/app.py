@@ -33,6 +33,7 @@ from faregate.api import (
     webhooks,
 )
 from faregate.api.errors import METRICS, error_middleware
+from faregate.api.front import FrontSite
 from faregate.api.state import SERVICES, Services
 from faregate.auth.service import KeyService
 from faregate.billing.defaults import default_metrics, seed_default_metrics
@@ -199,7 +200,7 @@ def build_app(settings: Settings) -> web.Application:
 async def start_app(settings: Settings) -> web.AppRunner:
     runner = web.AppRunner(build_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
+    site = FrontSite(runner, settings.host, settings.port, max_body=settings.max_body_bytes)
     await site.start()
     return runner
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -19,10 +20,17 @@ def new_request_id() -> str:
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400/413 that says what is wrong."""
+    return parse_json_object(await read_body(request))
+
+
+async def read_body(request: web.Request) -> bytes:
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("Request body is larger than the configured limit.") from None
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
     try:
@@ -39,13 +47,18 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 def bearer_key(request: web.Request) -> str | None:
     """The client's key from `Authorization: Bearer`, or Anthropic's `x-api-key`."""
-    header = request.headers.get("Authorization")
+    return key_from_headers(request.headers)
+
+
+def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """`bearer_key` on headers that answer lower-case names (aiohttp's answer any case)."""
+    header = headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         return None
-    return request.headers.get("x-api-key") or request.headers.get("api-key")
+    return headers.get("x-api-key") or headers.get("api-key")
 
 
 def json_response(

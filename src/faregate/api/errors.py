@@ -29,16 +29,26 @@ _HTTP_CODES = {
 }
 
 
-def error_response(err: FaregateError, request_id: str | None = None) -> web.Response:
+def error_headers(err: FaregateError, request_id: str | None) -> dict[str, str]:
     headers = dict(err.headers)
     if request_id:
         headers["x-faregate-request-id"] = request_id
+    return headers
+
+
+def error_response(err: FaregateError, request_id: str | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(err.body()),
         status=err.status,
         content_type="application/json",
-        headers=headers,
+        headers=error_headers(err, request_id),
     )
+
+
+def internal_error(request_id: str | None, path: str) -> FaregateError:
+    """Log an unexpected exception (being handled) with the request id; the generic 500."""
+    log.exception("unhandled error", extra={"request_id": request_id, "path": path})
+    return FaregateError("The server had an error while processing your request.")
 
 
 def _from_http_exception(exc: web.HTTPException) -> FaregateError:
@@ -68,8 +78,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return _counted(request, _from_http_exception(exc))
     except Exception:
-        log.exception(
-            "unhandled error", extra={"request_id": request.get(REQUEST_ID), "path": request.path}
-        )
-        err = FaregateError("The server had an error while processing your request.")
-        return _counted(request, err)
+        return _counted(request, internal_error(request.get(REQUEST_ID), request.path))

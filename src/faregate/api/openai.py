@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -15,10 +15,13 @@ from faregate.api.common import (
     bearer_key,
     cost_comment,
     json_response,
+    key_from_headers,
     new_request_id,
-    read_json_object,
+    parse_json_object,
+    read_body,
 )
 from faregate.api.state import SERVICES, Services
+from faregate.auth.principal import Principal
 from faregate.errors import FaregateError, NotFound
 from faregate.gateway.call import Call
 from faregate.logs import bind_request_id
@@ -28,9 +31,11 @@ log = logging.getLogger("faregate.api")
 _DONE = b"data: [DONE]\n\n"
 
 
-def _tags(request: web.Request, body: dict[str, Any], key_tags: tuple[str, ...]) -> tuple[str, ...]:
+def _tags(
+    headers: Mapping[str, str], body: dict[str, Any], key_tags: tuple[str, ...]
+) -> tuple[str, ...]:
     tags = list(key_tags)
-    header = request.headers.get("X-Faregate-Tags")
+    header = headers.get("x-faregate-tags")
     if header:
         tags.extend(t.strip() for t in header.split(",") if t.strip())
     meta = body.get("metadata")
@@ -43,32 +48,60 @@ def _tags(request: web.Request, body: dict[str, Any], key_tags: tuple[str, ...])
     return tuple(dict.fromkeys(tags))
 
 
-async def begin_call(
-    request: web.Request, kind: str, check: Callable[[dict[str, Any]], str]
-) -> tuple[Services, Call]:
+Check = Callable[[dict[str, Any]], str]
+
+
+async def begin_call(request: web.Request, kind: str, check: Check) -> tuple[Services, Call]:
     """Authenticate, read and validate the body: everything before the pipeline."""
     services = request.app[SERVICES]
     request_id = new_request_id()
     request[REQUEST_ID] = request_id
     bind_request_id(request_id)
     principal = await services.keys.authenticate(bearer_key(request))
-    body = await read_json_object(request)
+    raw = await read_body(request)
+    return services, make_call(request_id, principal, request.headers, raw, kind, check)
+
+
+async def open_call(
+    services: Services,
+    request_id: str,
+    headers: Mapping[str, str],
+    raw: bytes,
+    kind: str,
+    check: Check,
+) -> Call:
+    """`begin_call` for a request whose body has already been read (api.front)."""
+    bind_request_id(request_id)
+    principal = await services.keys.authenticate(key_from_headers(headers))
+    return make_call(request_id, principal, headers, raw, kind, check)
+
+
+def make_call(
+    request_id: str,
+    principal: Principal,
+    headers: Mapping[str, str],
+    raw: bytes,
+    kind: str,
+    check: Check,
+) -> Call:
+    """Parse and validate the body of an authenticated request. `headers` answers lower-case
+    names (aiohttp's headers answer any case)."""
+    body = parse_json_object(raw)
     model = check(body)
-    call = Call(
+    return Call(
         request_id=request_id,
         principal=principal,
         kind=kind,
         model=model,
         body=body,
         stream=bool(body.get("stream")),
-        tags=_tags(request, body, principal.tags),
+        tags=_tags(headers, body, principal.tags),
         request_headers={
             k.lower(): v
-            for k, v in request.headers.items()
+            for k, v in headers.items()
             if k.lower().startswith(("x-faregate-", "cache-control"))
         },
     )
-    return services, call
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -87,18 +120,32 @@ def _sse(chunk: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
+STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
 async def _stream_chat(request: web.Request, services: Services, call: Call) -> web.StreamResponse:
-    wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
     chunks = services.gateway.chat_stream(call)
     first = await chunks.__anext__()  # errors before the first chunk keep their HTTP status
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            **call.response_headers,
-        }
-    )
+    response = web.StreamResponse(headers={**STREAM_HEADERS, **call.response_headers})
     await response.prepare(request)
+    blocks = sse_blocks(call, chunks, first)
+    try:
+        async for block in blocks:
+            await response.write(block)
+    except (ConnectionResetError, OSError):
+        pass  # the client went away; closing the generators cancels the upstream call
+    finally:
+        await blocks.aclose()
+    return response
+
+
+async def sse_blocks(
+    call: Call, chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any]
+) -> AsyncGenerator[bytes, None]:
+    """A chat stream's body as SSE, one block per write: the chunks of one upstream read
+    together, then the cost comment and `[DONE]`. An upstream failure mid-stream ends it with
+    an error event. Closing this closes `chunks` (and so the upstream call)."""
+    wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
     state = call.stream_state
     pending: list[bytes] = []  # chunks of one upstream read, sent in one write
     try:
@@ -109,19 +156,16 @@ async def _stream_chat(request: web.Request, services: Services, call: Call) -> 
                     chunk.pop("usage", None)
                 pending.append(_sse(chunk))
             if pending and not (state is not None and state.more):
-                await response.write(b"".join(pending))
+                yield b"".join(pending)
                 pending.clear()
             chunk = await anext(chunks, None)
         pending += [_cost(call), _DONE]
-        await response.write(b"".join(pending))
+        yield b"".join(pending)
     except FaregateError as err:  # the upstream failed mid-stream: end with an error event
         pending += [_sse(err.body()), _cost(call), _DONE]
-        await response.write(b"".join(pending))
-    except (ConnectionResetError, OSError):
-        pass  # the client went away; closing the generator cancels the upstream call
+        yield b"".join(pending)
     finally:
-        await chunks.aclose()
-    return response
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 async def embeddings(request: web.Request) -> web.Response:

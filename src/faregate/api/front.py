@@ -1,0 +1,411 @@
+"""The listening socket's HTTP/1.1 front: the hot endpoints served on a lean protocol,
+everything else by aiohttp on the same connection.
+
+Chat completions and embeddings are most of the traffic, and aiohttp's request and response
+objects, middleware chain and writer cost more CPU per request than the rest of a bare
+proxy. Here a connection starts on `_Connection`, which serves a request itself only when
+it is plainly one of those: `POST` of an exact hot path over HTTP/1.1, token-only header
+names, one `Content-Length` within the body limit, no `Transfer-Encoding`, `Expect` or
+`Upgrade`. Anything else (another path, a chunked body, a malformed or merely unusual head)
+hands the connection, with every byte not yet answered, to aiohttp's own protocol, which
+keeps it from then on: aiohttp parses, limits and answers it exactly as if it had accepted
+the connection. So the two never disagree about where a request ends.
+
+The hot handlers are the same as aiohttp's (api.openai): the same call set-up, pipeline, SSE
+blocks and error bodies; only the reading and writing differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from faregate.api import openai, validate
+from faregate.api.common import new_request_id
+from faregate.api.errors import METRICS, error_headers, internal_error
+from faregate.api.state import SERVICES, Services
+from faregate.errors import FaregateError
+
+log = logging.getLogger("faregate.api")
+
+MAX_HEAD = 64 * 1024  # a longer head goes to aiohttp, which refuses it properly
+IDLE_TIMEOUT = 75.0  # seconds a kept-alive connection may wait for its next request (aiohttp's)
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_REFUSED = ("transfer-encoding", "expect", "upgrade")
+
+Route = Callable[["_Connection", dict[str, str], bytes], Awaitable[None]]
+
+
+class _Date:
+    """The Date header's value, formatted once a second."""
+
+    second = -1
+    value = b""
+
+    @classmethod
+    def now(cls) -> bytes:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second = second
+            cls.value = formatdate(second, usegmt=True).encode()
+        return cls.value
+
+
+def _head(status: int, headers: Mapping[str, str], extra: bytes) -> bytearray:
+    out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode()))
+    for name, value in headers.items():
+        out += f"{name}: {value}\r\n".encode()
+    out += extra
+    out += b"Date: " + _Date.now() + b"\r\nServer: faregate\r\n\r\n"
+    return out
+
+
+def parse_head(head: bytes) -> tuple[bytes, dict[str, str], int, bool] | None:
+    """(target, headers by lower-case name, Content-Length, close after) of a request head this
+    front serves, or None for anything aiohttp should answer."""
+    if (
+        b"\x00" in head
+        or head.count(b"\n") != head.count(b"\r\n")
+        or head.count(b"\r") != (head.count(b"\r\n"))
+    ):
+        return None
+    lines = head.split(b"\r\n")
+    method, _, rest = lines[0].partition(b" ")
+    target, _, version = rest.partition(b" ")
+    if method != b"POST" or version != b"HTTP/1.1":
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.match(name):
+            return None
+        key = name.decode("ascii").lower()
+        text = value.strip(b" \t").decode("utf-8", "surrogateescape")
+        if key in headers:
+            if key in ("content-length", "host", "authorization"):
+                return None
+            text = f"{headers[key]}, {text}"
+        headers[key] = text
+    length = headers.get("content-length", "")
+    if not (length.isascii() and length.isdigit()) or any(h in headers for h in _REFUSED):
+        return None
+    close = "close" in headers.get("connection", "").lower()
+    return target, headers, int(length), close
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = (
+        "buffer",
+        "busy",
+        "closed",
+        "drained",
+        "front",
+        "head_sent",
+        "idle_since",
+        "paused_reading",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.busy = False
+        self.closed = False
+        self.paused_reading = False
+        self.write_paused = False
+        self.drained: asyncio.Future[None] | None = None
+        self.idle_since = time.monotonic()
+        self.head_sent = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.front.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.front.connections.discard(self)
+        self._wake_writer(ConnectionResetError("the client closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.busy:
+            self._next()
+        elif len(self.buffer) > MAX_HEAD and not self.paused_reading:
+            self.paused_reading = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    # eof_received: the default, so a client's FIN closes the connection (as with aiohttp)
+    # and a stream notices a client gone at its next write.
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writer(None)
+
+    def _wake_writer(self, exc: Exception | None) -> None:
+        waiter, self.drained = self.drained, None
+        if waiter is not None and not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+    # requests
+
+    def _next(self) -> None:
+        buffer = self.buffer
+        if not buffer:
+            return
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD or not buffer.startswith(b"POST /"[: len(buffer)]):
+                self._hand_off()
+            return
+        parsed = parse_head(bytes(buffer[:end]))
+        route = self.front.routes.get(parsed[0]) if parsed is not None else None
+        if parsed is None or route is None or parsed[2] > self.front.max_body:
+            self._hand_off()
+            return
+        _, headers, length, close = parsed
+        start = end + 4
+        if len(buffer) < start + length:
+            return  # the body is still arriving
+        body = bytes(buffer[start : start + length])
+        del buffer[: start + length]
+        self.busy = True
+        self.head_sent = False
+        asyncio.get_running_loop().create_task(self._serve(route, headers, body, close))
+
+    async def _serve(self, route: Route, headers: dict[str, str], body: bytes, close: bool) -> None:
+        try:
+            await route(self, headers, body)
+        except Exception:  # a route answers its own errors; this is the last resort
+            log.exception("front: unhandled error")
+            close = True
+        self.busy = False
+        self.idle_since = time.monotonic()
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if close or transport.is_closing():
+            transport.close()
+            return
+        if self.paused_reading:
+            self.paused_reading = False
+            transport.resume_reading()
+        self._next()
+
+    def _hand_off(self) -> None:
+        """Give the connection, and what it has sent that was not answered, to aiohttp."""
+        transport = self.transport
+        assert transport is not None
+        self.front.connections.discard(self)
+        handler = self.front.aiohttp_protocol()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        data, self.buffer = bytes(self.buffer), bytearray()
+        if self.paused_reading:
+            self.paused_reading = False
+            transport.resume_reading()
+        if data:
+            handler.data_received(data)
+
+    # responses
+
+    def respond(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+        """A whole JSON response (dropped if the client has gone)."""
+        if self.closed or self.transport is None:
+            return
+        head = _head(
+            status,
+            headers,
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body),
+        )
+        self.head_sent = True
+        self.transport.write(bytes(head) + body)
+
+    def start_stream(self, headers: Mapping[str, str], first: bytes) -> None:
+        """A chunked response's head with its first block."""
+        self._check_open()
+        head = _head(200, headers, b"Transfer-Encoding: chunked\r\n")
+        self.head_sent = True
+        self.transport.write(bytes(head + _chunk(first)))  # type: ignore[union-attr]
+
+    async def write_chunk(self, block: bytes) -> None:
+        self._check_open()
+        self.transport.write(_chunk(block))  # type: ignore[union-attr]
+        if self.write_paused:
+            self.drained = asyncio.get_running_loop().create_future()
+            await self.drained
+
+    def end_stream(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
+
+    def _check_open(self) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+
+    def fail(self, err: FaregateError, request_id: str | None) -> None:
+        """Answer an error: as a response if nothing was sent yet, else by closing."""
+        metrics = self.front.app.get(METRICS)
+        if metrics is not None:
+            metrics.error_response(err.status, err.code)
+        if self.head_sent:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.respond(err.status, orjson.dumps(err.body()), error_headers(err, request_id))
+
+
+def _chunk(block: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(block), block)
+
+
+class Front:
+    """The hot routes and what every connection shares."""
+
+    def __init__(self, app: web.Application, server: web.Server, max_body: int) -> None:
+        self.app = app
+        self.aiohttp_protocol = server  # calling it makes aiohttp's protocol for a connection
+        self.max_body = max_body
+        self.connections: set[_Connection] = set()
+        self.routes: dict[bytes, Route] = {
+            b"/v1/chat/completions": _chat,
+            b"/v1/embeddings": _embeddings,
+        }
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    def protocol(self) -> _Connection:
+        return _Connection(self)
+
+    def close_idle(self, older_than: float = 0.0) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if not conn.busy and now - conn.idle_since >= older_than and conn.transport:
+                conn.transport.close()
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for conn in self.connections if conn.busy)
+
+
+async def _unary(
+    conn: _Connection, headers: dict[str, str], raw: bytes, kind: str, check: openai.Check
+) -> None:
+    request_id = new_request_id()
+    services = conn.front.services
+    try:
+        call = await openai.open_call(services, request_id, headers, raw, kind, check)
+        if call.stream and kind == "chat":
+            await _stream(conn, services, call)
+            return
+        gateway = services.gateway
+        result = await (gateway.chat(call) if kind == "chat" else gateway.embeddings(call))
+        conn.respond(200, orjson.dumps(result.body), call.response_headers)
+    except FaregateError as err:
+        conn.fail(err, request_id)
+    except Exception:
+        conn.fail(internal_error(request_id, f"/v1/{kind}"), request_id)
+
+
+async def _stream(conn: _Connection, services: Services, call: Any) -> None:
+    chunks = services.gateway.chat_stream(call)
+    first = await chunks.__anext__()  # errors before the first chunk keep their HTTP status
+    blocks = openai.sse_blocks(call, chunks, first)
+    try:
+        block = await anext(blocks)
+        conn.start_stream({**openai.STREAM_HEADERS, **call.response_headers}, block)
+        async for block in blocks:
+            await conn.write_chunk(block)
+        conn.end_stream()
+    except (ConnectionResetError, OSError):
+        pass  # the client went away; closing the generators cancels the upstream call
+    finally:
+        await blocks.aclose()
+
+
+async def _chat(conn: _Connection, headers: dict[str, str], raw: bytes) -> None:
+    await _unary(conn, headers, raw, "chat", validate.chat_request)
+
+
+async def _embeddings(conn: _Connection, headers: dict[str, str], raw: bytes) -> None:
+    await _unary(conn, headers, raw, "embeddings", validate.embeddings_request)
+
+
+class FrontSite(web.BaseSite):
+    """A TCP site whose connections start on the front. Stopping it stops accepting, closes
+    idle connections and lets requests in progress finish (up to `grace` seconds)."""
+
+    __slots__ = ("_host", "_port", "_reuse_address", "_sweeper", "front", "grace")
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        max_body: int,
+        backlog: int = 1024,
+        reuse_address: bool = True,
+        grace: float = 30.0,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._reuse_address = reuse_address
+        assert runner.server is not None
+        self.front = Front(runner.app, runner.server, max_body)
+        self.grace = grace
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.front.protocol,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+        )
+        self._sweeper = loop.create_task(self._sweep(), name="front-idle-sweep")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_TIMEOUT / 5)
+            self.front.close_idle(IDLE_TIMEOUT)
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.front.close_idle()
+        deadline = time.monotonic() + self.grace
+        while self.front.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.front.connections):
+            if conn.transport is not None:
+                conn.transport.close()

@@ -1,0 +1,211 @@
+"""The HTTP/1.1 front (api.front) on raw sockets: what it serves itself, what it hands to
+aiohttp on the same connection, and that a connection survives both."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from faregate.api.front import parse_head
+
+from .conftest import Running
+
+CHAT = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+STREAM = orjson.dumps(
+    {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+)
+
+
+def post(key: str, body: bytes, path: str = "/v1/chat/completions", extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += chunk[:-2]
+        return status, headers, body
+    return status, headers, await reader.readexactly(int(headers["content-length"]))
+
+
+async def connect(gw: Running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", gw.settings.port)
+
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+async def test_pipelined_requests_are_answered_in_order(gateway: Running) -> None:
+    reader, writer = await connect(gateway)
+    bad = post("wrong-key", CHAT)
+    writer.write(post(gateway.key, CHAT) + bad + post(gateway.key, CHAT))
+    answers = [await read_response(reader) for _ in range(3)]
+    assert [a[0] for a in answers] == [200, 401, 200]
+    assert orjson.loads(answers[0][2])["object"] == "chat.completion"
+    assert orjson.loads(answers[1][2])["error"]["type"] == "authentication_error"
+    assert answers[1][1]["x-faregate-request-id"].startswith("req_")
+    assert all("date" in a[1] for a in answers)
+    writer.close()
+
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+async def test_a_body_arriving_byte_by_byte(gateway: Running) -> None:
+    reader, writer = await connect(gateway)
+    for byte in post(gateway.key, CHAT):
+        writer.write(bytes([byte]))
+        await writer.drain()
+    status, _, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["choices"]
+    writer.close()
+
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+async def test_other_paths_hand_the_connection_to_aiohttp(gateway: Running) -> None:
+    reader, writer = await connect(gateway)
+    writer.write(post(gateway.key, CHAT))
+    assert (await read_response(reader))[0] == 200
+    # a GET of another endpoint, pipelined with a chat request behind it
+    models = f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gateway.key}\r\n\r\n"
+    writer.write(models.encode() + post(gateway.key, CHAT))
+    status, _, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["object"] == "list"
+    status, _, body = await read_response(reader)  # answered by aiohttp, same handler code
+    assert status == 200 and orjson.loads(body)["object"] == "chat.completion"
+    writer.write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 404 and orjson.loads(body)["error"]["code"] == "not_found"
+    writer.close()
+
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+async def test_unusual_requests_get_aiohttps_answers(gateway: Running) -> None:
+    # a chunked body
+    reader, writer = await connect(gateway)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gateway.key}"
+        "\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    writer.write(head + b"%x\r\n%b\r\n0\r\n\r\n" % (len(CHAT), CHAT))
+    status, _, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["object"] == "chat.completion"
+    writer.close()
+    # a header name with a space in it
+    reader, writer = await connect(gateway)
+    writer.write(post(gateway.key, CHAT, extra="Bad Name: 1\r\n"))
+    status, _, _ = await read_response(reader)
+    assert status == 400
+    writer.close()
+    # a body over the limit
+    reader, writer = await connect(gateway)
+    size = gateway.settings.max_body_bytes + 1
+    writer.write(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
+        f"Authorization: Bearer {gateway.key}\r\n\r\n".encode()
+    )
+    writer.write(b"x" * size)  # aiohttp refuses once it has read past the limit
+    status, _, body = await read_response(reader)
+    assert status == 413 and orjson.loads(body)["error"]["code"] == "request_too_large"
+    writer.close()
+
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+async def test_connection_close_is_honoured(gateway: Running) -> None:
+    reader, writer = await connect(gateway)
+    writer.write(post(gateway.key, CHAT, extra="Connection: close\r\n"))
+    assert (await read_response(reader))[0] == 200
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closed it
+    writer.close()
+
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+async def test_streams_are_chunked_and_a_client_can_leave_mid_stream(gateway: Running) -> None:
+    reader, writer = await connect(gateway)
+    writer.write(post(gateway.key, STREAM))
+    status, headers, body = await read_response(reader)
+    assert status == 200 and headers["content-type"] == "text/event-stream"
+    assert body.endswith(b"data: [DONE]\n\n") and b": x-faregate-cost " in body
+    # same connection, then leave after the head
+    writer.write(post(gateway.key, STREAM))
+    await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    await asyncio.sleep(0.2)
+    # the gateway still serves
+    reader, writer = await connect(gateway)
+    writer.write(post(gateway.key, CHAT))
+    assert (await read_response(reader))[0] == 200
+    writer.close()
+
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+async def test_many_concurrent_connections(gateway: Running) -> None:
+    async def one() -> list[int]:
+        reader, writer = await connect(gateway)
+        statuses = []
+        for _ in range(5):
+            writer.write(post(gateway.key, CHAT))
+            statuses.append((await read_response(reader))[0])
+        writer.close()
+        return statuses
+
+    results = await asyncio.gather(*(one() for _ in range(40)))
+    assert all(s == [200] * 5 for s in results)
+
+
+def _head(*lines: str) -> bytes:
+    return "\r\n".join(lines).encode()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", "Content-Length: 2"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", " folded"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: +2"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", "Expect: 100-continue"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Transfer-Encoding: chunked"),
+        _head("POST /v1/chat/completions HTTP/1.0", "Content-Length: 2"),
+        _head("GET /v1/chat/completions HTTP/1.1"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2\nX: 1"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", "X: a\rb"),
+        _head("POST /v1/chat/completions HTTP/1.1"),
+    ],
+)
+def test_heads_the_front_leaves_to_aiohttp(head: bytes) -> None:
+    assert parse_head(head) is None
+
+
+def test_a_plain_head() -> None:
+    parsed: Any = parse_head(
+        _head(
+            "POST /v1/chat/completions HTTP/1.1",
+            "Host: x",
+            "X-Faregate-Tags: a",
+            "x-faregate-tags: b",
+            "Content-Length:  12 ",
+            "Connection: keep-alive, close",
+        )
+    )
+    target, headers, length, close = parsed
+    assert target == b"/v1/chat/completions" and length == 12 and close
+    assert headers["x-faregate-tags"] == "a, b" and headers["host"] == "x"
