@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from faregate.api.front import _head as response_head
 from faregate.api.front import parse_head
 
 from .conftest import Running
@@ -209,3 +210,9 @@ def test_a_plain_head() -> None:
     target, headers, length, close = parsed
     assert target == b"/v1/chat/completions" and length == 12 and close
     assert headers["x-faregate-tags"] == "a, b" and headers["host"] == "x"
+
+
+def test_a_status_with_no_registered_phrase() -> None:
+    head = bytes(response_head(529, {"x-a": "1"}, b"Content-Length: 0\r\n"))
+    assert head.startswith(b"HTTP/1.1 529 Unknown\r\nx-a: 1\r\nContent-Length: 0\r\n")
+    assert head.endswith(b"\r\n\r\n")

@@ -60,8 +60,15 @@ class _Date:
         return cls.value
 
 
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:  # a status code with no registered phrase (an upstream's 529, say)
+        return b"Unknown"
+
+
 def _head(status: int, headers: Mapping[str, str], extra: bytes) -> bytearray:
-    out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode()))
+    out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)))
     for name, value in headers.items():
         out += f"{name}: {value}\r\n".encode()
     out += extra
