@@ -89,6 +89,20 @@ async def test_scripts_flushed_from_the_server_are_loaded_again(
     assert sorted(replies) == [2, 3, 4]
 
 
+async def test_registered_scripts_have_redis_pys_sha_and_call_signature(
+    client: PipelinedRedis, redis_url: str, redis_prefix: str
+) -> None:
+    script = client.register_script(INCR)
+    plain = aioredis.Redis.from_url(redis_url)
+    try:
+        assert script.sha == plain.register_script(INCR).sha  # the same SHA1 as redis-py's
+        assert await script([redis_prefix + "s"], [2]) == 2  # positional keys and args
+        assert await script(keys=[redis_prefix + "s"], args=[3], client=plain) == 5
+        assert await client.register_script("return 7")() == 7  # no keys, no args
+    finally:
+        await plain.aclose()
+
+
 async def test_a_cancelled_caller_leaves_the_others_in_its_batch_answered(
     client: PipelinedRedis, redis_prefix: str
 ) -> None:

@@ -8,13 +8,12 @@ CounterStoreUnavailable here and nowhere else."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.commands.core import AsyncScript
 
 from faregate.store.counters import lua
 from faregate.store.counters.base import (
@@ -72,7 +71,9 @@ class RedisCounterStore:
         self._spent_many = client.register_script(lua.SPENT_MANY)
         self._incr = client.register_script(lua.INCR)
 
-    async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _run(
+        self, script: Callable[..., Awaitable[Any]], keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
         with _translated():
             return await script(keys=keys, args=args)
 
