@@ -4,6 +4,7 @@ aiohttp on the same connection, and that a connection survives both."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,8 +12,10 @@ import pytest
 
 from faregate.api.front import _head as response_head
 from faregate.api.front import parse_head
+from faregate.mockprovider.config import MockBehaviour
+from faregate.mockprovider.server import MockServer
 
-from .conftest import Running
+from .conftest import Running, start_gateway
 
 CHAT = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 STREAM = orjson.dumps(
@@ -171,6 +174,24 @@ async def test_many_concurrent_connections(gateway: Running) -> None:
 
     results = await asyncio.gather(*(one() for _ in range(40)))
     assert all(s == [200] * 5 for s in results)
+
+
+async def test_stopping_lets_requests_in_progress_finish(tmp_path: Path, mock: MockServer) -> None:
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", mock)
+    mock.config.deployments["openai"] = MockBehaviour(latency=0.5)
+    reader, writer = await connect(gw)
+    idle_reader, idle_writer = await connect(gw)  # a kept-alive connection with nothing to do
+    writer.write(post(gw.key, CHAT))
+    await asyncio.sleep(0.2)  # the request is waiting on the upstream
+    stopping = asyncio.ensure_future(gw.runner.cleanup())
+    status, _, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["object"] == "chat.completion"
+    assert await asyncio.wait_for(idle_reader.read(), 5) == b""  # closed, not left hanging
+    await stopping
+    with pytest.raises(OSError):
+        await connect(gw)  # no longer listening
+    writer.close()
+    idle_writer.close()
 
 
 def _head(*lines: str) -> bytes:
