@@ -119,6 +119,7 @@ class _Connection(asyncio.Protocol):
         "head_sent",
         "idle_since",
         "paused_reading",
+        "task",
         "transport",
         "write_paused",
     )
@@ -134,6 +135,7 @@ class _Connection(asyncio.Protocol):
         self.drained: asyncio.Future[None] | None = None
         self.idle_since = time.monotonic()
         self.head_sent = False
+        self.task: asyncio.Task[None] | None = None
 
     # asyncio.Protocol
 
@@ -196,7 +198,8 @@ class _Connection(asyncio.Protocol):
         del buffer[: start + length]
         self.busy = True
         self.head_sent = False
-        asyncio.get_running_loop().create_task(self._serve(route, headers, body, close))
+        # Held here: the loop keeps only a weak reference to a task.
+        self.task = asyncio.get_running_loop().create_task(self._serve(route, headers, body, close))
 
     async def _serve(self, route: Route, headers: dict[str, str], body: bytes, close: bool) -> None:
         try:
