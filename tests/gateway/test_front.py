@@ -59,6 +59,16 @@ async def connect(gw: Running) -> tuple[asyncio.StreamReader, asyncio.StreamWrit
     return await asyncio.open_connection("127.0.0.1", gw.settings.port)
 
 
+async def exchange(gw: Running, *data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `data` on a new connection; the one response, and the connection closed."""
+    reader, writer = await connect(gw)
+    writer.writelines(data)
+    try:
+        return await read_response(reader)
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
 async def test_pipelined_requests_are_answered_in_order(gateway: Running) -> None:
     reader, writer = await connect(gateway)
@@ -105,32 +115,23 @@ async def test_other_paths_hand_the_connection_to_aiohttp(gateway: Running) -> N
 @pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
 async def test_unusual_requests_get_aiohttps_answers(gateway: Running) -> None:
     # a chunked body
-    reader, writer = await connect(gateway)
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gateway.key}"
         "\r\nTransfer-Encoding: chunked\r\n\r\n"
     ).encode()
-    writer.write(head + b"%x\r\n%b\r\n0\r\n\r\n" % (len(CHAT), CHAT))
-    status, _, body = await read_response(reader)
+    status, _, body = await exchange(gateway, head, b"%x\r\n%b\r\n0\r\n\r\n" % (len(CHAT), CHAT))
     assert status == 200 and orjson.loads(body)["object"] == "chat.completion"
-    writer.close()
     # a header name with a space in it
-    reader, writer = await connect(gateway)
-    writer.write(post(gateway.key, CHAT, extra="Bad Name: 1\r\n"))
-    status, _, _ = await read_response(reader)
+    status, _, _ = await exchange(gateway, post(gateway.key, CHAT, extra="Bad Name: 1\r\n"))
     assert status == 400
-    writer.close()
-    # a body over the limit
-    reader, writer = await connect(gateway)
+    # a body over the limit: aiohttp refuses once it has read past the limit
     size = gateway.settings.max_body_bytes + 1
-    writer.write(
+    head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
-        f"Authorization: Bearer {gateway.key}\r\n\r\n".encode()
-    )
-    writer.write(b"x" * size)  # aiohttp refuses once it has read past the limit
-    status, _, body = await read_response(reader)
+        f"Authorization: Bearer {gateway.key}\r\n\r\n"
+    ).encode()
+    status, _, body = await exchange(gateway, head, b"x" * size)
     assert status == 413 and orjson.loads(body)["error"]["code"] == "request_too_large"
-    writer.close()
 
 
 @pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)

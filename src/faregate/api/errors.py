@@ -60,10 +60,15 @@ def _from_http_exception(exc: web.HTTPException) -> FaregateError:
     return FaregateError(exc.reason or "HTTP error", status=exc.status, type=type_, code=code)
 
 
-def _counted(request: web.Request, err: FaregateError) -> web.Response:
-    metrics = request.app.get(METRICS)
+def count_error(app: web.Application, err: FaregateError) -> None:
+    """Count an error response in the app's metrics, when metrics are on."""
+    metrics = app.get(METRICS)
     if metrics is not None:
         metrics.error_response(err.status, err.code)
+
+
+def _counted(request: web.Request, err: FaregateError) -> web.Response:
+    count_error(request.app, err)
     return error_response(err, request.get(REQUEST_ID))
 
 

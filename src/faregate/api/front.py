@@ -18,6 +18,7 @@ blocks and error bodies; only the reading and writing differ.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -31,7 +32,7 @@ from aiohttp import web
 
 from faregate.api import openai, validate
 from faregate.api.common import new_request_id
-from faregate.api.errors import METRICS, error_headers, internal_error
+from faregate.api.errors import count_error, error_headers, internal_error
 from faregate.api.state import SERVICES, Services
 from faregate.errors import FaregateError
 
@@ -60,6 +61,7 @@ class _Date:
         return cls.value
 
 
+@functools.cache
 def _reason(status: int) -> bytes:
     try:
         return HTTPStatus(status).phrase.encode()
@@ -273,9 +275,7 @@ class _Connection(asyncio.Protocol):
 
     def fail(self, err: FaregateError, request_id: str | None) -> None:
         """Answer an error: as a response if nothing was sent yet, else by closing."""
-        metrics = self.front.app.get(METRICS)
-        if metrics is not None:
-            metrics.error_response(err.status, err.code)
+        count_error(self.front.app, err)
         if self.head_sent:
             if self.transport is not None:
                 self.transport.close()
