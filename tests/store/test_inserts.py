@@ -14,7 +14,7 @@ from sqlalchemy import select
 from tests.conftest import create_pg_database, drop_pg_database
 
 from faregate.store.db import create_engine, migrate
-from faregate.store.inserts import BatchInsert, SqliteInsertReturning
+from faregate.store.inserts import PLAIN_FIRST, BatchInsert, SqliteInsertReturning
 from faregate.store.tables.metering import events
 
 NOW = datetime(2026, 11, 22, 8, 30, 1, 123456, tzinfo=UTC)
@@ -150,3 +150,48 @@ async def test_datetimes_shared_by_rows_or_equal_across_offsets_each_keep_their_
         assert raw[tx] == raw[f"ref-{tx}"] == raw[f"batch-{tx}"]
     assert raw["offset"] == ("2026-11-22 03:30:01.123456",) * 2
     assert raw["shared1"] == ("2026-11-22 08:30:01.123456",) * 2
+
+
+async def test_sqlite_insert_returning_of_a_large_batch_joins_the_callers_transaction(
+    tmp_path: Path,
+) -> None:
+    """A batch large enough for the savepoint path: all new, some stored before, and both
+    inside a transaction that rolls back (the savepoint must not have committed anything)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    columns = [c.name for c in events.c if c.name != "id"]
+    key = ("external_subscription_id", "transaction_id")
+    fast = SqliteInsertReturning(events, columns, conflict=key, returning=key)
+    assert PLAIN_FIRST <= 100
+
+    def batch(first: int, count: int) -> list[tuple[Any, ...]]:
+        return [
+            tuple(_event(f"tx{i}").get(c) for c in columns) for i in range(first, first + count)
+        ]
+
+    async def stored() -> set[str]:
+        async with engine.connect() as conn:
+            return {r[0] for r in await conn.exec_driver_sql("SELECT transaction_id FROM events")}
+
+    try:
+        async with engine.begin() as conn:  # the insert is the transaction's first statement
+            assert await fast.execute(conn, batch(0, 100)) == [
+                ("sub_1", f"tx{i}") for i in range(100)
+            ]
+        with pytest.raises(RuntimeError):
+            async with engine.begin() as conn:
+                await fast.execute(conn, batch(100, 50))
+                raise RuntimeError("the caller fails after the insert")
+        with pytest.raises(RuntimeError):
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("DELETE FROM events WHERE transaction_id = 'tx0'")
+                await fast.execute(conn, batch(90, 40))  # 10 stored before, 30 new
+                raise RuntimeError("the caller fails after the insert")
+        assert await stored() == {f"tx{i}" for i in range(100)}
+        async with engine.begin() as conn:
+            landed = await fast.execute(conn, batch(90, 40))
+        assert landed == [("sub_1", f"tx{i}") for i in range(100, 130)]
+        assert await stored() == {f"tx{i}" for i in range(130)}
+    finally:
+        await engine.dispose()

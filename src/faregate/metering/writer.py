@@ -141,7 +141,8 @@ class UsageWriter:
                     await self._insert(reqs, evs)  # on failure the segment stays on disk
                 finally:
                     self._inflight = []
-                sealed.unlink(missing_ok=True)
+                for path in sealed:
+                    path.unlink(missing_ok=True)
             for path in self._journal.leftovers():  # segments an earlier failure left behind
                 await self._replay_one(path)
 

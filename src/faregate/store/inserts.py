@@ -2,11 +2,15 @@
 entries), compiled once per column set.
 
 Rows become driver tuples through the dialect's own bind processors, then go to the
-driver's executemany (or, when the caller needs to know which rows landed, to multi-row
-INSERT ... RETURNING statements of a few fixed sizes): SQLAlchemy's per-row parameter
-handling was the writer's largest cost. A column set this cannot compile plainly
-(defaults to fill in, RETURNING) takes SQLAlchemy's ordinary path, so the result is the
-same either way.
+driver's executemany (PostgreSQL) or to multi-row statements of a few fixed sizes (SQLite):
+SQLAlchemy's per-row parameter handling was the writer's largest cost. A column set this
+cannot compile plainly (defaults to fill in, RETURNING) takes SQLAlchemy's ordinary path,
+so the result is the same either way.
+
+On SQLite the number of statement steps matters as much as the binding: `sqlite3` lets go
+of the GIL around every step, and each step of the writer's thread (a row of executemany,
+a row of RETURNING) is a hand-over of the GIL to and from the event loop, with its thread
+wake-ups, while requests are being served. A multi-row INSERT is one step per chunk.
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ Processor = Callable[[Any], Any]
 # A column's position in the row, its bind processor, and whether its values are formatted
 # once per object (see `_bind`).
 Binder = tuple[int, Processor, bool]
-Plan = tuple[str, Callable[[dict[str, Any]], Any], list[Binder]]
+# The executemany SQL (or, on SQLite, the multi-row statements), the row's values in
+# column order, and the binders.
+Plan = tuple["str | _Values", Callable[[dict[str, Any]], Any], list[Binder]]
+# Multi-row statements with this many rows or more first try the statement without RETURNING
+# (SqliteInsertReturning).
+PLAIN_FIRST = 16
 
 
 def _default_sqlite_datetime(impl: Any) -> bool:
@@ -120,8 +129,12 @@ class BatchInsert:
             or compiled.effective_returning
         ):
             return None
+        sql: str | _Values = compiled.string
+        if dialect.name == "sqlite":
+            conflict = f" ({', '.join(map(_quote, self._conflict))})" if self._conflict else ""
+            sql = _Values(self._table.name, order, f" ON CONFLICT{conflict} DO NOTHING")
         return (
-            compiled.string,
+            sql,
             itemgetter(*order),
             _binders(self._table, dialect, compiled._bind_processors, order),
         )
@@ -140,16 +153,58 @@ class BatchInsert:
                 await conn.execute(self.statement(dialect.name), group)
                 continue
             sql, take, binders = plan
-            params = [tuple(values) for values in _bind(map(take, group), binders)]
-            await conn.exec_driver_sql(sql, params)
+            bound = _bind(map(take, group), binders)
+            if isinstance(sql, _Values):
+                await sql.insert(conn, list(chain.from_iterable(bound)), len(bound))
+            else:
+                await conn.exec_driver_sql(sql, [tuple(values) for values in bound])
+
+
+class _Values:
+    """`INSERT INTO t (columns) VALUES (...), (...) <tail>` on SQLite, one text per row
+    count, run in chunks of the few fixed sizes (few statement shapes for the driver's
+    statement cache; 256 rows of 35 columns stay far below SQLite's 32,766 parameters)."""
+
+    def __init__(self, table: str, columns: Sequence[str], tail: str) -> None:
+        self.width = len(columns)
+        self._head = f"INSERT INTO {table} ({', '.join(map(_quote, columns))}) VALUES "
+        self._group = "(" + ", ".join("?" * self.width) + ")"
+        self._tail = tail
+        self._texts: dict[int, str] = {}
+
+    def text(self, rows: int) -> str:
+        sql = self._texts.get(rows)
+        if sql is None:
+            sql = self._texts[rows] = self._head + ", ".join([self._group] * rows) + self._tail
+        return sql
+
+    def chunks(self, params: Sequence[Any], count: int) -> Iterable[tuple[str, tuple[Any, ...]]]:
+        """Each chunk's statement and its slice of the flat `params` (`count` rows)."""
+        start = 0
+        for chunk in fixed_size_chunks(range(count)):
+            end = start + len(chunk) * self.width
+            yield self.text(len(chunk)), tuple(params[start:end])
+            start = end
+
+    async def insert(self, conn: AsyncConnection, params: Sequence[Any], count: int) -> int:
+        """Run every chunk; return the rows inserted (those a conflict skipped not counted)."""
+        changed = 0
+        for sql, values in self.chunks(params, count):
+            changed += (await conn.exec_driver_sql(sql, values)).rowcount
+        return changed
 
 
 class SqliteInsertReturning:
-    """`INSERT ... ON CONFLICT DO NOTHING RETURNING` of many rows on SQLite, as multi-row
-    statements in chunks of a few fixed sizes (few statement shapes for the driver's cache).
-    Rows are tuples in `columns` order; returns the `returning` columns of the rows that
-    landed. Bound through the dialect's own processors, as SQLAlchemy would bind them, at
-    about a fifth of the CPU of SQLAlchemy's insertmanyvalues path."""
+    """`INSERT ... ON CONFLICT DO NOTHING` of many rows on SQLite that returns the
+    `returning` columns of the rows that landed. Rows are tuples in `columns` order, bound
+    through the dialect's own processors as SQLAlchemy would bind them, at about a fifth of
+    the CPU of SQLAlchemy's insertmanyvalues path.
+
+    A batch of `PLAIN_FIRST` rows or more is inserted under a savepoint without RETURNING
+    (one step per chunk, not one per row); when every row landed, which is the usual batch,
+    the rows are the answer. When some did not, the savepoint is rolled back and the batch
+    inserted again with RETURNING, which names the rows that landed. The savepoint needs a
+    transaction around it: one is begun here when no statement has begun it yet."""
 
     def __init__(
         self,
@@ -160,15 +215,13 @@ class SqliteInsertReturning:
     ) -> None:
         self._table = table
         self._columns = tuple(columns)
-        self._head = (
-            f"INSERT INTO {table.name} ({', '.join(_quote(c) for c in self._columns)}) VALUES "
+        skip = f" ON CONFLICT ({', '.join(map(_quote, conflict))}) DO NOTHING"
+        self._plain = _Values(table.name, self._columns, skip)
+        self._returning = _Values(
+            table.name, self._columns, f"{skip} RETURNING {', '.join(map(_quote, returning))}"
         )
-        self._group = "(" + ", ".join("?" for _ in self._columns) + ")"
-        self._tail = (
-            f" ON CONFLICT ({', '.join(_quote(c) for c in conflict)}) DO NOTHING "
-            f"RETURNING {', '.join(_quote(c) for c in returning)}"
-        )
-        self._sql: dict[int, str] = {}
+        self._take = itemgetter(*(self._columns.index(c) for c in returning))
+        self._single = len(returning) == 1
         self._bind: list[Binder] | None = None
 
     def _binders(self, dialect: Dialect) -> list[Binder]:
@@ -179,26 +232,26 @@ class SqliteInsertReturning:
             self._bind = _binders(self._table, dialect, compiled._bind_processors, self._columns)
         return self._bind
 
-    def _statement(self, rows: int) -> str:
-        sql = self._sql.get(rows)
-        if sql is None:
-            sql = self._sql[rows] = self._head + ", ".join([self._group] * rows) + self._tail
-        return sql
-
     async def execute(
         self, conn: AsyncConnection, rows: Sequence[Sequence[Any]]
     ) -> list[tuple[Any, ...]]:
-        params = list(chain.from_iterable(_bind(rows, self._binders(conn.dialect))))
-        width = len(self._columns)
+        bound = _bind(rows, self._binders(conn.dialect))
+        params = list(chain.from_iterable(bound))
+        if len(rows) >= PLAIN_FIRST:
+            raw = await conn.get_raw_connection()
+            if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await conn.exec_driver_sql("SAVEPOINT fg_rows")
+            if await self._plain.insert(conn, params, len(rows)) == len(rows):
+                await conn.exec_driver_sql("RELEASE fg_rows")
+                if self._single:
+                    return [(self._take(values),) for values in bound]
+                return [self._take(values) for values in bound]
+            await conn.exec_driver_sql("ROLLBACK TO fg_rows")
+            await conn.exec_driver_sql("RELEASE fg_rows")
         landed: list[tuple[Any, ...]] = []
-        start = 0
-        for chunk in fixed_size_chunks(rows):
-            end = start + len(chunk) * width
-            result = await conn.exec_driver_sql(
-                self._statement(len(chunk)), tuple(params[start:end])
-            )
-            landed.extend(tuple(r) for r in result)
-            start = end
+        for sql, values in self._returning.chunks(params, len(rows)):
+            landed.extend(tuple(r) for r in await conn.exec_driver_sql(sql, values))
         return landed
 
 

@@ -77,7 +77,8 @@ class LedgerWriter:
                 batch, self._pending = self._pending, []
                 async with self._engine.begin() as conn:
                     await repo.apply_entries(conn, batch)
-                sealed.unlink(missing_ok=True)
+                for path in sealed:
+                    path.unlink(missing_ok=True)
             for path in self._journal.leftovers():
                 await self._replay(path)
 

@@ -1,0 +1,63 @@
+"""The journal's segments: records survive the process that wrote them, a full segment
+rolls over to the next, and a sealed segment holds exactly its records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faregate.metering.journal import Journal
+
+
+def _records(paths: list[Path]) -> list[dict]:
+    return [record for path in paths for record in Journal.read(path)]
+
+
+def test_a_segment_left_by_a_killed_process_reads_back_every_record_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    dead = Journal(tmp_path)  # never sealed nor closed: the rest of the segment is zeros
+    for i in range(100):
+        dead.append({"i": i, "text": "é" * i})
+    later = Journal(tmp_path)  # the next process starts a segment of its own
+    [left] = later.leftovers()
+    assert left.stat().st_size > 0
+    assert _records([left]) == [{"i": i, "text": "é" * i} for i in range(100)]
+    later.close()
+
+
+def test_a_torn_record_before_the_zeros_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "000000000001.jsonl"
+    path.write_bytes(b'{"e": []}\n{"r": {"id": "x"' + b"\0" * 4096)
+    assert list(Journal.read(path)) == [{"e": []}]
+
+
+def test_sealing_cuts_the_segment_to_its_records_and_starts_an_empty_one(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.append({"a": 1})
+    [sealed] = journal.seal()
+    assert sealed.read_bytes() == b'{"a":1}\n'
+    assert journal.leftovers() == [sealed]  # until the writer deletes it
+    sealed.unlink()
+    journal.append({"b": 2})
+    journal.close()
+    assert _records(sorted(tmp_path.glob("*.jsonl"))) == [{"b": 2}]
+
+
+def test_a_full_segment_rolls_over_and_the_next_seal_returns_every_segment_in_order(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path, segment_bytes=256)
+    records = [{"i": i, "pad": "x" * 40} for i in range(30)]
+    for record in records[:20]:
+        journal.append(record)
+    journal.append({"big": "y" * 1000})  # larger than a segment: a segment of its own size
+    for record in records[20:]:
+        journal.append(record)
+    assert journal.leftovers() == []  # filled segments wait for the seal, not for a replay
+    sealed = journal.seal()
+    assert len(sealed) > 3
+    assert _records(sealed) == [*records[:20], {"big": "y" * 1000}, *records[20:]]
+    for path in sealed:
+        path.unlink()
+    journal.close()
+    assert list(tmp_path.glob("*.jsonl")) == []  # an empty segment is deleted on close
