@@ -31,16 +31,20 @@ def test_a_torn_record_before_the_zeros_is_ignored(tmp_path: Path) -> None:
     assert list(Journal.read(path)) == [{"e": []}]
 
 
-def test_sealing_cuts_the_segment_to_its_records_and_starts_an_empty_one(tmp_path: Path) -> None:
+def test_sealing_returns_the_segment_and_starts_an_empty_one_and_closing_cuts_it(
+    tmp_path: Path,
+) -> None:
     journal = Journal(tmp_path)
     journal.append({"a": 1})
-    [sealed] = journal.seal()
-    assert sealed.read_bytes() == b'{"a":1}\n'
-    assert journal.leftovers() == [sealed]  # until the writer deletes it
-    sealed.unlink()
+    sealed = journal.seal()
+    assert _records(sealed.paths) == [{"a": 1}]
+    assert journal.leftovers() == sealed.paths  # until the writer deletes them
+    sealed.discard()
+    assert journal.leftovers() == []
     journal.append({"b": 2})
     journal.close()
-    assert _records(sorted(tmp_path.glob("*.jsonl"))) == [{"b": 2}]
+    [closed] = tmp_path.glob("*.jsonl")
+    assert closed.read_bytes() == b'{"b":2}\n'  # cut to its records
 
 
 def test_a_full_segment_rolls_over_and_the_next_seal_returns_every_segment_in_order(
@@ -55,9 +59,8 @@ def test_a_full_segment_rolls_over_and_the_next_seal_returns_every_segment_in_or
         journal.append(record)
     assert journal.leftovers() == []  # filled segments wait for the seal, not for a replay
     sealed = journal.seal()
-    assert len(sealed) > 3
-    assert _records(sealed) == [*records[:20], {"big": "y" * 1000}, *records[20:]]
-    for path in sealed:
-        path.unlink()
+    assert len(sealed.paths) > 3
+    assert _records(sealed.paths) == [*records[:20], {"big": "y" * 1000}, *records[20:]]
+    sealed.discard()
     journal.close()
     assert list(tmp_path.glob("*.jsonl")) == []  # an empty segment is deleted on close

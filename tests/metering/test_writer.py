@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from faregate.billing import repository as billing_repo
@@ -80,6 +81,31 @@ async def test_records_left_in_the_journal_by_a_dead_process_are_replayed_once(
     await writer._insert([_request(0)], [_event(0)])
     await writer.start()
     assert await _counts(engine) == (10, 10)
+    await writer.close()
+    await engine.dispose()
+
+
+async def test_a_failed_flush_keeps_its_segment_and_the_next_flush_stores_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await _engine(tmp_path)
+    writer = UsageWriter(engine, tmp_path / "journal")
+    await writer.start()
+    for i in range(40):
+        writer.record(_request(i), [_event(i)])
+
+    async def down(reqs: list, evs: list) -> None:
+        raise OSError("database unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer, "_insert_once", down)
+        with pytest.raises(OSError):
+            await writer.flush()
+    assert len(writer._journal.leftovers()) == 1  # sealed, released, still on disk
+    writer.record(_request(40), [_event(40)])
+    await writer.flush()
+    assert await _counts(engine) == (41, 41)
+    assert writer._journal.leftovers() == []
     await writer.close()
     await engine.dispose()
 

@@ -14,22 +14,52 @@ request waited for its turn to come back, several times per request. The file's 
 allocated before it is mapped, so a full disk is an error at a segment's start, never a
 fault in a copy.
 
-A sealed segment is cut to the length of its records. A segment a killed process left is
-followed by zeros: a read stops at the last complete line, as at a torn one.
+After its last record a segment holds zeros: a read stops at the last complete line, as at
+a torn one. A closed segment is cut to the length of its records; a sealed one is not (it
+is deleted once stored, off the event loop: `Sealed`).
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 _SUFFIX = ".jsonl"
 SEGMENT_BYTES = 8 << 20  # a few seconds of records at thousands of requests per second
+
+
+class _Segment(NamedTuple):
+    path: Path
+    fd: int
+    map: mmap.mmap
+
+
+class Sealed:
+    """Segments `Journal.seal` took out of the journal, oldest first: their records are the
+    caller's to store. Unmapping and deleting a segment take a millisecond or more (freeing
+    its pages and blocks), which every request in flight would wait for on the event loop,
+    so they are done here, in a thread: `discard` once the records are in the database,
+    `release` (the files stay, to be replayed) when they could not be stored."""
+
+    def __init__(self, segments: list[_Segment]) -> None:
+        self._segments = segments
+        self.paths = [s.path for s in segments]
+
+    def release(self) -> None:
+        segments, self._segments = self._segments, []
+        for segment in segments:
+            segment.map.close()
+            os.close(segment.fd)
+
+    def discard(self) -> None:
+        self.release()
+        for path in self.paths:
+            path.unlink(missing_ok=True)
 
 
 class Journal:
@@ -38,57 +68,47 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._segment_bytes = segment_bytes
         existing = [int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit()]
-        self._seq = max(existing, default=0) + 1
-        self._full: list[Path] = []  # segments filled since the last seal, oldest first
-        self._open(self._seq, segment_bytes)
+        self._seq = max(existing, default=0)
+        self._full: list[_Segment] = []  # segments filled since the last seal, oldest first
+        self._current = self._open(segment_bytes)
 
-    def _path(self, seq: int) -> Path:
-        return self.directory / f"{seq:012d}{_SUFFIX}"
-
-    def _open(self, seq: int, size: int) -> None:
-        fd = os.open(self._path(seq), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    def _open(self, size: int) -> _Segment:
+        self._seq += 1
+        path = self.directory / f"{self._seq:012d}{_SUFFIX}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.posix_fallocate(fd, 0, size)
-            self._map = mmap.mmap(fd, size)
+            segment = _Segment(path, fd, mmap.mmap(fd, size))
         except BaseException:
             os.close(fd)
-            self._path(seq).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             raise
-        self._fd = fd
         self._size = size
         self._pos = 0
-
-    def _cut(self) -> Path:
-        """Close the current segment, cut to its records; return its path."""
-        self._map.close()
-        os.ftruncate(self._fd, self._pos)
-        os.close(self._fd)
-        return self._path(self._seq)
+        return segment
 
     def append(self, record: dict[str, Any]) -> None:
         data = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
         end = self._pos + len(data)
         if end > self._size:
-            self._full.append(self._cut())
-            self._seq += 1
-            self._open(self._seq, max(self._segment_bytes, len(data)))
+            self._full.append(self._current)
+            self._current = self._open(max(self._segment_bytes, len(data)))
             end = len(data)
-        self._map[self._pos : end] = data
+        self._current.map[self._pos : end] = data
         self._pos = end
 
-    def seal(self) -> list[Path]:
-        """Close the current segment and start a new one; return the sealed segments (the
-        current one and any that filled up since the last seal), oldest first."""
-        sealed = [*self._full, self._cut()]
+    def seal(self) -> Sealed:
+        """Start a new segment; return the sealed ones (the current one and any that filled
+        up since the last seal)."""
+        sealed = Sealed([*self._full, self._current])
         self._full = []
-        self._seq += 1
-        self._open(self._seq, self._segment_bytes)
+        self._current = self._open(self._segment_bytes)
         return sealed
 
     def leftovers(self) -> list[Path]:
         """Sealed segments not yet deleted (left by an earlier process or a failed flush),
         oldest first; not the current one nor those waiting for the next seal."""
-        skip = {self._path(self._seq), *self._full}
+        skip = {self._current.path, *(s.path for s in self._full)}
         return sorted(p for p in self.directory.glob(f"*{_SUFFIX}") if p not in skip)
 
     @staticmethod
@@ -101,9 +121,20 @@ class Journal:
                     return
                 yield orjson.loads(line)
 
-    def close(self) -> None:
-        """Seal the current segment; delete it if it holds nothing."""
-        empty = self._pos == 0
-        path = self._cut()
-        if empty:
+    @staticmethod
+    def discard(paths: Iterable[Path]) -> None:
+        """Delete segments whose records are in the database (blocking: run it in a thread)."""
+        for path in paths:
             path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close the segments, the current one cut to its records (deleted if it holds none);
+        segments that filled up since the last seal stay, to be replayed."""
+        Sealed(self._full).release()
+        self._full = []
+        segment = self._current
+        segment.map.close()
+        os.ftruncate(segment.fd, self._pos)
+        os.close(segment.fd)
+        if self._pos == 0:
+            segment.path.unlink(missing_ok=True)

@@ -26,6 +26,10 @@ log = logging.getLogger("faregate.metering")
 # Deadlock and serialization failures between replicas' writers: the batch is simply retried.
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _RETRIES = 5
+# Events the event loop prepares between two awaits when it inserts a batch into SQLite
+# (records, binding, rollup sums): the requests being served wait for at most one slice,
+# not for a whole batch. PostgreSQL takes a batch in one COPY.
+_SLICE = 128
 
 _DATETIME_FIELDS = ("created_at", "timestamp")
 _DECIMAL_FIELDS = ("latency_ms", "ttft_ms", "seconds", "precise_total_amount_cents")
@@ -138,11 +142,13 @@ class UsageWriter:
                 self._inflight = evs
                 self._room.set()
                 try:
-                    await self._insert(reqs, evs)  # on failure the segment stays on disk
+                    await self._insert(reqs, evs)
+                except BaseException:
+                    sealed.release()  # the segments stay on disk, to be replayed
+                    raise
                 finally:
                     self._inflight = []
-                for path in sealed:
-                    path.unlink(missing_ok=True)
+                await asyncio.to_thread(sealed.discard)
             for path in self._journal.leftovers():  # segments an earlier failure left behind
                 await self._replay_one(path)
 
@@ -153,7 +159,7 @@ class UsageWriter:
                 reqs.append(_revive(record["r"]))
             evs.extend(_revive(e) for e in record.get("e", ()))
         await self._insert(reqs, evs)
-        path.unlink(missing_ok=True)
+        await asyncio.to_thread(Journal.discard, [path])
 
     async def _insert(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
         for attempt in range(_RETRIES):
@@ -181,9 +187,13 @@ class UsageWriter:
                 await self._insert_requests.execute(conn, reqs)
             if evs:
                 specs = await self._specs.read(conn)
-                inserted = await event_store.insert_new(conn, evs)
                 cells: dict[rollups.RollupKey, rollups.Cell] = {}
-                rollups.accumulate(cells, specs, inserted)
+                # On SQLite, a slice at a time (see _SLICE); a repeat of an event of an
+                # earlier slice is a conflict, so it is not counted twice.
+                size = len(evs) if postgres else _SLICE
+                for start in range(0, len(evs), size):
+                    inserted = await event_store.insert_new(conn, evs[start : start + size])
+                    rollups.accumulate(cells, specs, inserted)
                 await rollups.apply(conn, cells)
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ wake-ups, while requests are being served. A multi-row INSERT is one step per ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
@@ -39,6 +39,9 @@ Plan = tuple["str | _Values", Callable[[dict[str, Any]], Any], list[Binder]]
 # Multi-row statements with this many rows or more first try the statement without RETURNING
 # (SqliteInsertReturning).
 PLAIN_FIRST = 16
+# The row counts of SQLite's multi-row statements: 64 rows of 35 columns are bound in about
+# a quarter of a millisecond and stay far below SQLite's 32,766 parameters.
+SQLITE_CHUNKS = (64, 16, 4, 1)
 
 
 def _default_sqlite_datetime(impl: Any) -> bool:
@@ -153,17 +156,20 @@ class BatchInsert:
                 await conn.execute(self.statement(dialect.name), group)
                 continue
             sql, take, binders = plan
-            bound = _bind(map(take, group), binders)
             if isinstance(sql, _Values):
-                await sql.insert(conn, list(chain.from_iterable(bound)), len(bound))
+                await sql.insert(conn, [take(row) for row in group], binders)
             else:
+                bound = _bind(map(take, group), binders)
                 await conn.exec_driver_sql(sql, [tuple(values) for values in bound])
 
 
 class _Values:
     """`INSERT INTO t (columns) VALUES (...), (...) <tail>` on SQLite, one text per row
-    count, run in chunks of the few fixed sizes (few statement shapes for the driver's
-    statement cache; 256 rows of 35 columns stay far below SQLite's 32,766 parameters)."""
+    count, run in chunks of a few fixed sizes (few statement shapes for the driver's
+    statement cache).
+
+    Each chunk is bound just before it runs, so the event loop never binds more than one
+    chunk's rows between two awaits: the requests being served wait for at most that."""
 
     def __init__(self, table: str, columns: Sequence[str], tail: str) -> None:
         self.width = len(columns)
@@ -178,19 +184,28 @@ class _Values:
             sql = self._texts[rows] = self._head + ", ".join([self._group] * rows) + self._tail
         return sql
 
-    def chunks(self, params: Sequence[Any], count: int) -> Iterable[tuple[str, tuple[Any, ...]]]:
-        """Each chunk's statement and its slice of the flat `params` (`count` rows)."""
-        start = 0
-        for chunk in fixed_size_chunks(range(count)):
-            end = start + len(chunk) * self.width
-            yield self.text(len(chunk)), tuple(params[start:end])
-            start = end
+    def chunks(
+        self, rows: Sequence[Sequence[Any]], binders: Sequence[Binder]
+    ) -> Iterator[tuple[str, list[list[Any]]]]:
+        """Each chunk's statement and its rows, bound."""
+        for chunk in fixed_size_chunks(rows, SQLITE_CHUNKS):
+            yield self.text(len(chunk)), _bind(chunk, binders)
 
-    async def insert(self, conn: AsyncConnection, params: Sequence[Any], count: int) -> int:
-        """Run every chunk; return the rows inserted (those a conflict skipped not counted)."""
+    async def insert(
+        self,
+        conn: AsyncConnection,
+        rows: Sequence[Sequence[Any]],
+        binders: Sequence[Binder],
+        bound: list[list[Any]] | None = None,
+    ) -> int:
+        """Run every chunk; return the rows inserted (those a conflict skipped not counted).
+        `bound`, when given, collects the bound rows."""
         changed = 0
-        for sql, values in self.chunks(params, count):
-            changed += (await conn.exec_driver_sql(sql, values)).rowcount
+        for sql, chunk in self.chunks(rows, binders):
+            result = await conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
+            changed += result.rowcount
+            if bound is not None:
+                bound.extend(chunk)
         return changed
 
 
@@ -235,14 +250,14 @@ class SqliteInsertReturning:
     async def execute(
         self, conn: AsyncConnection, rows: Sequence[Sequence[Any]]
     ) -> list[tuple[Any, ...]]:
-        bound = _bind(rows, self._binders(conn.dialect))
-        params = list(chain.from_iterable(bound))
+        binders = self._binders(conn.dialect)
         if len(rows) >= PLAIN_FIRST:
             raw = await conn.get_raw_connection()
             if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
             await conn.exec_driver_sql("SAVEPOINT fg_rows")
-            if await self._plain.insert(conn, params, len(rows)) == len(rows):
+            bound: list[list[Any]] = []
+            if await self._plain.insert(conn, rows, binders, bound) == len(rows):
                 await conn.exec_driver_sql("RELEASE fg_rows")
                 if self._single:
                     return [(self._take(values),) for values in bound]
@@ -250,8 +265,9 @@ class SqliteInsertReturning:
             await conn.exec_driver_sql("ROLLBACK TO fg_rows")
             await conn.exec_driver_sql("RELEASE fg_rows")
         landed: list[tuple[Any, ...]] = []
-        for sql, values in self._returning.chunks(params, len(rows)):
-            landed.extend(tuple(r) for r in await conn.exec_driver_sql(sql, values))
+        for sql, chunk in self._returning.chunks(rows, binders):
+            result = await conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
+            landed.extend(tuple(r) for r in result)
         return landed
 
 

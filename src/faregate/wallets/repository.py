@@ -146,6 +146,7 @@ async def active_wallets(conn: AsyncConnection) -> list[dict[str, Any]]:
 # --- ledger -------------------------------------------------------------------------------
 
 
+_SLICE = 256  # entries bound and inserted between two awaits on SQLite
 _SQLITE_ENTRIES = SqliteInsertReturning(
     wallet_entries, ledger.COLUMNS, conflict=("key",), returning=("key",)
 )
@@ -158,37 +159,37 @@ def _insert(conn: AsyncConnection) -> Any:
 
 async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list[Entry]:
     """Insert the entries whose key is new and add them to their wallet rows; returns the
-    entries actually inserted (a repeated key changes nothing)."""
+    entries actually inserted (a repeated key changes nothing).
+
+    On SQLite (the embedded writer's path, bound without SQLAlchemy) a slice at a time, so
+    the event loop serving requests is never held for long: a key repeated from an earlier
+    slice is a conflict, so it is not applied twice."""
     if not entries:
         return []
-    unique: dict[str, Entry] = {}
-    for entry in entries:
-        unique.setdefault(entry.key, entry)
     stamp = now()  # one created_at for the batch's entries that have none
-    values = [e.values(stamp) for e in unique.values()]
-    inserted: set[str] = set()
-    if conn.dialect.name == "sqlite":  # the embedded writer's path: bound without SQLAlchemy
-        inserted.update(r[0] for r in await _SQLITE_ENTRIES.execute(conn, values))
-    else:
-        stmt = _insert(conn).returning(wallet_entries.c.key)
-        rows = [dict(zip(ledger.COLUMNS, v, strict=True)) for v in values]
-        for chunk in fixed_size_chunks(rows):  # few statement shapes for the driver's cache
-            inserted.update(row[0] for row in await conn.execute(stmt, chunk))
-    if len(inserted) == len(unique):  # the usual batch, all new
-        applied = list(unique.values())
-    else:
-        applied = [e for k, e in unique.items() if k in inserted]
+    size = _SLICE if conn.dialect.name == "sqlite" else len(entries)
+    applied: list[Entry] = []
     # Per wallet: funded, consumed and held nanos added, and the funding entries counted.
     sums: dict[str, list[int]] = {}
-    for entry in applied:
-        total = sums.get(entry.wallet_id)
-        if total is None:
-            total = sums[entry.wallet_id] = [0, 0, 0, 0]
-        total[0] -= entry.funding
-        total[1] += entry.consumed
-        total[2] += entry.held
-        if entry.funding:
-            total[3] += 1
+    for start in range(0, len(entries), size):
+        unique: dict[str, Entry] = {}
+        for entry in entries[start : start + size]:
+            unique.setdefault(entry.key, entry)
+        inserted = await _insert_entries(conn, [e.values(stamp) for e in unique.values()])
+        if len(inserted) == len(unique):  # the usual batch, all new
+            landed = list(unique.values())
+        else:
+            landed = [e for k, e in unique.items() if k in inserted]
+        for entry in landed:
+            total = sums.get(entry.wallet_id)
+            if total is None:
+                total = sums[entry.wallet_id] = [0, 0, 0, 0]
+            total[0] -= entry.funding
+            total[1] += entry.consumed
+            total[2] += entry.held
+            if entry.funding:
+                total[3] += 1
+        applied.extend(landed)
     for wallet_id, (funded, consumed, held, versions) in sums.items():
         await conn.execute(
             update(wallets)
@@ -201,6 +202,18 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
             )
         )
     return applied
+
+
+async def _insert_entries(conn: AsyncConnection, values: list[tuple[Any, ...]]) -> set[str]:
+    """Insert the rows (no key repeated); return the keys that were new."""
+    if conn.dialect.name == "sqlite":
+        return {r[0] for r in await _SQLITE_ENTRIES.execute(conn, values)}
+    stmt = _insert(conn).returning(wallet_entries.c.key)
+    rows = [dict(zip(ledger.COLUMNS, v, strict=True)) for v in values]
+    inserted: set[str] = set()
+    for chunk in fixed_size_chunks(rows):  # few statement shapes for the driver's cache
+        inserted.update(row[0] for row in await conn.execute(stmt, chunk))
+    return inserted
 
 
 def entry_of(row: Any) -> Entry:

@@ -75,10 +75,13 @@ class LedgerWriter:
             if self._pending:
                 sealed = self._journal.seal()
                 batch, self._pending = self._pending, []
-                async with self._engine.begin() as conn:
-                    await repo.apply_entries(conn, batch)
-                for path in sealed:
-                    path.unlink(missing_ok=True)
+                try:
+                    async with self._engine.begin() as conn:
+                        await repo.apply_entries(conn, batch)
+                except BaseException:
+                    sealed.release()  # the segments stay on disk, to be replayed
+                    raise
+                await asyncio.to_thread(sealed.discard)
             for path in self._journal.leftovers():
                 await self._replay(path)
 
@@ -87,7 +90,7 @@ class LedgerWriter:
         if entries:
             async with self._engine.begin() as conn:
                 await repo.apply_entries(conn, entries)
-        path.unlink(missing_ok=True)
+        await asyncio.to_thread(Journal.discard, [path])
 
     async def close(self) -> None:
         if self._task is not None:
