@@ -66,7 +66,8 @@ class Call:
     @property
     def latency_ms(self) -> Decimal:
         end = self.finished if self.finished is not None else time.perf_counter()
-        return Decimal(round((end - self.started) * 1000, 3)).quantize(Decimal("0.001"))
+        # Whole microseconds, scaled to milliseconds: exactly three decimals, no quantize.
+        return Decimal(round((end - self.started) * 1_000_000)).scaleb(-3)
 
     def fail(self, status: int, code: str | None) -> None:
         self.status = status
