@@ -177,7 +177,12 @@ def run_cells(
                     f"  run {i + 1} {target.name:18} {run['rps']:9,.0f} req/s  "
                     f"p50 {run['p50_ms']:8.2f} ms  p99 {run['p99_ms']:8.2f} ms  "
                     f"cpu {run['cpu_ms_per_req']:7.3f} ms/req  err {run['errors']}  "
-                    f"wrk {run['wrk_cpu_pct']:.0f}% (core {run['wrk_core_pct']:.0f}%)",
+                    f"wrk {run['wrk_cpu_pct']:.0f}% (core {run['wrk_core_pct']:.0f}%)"
+                    + (
+                        f"  stored +{run['stored_after_s']:.2f} s"
+                        if "stored_after_s" in run
+                        else ""
+                    ),
                     flush=True,
                 )
         cells[key] = {t.name: measure.aggregate(runs[t.name], t) for t in live}

@@ -86,6 +86,7 @@ def one_run(
     seconds: float,
     spinner_pids: list[int],
 ) -> dict[str, Any]:
+    stored = quiesce(target)
     before = Snapshot(target, others, ctx, spinner_pids)
     result = run_wrk(
         target.url(scenario),
@@ -95,7 +96,43 @@ def one_run(
         cpus=layout.wrk,
     )
     after = Snapshot(target, others, ctx, spinner_pids)
-    return summarise_run(result, before, after, layout)
+    landed = None
+    if stored is not None:
+        landed = settle(target, stored + result.requests)
+        # The server's CPU until the run's records are stored: the batched writers' work for
+        # the run counts, even the part done after the load generator stopped.
+        after.server = procs.cpu_seconds(target.pids())
+        after.services = procs.cpu_seconds(target.service_pids())
+    summary = summarise_run(result, before, after, layout)
+    if landed is not None:
+        summary["stored_after_s"] = landed
+    return summary
+
+
+def quiesce(target: Target, timeout: float = 60.0) -> int | None:
+    """The target's stored request records once the count stops growing (what an earlier
+    run or the warm-up left to write has landed), so a run measures its own writes only."""
+    last = target.stored()
+    started = time.monotonic()
+    while last is not None and time.monotonic() - started < timeout:
+        time.sleep(0.3)
+        now = target.stored()
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def settle(target: Target, expected: int, timeout: float = 60.0) -> float:
+    """Wait until `expected` request records are stored; the seconds that took after the
+    load stopped (how far the batched writers were behind), or -1 on timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        stored = target.stored()
+        if stored is not None and stored >= expected:
+            return round(time.monotonic() - started, 2)
+        time.sleep(0.05)
+    return -1.0
 
 
 def _core_load(before: Snapshot, after: Snapshot, core: int, wall: float) -> float:
@@ -161,6 +198,7 @@ def aggregate(runs: list[dict[str, Any]], target: Target) -> dict[str, Any]:
         server_core_pct_max=max(r["server_core_pct"] for r in runs),
         unattributed_cores_max=max(r["unattributed_cores"] for r in runs),
         idle_servers_cpu_s_max=max(r["idle_servers_cpu_s"] for r in runs),
+        stored_after_s_max=max((r.get("stored_after_s", 0.0) for r in runs), default=0.0),
         runs=runs,
     )
     return out

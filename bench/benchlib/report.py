@@ -166,7 +166,10 @@ def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) 
         "",
         "Medians of the runs" + (" with (min-max)" if show_range else "") + ". "
         "CPU is the server process(es) only (utime+stime from /proc), in ms per request = "
-        "CPU seconds per 1,000 requests. Added latency is over *direct* in the same cell. "
+        "CPU seconds per 1,000 requests; for faregate it runs until the run's request records "
+        "are all in the database, so writes the batched writers finish after the load stops "
+        "are counted (`+s` after the CPU: the longest such wait over the runs). "
+        "Added latency is over *direct* in the same cell. "
         "`wrk % (core %)`: wrk's own CPU as a share of its core, and that core's total use by "
         "real work (wrk, plus the mock at c>=32, plus everything at c=1), idle loop excluded; "
         "maxima over the runs. wrk near 100% would mean the load generator set the pace; a "
@@ -193,6 +196,8 @@ def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) 
             cpu = _fmt(cell["cpu_ms_per_req"], 3, show_range)
             if cell["services_ms_per_req"]["median"] > 0:
                 cpu += f" + {cell['services_ms_per_req']['median']:.3f} PG/Redis"
+            if cell.get("stored_after_s_max", 0) > 0.5:
+                cpu += f" (+{cell['stored_after_s_max']:.1f} s)"
             lines.append(
                 f"| {target_labels.get(name, name)} | {_fmt(cell['rps'], 0, show_range)} "
                 f"| {_fmt(cell['p50_ms'], 2, show_range)} | {_fmt(cell['p99_ms'], 2, show_range)} "

@@ -64,6 +64,10 @@ class Target:
         if self.proc:
             self.proc.stop()
 
+    def stored(self) -> int | None:
+        """Request records the target has stored so far (None: it stores none)."""
+        return None
+
     def smoke(self) -> None:
         """One non-streaming and one streaming request must come back whole."""
         from benchlib.scenarios import SCENARIOS
@@ -255,6 +259,10 @@ class Faregate(Target):
     def url(self, scenario: Scenario) -> str:
         assert self.instance
         return f"{self.instance.base_url}/v1/chat/completions"
+
+    def stored(self) -> int | None:
+        assert self.instance
+        return self.instance.count()
 
     def service_pids(self) -> list[int]:
         if not self.distributed:

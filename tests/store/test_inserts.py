@@ -195,3 +195,25 @@ async def test_sqlite_insert_returning_of_a_large_batch_joins_the_callers_transa
         assert await stored() == {f"tx{i}" for i in range(130)}
     finally:
         await engine.dispose()
+
+
+async def test_the_batched_writers_take_turns_on_sqlite_and_never_wait_on_postgres(
+    engine: Any,
+) -> None:
+    from faregate.store.db import write_turn
+
+    turn = write_turn(engine)
+    if engine.dialect.name == "postgresql":
+        async with turn, write_turn(engine):  # no lock: both enter at once
+            return
+    assert write_turn(engine) is turn  # one per engine
+    order: list[str] = []
+
+    async def writer(name: str) -> None:
+        async with write_turn(engine):
+            order.append(f"{name} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{name} out")
+
+    await asyncio.gather(writer("usage"), writer("ledger"))
+    assert order == ["usage in", "usage out", "ledger in", "ledger out"]

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.metering import event_store, rollups
 from faregate.metering.journal import Journal
+from faregate.store.db import write_turn
 from faregate.store.inserts import BatchInsert
 from faregate.store.tables.metering import requests
 
@@ -26,10 +27,14 @@ log = logging.getLogger("faregate.metering")
 # Deadlock and serialization failures between replicas' writers: the batch is simply retried.
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _RETRIES = 5
-# Events the event loop prepares between two awaits when it inserts a batch into SQLite
-# (records, binding, rollup sums): the requests being served wait for at most one slice,
-# not for a whole batch. PostgreSQL takes a batch in one COPY.
-_SLICE = 128
+# On SQLite the event loop prepares a batch's events (records, binding, rollup sums) a
+# slice at a time, each slice one call on the connection's thread, letting requests run in
+# between: slices of 256 events, or a quarter of the batch when that is more. Each call
+# waits for a turn of the loop, which under load serves dozens of requests, so a number of
+# slices that grew with the batch would let the writer fall behind for good. PostgreSQL
+# takes a batch in one COPY.
+_SLICE = 256
+_SLICES = 4
 
 _DATETIME_FIELDS = ("created_at", "timestamp")
 _DECIMAL_FIELDS = ("latency_ms", "ttft_ms", "seconds", "precise_total_amount_cents")
@@ -177,7 +182,7 @@ class UsageWriter:
             await asyncio.sleep(0.05 * (attempt + 1))
 
     async def _insert_once(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
-        async with self._engine.begin() as conn:
+        async with write_turn(self._engine), self._engine.begin() as conn:
             postgres = conn.dialect.name == "postgresql"
             if postgres:  # also begins the transaction the raw COPY joins
                 await conn.exec_driver_sql(
@@ -188,9 +193,9 @@ class UsageWriter:
             if evs:
                 specs = await self._specs.read(conn)
                 cells: dict[rollups.RollupKey, rollups.Cell] = {}
-                # On SQLite, a slice at a time (see _SLICE); a repeat of an event of an
+                # On SQLite, a slice at a time (see _SLICES); a repeat of an event of an
                 # earlier slice is a conflict, so it is not counted twice.
-                size = len(evs) if postgres else _SLICE
+                size = len(evs) if postgres else max(_SLICE, -(-len(evs) // _SLICES))
                 for start in range(0, len(evs), size):
                     inserted = await event_store.insert_new(conn, evs[start : start + size])
                     rollups.accumulate(cells, specs, inserted)

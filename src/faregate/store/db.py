@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,25 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **json
     )
+
+
+_WRITE_TURNS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def write_turn(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
+    """Held around a batched writer's transaction on SQLite, so this process's writers take
+    turns on the database's one write lock here instead of inside SQLite.
+
+    SQLite answers a writer that finds the lock taken with sleeps of up to 100 ms, not with a
+    wake-up when it is free: under load the usage and ledger writers waited on each other that
+    way until their backlog was tens of thousands of requests. An asyncio lock hands the turn
+    over the moment the other transaction ends. PostgreSQL needs no turn."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    turn = _WRITE_TURNS.get(engine)
+    if turn is None:
+        turn = _WRITE_TURNS[engine] = asyncio.Lock()
+    return turn
 
 
 def _alembic_config(url: str) -> Any:

@@ -7,19 +7,27 @@ SQLAlchemy's per-row parameter handling was the writer's largest cost. A column 
 cannot compile plainly (defaults to fill in, RETURNING) takes SQLAlchemy's ordinary path,
 so the result is the same either way.
 
-On SQLite the number of statement steps matters as much as the binding: `sqlite3` lets go
-of the GIL around every step, and each step of the writer's thread (a row of executemany,
-a row of RETURNING) is a hand-over of the GIL to and from the event loop, with its thread
-wake-ups, while requests are being served. A multi-row INSERT is one step per chunk.
+On SQLite two more things count as much as the binding:
+
+- Steps: `sqlite3` lets go of the GIL around every step of SQLite's engine, and each step
+  (a row of executemany, a row of RETURNING) is a hand-over of the GIL between the
+  connection's thread and the event loop. A multi-row INSERT is one step per chunk.
+- Round trips: each statement sent to aiosqlite's thread resumes the writer only at the
+  event loop's next turn, and under load a turn serves dozens of requests. With a round trip
+  per chunk, a flush took seconds and the writers fell tens of thousands of requests behind.
+  So the chunks are bound on the event loop (yielding to it between chunks) and then run
+  together, in one call on the connection's thread (`_on_thread`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -39,9 +47,13 @@ Plan = tuple["str | _Values", Callable[[dict[str, Any]], Any], list[Binder]]
 # Multi-row statements with this many rows or more first try the statement without RETURNING
 # (SqliteInsertReturning).
 PLAIN_FIRST = 16
-# The row counts of SQLite's multi-row statements: 64 rows of 35 columns are bound in about
-# a quarter of a millisecond and stay far below SQLite's 32,766 parameters.
-SQLITE_CHUNKS = (64, 16, 4, 1)
+# The row counts of SQLite's multi-row statements: 128 rows of 35 columns stay far below
+# SQLite's 32,766 parameters and are bound in about half a millisecond.
+SQLITE_CHUNKS = (128, 32, 8, 1)
+BIND_YIELDS = 4
+T = TypeVar("T")
+# Statements of one chunk each: its row count and its parameters, flat.
+Chunks = list[tuple[int, tuple[Any, ...]]]
 
 
 def _default_sqlite_datetime(impl: Any) -> bool:
@@ -165,11 +177,8 @@ class BatchInsert:
 
 class _Values:
     """`INSERT INTO t (columns) VALUES (...), (...) <tail>` on SQLite, one text per row
-    count, run in chunks of a few fixed sizes (few statement shapes for the driver's
-    statement cache).
-
-    Each chunk is bound just before it runs, so the event loop never binds more than one
-    chunk's rows between two awaits: the requests being served wait for at most that."""
+    count, in chunks of a few fixed sizes (few statement shapes for the driver's statement
+    cache)."""
 
     def __init__(self, table: str, columns: Sequence[str], tail: str) -> None:
         self.width = len(columns)
@@ -184,29 +193,53 @@ class _Values:
             sql = self._texts[rows] = self._head + ", ".join([self._group] * rows) + self._tail
         return sql
 
-    def chunks(
-        self, rows: Sequence[Sequence[Any]], binders: Sequence[Binder]
-    ) -> Iterator[tuple[str, list[list[Any]]]]:
-        """Each chunk's statement and its rows, bound."""
-        for chunk in fixed_size_chunks(rows, SQLITE_CHUNKS):
-            yield self.text(len(chunk)), _bind(chunk, binders)
+    def run(self, db: sqlite3.Connection, chunks: Chunks) -> int:
+        """On the connection's thread: every chunk; the rows inserted (a conflict skips)."""
+        return sum(db.execute(self.text(count), params).rowcount for count, params in chunks)
 
     async def insert(
-        self,
-        conn: AsyncConnection,
-        rows: Sequence[Sequence[Any]],
-        binders: Sequence[Binder],
-        bound: list[list[Any]] | None = None,
+        self, conn: AsyncConnection, rows: Sequence[Sequence[Any]], binders: Sequence[Binder]
     ) -> int:
-        """Run every chunk; return the rows inserted (those a conflict skipped not counted).
-        `bound`, when given, collects the bound rows."""
-        changed = 0
-        for sql, chunk in self.chunks(rows, binders):
-            result = await conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
-            changed += result.rowcount
-            if bound is not None:
-                bound.extend(chunk)
-        return changed
+        chunks, _ = await _bind_chunks(rows, binders)
+        return await _on_thread(conn, lambda db: self.run(_begun(db), chunks))
+
+
+async def _bind_chunks(
+    rows: Sequence[Sequence[Any]], binders: Sequence[Binder]
+) -> tuple[Chunks, list[list[Any]]]:
+    """The rows bound, in chunks, and all of them bound in order.
+
+    Yields to the event loop between chunks, at most `BIND_YIELDS` times: under load each
+    yield waits for a whole turn of the loop (dozens of requests), so a number of yields
+    that grew with the batch would let the writer fall behind for good. Light traffic
+    gives small batches, and so small pieces of binding between yields."""
+    parts = list(fixed_size_chunks(rows, SQLITE_CHUNKS))
+    per_yield = -(-len(parts) // BIND_YIELDS)
+    chunks: Chunks = []
+    every: list[list[Any]] = []
+    for i, chunk in enumerate(parts):
+        if i and i % per_yield == 0:
+            await asyncio.sleep(0)
+        bound = _bind(chunk, binders)
+        chunks.append((len(bound), tuple(chain.from_iterable(bound))))
+        every += bound
+    return chunks, every
+
+
+async def _on_thread(conn: AsyncConnection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work` run on the aiosqlite connection's own thread with its `sqlite3` connection, in
+    the caller's transaction: many statements for one hand-over, not one each."""
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    return await driver._execute(lambda: work(driver._conn))  # type: ignore[no-any-return]
+
+
+def _begun(db: sqlite3.Connection) -> sqlite3.Connection:
+    """The connection with its transaction begun: a savepoint outside one would commit on
+    release, and the first write of a flush takes the write lock anyway."""
+    if not db.in_transaction:
+        db.execute("BEGIN IMMEDIATE")
+    return db
 
 
 class SqliteInsertReturning:
@@ -250,24 +283,30 @@ class SqliteInsertReturning:
     async def execute(
         self, conn: AsyncConnection, rows: Sequence[Sequence[Any]]
     ) -> list[tuple[Any, ...]]:
-        binders = self._binders(conn.dialect)
-        if len(rows) >= PLAIN_FIRST:
-            raw = await conn.get_raw_connection()
-            if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            await conn.exec_driver_sql("SAVEPOINT fg_rows")
-            bound: list[list[Any]] = []
-            if await self._plain.insert(conn, rows, binders, bound) == len(rows):
-                await conn.exec_driver_sql("RELEASE fg_rows")
-                if self._single:
-                    return [(self._take(values),) for values in bound]
-                return [self._take(values) for values in bound]
-            await conn.exec_driver_sql("ROLLBACK TO fg_rows")
-            await conn.exec_driver_sql("RELEASE fg_rows")
+        if not rows:
+            return []
+        chunks, bound = await _bind_chunks(rows, self._binders(conn.dialect))
+        landed = await _on_thread(conn, lambda db: self._run(_begun(db), chunks, len(rows)))
+        if landed is not None:
+            return landed
+        if self._single:
+            return [(self._take(values),) for values in bound]
+        return [self._take(values) for values in bound]
+
+    def _run(
+        self, db: sqlite3.Connection, chunks: Chunks, count: int
+    ) -> list[tuple[Any, ...]] | None:
+        """On the connection's thread: None when every row landed, else the returned rows."""
+        if count >= PLAIN_FIRST:
+            db.execute("SAVEPOINT fg_rows")
+            if self._plain.run(db, chunks) == count:
+                db.execute("RELEASE fg_rows")
+                return None
+            db.execute("ROLLBACK TO fg_rows")
+            db.execute("RELEASE fg_rows")
         landed: list[tuple[Any, ...]] = []
-        for sql, chunk in self._returning.chunks(rows, binders):
-            result = await conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
-            landed.extend(tuple(r) for r in result)
+        for rows, params in chunks:
+            landed += map(tuple, db.execute(self._returning.text(rows), params))
         return landed
 
 

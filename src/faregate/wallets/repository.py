@@ -146,7 +146,9 @@ async def active_wallets(conn: AsyncConnection) -> list[dict[str, Any]]:
 # --- ledger -------------------------------------------------------------------------------
 
 
-_SLICE = 256  # entries bound and inserted between two awaits on SQLite
+# Entries prepared and inserted at a time on SQLite (one call on the connection's thread
+# each): 512, or a quarter of the batch when that is more (see metering.writer._SLICE).
+_SLICE = 512
 _SQLITE_ENTRIES = SqliteInsertReturning(
     wallet_entries, ledger.COLUMNS, conflict=("key",), returning=("key",)
 )
@@ -167,7 +169,7 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
     if not entries:
         return []
     stamp = now()  # one created_at for the batch's entries that have none
-    size = _SLICE if conn.dialect.name == "sqlite" else len(entries)
+    size = max(_SLICE, -(-len(entries) // 4)) if conn.dialect.name == "sqlite" else len(entries)
     applied: list[Entry] = []
     # Per wallet: funded, consumed and held nanos added, and the funding entries counted.
     sums: dict[str, list[int]] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.metering.journal import Journal
+from faregate.store.db import write_turn
 from faregate.wallets import repository as repo
 from faregate.wallets.ledger import Entry
 
@@ -76,7 +77,7 @@ class LedgerWriter:
                 sealed = self._journal.seal()
                 batch, self._pending = self._pending, []
                 try:
-                    async with self._engine.begin() as conn:
+                    async with write_turn(self._engine), self._engine.begin() as conn:
                         await repo.apply_entries(conn, batch)
                 except BaseException:
                     sealed.release()  # the segments stay on disk, to be replayed
@@ -88,7 +89,7 @@ class LedgerWriter:
     async def _replay(self, path: Path) -> None:
         entries = [_entry(r) for record in Journal.read(path) for r in record.get("l", ())]
         if entries:
-            async with self._engine.begin() as conn:
+            async with write_turn(self._engine), self._engine.begin() as conn:
                 await repo.apply_entries(conn, entries)
         await asyncio.to_thread(Journal.discard, [path])
 
