@@ -151,3 +151,55 @@ def test_an_entrys_values_are_its_row_in_column_order() -> None:
         values = entry.values(row["created_at"])  # type: ignore[arg-type]
         assert tuple(row) == ledger.COLUMNS
         assert values == tuple(row.values())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_batch_of_entries_and_its_replay_land_once_in_the_rows_and_the_wallet(
+    backend: str, tmp_path: Path
+) -> None:
+    """A batch large enough for the bulk paths (COPY on PostgreSQL, multi-row statements on
+    SQLite), then a replay of half of it with new entries mixed in."""
+    from faregate.store.db import migrate
+    from tests.conftest import create_pg_database, drop_pg_database
+
+    url = (
+        await create_pg_database()
+        if backend == "postgres"
+        else f"sqlite+aiosqlite:///{tmp_path / 'l.db'}"
+    )
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    first = [ledger.credit(W, "t0", 10**12)] + [ledger.hold(W, f"h{i}", 1000) for i in range(60)]
+    second = [*first[30:], *(ledger.post(W, f"h{i}", 1000, 400) for i in range(60))]
+    try:
+        async with engine.begin() as conn:
+            await repo.insert_wallet(
+                conn,
+                {
+                    "id": W,
+                    "customer_id": "c",
+                    "external_customer_id": "acme",
+                    "currency": "USD",
+                    "rate_amount": 1,
+                },
+            )
+            assert [e.key for e in await repo.apply_entries(conn, first)] == [e.key for e in first]
+        async with engine.begin() as conn:
+            applied = await repo.apply_entries(conn, second)
+            assert [e.key for e in applied] == [f"done:h{i}" for i in range(60)]
+        async with engine.connect() as conn:
+            row = await repo.wallet_by_id(conn, W)
+            sums = await repo.entry_sums(conn, W)
+            stored = await repo.entries_of(conn, W)
+        assert len(stored) == 121
+        assert sums == ledger.fold([*first, *second[30:]])
+        assert row is not None
+        assert (row["funded_nanos"], row["consumed_nanos"], row["held_nanos"]) == (
+            10**12,
+            60 * 400,
+            0,
+        )
+    finally:
+        await engine.dispose()
+        if backend == "postgres":
+            await drop_pg_database(url)
