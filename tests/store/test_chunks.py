@@ -19,3 +19,12 @@ def test_any_batch_up_to_a_thousand_rows_needs_at_most_five_statement_shapes() -
     shapes = {len(c) for n in range(1, 1_001) for c in fixed_size_chunks(range(n))}
     assert shapes == set(SIZES)
     assert [len(c) for c in fixed_size_chunks(range(341))] == [256, 64, 16, 4, 1]
+
+
+def test_a_writer_slice_is_the_least_or_a_quarter_of_a_large_batch() -> None:
+    from faregate.store.chunks import slice_size
+
+    assert slice_size(100, 256) == 256
+    assert slice_size(1024, 256) == 256
+    assert slice_size(1025, 256) == 257  # never more than four calls
+    assert slice_size(10_000, 256) == 2500

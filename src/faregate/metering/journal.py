@@ -58,8 +58,7 @@ class Sealed:
 
     def discard(self) -> None:
         self.release()
-        for path in self.paths:
-            path.unlink(missing_ok=True)
+        Journal.discard(self.paths)
 
 
 class Journal:

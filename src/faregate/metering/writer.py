@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.metering import event_store, rollups
 from faregate.metering.journal import Journal
+from faregate.store.chunks import slice_size
 from faregate.store.db import write_turn
 from faregate.store.inserts import BatchInsert
 from faregate.store.tables.metering import requests
@@ -28,13 +29,9 @@ log = logging.getLogger("faregate.metering")
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _RETRIES = 5
 # On SQLite the event loop prepares a batch's events (records, binding, rollup sums) a
-# slice at a time, each slice one call on the connection's thread, letting requests run in
-# between: slices of 256 events, or a quarter of the batch when that is more. Each call
-# waits for a turn of the loop, which under load serves dozens of requests, so a number of
-# slices that grew with the batch would let the writer fall behind for good. PostgreSQL
-# takes a batch in one COPY.
+# slice at a time (store.chunks.slice_size), each slice one call on the connection's thread,
+# letting requests run in between. PostgreSQL takes a batch in one COPY.
 _SLICE = 256
-_SLICES = 4
 
 _DATETIME_FIELDS = ("created_at", "timestamp")
 _DECIMAL_FIELDS = ("latency_ms", "ttft_ms", "seconds", "precise_total_amount_cents")
@@ -193,9 +190,9 @@ class UsageWriter:
             if evs:
                 specs = await self._specs.read(conn)
                 cells: dict[rollups.RollupKey, rollups.Cell] = {}
-                # On SQLite, a slice at a time (see _SLICES); a repeat of an event of an
+                # On SQLite, a slice at a time (see _SLICE); a repeat of an event of an
                 # earlier slice is a conflict, so it is not counted twice.
-                size = len(evs) if postgres else max(_SLICE, -(-len(evs) // _SLICES))
+                size = len(evs) if postgres else slice_size(len(evs), _SLICE)
                 for start in range(0, len(evs), size):
                     inserted = await event_store.insert_new(conn, evs[start : start + size])
                     rollups.accumulate(cells, specs, inserted)

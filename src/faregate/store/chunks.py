@@ -27,3 +27,11 @@ def fixed_size_chunks(rows: Sequence[T], sizes: Sequence[int] = SIZES) -> Iterat
             yield rows[start : start + size]
             start += size
             left -= size
+
+
+def slice_size(count: int, least: int, slices: int = 4) -> int:
+    """How many of `count` rows a batched writer handles per call on SQLite's thread:
+    `least`, or a `slices`-th of the batch when that is more. Each call waits for a turn of
+    the event loop, which under load serves dozens of requests, so a number of calls that
+    grew with the batch would let the writer fall behind for good."""
+    return max(least, -(-count // slices))

@@ -15,7 +15,7 @@ from sqlalchemy import String, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from faregate.store.chunks import fixed_size_chunks
+from faregate.store.chunks import fixed_size_chunks, slice_size
 from faregate.store.inserts import SqliteInsertReturning
 from faregate.store.tables.wallets import wallet_entries, wallet_transactions, wallets
 from faregate.wallets import ledger
@@ -148,7 +148,7 @@ async def active_wallets(conn: AsyncConnection) -> list[dict[str, Any]]:
 
 
 # Entries prepared and inserted at a time on SQLite (one call on the connection's thread
-# each): 512, or a quarter of the batch when that is more (see metering.writer._SLICE).
+# each), or more for a large batch (store.chunks.slice_size).
 _SLICE = 512
 # PostgreSQL batches of this many entries or more go in by COPY (`_copy_entries`).
 _COPY_FROM = 16
@@ -181,7 +181,7 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
     if not entries:
         return []
     stamp = now()  # one created_at for the batch's entries that have none
-    size = max(_SLICE, -(-len(entries) // 4)) if conn.dialect.name == "sqlite" else len(entries)
+    size = slice_size(len(entries), _SLICE) if conn.dialect.name == "sqlite" else len(entries)
     applied: list[Entry] = []
     # Per wallet: funded, consumed and held nanos added, and the funding entries counted.
     sums: dict[str, list[int]] = {}
