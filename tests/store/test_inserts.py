@@ -48,6 +48,17 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         await drop_pg_database(url)
 
 
+COLUMNS = [c.name for c in events.c if c.name != "id"]
+KEY = ("external_subscription_id", "transaction_id")
+
+
+async def _sqlite_events(tmp_path: Path) -> tuple[Any, SqliteInsertReturning]:
+    """A migrated SQLite database, and the insert of events into it that returns new keys."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    await asyncio.to_thread(migrate, url)
+    return create_engine(url), SqliteInsertReturning(events, COLUMNS, conflict=KEY, returning=KEY)
+
+
 async def test_rows_with_different_columns_each_keep_their_values_and_duplicates_are_skipped(
     engine: Any,
 ) -> None:
@@ -75,20 +86,17 @@ async def test_rows_with_different_columns_each_keep_their_values_and_duplicates
 async def test_sqlite_insert_returning_stores_what_sqlalchemy_stores_and_returns_only_new_rows(
     tmp_path: Path,
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
-    await asyncio.to_thread(migrate, url)
-    engine = create_engine(url)
-    columns = [c.name for c in events.c if c.name != "id"]
-    key = ("external_subscription_id", "transaction_id")
-    fast = SqliteInsertReturning(events, columns, conflict=key, returning=key)
+    engine, fast = await _sqlite_events(tmp_path)
     rows = [_event(f"tx{i}", precise_total_amount_cents=Decimal(i) / 8) for i in range(300)]
     try:
         async with engine.begin() as conn:  # SQLAlchemy's own insert, for the reference rows
             await conn.execute(events.insert(), [{**r, "transaction_id": "ref"} for r in rows[:1]])
-            landed = await fast.execute(conn, [tuple(r[c] for c in columns) for r in rows[:10]])
+            landed = await fast.execute(conn, [tuple(r[c] for c in COLUMNS) for r in rows[:10]])
         assert landed == [("sub_1", f"tx{i}") for i in range(10)]
-        async with engine.begin() as conn:  # 290 new among 300: chunks of 256, 16, 16, 4, ...
-            landed = await fast.execute(conn, [tuple(r[c] for c in columns) for r in rows])
+        async with (
+            engine.begin() as conn
+        ):  # 290 new among 300: the savepoint path fails, RETURNING names them
+            landed = await fast.execute(conn, [tuple(r[c] for c in COLUMNS) for r in rows])
         assert sorted(landed) == sorted(("sub_1", f"tx{i}") for i in range(10, 300))
         async with engine.connect() as conn:
             stored = {
@@ -112,12 +120,7 @@ async def test_sqlite_insert_returning_stores_what_sqlalchemy_stores_and_returns
 async def test_datetimes_shared_by_rows_or_equal_across_offsets_each_keep_their_own_text(
     tmp_path: Path,
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
-    await asyncio.to_thread(migrate, url)
-    engine = create_engine(url)
-    columns = [c.name for c in events.c if c.name != "id"]
-    key = ("external_subscription_id", "transaction_id")
-    fast = SqliteInsertReturning(events, columns, conflict=key, returning=key)
+    engine, fast = await _sqlite_events(tmp_path)
     # The same instant at another offset: SQLite's text keeps the local time, not UTC.
     elsewhere = NOW.astimezone(timezone(timedelta(hours=-5)))
     rows = [
@@ -132,8 +135,8 @@ async def test_datetimes_shared_by_rows_or_equal_across_offsets_each_keep_their_
                 events.insert(),
                 [{**r, "transaction_id": f"ref-{r['transaction_id']}"} for r in rows],
             )
-            await fast.execute(conn, [tuple(r.get(c) for c in columns) for r in rows])
-            await BatchInsert(events, list(key)).execute(
+            await fast.execute(conn, [tuple(r.get(c) for c in COLUMNS) for r in rows])
+            await BatchInsert(events, list(KEY)).execute(
                 conn, [{**r, "transaction_id": f"batch-{r['transaction_id']}"} for r in rows]
             )
         async with engine.connect() as conn:
@@ -157,17 +160,12 @@ async def test_sqlite_insert_returning_of_a_large_batch_joins_the_callers_transa
 ) -> None:
     """A batch large enough for the savepoint path: all new, some stored before, and both
     inside a transaction that rolls back (the savepoint must not have committed anything)."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
-    await asyncio.to_thread(migrate, url)
-    engine = create_engine(url)
-    columns = [c.name for c in events.c if c.name != "id"]
-    key = ("external_subscription_id", "transaction_id")
-    fast = SqliteInsertReturning(events, columns, conflict=key, returning=key)
+    engine, fast = await _sqlite_events(tmp_path)
     assert PLAIN_FIRST <= 100
 
     def batch(first: int, count: int) -> list[tuple[Any, ...]]:
         return [
-            tuple(_event(f"tx{i}").get(c) for c in columns) for i in range(first, first + count)
+            tuple(_event(f"tx{i}").get(c) for c in COLUMNS) for i in range(first, first + count)
         ]
 
     async def stored() -> set[str]:

@@ -19,6 +19,13 @@ from faregate.wallets import repository as repo
 from faregate.wallets.book import MemoryHoldBook, Snapshot
 
 W = "w1"
+WALLET = {
+    "id": W,
+    "customer_id": "c",
+    "external_customer_id": "acme",
+    "currency": "USD",
+    "rate_amount": 1,
+}
 amounts = st.integers(min_value=0, max_value=10**12)
 ops = st.lists(
     st.one_of(
@@ -113,16 +120,7 @@ def test_the_database_row_is_the_sum_of_its_stored_entries(
         engine = create_engine(f"sqlite+aiosqlite:///{path}")
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
-            await repo.insert_wallet(
-                conn,
-                {
-                    "id": W,
-                    "customer_id": "c",
-                    "external_customer_id": "acme",
-                    "currency": "USD",
-                    "rate_amount": 1,
-                },
-            )
+            await repo.insert_wallet(conn, WALLET)
             # Replayed journals insert entries again: the first of each key wins.
             await repo.apply_entries(conn, entries)
             await repo.apply_entries(conn, entries[::-1])
@@ -173,16 +171,7 @@ async def test_a_batch_of_entries_and_its_replay_land_once_in_the_rows_and_the_w
     second = [*first[30:], *(ledger.post(W, f"h{i}", 1000, 400) for i in range(60))]
     try:
         async with engine.begin() as conn:
-            await repo.insert_wallet(
-                conn,
-                {
-                    "id": W,
-                    "customer_id": "c",
-                    "external_customer_id": "acme",
-                    "currency": "USD",
-                    "rate_amount": 1,
-                },
-            )
+            await repo.insert_wallet(conn, WALLET)
             assert [e.key for e in await repo.apply_entries(conn, first)] == [e.key for e in first]
         async with engine.begin() as conn:
             applied = await repo.apply_entries(conn, second)
