@@ -1,5 +1,6 @@
 """The journal's segments: records survive the process that wrote them, a full segment
-rolls over to the next, and a sealed segment holds exactly its records."""
+rolls over to the next, a sealed segment holds exactly its records, and a stored one comes
+back empty as a later segment."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_sealing_returns_the_segment_and_starts_an_empty_one_and_closing_cuts_it
     journal.append({"a": 1})
     sealed = journal.seal()
     assert _records(sealed.paths) == [{"a": 1}]
-    assert journal.leftovers() == sealed.paths  # until the writer deletes them
+    assert journal.leftovers() == []  # sealed segments are the writer's, not a replay's
     sealed.discard()
     assert journal.leftovers() == []
     journal.append({"b": 2})
@@ -64,3 +65,45 @@ def test_a_full_segment_rolls_over_and_the_next_seal_returns_every_segment_in_or
     sealed.discard()
     journal.close()
     assert list(tmp_path.glob("*.jsonl")) == []  # an empty segment is deleted on close
+
+
+def test_a_stored_segment_is_zeroed_and_comes_back_as_a_later_one(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, segment_bytes=4096)
+    journal.append({"first": "x" * 3000})
+    first = journal.seal()
+    journal.append({"second": 2})
+    first.discard()  # stored: zeroed and kept as a spare (same file, mapped)
+    second = journal.seal()  # the next segment is the spare, renamed after this one
+    assert len(list(tmp_path.glob("*.jsonl"))) == 2
+    [second_path] = second.paths
+    assert second_path.read_bytes().rstrip(b"\0") == b'{"second":2}\n'
+    journal.append({"third": 3})  # into the recycled segment, over zeros
+    [current] = sorted(tmp_path.glob("*.jsonl"))[-1:]
+    assert current.name > second_path.name  # replay order is the order of the records
+    assert current.read_bytes().rstrip(b"\0") == b'{"third":3}\n'
+    assert _records([current]) == [{"third": 3}]  # nothing of the first use is left
+    second.discard()
+    journal.close()
+    assert [p.read_bytes() for p in tmp_path.glob("*.jsonl")] == [b'{"third":3}\n']
+
+
+def test_a_released_segment_is_replayed_and_a_killed_process_spares_replay_as_nothing(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path, segment_bytes=4096)
+    journal.append({"a": 1})
+    journal.seal().discard()  # a zeroed spare, on disk
+    journal.append({"b": 2})
+    failed = journal.seal()  # the spare is the current segment again; a new spare later
+    failed.release()  # the database was down: the records stay, to be replayed
+    assert journal.leftovers() == failed.paths
+    journal.append({"c": 3})
+    journal.seal().discard()  # stored: a spare on disk again when the process is killed
+    journal.append({"d": 4})
+    later = Journal(tmp_path, segment_bytes=4096)
+    left = later.leftovers()
+    assert len(left) == 3  # the released one, the spare, the current one
+    assert _records(left) == [{"b": 2}, {"d": 4}]
+    later.discard(left)
+    assert later.leftovers() == []
+    later.close()

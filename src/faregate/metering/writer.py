@@ -161,7 +161,7 @@ class UsageWriter:
                 reqs.append(_revive(record["r"]))
             evs.extend(_revive(e) for e in record.get("e", ()))
         await self._insert(reqs, evs)
-        await asyncio.to_thread(Journal.discard, [path])
+        await asyncio.to_thread(self._journal.discard, [path])
 
     async def _insert(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
         for attempt in range(_RETRIES):

@@ -1,6 +1,6 @@
 """The ledger writer: entries taken on the request path (holds, posts, releases) are made
-durable in a journal segment at once (one write syscall) and written to the database in
-batches off the request path. Replays are safe: an entry's key is inserted once."""
+durable in a journal segment at once (a copy into a mapped file) and written to the
+database in batches off the request path. Replays are safe: an entry's key is inserted once."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class LedgerWriter:
         if entries:
             async with write_turn(self._engine), self._engine.begin() as conn:
                 await repo.apply_entries(conn, entries)
-        await asyncio.to_thread(Journal.discard, [path])
+        await asyncio.to_thread(self._journal.discard, [path])
 
     async def close(self) -> None:
         if self._task is not None:
