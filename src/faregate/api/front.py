@@ -120,6 +120,7 @@ class _Connection(asyncio.Protocol):
         "front",
         "head_sent",
         "idle_since",
+        "loop",
         "paused_reading",
         "task",
         "transport",
@@ -128,6 +129,9 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, front: Front) -> None:
         self.front = front
+        # Made by the loop for a new connection. Kept: on Python 3.11 asyncio's
+        # get_running_loop() (and current_task()) make a getpid() system call each time.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.busy = False
@@ -201,7 +205,7 @@ class _Connection(asyncio.Protocol):
         self.busy = True
         self.head_sent = False
         # Held here: the loop keeps only a weak reference to a task.
-        self.task = asyncio.get_running_loop().create_task(self._serve(route, headers, body, close))
+        self.task = self.loop.create_task(self._serve(route, headers, body, close))
 
     async def _serve(self, route: Route, headers: dict[str, str], body: bytes, close: bool) -> None:
         try:
@@ -262,7 +266,7 @@ class _Connection(asyncio.Protocol):
         self._check_open()
         self.transport.write(_chunk(block))  # type: ignore[union-attr]
         if self.write_paused:
-            self.drained = asyncio.get_running_loop().create_future()
+            self.drained = self.loop.create_future()
             await self.drained
 
     def end_stream(self) -> None:

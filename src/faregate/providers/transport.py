@@ -320,6 +320,13 @@ class HttpTransport:
         self._targets: dict[str, _Target] = {}
         self._open: set[_Connection] = set()
         self._closed = False
+        # The loop its connections belong to, from the first call on: on Python 3.11
+        # asyncio.get_running_loop() makes a getpid() system call each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)
@@ -338,7 +345,7 @@ class HttpTransport:
         if self._closed:
             raise ConnectionError("the HTTP transport is closed")
         target = self._target(url)
-        loop = asyncio.get_running_loop()
+        loop = self._loop or self._bind_loop()
         deadline = loop.time() + timeouts.total if timeouts.total is not None else None
         data = b"".join(
             (target.request_line, headers, b"Content-Length: %d\r\n\r\n" % len(body), body)
