@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from faregate.metering.journal import Journal
 
 
@@ -107,3 +109,23 @@ def test_a_released_segment_is_replayed_and_a_killed_process_spares_replay_as_no
     later.discard(left)
     assert later.leftovers() == []
     later.close()
+
+
+def test_a_seal_that_cannot_start_a_segment_moves_nothing(tmp_path: Path, monkeypatch) -> None:
+    journal = Journal(tmp_path, segment_bytes=4096)
+    journal.append({"a": 1})
+
+    def disk_full(fd: int, offset: int, size: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("os.posix_fallocate", disk_full)
+        with pytest.raises(OSError):
+            journal.seal()
+        with pytest.raises(OSError):
+            journal.append({"big": "x" * 5000})  # a roll-over that cannot start a segment
+    journal.append({"b": 2})  # still into the same segment, after the first record
+    sealed = journal.seal()
+    assert _records(sealed.paths) == [{"a": 1}, {"b": 2}]
+    sealed.discard()
+    journal.close()

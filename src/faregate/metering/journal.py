@@ -93,18 +93,23 @@ class Journal:
         # Zeroed segments to reuse: filled by `Sealed.discard` in a thread, taken on the loop.
         self._spares: deque[_Segment] = deque()
         self._current = self._open(segment_bytes)
+        self._pos = 0
 
     def _next_path(self) -> Path:
         self._seq += 1
         return self.directory / f"{self._seq:012d}{_SUFFIX}"
 
     def _open(self, size: int) -> _Segment:
-        self._pos = 0
+        """A segment to write next: a spare if one is ready, else a new file."""
         if size == self._segment_bytes and self._spares:
             spare = self._spares.popleft()
             path = self._next_path()
-            os.rename(spare.path, path)
-            return spare._replace(path=path)
+            try:
+                os.rename(spare.path, path)
+            except OSError:
+                _close(spare)
+            else:
+                return spare._replace(path=path)
         path = self._next_path()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -119,8 +124,9 @@ class Journal:
         data = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
         end = self._pos + len(data)
         if end > self._current.size:
+            segment = self._open(max(self._segment_bytes, len(data)))
             self._full.append((self._current, self._pos))
-            self._current = self._open(max(self._segment_bytes, len(data)))
+            self._current, self._pos = segment, 0
             end = len(data)
         self._current.map[self._pos : end] = data
         self._pos = end
@@ -128,9 +134,10 @@ class Journal:
     def seal(self) -> Sealed:
         """Start a new segment; return the sealed ones (the current one and any that filled
         up since the last seal)."""
+        segment = self._open(self._segment_bytes)  # first: if it fails, nothing has moved
         sealed = Sealed(self, [*self._full, (self._current, self._pos)])
         self._full = []
-        self._current = self._open(self._segment_bytes)
+        self._current, self._pos = segment, 0
         return sealed
 
     def _recycle(self, segment: _Segment, used: int) -> None:
