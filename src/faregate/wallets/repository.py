@@ -153,6 +153,7 @@ _SLICE = 512
 # PostgreSQL batches of this many entries or more go in by COPY (`_copy_entries`).
 _COPY_FROM = 16
 _ENTRY_COLUMNS = ", ".join(f'"{c}"' for c in ledger.COLUMNS)
+_KEY_AT = ledger.COLUMNS.index("key")
 _ENTRIES_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS entries_incoming "
     "(LIKE wallet_entries INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -248,7 +249,7 @@ async def _copy_entries(conn: AsyncConnection, values: list[tuple[Any, ...]]) ->
         await pg.execute("ROLLBACK TO SAVEPOINT fg_entries")
     else:
         await pg.execute("RELEASE SAVEPOINT fg_entries")
-        return {v[1] for v in values}
+        return {v[_KEY_AT] for v in values}
     await pg.execute(_ENTRIES_STAGING)
     await pg.copy_records_to_table("entries_incoming", records=values, columns=ledger.COLUMNS)
     return {r[0] for r in await pg.fetch(_ENTRIES_FROM_STAGING)}
