@@ -88,6 +88,9 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     await _stored_credentials(engine, settings)
     session = _http_session()
     transport = HttpTransport()
+    for provider in settings.providers.values():
+        if provider.max_connections is not None:
+            transport.limit(provider.base_url, provider.max_connections)
     upstreams = {
         name: build_provider(endpoint_for(p), session, transport)
         for name, p in settings.providers.items()

@@ -30,6 +30,8 @@ class ProviderSettings:
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = 600.0
     connect_timeout: float = 10.0
+    # Connections open at once to this provider's host (None: the transport's default).
+    max_connections: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
 
     def __repr__(self) -> str:  # keep the key out of any repr that reaches a log
@@ -142,7 +144,25 @@ def _parse_provider(name: str, spec: Mapping[str, Any], env: Mapping[str, str]) 
         api_key = env.get(key_env)
         if api_key is None:
             raise ConfigError(f"provider {name!r}: environment variable {key_env} is not set")
-    known = {"wire", "base_url", "api_key", "api_key_env", "headers", "timeout", "connect_timeout"}
+    known = {
+        "wire",
+        "base_url",
+        "api_key",
+        "api_key_env",
+        "headers",
+        "timeout",
+        "connect_timeout",
+        "max_connections",
+    }
+    max_connections = spec.get("max_connections")
+    if max_connections is not None and (
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or max_connections < 1
+    ):
+        raise ConfigError(
+            f"provider {name!r}: max_connections must be a whole number of at least 1"
+        )
     return ProviderSettings(
         name=name,
         wire=str(spec["wire"]),
@@ -151,6 +171,7 @@ def _parse_provider(name: str, spec: Mapping[str, Any], env: Mapping[str, str]) 
         headers=tuple((str(k), str(v)) for k, v in (spec.get("headers") or {}).items()),
         timeout=float(spec.get("timeout", 600.0)),
         connect_timeout=float(spec.get("connect_timeout", 10.0)),
+        max_connections=max_connections,
         options=_pairs({k: v for k, v in spec.items() if k not in known}),
     )
 

@@ -430,3 +430,110 @@ async def test_an_answer_in_an_unknown_encoding_is_refused_and_its_connection_cl
     with pytest.raises(ProtocolError):
         await _post(transport, url)
     assert not transport._open and not any(transport._idle.values())
+
+
+async def _counting_server(serve, delay: float, *, keep_alive: bool = True):
+    """A server that answers after `delay` and records the most connections open at once."""
+    state = {"open": 0, "peak": 0}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state["open"] += 1
+        state["peak"] = max(state["peak"], state["open"])
+        try:
+            while True:
+                await _request(reader)
+                await asyncio.sleep(delay)
+                if not keep_alive:
+                    writer.write(_answer(b"ok", "Connection: close"))
+                    await writer.drain()
+                    return
+                writer.write(_answer(b"ok"))
+                await writer.drain()
+        finally:
+            state["open"] -= 1
+
+    url, connections = await serve(handler)
+    return url, connections, state
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+async def test_at_its_cap_an_origin_gets_no_more_connections_and_every_call_its_answer(
+    serve, keep_alive: bool
+) -> None:
+    transport = HttpTransport(max_connections=4)
+    url, connections, state = await _counting_server(serve, 0.01, keep_alive=keep_alive)
+    try:
+        answers = await asyncio.gather(*(_post(transport, url) for _ in range(64)))
+        assert answers == [b"ok"] * 64
+        assert state["peak"] <= 4
+        # Kept-alive connections are handed from call to call; closed ones give their
+        # place to the next call, which opens a new one.
+        assert len(connections) == (4 if keep_alive else 64)
+        assert transport.open_connections(url) == (4 if keep_alive else 0)
+    finally:
+        await transport.close()
+
+
+async def test_a_call_waiting_past_its_connect_timeout_fails_and_its_place_is_not_lost(
+    serve,
+) -> None:
+    transport = HttpTransport()
+    url, connections, state = await _counting_server(serve, 0.3)
+    transport.limit(url, 2)
+    transport.limit(url, 5)  # the lowest cap given for an origin applies
+    try:
+        slow = [asyncio.create_task(_post(transport, url)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):  # both connections busy for 0.3 s
+            await _post(transport, url, Timeouts(connect=0.05))
+        with pytest.raises(ProviderError) as caught, map_exceptions():
+            await _post(transport, url, Timeouts(connect=0.05))
+        assert caught.value.status == 504
+        assert await asyncio.gather(*slow) == [b"ok", b"ok"]
+        # The calls that gave up took nothing with them: two places, both reusable.
+        assert await asyncio.gather(_post(transport, url), _post(transport, url)) == [b"ok"] * 2
+        assert len(connections) == 2 and state["peak"] == 2
+        assert transport.open_connections(url) == 2
+    finally:
+        await transport.close()
+
+
+async def test_a_waiting_call_cancelled_as_its_turn_comes_passes_the_connection_on(
+    serve,
+) -> None:
+    transport = HttpTransport(max_connections=1)
+    url, connections, _ = await _counting_server(serve, 0.01)
+    try:
+        response = await transport.post(url, b"{}", HEADERS, NO_LIMITS)  # the one connection
+        assert await response.read() == b"ok"
+        doomed = asyncio.create_task(_post(transport, url))
+        third = asyncio.create_task(_post(transport, url))
+        await asyncio.sleep(0.02)  # both wait for it
+        response.release()  # it goes to `doomed`...
+        doomed.cancel()  # ...cancelled before it could take it: it passes it on
+        assert await third == b"ok"
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        assert len(connections) == 1 and transport.open_connections(url) == 1
+    finally:
+        await transport.close()
+
+
+async def test_calls_waiting_for_a_connection_fail_when_the_transport_closes(serve) -> None:
+    transport = HttpTransport(max_connections=1)
+    url, _, _ = await _counting_server(serve, 0.2)
+    busy = asyncio.create_task(_post(transport, url))
+    await asyncio.sleep(0.02)
+    waiting = asyncio.create_task(_post(transport, url))
+    await asyncio.sleep(0.02)
+    await transport.close()
+    for task in (busy, waiting):
+        with pytest.raises((ConnectionError, PayloadError)):
+            await task
+
+
+def test_a_cap_below_one_is_refused() -> None:
+    with pytest.raises(ValueError):
+        HttpTransport(max_connections=0)
+    with pytest.raises(ValueError):
+        HttpTransport().limit("http://example.test/v1", 0)
