@@ -43,6 +43,7 @@ from faregate.config import Settings
 from faregate.gateway.assembly import assemble_gateway
 from faregate.metering.recorder import Recorder
 from faregate.metering.writer import UsageWriter
+from faregate.observability import upstream_gauges
 from faregate.providers.registry import build_provider, endpoint_for
 from faregate.providers.transport import HttpTransport
 from faregate.store import crypto
@@ -122,6 +123,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         invoicing.credits = WalletCredits()
     metrics = parts.components["observability"].metrics
     if metrics is not None:
+        metrics.add_gauges(lambda: upstream_gauges(transport.pools))
         app[METRICS] = metrics
     app[SERVICES] = Services(
         settings=settings,

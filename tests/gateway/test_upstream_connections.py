@@ -7,14 +7,16 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from faregate.config import ConfigError, load_settings
 from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
 
-from .conftest import gateway_config, start_gateway
+from .conftest import ADMIN_KEY, gateway_config, start_gateway
 
 
 def _established_to(port: int) -> int:
@@ -56,7 +58,7 @@ async def test_requests_beyond_a_providers_max_connections_wait_for_one(
     client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
     watcher = asyncio.create_task(watch())
     try:
-        replies = await asyncio.gather(
+        calls = asyncio.gather(
             *(
                 client.chat.completions.create(
                     model="gpt-4o-mini", messages=[{"role": "user", "content": f"hi {i}"}]
@@ -64,6 +66,16 @@ async def test_requests_beyond_a_providers_max_connections_wait_for_one(
                 for i in range(24)
             )
         )
+        await asyncio.sleep(0.15)  # 3 requests upstream, the others waiting for a connection
+        gauges = await _upstream_gauges(gw.url, f"http://127.0.0.1:{port}")
+        replies = await calls
+        assert gauges["faregate_upstream_connections"] == 3
+        assert gauges["faregate_upstream_connection_waiters"] >= 1
+        after = await _upstream_gauges(gw.url, f"http://127.0.0.1:{port}")
+        assert after == {
+            "faregate_upstream_connections": 3,  # kept alive for the next requests
+            "faregate_upstream_connection_waiters": 0,
+        }
     finally:
         done.set()
         await watcher
@@ -72,6 +84,19 @@ async def test_requests_beyond_a_providers_max_connections_wait_for_one(
     assert all(r.choices[0].message.content for r in replies)
     assert 1 <= peak <= 3  # 24 requests of 50 ms each, never more than 3 connections
     assert mock.stats.requests_for(deployment="openai") == 24
+
+
+async def _upstream_gauges(url: str, origin: str) -> dict[str, float]:
+    """The upstream pool gauges of `origin`, scraped from the gateway's /metrics."""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics", headers=headers) as r:
+        text = await r.text()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("faregate_upstream_") and sample.labels.get("origin") == origin
+    }
 
 
 @pytest.mark.parametrize("value", [0, -1, "ten", 2.5, True])

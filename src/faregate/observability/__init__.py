@@ -5,7 +5,7 @@ request path."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,3 +104,25 @@ def in_flight_gauges(stage: InFlightStage) -> Iterator[Any]:
         "Budget and wallet holds reserved, not yet settled",
         value=stage.holds,
     )
+
+
+def upstream_gauges(pools: Callable[[], Iterable[tuple[str, int, int]]]) -> Iterator[Any]:
+    """The upstream connection pools, per provider host: open connections and the calls
+    waiting for one (a host at its `max_connections`)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    open_ = GaugeMetricFamily(
+        "faregate_upstream_connections",
+        "Connections open (or opening) to an upstream host",
+        labels=["origin"],
+    )
+    waiting = GaugeMetricFamily(
+        "faregate_upstream_connection_waiters",
+        "Calls waiting for a connection to an upstream host at its max_connections",
+        labels=["origin"],
+    )
+    for origin, count, waiters in pools():
+        open_.add_metric([origin], count)
+        waiting.add_metric([origin], waiters)
+    yield open_
+    yield waiting

@@ -18,7 +18,7 @@ import ssl
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -361,6 +361,13 @@ class HttpTransport:
     def open_connections(self, url: str) -> int:
         """Connections open or being opened to `url`'s origin."""
         return self._count.get(_target(url).origin, 0)
+
+    def pools(self) -> Iterator[tuple[str, int, int]]:
+        """Per origin ("scheme://host:port"): connections open or being opened, and calls
+        waiting for one (read by the metrics when scraped)."""
+        for (scheme, host, port), count in self._count.items():
+            waiting = sum(1 for w in self._waiters.get((scheme, host, port), ()) if not w.done())
+            yield f"{scheme}://{host}:{port}", count, waiting
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)
