@@ -39,7 +39,7 @@ from faregate.auth.service import KeyService
 from faregate.billing.defaults import default_metrics, seed_default_metrics
 from faregate.billing.invoicing import Invoicing, InvoicingSettings
 from faregate.billing.runner import BillingRunner
-from faregate.config import Settings
+from faregate.config import ConfigError, Settings
 from faregate.gateway.assembly import assemble_gateway
 from faregate.metering.recorder import Recorder
 from faregate.metering.writer import UsageWriter
@@ -91,7 +91,10 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     transport = HttpTransport()
     for provider in settings.providers.values():
         if provider.max_connections is not None:
-            transport.limit(provider.base_url, provider.max_connections)
+            try:
+                transport.limit(provider.base_url, provider.max_connections)
+            except ValueError as err:
+                raise ConfigError(f"provider {provider.name!r}: {err}") from None
     upstreams = {
         name: build_provider(endpoint_for(p), session, transport)
         for name, p in settings.providers.items()

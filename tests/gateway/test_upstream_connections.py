@@ -105,3 +105,10 @@ def test_max_connections_must_be_a_whole_number_of_at_least_one(value: object) -
     config["providers"]["openai"]["max_connections"] = value
     with pytest.raises(ConfigError, match="max_connections"):
         load_settings(env={}, overrides=config)
+
+
+def test_max_connections_may_come_from_an_environment_variable() -> None:
+    config = gateway_config("http://127.0.0.1:9")
+    config["providers"]["openai"]["max_connections"] = "${OPENAI_CONNECTIONS}"
+    settings = load_settings(env={"OPENAI_CONNECTIONS": "64"}, overrides=config)
+    assert settings.providers["openai"].max_connections == 64
