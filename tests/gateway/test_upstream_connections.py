@@ -43,7 +43,7 @@ async def test_requests_beyond_a_providers_max_connections_wait_for_one(
     gw = await start_gateway(
         tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", mock, {"providers": providers}
     )
-    mock.config.deployments["openai"] = MockBehaviour(latency=0.05)
+    mock.config.deployments["openai"] = MockBehaviour(latency=0.1)
     port = urlsplit(mock.url).port
     assert port is not None
     peak = 0
@@ -66,7 +66,7 @@ async def test_requests_beyond_a_providers_max_connections_wait_for_one(
                 for i in range(24)
             )
         )
-        await asyncio.sleep(0.15)  # 3 requests upstream, the others waiting for a connection
+        await asyncio.sleep(0.25)  # 3 requests upstream, the others waiting for a connection
         gauges = await _upstream_gauges(gw.url, f"http://127.0.0.1:{port}")
         replies = await calls
         assert gauges["faregate_upstream_connections"] == 3
@@ -82,7 +82,7 @@ async def test_requests_beyond_a_providers_max_connections_wait_for_one(
         await client.close()
         await gw.runner.cleanup()
     assert all(r.choices[0].message.content for r in replies)
-    assert 1 <= peak <= 3  # 24 requests of 50 ms each, never more than 3 connections
+    assert 1 <= peak <= 3  # 24 requests of 100 ms each, never more than 3 connections
     assert mock.stats.requests_for(deployment="openai") == 24
 
 
