@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,9 +26,13 @@ from faregate.store.tables.metering import requests
 
 log = logging.getLogger("faregate.metering")
 
-# Deadlock and serialization failures between replicas' writers: the batch is simply retried.
+# Deadlock and serialization failures between replicas' writers: the batch is simply retried,
+# after a random share of a doubling wait (writers that collided once and waited alike
+# would collide again: PostgreSQL takes a second to see each deadlock).
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-_RETRIES = 5
+_RETRIES = 8
+_BACKOFF_S = 0.05
+_BACKOFF_CAP_S = 2.0
 # On SQLite the event loop prepares a batch's events (records, binding, rollup sums) a
 # slice at a time (store.chunks.slice_size), each slice one call on the connection's thread,
 # letting requests run in between. PostgreSQL takes a batch in one COPY.
@@ -176,7 +181,7 @@ class UsageWriter:
             except _RETRYABLE:
                 if attempt == _RETRIES - 1:
                     raise
-            await asyncio.sleep(0.05 * (attempt + 1))
+            await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_S * 2**attempt)))
 
     async def _insert_once(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
         async with write_turn(self._engine), self._engine.begin() as conn:
