@@ -18,13 +18,8 @@ import orjson
 
 from faregate.config import ConfigError
 from faregate.providers.base import Endpoint, ProviderError, StreamState
-from faregate.providers.transport import (
-    HttpTransport,
-    PayloadError,
-    ProtocolError,
-    Timeouts,
-    header_block,
-)
+from faregate.providers.http1 import PayloadError, ProtocolError, Timeouts, header_block
+from faregate.providers.transport import HttpTransport
 
 T = TypeVar("T")
 

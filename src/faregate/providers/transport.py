@@ -1,6 +1,6 @@
 """The HTTP/1.1 client for the JSON and SSE calls to upstream providers: keep-alive
-connections pooled per origin (at most `max_connections` open), asyncio protocols,
-responses parsed by llhttp (httptools).
+connections pooled per origin (at most `max_connections` open); each exchange on one of them
+is `http1` (asyncio protocols, responses parsed by llhttp).
 
 aiohttp's client spent about 140 µs of CPU per call on the benchmark machine, more than
 half of what a whole bare pass-through costs; this one about 40 (bench/README.md). It does
@@ -16,17 +16,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import httptools
+from faregate.providers.http1 import Connection, Response, Timeouts, wait_event
 
-# A stream's unread body above this pauses reading from the socket until it is consumed.
-_HIGH_WATER = 256 * 1024
 _KEEPALIVE = 30.0  # seconds an idle connection stays in the pool
 _MAX_IDLE = 256  # idle connections kept per origin
 # Connections open at once to one origin, idle ones included, unless configured otherwise
@@ -35,38 +31,7 @@ _MAX_IDLE = 256  # idle connections kept per origin
 MAX_CONNECTIONS = 1000
 
 Origin = tuple[str, str, int]  # scheme, host, port
-
-
-class TransportError(Exception):
-    """A failure of the HTTP exchange itself (never an upstream HTTP status)."""
-
-
-class PayloadError(TransportError):
-    """The connection ended before the answer's body was complete."""
-
-
-class ProtocolError(TransportError):
-    """What came back is not a valid HTTP/1.1 answer."""
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    total: float | None = None  # the whole exchange, body included
-    connect: float | None = None  # opening a connection (TCP and TLS)
-    read: float | None = None  # the longest wait for the next bytes of the answer
-
-
-class Headers(dict[str, str]):
-    """Response headers under lower-case names; `get` takes a name in any case."""
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return dict.get(self, name.lower(), default)
-
-    def __getitem__(self, name: str) -> str:
-        return dict.__getitem__(self, name.lower())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and dict.__contains__(self, name.lower())
+_NO_LIMITS = Timeouts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,234 +51,6 @@ def _target(url: str) -> _Target:
     host = parts.netloc.rpartition("@")[2]  # no userinfo in Host
     line = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")
     return _Target((parts.scheme, parts.hostname, port), line)
-
-
-def header_block(headers: Mapping[str, str]) -> bytes:
-    """Request headers as wire bytes, made once per upstream. Refuses CR or LF in a name
-    or value: a configured header must not be able to inject another."""
-    lines = []
-    for name, value in headers.items():
-        text = f"{name}: {value}"
-        if "\r" in text or "\n" in text:
-            raise ValueError(f"header {name!r} contains a line break")
-        lines.append(text + "\r\n")
-    return "".join(lines).encode("latin-1")
-
-
-def _decoder(encoding: str | None) -> Any:
-    if not encoding or encoding == "identity":
-        return None
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    raise ProtocolError(f"unsupported content encoding {encoding!r}")
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection; carries one exchange at a time."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.busy = False  # an exchange is under way
-        self.idle_since = 0.0
-        self._reset()
-
-    def _reset(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
-        self.status = 0
-        self.headers = Headers()
-        self.headers_done = False
-        self.complete = False
-        self.keep_alive = False
-        self.received = False  # any byte of the answer
-        self.body: deque[bytes] = deque()
-        self.buffered = 0
-        self.error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._paused = False
-
-    # -- asyncio.Protocol ----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if not self.busy:  # bytes nobody asked for (a 408 before closing): never reuse
-            self.close()
-            return
-        self.received = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(ProtocolError("the upstream switched protocols"))
-        except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"invalid HTTP answer: {exc}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.complete and self.error is None:
-            if self.headers_done:
-                self.error = PayloadError("the upstream closed the connection mid-answer")
-            else:
-                self.error = ConnectionResetError("the upstream closed the connection")
-        self._wake()
-
-    # -- llhttp callbacks -----------------------------------------------------------------
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = dict.get(self.headers, key)
-        self.headers[key] = text if previous is None else f"{previous}, {text}"
-
-    def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
-        self.keep_alive = self._parser.should_keep_alive()
-        self.headers_done = True
-        self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-        self.buffered += len(body)
-        if self.buffered > _HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-        self._wake()
-
-    # -- the exchange ---------------------------------------------------------------------
-
-    def _fail(self, error: BaseException) -> None:
-        if self.error is None:
-            self.error = error
-        self.close()
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def timed_out(self) -> None:
-        self._fail(TimeoutError("the upstream did not answer in time"))
-
-    async def wait(self) -> None:
-        """Until something happens: headers, body bytes, the end, an error or a timeout."""
-        self._waiter = self._loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def take(self) -> bytes:
-        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
-        self.body.clear()
-        self.buffered = 0
-        if self._paused and self.transport is not None and not self.closed:
-            self._paused = False
-            self.transport.resume_reading()
-        return data
-
-    def send(self, data: bytes) -> None:
-        self._reset()
-        self.busy = True
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self.closed and self.error is None
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            if self.transport is not None:
-                self.transport.close()
-
-
-class Response:
-    """An answer whose headers have arrived. Read it with `read()` or `iter_any()`, then
-    `release()` it (always: it returns the connection to the pool or closes it)."""
-
-    __slots__ = ("_conn", "_deadline", "_decoder", "_origin", "_pool", "_read", "headers", "status")
-
-    def __init__(
-        self,
-        conn: _Connection,
-        pool: HttpTransport,
-        origin: Origin,
-        deadline: float | None,
-        read_timeout: float | None,
-    ) -> None:
-        self._conn = conn
-        self._pool = pool
-        self._origin = origin
-        self._deadline = deadline
-        self._read = read_timeout
-        self.status = conn.status
-        self.headers = conn.headers
-        self._decoder = _decoder(conn.headers.get("content-encoding"))
-
-    async def read(self, limit: int | None = None) -> bytes:
-        """The whole body, or its first bytes once `limit` of them have arrived."""
-        conn = self._conn
-        while not conn.complete and (limit is None or conn.buffered < limit):
-            await _wait(conn, self._deadline, self._read)
-        data = self._decode(conn.take(), final=conn.complete)
-        return data if limit is None else data[:limit]
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, one block per socket read (or fewer)."""
-        conn = self._conn
-        while True:
-            if conn.body:
-                data = self._decode(conn.take(), final=conn.complete)
-                if data:
-                    yield data
-                continue
-            if conn.complete:
-                return
-            await _wait(conn, self._deadline, self._read)
-
-    def _decode(self, data: bytes, *, final: bool) -> bytes:
-        if self._decoder is None:
-            return data
-        try:
-            out: bytes = self._decoder.decompress(data)
-            if final:
-                out += self._decoder.flush()
-        except zlib.error:
-            raise ProtocolError("the upstream sent a body that does not decompress") from None
-        return out
-
-    def release(self) -> None:
-        self._pool.checkin(self._origin, self._conn)
-
-
-async def _wait(conn: _Connection, deadline: float | None, read_timeout: float | None) -> None:
-    """Wait for the connection's next event within the total deadline and the read timeout
-    (one timer per wait: arm it only when a limit applies)."""
-    if conn.error is not None:
-        raise conn.error
-    loop = conn._loop
-    limit = None
-    if read_timeout is not None:
-        limit = loop.time() + read_timeout
-    if deadline is not None and (limit is None or deadline < limit):
-        limit = deadline
-    timer = loop.call_at(limit, conn.timed_out) if limit is not None else None
-    try:
-        await conn.wait()
-    finally:
-        if timer is not None:
-            timer.cancel()
-    if conn.error is not None:
-        raise conn.error
 
 
 class HttpTransport:
@@ -336,12 +73,12 @@ class HttpTransport:
         self._ssl = ssl_context
         self._max = max_connections
         self._limits: dict[Origin, int] = {}
-        self._idle: dict[Origin, deque[_Connection]] = {}
+        self._idle: dict[Origin, deque[Connection]] = {}
         self._targets: dict[str, _Target] = {}
-        self._open: set[_Connection] = set()
+        self._open: set[Connection] = set()
         # Per origin: connections open or being opened, and the calls waiting for one.
         self._count: dict[Origin, int] = {}
-        self._waiters: dict[Origin, deque[asyncio.Future[_Connection | None]]] = {}
+        self._waiters: dict[Origin, deque[asyncio.Future[Connection | None]]] = {}
         self._closed = False
         # The loop its connections belong to, from the first call on: on Python 3.11
         # asyncio.get_running_loop() makes a getpid() system call each time.
@@ -357,10 +94,6 @@ class HttpTransport:
             raise ValueError("max_connections must be at least 1")
         origin = _target(url).origin
         self._limits[origin] = min(max_connections, self._limits.get(origin, max_connections))
-
-    def open_connections(self, url: str) -> int:
-        """Connections open or being opened to `url`'s origin."""
-        return self._count.get(_target(url).origin, 0)
 
     def pools(self) -> Iterator[tuple[str, int, int]]:
         """Per origin ("scheme://host:port"): connections open or being opened, and calls
@@ -378,7 +111,7 @@ class HttpTransport:
         return target
 
     async def post(
-        self, url: str, body: bytes, headers: bytes, timeouts: Timeouts = Timeouts()
+        self, url: str, body: bytes, headers: bytes, timeouts: Timeouts = _NO_LIMITS
     ) -> Response:
         """Send a POST and wait for the answer's headers. `headers` is a `header_block`.
         A pooled connection the upstream closed before answering is replaced once, by a new
@@ -399,7 +132,7 @@ class HttpTransport:
             try:
                 conn.send(data)
                 while not conn.headers_done:
-                    await _wait(conn, deadline, timeouts.read)
+                    await wait_event(conn, deadline, timeouts.read)
                 return Response(conn, self, origin, deadline, timeouts.read)
             except ConnectionResetError:
                 self._discard(origin, conn)
@@ -415,7 +148,7 @@ class HttpTransport:
                 raise
         raise ConnectionResetError("the upstream closed the connection")
 
-    def _checkout(self, origin: Origin) -> tuple[_Connection | None, bool]:
+    def _checkout(self, origin: Origin) -> tuple[Connection | None, bool]:
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
@@ -432,7 +165,7 @@ class HttpTransport:
 
     async def _acquire(
         self, loop: asyncio.AbstractEventLoop, origin: Origin, timeout: float | None
-    ) -> tuple[_Connection, bool]:
+    ) -> tuple[Connection, bool]:
         """A new connection if the origin is below its cap, else the first one returned or
         the place of the first one closed (whichever comes), within `timeout`. Returns the
         connection and whether it was used before."""
@@ -453,8 +186,8 @@ class HttpTransport:
 
     async def _wait_turn(
         self, loop: asyncio.AbstractEventLoop, origin: Origin
-    ) -> _Connection | None:
-        waiter: asyncio.Future[_Connection | None] = loop.create_future()
+    ) -> Connection | None:
+        waiter: asyncio.Future[Connection | None] = loop.create_future()
         queue = self._waiters.setdefault(origin, deque())
         queue.append(waiter)
         try:
@@ -470,7 +203,7 @@ class HttpTransport:
                     self.checkin(origin, handed)
             raise
 
-    def _next_waiter(self, origin: Origin) -> asyncio.Future[_Connection | None] | None:
+    def _next_waiter(self, origin: Origin) -> asyncio.Future[Connection | None] | None:
         queue = self._waiters.get(origin)
         while queue:
             waiter = queue.popleft()
@@ -488,7 +221,7 @@ class HttpTransport:
         else:
             self._count[origin] -= 1
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> _Connection:
+    async def _connect(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> Connection:
         scheme, host, port = origin
         context: ssl.SSLContext | None = None
         if scheme == "https":
@@ -496,7 +229,7 @@ class HttpTransport:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
         _, conn = await loop.create_connection(
-            lambda: _Connection(loop),
+            lambda: Connection(loop),
             host,
             port,
             ssl=context,
@@ -508,14 +241,14 @@ class HttpTransport:
         self._open.add(conn)
         return conn
 
-    def _discard(self, origin: Origin, conn: _Connection) -> None:
+    def _discard(self, origin: Origin, conn: Connection) -> None:
         """Close `conn` and give its place on (once, however often it is discarded)."""
         conn.close()
         if conn in self._open:
             self._open.remove(conn)
             self._free(origin)
 
-    def checkin(self, origin: Origin, conn: _Connection) -> None:
+    def checkin(self, origin: Origin, conn: Connection) -> None:
         if self._closed or not conn.reusable():
             self._discard(origin, conn)
             return
