@@ -60,14 +60,14 @@ class InstantProvider:
         return ChatResult(body=answer, usage=Usage(input_tokens=12, output_tokens=20))
 
 
-async def measure(key: str, requests: int, repeats: int) -> list[float]:
+async def start_gateway(key: str) -> tuple[Any, Any, Any]:
+    """The real app on the prepared instance, every upstream swapped for InstantProvider:
+    (runner to clean up, gateway, the key's principal)."""
     from aiohttp import web
 
-    from faregate.api.common import new_request_id
     from faregate.api.state import SERVICES
     from faregate.app import build_app, tune_gc
     from faregate.config import load_settings
-    from faregate.gateway.call import Call
 
     app = build_app(load_settings(CONFIG))
     runner = web.AppRunner(app)
@@ -78,18 +78,30 @@ async def measure(key: str, requests: int, repeats: int) -> list[float]:
     for name in list(gateway.upstreams):
         gateway.upstreams[name] = InstantProvider()
     principal = await services.keys.authenticate(key)
+    return runner, gateway, principal
+
+
+def new_call(principal: Any) -> Any:
+    """One chat call as the HTTP front would hand it to the gateway."""
+    from faregate.api.common import new_request_id
+    from faregate.gateway.call import Call
+
+    return Call(
+        request_id=new_request_id(),
+        principal=principal,
+        kind="chat",
+        model="bench-fast",
+        body=dict(BODY),
+        tags=principal.tags,
+    )
+
+
+async def measure(key: str, requests: int, repeats: int) -> list[float]:
+    runner, gateway, principal = await start_gateway(key)
 
     async def caller(n: int) -> None:
         for _ in range(n):
-            call = Call(
-                request_id=new_request_id(),
-                principal=principal,
-                kind="chat",
-                model="bench-fast",
-                body=dict(BODY),
-                tags=principal.tags,
-            )
-            await gateway.chat(call)
+            await gateway.chat(new_call(principal))
 
     await asyncio.gather(*(caller(100) for _ in range(CALLERS)))  # warm-up
     figures = []
@@ -104,12 +116,8 @@ async def measure(key: str, requests: int, repeats: int) -> list[float]:
     return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=10_000, help="per run (default 10,000)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--profile", metavar="OUT", help="write cProfile stats to OUT")
-    args = parser.parse_args()
+def prepare() -> str:
+    """A fresh instance (database, customer, wallet, key) for an in-process gateway; its key."""
     instance = FaregateInstance("pipeline", BENCH / "work", "http://127.0.0.1:9")
     instance.prepare()
     os.environ.update(instance.env)
@@ -123,7 +131,17 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    work = measure(instance.key, args.requests, args.repeats)
+    return instance.key
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=10_000, help="per run (default 10,000)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", metavar="OUT", help="write cProfile stats to OUT")
+    args = parser.parse_args()
+    key = prepare()
+    work = measure(key, args.requests, args.repeats)
     if args.profile:
         profiler = cProfile.Profile()
         figures = profiler.runcall(asyncio.run, work)
