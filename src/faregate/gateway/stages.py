@@ -3,8 +3,11 @@ that guarantees every stage that started is finished exactly once, whatever happ
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Protocol
+import types
+from collections.abc import Coroutine, Generator
+from typing import Any, Protocol
 
 from faregate.gateway.call import Call
 
@@ -14,7 +17,9 @@ log = logging.getLogger("faregate.gateway")
 class Stage(Protocol):
     """`before` runs ahead of the upstream call and may refuse it by raising a
     FaregateError; `after` runs once the call is over (success, error, disconnect,
-    timeout), in reverse order, only for stages whose `before` completed."""
+    timeout), for stages whose `before` completed. Every `after` is started in reverse
+    order, latest stage first, and may not count on another stage's `after` having
+    finished: the ones that wait (on Redis) wait together."""
 
     name: str
 
@@ -34,11 +39,62 @@ class StageRun:
             self._entered.append(stage)
 
     async def exit(self, call: Call) -> None:
+        """Every entered stage's `after`, latest first, each started at once. Those that
+        finish without waiting (the in-process stores) are done in that order; those that
+        wait on the shared store wait together, so their script calls, issued in the same
+        turn of the event loop, reach Redis in one round trip (store/redis_client.py)
+        instead of one each. One stage failing never keeps another from settling."""
+        waiting: list[tuple[Stage, asyncio.Future[None]]] = []
         while self._entered:
             stage = self._entered.pop()
+            coro = stage.after(call)
             try:
-                await stage.after(call)
-            except Exception:  # one stage failing must not leave the others unsettled
-                log.exception(
-                    "stage %s failed to settle", stage.name, extra={"request_id": call.request_id}
-                )
+                pending = coro.send(None)
+            except StopIteration:
+                continue
+            except Exception:
+                _settle_failed(stage, call)
+                continue
+            waiting.append((stage, asyncio.ensure_future(_rest(coro, pending))))
+        if not waiting:
+            return
+        outcomes = await asyncio.gather(*(task for _, task in waiting), return_exceptions=True)
+        for (stage, _), outcome in zip(waiting, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                _settle_failed(stage, call, outcome)
+
+
+def _settle_failed(stage: Stage, call: Call, error: BaseException | None = None) -> None:
+    log.error(
+        "stage %s failed to settle",
+        stage.name,
+        exc_info=error or True,
+        extra={"request_id": call.request_id},
+    )
+
+
+async def _rest(coro: Coroutine[Any, Any, None], pending: Any) -> None:
+    """The rest of a coroutine whose first step yielded `pending`, run as a task."""
+    await _resume(coro, pending)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
+    # What `await coro` does after its first step: pass each yielded future to the task
+    # and what the task sends (or throws) back to the coroutine, until it returns.
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                pending = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration:
+                return
