@@ -29,10 +29,11 @@ import asyncio
 import collections
 import os
 import time
-import types
 from typing import Any
 
 from pipeline import CALLERS, new_call, prepare, start_gateway
+
+from faregate.gateway.stages import resume
 
 EVICT_BYTES = 8 << 20
 CLOCK_COST_NS = 0  # measured at start: one thread_time_ns() call
@@ -79,28 +80,7 @@ class Timed:
             self._tally.ran[name] += 1
             return done.value
         self._tally.waited[name] += 1
-        return await _finish(coro, pending)
-
-
-@types.coroutine
-def _finish(coro: Any, pending: Any) -> Any:
-    """The rest of a coroutine whose first step yielded `pending`, as `await` would run it."""
-    while True:
-        try:
-            sent = yield pending
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # handed to the coroutine, as await does
-            try:
-                pending = coro.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                pending = coro.send(sent)
-            except StopIteration as done:
-                return done.value
+        return await resume(coro, pending)
 
 
 def _clock_cost_ns() -> float:

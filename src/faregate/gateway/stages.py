@@ -7,11 +7,12 @@ import asyncio
 import logging
 import types
 from collections.abc import Coroutine, Generator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from faregate.gateway.call import Call
 
 log = logging.getLogger("faregate.gateway")
+T = TypeVar("T")
 
 
 class Stage(Protocol):
@@ -75,13 +76,13 @@ def _settle_failed(stage: Stage, call: Call, error: BaseException | None = None)
 
 async def _rest(coro: Coroutine[Any, Any, None], pending: Any) -> None:
     """The rest of a coroutine whose first step yielded `pending`, run as a task."""
-    await _resume(coro, pending)
+    await resume(coro, pending)
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
-    # What `await coro` does after its first step: pass each yielded future to the task
-    # and what the task sends (or throws) back to the coroutine, until it returns.
+def resume(coro: Coroutine[Any, Any, T], pending: Any) -> Generator[Any, Any, T]:
+    """Await the rest of `coro`, whose first step (`coro.send(None)`) yielded `pending`:
+    what `await coro` would have done from there on, the coroutine's result included."""
     while True:
         try:
             sent = yield pending
@@ -91,10 +92,10 @@ def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any
         except BaseException as exc:
             try:
                 pending = coro.throw(exc)
-            except StopIteration:
-                return
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
         else:
             try:
                 pending = coro.send(sent)
-            except StopIteration:
-                return
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
