@@ -6,8 +6,12 @@ in-process provider that answers at once, and drives `Gateway.chat` from 32 conc
 callers. The figure is the process's CPU time (every thread, the batched writers included)
 per request: what the gateway adds on top of an HTTP server and client, repeatable to a few
 percent, in seconds instead of a full `run.py`. `--profile OUT` runs it under cProfile.
+`--distributed` runs it on a PostgreSQL database made for the run (dropped after it) and the
+Redis at 127.0.0.1:6379, as run.py's "PostgreSQL + Redis" target; their own CPU is not
+counted.
 
     python bench/pipeline.py                    # 3 x 10,000 requests
+    python bench/pipeline.py --distributed
     python bench/pipeline.py --requests 20000 --profile /tmp/pipeline.prof
 """
 
@@ -116,9 +120,12 @@ async def measure(key: str, requests: int, repeats: int) -> list[float]:
     return figures
 
 
-def prepare() -> str:
-    """A fresh instance (database, customer, wallet, key) for an in-process gateway; its key."""
-    instance = FaregateInstance("pipeline", BENCH / "work", "http://127.0.0.1:9")
+def prepare(distributed: bool = False) -> tuple[FaregateInstance, str]:
+    """A fresh instance (database, customer, wallet, key) for an in-process gateway, and its
+    key; `instance.close()` drops a PostgreSQL database made for it."""
+    instance = FaregateInstance(
+        "pipeline", BENCH / "work", "http://127.0.0.1:9", distributed=distributed
+    )
     instance.prepare()
     os.environ.update(instance.env)
     assert instance.key
@@ -131,7 +138,7 @@ def prepare() -> str:
         uvloop.install()
     except ImportError:
         pass
-    return instance.key
+    return instance, instance.key
 
 
 def main() -> None:
@@ -139,15 +146,21 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000, help="per run (default 10,000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", metavar="OUT", help="write cProfile stats to OUT")
+    parser.add_argument(
+        "--distributed", action="store_true", help="on PostgreSQL and Redis, not SQLite"
+    )
     args = parser.parse_args()
-    key = prepare()
+    instance, key = prepare(args.distributed)
     work = measure(key, args.requests, args.repeats)
-    if args.profile:
-        profiler = cProfile.Profile()
-        figures = profiler.runcall(asyncio.run, work)
-        profiler.dump_stats(args.profile)
-    else:
-        figures = asyncio.run(work)
+    try:
+        if args.profile:
+            profiler = cProfile.Profile()
+            figures = profiler.runcall(asyncio.run, work)
+            profiler.dump_stats(args.profile)
+        else:
+            figures = asyncio.run(work)
+    finally:
+        instance.close()
     for figure in figures:
         print(f"pipeline: {figure:.1f} µs CPU per chat request")
 

@@ -186,7 +186,7 @@ def main() -> None:
         "--iterations", type=int, default=2_000, help="per stage alone (default 2,000)"
     )
     args = parser.parse_args()
-    key = prepare()
+    _, key = prepare()
     CLOCK_COST_NS = _clock_cost_ns()
     print(asyncio.run(run(key, args.requests, args.iterations)))
 

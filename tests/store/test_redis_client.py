@@ -13,7 +13,7 @@ from redis import exceptions as redis_errors
 
 from faregate.store.counters import CounterStoreUnavailable
 from faregate.store.counters.redis_store import RedisCounterStore
-from faregate.store.redis_client import PipelinedRedis, pack
+from faregate.store.redis_client import PipelinedRedis, pack, pack_one
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 FAIL_ON_NEGATIVE = (
@@ -30,15 +30,15 @@ async def client(redis_url: str) -> AsyncIterator[PipelinedRedis]:
 
 
 def count_pipelines(client: PipelinedRedis, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of the pipelines the client sends."""
+    """Sizes of the pipelines the client writes."""
     sizes: list[int] = []
-    real = client._round_trip
+    real = client._write
 
-    async def spy(commands: list[tuple[Any, ...]]) -> list[Any]:
-        sizes.append(len(commands))
-        return await real(commands)
+    def spy(conn: Any, batch: list[Any]) -> None:
+        sizes.append(len(batch))
+        real(conn, batch)
 
-    monkeypatch.setattr(client, "_round_trip", spy)
+    monkeypatch.setattr(client, "_write", spy)
     return sizes
 
 
@@ -59,6 +59,37 @@ async def test_calls_made_in_one_turn_travel_as_one_pipeline_and_each_gets_its_r
         running[i % 5] += i
         expected.append(running[i % 5])
     assert replies == expected
+
+
+async def test_the_first_calls_open_the_connection_and_later_turns_write_at_once(
+    client: PipelinedRedis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = client.register_script(INCR)
+    sizes = count_pipelines(client, monkeypatch)
+    # No connection yet: the turn's calls wait for it together, then go as one pipeline.
+    first = await asyncio.gather(*(script(keys=[redis_prefix + "o"], args=[1]) for _ in range(3)))
+    assert sorted(first) == [1, 2, 3] and sizes == [3]
+    sending = len(client._sending)
+    later = await asyncio.gather(*(script(keys=[redis_prefix + "o"], args=[1]) for _ in range(4)))
+    assert later == [4, 5, 6, 7] and sizes == [3, 4]
+    assert len(client._sending) == sending  # written in the turn's callback: no task
+
+
+async def test_a_call_whose_arguments_cannot_be_sent_fails_alone(
+    client: PipelinedRedis, redis_prefix: str
+) -> None:
+    script = client.register_script(INCR)
+    await script(keys=[redis_prefix + "warm"], args=[0])
+    results = await asyncio.gather(
+        script(keys=[redis_prefix + "b"], args=[1]),
+        script(keys=[redis_prefix + "b"], args=[None]),
+        script(keys=[redis_prefix + "b"], args=[True]),
+        script(keys=[redis_prefix + "b"], args=[2]),
+        return_exceptions=True,
+    )
+    assert results[0] == 1 and results[3] == 3
+    assert isinstance(results[1], redis_errors.DataError)
+    assert isinstance(results[2], redis_errors.DataError)
 
 
 async def test_a_script_error_reaches_only_its_own_caller(
@@ -188,3 +219,10 @@ def test_arguments_are_packed_as_redis_py_encodes_them() -> None:
     )
     with pytest.raises(redis_errors.DataError):
         pack([("SET", "k", True)])
+    with pytest.raises(redis_errors.DataError):
+        pack_one(("SET", "k", None))
+    big = 2**70
+    assert pack_one(("SET", "k", big, 0.1 + 0.2, -0.0)) == (
+        b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%d\r\n$19\r\n0.30000000000000004\r\n"
+        b"$4\r\n-0.0\r\n" % (len(str(big)), big)
+    )

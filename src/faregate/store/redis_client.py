@@ -11,6 +11,11 @@ table, so callers (AsyncScript's NOSCRIPT fallback included) see what redis-py w
 give them. redis-py's pipeline cost ~40 µs of CPU per call; this ~5. Other commands, and
 deployments over TLS or a Unix socket, use redis-py as before. Nothing here knows what
 the scripts do.
+
+Once the connection is open, a turn's calls are packed (by hiredis) and written in the
+callback that ends the turn, and each reply resolves its caller's own future as it is
+parsed: no task, no gather and no second future per call stand between a caller and its
+reply.
 """
 
 from __future__ import annotations
@@ -46,22 +51,20 @@ def _arg(value: Any) -> bytes:
     raise DataError(f"invalid Redis argument of type {type(value).__name__}")
 
 
-def pack(commands: Sequence[Sequence[Any]]) -> bytes:
-    """Commands as RESP arrays of bulk strings, back to back."""
-    out: list[bytes] = []
-    append = out.append
-    for command in commands:
-        append(b"*%d\r\n" % len(command))
+def pack_one(command: tuple[Any, ...]) -> bytes:
+    """One command as a RESP array of bulk strings, as redis-py encodes its arguments; a
+    value redis-py refuses (a bool, None, a list) raises its DataError."""
+    try:
+        return hiredis.pack_command(command)  # type: ignore[no-any-return]
+    except TypeError:  # hiredis names no argument: say which one, in redis-py's terms
         for value in command:
-            kind = type(value)
-            if kind is str:
-                data = value.encode()
-            elif kind is int:
-                data = b"%d" % value
-            else:
-                data = _arg(value)
-            append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+            _arg(value)
+        raise
+
+
+def pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
+    """Commands as RESP arrays of bulk strings, back to back."""
+    return b"".join([pack_one(command) for command in commands])
 
 
 class _RespConnection(asyncio.Protocol):
@@ -89,7 +92,11 @@ class _RespConnection(asyncio.Protocol):
             if reply is False:  # needs more bytes
                 return
             future = self._waiting.popleft()
-            if not future.done():
+            if future.done():  # its caller gave up (cancelled) meanwhile
+                continue
+            if isinstance(reply, Exception):  # an error reply, made redis-py's exception
+                future.set_exception(reply)
+            else:
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -104,13 +111,12 @@ class _RespConnection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
 
-    def send(self, data: bytes, count: int) -> list[asyncio.Future[Any]]:
+    def send(self, data: bytes, futures: Sequence[asyncio.Future[Any]]) -> None:
+        """Write `data`, one command per future: each reply resolves its future, in order
+        (an error reply as its exception)."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in range(count)]
         self._waiting.extend(futures)
         self.transport.write(data)
-        return futures
 
     def close(self) -> None:
         self._lose(RedisConnectionError("Redis connection closed"))
@@ -178,12 +184,36 @@ class PipelinedRedis(aioredis.Redis):
         return future
 
     def _flush(self) -> None:
+        """End of the turn: the queued calls go out, written at once on an open connection,
+        else by a task that opens it first (or, off the lean path, through redis-py)."""
         self._flush_scheduled = False
         queue, self._queue = self._queue, []
+        conn = self._conn
         for start in range(0, len(queue), self.max_batch):
-            task = asyncio.ensure_future(self._send(queue[start : start + self.max_batch]))
+            batch = queue[start : start + self.max_batch]
+            if self._lean and conn is not None and not conn.closed:
+                self._write(conn, batch)
+                continue
+            task = asyncio.ensure_future(self._send(batch))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
+
+    def _write(self, conn: _RespConnection, batch: list[_Pending]) -> None:
+        """Pack the calls still awaited and write them as one pipeline; the replies resolve
+        the callers' futures directly. A call whose arguments cannot be packed fails alone."""
+        data: list[bytes] = []
+        futures: list[asyncio.Future[Any]] = []
+        for command, future in batch:
+            if future.done():  # cancelled before it was sent
+                continue
+            try:
+                data.append(pack_one(command))
+            except DataError as exc:
+                future.set_exception(exc)
+                continue
+            futures.append(future)
+        if futures:
+            conn.send(b"".join(data), futures)
 
     async def _connection(self) -> _RespConnection:
         """The batches' own connection, opened (and authenticated) on first use and again
@@ -216,29 +246,41 @@ class PipelinedRedis(aioredis.Redis):
                 if options.get("db"):
                     setup.append(("SELECT", options["db"]))
                 if setup:
-                    for reply in await asyncio.gather(*conn.send(pack(setup), len(setup))):
-                        if isinstance(reply, Exception):
-                            conn.close()
-                            raise reply
+                    futures = [loop.create_future() for _ in setup]
+                    conn.send(pack(setup), futures)
+                    try:
+                        await asyncio.gather(*futures)
+                    except BaseException:
+                        conn.close()
+                        raise
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from None
         self._conn = conn
         return conn
 
     async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands sent as one pipeline, off the batching: their replies, an error reply as
+        its exception (as redis-py's `execute(raise_on_error=False)` gives it)."""
         if not self._lean:
             pipe = self.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command)
             return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
         conn = await self._connection()
-        return await asyncio.gather(*conn.send(pack(commands), len(commands)))
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        conn.send(pack(commands), futures)
+        return await asyncio.gather(*futures, return_exceptions=True)
 
     async def _send(self, batch: list[_Pending]) -> None:
+        """A batch that found no open connection (or is off the lean path)."""
         live = [(command, future) for command, future in batch if not future.done()]
         if not live:
             return
         try:
+            if self._lean:
+                self._write(await self._connection(), live)
+                return
             replies = await self._round_trip([command for command, _ in live])
         except asyncio.CancelledError:  # shutting down: the callers are cancelled too
             for _, future in live:
