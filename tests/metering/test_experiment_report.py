@@ -103,3 +103,56 @@ async def test_stored_report_matches_hand_computed_figures_and_the_live_statisti
         assert all(Decimal(s[k]) == Decimal(lv[k]) for k in money)
     assert listed == {"exp": 122, "other": 1}
     assert sum(arm["requests"] for arm in later["arms"]) == 50 + 0 + 2
+
+
+async def test_reports_read_the_experiment_index_which_holds_only_experiment_requests(
+    engine: AsyncEngine,
+) -> None:
+    """Requests outside any experiment stay out of the A/B index (they would land at random
+    places in it, by latency), and the report's queries still find it, on both databases."""
+    rows = [_row(i, "a", 10 + i) for i in range(5)]
+    rows += [
+        {**_row(i, "x", 1000 + i), "id": f"req_plain_{i}", "experiment": None, "arm": None}
+        for i in range(5)
+    ]
+    async with engine.begin() as conn:
+        await conn.execute(requests.insert(), rows)
+        if engine.dialect.name == "sqlite":
+            index_sql = (
+                await conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE name = 'ix_requests_experiment_arm_latency'"
+                )
+            ).scalar_one()
+            plan = (
+                await conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT latency_ms FROM requests WHERE experiment = 'exp' "
+                    "AND arm = 'a' AND status < 400 AND latency_ms IS NOT NULL "
+                    "ORDER BY latency_ms LIMIT 2 OFFSET 1"
+                )
+            ).all()
+            assert "ix_requests_experiment_arm_latency" in str(plan)
+        else:
+            index_sql = (
+                await conn.exec_driver_sql(
+                    "SELECT indexdef FROM pg_indexes "
+                    "WHERE indexname = 'ix_requests_experiment_arm_latency'"
+                )
+            ).scalar_one()
+            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = (
+                await conn.exec_driver_sql(
+                    "EXPLAIN SELECT latency_ms FROM requests WHERE experiment = 'exp' "
+                    "AND arm = 'a' AND status < 400 AND latency_ms IS NOT NULL "
+                    "ORDER BY latency_ms LIMIT 2 OFFSET 1"
+                )
+            ).all()
+            assert "ix_requests_experiment_arm_latency" in str(plan)
+        assert "experiment IS NOT NULL" in index_sql
+        report = await experiment_report(conn, "exp")
+    assert [arm["requests"] for arm in report["arms"]] == [5]
+    assert await _count_experiments(engine) == {"exp": 5}
+
+
+async def _count_experiments(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        return await list_experiments(conn)
