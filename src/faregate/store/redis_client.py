@@ -72,6 +72,7 @@ class _RespConnection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()  # the loop its replies resolve futures on
         self.closed = False
         self._reader = hiredis.Reader(
             protocolError=InvalidResponse, replyError=BaseParser.parse_error
@@ -175,7 +176,10 @@ class PipelinedRedis(aioredis.Redis):
         return Script(self, script)
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Awaitable[Any]:  # type: ignore[override]
-        loop = asyncio.get_running_loop()
+        # The open connection's loop is the caller's (a transport serves one loop), and
+        # asking asyncio for the running loop costs a getpid() system call on Python 3.11.
+        conn = self._conn
+        loop = conn.loop if conn is not None and not conn.closed else asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((("EVALSHA", sha, numkeys, *keys_and_args), future))
         if not self._flush_scheduled:
