@@ -75,6 +75,19 @@ async def test_the_first_calls_open_the_connection_and_later_turns_write_at_once
     assert len(client._sending) == sending  # written in the turn's callback: no task
 
 
+async def test_closing_waits_for_the_replies_of_calls_already_sent(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = PipelinedRedis.from_url(redis_url)
+    script = client.register_script(INCR)
+    await script(keys=[redis_prefix + "warm"], args=[0])  # the connection is open
+    calls = [asyncio.ensure_future(script(keys=[redis_prefix + "z"], args=[1])) for _ in range(20)]
+    await asyncio.sleep(0)  # the calls are queued
+    await asyncio.sleep(0)  # and written, their replies not read yet
+    await client.aclose()
+    assert sorted(await asyncio.gather(*calls)) == list(range(1, 21))
+
+
 async def test_a_call_whose_arguments_cannot_be_sent_fails_alone(
     client: PipelinedRedis, redis_prefix: str
 ) -> None:

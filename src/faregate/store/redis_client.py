@@ -78,6 +78,7 @@ class _RespConnection(asyncio.Protocol):
             protocolError=InvalidResponse, replyError=BaseParser.parse_error
         )
         self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._drained: asyncio.Future[None] | None = None  # see `drained`
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -93,6 +94,8 @@ class _RespConnection(asyncio.Protocol):
             if reply is False:  # needs more bytes
                 return
             future = self._waiting.popleft()
+            if not self._waiting:
+                self._wake_drained()
             if future.done():  # its caller gave up (cancelled) meanwhile
                 continue
             if isinstance(reply, Exception):  # an error reply, made redis-py's exception
@@ -111,6 +114,17 @@ class _RespConnection(asyncio.Protocol):
             future = self._waiting.popleft()
             if not future.done():
                 future.set_exception(error)
+        self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def drained(self, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) until every call sent has its reply."""
+        if self._waiting:
+            self._drained = self.loop.create_future()
+            await asyncio.wait({self._drained}, timeout=timeout)
 
     def send(self, data: bytes, futures: Sequence[asyncio.Future[Any]]) -> None:
         """Write `data`, one command per future: each reply resolves its future, in order
@@ -304,9 +318,11 @@ class PipelinedRedis(aioredis.Redis):
                 future.set_result(reply)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close once the calls already made have their replies (at most 10 s more)."""
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
         if self._conn is not None:
+            await self._conn.drained(timeout=10)
             self._conn.close()
             self._conn = None
         await super().aclose(close_connection_pool)
