@@ -26,6 +26,7 @@ BENCH = Path(__file__).resolve().parent.parent
 CONFIG = BENCH / "configs" / "faregate-embedded.yaml"
 CORE_SECTIONS = ("server", "providers", "models", "currency", "cache")
 PSQL = ["psql", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
+REDIS_URL = "redis://127.0.0.1:6379/0"
 CUSTOMER = "bench-customer"
 SUBSCRIPTION = "bench-subscription"
 
@@ -94,7 +95,8 @@ class FaregateInstance:
             "BENCH_MOCK_KEY": "bench-upstream-key",
         }
         if self.redis:
-            self.env["FAREGATE_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+            self.env["FAREGATE_REDIS_URL"] = REDIS_URL
+            self.env["BENCH_REDIS_PREFIX"] = f"fgbench:{os.getpid()}:{name}:"
 
     # -- preparing the database ---------------------------------------------------------
 
@@ -313,8 +315,29 @@ class FaregateInstance:
     def close(self) -> None:
         if self.proc:
             self.proc.stop()
+        if self.redis:
+            self._drop_redis_keys()
         if self.distributed and self.pg_database:
             try:
                 psql(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
             except RuntimeError as err:
                 print(f"warning: could not drop {self.pg_database}: {err}", file=sys.stderr)
+
+    def _drop_redis_keys(self) -> None:
+        """Delete the keys of this instance's Redis prefix (holds, counters, health)."""
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=f"{self.env['BENCH_REDIS_PREFIX']}*", count=5000):
+                batch.append(key)
+                if len(batch) >= 5000:
+                    client.unlink(*batch)
+                    batch = []
+            if batch:
+                client.unlink(*batch)
+        except redis.RedisError as err:
+            print(f"warning: could not delete {self.name}'s Redis keys: {err}", file=sys.stderr)
+        finally:
+            client.close()
