@@ -122,7 +122,7 @@ async def measure(key: str, requests: int, repeats: int) -> list[float]:
 
 def prepare(distributed: bool = False) -> tuple[FaregateInstance, str]:
     """A fresh instance (database, customer, wallet, key) for an in-process gateway, and its
-    key; `instance.close()` drops a PostgreSQL database made for it."""
+    key; `instance.close()` drops the PostgreSQL database and the Redis keys made for it."""
     instance = FaregateInstance(
         "pipeline", BENCH / "work", "http://127.0.0.1:9", distributed=distributed
     )
