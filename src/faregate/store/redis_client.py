@@ -133,6 +133,12 @@ class _RespConnection(asyncio.Protocol):
         self._waiting.extend(futures)
         self.transport.write(data)
 
+    def call(self, commands: Sequence[tuple[Any, ...]]) -> list[asyncio.Future[Any]]:
+        """Send `commands` as one pipeline; a future per command for its reply."""
+        futures = [self.loop.create_future() for _ in commands]
+        self.send(pack(commands), futures)
+        return futures
+
     def close(self) -> None:
         self._lose(RedisConnectionError("Redis connection closed"))
 
@@ -264,10 +270,8 @@ class PipelinedRedis(aioredis.Redis):
                 if options.get("db"):
                     setup.append(("SELECT", options["db"]))
                 if setup:
-                    futures = [loop.create_future() for _ in setup]
-                    conn.send(pack(setup), futures)
                     try:
-                        await asyncio.gather(*futures)
+                        await asyncio.gather(*conn.call(setup))
                     except BaseException:
                         conn.close()
                         raise
@@ -285,10 +289,7 @@ class PipelinedRedis(aioredis.Redis):
                 pipe.execute_command(*command)
             return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
         conn = await self._connection()
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
-        conn.send(pack(commands), futures)
-        return await asyncio.gather(*futures, return_exceptions=True)
+        return await asyncio.gather(*conn.call(commands), return_exceptions=True)
 
     async def _send(self, batch: list[_Pending]) -> None:
         """A batch that found no open connection (or is off the lean path)."""

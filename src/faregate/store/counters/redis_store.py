@@ -35,12 +35,19 @@ _GRACE_MS = str(HOLD_RECORD_GRACE_S * 1000)
 _SWEEP_BATCH = 500
 
 
+_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+
+
+def _unavailable() -> CounterStoreUnavailable:
+    return CounterStoreUnavailable("the shared counter store is unavailable")
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-        raise CounterStoreUnavailable("the shared counter store is unavailable") from exc
+    except _DOWN as exc:
+        raise _unavailable() from exc
 
 
 def _now_arg(now: float | None) -> str:
@@ -76,8 +83,8 @@ class RedisCounterStore:
     ) -> Any:
         try:  # `_translated`, spelled out: a generator context per call showed in profiles
             return await script(keys=keys, args=args)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise CounterStoreUnavailable("the shared counter store is unavailable") from exc
+        except _DOWN as exc:
+            raise _unavailable() from exc
 
     def _k(self, space: str, key: str) -> str:
         return f"{self._prefix}{space}:{key}"
