@@ -10,9 +10,20 @@ percent, in seconds instead of a full `run.py`. `--profile OUT` runs it under cP
 Redis at 127.0.0.1:6379, as run.py's "PostgreSQL + Redis" target; their own CPU is not
 counted.
 
+`--instructions` counts instructions instead of seconds, for comparing two versions of the
+code on a machine whose CPU time drifts from run to run (this one's did by 2x within
+minutes). It runs the pipeline twice under valgrind's callgrind (every thread), once with
+`--small` and once with `--requests` requests, each with the batched writers' timers held
+off so that both runs' records are written in one flush at shutdown, and reports the
+difference per request: start-up, warm-up and the flush's fixed cost cancel out. The count
+is the same to a fraction of a percent from one run to the next, but it is instructions, not
+time: it does not see what a request costs in cache misses, and the writers' batches are the
+whole run (at full load they are ~0.2 s of requests). Each run takes a minute or two.
+
     python bench/pipeline.py                    # 3 x 10,000 requests
     python bench/pipeline.py --distributed
     python bench/pipeline.py --requests 20000 --profile /tmp/pipeline.prof
+    python bench/pipeline.py --instructions     # 1,600 - 320 requests, under callgrind
 """
 
 from __future__ import annotations
@@ -21,6 +32,9 @@ import argparse
 import asyncio
 import cProfile
 import os
+import re
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,16 +78,21 @@ class InstantProvider:
         return ChatResult(body=answer, usage=Usage(input_tokens=12, output_tokens=20))
 
 
-async def start_gateway(key: str) -> tuple[Any, Any, Any]:
+async def start_gateway(key: str, *, hold_writers: bool = False) -> tuple[Any, Any, Any]:
     """The real app on the prepared instance, every upstream swapped for InstantProvider:
-    (runner to clean up, gateway, the key's principal)."""
+    (runner to clean up, gateway, the key's principal). `hold_writers`: the batched writers
+    flush only when the app shuts down."""
     from aiohttp import web
 
     from faregate.api.state import SERVICES
     from faregate.app import build_app, tune_gc
     from faregate.config import load_settings
 
-    app = build_app(load_settings(CONFIG))
+    settings = load_settings(CONFIG)
+    if hold_writers:
+        settings.raw.setdefault("metering", {})["flush_interval"] = 1e6
+        settings.raw.setdefault("wallets", {})["journal_flush_s"] = 1e6
+    app = build_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
     tune_gc()
@@ -120,6 +139,66 @@ async def measure(key: str, requests: int, repeats: int) -> list[float]:
     return figures
 
 
+async def run_only(key: str, requests: int) -> None:
+    """The counted child of --instructions: start and warm up uninstrumented, say "ready"
+    and wait for the parent to switch callgrind's instrumentation on, then `requests` chat
+    calls and the shutdown (which flushes the writers)."""
+    runner, gateway, principal = await start_gateway(key, hold_writers=True)
+
+    async def caller(n: int) -> None:
+        for _ in range(n):
+            await gateway.chat(new_call(principal))
+
+    await asyncio.gather(*(caller(10) for _ in range(CALLERS)))  # warm-up
+    print("ready", flush=True)
+    sys.stdin.readline()
+    await asyncio.gather(*(caller(requests // CALLERS) for _ in range(CALLERS)))
+    await runner.cleanup()
+
+
+COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def count_instructions(requests: int) -> int:
+    """Instructions (every thread) of one `run_only` child's counted part under callgrind."""
+    valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
+    if valgrind is None or control is None:
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
+    child = subprocess.Popen(
+        [
+            valgrind,
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--count-child",
+            str(requests),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    assert child.stdin and child.stdout
+    if child.stdout.readline().strip() != "ready":
+        child.kill()
+        sys.exit(f"the callgrind run failed:\n{child.communicate()[1][-3000:]}")
+    subprocess.run([control, "-i", "on", str(child.pid)], check=True, capture_output=True)
+    _, stderr = child.communicate("go\n")
+    found = COLLECTED.findall(stderr)
+    if child.returncode or not found:
+        sys.exit(f"the callgrind run failed:\n{stderr[-3000:]}")
+    return int(found[-1])
+
+
+def instructions(small: int, large: int) -> float:
+    """Instructions per request: the difference of a `large` and a `small` run."""
+    counts = {n: count_instructions(n) for n in (small, large)}
+    return (counts[large] - counts[small]) / (large - small)
+
+
 def prepare(distributed: bool = False) -> tuple[FaregateInstance, str]:
     """A fresh instance (database, customer, wallet, key) for an in-process gateway, and its
     key; `instance.close()` drops the PostgreSQL database and the Redis keys made for it."""
@@ -149,8 +228,26 @@ def main() -> None:
     parser.add_argument(
         "--distributed", action="store_true", help="on PostgreSQL and Redis, not SQLite"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instructions per request under callgrind (--requests default 1,600)",
+    )
+    parser.add_argument("--small", type=int, default=320, help="the --instructions baseline run")
+    parser.add_argument("--count-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.instructions:
+        large = args.requests if "--requests" in sys.argv else 1_600
+        per_request = instructions(args.small, large)
+        print(f"pipeline: {per_request:,.0f} instructions per chat request")
+        return
     instance, key = prepare(args.distributed)
+    if args.count_child is not None:
+        try:
+            asyncio.run(run_only(key, args.count_child))
+        finally:
+            instance.close()
+        return
     work = measure(key, args.requests, args.repeats)
     try:
         if args.profile:
