@@ -3,7 +3,7 @@
 Checks three things and exits non-zero if one fails: resident memory at the end is within
 10% of what it was after the warm-up; no request failed; and the usage records in the
 database (`SELECT count(*) FROM requests`) equal the chat requests wrk completed. Writes
-bench/results/soak-DATE.md and .json.
+bench/results/soak-DATE.md and .json (`--tag -x`: soak-DATE-x, for another run of the day).
 
     python bench/soak.py                 # 10 minutes
     python bench/soak.py --minutes 2
@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--mock-cmd", help="another mock command; {port} {config} {python} filled in")
+    p.add_argument(
+        "--tag", default="", help="suffix for the result file names (another run of the day)"
+    )
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.minutes > 24 * 60:
         p.error("--minutes must be between 0 and 1440")
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": machine.versions(None),
         "sections": instance.sections,
     }
-    stem = RESULTS / f"soak-{date}"
+    stem = RESULTS / f"soak-{date}{args.tag}"
     Path(f"{stem}.json").write_bytes(
         orjson.dumps({"meta": meta, "result": result}, option=orjson.OPT_INDENT_2)
     )
