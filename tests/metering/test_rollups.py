@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +230,32 @@ def test_metrics_filtering_on_different_keys_keep_their_own_dims_for_equal_value
         ("a", '{"model":"m","provider":"x"}'),
         ("b", '{"model":"m","team":"x"}'),
     ]
+
+
+def test_accumulate_puts_each_event_in_its_own_hour_whatever_the_order_and_zone() -> None:
+    """The hour of the event before is reused only while events stay inside it."""
+    spec = rollups.MetricSpec("tokens", "sum_agg", "tokens", ())
+    plus2 = timezone(timedelta(hours=2))
+    stamps = [
+        datetime(2026, 3, 1, 10, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 3, 1, 11, 0, tzinfo=UTC),  # the next hour
+        datetime(2026, 3, 1, 10, 30, tzinfo=UTC),  # back to the one before
+        datetime(2026, 3, 1, 13, 15, tzinfo=plus2),  # 11:15 UTC, another zone
+        datetime(2026, 3, 1, 11, 45, tzinfo=UTC),
+    ]
+    rows = [
+        {
+            "code": "tokens",
+            "external_subscription_id": "s",
+            "timestamp": ts,
+            "properties": {"tokens": i + 1},
+        }
+        for i, ts in enumerate(stamps)
+    ]
+    cells: dict[Any, rollups.Cell] = {}
+    rollups.accumulate(cells, {"tokens": spec}, rows)
+    sums = {key[3]: (cell.events, cell.sum) for key, cell in cells.items()}
+    assert sums == {
+        datetime(2026, 3, 1, 10, tzinfo=UTC): (2, 1 + 3),
+        datetime(2026, 3, 1, 11, tzinfo=UTC): (3, 2 + 4 + 5),
+    }

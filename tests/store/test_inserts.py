@@ -215,3 +215,22 @@ async def test_the_batched_writers_take_turns_on_sqlite_and_never_wait_on_postgr
 
     await asyncio.gather(writer("usage"), writer("ledger"))
     assert order == ["usage in", "usage out", "ledger in", "ledger out"]
+
+
+def test_sqlite_binds_none_and_bools_as_before_through_the_registered_adapters() -> None:
+    """store.db registers adapters for None and bool (skipping sqlite3's failed adapter
+    lookups); the stored values are what sqlite3 stores without them: NULL and 0/1."""
+    import sqlite3
+
+    assert (type(None), sqlite3.PrepareProtocol) in sqlite3.adapters
+    assert (bool, sqlite3.PrepareProtocol) in sqlite3.adapters
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (a, b, c)")
+    db.executemany("INSERT INTO t VALUES (?, ?, ?)", [(None, True, False)] * 3)
+    assert (
+        db.execute("SELECT typeof(a), b, typeof(b), c, typeof(c) FROM t").fetchall()
+        == [("null", 1, "integer", 0, "integer")] * 3
+    )
+    assert db.execute("SELECT count(*) FROM t WHERE a IS NULL AND b = 1 AND c = 0").fetchone() == (
+        3,
+    )
