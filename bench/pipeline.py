@@ -16,9 +16,10 @@ minutes). It runs the pipeline twice under valgrind's callgrind (every thread), 
 `--small` and once with `--requests` requests, each with the batched writers' timers held
 off so that both runs' records are written in one flush at shutdown, and reports the
 difference per request: start-up, warm-up and the flush's fixed cost cancel out. The count
-is the same to a fraction of a percent from one run to the next, but it is instructions, not
-time: it does not see what a request costs in cache misses, and the writers' batches are the
-whole run (at full load they are ~0.2 s of requests). Each run takes a minute or two.
+repeats within 1-4% (the background loops still wake by the clock, and a run under valgrind
+lasts longer on a busy machine), and it is instructions, not time: it does not see what a
+request costs in cache misses, and the writers' batches are the whole run (at full load they
+are ~0.2 s of requests). Each run takes a minute or two.
 
     python bench/pipeline.py                    # 3 x 10,000 requests
     python bench/pipeline.py --distributed
