@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.auth import repository as customers_repo
+from faregate.background import PeriodicTask
 from faregate.wallets import credit_alerts, ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.book import HoldBook, Snapshot
@@ -75,8 +76,7 @@ class WalletRuntime:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _depleted: set[tuple[str, int]] = field(default_factory=set)
-    _closing: bool = False
-    _loop: asyncio.Task[None] | None = None
+    _loop: PeriodicTask | None = None
     _stale: repo.StaleHoldScan = field(init=False)
     _prune_above: int = field(init=False)
 
@@ -346,18 +346,9 @@ class WalletRuntime:
     async def start(self) -> None:
         if self.writer is not None:
             await self.writer.start()
-        self._loop = asyncio.create_task(self._run(), name="wallets")
-
-    async def _run(self) -> None:
-        while not self._closing:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("wallet sweep failed; will retry")
-            for _ in range(max(1, round(self.sweep_interval_s / 0.05))):
-                if self._closing:
-                    return
-                await asyncio.sleep(0.05)
+        # Sleeps until the next sweep or close(): an idle server is not woken in between.
+        self._loop = PeriodicTask("wallets", self.sweep_interval_s, self.tick, run_first=True)
+        self._loop.start()
 
     async def tick(self, now: float | None = None) -> None:
         """One round of the background loop (tests call it to sweep at once)."""
@@ -421,9 +412,8 @@ class WalletRuntime:
             await self.writer.flush()
 
     async def close(self) -> None:
-        self._closing = True
         if self._loop is not None:
-            await asyncio.wait({self._loop}, timeout=10)
+            await self._loop.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
         if self.writer is not None:
