@@ -234,3 +234,21 @@ def test_sqlite_binds_none_and_bools_as_before_through_the_registered_adapters()
     assert db.execute("SELECT count(*) FROM t WHERE a IS NULL AND b = 1 AND c = 0").fetchone() == (
         3,
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 11, 22, 8, 30, 1, 123456, tzinfo=UTC),
+        datetime(2026, 11, 22, 8, 30, 1, 1, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+        datetime(2026, 11, 22, 8, 30, 1, 0, tzinfo=UTC),  # no fraction: isoformat's text
+        datetime(2026, 11, 22, 8, 30, 1, 999999),  # naive
+        datetime(1, 1, 1, 0, 0, 0, 1),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+def test_sqlite_datetime_text_is_the_local_time_as_isoformat_writes_it(value: datetime) -> None:
+    from faregate.store.inserts import _sqlite_datetime
+
+    process = _sqlite_datetime(lambda v: pytest.fail("only datetimes here"))
+    assert process(value) == value.isoformat(" ", "microseconds")[:26]
