@@ -68,3 +68,19 @@ async def test_stop_is_safe_before_start_and_twice() -> None:
     await task.stop()
     with pytest.raises(ValueError):
         PeriodicTask("t", 0, job)
+
+
+async def test_stop_with_a_timeout_does_not_wait_out_a_stuck_job() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def job() -> None:
+        started.set()
+        await release.wait()
+
+    task = PeriodicTask("t", 0.01, job, run_first=True).start()
+    await started.wait()
+    await asyncio.wait_for(task.stop(timeout=0.05), 1)
+    assert task.running  # the job goes on; only the wait was bounded
+    release.set()
+    await task.stop()
+    assert not task.running and task.runs == 1

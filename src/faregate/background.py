@@ -67,7 +67,9 @@ class PeriodicTask:
                 return
             await self.run_once()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
+        """With `timeout`, wait at most that long for a running job (one stuck on a
+        database must not hold shutdown); the loop still ends once the job returns."""
         self._stopping.set()
         if self._task is not None:
-            await asyncio.wait({self._task})
+            await asyncio.wait({self._task}, timeout=timeout)

@@ -412,8 +412,8 @@ class WalletRuntime:
             await self.writer.flush()
 
     async def close(self) -> None:
-        if self._loop is not None:  # a sweep stuck on the database holds shutdown 10 s at most
-            await asyncio.wait({asyncio.ensure_future(self._loop.stop())}, timeout=10)
+        if self._loop is not None:
+            await self._loop.stop(timeout=10)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
         if self.writer is not None:
