@@ -14,6 +14,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +164,10 @@ class FaregateInstance:
 
     # -- serving ------------------------------------------------------------------------
 
-    def serve(self, cpus: list[int] | None = None) -> None:
+    def serve(self, cpus: list[int] | None = None, wrap: Sequence[str] = ()) -> None:
         """Start with the full configuration. If the server refuses it, try again without one
-        optional section at a time (last first), then without all of them, and say so."""
+        optional section at a time (last first), then without all of them, and say so.
+        `wrap`: an interpreter command (`valgrind ... python`) to run the server's script."""
         raw = yaml.safe_load(self.config.read_text()) or {}
         optional = [k for k in raw if k not in CORE_SECTIONS]
         attempts = [[], *([s] for s in reversed(optional)), optional]
@@ -177,7 +179,7 @@ class FaregateInstance:
                 kept = {k: v for k, v in raw.items() if k not in dropped}
                 config.write_text(yaml.safe_dump(kept, sort_keys=False))
             try:
-                self._start(config, cpus)
+                self._start(config, cpus, wrap)
             except RuntimeError as err:
                 failures.append(f"{self._server_error() or explain(err)}")
                 if self.proc:
@@ -210,11 +212,12 @@ class FaregateInstance:
     def _config_sections(path: Path) -> list[str]:
         return list((yaml.safe_load(path.read_text()) or {}).keys())
 
-    def _start(self, config: Path, cpus: list[int] | None) -> None:
+    def _start(self, config: Path, cpus: list[int] | None, wrap: Sequence[str] = ()) -> None:
         log = self.work / "logs" / f"{self.name}.log"
         self.proc = procs.start(
             self.name,
             [
+                *wrap,
                 faregate_exe(),
                 "serve",
                 "--config",
@@ -228,7 +231,7 @@ class FaregateInstance:
             env=self.env,
             cpus=cpus,
         )
-        procs.wait_http(f"{self.base_url}/healthz", self.proc, timeout=60)
+        procs.wait_http(f"{self.base_url}/healthz", self.proc, timeout=600 if wrap else 60)
         from benchlib.targets import post
 
         body = orjson.dumps(
@@ -238,7 +241,9 @@ class FaregateInstance:
                 "messages": [{"role": "user", "content": "ping"}],
             }
         ).decode()
-        status, reply = post(f"{self.base_url}/v1/chat/completions", body, self.key)
+        status, reply = post(
+            f"{self.base_url}/v1/chat/completions", body, self.key, timeout=300 if wrap else 30
+        )
         if status != 200:
             raise RuntimeError(f"smoke request answered {status}: {reply[:300]!r}")
 

@@ -32,6 +32,9 @@ class Context:
     mock_url: str
     mock: procs.Proc
     dev_python: str = sys.executable
+    # Put before a Python server's command (`valgrind ... python`, by instructions.py): the
+    # server then runs its script with that interpreter, and may take minutes to start.
+    wrap: tuple[str, ...] = ()
 
 
 @dataclass
@@ -128,7 +131,7 @@ class Passthrough(Target):
         self.proc = procs.start(
             self.name,
             [
-                ctx.dev_python,
+                *(ctx.wrap or (ctx.dev_python,)),
                 str(BENCH / "passthrough.py"),
                 "--port",
                 str(self.port),
@@ -137,7 +140,9 @@ class Passthrough(Target):
             ],
             ctx.work / "logs" / "passthrough.log",
         )
-        procs.wait_http(f"http://127.0.0.1:{self.port}/healthz", self.proc)
+        procs.wait_http(
+            f"http://127.0.0.1:{self.port}/healthz", self.proc, timeout=600 if ctx.wrap else 60
+        )
 
     def url(self, scenario: Scenario) -> str:
         return f"http://127.0.0.1:{self.port}/d/{scenario.deployment}/v1/chat/completions"
@@ -250,7 +255,7 @@ class Faregate(Target):
             wallet=self.wallet,
         )
         self.instance.prepare()
-        self.instance.serve()
+        self.instance.serve(wrap=ctx.wrap)
         self.proc = self.instance.proc
         self.auth = self.instance.key
         self.dropped = self.instance.dropped
