@@ -14,8 +14,8 @@ requests are sent (`--connections` at a time), the server's request records are 
 then `--large` requests the same way, and dumped again. Instructions per request are the
 difference of the two dumps over the difference of the requests, so start-up, warm-up and
 the fixed idle second cancel out. `--repeats` pairs are counted on one server; the median
-is reported. The batched writers flush on a wall-clock timer, so how many flushes a run
-takes (and so the figure) varies with the machine's speed: runs spread by up to ~4%.
+is reported. faregate's batched writers flush on a timer, stretched here to 10 s as callgrind
+stretches the server, so that a flush takes about as many requests' rows as at full speed.
 
 What it does not see: time in the kernel (a proxy's system calls, a big part of the
 pass-through's cost), cache misses and waiting. So the ratio it gives is of the user-space
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import shutil
 import statistics
 import subprocess
@@ -43,10 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import machine
+from benchlib.faregate_setup import CONFIG
 from benchlib.scenarios import BY_KEY, Scenario
 from benchlib.targets import Context, Target, build
 
@@ -54,6 +57,9 @@ BENCH = Path(__file__).resolve().parent
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 WARMUP = 100  # requests before counting starts (caches, imports, pools)
+# The writers' flush timers, stretched as callgrind stretches the server (~50x): a flush then
+# takes as many requests' rows as it would at full speed, instead of a few.
+FLUSH_S = 10.0
 QUIET_S = 1.0  # after the last record is stored, before the dump: the same in both dumps
 
 
@@ -198,12 +204,20 @@ def main() -> None:
     scenarios = [BY_KEY[key] for key in args.scenarios.split(",")]
     targets = args.targets.split(",")
     (WORK / "logs").mkdir(parents=True, exist_ok=True)
+    # One string hash for every server started, as in pipeline.py: dict and set layouts (and
+    # so their probing) then do not differ from one server process to the next.
+    os.environ["PYTHONHASHSEED"] = "0"
+    config = WORK / "instructions-faregate.yaml"
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw.setdefault("metering", {})["flush_interval"] = FLUSH_S
+    raw.setdefault("wallets", {})["journal_flush_s"] = FLUSH_S
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
     mock, mock_url = machine.start_mock(WORK)
     rows: list[dict[str, Any]] = []
     try:
         for scenario in scenarios:
             for target in build(targets):
-                ctx = Context(work=WORK, mock_url=mock_url, mock=mock)
+                ctx = Context(work=WORK, mock_url=mock_url, mock=mock, faregate_config=config)
                 row = measure(
                     target, scenario, ctx, args.small, args.large, args.repeats, args.keep
                 )

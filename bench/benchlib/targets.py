@@ -35,6 +35,7 @@ class Context:
     # Put before a Python server's command (`valgrind ... python`, by instructions.py): the
     # server then runs its script with that interpreter, and may take minutes to start.
     wrap: tuple[str, ...] = ()
+    faregate_config: Path | None = None  # instead of configs/faregate-embedded.yaml
 
 
 @dataclass
@@ -253,6 +254,7 @@ class Faregate(Target):
             distributed=self.distributed,
             redis=self.redis,
             wallet=self.wallet,
+            **({"config": ctx.faregate_config} if ctx.faregate_config else {}),
         )
         self.instance.prepare()
         self.instance.serve(wrap=ctx.wrap)

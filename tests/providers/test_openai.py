@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from faregate.providers.base import ProviderError, StreamState
+from faregate.providers.base import ProviderError, StreamState, delta_chars
 from faregate.providers.openai import (
     StreamParser,
     chat_payload,
@@ -215,3 +215,24 @@ def test_token_priced_image_models_report_tokens() -> None:
 
 def test_payloads_serialize_with_orjson() -> None:
     assert orjson.loads(orjson.dumps(chat_payload(BODY, "m", stream=True)))["model"] == "m"
+
+
+@pytest.mark.parametrize(
+    ("delta", "chars"),
+    [
+        ({"content": "Lorem"}, 5),
+        ({"role": "assistant", "content": "", "refusal": None}, 0),
+        ({"role": "assistant"}, 0),
+        ({"refusal": "I can't"}, 7),
+        ({"content": "ab", "refusal": "cd"}, 4),
+        ({"content": None, "tool_calls": [{"function": {"name": "f", "arguments": '{"a"'}}]}, 5),
+        ({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}, "bad"]}, 2),
+        ({"content": 7}, 0),
+        ({}, 0),
+    ],
+)
+def test_delta_chars_counts_every_kind_of_text(delta: dict[str, Any], chars: int) -> None:
+    chunk = {"choices": [{"index": 0, "delta": delta}, {"index": 1, "delta": {"content": "xyz"}}]}
+    assert delta_chars(chunk) == chars + 3
+    assert delta_chars({"choices": [], "usage": {"prompt_tokens": 1}}) == 0
+    assert delta_chars({"choices": ["bad", {"delta": "bad"}]}) == 0

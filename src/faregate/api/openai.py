@@ -149,8 +149,8 @@ async def sse_blocks(
     state = call.stream_state
     pending: list[bytes] = []  # chunks of one upstream read, sent in one write
     try:
-        chunk: dict[str, Any] | None = first
-        while chunk is not None:
+        chunk = first
+        while True:
             if wants_usage or chunk.get("choices"):
                 if not wants_usage:
                     chunk.pop("usage", None)
@@ -158,7 +158,10 @@ async def sse_blocks(
             if pending and not (state is not None and state.more):
                 yield b"".join(pending)
                 pending.clear()
-            chunk = await anext(chunks, None)
+            try:  # not anext(chunks, None): that wraps every step in one more awaitable
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
         pending += [_cost(call), _DONE]
         yield b"".join(pending)
     except FaregateError as err:  # the upstream failed mid-stream: end with an error event

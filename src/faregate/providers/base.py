@@ -91,23 +91,32 @@ class StreamState:
 
 
 def delta_chars(chunk: dict[str, Any]) -> int:
-    """Characters of text in a chat.completion.chunk's deltas."""
+    """Characters of text in a chat.completion.chunk's deltas. Called for every chunk a
+    stream relays: a delta holding only `content` (nearly all of them) takes the short way."""
     total = 0
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if not isinstance(delta, dict):
             continue
-        for key in ("content", "refusal"):
-            text = delta.get(key)
-            if isinstance(text, str):
-                total += len(text)
-        for call in delta.get("tool_calls") or ():
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict):
-                for key in ("name", "arguments"):
-                    text = function.get(key)
-                    if isinstance(text, str):
-                        total += len(text)
+        text = delta.get("content")
+        if isinstance(text, str):
+            total += len(text)
+        if len(delta) > 1 or text is None:
+            total += _other_delta_chars(delta)
+    return total
+
+
+def _other_delta_chars(delta: dict[str, Any]) -> int:
+    """A delta's refusal and tool-call text (its `content` is counted by delta_chars)."""
+    refusal = delta.get("refusal")
+    total = len(refusal) if isinstance(refusal, str) else 0
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            for key in ("name", "arguments"):
+                text = function.get(key)
+                if isinstance(text, str):
+                    total += len(text)
     return total
 
 

@@ -251,12 +251,14 @@ class SSEDecoder:
             return self._lines(buffer)
         # The common case, one `data:` line per event, without a pass per line: every part
         # before a blank line is a whole event, the rest starts the next one.
-        *parts, self._buffer = buffer.split(b"\n\n")
+        parts = buffer.split(b"\n\n")
+        self._buffer = parts.pop()
         events: list[SSEEvent] = []
         for part in parts:
-            if part.startswith(b"data:") and part.find(b"\n") < 0:
-                value = part[6:] if part[5:6] == b" " else part[5:]
-                events.append(SSEEvent(None, value.decode()))
+            if part.startswith(b"data: ") and part.find(b"\n") < 0:
+                events.append(SSEEvent(None, part[6:].decode()))
+            elif part.startswith(b"data:") and part.find(b"\n") < 0:
+                events.append(SSEEvent(None, part[5:].decode()))
             elif part:
                 events += self._complete([*part.split(b"\n"), b""])
         return events

@@ -276,9 +276,11 @@ class StreamParser:
         data = orjson.loads(event.data)
         if "error" in data and not data.get("choices"):
             raise self.http.detail_error(500, data)
-        usage = usage_from_openai(data.get("usage"))
-        if usage is not None:  # at the end; on every chunk from hosts that stream usage
-            self.usage = self.state.reported = usage
+        raw = data.get("usage")
+        if raw is not None:  # at the end; on every chunk from hosts that stream usage
+            usage = usage_from_openai(raw)
+            if usage is not None:
+                self.usage = self.state.reported = usage
         for choice in data.get("choices") or ():
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
             if self.usage is None:
