@@ -33,6 +33,17 @@ def test_sse_decoder_joins_events_split_across_reads_and_skips_comments() -> Non
     assert events == [SSEEvent("message_start", '{"a":1}'), SSEEvent(None, "[DONE]")]
 
 
+def test_sse_decoder_reads_data_lines_with_and_without_their_space() -> None:
+    decoder = SSEDecoder()
+    events = decoder.feed(b'data: {"a":1}\n\ndata:{"b":2}\n\ndata:\n\ndata:  two\n\n')
+    assert events == [
+        SSEEvent(None, '{"a":1}'),
+        SSEEvent(None, '{"b":2}'),
+        SSEEvent(None, ""),
+        SSEEvent(None, " two"),
+    ]
+
+
 def test_sse_decoder_flushes_a_last_event_without_its_blank_line() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b"data: one\ndata: two") == []

@@ -257,9 +257,7 @@ class SSEDecoder:
         for part in parts:
             if part.startswith(b"data: ") and part.find(b"\n") < 0:
                 events.append(SSEEvent(None, part[6:].decode()))
-            elif part.startswith(b"data:") and part.find(b"\n") < 0:
-                events.append(SSEEvent(None, part[5:].decode()))
-            elif part:
+            elif part:  # other fields, several lines, `data:` without its space: line by line
                 events += self._complete([*part.split(b"\n"), b""])
         return events
 
