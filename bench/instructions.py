@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import machine
 from benchlib.faregate_setup import CONFIG
+from benchlib.measure import settle
 from benchlib.scenarios import BY_KEY, Scenario
 from benchlib.targets import Context, Target, build
 
@@ -115,15 +116,6 @@ class Counted:
         raise RuntimeError(f"callgrind wrote no dump to {path}")
 
 
-def settle(target: Target, expected: int | None) -> None:
-    """Wait for the server's records of every request so far, then a quiet second."""
-    if expected is not None:
-        deadline = time.monotonic() + 600
-        while (target.stored() or 0) < expected and time.monotonic() < deadline:
-            time.sleep(0.2)
-    time.sleep(QUIET_S)
-
-
 def measure(
     target: Target,
     scenario: Scenario,
@@ -151,14 +143,18 @@ def measure(
         assert target.proc
         counted = Counted(target.proc.pid, out)
         url, body = target.url(scenario), scenario.body(target.model(scenario))
-        sent = 1 if target.stored() is not None else 0  # the smoke request
-        stored = target.stored
+        records = target.stored() is not None  # faregate stores one per request
+        sent = 1  # the smoke request of faregate's start
 
         def run(requests: int) -> None:
+            """Send `requests`, wait for their records (if the target keeps any), then a
+            quiet second."""
             nonlocal sent
             asyncio.run(drive(url, body, target.auth, requests, scenario.connections))
             sent += requests
-            settle(target, sent if stored() is not None else None)
+            if records and settle(target, sent, timeout=600) < 0:
+                raise RuntimeError(f"{target.name} did not store {sent} records in 10 min")
+            time.sleep(QUIET_S)
 
         run(WARMUP)
         counted.control("-i", "on")
