@@ -4,6 +4,7 @@ and requests beyond them wait for one instead of failing."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -66,8 +67,15 @@ async def test_requests_beyond_a_providers_max_connections_wait_for_one(
                 for i in range(24)
             )
         )
-        await asyncio.sleep(0.25)  # 3 requests upstream, the others waiting for a connection
-        gauges = await _upstream_gauges(gw.url, f"http://127.0.0.1:{port}")
+        # Scrape until the others queue behind the 3 requests upstream (on a loaded machine
+        # the first request may take longer than any fixed pause to get there).
+        gauges: dict[str, float] = {}
+        deadline = time.monotonic() + 30
+        while not calls.done() and time.monotonic() < deadline:
+            gauges = await _upstream_gauges(gw.url, f"http://127.0.0.1:{port}")
+            if gauges.get("faregate_upstream_connection_waiters", 0) >= 1:
+                break
+            await asyncio.sleep(0.01)
         replies = await calls
         assert gauges["faregate_upstream_connections"] == 3
         assert gauges["faregate_upstream_connection_waiters"] >= 1
