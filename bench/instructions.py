@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine
 from benchlib.faregate_setup import CONFIG
 from benchlib.measure import settle
+from benchlib.report import file_tag
 from benchlib.scenarios import BY_KEY, Scenario
 from benchlib.targets import Context, Target, build
 
@@ -191,12 +192,15 @@ def main() -> None:
         "--repeats", type=int, default=1, help="pairs of counts per server (median reported)"
     )
     parser.add_argument("--keep", type=Path, help="keep the callgrind dumps in this folder")
-    parser.add_argument("--tag", default="", help="suffix for the result file names")
+    parser.add_argument("--tag", default="", type=file_tag, help="suffix for the result file names")
     args = parser.parse_args()
     if args.large <= args.small:
         parser.error("--large must be more than --small")
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         sys.exit("instructions.py needs valgrind (apt-get install valgrind)")
+    unknown = [key for key in args.scenarios.split(",") if key not in BY_KEY]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(BY_KEY)}")
     scenarios = [BY_KEY[key] for key in args.scenarios.split(",")]
     targets = args.targets.split(",")
     (WORK / "logs").mkdir(parents=True, exist_ok=True)

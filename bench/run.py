@@ -75,7 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="what the wallet hold + settle adds: each backend with and without a wallet",
     )
     p.add_argument("--mock-cmd", help="another mock command; {port} {config} {python} filled in")
-    p.add_argument("--tag", default="", help="suffix for the result file names")
+    p.add_argument(
+        "--tag", default="", type=report.file_tag, help="suffix for the result file names"
+    )
     args = p.parse_args(argv)
     if args.holds:
         explicit = set(argv if argv is not None else sys.argv[1:])

@@ -3,7 +3,7 @@
 Checks three things and exits non-zero if one fails: resident memory at the end is within
 10% of what it was after the warm-up; no request failed; and the usage records in the
 database (`SELECT count(*) FROM requests`) equal the chat requests wrk completed. Writes
-bench/results/soak-DATE.md and .json (`--tag -x`: soak-DATE-x, for another run of the day).
+bench/results/soak-DATE.md and .json (`--tag x`: soak-DATE-x, for another run of the day).
 
     python bench/soak.py                 # 10 minutes
     python bench/soak.py --minutes 2
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orjson
 from benchlib import machine, procs
 from benchlib.faregate_setup import FaregateInstance
+from benchlib.report import file_tag
 from benchlib.wrk import WrkResult, ensure_wrk, run_wrk
 
 BENCH = Path(__file__).resolve().parent
@@ -46,7 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--mock-cmd", help="another mock command; {port} {config} {python} filled in")
     p.add_argument(
-        "--tag", default="", help="suffix for the result file names (another run of the day)"
+        "--tag",
+        default="",
+        type=file_tag,
+        help="suffix for the result file names (another run of the day)",
     )
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.minutes > 24 * 60:

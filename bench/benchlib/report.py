@@ -429,3 +429,9 @@ def update_readme(
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def file_tag(value: str) -> str:
+    """A `--tag` as the suffix of result file names: `x` and `-x` both give `-x` (argparse
+    takes `--tag -x` for an option, so the dash may be left out)."""
+    return value if not value or value.startswith("-") else f"-{value}"
