@@ -1,18 +1,21 @@
-"""The key cache under concurrency: one database read per stale prefix, and a revocation
-is never undone by a read that began before it."""
+"""The key cache under concurrency: one database read per stale prefix, a revocation is
+never undone by a read that began before it, and an entry is read again in the background
+from half its TTL (requests go on with it) but never served past the TTL."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from faregate.auth import repository
+from faregate.auth import keys, repository
 from faregate.auth.errors import RevokedKey
 from faregate.auth.service import KeyService
 from faregate.store.db import create_engine, migrate
+from faregate.store.tables.gateway import api_keys
 
 
 @pytest.fixture
@@ -64,3 +67,78 @@ async def test_a_read_begun_before_a_revocation_does_not_cache_the_key_as_valid(
     await early  # it read the row before the revocation
     with pytest.raises(RevokedKey):
         await service.authenticate(key)
+
+
+def _age(service: KeyService, key: str, seconds: float) -> None:
+    """Make the cached entry of `key` `seconds` older than it is."""
+    prefix = keys.parse_prefix(key)
+    assert prefix is not None
+    principal, key_hash, fetched = service._cache[prefix]
+    service._cache[prefix] = (principal, key_hash, fetched - seconds)
+
+
+async def test_past_half_its_ttl_a_key_is_read_again_while_requests_go_on(
+    service: KeyService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service._ttl = 60.0
+    key, row = await service.create_key(name="k")
+    await service.authenticate(key)
+    real = repository.key_by_prefix
+    gate = asyncio.Event()
+    reads = 0
+
+    async def held_back(conn: Any, prefix: str) -> Any:
+        nonlocal reads
+        reads += 1
+        found = await real(conn, prefix)
+        await gate.wait()
+        return found
+
+    monkeypatch.setattr(repository, "key_by_prefix", held_back)
+    # Another replica revokes the key: this process learns it from the next read.
+    async with service._engine.begin() as conn:
+        await conn.execute(
+            api_keys.update().where(api_keys.c.id == row["id"]).values(revoked_at=datetime.now(UTC))
+        )
+    _age(service, key, 40)  # past half the TTL, within it
+    # Twenty requests go on with the cached entry while one read, held back, is under way.
+    served = await asyncio.wait_for(
+        asyncio.gather(*(service.authenticate(key) for _ in range(20))), timeout=10
+    )
+    assert {p.key_id for p in served} == {row["id"]}
+    assert reads == 1
+    gate.set()
+    for _ in range(500):  # the background read lands
+        if not service._loading:
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(RevokedKey):
+        await service.authenticate(key)
+    assert reads == 1
+
+
+async def test_past_its_ttl_a_request_waits_for_the_read(
+    service: KeyService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service._ttl = 60.0
+    key, row = await service.create_key(name="k")
+    await service.authenticate(key)
+    await service.revoke(row["id"])  # in this process: the entry is dropped at once
+    with pytest.raises(RevokedKey):
+        await service.authenticate(key)
+    real = repository.key_by_prefix
+    gate = asyncio.Event()
+
+    async def held_back(conn: Any, prefix: str) -> Any:
+        found = await real(conn, prefix)
+        await gate.wait()
+        return found
+
+    monkeypatch.setattr(repository, "key_by_prefix", held_back)
+    _age(service, key, 61)
+    waiting = asyncio.create_task(service.authenticate(key))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # an entry past the TTL is never served
+    gate.set()
+    with pytest.raises(RevokedKey):
+        await waiting

@@ -301,7 +301,10 @@ async def test_a_credit_limit_holds_unpaid_usage_of_a_customer_without_wallet(
         await repository.update_customer(
             conn, customer["id"], {"credit_limit_nanos": to_nanos(price * 2)}
         )
-    await asyncio.sleep(1.1)  # the gateway looks a customer's wallets up once a second
+    # The gateway reads a customer's wallets again every second in the background, and
+    # makes a request wait for the read once they are two seconds old: past that, the first
+    # request is held on the new limit.
+    await asyncio.sleep(2.1)
     statuses = [(await image(gateway.url, gateway.key))[0] for _ in range(3)]
     assert statuses == [200, 200, 402]
     listed = await asyncio.to_thread(

@@ -22,7 +22,7 @@ from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.book import MemoryHoldBook, Snapshot
 from faregate.wallets.book_redis import RedisHoldBook
-from faregate.wallets.runtime import Account, WalletRuntime
+from faregate.wallets.runtime import CACHE_S, REFRESH_S, Account, WalletRuntime
 from faregate.wallets.service import WalletService
 from faregate.wallets.writer import LedgerWriter
 
@@ -180,3 +180,65 @@ async def test_on_the_redis_book_the_excess_is_its_own_hold_and_post_in_the_ledg
     assert row is not None and int(row["consumed_nanos"]) == 90 and sums.held == 0
     snapshot = await runtime.book.snapshot("w")
     assert snapshot is not None and snapshot.consumed == 90 and snapshot.available == 10
+
+
+async def test_past_half_the_cache_ttl_wallets_are_read_again_while_requests_go_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = _memory_runtime(MemoryHoldBook())
+    wallet = ["w1"]
+    reads: list[str] = []
+    gate = asyncio.Event()
+
+    async def load(customer: str) -> tuple[Account, ...]:
+        reads.append(customer)
+        found = wallet[0]
+        if len(reads) > 1:
+            await gate.wait()
+        return (Account(found, Decimal(1)),)
+
+    monkeypatch.setattr(runtime, "_load_accounts", load)
+    [first] = await runtime.accounts_of("acme")
+    assert first.wallet_id == "w1"
+    wallet[0] = "w2"  # a top-up or a new wallet made by another replica
+    runtime._cache["acme"].at -= REFRESH_S + 0.1  # past half the TTL, within it
+    served = await asyncio.wait_for(
+        asyncio.gather(*(runtime.accounts_of("acme") for _ in range(20))), timeout=10
+    )
+    assert {accounts[0].wallet_id for accounts in served} == {"w1"}  # nobody waited
+    await asyncio.sleep(0)
+    assert reads == ["acme", "acme"]  # one read in the background for all of them
+    gate.set()
+    await asyncio.gather(*list(runtime._tasks))
+    [now] = await runtime.accounts_of("acme")
+    assert now.wallet_id == "w2" and len(reads) == 2
+
+
+async def test_past_the_cache_ttl_a_request_waits_and_a_read_begun_before_forget_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = _memory_runtime(MemoryHoldBook())
+    wallet = ["w1"]
+    gate = asyncio.Event()
+    gate.set()
+
+    async def load(customer: str) -> tuple[Account, ...]:
+        found = wallet[0]
+        await gate.wait()
+        return (Account(found, Decimal(1)),)
+
+    monkeypatch.setattr(runtime, "_load_accounts", load)
+    await runtime.accounts_of("acme")
+    runtime._cache["acme"].at -= CACHE_S + 0.1
+    gate.clear()
+    waiting = asyncio.create_task(runtime.accounts_of("acme"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # wallets read more than CACHE_S ago are never used
+    runtime.forget("acme")  # this process changed the wallets while they were read
+    wallet[0] = "w2"
+    gate.set()
+    [used] = await waiting
+    assert used.wallet_id == "w1"  # the request goes on with what it read ...
+    assert "acme" not in runtime._cache  # ... but it is not kept: the next one reads again
+    [later] = await runtime.accounts_of("acme")
+    assert later.wallet_id == "w2"

@@ -59,6 +59,9 @@ log = logging.getLogger("faregate.billing")
 
 TEMPLATES = 256  # kinds of request whose worst-case buckets are kept per subscription
 CHECK_S = 1.0  # a subscription's status and plan are looked up again after this long
+# From this age on they are looked up in the background, while requests go on with what
+# was seen before; a request waits for the lookup only past CHECK_S.
+REFRESH_S = CHECK_S / 2
 Unflushed = Callable[[str], Sequence[dict[str, Any]]]
 _SCRATCH = "plan_price"
 # call.scratch key: the external id of the subscription whose plan priced the call.
@@ -112,29 +115,40 @@ class PlanPrices:
     async def prepare(self, call: Call) -> None:
         """Make sure this process has the subscription's plan and period usage, seen within
         the last CHECK_S: a terminated subscription or a changed plan stops pricing requests
-        within a second, at one query per subscription and second, not per request. The
-        state the request was prepared with prices its estimate and its settlement."""
+        within a second, at one or two queries per subscription and second, not per request
+        (past REFRESH_S the lookup runs in the background; requests wait for it only past
+        CHECK_S). The state the request was prepared with prices its estimate and its
+        settlement."""
         subscription = call.principal.external_subscription_id
         if subscription is None:
             return
         state = self._state.get(subscription)
-        fresh = state is not None and time.monotonic() - state.checked_at < CHECK_S
-        if not fresh or (state is not None and state.billed is not None and not state.prices(call)):
-            pending = self._loading.get(subscription)
-            if pending is None:
-                pending = asyncio.ensure_future(self._refresh(subscription, call))
-                self._loading[subscription] = pending
-                pending.add_done_callback(lambda _: self._loading.pop(subscription, None))
-            await asyncio.shield(pending)
+        age = CHECK_S if state is None else time.monotonic() - state.checked_at
+        if age >= CHECK_S or (
+            state is not None and state.billed is not None and not state.prices(call)
+        ):
+            await asyncio.shield(self._refreshing(subscription, call))
             state = self._state.get(subscription)
+        elif age >= REFRESH_S and subscription not in self._loading:
+            self._refreshing(subscription, call)  # this request goes on with `state`
         if state is not None and state.prices(call):
             call.scratch[_SCRATCH] = state
+
+    def _refreshing(self, subscription: str, call: Call) -> asyncio.Future[None]:
+        """The lookup of `subscription` under way, else a new one: requests share it."""
+        pending = self._loading.get(subscription)
+        if pending is None:
+            pending = asyncio.ensure_future(self._refresh(subscription, call))
+            self._loading[subscription] = pending
+            pending.add_done_callback(lambda _: self._loading.pop(subscription, None))
+        return pending
 
     async def _refresh(self, subscription: str, call: Call) -> None:
         """Keep the loaded state when its subscription and plan are unchanged (one query),
         else load it again."""
         state = self._state.get(subscription)
         if state is not None and state.prices(call):
+            started = time.monotonic()
             try:
                 async with self._engine.connect() as conn:
                     found = await repo.subscription_and_plan(conn, subscription)
@@ -142,7 +156,7 @@ class PlanPrices:
                 log.exception("subscription check failed", extra={"subscription": subscription})
                 return
             if _fingerprint(found) == state.fingerprint:
-                state.checked_at = time.monotonic()
+                state.checked_at = started
                 return
         await self._load(subscription, call)
 

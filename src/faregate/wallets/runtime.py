@@ -33,7 +33,12 @@ from faregate.wallets.topups import due_interval, interval_key
 from faregate.wallets.writer import LedgerWriter
 
 log = logging.getLogger("faregate.wallets")
-CACHE_S = 1.0
+# A customer's wallets are read again once they are REFRESH_S old, in the background, while
+# requests go on with the wallets read before; a request waits for a read only past CACHE_S.
+# (Under load a read on SQLite's connection thread takes 0.1-0.5 s to come back, and every
+# request of the customer used to wait for it once a second.)
+REFRESH_S = 1.0
+CACHE_S = 2.0
 CREDIT_LIMIT_CODE = "credit_limit"
 
 
@@ -76,6 +81,8 @@ class WalletRuntime:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _depleted: set[tuple[str, int]] = field(default_factory=set)
+    _refreshing: set[str] = field(default_factory=set)  # customers read in the background
+    _forgets: int = 0  # bumped by forget: a read begun before is not cached
     _loop: PeriodicTask | None = None
     _stale: repo.StaleHoldScan = field(init=False)
     _prune_above: int = field(init=False)
@@ -88,6 +95,7 @@ class WalletRuntime:
 
     def forget(self, external_customer_id: str) -> None:
         """Drop the cached wallet of a customer (its wallets changed in this process)."""
+        self._forgets += 1
         self._cache.pop(external_customer_id, None)
 
     async def accounts_of(self, external_customer_id: str | None) -> tuple[Account, ...]:
@@ -96,23 +104,44 @@ class WalletRuntime:
         if not external_customer_id:
             return ()
         cached = self._cache.get(external_customer_id)
-        if cached is not None and time.monotonic() - cached.at < CACHE_S:
-            return cached.accounts
-        lock = self._locks.setdefault(external_customer_id, asyncio.Lock())
-        async with lock:
-            cached = self._cache.get(external_customer_id)
-            if cached is not None and time.monotonic() - cached.at < CACHE_S:
+        if cached is not None:
+            age = time.monotonic() - cached.at
+            if age < CACHE_S:
+                if age >= REFRESH_S and external_customer_id not in self._refreshing:
+                    self._refreshing.add(external_customer_id)
+                    self._spawn(self._refresh(external_customer_id))
                 return cached.accounts
-            accounts = await self._load_accounts(external_customer_id)
-            self._cache[external_customer_id] = _Cached(accounts, time.monotonic())
+        accounts = await self._reload(external_customer_id, CACHE_S)
         if len(self._cache) > self._prune_above:
             self._prune()
         return accounts
 
+    async def _reload(self, external_customer_id: str, max_age: float) -> tuple[Account, ...]:
+        """The customer's wallets read again, unless another read (awaited first, under the
+        customer's lock) left an entry younger than `max_age`."""
+        lock = self._locks.setdefault(external_customer_id, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(external_customer_id)
+            if cached is not None and time.monotonic() - cached.at < max_age:
+                return cached.accounts
+            started, forgets = time.monotonic(), self._forgets
+            accounts = await self._load_accounts(external_customer_id)
+            if forgets == self._forgets:  # else the wallets changed while they were read
+                self._cache[external_customer_id] = _Cached(accounts, started)
+            return accounts
+
+    async def _refresh(self, external_customer_id: str) -> None:
+        try:
+            await self._reload(external_customer_id, REFRESH_S)
+        except Exception:  # the entry stays until CACHE_S; a request past it reads again
+            log.exception("reading the customer's wallets failed")
+        finally:
+            self._refreshing.discard(external_customer_id)
+
     def _prune(self) -> None:
         """Drop the cached wallets older than CACHE_S (they would be loaded again anyway) and
         the locks nobody holds or waits for, so both stay bounded by the customers of the
-        last second rather than growing by one entry per customer ever seen."""
+        last CACHE_S rather than growing by one entry per customer ever seen."""
         now = time.monotonic()
         for customer in [c for c, hit in self._cache.items() if now - hit.at >= CACHE_S]:
             del self._cache[customer]

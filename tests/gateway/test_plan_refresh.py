@@ -1,0 +1,64 @@
+"""A subscription's plan check under load: from REFRESH_S it runs in the background while
+requests go on with the state they find; past CHECK_S a request waits for it; requests
+share one check."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+import pytest
+
+from faregate.auth.principal import Principal
+from faregate.gateway.call import Call
+from faregate.gateway.plan_pricing import CHECK_S, REFRESH_S, PlanPrices, _Period
+
+Fixture = tuple[PlanPrices, list[str], asyncio.Event]
+
+
+def _call() -> Call:
+    principal = Principal(key_id="k", key_prefix="p", external_subscription_id="sub")
+    return Call(request_id="r", principal=principal, kind="chat", model="m", body={})
+
+
+@pytest.fixture
+def plan(monkeypatch: pytest.MonkeyPatch) -> Fixture:
+    prices = PlanPrices(cast(Any, None), "USD")  # the check below reads no database
+    checks: list[str] = []
+    gate = asyncio.Event()
+
+    async def check(subscription: str, call: Call) -> None:
+        """The subscription read again and found unchanged, once the gate opens."""
+        checks.append(subscription)
+        started = time.monotonic()
+        await gate.wait()
+        prices._state[subscription].checked_at = started
+
+    monkeypatch.setattr(prices, "_refresh", check)
+    return prices, checks, gate
+
+
+async def test_past_refresh_s_the_check_runs_while_requests_go_on(plan: Fixture) -> None:
+    prices, checks, gate = plan
+    prices._state["sub"] = _Period(None, checked_at=time.monotonic())
+    await prices.prepare(_call())
+    assert checks == []  # fresh: no check at all
+    prices._state["sub"].checked_at -= REFRESH_S + 0.1
+    await asyncio.wait_for(asyncio.gather(*(prices.prepare(_call()) for _ in range(20))), 10)
+    assert checks == ["sub"]  # one check, and nobody waited for it
+    gate.set()
+    await asyncio.gather(*list(prices._loading.values()))
+    assert not prices._loading
+    assert time.monotonic() - prices._state["sub"].checked_at < REFRESH_S
+
+
+async def test_past_check_s_a_request_waits_for_the_check(plan: Fixture) -> None:
+    prices, checks, gate = plan
+    prices._state["sub"] = _Period(None, checked_at=time.monotonic() - CHECK_S - 0.1)
+    waiting = [asyncio.create_task(prices.prepare(_call())) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in waiting)  # a state past CHECK_S is never used
+    assert checks == ["sub"]  # shared
+    gate.set()
+    await asyncio.gather(*waiting)
