@@ -27,6 +27,23 @@ async def service(tmp_path: Path) -> Any:
     await engine.dispose()
 
 
+def _hold_back_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, list[str]]:
+    """Key reads from now on wait, after reading, until the returned gate is set; the list
+    records each read's prefix."""
+    real = repository.key_by_prefix
+    gate = asyncio.Event()
+    reads: list[str] = []
+
+    async def held_back(conn: Any, prefix: str) -> Any:
+        reads.append(prefix)
+        found = await real(conn, prefix)
+        await gate.wait()
+        return found
+
+    monkeypatch.setattr(repository, "key_by_prefix", held_back)
+    return gate, reads
+
+
 async def test_concurrent_requests_on_a_stale_key_share_one_database_read(
     service: KeyService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -51,14 +68,7 @@ async def test_a_read_begun_before_a_revocation_does_not_cache_the_key_as_valid(
     service._ttl = 60.0
     key, row = await service.create_key(name="k")
     real = repository.key_by_prefix
-    gate = asyncio.Event()
-
-    async def slow(conn: Any, prefix: str) -> Any:
-        found = await real(conn, prefix)
-        await gate.wait()
-        return found
-
-    monkeypatch.setattr(repository, "key_by_prefix", slow)
+    gate, _ = _hold_back_reads(monkeypatch)
     early = asyncio.create_task(service.authenticate(key))
     await asyncio.sleep(0.05)
     monkeypatch.setattr(repository, "key_by_prefix", real)
@@ -83,18 +93,7 @@ async def test_past_half_its_ttl_a_key_is_read_again_while_requests_go_on(
     service._ttl = 60.0
     key, row = await service.create_key(name="k")
     await service.authenticate(key)
-    real = repository.key_by_prefix
-    gate = asyncio.Event()
-    reads = 0
-
-    async def held_back(conn: Any, prefix: str) -> Any:
-        nonlocal reads
-        reads += 1
-        found = await real(conn, prefix)
-        await gate.wait()
-        return found
-
-    monkeypatch.setattr(repository, "key_by_prefix", held_back)
+    gate, reads = _hold_back_reads(monkeypatch)
     # Another replica revokes the key: this process learns it from the next read.
     async with service._engine.begin() as conn:
         await conn.execute(
@@ -106,15 +105,12 @@ async def test_past_half_its_ttl_a_key_is_read_again_while_requests_go_on(
         asyncio.gather(*(service.authenticate(key) for _ in range(20))), timeout=10
     )
     assert {p.key_id for p in served} == {row["id"]}
-    assert reads == 1
+    assert len(reads) == 1
     gate.set()
-    for _ in range(500):  # the background read lands
-        if not service._loading:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.gather(*list(service._loading.values()))  # the background read lands
     with pytest.raises(RevokedKey):
         await service.authenticate(key)
-    assert reads == 1
+    assert len(reads) == 1
 
 
 async def test_past_its_ttl_a_request_waits_for_the_read(
@@ -126,15 +122,7 @@ async def test_past_its_ttl_a_request_waits_for_the_read(
     await service.revoke(row["id"])  # in this process: the entry is dropped at once
     with pytest.raises(RevokedKey):
         await service.authenticate(key)
-    real = repository.key_by_prefix
-    gate = asyncio.Event()
-
-    async def held_back(conn: Any, prefix: str) -> Any:
-        found = await real(conn, prefix)
-        await gate.wait()
-        return found
-
-    monkeypatch.setattr(repository, "key_by_prefix", held_back)
+    gate, _ = _hold_back_reads(monkeypatch)
     _age(service, key, 61)
     waiting = asyncio.create_task(service.authenticate(key))
     await asyncio.sleep(0.05)
