@@ -80,6 +80,30 @@ async def test_identical_requests_are_answered_from_the_cache(
         await gw.runner.cleanup()
 
 
+async def test_a_stream_relayed_as_received_is_cached_and_replayed_whole(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    """A client that asks for usage gets OpenAI's content events as the upstream sent them;
+    the cache still records every chunk, and replays them to any client."""
+    gw = await start_gateway(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, {"cache": {"enabled": True}}
+    )
+    try:
+        body = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
+        _, relayed = await _post(gw.url, gw.key, body)
+        _, replayed = await _post(gw.url, gw.key, body)
+        assert mock.stats.requests == 1
+        assert sse_events(replayed) == sse_events(relayed)
+        _, plain = await _post(gw.url, gw.key, {**body, "stream_options": {}})
+        assert mock.stats.requests == 1
+        # Without usage asked for: the same chunks, less the usage chunk and field.
+        chunks = [line for line in sse_events(relayed) if b'"choices":[]' not in line]
+        without = [line.replace(b',"usage":null', b"") for line in chunks if line]
+        assert [line for line in sse_events(plain) if line] == without
+    finally:
+        await gw.runner.cleanup()
+
+
 async def test_keys_opt_in_to_sampled_caching_and_requests_choose_the_ttl(
     tmp_path: Path, mock: MockServer
 ) -> None:

@@ -154,14 +154,19 @@ async def _request_record(gw: Running, request_id: str) -> dict[str, Any]:
     return dict(row)
 
 
+@pytest.mark.parametrize("usage", [False, True], ids=["parsed", "relayed"])
 async def test_a_client_leaving_mid_stream_pays_exactly_its_request_price(
-    tmp_path: Path, mock: MockServer
+    tmp_path: Path, mock: MockServer, usage: bool
 ) -> None:
+    """Also when the client asked for usage, so the content events went to it unparsed
+    (`Relayed`): their text is what the estimate counts."""
     gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock)
     try:
         wallet_id = await _wallet(gw)
         mock.config.deployments["openai"] = MockBehaviour(chunk_delay=0.05, output_tokens=200)
         body = {**CHAT, "stream": True, "max_tokens": 200}
+        if usage:
+            body["stream_options"] = {"include_usage": True}
         async with (
             aiohttp.ClientSession() as s,
             s.post(

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from faregate.providers.base import ProviderError, StreamState, delta_chars
+from faregate.providers.base import ProviderError, Relayed, StreamState, delta_chars
 from faregate.providers.openai import (
     StreamParser,
     chat_payload,
@@ -18,7 +18,7 @@ from faregate.providers.openai import (
     parse_error,
     usage_from_openai,
 )
-from tests.providers.wire import offline, run_sse
+from tests.providers.wire import offline, run_relay, run_sse
 
 COMPLETION: dict[str, Any] = {
     "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
@@ -154,6 +154,114 @@ def test_an_error_inside_a_stream_raises() -> None:
     with pytest.raises(ProviderError) as info:
         run_sse(StreamParser(BODY, StreamState(), offline("openai", parse_error)), text)
     assert info.value.retryable
+
+
+def _parser(state: StreamState | None = None) -> StreamParser:
+    return StreamParser(BODY, state or StreamState(), offline("openai", parse_error))
+
+
+def _chunks(items: list[Any]) -> list[dict[str, Any]]:
+    return [c for item in items for c in (item.chunks() if type(item) is Relayed else [item])]
+
+
+def test_a_relayed_stream_passes_content_events_as_received_and_parses_the_rest() -> None:
+    parsed_state, relayed_state = StreamState(), StreamState(relay=True)
+    parsed = run_sse(_parser(parsed_state), STREAM)
+    items = run_relay(_parser(relayed_state), STREAM, relayed_state)
+    [run, finish, usage] = items
+    # The role and content events, byte for byte as the upstream sent them.
+    sent = STREAM.encode().split(b"\n\n")
+    assert type(run) is Relayed and run.data == sent[0] + b"\n\n" + sent[1] + b"\n\n"
+    assert finish["choices"][0]["finish_reason"] == "stop" and usage["choices"] == []
+    assert _chunks(items) == parsed
+    for state in (parsed_state, relayed_state):
+        assert state.usage is not None and state.usage.output_tokens == 2
+        assert state.usage.input_tokens == 9 and state.finish_reason == "stop"
+    assert relayed_state.chunks == 3  # those with choices, as Upstream.stream counts them
+    assert run.text_chars() == len("Hello") == sum(delta_chars(c) for c in parsed)
+
+
+def test_a_relayed_stream_without_usage_is_estimated_from_the_text_it_relayed() -> None:
+    text = "\n".join(line for line in STREAM.splitlines() if '"choices":[]' not in line)
+    parsed_state, relayed_state = StreamState(), StreamState(relay=True)
+    parsed = run_sse(_parser(parsed_state), text)
+    items = run_relay(_parser(relayed_state), text, relayed_state)
+    assert type(items[0]) is Relayed and items[-1] == parsed[-1]  # the same estimate chunk
+    assert relayed_state.usage == parsed_state.usage and relayed_state.usage is not None
+    assert relayed_state.usage.estimated
+
+
+def test_a_relayed_stream_cut_before_its_end_raises() -> None:
+    text = "data: {".join(STREAM.split("data: {", 3)[:3])
+    with pytest.raises(ProviderError) as info:
+        run_relay(_parser(), text, StreamState(relay=True))
+    assert info.value.code == "upstream_disconnected"
+
+
+def _content_event(text: str, **fields: Any) -> bytes:
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-123",
+        "object": "chat.completion.chunk",
+        "created": 1694268190,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+        ],
+        "usage": None,
+    }
+    chunk.update(fields)
+    return b"data: " + orjson.dumps(chunk)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        _content_event("x", usage={"prompt_tokens": 1, "completion_tokens": 1}),
+        _content_event("x").replace(b'"finish_reason":null', b'"finish_reason":"stop"'),
+        _content_event("x").replace(b'"usage":null', b'"usage": null'),  # not compact: parsed
+        _content_event("x", error={"message": "overloaded"}),
+        _content_event("x", choices=[]),
+        _content_event("x", choices=[{"index": 0, "delta": {}, "usage": None}]).replace(
+            b'"usage":null}', b'"usage":{"completion_tokens":3}}'
+        ),
+        b"data: [DONE]",
+    ],
+    ids=["usage", "finish", "spaced", "error", "no-choices", "nested-usage", "done"],
+)
+def test_an_event_that_carries_anything_the_gateway_reads_is_parsed(event: bytes) -> None:
+    parser = _parser()
+    assert parser.relays(_content_event("first"))  # a template to match against
+    assert not parser.relays(event)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", 'a "quoted" word', "ends in a backslash \\", "line\nbreak", "é ✓", ""],
+)
+def test_content_events_relay_whatever_their_text(text: str) -> None:
+    parser = _parser()
+    assert parser.relays(_content_event("first"))
+    assert parser.relays(_content_event(text))
+    assert parser.relays(_content_event("after"))
+
+
+def test_text_that_spells_keys_cannot_pass_for_the_template() -> None:
+    """An event that is the template around text holding a quote is checked in full: here
+    the 'text' closes the string and reports usage."""
+    parser = _parser()
+    assert parser.relays(_content_event("first"))
+    forged = _content_event("x").replace(
+        b'"content":"x"', b'"content":"x","usage":{"completion_tokens":9},"y":"z"'
+    )
+    assert forged.count(b'"usage"') == 2
+    assert not parser.relays(forged)
+
+
+def test_the_text_of_relayed_runs_counts_when_a_stream_is_cut() -> None:
+    state = StreamState(relay=True)
+    state.relayed_chars = 3  # from chunks relayed as dicts
+    state.relayed_runs.append(Relayed([_content_event("Hello"), _content_event(" world")]))
+    assert state.relayed_text_chars() == 3 + len("Hello world")
 
 
 def test_error_bodies_keep_structured_code_and_param() -> None:

@@ -33,3 +33,16 @@ def run_sse(parser: EventParser, text: str) -> list[dict[str, Any]]:
         chunks.extend(parser.feed(event))
     chunks.extend(parser.close())
     return chunks
+
+
+def run_relay(parser: Any, text: str, state: Any) -> list[Any]:
+    """Feed an SSE body through a parser the way Upstream.stream does for a caller that
+    takes `Relayed` runs: chunk dicts and runs, in order."""
+    from faregate.providers.http import _relay
+
+    decoder = SSEDecoder()
+    items = _relay(parser, parser.relays, decoder.feed_raw(text.encode()), state)
+    for event in decoder.flush():
+        items.extend(parser.feed(event))
+    items.extend(parser.close())
+    return items

@@ -342,7 +342,7 @@ async def _unary(
 
 
 async def _stream(conn: _Connection, services: Services, call: Any) -> None:
-    chunks = services.gateway.chat_stream(call)
+    chunks = openai.chat_chunks(services, call)
     first = await chunks.__anext__()  # errors before the first chunk keep their HTTP status
     blocks = openai.sse_blocks(call, chunks, first)
     try:

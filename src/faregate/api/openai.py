@@ -25,6 +25,7 @@ from faregate.auth.principal import Principal
 from faregate.errors import FaregateError, NotFound
 from faregate.gateway.call import Call
 from faregate.logs import bind_request_id
+from faregate.providers.base import Relayed
 
 log = logging.getLogger("faregate.api")
 
@@ -123,8 +124,21 @@ def _sse(chunk: dict[str, Any]) -> bytes:
 STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
+def wants_usage(call: Call) -> bool:
+    """Whether the client asked for the usage chunk (`stream_options.include_usage`)."""
+    options = call.body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def chat_chunks(services: Services, call: Call) -> AsyncIterator[Any]:
+    """The gateway's stream for this call. When the client asked for usage, the chunks an
+    OpenAI-format upstream sent may come as `Relayed` runs, written as received: the
+    gateway relays the usage chunk too, so nothing in them needs changing."""
+    return services.gateway.chat_stream(call, relay=wants_usage(call))
+
+
 async def _stream_chat(request: web.Request, services: Services, call: Call) -> web.StreamResponse:
-    chunks = services.gateway.chat_stream(call)
+    chunks = chat_chunks(services, call)
     first = await chunks.__anext__()  # errors before the first chunk keep their HTTP status
     response = web.StreamResponse(headers={**STREAM_HEADERS, **call.response_headers})
     await response.prepare(request)
@@ -140,19 +154,21 @@ async def _stream_chat(request: web.Request, services: Services, call: Call) -> 
 
 
 async def sse_blocks(
-    call: Call, chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any]
+    call: Call, chunks: AsyncIterator[Any], first: Any
 ) -> AsyncGenerator[bytes, None]:
     """A chat stream's body as SSE, one block per write: the chunks of one upstream read
     together, then the cost comment and `[DONE]`. An upstream failure mid-stream ends it with
     an error event. Closing this closes `chunks` (and so the upstream call)."""
-    wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+    usage = wants_usage(call)
     state = call.stream_state
     pending: list[bytes] = []  # chunks of one upstream read, sent in one write
     try:
         chunk = first
         while True:
-            if wants_usage or chunk.get("choices"):
-                if not wants_usage:
+            if type(chunk) is Relayed:
+                pending.append(chunk.data)
+            elif usage or chunk.get("choices"):
+                if not usage:
                     chunk.pop("usage", None)
                 pending.append(_sse(chunk))
             if pending and not (state is not None and state.more):

@@ -24,6 +24,7 @@ from faregate.providers.base import (
     ModerationsResult,
     Provider,
     ProviderError,
+    Relayed,
     StreamState,
     TranscriptionResult,
     delta_chars,
@@ -62,7 +63,7 @@ def _partial_usage(call: Call, state: StreamState) -> Usage:
     count. Output: the larger of what the provider reported so far and the text relayed to
     the client (its characters / 4), plus the reasoning the provider reported."""
     reported = state.reported or Usage()
-    relayed = count_text_tokens_of(state.relayed_chars)
+    relayed = count_text_tokens_of(state.relayed_text_chars())
     visible = max(reported.visible_output_tokens, relayed)
     return Usage(
         input_tokens=reported.input_tokens or call.est_input_tokens,
@@ -220,12 +221,16 @@ class Gateway:
             call, transcriptions.KIND, lambda p, d: transcriptions.transcribe(p, d, call)
         )
 
-    async def chat_stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
+    async def chat_stream(self, call: Call, *, relay: bool = False) -> AsyncIterator[Any]:
         """Yield chunks. The first `__anext__` does everything up to the first chunk, so the
-        caller can still answer an error with a proper status before sending headers."""
+        caller can still answer an error with a proper status before sending headers.
+
+        `relay`: the caller also takes `Relayed` runs (OpenAI's SSE as the upstream sent
+        it, for a client that asked for usage) where the provider can relay them; else
+        every item is a chunk dict."""
         self._resolve(call, "chat")
         run = StageRun(self.stages)
-        state = call.stream_state = StreamState()
+        state = call.stream_state = StreamState(relay=relay)
         stream: AsyncIterator[dict[str, Any]] | None = None
         unjudged: Deployment | None = None  # connected; health awaits the stream's outcome
         try:
@@ -233,14 +238,14 @@ class Gateway:
             cached = await self.cache.lookup(call) if self.cache else None
             if cached is not None:
                 call.response_headers.update(self._headers(call))
-                async for chunk in cached:
-                    yield chunk
+                async for replayed in cached:
+                    yield replayed
                 call.finished = time.perf_counter()
                 return
 
             async def connect(
                 deployment: Deployment,
-            ) -> tuple[AsyncIterator[dict[str, Any]], dict[str, Any]]:
+            ) -> tuple[AsyncIterator[Any], Any]:
                 upstream = self._provider(deployment).chat_stream(
                     call.body, deployment.model, state
                 )
@@ -256,16 +261,22 @@ class Gateway:
             call.ttft = time.perf_counter() - call.started
             call.response_headers.update(self._headers(call))
             recorder = self.cache.recorder(call) if self.cache else None
-            if recorder:
-                recorder.add(first)
-            yield first
-            # Counted once the client came back for more: the chunk was handed to it.
-            state.relayed_chars += delta_chars(first)
-            async for chunk in stream:
+            chunk = first
+            while True:
+                relayed = type(chunk) is Relayed
                 if recorder:
-                    recorder.add(chunk)
+                    for one in chunk.chunks() if relayed else (chunk,):
+                        recorder.add(one)
                 yield chunk
-                state.relayed_chars += delta_chars(chunk)
+                # Counted once the client came back for more: the chunk was handed to it.
+                if relayed:
+                    state.relayed_runs.append(chunk)
+                else:
+                    state.relayed_chars += delta_chars(chunk)
+                try:
+                    chunk = await stream.__anext__()  # type: ignore[union-attr]
+                except StopAsyncIteration:
+                    break
             if unjudged is not None:
                 self.health.observe(unjudged.id)
                 unjudged = None

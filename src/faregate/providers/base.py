@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import orjson
+
 from faregate.errors import FaregateError
 from faregate.usage import Usage
 
@@ -87,7 +89,38 @@ class StreamState:
     # True while the chunk just yielded is followed by another from the same upstream read
     # (no wait in between): the API may then batch them into one write to the client.
     more: bool = False
+    # Set by the gateway when its caller takes `Relayed` runs (OpenAI's own SSE, usage
+    # asked for): a provider that can may then yield them instead of chunk dicts.
+    relay: bool = False
+    # Runs relayed to the client, whose characters are counted only if the stream is cut
+    # short (`relayed_text_chars`).
+    relayed_runs: list[Relayed] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def relayed_text_chars(self) -> int:
+        """Characters of text relayed to the client so far, the relayed runs' included."""
+        return self.relayed_chars + sum(run.text_chars() for run in self.relayed_runs)
+
+
+class Relayed:
+    """A run of chat.completion.chunk events from one upstream read, relayed as received.
+
+    The events' JSON carries nothing the gateway reads (no usage, no finish reason, no
+    error): OpenAI's content deltas, already in the client's format. `data` is their SSE
+    text as the upstream sent it; each event's JSON is parsed only when something needs the
+    chunks themselves (the response cache, the text of a stream cut short)."""
+
+    __slots__ = ("data", "events")
+
+    def __init__(self, events: list[bytes]) -> None:
+        self.events = events  # each `data: {...}`, without its blank line
+        self.data = b"\n\n".join(events) + b"\n\n"
+
+    def chunks(self) -> list[dict[str, Any]]:
+        return [orjson.loads(event[6:]) for event in self.events]
+
+    def text_chars(self) -> int:
+        return sum(delta_chars(chunk) for chunk in self.chunks())
 
 
 def delta_chars(chunk: dict[str, Any]) -> int:

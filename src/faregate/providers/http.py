@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 
 from faregate.config import ConfigError
-from faregate.providers.base import Endpoint, ProviderError, StreamState
+from faregate.providers.base import Endpoint, ProviderError, Relayed, StreamState
 from faregate.providers.http1 import PayloadError, ProtocolError, Timeouts, header_block
 from faregate.providers.transport import HttpTransport
 
@@ -261,6 +261,22 @@ class SSEDecoder:
                 events += self._complete([*part.split(b"\n"), b""])
         return events
 
+    def feed_raw(self, block: bytes) -> list[bytes | SSEEvent]:
+        """As `feed`, but a one-line `data: ` event comes back as its bytes (`data: {...}`),
+        for a stream that may relay it as received; any other event is decoded."""
+        buffer = self._buffer + block if self._buffer else block
+        if self._data or self._event is not None or buffer.find(b"\r") >= 0:
+            return [*self._lines(buffer)]
+        parts = buffer.split(b"\n\n")
+        self._buffer = parts.pop()
+        events: list[bytes | SSEEvent] = []
+        for part in parts:
+            if part.startswith(b"data: ") and part.find(b"\n") < 0:
+                events.append(part)
+            elif part:
+                events += self._complete([*part.split(b"\n"), b""])
+        return events
+
     def _lines(self, buffer: bytes) -> list[SSEEvent]:
         *lines, self._buffer = buffer.split(b"\n")
         return self._complete(lines)
@@ -394,8 +410,12 @@ class Upstream:
                     raw = await response.read(MAX_ERROR_BODY_BYTES)
                     raise self.status_error(response.status, raw, response.headers)
                 decoder = SSEDecoder()
+                relays = getattr(parser, "relays", None) if state.relay else None
                 async for block in response.iter_any():
-                    chunks = _parse(parser, decoder.feed(block), state)
+                    if relays is not None:
+                        chunks = _relay(parser, relays, decoder.feed_raw(block), state)
+                    else:
+                        chunks = _parse(parser, decoder.feed(block), state)
                     last = len(chunks) - 1
                     for i, chunk in enumerate(chunks):
                         state.more = i < last
@@ -412,6 +432,35 @@ class Upstream:
 def _counted(chunks: list[dict[str, Any]], state: StreamState) -> list[dict[str, Any]]:
     state.chunks += sum(1 for chunk in chunks if chunk.get("choices"))
     return chunks
+
+
+def _relay(
+    parser: EventParser,
+    relays: Callable[[bytes], bool],
+    events: list[bytes | SSEEvent],
+    state: StreamState,
+) -> list[Any]:
+    """The events of one read as chunk dicts and `Relayed` runs, in order: each run the
+    consecutive events `relays` lets through as received, every other event parsed."""
+    out: list[Any] = []
+    run: list[bytes] = []
+    for item in events:
+        if isinstance(item, bytes):
+            if relays(item):
+                run.append(item)
+                continue
+            event = SSEEvent(None, item[6:].decode())
+        else:
+            event = item
+        if run:
+            out.append(Relayed(run))
+            state.chunks += len(run)
+            run = []
+        out += _counted(parser.feed(event), state)
+    if run:
+        out.append(Relayed(run))
+        state.chunks += len(run)
+    return out
 
 
 def _parse(parser: EventParser, events: list[SSEEvent], state: StreamState) -> list[dict[str, Any]]:

@@ -255,6 +255,22 @@ def parse_error(body: Any) -> ErrorDetail:
 # -- stream parsing --------------------------------------------------------------------
 
 
+_CONTENT = b'"content":"'
+
+
+def _text_template(event: bytes) -> tuple[bytes, bytes] | None:
+    """The event cut around its first `"content":"..."` text: what comes before the text,
+    and what comes after it (from its closing quote); None if it has no such text."""
+    start = event.find(_CONTENT)
+    if start < 0:
+        return None
+    start += len(_CONTENT)
+    end = event.find(b'"', start)
+    while end > 0 and (end - len(event[:end].rstrip(b"\\"))) % 2:  # an escaped quote
+        end = event.find(b'"', end + 1)
+    return (event[:start], event[end:]) if end > 0 else None
+
+
 class StreamParser:
     """Passes chunks through; records usage and finish reason. When the host sent no usage,
     it appends one usage-only chunk (`choices: []`) with an estimate, as OpenAI would."""
@@ -266,8 +282,11 @@ class StreamParser:
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self.done = False
-        self.deltas: list[dict[str, Any]] = []  # for an estimate, if no usage comes
-        self.last: dict[str, Any] = {}
+        # For an estimate, if no usage comes: each chunk's deltas, or a relayed event as
+        # received (`data: {...}`), parsed only then.
+        self.deltas: list[dict[str, Any] | bytes] = []
+        self.last: dict[str, Any] | bytes = {}
+        self._template: tuple[bytes, bytes] | None = None  # see `relays`
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         if event.data == "[DONE]":
@@ -288,14 +307,60 @@ class StreamParser:
         self.last = data
         return [data]
 
+    def relays(self, event: bytes) -> bool:
+        """Whether this `data: {...}` event may go to the client as it came, unparsed: a
+        chunk with choices in which every `usage` and `finish_reason` is null (compact
+        JSON, as OpenAI writes it) and no `error` appears. Anything else is parsed (`feed`).
+        Inside a JSON string a quote is escaped, so no text can pass for these keys.
+
+        Scanning an event for those keys costs about a microsecond; most events differ
+        from the one before only in their delta's text. So the last event that passed is
+        kept as a template, cut around that text, and an event that is the template with
+        other text (no quote in it, no backslash at its end, so the string ends where the
+        template's did) passes at once: everything outside the text is the same JSON."""
+        template = self._template
+        if (
+            template is not None
+            and event.startswith(template[0])
+            and event.endswith(template[1])
+            and len(event) >= len(template[0]) + len(template[1])
+        ):
+            text = event[len(template[0]) : len(event) - len(template[1])]
+            if text.find(b'"') >= 0 or text.endswith(b"\\"):
+                template = None
+        else:
+            template = None
+        if template is None:
+            if (
+                event.find(b'"choices":[{') < 0
+                or event.count(b'"usage"') != event.count(b'"usage":null')
+                or event.count(b'"finish_reason"') != event.count(b'"finish_reason":null')
+                or event.find(b'"error"') >= 0
+            ):
+                return False
+            self._template = _text_template(event)
+        if self.usage is None:
+            self.deltas.append(event)
+        self.last = event
+        return True
+
+    def _estimate_text(self) -> str:
+        parts = []
+        for delta in self.deltas:
+            if isinstance(delta, bytes):
+                for choice in orjson.loads(delta[6:]).get("choices") or ():
+                    parts.append(_message_text(choice.get("delta") or {}))
+            else:
+                parts.append(_message_text(delta))
+        return "".join(parts)
+
     def close(self) -> list[dict[str, Any]]:
         if not self.done and self.finish_reason is None:
             raise stream_cut()
         extra: list[dict[str, Any]] = []
         if self.usage is None:
-            text = "".join(_message_text(delta) for delta in self.deltas)
-            self.usage = estimate_chat_usage(self.body, text)
-            last = self.last
+            self.usage = estimate_chat_usage(self.body, self._estimate_text())
+            last = orjson.loads(self.last[6:]) if isinstance(self.last, bytes) else self.last
             extra.append(
                 chunk(
                     str(last.get("id") or "chatcmpl-estimated"),
