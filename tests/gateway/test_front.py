@@ -238,3 +238,70 @@ def test_a_status_with_no_registered_phrase() -> None:
     head = bytes(response_head(529, {"x-a": "1"}, b"Content-Length: 0\r\n"))
     assert head.startswith(b"HTTP/1.1 529 Unknown\r\nx-a: 1\r\nContent-Length: 0\r\n")
     assert head.endswith(b"\r\n\r\n")
+
+
+class _Transport:
+    """Records what the front writes, as one bytes object per `write` call."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _chunk_stream(marks: list[bool]) -> tuple[Any, Any]:
+    """A front connection on a recording transport, and services whose gateway streams one
+    chunk per mark: True when the next chunk (or the stream's end) follows at once."""
+    from faregate.api import front
+    from faregate.auth.principal import Principal
+    from faregate.gateway.call import Call
+    from faregate.providers.base import StreamState
+
+    conn = front._Connection.__new__(front._Connection)
+    conn.transport, conn.closed, conn.head_sent, conn.write_paused = (
+        _Transport(),
+        False,
+        False,
+        False,
+    )
+    body = {"model": "m", "stream": True, "messages": [], "stream_options": {"include_usage": True}}
+    call = Call("req_1", Principal("k", "p"), "chat", "m", body, stream=True)
+
+    class Gateway:
+        async def chat_stream(self, call: Call, *, relay: bool = False) -> Any:
+            state = call.stream_state = StreamState(relay=relay)
+            call.response_headers["x-faregate-request-id"] = call.request_id
+            for n, more in enumerate(marks):
+                state.more = more
+                yield {"choices": [{"index": 0, "delta": {"content": str(n)}}], "usage": None}
+                await asyncio.sleep(0)
+
+    class Services:
+        gateway = Gateway()
+
+    return conn, (Services(), call)
+
+
+async def test_a_stream_that_arrived_whole_is_written_in_one_write() -> None:
+    from faregate.api import front
+
+    conn, (services, call) = _chunk_stream([True, True, True])
+    await front._stream(conn, services, call)
+    [whole] = conn.transport.writes
+    head, _, body = whole.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head and body.endswith(b"\r\n0\r\n\r\n")
+    assert body.count(b"data: {") == 3 and b"data: [DONE]" in body
+
+
+async def test_a_stream_with_a_wait_writes_what_arrived_before_it_at_once() -> None:
+    from faregate.api import front
+
+    conn, (services, call) = _chunk_stream([True, False, True])
+    await front._stream(conn, services, call)
+    first, last = conn.transport.writes
+    assert first.count(b"data: {") == 2  # the head and the chunks before the wait
+    assert last.count(b"data: {") == 1 and last.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from email.utils import formatdate
 
@@ -184,7 +185,20 @@ def test_provider_errors_pass_through_untouched() -> None:
     assert _raised(original) is original
 
 
-async def test_stream_marks_the_chunks_that_arrived_in_the_same_read_as_the_next() -> None:
+@pytest.mark.parametrize(
+    ("whole", "marks"),
+    [
+        (False, [(0, True), (1, True), (2, False), ("last", True)]),
+        (True, [(0, True), (1, True), (2, True), ("last", True)]),
+    ],
+    ids=["end-later", "whole-body"],
+)
+async def test_stream_marks_the_chunks_that_no_wait_separates_from_the_next(
+    whole: bool, marks: list[tuple[object, bool]]
+) -> None:
+    """Three events arrive in one read: the first two are followed at once. The third is
+    too when the body is complete (only the stream's end is left), not when its end comes
+    later. The parser's closing chunk is always followed by the end."""
     from aiohttp import web
 
     from faregate.providers.base import StreamState
@@ -193,9 +207,12 @@ async def test_stream_marks_the_chunks_that_arrived_in_the_same_read_as_the_next
     events = b"".join(b'data: {"n": %d}\n\n' % n for n in range(3))
 
     async def sse(request: web.Request) -> web.StreamResponse:
+        if whole:  # headers and body in one write, its length known
+            return web.Response(body=events, content_type="text/event-stream")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(events)  # three events in one read
+        await asyncio.sleep(0.05)
         await response.write_eof()
         return response
 
@@ -227,4 +244,4 @@ async def test_stream_marks_the_chunks_that_arrived_in_the_same_read_as_the_next
     finally:
         await transport.close()
         await runner.cleanup()
-    assert seen == [(0, True), (1, True), (2, False), ("last", False)]
+    assert seen == marks

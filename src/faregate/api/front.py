@@ -255,23 +255,27 @@ class _Connection(asyncio.Protocol):
         self.head_sent = True
         self.transport.write(bytes(head) + body)
 
-    def start_stream(self, headers: Mapping[str, str], first: bytes) -> None:
-        """A chunked response's head with its first block."""
+    def start_stream(self, headers: Mapping[str, str], first: bytes, *, last: bool) -> None:
+        """A chunked response's head with its first block (and its end, if `last`)."""
         self._check_open()
         head = _head(200, headers, b"Transfer-Encoding: chunked\r\n")
         self.head_sent = True
-        self.transport.write(bytes(head + _chunk(first)))  # type: ignore[union-attr]
+        head += _chunk(first)
+        if last:
+            head += _END
+        self.transport.write(bytes(head))  # type: ignore[union-attr]
 
-    async def write_chunk(self, block: bytes) -> None:
+    async def write_chunk(self, block: bytes, *, last: bool = False) -> None:
+        """One block (and the response's end, if `last`: one write, not two)."""
         self._check_open()
-        self.transport.write(_chunk(block))  # type: ignore[union-attr]
+        self.transport.write(_chunk(block) + _END if last else _chunk(block))  # type: ignore[union-attr]
         if self.write_paused:
             self.drained = self.loop.create_future()
             await self.drained
 
     def end_stream(self) -> None:
         if not self.closed and self.transport is not None:
-            self.transport.write(b"0\r\n\r\n")
+            self.transport.write(_END)
 
     def _check_open(self) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
@@ -289,6 +293,9 @@ class _Connection(asyncio.Protocol):
 
 def _chunk(block: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(block), block)
+
+
+_END = b"0\r\n\r\n"  # a chunked body's end
 
 
 class Front:
@@ -344,13 +351,19 @@ async def _unary(
 async def _stream(conn: _Connection, services: Services, call: Any) -> None:
     chunks = openai.chat_chunks(services, call)
     first = await chunks.__anext__()  # errors before the first chunk keep their HTTP status
+    # The headers as they stand at the first chunk, however long the first block takes.
+    headers = {**openai.STREAM_HEADERS, **call.response_headers}
     blocks = openai.sse_blocks(call, chunks, first)
     try:
+        # The stream's last block (it ends with [DONE]) goes out with the body's end.
         block = await anext(blocks)
-        conn.start_stream({**openai.STREAM_HEADERS, **call.response_headers}, block)
+        ended = block.endswith(openai.DONE)
+        conn.start_stream(headers, block, last=ended)
         async for block in blocks:
-            await conn.write_chunk(block)
-        conn.end_stream()
+            ended = block.endswith(openai.DONE)
+            await conn.write_chunk(block, last=ended)
+        if not ended:
+            conn.end_stream()
     except (ConnectionResetError, OSError):
         pass  # the client went away; closing the generators cancels the upstream call
     finally:

@@ -29,7 +29,7 @@ from faregate.providers.base import Relayed
 
 log = logging.getLogger("faregate.api")
 
-_DONE = b"data: [DONE]\n\n"
+DONE = b"data: [DONE]\n\n"  # a chat stream's last event
 
 
 def _tags(
@@ -178,10 +178,10 @@ async def sse_blocks(
                 chunk = await chunks.__anext__()
             except StopAsyncIteration:
                 break
-        pending += [_cost(call), _DONE]
+        pending += [_cost(call), DONE]
         yield b"".join(pending)
     except FaregateError as err:  # the upstream failed mid-stream: end with an error event
-        pending += [_sse(err.body()), _cost(call), _DONE]
+        pending += [_sse(err.body()), _cost(call), DONE]
         yield b"".join(pending)
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]

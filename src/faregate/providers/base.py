@@ -86,8 +86,9 @@ class StreamState:
     # Characters of text (content, refusal, tool-call names and arguments) the gateway has
     # relayed to its client: what a stream cut before the provider's report is billed on.
     relayed_chars: int = 0
-    # True while the chunk just yielded is followed by another from the same upstream read
-    # (no wait in between): the API may then batch them into one write to the client.
+    # True while the chunk just yielded is followed by another, or by the stream's end,
+    # with no wait in between (the same upstream read, or the whole body has arrived): the
+    # API may then batch them into one write to the client.
     more: bool = False
     # Set by the gateway when its caller takes `Relayed` runs (OpenAI's own SSE, usage
     # asked for): a provider that can may then yield them instead of chunk dicts.

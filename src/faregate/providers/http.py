@@ -416,11 +416,13 @@ class Upstream:
                         chunks = _relay(parser, relays, decoder.feed_raw(block), state)
                     else:
                         chunks = _parse(parser, decoder.feed(block), state)
-                    last = len(chunks) - 1
+                    # Once the whole body is here, every chunk left follows without a
+                    # wait: the stream's end too (the caller writes it all at once).
+                    last = -1 if response.complete else len(chunks) - 1
                     for i, chunk in enumerate(chunks):
-                        state.more = i < last
+                        state.more = i != last
                         yield chunk
-                state.more = False
+                state.more = True
                 for chunk in _parse(parser, decoder.flush(), state):
                     yield chunk
                 for chunk in _counted(parser.close(), state):

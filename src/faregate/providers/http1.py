@@ -225,6 +225,11 @@ class Response:
         self.headers = conn.headers
         self._decoder = _decoder(conn.headers.get("content-encoding"))
 
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has arrived (what is left to read is buffered)."""
+        return self._conn.complete
+
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body, or its first bytes once `limit` of them have arrived."""
         conn = self._conn
