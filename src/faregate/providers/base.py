@@ -111,11 +111,16 @@ class Relayed:
     text as the upstream sent it; each event's JSON is parsed only when something needs the
     chunks themselves (the response cache, the text of a stream cut short)."""
 
-    __slots__ = ("data", "events")
+    __slots__ = ("events",)
 
     def __init__(self, events: list[bytes]) -> None:
         self.events = events  # each `data: {...}`, without its blank line
-        self.data = b"\n\n".join(events) + b"\n\n"
+
+    @property
+    def data(self) -> bytes:
+        """The events as SSE text, made when the run is written: a run stays referenced
+        until its stream ends (for the text of a stream cut short), this copy need not."""
+        return b"\n\n".join(self.events) + b"\n\n"
 
     def chunks(self) -> list[dict[str, Any]]:
         return [orjson.loads(event[6:]) for event in self.events]
