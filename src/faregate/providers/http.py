@@ -244,36 +244,28 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, block: bytes) -> list[SSEEvent]:
-        buffer = self._buffer + block if self._buffer else block
-        # `.find` rather than `in`: CPython's bytes.__contains__ first tries its argument as
-        # an integer and formats a TypeError it then drops, ~1,900 instructions a test.
-        if self._data or self._event is not None or buffer.find(b"\r") >= 0:
-            return self._lines(buffer)
-        # The common case, one `data:` line per event, without a pass per line: every part
-        # before a blank line is a whole event, the rest starts the next one.
-        parts = buffer.split(b"\n\n")
-        self._buffer = parts.pop()
-        events: list[SSEEvent] = []
-        for part in parts:
-            if part.startswith(b"data: ") and part.find(b"\n") < 0:
-                events.append(SSEEvent(None, part[6:].decode()))
-            elif part:  # other fields, several lines, `data:` without its space: line by line
-                events += self._complete([*part.split(b"\n"), b""])
-        return events
+        return self._feed(block, raw=False)  # type: ignore[return-value]
 
     def feed_raw(self, block: bytes) -> list[bytes | SSEEvent]:
         """As `feed`, but a one-line `data: ` event comes back as its bytes (`data: {...}`),
         for a stream that may relay it as received; any other event is decoded."""
+        return self._feed(block, raw=True)
+
+    def _feed(self, block: bytes, *, raw: bool) -> list[bytes | SSEEvent]:
         buffer = self._buffer + block if self._buffer else block
+        # `.find` rather than `in`: CPython's bytes.__contains__ first tries its argument as
+        # an integer and formats a TypeError it then drops, ~1,900 instructions a test.
         if self._data or self._event is not None or buffer.find(b"\r") >= 0:
             return [*self._lines(buffer)]
+        # The common case, one `data:` line per event, without a pass per line: every part
+        # before a blank line is a whole event, the rest starts the next one.
         parts = buffer.split(b"\n\n")
         self._buffer = parts.pop()
         events: list[bytes | SSEEvent] = []
         for part in parts:
             if part.startswith(b"data: ") and part.find(b"\n") < 0:
-                events.append(part)
-            elif part:
+                events.append(part if raw else SSEEvent(None, part[6:].decode()))
+            elif part:  # other fields, several lines, `data:` without its space: line by line
                 events += self._complete([*part.split(b"\n"), b""])
         return events
 
