@@ -129,7 +129,7 @@ def run_profile(args: argparse.Namespace, work: Path, results: Path) -> int:
     py_spy = ensure_py_spy()
     [target] = build([args.profile_target])
     date = dt.date.today().isoformat()
-    stem = results / f"profile-{target.name}-{scenario.key}-{date}"
+    stem = results / f"profile-{target.name}-{scenario.key}-{date}{args.tag}"
     seconds = max(5.0, args.duration)
     mock, mock_url = machine.start_mock(work, args.mock_cmd)
     ctx = Context(work=work, mock_url=mock_url, mock=mock)
