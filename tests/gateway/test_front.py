@@ -1,5 +1,6 @@
 """The HTTP/1.1 front (api.front) on raw sockets: what it serves itself, what it hands to
-aiohttp on the same connection, and that a connection survives both."""
+aiohttp on the same connection, and that a connection survives both; and, on a recording
+transport, how a stream's blocks become writes."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from typing import Any
 import orjson
 import pytest
 
+from faregate.api import front
 from faregate.api.front import _head as response_head
 from faregate.api.front import parse_head
+from faregate.auth.principal import Principal
+from faregate.gateway.call import Call
 from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
+from faregate.providers.base import StreamState
 
 from .conftest import Running, start_gateway
 
@@ -256,11 +261,6 @@ class _Transport:
 def _chunk_stream(marks: list[bool]) -> tuple[Any, Any]:
     """A front connection on a recording transport, and services whose gateway streams one
     chunk per mark: True when the next chunk (or the stream's end) follows at once."""
-    from faregate.api import front
-    from faregate.auth.principal import Principal
-    from faregate.gateway.call import Call
-    from faregate.providers.base import StreamState
-
     conn = front._Connection.__new__(front._Connection)
     conn.transport, conn.closed, conn.head_sent, conn.write_paused = (
         _Transport(),
@@ -287,8 +287,6 @@ def _chunk_stream(marks: list[bool]) -> tuple[Any, Any]:
 
 
 async def test_a_stream_that_arrived_whole_is_written_in_one_write() -> None:
-    from faregate.api import front
-
     conn, (services, call) = _chunk_stream([True, True, True])
     await front._stream(conn, services, call)
     [whole] = conn.transport.writes
@@ -298,8 +296,6 @@ async def test_a_stream_that_arrived_whole_is_written_in_one_write() -> None:
 
 
 async def test_a_stream_with_a_wait_writes_what_arrived_before_it_at_once() -> None:
-    from faregate.api import front
-
     conn, (services, call) = _chunk_stream([True, False, True])
     await front._stream(conn, services, call)
     first, last = conn.transport.writes

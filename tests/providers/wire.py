@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from faregate.providers.base import Endpoint
-from faregate.providers.http import ErrorParser, EventParser, SSEDecoder, Upstream
+from faregate.providers.http import ErrorParser, EventParser, SSEDecoder, Upstream, _relay
 
 
 def endpoint(wire: str, base_url: str = "http://upstream", **options: Any) -> Endpoint:
@@ -38,8 +38,6 @@ def run_sse(parser: EventParser, text: str) -> list[dict[str, Any]]:
 def run_relay(parser: Any, text: str, state: Any) -> list[Any]:
     """Feed an SSE body through a parser the way Upstream.stream does for a caller that
     takes `Relayed` runs: chunk dicts and runs, in order."""
-    from faregate.providers.http import _relay
-
     decoder = SSEDecoder()
     items = _relay(parser, parser.relays, decoder.feed_raw(text.encode()), state)
     for event in decoder.flush():
