@@ -299,6 +299,7 @@ class PlanPriceStage:
     """Before the upstream call: make sure the request's plan and period usage are loaded."""
 
     name = "plan_price"
+    settles = False
 
     def __init__(self, prices: PlanPrices):
         self._prices = prices

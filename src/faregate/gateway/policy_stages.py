@@ -43,6 +43,7 @@ def subject_of(call: Call) -> Subject:
 
 class EstimateStage:
     name = "estimate"
+    settles = False
 
     def __init__(self, pricer: CatalogPricer):
         self._pricer = pricer
@@ -60,6 +61,7 @@ class ModerationStage:
     Neither the log nor the header carries the request's text or the rule that matched."""
 
     name = "moderation"
+    settles = False
 
     def __init__(self, moderator: Moderator, on_match: MatchListener | None = None):
         self._moderator = moderator

@@ -20,7 +20,8 @@ class Stage(Protocol):
     FaregateError; `after` runs once the call is over (success, error, disconnect,
     timeout), for stages whose `before` completed. Every `after` is started in reverse
     order, latest stage first, and may not count on another stage's `after` having
-    finished: the ones that wait (on Redis) wait together."""
+    finished: the ones that wait (on Redis) wait together. A stage with nothing to settle
+    says so with `settles = False`: its `after` is then never called."""
 
     name: str
 
@@ -35,9 +36,11 @@ class StageRun:
         self._entered: list[Stage] = []
 
     async def enter(self, call: Call) -> None:
+        entered = self._entered
         for stage in self._stages:
             await stage.before(call)
-            self._entered.append(stage)
+            if getattr(stage, "settles", True):
+                entered.append(stage)
 
     async def exit(self, call: Call) -> None:
         """Every entered stage's `after`, latest first, each started at once. Those that
