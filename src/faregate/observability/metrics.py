@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -49,7 +50,9 @@ class _Tally:
     def __init__(self) -> None:
         self.requests = self.attempts = self.input_tokens = self.output_tokens = 0
         self.cache_lookups = self.cache_hits = 0
-        self.cost = self.price = 0.0
+        # Exact sums (Decimal), turned into the exposition's floats only when scraped: a
+        # float running total drifts, and float() on every request cost more than an add.
+        self.cost = self.price = Decimal(0)
 
 
 class _Buckets:
@@ -129,9 +132,9 @@ class GatewayMetrics:
             t.input_tokens += usage.input_tokens
             t.output_tokens += usage.output_tokens
         if call.cost:
-            t.cost += float(call.cost)
+            t.cost += call.cost
         if call.price:
-            t.price += float(call.price)
+            t.price += call.price
         decision = call.scratch.get("cache")
         if decision is not None and decision.lookup:
             t.cache_lookups += 1
@@ -156,12 +159,12 @@ class GatewayMetrics:
         hits = CounterMetricFamily(
             "faregate_cache_hits", "Requests answered from the cache", labels=["model"]
         )
-        by_team: dict[tuple[str, str, str], list[float]] = {}
+        by_team: dict[tuple[str, str, str], list[Any]] = {}
         by_model: dict[tuple[str, str], int] = {}
         by_name: dict[str, list[int]] = {}
         for (model, provider, team_name, status), t in list(self._tallies.items()):
             requests.add_metric([model, provider, team_name, str(status)], t.requests)
-            sums = by_team.setdefault((model, provider, team_name), [0, 0, 0.0, 0.0])
+            sums = by_team.setdefault((model, provider, team_name), [0, 0, Decimal(0), Decimal(0)])
             sums[0] += t.input_tokens
             sums[1] += t.output_tokens
             sums[2] += t.cost
@@ -173,8 +176,8 @@ class GatewayMetrics:
         for labels, (input_tokens, output_tokens, cost_sum, price_sum) in by_team.items():
             tokens.add_metric([*labels, "input"], input_tokens)
             tokens.add_metric([*labels, "output"], output_tokens)
-            cost.add_metric(list(labels), cost_sum)
-            price.add_metric(list(labels), price_sum)
+            cost.add_metric(list(labels), float(cost_sum))
+            price.add_metric(list(labels), float(price_sum))
         for labels, count in by_model.items():
             attempts.add_metric(list(labels), count)
         for model, (lookup_count, hit_count) in by_name.items():

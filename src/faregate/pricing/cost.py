@@ -80,18 +80,17 @@ def cost_parts(
             if price.per_second is None:
                 raise UnpricedUsage(f"{price.label}: no per-second price")
             seconds = usage.seconds * price.per_second
-        return CostParts(
-            input=_apply((usage.uncached_input_tokens * rates.input).scaleb(-6), multiplier),
-            cached_input=_apply(
-                (usage.cached_input_tokens * rates.cached_input).scaleb(-6), multiplier
-            ),
-            output=_apply(
-                ((usage.output_tokens - reasoning) * rates.output).scaleb(-6), multiplier
-            ),
-            reasoning=_apply((reasoning * rates.reasoning).scaleb(-6), multiplier),
-            images=_apply(images, multiplier),
-            seconds=_apply(seconds, multiplier),
+        parts = CostParts(
+            (usage.uncached_input_tokens * rates.input).scaleb(-6),
+            (usage.cached_input_tokens * rates.cached_input).scaleb(-6),
+            ((usage.output_tokens - reasoning) * rates.output).scaleb(-6),
+            (reasoning * rates.reasoning).scaleb(-6),
+            images,
+            seconds,
         )
+        if multiplier == 1:  # the usual case: no tier or time-of-day multiplier
+            return parts
+        return CostParts(*(part * multiplier for part in parts))
 
 
 def estimate_tokens_cost(

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from faregate.config import Deployment
 
@@ -45,9 +45,9 @@ class CostEstimator(Protocol):
     def estimate(self, deployment: Deployment, request: RouteRequest) -> Decimal | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class LatencyStats:
-    """Exponentially weighted averages in seconds; None until something was observed."""
+class LatencyStats(NamedTuple):
+    """Exponentially weighted averages in seconds; None until something was observed. A
+    NamedTuple: every answered request makes a new one."""
 
     latency: float | None = None
     ttft: float | None = None
