@@ -79,6 +79,8 @@ class Router:
 
     def context_plan(self, group: ModelGroup, request: RouteRequest) -> list[Deployment]:
         """The plan to switch to after a context-length failure ([] when there is none)."""
+        if not group.context_window_fallbacks:  # most groups: asked on every request
+            return []
         ordered = self._fit(self._order_all(group.context_window_fallbacks, request), request)
         if request.max_price is not None and ordered:
             ordered = within_max_price(ordered, request, self._estimator)
