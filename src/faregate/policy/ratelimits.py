@@ -58,6 +58,7 @@ class _Plan:
     specs: tuple[LimitSpec | None, ...]  # per rate: the fixed spec, None for a tpm limit
     leases: tuple[tuple[Applied, str, int], ...]  # rule, counter, max concurrent
     ttl_s: float
+    kinds: tuple[str, ...]  # per rate: requests | tokens (what the headers are read by)
 
     @classmethod
     def of(cls, applied: Sequence[Applied], ttl_s: float) -> _Plan:
@@ -75,7 +76,7 @@ class _Plan:
             for a in applied
             if a.limits.max_concurrent is not None
         )
-        return cls(tuple(applied), tuple(rates), specs, leases, ttl_s)
+        return cls(tuple(applied), tuple(rates), specs, leases, ttl_s, tuple(r.kind for r in rates))
 
     def limit_specs(self, est_tokens: int) -> list[LimitSpec]:
         return [
@@ -87,7 +88,7 @@ class _Plan:
         return [LeaseSpec(key, limit, lease_id, self.ttl_s) for _, key, limit in self.leases]
 
 
-_NO_PLAN = _Plan((), (), (), (), 0.0)
+_NO_PLAN = _Plan((), (), (), (), 0.0, ())
 
 
 def ratelimit_headers(checked: Sequence[Checked]) -> dict[str, str]:
@@ -147,7 +148,7 @@ class Permit:
     def headers(self) -> dict[str, str]:
         if not self._results:
             return {}
-        return _headers([r.kind for r in self._plan.rates], self._results)
+        return _headers(self._plan.kinds, self._results)
 
     async def finish(self, actual_tokens: int | None = None) -> None:
         """`actual_tokens` = input + output as reported; None keeps the estimate."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
@@ -90,6 +91,9 @@ class LeaseSpec(NamedTuple):
             raise ValueError(f"lease ttl for {self.key!r} must be positive")
 
 
+_ALLOWED = itemgetter(0)  # LimitResult.allowed, without a generator's frame per request
+
+
 class Admission(NamedTuple):
     """Outcome of `admit`: each rate spec's result (as `rate_limit_many` reports it) and
     whether each lease found a slot. When `allowed`, every rate spec was consumed and every
@@ -100,7 +104,7 @@ class Admission(NamedTuple):
 
     @property
     def allowed(self) -> bool:
-        return all(r.allowed for r in self.rates) and all(self.leases)
+        return all(map(_ALLOWED, self.rates)) and all(self.leases)
 
 
 class ReserveSpec(NamedTuple):
