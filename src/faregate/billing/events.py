@@ -52,4 +52,6 @@ def text_property(properties: Mapping[str, object], name: str) -> str | None:
         return "true" if value else "false"
     if isinstance(value, Decimal):
         return decimal_str(value)
+    if type(value) is tuple:  # the gateway's `tags`: stored, and read back, as a list
+        value = list(value)
     return str(value)

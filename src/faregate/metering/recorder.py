@@ -34,7 +34,7 @@ def _base_properties(call: Call) -> dict[str, Any]:
         "provider_model": deployment.model if deployment else None,
         "team": call.principal.team_name,
         "key": call.principal.key_id,
-        "tags": list(call.tags),
+        "tags": call.tags,
     }
     if call.cache_hit:
         props["cache_hit"] = True
@@ -135,7 +135,7 @@ def build_request_row(call: Call, subscription: str | None) -> dict[str, Any]:
         "external_subscription_id": subscription,
         "team_id": call.principal.team_id,
         "key_id": call.principal.key_id,
-        "tags": list(call.tags),
+        "tags": call.tags,
         "model_requested": call.model,
         "model_served": deployment.model if deployment else None,
         "deployment": deployment.id if deployment else None,

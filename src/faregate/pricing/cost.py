@@ -19,6 +19,7 @@ from decimal import (
     Overflow,
     localcontext,
 )
+from functools import reduce
 from typing import NamedTuple
 
 from faregate.pricing.errors import UnpricedUsage
@@ -29,6 +30,9 @@ from faregate.usage import Usage
 ZERO = Decimal(0)
 # Every operation here must be exact; a rounding would raise instead of hiding.
 _EXACT = Context(prec=80, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
+# The context's own operations trap as `localcontext(_EXACT)` would, without switching the
+# thread's context: a switch costs about a microsecond, and a request priced three of them.
+_mul, _add, _scaleb = _EXACT.multiply, _EXACT.add, _EXACT.scaleb
 
 
 class CostParts(NamedTuple):
@@ -45,15 +49,7 @@ class CostParts(NamedTuple):
 
     @property
     def total(self) -> Decimal:
-        with localcontext(_EXACT):
-            return (
-                self.input
-                + self.cached_input
-                + self.output
-                + self.reasoning
-                + self.images
-                + self.seconds
-            )
+        return reduce(_add, self)
 
 
 def cost_of(usage: Usage, price: ModelPrice, *, at: datetime, tier: str | None = None) -> Decimal:
@@ -73,24 +69,18 @@ def cost_parts(
     multiplier = price.tier_multiplier(tier) * price.window_multiplier(at)
     rates = price.rates_for(usage.input_tokens)
     reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-    with localcontext(_EXACT):
-        images = _image_cost(usage, price) if usage.images else ZERO
-        seconds = ZERO
-        if usage.seconds:
-            if price.per_second is None:
-                raise UnpricedUsage(f"{price.label}: no per-second price")
-            seconds = usage.seconds * price.per_second
-        parts = CostParts(
-            (usage.uncached_input_tokens * rates.input).scaleb(-6),
-            (usage.cached_input_tokens * rates.cached_input).scaleb(-6),
-            ((usage.output_tokens - reasoning) * rates.output).scaleb(-6),
-            (reasoning * rates.reasoning).scaleb(-6),
-            images,
-            seconds,
-        )
-        if multiplier == 1:  # the usual case: no tier or time-of-day multiplier
-            return parts
-        return CostParts(*(part * multiplier for part in parts))
+    images, seconds = _unit_costs(usage, price) if usage.images or usage.seconds else (ZERO, ZERO)
+    parts = CostParts(
+        _scaleb(_mul(usage.uncached_input_tokens, rates.input), -6),
+        _scaleb(_mul(usage.cached_input_tokens, rates.cached_input), -6),
+        _scaleb(_mul(usage.output_tokens - reasoning, rates.output), -6),
+        _scaleb(_mul(reasoning, rates.reasoning), -6),
+        images,
+        seconds,
+    )
+    if multiplier == 1:  # the usual case: no tier or time-of-day multiplier
+        return parts
+    return CostParts(*(_mul(part, multiplier) for part in parts))
 
 
 def estimate_tokens_cost(
@@ -166,33 +156,41 @@ def _estimate(
 
 
 def _apply(total: Decimal, multiplier: Decimal) -> Decimal:
-    if multiplier == 1:
-        return total
-    with localcontext(_EXACT):
-        return total * multiplier
+    return total if multiplier == 1 else _mul(total, multiplier)
 
 
 def _base_cost(usage: Usage, price: ModelPrice) -> Decimal:
-    with localcontext(_EXACT):
-        total = _token_cost(usage, price.rates_for(usage.input_tokens))
-        if usage.images:
-            total += _image_cost(usage, price)
-        if usage.seconds:
-            if price.per_second is None:
-                raise UnpricedUsage(f"{price.label}: no per-second price")
-            total += usage.seconds * price.per_second
-        return total
+    total = _token_cost(usage, price.rates_for(usage.input_tokens))
+    if usage.images or usage.seconds:
+        total = reduce(_add, _unit_costs(usage, price), total)
+    return total
 
 
 def _token_cost(usage: Usage, rates: TokenRates) -> Decimal:
     reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-    per_million = (
-        usage.uncached_input_tokens * rates.input
-        + usage.cached_input_tokens * rates.cached_input
-        + (usage.output_tokens - reasoning) * rates.output
-        + reasoning * rates.reasoning
+    per_million = reduce(
+        _add,
+        (
+            _mul(usage.cached_input_tokens, rates.cached_input),
+            _mul(usage.output_tokens - reasoning, rates.output),
+            _mul(reasoning, rates.reasoning),
+        ),
+        _mul(usage.uncached_input_tokens, rates.input),
     )
-    return per_million.scaleb(-6)  # exact: per 1M tokens
+    return _scaleb(per_million, -6)  # exact: per 1M tokens
+
+
+def _unit_costs(usage: Usage, price: ModelPrice) -> tuple[Decimal, Decimal]:
+    """The images' and the seconds' cost, exactly (an image rule may divide: per
+    megapixel)."""
+    with localcontext(_EXACT):
+        images = _image_cost(usage, price) if usage.images else ZERO
+        seconds = ZERO
+        if usage.seconds:
+            if price.per_second is None:
+                raise UnpricedUsage(f"{price.label}: no per-second price")
+            seconds = usage.seconds * price.per_second
+        return images, seconds
 
 
 def _image_cost(usage: Usage, price: ModelPrice) -> Decimal:

@@ -163,6 +163,8 @@ class ModelPrice:
         return ONE
 
     def dearest_window_multiplier(self) -> Decimal:
+        if not self.windows:
+            return ONE
         return max((w.multiplier for w in self.windows), default=ONE).max(ONE)
 
     @property
