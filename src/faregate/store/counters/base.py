@@ -151,14 +151,12 @@ def ms(now: float | None) -> int | None:
 def settle_amounts(scopes: Sequence[str], actual: int | Mapping[str, int]) -> dict[str, int]:
     """Per-scope actual amounts: one int applies to every scope; a missing scope is 0."""
     if isinstance(actual, int):
-        amounts = dict.fromkeys(scopes, actual)
-        values: list[int] = [actual]
-    else:
-        amounts = {s: int(actual.get(s, 0)) for s in scopes}
-        values = [int(v) for v in actual.values()]
-    if any(v < 0 for v in values):
+        if actual < 0:
+            raise ValueError("settled amounts must not be negative")
+        return dict.fromkeys(scopes, actual)
+    if actual and min(map(int, actual.values())) < 0:
         raise ValueError("settled amounts must not be negative")
-    return amounts
+    return {s: int(actual.get(s, 0)) for s in scopes}
 
 
 class CounterStore(Protocol):

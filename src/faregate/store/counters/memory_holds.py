@@ -141,9 +141,10 @@ class HoldBook:
         self._holds.pop(hold_id, None)
         finished = self._finished
         finished[hold_id] = (state, now_ms + RECORD_GRACE_MS)
+        # Bounded here; the records past their grace go in `purge` (the periodic sweep),
+        # and a lookup never reads one as live (`_finished_state`).
         while len(finished) > self._max_finished:
             finished.popitem(last=False)
-        self._drop_expired_finished(now_ms)
 
     def _drop_expired_finished(self, now_ms: int) -> None:
         finished = self._finished  # oldest first: stop at the first one still kept
