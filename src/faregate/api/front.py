@@ -81,13 +81,12 @@ def _head(status: int, headers: Mapping[str, str], extra: bytes) -> bytearray:
 def parse_head(head: bytes) -> tuple[bytes, dict[str, str], int, bool] | None:
     """(target, headers by lower-case name, Content-Length, close after) of a request head this
     front serves, or None for anything aiohttp should answer."""
-    if (
-        head.find(b"\x00") >= 0  # not `in`: see SSEDecoder.feed
-        or head.count(b"\n") != head.count(b"\r\n")
-        or head.count(b"\r") != (head.count(b"\r\n"))
-    ):
+    if head.find(b"\x00") >= 0:  # not `in`: see SSEDecoder.feed
         return None
     lines = head.split(b"\r\n")
+    breaks = len(lines) - 1  # every CR and every LF must be one of these CRLFs
+    if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
+        return None
     method, _, rest = lines[0].partition(b" ")
     target, _, version = rest.partition(b" ")
     if method != b"POST" or version != b"HTTP/1.1":

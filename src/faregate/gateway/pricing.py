@@ -212,14 +212,16 @@ class CatalogPricer:
             if call.kind == "chat":
                 cap = self.adapter_caps.get(deployment.provider)
                 output = output_bound(client_cap, choices, deployment, price, cap, unknown)
-            most_output = max(most_output, output)
+            if output > most_output:
+                most_output = output
             if price is None:
                 continue
             try:
                 cost = self._worst(call, price, output, billed_tier(price, deployment, asked))
             except FaregateError:
                 continue
-            worst = max(worst, cost)
+            if cost > worst:
+                worst = cost
         if call.kind == "chat":
             call.est_output_tokens = most_output or (client_cap or DEFAULT_MAX_OUTPUT) * choices
         call.est_cost = worst
@@ -318,7 +320,8 @@ class CatalogPricer:
 
 def _expected_output(call: Call) -> int:
     """Output tokens routing expects of a chat call: its bound, at most 1,024 in total."""
-    return min(call.est_output_tokens, 1024)
+    expected = call.est_output_tokens
+    return expected if expected < 1024 else 1024
 
 
 MAX_PRICE_HEADER = "x-faregate-max-price"

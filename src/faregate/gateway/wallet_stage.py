@@ -31,7 +31,9 @@ class WalletStage:
         if not accounts:
             return
         worst = call.est_price or Decimal(0)
-        amount = max(0, to_nanos(worst))
+        amount = to_nanos(worst)
+        if amount < 0:
+            amount = 0
         account = await self._runtime.hold_first(accounts, call.request_id, amount)
         if account is None:
             raise InsufficientCredits(

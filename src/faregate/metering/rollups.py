@@ -299,8 +299,8 @@ _ROLLED_UP = (
 
 def _sqlite_statements() -> tuple[Any, Any]:
     """The read of the rows a batch touches (by primary key, an expanding IN of row values)
-    and their upsert. Built once: building them cost each flush about a millisecond, most of
-    it coercing every key of the IN list, for a few rows."""
+    and their upsert. Built once, at import: building them cost each flush about a
+    millisecond, most of it coercing every key of the IN list, for a few rows."""
     c = usage_rollups.c
     pk = tuple_(c.external_subscription_id, c.code, c.dims, c.hour)
     read = select(usage_rollups).where(pk.in_(bindparam("keys", expanding=True)))
@@ -312,24 +312,21 @@ def _sqlite_statements() -> tuple[Any, Any]:
     return read, upsert
 
 
-_SQLITE: tuple[Any, Any] | None = None
+_SQLITE_READ, _SQLITE_UPSERT = _sqlite_statements()
 
 
 async def _apply_sqlite(conn: AsyncConnection, cells: dict[RollupKey, Cell]) -> None:
     """SQLite has one writer at a time: read the touched rows, merge in Python, write back."""
-    global _SQLITE
-    if _SQLITE is None:
-        _SQLITE = _sqlite_statements()
-    read, upsert = _SQLITE
     keys = list(cells)
     merged = dict(cells)
     for start in range(0, len(keys), 200):
-        found = await conn.execute(read, {"keys": keys[start : start + 200]})
+        found = await conn.execute(_SQLITE_READ, {"keys": keys[start : start + 200]})
         for row in found.mappings():
             key = (row["external_subscription_id"], row["code"], row["dims"], _aware(row["hour"]))
             if key in merged:
                 merged[key] = merge_cells(cell_of(row), merged[key])
-    await conn.execute(upsert, [_sqlite_row(cell.row(key)) for key, cell in merged.items()])
+    rows = [_sqlite_row(cell.row(key)) for key, cell in merged.items()]
+    await conn.execute(_SQLITE_UPSERT, rows)
 
 
 def _sqlite_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ class Period:
     end: datetime  # aware, UTC; the next period starts here
 
     def seconds_left(self, now: datetime) -> float:
-        return max((self.end - now).total_seconds(), 0.0)
+        left = (self.end - now).total_seconds()
+        return left if left > 0.0 else 0.0
 
 
 def _midnight(day: date, zone: ZoneInfo) -> datetime:

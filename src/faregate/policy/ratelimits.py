@@ -155,7 +155,10 @@ class Permit:
         if self._finished:
             return
         self._finished = True
-        delta = 0 if actual_tokens is None else max(actual_tokens, 0) - self.est_tokens
+        if actual_tokens is None:
+            delta = 0
+        else:
+            delta = (actual_tokens if actual_tokens > 0 else 0) - self.est_tokens
         specs = (
             [
                 LimitSpec(r.key, r.limit, WINDOW_S, delta)
@@ -219,7 +222,8 @@ class RateLimiter:
         plan = self._plan_of(subject, model, own)
         if plan is _NO_PLAN:
             return Permit(self._store, plan, (), (), est_tokens)
-        est_tokens = max(est_tokens, 0)
+        if est_tokens < 0:
+            est_tokens = 0
         specs = plan.limit_specs(est_tokens)
         leases = plan.lease_specs(lease_id or uuid.uuid4().hex)
         admission = await self._store.admit(specs, leases)

@@ -108,12 +108,12 @@ class Breaker:
     def available_in(self, now: float) -> float:
         """Seconds until traffic may be sent (0 when now)."""
         state = self.current(now)
-        wait = max(0.0, self.cooldown_until - now)
-        if state == OPEN:
-            wait = max(wait, self.open_until - now)
-        elif state == HALF_OPEN and self.probe != PROBE_FREE:
-            wait = max(wait, self.probe_until - now)
-        return wait
+        until = self.cooldown_until
+        if state == OPEN and self.open_until > until:
+            until = self.open_until
+        elif state == HALF_OPEN and self.probe != PROBE_FREE and self.probe_until > until:
+            until = self.probe_until
+        return until - now if until > now else 0.0
 
     def try_acquire(self, now: float) -> bool:
         if self.available_in(now) > 0:

@@ -57,7 +57,8 @@ class LimitSpec(NamedTuple):
             raise ValueError(f"rate limit for {self.key!r} must be positive")
         if self.cost < 0 and not allow_negative:
             raise ValueError(f"rate limit cost for {self.key!r} must not be negative")
-        units = _window_ms(self.window_s) * max(self.limit, abs(self.cost))
+        cost = abs(self.cost)
+        units = _window_ms(self.window_s) * (self.limit if self.limit >= cost else cost)
         if units > MAX_RATE_UNITS:
             raise ValueError(f"rate limit for {self.key!r}: limit x window is too large")
 

@@ -29,7 +29,8 @@ def drain(t_ms: int, debt: int, now_ms: int, limit: int) -> tuple[int, int]:
     """Debt as of `now_ms`. A clock behind the stored time drains nothing."""
     if now_ms <= t_ms:
         return t_ms, debt
-    return now_ms, max(0, debt - limit * (now_ms - t_ms))
+    debt -= limit * (now_ms - t_ms)
+    return now_ms, debt if debt > 0 else 0
 
 
 def decide(debt: int, limit: int, window_ms: int, cost: int) -> Decision:
@@ -38,13 +39,14 @@ def decide(debt: int, limit: int, window_ms: int, cost: int) -> Decision:
     if need <= capacity:
         return Decision(True, need, (capacity - need) // window_ms, _ceil_div(need, limit), 0)
     retry = -1 if cost > limit else _ceil_div(need - capacity, limit)
-    remaining = max(0, capacity - debt) // window_ms
+    remaining = (capacity - debt) // window_ms if capacity > debt else 0
     return Decision(False, debt, remaining, _ceil_div(debt, limit), retry)
 
 
 def adjust(debt: int, window_ms: int, cost: int) -> int:
     """Apply a true-up: positive cost is consumed even past the limit, negative refunds."""
-    return min(MAX_DEBT, max(0, debt + cost * window_ms))
+    debt += cost * window_ms
+    return 0 if debt < 0 else MAX_DEBT if debt > MAX_DEBT else debt
 
 
 def ttl_ms(debt: int, limit: int) -> int:

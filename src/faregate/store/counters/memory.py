@@ -62,7 +62,7 @@ class MemoryCounterStore:
         """`t_ms`: the stored state's time as read (`now_ms` when there was none)."""
         if debt > 0:
             # A caller whose clock runs behind never moves the state back in time.
-            self._rates[key] = (max(now_ms, t_ms), debt, limit)
+            self._rates[key] = (now_ms if now_ms >= t_ms else t_ms, debt, limit)
         else:
             self._rates.pop(key, None)
 

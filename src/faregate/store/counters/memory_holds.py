@@ -171,7 +171,8 @@ class HoldBook:
         for scope, amount, ttl in hold.scopes:
             bucket = self._touch(scope, ttl, now_ms)
             if pending:
-                bucket.held = max(0, bucket.held - amount)
+                held = bucket.held - amount
+                bucket.held = held if held > 0 else 0
             bucket.spent += amounts.pop(scope, 0)
             result[scope] = bucket.spent
         self._finish(hold_id, hold, "settled", now_ms)
