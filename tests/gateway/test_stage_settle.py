@@ -84,6 +84,31 @@ async def test_afters_that_wait_all_start_before_any_finishes() -> None:
     assert sorted(log[6:]) == ["a.after done", "b.after done", "c.after done"]
 
 
+async def test_a_cancelled_exit_closes_the_stages_it_had_not_resumed() -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    closed: list[str] = []
+
+    class Closing(Recording):
+        async def after(self, call: Call) -> None:
+            try:
+                await super().after(call)
+            except GeneratorExit:
+                closed.append(self.name)
+                raise
+
+    run = StageRun([Closing(n, log, gate) for n in ("a", "b")])
+    call = _call()
+    await run.enter(call)
+    exiting = asyncio.ensure_future(run.exit(call))
+    await asyncio.sleep(0.01)
+    exiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await exiting
+    # b (the later stage) was being awaited and got the cancellation; a was closed.
+    assert log[2:] == ["b.after started", "a.after started"] and closed == ["a"]
+
+
 async def test_only_entered_stages_settle() -> None:
     log: list[str] = []
 
