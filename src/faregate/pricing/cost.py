@@ -68,12 +68,13 @@ def cost_parts(
     _require_aware(at)
     multiplier = price.tier_multiplier(tier) * price.window_multiplier(at)
     rates = price.rates_for(usage.input_tokens)
-    reasoning = _reasoning(usage)
+    visible = usage.visible_output_tokens
+    reasoning = usage.output_tokens - visible  # at most the output
     images, seconds = _unit_costs(usage, price) if usage.images or usage.seconds else (ZERO, ZERO)
     parts = CostParts(
         _scaleb(_mul(usage.uncached_input_tokens, rates.input), -6),
         _scaleb(_mul(usage.cached_input_tokens, rates.cached_input), -6),
-        _scaleb(_mul(usage.output_tokens - reasoning, rates.output), -6),
+        _scaleb(_mul(visible, rates.output), -6),
         _scaleb(_mul(reasoning, rates.reasoning), -6),
         images,
         seconds,
@@ -167,24 +168,18 @@ def _base_cost(usage: Usage, price: ModelPrice) -> Decimal:
 
 
 def _token_cost(usage: Usage, rates: TokenRates) -> Decimal:
-    reasoning = _reasoning(usage)
+    visible = usage.visible_output_tokens
+    reasoning = usage.output_tokens - visible  # at most the output
     per_million = reduce(
         _add,
         (
             _mul(usage.cached_input_tokens, rates.cached_input),
-            _mul(usage.output_tokens - reasoning, rates.output),
+            _mul(visible, rates.output),
             _mul(reasoning, rates.reasoning),
         ),
         _mul(usage.uncached_input_tokens, rates.input),
     )
     return _scaleb(per_million, -6)  # exact: per 1M tokens
-
-
-def _reasoning(usage: Usage) -> int:
-    """The reasoning tokens billed at the reasoning rate: at most the output tokens. (Not
-    `min`: on Python 3.11 the builtin parses its keyword arguments on every call.)"""
-    reasoning, output = usage.reasoning_tokens, usage.output_tokens
-    return reasoning if reasoning < output else output
 
 
 def _unit_costs(usage: Usage, price: ModelPrice) -> tuple[Decimal, Decimal]:
