@@ -48,7 +48,6 @@ from faregate.providers.registry import build_provider, endpoint_for
 from faregate.providers.transport import HttpTransport
 from faregate.store import crypto
 from faregate.store.db import create_engine
-from faregate.store.quiet import Quiet
 from faregate.store.tables.gateway import provider_credentials
 from faregate.wallets.credits import WalletCredits
 from faregate.webhooks import Webhooks, WebhookSettings
@@ -106,12 +105,8 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         / settings.section("server").get("instance", f"{settings.host}-{settings.port}")
     )
     metering = settings.section("metering")
-    quiet = Quiet()  # the front counts its requests; the batched writers pace themselves
     writer = UsageWriter(
-        engine,
-        journal_dir,
-        flush_interval=float(metering.get("flush_interval", 0.2)),
-        quiet=quiet,
+        engine, journal_dir, flush_interval=float(metering.get("flush_interval", 0.2))
     )
     await writer.start()
     keys = KeyService(engine, settings.admin_key)
@@ -123,7 +118,6 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         upstreams=upstreams,
         webhooks=hooks,
         unflushed=writer.unflushed_events,
-        quiet=quiet,
     )
     recorder = Recorder(writer, parts.subscription_of)
     parts.gateway.meter = parts.components["observability"].meter(recorder)
@@ -146,7 +140,6 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         health=parts.health,
         invoicing=invoicing,
         wallets=parts.components.get("wallets"),
-        quiet=quiet,
         components={
             "http": session,
             "transport": transport,

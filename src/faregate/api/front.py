@@ -35,7 +35,6 @@ from faregate.api.common import new_request_id
 from faregate.api.errors import count_error, error_headers, internal_error
 from faregate.api.state import SERVICES, Services
 from faregate.errors import FaregateError
-from faregate.store.quiet import Quiet
 
 log = logging.getLogger("faregate.api")
 
@@ -204,7 +203,6 @@ class _Connection(asyncio.Protocol):
         del buffer[: start + length]
         self.busy = True
         self.head_sent = False
-        self.front.quiet.enter()
         # Held here: the loop keeps only a weak reference to a task.
         self.task = self.loop.create_task(self._serve(route, headers, body, close))
 
@@ -214,8 +212,6 @@ class _Connection(asyncio.Protocol):
         except Exception:  # a route answers its own errors; this is the last resort
             log.exception("front: unhandled error")
             close = True
-        finally:
-            self.front.quiet.leave()
         self.busy = False
         self.idle_since = time.monotonic()
         transport = self.transport
@@ -308,9 +304,6 @@ class Front:
         self.app = app
         self.aiohttp_protocol = server  # calling it makes aiohttp's protocol for a connection
         self.max_body = max_body
-        services = app.get(SERVICES)
-        # Its requests in flight, for the batched writers' pacing (store.quiet).
-        self.quiet = services.quiet if services is not None else Quiet()
         self.connections: set[_Connection] = set()
         self.routes: dict[bytes, Route] = {
             b"/v1/chat/completions": _chat,

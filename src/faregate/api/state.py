@@ -13,7 +13,6 @@ from faregate.auth.service import KeyService
 from faregate.config import Settings
 from faregate.gateway.pipeline import Gateway
 from faregate.metering.writer import UsageWriter
-from faregate.store.quiet import Quiet
 from faregate.webhooks import Webhooks
 
 
@@ -30,7 +29,6 @@ class Services:
     health: Any = None
     invoicing: Any = None  # faregate.billing.invoicing.Invoicing
     wallets: Any = None  # faregate.wallets.runtime.WalletRuntime, when wallets are enabled
-    quiet: Quiet = field(default_factory=Quiet)  # the front's requests in flight
     components: dict[str, Any] = field(default_factory=dict)
 
     async def admin(self, key: str | None) -> Principal:

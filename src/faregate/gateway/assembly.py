@@ -49,7 +49,6 @@ from faregate.routing.health import HealthRegistry
 from faregate.routing.limits import DeploymentLimits
 from faregate.routing.router import Router
 from faregate.store.counters import MemoryCounterStore
-from faregate.store.quiet import Quiet
 from faregate.wallets.assembly import build_wallets
 from faregate.webhooks import Webhooks
 
@@ -218,7 +217,6 @@ async def assemble_gateway(
     upstreams: dict[str, Provider],
     webhooks: Webhooks | None = None,
     unflushed: Unflushed | None = None,
-    quiet: Quiet | None = None,
 ) -> Parts:
     closers: list[Callable[[], Awaitable[Any]]] = []
     pricing = settings.section("pricing")
@@ -240,7 +238,7 @@ async def assemble_gateway(
     }
     observability = build_observability(settings, health, router, alerts)
     closers.append(observability.alerts.aclose)
-    wallets = await build_wallets(settings, engine, client, webhooks, alerts, quiet)
+    wallets = await build_wallets(settings, engine, client, webhooks, alerts)
     if wallets is not None:
         closers.append(wallets.close)
     moderator = _moderator(settings, router, upstreams)

@@ -22,7 +22,6 @@ from faregate.metering.journal import Journal
 from faregate.store.chunks import slice_size
 from faregate.store.db import write_turn
 from faregate.store.inserts import BatchInsert
-from faregate.store.quiet import Quiet, slices
 from faregate.store.tables.metering import requests
 
 log = logging.getLogger("faregate.metering")
@@ -62,10 +61,8 @@ class UsageWriter:
         flush_interval: float = 0.2,
         max_batch: int = 2000,
         high_water: int = 20_000,
-        quiet: Quiet | None = None,
     ):
         self._engine = engine
-        self._quiet = quiet or Quiet()  # one of its own never paces
         self._journal = Journal(journal_dir)
         self._interval = flush_interval
         self._max_batch = max_batch
@@ -193,26 +190,18 @@ class UsageWriter:
                 await conn.exec_driver_sql(
                     f"SELECT pg_advisory_xact_lock_shared({rollups.ROLLUP_LOCK})"
                 )
-            # On SQLite at light load, in small steps at moments with no request in flight
-            # (store.quiet); PostgreSQL does the work in its own process.
-            paced = not postgres and self._quiet.paces(len(reqs) + len(evs))
-            pace = self._quiet if paced else None
-            async for part in slices(reqs, len(reqs), pace):
-                await self._insert_requests.execute(conn, part)
+            if reqs:
+                await self._insert_requests.execute(conn, reqs)
             if evs:
                 specs = await self._specs.read(conn)
                 cells: dict[rollups.RollupKey, rollups.Cell] = {}
                 # On SQLite, a slice at a time (see _SLICE); a repeat of an event of an
                 # earlier slice is a conflict, so it is not counted twice.
                 size = len(evs) if postgres else slice_size(len(evs), _SLICE)
-                async for part in slices(evs, size, pace):
-                    inserted = await event_store.insert_new(conn, part)
+                for start in range(0, len(evs), size):
+                    inserted = await event_store.insert_new(conn, evs[start : start + size])
                     rollups.accumulate(cells, specs, inserted)
-                if pace is not None:
-                    await pace.turn()
                 await rollups.apply(conn, cells)
-            if pace is not None:
-                await pace.turn()  # the commit
 
     async def close(self) -> None:
         if self._task is not None:

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.config import ConfigError, Settings
 from faregate.store.db import is_sqlite
-from faregate.store.quiet import Quiet
 from faregate.wallets.book import HoldBook, MemoryHoldBook
 from faregate.wallets.credit_alerts import CreditAlerts
 from faregate.wallets.runtime import WalletRuntime
@@ -52,7 +51,6 @@ async def build_wallets(
     redis_client: Any,
     webhooks: Any = None,
     alerts: CreditAlerts | None = None,
-    quiet: Quiet | None = None,
 ) -> WalletRuntime | None:
     section = settings.section("wallets")
     if section.get("enabled", True) is False:
@@ -79,7 +77,6 @@ async def build_wallets(
             engine,
             Path(settings.data_dir) / "ledger" / str(instance),
             flush_interval=float(section.get("journal_flush_s", 0.2)),
-            quiet=quiet,
         )
     service = WalletService(
         engine, book=book, webhooks=webhooks, default_currency=settings.currency

@@ -6,6 +6,7 @@ of the stored entries."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.store.chunks import fixed_size_chunks, slice_size
 from faregate.store.inserts import SqliteInsertReturning
-from faregate.store.quiet import Quiet, slices
 from faregate.store.tables.wallets import wallet_entries, wallet_transactions, wallets
 from faregate.wallets import ledger
 from faregate.wallets.ledger import Balances, Entry
@@ -172,16 +172,13 @@ def _insert(conn: AsyncConnection) -> Any:
     return dialect.insert(wallet_entries).on_conflict_do_nothing(index_elements=["key"])
 
 
-async def apply_entries(
-    conn: AsyncConnection, entries: list[Entry], pace: Quiet | None = None
-) -> list[Entry]:
+async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list[Entry]:
     """Insert the entries whose key is new and add them to their wallet rows; returns the
     entries actually inserted (a repeated key changes nothing).
 
     On SQLite (the embedded writer's path, bound without SQLAlchemy) a slice at a time, so
     the event loop serving requests is never held for long: a key repeated from an earlier
-    slice is a conflict, so it is not applied twice. With `pace`, in small steps at moments
-    with no request in flight (store.quiet)."""
+    slice is a conflict, so it is not applied twice."""
     if not entries:
         return []
     stamp = now()  # one created_at for the batch's entries that have none
@@ -189,9 +186,9 @@ async def apply_entries(
     applied: list[Entry] = []
     # Per wallet: funded, consumed and held nanos added, and the funding entries counted.
     sums: dict[str, list[int]] = {}
-    async for part in slices(entries, size, pace):
+    for start in range(0, len(entries), size):
         unique: dict[str, Entry] = {}
-        for entry in part:
+        for entry in entries[start : start + size]:
             unique.setdefault(entry.key, entry)
         inserted = await _insert_entries(conn, [e.values(stamp) for e in unique.values()])
         if len(inserted) == len(unique):  # the usual batch, all new
@@ -209,8 +206,6 @@ async def apply_entries(
                 total[3] += 1
         applied.extend(landed)
     if sums:
-        if pace is not None:
-            await pace.turn()
         await conn.execute(
             _ADD_TO_BALANCES,
             [

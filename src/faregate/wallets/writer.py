@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.metering.journal import Journal
 from faregate.store.db import write_turn
-from faregate.store.quiet import Quiet
 from faregate.wallets import repository as repo
 from faregate.wallets.ledger import Entry
 
@@ -40,15 +39,9 @@ def _entry(record: dict[str, object]) -> Entry:
 
 class LedgerWriter:
     def __init__(
-        self,
-        engine: AsyncEngine,
-        journal_dir: str | Path,
-        *,
-        flush_interval: float = 0.2,
-        quiet: Quiet | None = None,
+        self, engine: AsyncEngine, journal_dir: str | Path, *, flush_interval: float = 0.2
     ) -> None:
         self._engine = engine
-        self._quiet = quiet or Quiet()  # one of its own never paces
         self._journal = Journal(journal_dir)
         self._interval = flush_interval
         self._pending: list[Entry] = []
@@ -85,13 +78,7 @@ class LedgerWriter:
                 batch, self._pending = self._pending, []
                 try:
                     async with write_turn(self._engine), self._engine.begin() as conn:
-                        # At light load on SQLite, in small steps at moments with no
-                        # request in flight (store.quiet).
-                        paced = conn.dialect.name == "sqlite" and self._quiet.paces(len(batch))
-                        pace = self._quiet if paced else None
-                        await repo.apply_entries(conn, batch, pace)
-                        if pace is not None:
-                            await pace.turn()  # the commit
+                        await repo.apply_entries(conn, batch)
                 except BaseException:
                     sealed.release()  # the segments stay on disk, to be replayed
                     raise
