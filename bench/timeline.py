@@ -6,6 +6,12 @@ embedded and records each request's start and latency. The slow ones (over `--sl
 grouped into bursts (slow requests less than 20 ms apart): bursts that recur at the writers'
 flush interval are the batched writers' work taking turns with the requests.
 
+Its percentiles count each request once, as a client that waits for every answer sees them.
+wrk's count more: for a request that took two expected intervals (the run's time per
+request) or more, wrk also counts the requests a client sending at that pace would have
+sent meanwhile (coordinated omission), so one long stall weighs like many late requests.
+The table gives the p99 both ways; run.py's c = 1 cells are wrk's.
+
 Two layouts: `same-core` (server, mock and client on one core, as run.py's c = 1 cells) and
 `own-core` (the server alone on its core). Writes `results/timeline-DATE.md`.
 
@@ -105,12 +111,33 @@ def bursts(samples: list[tuple[float, float]], slow_s: float) -> list[tuple[floa
     return out
 
 
+def as_wrk_counts(latencies: list[float], seconds: float) -> list[float]:
+    """The latencies with the samples wrk 4 adds for coordinated omission (its
+    `stats_correct`): the expected interval is the run's time per request, and every latency
+    of two intervals or more also counts the requests a client sending at that pace would
+    have sent meanwhile, each as late as it would have been (the latency less one interval,
+    less two, ... while more than one interval). A stall of S ms at c = 1 so counts as about
+    S / interval slow requests, not one: run.py's p99 at c = 1 is this one."""
+    expected = seconds / len(latencies)
+    counted = list(latencies)
+    for latency in latencies:
+        if latency >= 2 * expected:
+            late = latency - expected
+            while late > expected:
+                counted.append(late)
+                late -= expected
+    return counted
+
+
 def describe(name: str, samples: list[tuple[float, float]], slow_s: float) -> list[str]:
     latencies = sorted(latency for _, latency in samples)
     n = len(latencies)
 
-    def pct(p: float) -> str:
-        return f"{latencies[min(n - 1, int(n * p))] * 1e3:.2f}"
+    def pct(p: float, values: list[float] = latencies) -> str:
+        return f"{values[min(len(values) - 1, int(len(values) * p))] * 1e3:.2f}"
+
+    seconds = samples[-1][0] + samples[-1][1] if samples else 0.0
+    wrk = sorted(as_wrk_counts(latencies, seconds)) if latencies else latencies
 
     found = bursts(samples, slow_s)
     slow = sum(count for _, _, count in found)
@@ -122,6 +149,7 @@ def describe(name: str, samples: list[tuple[float, float]], slow_s: float) -> li
     length = statistics.median(size for _, size, count in found if count > 1) if starts else 0
     return [
         f"| {name} | {n:,} | {pct(0.5)} | {pct(0.9)} | {pct(0.99)} | {pct(0.999)} | "
+        f"{pct(0.99, wrk)} | "
         f"{slow:,} ({100 * slow / n:.1f}%) | {100 * in_bursts / max(slow, 1):.0f}% | "
         f"{period * 1e3:.0f} ms | {length * 1e3:.0f} ms |"
     ]
@@ -167,11 +195,12 @@ def main() -> int:
         f"one request at a time. Slow: over {args.slow:g} ms. A burst: slow requests less than "
         f"{BURST_GAP_S * 1e3:.0f} ms apart; its period and length are medians over the bursts "
         "of two or more. `same-core`: server, mock and client on one core (run.py's c = 1 "
-        "layout); `own-core`: the server alone on its core.",
+        "layout); `own-core`: the server alone on its core. `p99 as wrk counts`: with the "
+        "samples wrk adds for coordinated omission (`as_wrk_counts`), as run.py reports it.",
         "",
-        "| layout | requests | p50 ms | p90 ms | p99 ms | p99.9 ms | slow | slow in bursts "
-        "| burst period | burst length |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| layout | requests | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 as wrk counts, ms "
+        "| slow | slow in bursts | burst period | burst length |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         "",
         f"Versions: {', '.join(f'{k} {v}' for k, v in machine.versions(None).items())}.",
