@@ -5,7 +5,6 @@ mid-step could leave shared state half-written. One failing run is logged, not f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,13 +73,3 @@ class PeriodicTask:
         self._stopping.set()
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=timeout)
-
-
-async def next_beat(wake: asyncio.Event, interval_s: float) -> None:
-    """Wait until `wake` is set or the loop's clock reaches the next multiple of
-    `interval_s`. The batched writers flush on these beats: writers on the same interval wake
-    in the same turn of the event loop, so their flushes, run back to back, hold up the
-    requests in flight once instead of once each."""
-    delay = interval_s - asyncio.get_running_loop().time() % interval_s
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wake.wait(), delay)

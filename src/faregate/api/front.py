@@ -35,7 +35,6 @@ from faregate.api.common import new_request_id
 from faregate.api.errors import count_error, error_headers, internal_error
 from faregate.api.state import SERVICES, Services
 from faregate.errors import FaregateError
-from faregate.store.sqlite_writes import SqliteWrites, sqlite_writes
 
 log = logging.getLogger("faregate.api")
 
@@ -204,9 +203,6 @@ class _Connection(asyncio.Protocol):
         del buffer[: start + length]
         self.busy = True
         self.head_sent = False
-        writes = self.front.writes
-        if writes is not None:
-            writes.enter()
         # Held here: the loop keeps only a weak reference to a task.
         self.task = self.loop.create_task(self._serve(route, headers, body, close))
 
@@ -216,10 +212,6 @@ class _Connection(asyncio.Protocol):
         except Exception:  # a route answers its own errors; this is the last resort
             log.exception("front: unhandled error")
             close = True
-        finally:
-            writes = self.front.writes
-            if writes is not None:
-                writes.leave()
         self.busy = False
         self.idle_since = time.monotonic()
         transport = self.transport
@@ -321,12 +313,6 @@ class Front:
     @property
     def services(self) -> Services:
         return self.app[SERVICES]
-
-    @functools.cached_property
-    def writes(self) -> SqliteWrites | None:
-        """The embedded database's batched writes, which pace themselves by the requests in
-        flight (store.sqlite_writes); None on PostgreSQL."""
-        return sqlite_writes(self.services.engine)
 
     def protocol(self) -> _Connection:
         return _Connection(self)

@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.store.inserts import SqliteInsertReturning
@@ -118,25 +117,9 @@ async def _insert_postgres(
 
 
 async def _insert_sqlite(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return _new(rows, await _SQLITE_INSERT.execute(conn, _sqlite_records(rows)))
-
-
-def insert_new_sqlite(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`insert_new` on SQLite, on a synchronous connection (`store.sqlite_writes`)."""
-    rows = first_of_each(rows)
-    if not rows:
-        return []
-    return _new(rows, _SQLITE_INSERT.execute_sync(conn, _sqlite_records(rows)))
-
-
-def _sqlite_records(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     now = datetime.now(UTC)
-    return [_record(r, now, _as_is) for r in rows]
-
-
-def _new(rows: list[dict[str, Any]], keys: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    """The rows whose keys landed."""
-    landed = set(keys)
+    records = [_record(r, now, _as_is) for r in rows]
+    landed = set(await _SQLITE_INSERT.execute(conn, records))
     if len(landed) == len(rows):  # the usual batch, all new (rows hold no repeated key)
         return rows
     return [r for r in rows if (r["external_subscription_id"], r["transaction_id"]) in landed]

@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, case, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.billing.events import text_property
@@ -242,12 +241,8 @@ class MetricSpecs:
         self._specs: dict[str, MetricSpec] = {}
 
     async def read(self, conn: AsyncConnection) -> dict[str, MetricSpec]:
-        return self._of([d for (d,) in await conn.execute(select(billable_metrics.c.definition))])
-
-    def read_sync(self, conn: Connection) -> dict[str, MetricSpec]:
-        return self._of([d for (d,) in conn.execute(select(billable_metrics.c.definition))])
-
-    def _of(self, definitions: list[Any]) -> dict[str, MetricSpec]:
+        rows = await conn.execute(select(billable_metrics.c.definition))
+        definitions = [definition for (definition,) in rows]
         if definitions != self._definitions:
             specs = {}
             for definition in definitions:
@@ -261,10 +256,11 @@ async def apply(conn: AsyncConnection, cells: Mapping[RollupKey, Cell]) -> None:
     """Add `cells` to the stored rollups, in this transaction."""
     if not cells:
         return
+    ordered = sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3]))
     if conn.dialect.name == "postgresql":
-        await _apply_postgres(conn, [cells[key].row(key) for key in sorted(cells)])
+        await _apply_postgres(conn, [cell.row(key) for key, cell in ordered])
     else:
-        await conn.run_sync(apply_sqlite, cells)
+        await _apply_sqlite(conn, dict(ordered))
 
 
 async def _apply_postgres(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -319,19 +315,18 @@ def _sqlite_statements() -> tuple[Any, Any]:
 _SQLITE_READ, _SQLITE_UPSERT = _sqlite_statements()
 
 
-def apply_sqlite(conn: Connection, cells: Mapping[RollupKey, Cell]) -> None:
-    """`apply` on SQLite, on a synchronous connection: SQLite has one writer at a time, so
-    read the touched rows, merge in Python, write back."""
-    keys = sorted(cells)
-    merged = {key: cells[key] for key in keys}
+async def _apply_sqlite(conn: AsyncConnection, cells: dict[RollupKey, Cell]) -> None:
+    """SQLite has one writer at a time: read the touched rows, merge in Python, write back."""
+    keys = list(cells)
+    merged = dict(cells)
     for start in range(0, len(keys), 200):
-        found = conn.execute(_SQLITE_READ, {"keys": keys[start : start + 200]})
+        found = await conn.execute(_SQLITE_READ, {"keys": keys[start : start + 200]})
         for row in found.mappings():
             key = (row["external_subscription_id"], row["code"], row["dims"], _aware(row["hour"]))
             if key in merged:
                 merged[key] = merge_cells(cell_of(row), merged[key])
-    if merged:
-        conn.execute(_SQLITE_UPSERT, [_sqlite_row(cell.row(key)) for key, cell in merged.items()])
+    rows = [_sqlite_row(cell.row(key)) for key, cell in merged.items()]
+    await conn.execute(_SQLITE_UPSERT, rows)
 
 
 def _sqlite_row(row: dict[str, Any]) -> dict[str, Any]:

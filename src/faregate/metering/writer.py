@@ -5,25 +5,23 @@ batch's events also adds exactly the newly inserted ones to the hourly rollups."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faregate.background import next_beat
 from faregate.metering import event_store, rollups
 from faregate.metering.journal import Journal
+from faregate.store.chunks import slice_size
 from faregate.store.db import write_turn
 from faregate.store.inserts import BatchInsert
-from faregate.store.sqlite_writes import sqlite_writes
 from faregate.store.tables.metering import requests
 
 log = logging.getLogger("faregate.metering")
@@ -35,10 +33,10 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _RETRIES = 8
 _BACKOFF_S = 0.05
 _BACKOFF_CAP_S = 2.0
-
-# Request records and events per step of a flush's transaction on SQLite: ~0.15 ms each.
-_REQUESTS_STEP = 8
-_EVENTS_STEP = 16
+# On SQLite the event loop prepares a batch's events (records, binding, rollup sums) a
+# slice at a time (store.chunks.slice_size), each slice one call on the connection's thread,
+# letting requests run in between. PostgreSQL takes a batch in one COPY.
+_SLICE = 256
 
 _DATETIME_FIELDS = ("created_at", "timestamp")
 _DECIMAL_FIELDS = ("latency_ms", "ttft_ms", "seconds", "precise_total_amount_cents")
@@ -65,7 +63,6 @@ class UsageWriter:
         high_water: int = 20_000,
     ):
         self._engine = engine
-        self._sqlite = sqlite_writes(engine)
         self._journal = Journal(journal_dir)
         self._interval = flush_interval
         self._max_batch = max_batch
@@ -133,7 +130,8 @@ class UsageWriter:
 
     async def _run(self) -> None:
         while not self._closing:
-            await next_beat(self._wake, self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
             try:
                 await self.flush()
@@ -186,39 +184,24 @@ class UsageWriter:
             await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_S * 2**attempt)))
 
     async def _insert_once(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
-        if self._sqlite is not None:
-            async with write_turn(self._engine):
-                await self._sqlite.run(lambda conn: self._sqlite_steps(conn, reqs, evs))
-            return
-        async with self._engine.begin() as conn:
-            # Also begins the transaction the raw COPY joins.
-            await conn.exec_driver_sql(
-                f"SELECT pg_advisory_xact_lock_shared({rollups.ROLLUP_LOCK})"
-            )
+        async with write_turn(self._engine), self._engine.begin() as conn:
+            postgres = conn.dialect.name == "postgresql"
+            if postgres:  # also begins the transaction the raw COPY joins
+                await conn.exec_driver_sql(
+                    f"SELECT pg_advisory_xact_lock_shared({rollups.ROLLUP_LOCK})"
+                )
             if reqs:
                 await self._insert_requests.execute(conn, reqs)
             if evs:
                 specs = await self._specs.read(conn)
                 cells: dict[rollups.RollupKey, rollups.Cell] = {}
-                rollups.accumulate(cells, specs, await event_store.insert_new(conn, evs))
+                # On SQLite, a slice at a time (see _SLICE); a repeat of an event of an
+                # earlier slice is a conflict, so it is not counted twice.
+                size = len(evs) if postgres else slice_size(len(evs), _SLICE)
+                for start in range(0, len(evs), size):
+                    inserted = await event_store.insert_new(conn, evs[start : start + size])
+                    rollups.accumulate(cells, specs, inserted)
                 await rollups.apply(conn, cells)
-
-    def _sqlite_steps(
-        self, conn: Connection, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]
-    ) -> Iterator[None]:
-        """The batch on SQLite, as steps of ~0.15 ms (store.sqlite_writes). A repeat of an
-        event of an earlier step is a conflict, so it is not rolled up twice."""
-        for start in range(0, len(reqs), _REQUESTS_STEP):
-            self._insert_requests.execute_sync(conn, reqs[start : start + _REQUESTS_STEP])
-            yield None
-        if evs:
-            specs = self._specs.read_sync(conn)
-            cells: dict[rollups.RollupKey, rollups.Cell] = {}
-            for start in range(0, len(evs), _EVENTS_STEP):
-                inserted = event_store.insert_new_sqlite(conn, evs[start : start + _EVENTS_STEP])
-                rollups.accumulate(cells, specs, inserted)
-                yield None
-            rollups.apply_sqlite(conn, cells)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -23,7 +23,7 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL, synced at checkpoints; and temporary storage in memory. The batched writers'
     multi-row inserts and savepoints keep statement journals (the pages a statement
     changed, as they were before it) that outgrow SQLite's 64 KiB spill limit; on disk
@@ -49,23 +49,20 @@ sqlite3.register_adapter(type(None), {}.get)  # {}.get(None) is None: a C-level 
 sqlite3.register_adapter(bool, int)
 
 
-def json_dumps(value: Any) -> str:
+def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-json_loads = orjson.loads
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """JSON columns go through orjson: the batched writer serializes every event's
     properties, and the standard library's encoder was a visible share of its CPU."""
-    json = {"json_serializer": json_dumps, "json_deserializer": json_loads}
+    json = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
     if is_sqlite(url):
         path = make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **json)
-        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **json

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
@@ -159,32 +159,16 @@ class BatchInsert:
             _binders(self._table, dialect, compiled._bind_processors, order),
         )
 
-    def _groups(
-        self, dialect: Dialect, rows: Sequence[dict[str, Any]]
-    ) -> Iterator[tuple[Plan | None, list[dict[str, Any]]]]:
-        """The rows grouped by their column set, each group with its plan."""
+    async def execute(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in rows:
             groups.setdefault(tuple(row), []).append(row)
+        dialect = conn.dialect
         for keys, group in groups.items():
             cache_key = (dialect.name, keys)
             if cache_key not in self._plans:
                 self._plans[cache_key] = self._plan(dialect, keys)
-            yield self._plans[cache_key], group
-
-    def execute_sync(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        """On SQLite, on a synchronous connection (`store.sqlite_writes`), in its transaction."""
-        for plan, group in self._groups(conn.dialect, rows):
-            if plan is None:
-                conn.execute(self.statement(conn.dialect.name), group)
-                continue
-            sql, take, binders = plan
-            assert isinstance(sql, _Values)
-            sql.run(raw_sqlite(conn), bind_chunks([take(row) for row in group], binders)[0])
-
-    async def execute(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        dialect = conn.dialect
-        for plan, group in self._groups(dialect, rows):
+            plan = self._plans[cache_key]
             if plan is None:
                 await conn.execute(self.statement(dialect.name), group)
                 continue
@@ -241,35 +225,10 @@ async def _bind_chunks(
     for i, chunk in enumerate(parts):
         if i and i % per_yield == 0:
             await asyncio.sleep(0)
-        _bind_chunk(chunk, binders, chunks, every)
+        bound = _bind(chunk, binders)
+        chunks.append((len(bound), tuple(chain.from_iterable(bound))))
+        every += bound
     return chunks, every
-
-
-def bind_chunks(
-    rows: Sequence[Sequence[Any]], binders: Sequence[Binder]
-) -> tuple[Chunks, list[list[Any]]]:
-    """`_bind_chunks` in one go, for a synchronous transaction."""
-    chunks: Chunks = []
-    every: list[list[Any]] = []
-    for chunk in fixed_size_chunks(rows, SQLITE_CHUNKS):
-        _bind_chunk(chunk, binders, chunks, every)
-    return chunks, every
-
-
-def _bind_chunk(
-    chunk: Sequence[Sequence[Any]],
-    binders: Sequence[Binder],
-    chunks: Chunks,
-    every: list[list[Any]],
-) -> None:
-    bound = _bind(chunk, binders)
-    chunks.append((len(bound), tuple(chain.from_iterable(bound))))
-    every += bound
-
-
-def raw_sqlite(conn: Connection) -> sqlite3.Connection:
-    """The `sqlite3` connection under a synchronous SQLAlchemy connection."""
-    return conn.connection.driver_connection  # type: ignore[return-value]
 
 
 async def _on_thread(conn: AsyncConnection, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -333,20 +292,6 @@ class SqliteInsertReturning:
             return []
         chunks, bound = await _bind_chunks(rows, self._binders(conn.dialect))
         landed = await _on_thread(conn, lambda db: self._run(_begun(db), chunks, len(rows)))
-        return self._landed(landed, bound)
-
-    def execute_sync(
-        self, conn: Connection, rows: Sequence[Sequence[Any]]
-    ) -> list[tuple[Any, ...]]:
-        """`execute` on a synchronous connection (`store.sqlite_writes`), in its transaction."""
-        if not rows:
-            return []
-        chunks, bound = bind_chunks(rows, self._binders(conn.dialect))
-        return self._landed(self._run(_begun(raw_sqlite(conn)), chunks, len(rows)), bound)
-
-    def _landed(
-        self, landed: list[tuple[Any, ...]] | None, bound: list[list[Any]]
-    ) -> list[tuple[Any, ...]]:
         if landed is not None:
             return landed
         if self._single:

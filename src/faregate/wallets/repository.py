@@ -6,17 +6,16 @@ of the stored entries."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from sqlalchemy import String, bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from faregate.store.chunks import fixed_size_chunks
+from faregate.store.chunks import fixed_size_chunks, slice_size
 from faregate.store.inserts import SqliteInsertReturning
 from faregate.store.tables.wallets import wallet_entries, wallet_transactions, wallets
 from faregate.wallets import ledger
@@ -148,8 +147,9 @@ async def active_wallets(conn: AsyncConnection) -> list[dict[str, Any]]:
 # --- ledger -------------------------------------------------------------------------------
 
 
-# Entries per step of the embedded writer's transaction: ~0.15 ms (store.sqlite_writes).
-STEP_ROWS = 16
+# Entries prepared and inserted at a time on SQLite (one call on the connection's thread
+# each), or more for a large batch (store.chunks.slice_size).
+_SLICE = 512
 # PostgreSQL batches of this many entries or more go in by COPY (`_copy_entries`).
 _COPY_FROM = 16
 _ENTRY_COLUMNS = ", ".join(f'"{c}"' for c in ledger.COLUMNS)
@@ -174,64 +174,46 @@ def _insert(conn: AsyncConnection) -> Any:
 
 async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list[Entry]:
     """Insert the entries whose key is new and add them to their wallet rows; returns the
-    entries actually inserted (a repeated key changes nothing)."""
+    entries actually inserted (a repeated key changes nothing).
+
+    On SQLite (the embedded writer's path, bound without SQLAlchemy) a slice at a time, so
+    the event loop serving requests is never held for long: a key repeated from an earlier
+    slice is a conflict, so it is not applied twice."""
     if not entries:
         return []
-    unique = _unique(entries)
-    applied = _landed(unique, await _insert_entries(conn, _values(unique)))
-    if applied:
-        await conn.execute(_ADD_TO_BALANCES, _balances(applied))
-    return applied
-
-
-def apply_entries_sqlite(conn: Connection, entries: Sequence[Entry]) -> Iterator[None]:
-    """`apply_entries` on SQLite, on a synchronous connection, as steps of `STEP_ROWS`
-    entries (`store.sqlite_writes`). A key repeated from an earlier step is a conflict, so
-    it is not applied twice."""
-    applied: list[Entry] = []
-    for start in range(0, len(entries), STEP_ROWS):
-        unique = _unique(entries[start : start + STEP_ROWS])
-        inserted = _SQLITE_ENTRIES.execute_sync(conn, _values(unique))
-        applied += _landed(unique, {key for (key,) in inserted})
-        yield None
-    if applied:
-        conn.execute(_ADD_TO_BALANCES, _balances(applied))
-
-
-def _unique(entries: Sequence[Entry]) -> dict[str, Entry]:
-    unique: dict[str, Entry] = {}
-    for entry in entries:
-        unique.setdefault(entry.key, entry)
-    return unique
-
-
-def _values(unique: dict[str, Entry]) -> list[tuple[Any, ...]]:
     stamp = now()  # one created_at for the batch's entries that have none
-    return [e.values(stamp) for e in unique.values()]
-
-
-def _landed(unique: dict[str, Entry], inserted: set[str]) -> list[Entry]:
-    if len(inserted) == len(unique):  # the usual batch, all new
-        return list(unique.values())
-    return [e for k, e in unique.items() if k in inserted]
-
-
-def _balances(applied: list[Entry]) -> list[dict[str, Any]]:
-    """Per wallet: funded, consumed and held nanos added, and the funding entries counted."""
+    size = slice_size(len(entries), _SLICE) if conn.dialect.name == "sqlite" else len(entries)
+    applied: list[Entry] = []
+    # Per wallet: funded, consumed and held nanos added, and the funding entries counted.
     sums: dict[str, list[int]] = {}
-    for entry in applied:
-        total = sums.get(entry.wallet_id)
-        if total is None:
-            total = sums[entry.wallet_id] = [0, 0, 0, 0]
-        total[0] -= entry.funding
-        total[1] += entry.consumed
-        total[2] += entry.held
-        if entry.funding:
-            total[3] += 1
-    return [
-        {"wallet": w, "funded": f, "consumed": c, "held": h, "versions": v}
-        for w, (f, c, h, v) in sums.items()
-    ]
+    for start in range(0, len(entries), size):
+        unique: dict[str, Entry] = {}
+        for entry in entries[start : start + size]:
+            unique.setdefault(entry.key, entry)
+        inserted = await _insert_entries(conn, [e.values(stamp) for e in unique.values()])
+        if len(inserted) == len(unique):  # the usual batch, all new
+            landed = list(unique.values())
+        else:
+            landed = [e for k, e in unique.items() if k in inserted]
+        for entry in landed:
+            total = sums.get(entry.wallet_id)
+            if total is None:
+                total = sums[entry.wallet_id] = [0, 0, 0, 0]
+            total[0] -= entry.funding
+            total[1] += entry.consumed
+            total[2] += entry.held
+            if entry.funding:
+                total[3] += 1
+        applied.extend(landed)
+    if sums:
+        await conn.execute(
+            _ADD_TO_BALANCES,
+            [
+                {"wallet": w, "funded": f, "consumed": c, "held": h, "versions": v}
+                for w, (f, c, h, v) in sums.items()
+            ],
+        )
+    return applied
 
 
 # What a batch of entries adds to each wallet's running balances, one row per wallet. Built

@@ -5,16 +5,15 @@ database in batches off the request path. Replays are safe: an entry's key is in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faregate.background import next_beat
 from faregate.metering.journal import Journal
 from faregate.store.db import write_turn
-from faregate.store.sqlite_writes import sqlite_writes
 from faregate.wallets import repository as repo
 from faregate.wallets.ledger import Entry
 
@@ -43,7 +42,6 @@ class LedgerWriter:
         self, engine: AsyncEngine, journal_dir: str | Path, *, flush_interval: float = 0.2
     ) -> None:
         self._engine = engine
-        self._sqlite = sqlite_writes(engine)
         self._journal = Journal(journal_dir)
         self._interval = flush_interval
         self._pending: list[Entry] = []
@@ -64,7 +62,8 @@ class LedgerWriter:
 
     async def _run(self) -> None:
         while not self._closing:
-            await next_beat(self._wake, self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
             try:
                 await self.flush()
@@ -78,7 +77,8 @@ class LedgerWriter:
                 sealed = self._journal.seal()
                 batch, self._pending = self._pending, []
                 try:
-                    await self._apply(batch)
+                    async with write_turn(self._engine), self._engine.begin() as conn:
+                        await repo.apply_entries(conn, batch)
                 except BaseException:
                     sealed.release()  # the segments stay on disk, to be replayed
                     raise
@@ -89,16 +89,9 @@ class LedgerWriter:
     async def _replay(self, path: Path) -> None:
         entries = [_entry(r) for record in Journal.read(path) for r in record.get("l", ())]
         if entries:
-            await self._apply(entries)
-        await asyncio.to_thread(self._journal.discard, [path])
-
-    async def _apply(self, entries: list[Entry]) -> None:
-        async with write_turn(self._engine):
-            if self._sqlite is not None:
-                await self._sqlite.run(lambda conn: repo.apply_entries_sqlite(conn, entries))
-                return
-            async with self._engine.begin() as conn:
+            async with write_turn(self._engine), self._engine.begin() as conn:
                 await repo.apply_entries(conn, entries)
+        await asyncio.to_thread(self._journal.discard, [path])
 
     async def close(self) -> None:
         if self._task is not None:
