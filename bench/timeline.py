@@ -116,8 +116,8 @@ def as_wrk_counts(latencies: list[float], seconds: float) -> list[float]:
     `stats_correct`): the expected interval is the run's time per request, and every latency
     of two intervals or more also counts the requests a client sending at that pace would
     have sent meanwhile, each as late as it would have been (the latency less one interval,
-    less two, ... while more than one interval). A stall of S ms at c = 1 so counts as about
-    S / interval slow requests, not one: run.py's p99 at c = 1 is this one."""
+    less two, ... while more than one interval). A stall of S ms at c = 1 thus counts as
+    about S / interval late requests, not one: run.py's p99 at c = 1 is this one."""
     expected = seconds / len(latencies)
     counted = list(latencies)
     for latency in latencies:
