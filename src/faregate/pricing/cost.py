@@ -68,8 +68,7 @@ def cost_parts(
     _require_aware(at)
     multiplier = price.tier_multiplier(tier) * price.window_multiplier(at)
     rates = price.rates_for(usage.input_tokens)
-    visible = usage.visible_output_tokens
-    reasoning = usage.output_tokens - visible  # at most the output
+    visible, reasoning = _output_split(usage)
     images, seconds = _unit_costs(usage, price) if usage.images or usage.seconds else (ZERO, ZERO)
     parts = CostParts(
         _scaleb(_mul(usage.uncached_input_tokens, rates.input), -6),
@@ -168,8 +167,7 @@ def _base_cost(usage: Usage, price: ModelPrice) -> Decimal:
 
 
 def _token_cost(usage: Usage, rates: TokenRates) -> Decimal:
-    visible = usage.visible_output_tokens
-    reasoning = usage.output_tokens - visible  # at most the output
+    visible, reasoning = _output_split(usage)
     per_million = reduce(
         _add,
         (
@@ -180,6 +178,13 @@ def _token_cost(usage: Usage, rates: TokenRates) -> Decimal:
         _mul(usage.uncached_input_tokens, rates.input),
     )
     return _scaleb(per_million, -6)  # exact: per 1M tokens
+
+
+def _output_split(usage: Usage) -> tuple[int, int]:
+    """The output tokens billed at the output rate and at the reasoning rate: the reasoning
+    share is at most the output."""
+    visible = usage.visible_output_tokens
+    return visible, usage.output_tokens - visible
 
 
 def _unit_costs(usage: Usage, price: ModelPrice) -> tuple[Decimal, Decimal]:
