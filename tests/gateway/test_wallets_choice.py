@@ -91,11 +91,12 @@ async def test_an_expired_wallet_is_terminated_and_the_next_wallet_pays(gateway:
 async def test_the_background_loop_terminates_a_wallet_whose_expiration_passed(
     gateway: Running,
 ) -> None:
-    soon = datetime.now(UTC) + timedelta(seconds=0.5)
+    # Room for the creation and a tick on a loaded machine before the expiration passes.
+    soon = datetime.now(UTC) + timedelta(seconds=2)
     wallet = await _create(gateway, paid_credits="3", expiration_at=soon.isoformat())
     await gateway.services.wallets.tick()
     assert (await _find(gateway, wallet.lago_id)).status == "active"
-    await asyncio.sleep(0.6)
+    await asyncio.sleep((soon - datetime.now(UTC)).total_seconds() + 0.1)
     await gateway.services.wallets.tick()
     found = await _find(gateway, wallet.lago_id)
     assert found.status == "terminated" and found.terminated_at is not None
