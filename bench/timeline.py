@@ -15,8 +15,14 @@ The table gives the p99 both ways; run.py's c = 1 cells are wrk's.
 Two layouts: `same-core` (server, mock and client on one core, as run.py's c = 1 cells) and
 `own-core` (the server alone on its core). Writes `results/timeline-DATE.md`.
 
+`--sched` also records the kernel's context switches (`perf sched`, benchlib/sched.py) during
+the same-core run and splits the time of the slow requests, and of typical ones (p40-p60),
+by what ran on the core meanwhile: the server's event loop, its other threads, the mock, the
+client, the idle loops, anything else.
+
     python bench/timeline.py                 # 10 s per layout
     python bench/timeline.py --seconds 20 --target faregate-pg
+    python bench/timeline.py --sched
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import machine, procs
+from benchlib import machine, procs, sched
 from benchlib.measure import CLIENT_CORE, SERVER_CORE, Layout, place
 from benchlib.scenarios import BY_KEY
 from benchlib.targets import Context, Target, build
@@ -86,14 +92,15 @@ class Client:
         self.sock.close()
 
 
-def drive(client: Client, seconds: float) -> list[tuple[float, float]]:
-    """(start since the first request, latency) of every request, in seconds."""
+def drive(client: Client, seconds: float) -> tuple[float, list[tuple[float, float]]]:
+    """When the first request started (`time.perf_counter()`), and the (start since then,
+    latency) of every request, in seconds."""
     samples = []
     t0 = time.perf_counter()
     while (start := time.perf_counter()) - t0 < seconds:
         client.call()
         samples.append((start - t0, time.perf_counter() - start))
-    return samples
+    return t0, samples
 
 
 def bursts(samples: list[tuple[float, float]], slow_s: float) -> list[tuple[float, float, int]]:
@@ -155,19 +162,54 @@ def describe(name: str, samples: list[tuple[float, float]], slow_s: float) -> li
     ]
 
 
+def attribute(
+    slices: list[sched.Slice],
+    parties: sched.Parties,
+    t0: float,
+    samples: list[tuple[float, float]],
+    slow_s: float,
+) -> list[str]:
+    """Table rows: for the slow requests and for typical ones (p40-p60), the mean latency
+    and what ran on the core during it, in ms per request."""
+    by_latency = sorted(samples, key=lambda sample: sample[1])
+    n = len(by_latency)
+    groups = {
+        f"slow (over {slow_s * 1e3:g} ms)": [x for x in by_latency if x[1] >= slow_s],
+        "typical (p40-p60)": by_latency[int(n * 0.4) : int(n * 0.6)],
+    }
+    rows = []
+    for name, group in groups.items():
+        if not group:
+            continue
+        ran = sched.ran_during(slices, parties, ((t0 + a, t0 + a + d) for a, d in group))
+        if not ran.windows:
+            continue
+        cells = " | ".join(f"{ran.per_window_ms(role):.3f}" for role in sched.ROLES)
+        rows.append(
+            f"| {name} | {ran.windows:,} | {ran.length / ran.windows * 1e3:.3f} | {cells} | "
+            f"{ran.unattributed_ms():.3f} |"
+        )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per layout (default 10)")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--slow", type=float, default=2.0, help="ms above which a request is slow")
     parser.add_argument("--target", default="faregate-embedded")
+    parser.add_argument(
+        "--sched", action="store_true", help="what ran on the core during the slow requests"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="faregate-timeline-"))
+    perf = sched.ensure_perf(work / "install.log") if args.sched else None
     mock, mock_url = machine.start_mock(work, None)
     ctx = Context(work=work, mock_url=mock_url, mock=mock)
     [target] = build([args.target])
     spinners = procs.Spinners()
-    rows = []
+    rows: list[str] = []
+    ran: list[str] = []
     try:
         target.start(ctx)
         target.smoke()
@@ -176,13 +218,26 @@ def main() -> int:
             place(target, [target], ctx, layout)
             os.sched_setaffinity(0, set(layout.wrk))
             client = Client(target)
+            recording = None
             try:
                 drive(client, args.warmup)
-                samples = drive(client, args.seconds)
+                if perf is not None and name == "same-core":
+                    recording = sched.Recording(perf, work / "sched.data", args.seconds + 0.5)
+                t0, samples = drive(client, args.seconds)
             finally:
                 client.close()
             rows += describe(name, samples, args.slow / 1e3)
             print(rows[-1], flush=True)
+            if recording is not None:
+                parties = sched.Parties(
+                    server=set(target.pids()),
+                    mock=set(mock.pids()),
+                    client={os.getpid()},
+                    idle=set(spinners.pids()),
+                )
+                slices = recording.slices(layout.server[0])
+                ran += attribute(slices, parties, t0, samples, args.slow / 1e3)
+                print("\n".join(ran), flush=True)
     finally:
         spinners.stop()
         target.stop()
@@ -203,6 +258,21 @@ def main() -> int:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         "",
+        *(
+            [
+                "What ran on the server's core during the same-core run's requests (`--sched`: "
+                "`perf sched` timelines): ms per request, the mean over the requests of each "
+                "group (those inside the trace); `between tasks` is the time the trace gives "
+                "to no task.",
+                "",
+                "| requests | count | latency | " + " | ".join(sched.ROLES) + " | between tasks |",
+                "| --- | ---: | ---: | " + " | ".join("---:" for _ in sched.ROLES) + " | ---: |",
+                *ran,
+                "",
+            ]
+            if ran
+            else []
+        ),
         f"Versions: {', '.join(f'{k} {v}' for k, v in machine.versions(None).items())}.",
         "",
     ]
