@@ -46,7 +46,7 @@ def ensure_perf(log: Path) -> str:
 
 class Recording:
     """`perf sched record` of every core for `seconds`, started at once in the background;
-    `slices()` waits for it and reads the trace back."""
+    `slices()` waits for it, reads the trace back and deletes it."""
 
     def __init__(self, perf: str, out: Path, seconds: float) -> None:
         self._perf = perf
@@ -62,12 +62,15 @@ class Recording:
         _, err = self._proc.communicate()
         if self._proc.returncode != 0:
             raise RuntimeError(f"perf sched record failed: {err.decode(errors='replace')[-2000:]}")
-        text = subprocess.run(
-            [self._perf, "sched", "timehist", "-i", str(self._out)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        try:
+            text = subprocess.run(
+                [self._perf, "sched", "timehist", "-i", str(self._out)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        finally:
+            self._out.unlink(missing_ok=True)  # ~2 MB of trace a second
         return parse_timehist(text.splitlines(), core)
 
 
