@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,25 @@ NCPU = os.cpu_count() or 1
 # over outside work, and what keeps an idle busy loop idle.
 BENCH_NICE = -10
 SPIN_NICE = 19
+
+
+def apt_binary(binary: str, package: str, log: Path) -> str:
+    """The path of `binary`, installed from Debian's `package` with apt-get if it is missing
+    (the package lists refreshed first only when the plain install fails)."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    print(f"{binary} not found: installing {package} with apt-get", flush=True)
+    with open(log, "ab") as out:
+        install = ["apt-get", "install", "-y", package]
+        subprocess.run(install, stdout=out, stderr=out, check=False)
+        if not shutil.which(binary):
+            subprocess.run(["apt-get", "update"], stdout=out, stderr=out, check=False)
+            subprocess.run(install, stdout=out, stderr=out, check=True)
+    found = shutil.which(binary)
+    if not found:
+        raise RuntimeError(f"could not install {binary} ({package}); see {log}")
+    return found
 
 
 def set_group_nice(pid: int, nice: int) -> None:

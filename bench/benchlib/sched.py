@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import bisect
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchlib import procs
 
 ROLES = ("server loop", "server threads", "mock", "client", "idle loops", "other")
 _TASK = re.compile(r"\[(\d+)(?:/(\d+))?\]$")
@@ -29,19 +30,7 @@ _TASK = re.compile(r"\[(\d+)(?:/(\d+))?\]$")
 
 def ensure_perf(log: Path) -> str:
     """The perf binary, installed with apt-get (`linux-perf`) if it is missing."""
-    found = shutil.which("perf")
-    if found:
-        return found
-    print("perf not found: installing linux-perf with apt-get", flush=True)
-    with log.open("a") as out:
-        subprocess.run(["apt-get", "update"], stdout=out, stderr=out, check=False)
-        subprocess.run(
-            ["apt-get", "install", "-y", "linux-perf"], stdout=out, stderr=out, check=True
-        )
-    found = shutil.which("perf")
-    if not found:
-        raise RuntimeError("linux-perf is installed but no perf binary is on PATH")
-    return found
+    return procs.apt_binary("perf", "linux-perf", log)
 
 
 class Recording:

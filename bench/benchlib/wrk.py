@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -16,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib.procs import BENCH_NICE, set_group_nice
+from benchlib.procs import BENCH_NICE, apt_binary, set_group_nice
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
@@ -42,19 +41,7 @@ class WrkResult:
 
 def ensure_wrk(log: Path) -> str:
     """The wrk binary, installed with apt-get if it is missing."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("wrk not found: installing it with apt-get", flush=True)
-    with open(log, "ab") as out:
-        subprocess.run(["apt-get", "install", "-y", "wrk"], stdout=out, stderr=out, check=False)
-        if not shutil.which("wrk"):
-            subprocess.run(["apt-get", "update"], stdout=out, stderr=out, check=False)
-            subprocess.run(["apt-get", "install", "-y", "wrk"], stdout=out, stderr=out, check=True)
-    found = shutil.which("wrk")
-    if not found:
-        raise RuntimeError("could not install wrk; see " + str(log))
-    return found
+    return apt_binary("wrk", "wrk", log)
 
 
 def run_wrk(
