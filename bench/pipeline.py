@@ -19,12 +19,15 @@ difference per request: start-up, warm-up and the flush's fixed cost cancel out.
 repeats within 1-4% (the background loops still wake by the clock, and a run under valgrind
 lasts longer on a busy machine), and it is instructions, not time: it does not see what a
 request costs in cache misses, and the writers' batches are the whole run (at full load they
-are ~0.2 s of requests). Each run takes a minute or two.
+are ~0.2 s of requests). Each run takes a minute or two. `--by-object` adds the same
+difference split by the shared object the instructions ran in (CPython, SQLite, libc, orjson,
+_decimal...), from each run's callgrind dump.
 
     python bench/pipeline.py                    # 3 x 10,000 requests
     python bench/pipeline.py --distributed
     python bench/pipeline.py --requests 20000 --profile /tmp/pipeline.prof
     python bench/pipeline.py --instructions     # 1,600 - 320 requests, under callgrind
+    python bench/pipeline.py --instructions --by-object
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -169,8 +173,9 @@ async def run_only(key: str, requests: int) -> None:
 COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def count_instructions(requests: int) -> int:
-    """Instructions (every thread) of one `run_only` child's counted part under callgrind."""
+def count_instructions(requests: int, dump: Path | None = None) -> int:
+    """Instructions (every thread) of one `run_only` child's counted part under callgrind;
+    with `dump`, callgrind's per-function counts are written there."""
     valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
     if valgrind is None or control is None:
         sys.exit("--instructions needs valgrind (apt-get install valgrind)")
@@ -179,7 +184,7 @@ def count_instructions(requests: int) -> int:
             valgrind,
             "--tool=callgrind",
             "--instr-atstart=no",
-            "--callgrind-out-file=/dev/null",
+            f"--callgrind-out-file={dump or '/dev/null'}",
             sys.executable,
             __file__,
             "--count-child",
@@ -207,6 +212,52 @@ def instructions(small: int, large: int) -> float:
     """Instructions per request: the difference of a `large` and a `small` run."""
     counts = {n: count_instructions(n) for n in (small, large)}
     return (counts[large] - counts[small]) / (large - small)
+
+
+def by_object(dump: Path) -> dict[str, int]:
+    """A callgrind dump's instructions summed by the shared object they ran in (its file
+    name), read from the dump itself. `ob=` sets the object of the cost lines after it; an
+    object is named once, as "(id) name" on the first `ob=` or `cob=` line that refers to it,
+    and as "(id)" after. The cost line after a `calls=` line is the callee's inclusive cost,
+    not self cost, so it is skipped."""
+    names: dict[str, str] = {}
+    totals: dict[str, int] = {}
+    current = "?"
+    after_call = False
+    with dump.open() as lines:
+        for line in lines:
+            head = line[:1]
+            if head.isdigit() or head in "+-*":  # a cost line: position, then instructions
+                if after_call:
+                    after_call = False
+                    continue
+                fields = line.split()
+                if len(fields) > 1:
+                    totals[current] = totals.get(current, 0) + int(fields[1])
+            elif line.startswith(("ob=", "cob=")):  # a callee's object may be named first
+                callee = line.startswith("c")
+                ref, _, name = line[4 if callee else 3 :].strip().partition(" ")
+                if name:
+                    names[ref] = Path(name).name
+                if not callee:
+                    current = ref
+            elif line.startswith("calls="):
+                after_call = True
+    return {names.get(ref, ref): count for ref, count in totals.items()}
+
+
+def instructions_by_object(small: int, large: int) -> tuple[float, dict[str, float]]:
+    """`instructions`, and the same difference per request for each shared object."""
+    with tempfile.TemporaryDirectory(prefix="faregate-callgrind-") as folder:
+        dumps = {n: Path(folder) / f"callgrind.{n}" for n in (small, large)}
+        counts = {n: count_instructions(n, dumps[n]) for n in (small, large)}
+        parts = {n: by_object(dumps[n]) for n in (small, large)}
+    objects = set(parts[small]) | set(parts[large])
+    per_object = {
+        name: (parts[large].get(name, 0) - parts[small].get(name, 0)) / (large - small)
+        for name in objects
+    }
+    return (counts[large] - counts[small]) / (large - small), per_object
 
 
 def prepare(distributed: bool = False) -> tuple[FaregateInstance, str]:
@@ -244,12 +295,24 @@ def main() -> None:
         help="instructions per request under callgrind (--requests default 1,600)",
     )
     parser.add_argument("--small", type=int, default=320, help="the --instructions baseline run")
+    parser.add_argument(
+        "--by-object",
+        action="store_true",
+        help="with --instructions: split them by shared object (CPython, SQLite, libc...)",
+    )
     parser.add_argument("--count-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.instructions:
         large = args.requests if "--requests" in sys.argv else 1_600
-        per_request = instructions(args.small, large)
-        print(f"pipeline: {per_request:,.0f} instructions per chat request")
+        if not args.by_object:
+            per_request = instructions(args.small, large)
+            print(f"pipeline: {per_request:,.0f} instructions per chat request")
+            return
+        per_request, per_object = instructions_by_object(args.small, large)
+        print(f"pipeline: {per_request:,.0f} instructions per chat request, of which")
+        for name, count in sorted(per_object.items(), key=lambda item: -item[1]):
+            if abs(count) >= 500:  # the rest is noise of a few calls either way
+                print(f"  {count:>10,.0f}  {name}")
         return
     instance, key = prepare(args.distributed)
     if args.count_child is not None:
