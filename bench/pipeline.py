@@ -302,6 +302,8 @@ def main() -> None:
     )
     parser.add_argument("--count-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.by_object and not args.instructions:
+        parser.error("--by-object splits the count of --instructions: give both")
     if args.instructions:
         large = args.requests if "--requests" in sys.argv else 1_600
         if not args.by_object:
