@@ -208,12 +208,6 @@ def count_instructions(requests: int, dump: Path | None = None) -> int:
     return int(found[-1])
 
 
-def instructions(small: int, large: int) -> float:
-    """Instructions per request: the difference of a `large` and a `small` run."""
-    counts = {n: count_instructions(n) for n in (small, large)}
-    return (counts[large] - counts[small]) / (large - small)
-
-
 def by_object(dump: Path) -> dict[str, int]:
     """A callgrind dump's instructions summed by the shared object they ran in (its file
     name), read from the dump itself. `ob=` sets the object of the cost lines after it; an
@@ -246,16 +240,16 @@ def by_object(dump: Path) -> dict[str, int]:
     return {names.get(ref, ref): count for ref, count in totals.items()}
 
 
-def instructions_by_object(small: int, large: int) -> tuple[float, dict[str, float]]:
-    """`instructions`, and the same difference per request for each shared object."""
+def instructions(small: int, large: int, split: bool = False) -> tuple[float, dict[str, float]]:
+    """Instructions per request: the difference of a `large` and a `small` run; with `split`,
+    also that difference for each shared object (else an empty dict)."""
     with tempfile.TemporaryDirectory(prefix="faregate-callgrind-") as folder:
-        dumps = {n: Path(folder) / f"callgrind.{n}" for n in (small, large)}
+        dumps = {n: Path(folder) / f"callgrind.{n}" if split else None for n in (small, large)}
         counts = {n: count_instructions(n, dumps[n]) for n in (small, large)}
-        parts = {n: by_object(dumps[n]) for n in (small, large)}
-    objects = set(parts[small]) | set(parts[large])
+        parts = {n: by_object(dump) if dump else {} for n, dump in dumps.items()}
     per_object = {
         name: (parts[large].get(name, 0) - parts[small].get(name, 0)) / (large - small)
-        for name in objects
+        for name in parts[small].keys() | parts[large].keys()
     }
     return (counts[large] - counts[small]) / (large - small), per_object
 
@@ -306,12 +300,11 @@ def main() -> None:
         parser.error("--by-object splits the count of --instructions: give both")
     if args.instructions:
         large = args.requests if "--requests" in sys.argv else 1_600
-        if not args.by_object:
-            per_request = instructions(args.small, large)
-            print(f"pipeline: {per_request:,.0f} instructions per chat request")
-            return
-        per_request, per_object = instructions_by_object(args.small, large)
-        print(f"pipeline: {per_request:,.0f} instructions per chat request, of which")
+        per_request, per_object = instructions(args.small, large, split=args.by_object)
+        print(
+            f"pipeline: {per_request:,.0f} instructions per chat request"
+            + (", of which" if per_object else "")
+        )
         for name, count in sorted(per_object.items(), key=lambda item: -item[1]):
             if abs(count) >= 500:  # the rest is noise of a few calls either way
                 print(f"  {count:>10,.0f}  {name}")
