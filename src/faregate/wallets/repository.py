@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import String, bindparam, func, literal, select, update
+from sqlalchemy import String, bindparam, func, literal, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -278,6 +278,7 @@ def entry_of(row: Any) -> Entry:
         hold_id=row["hold_id"],
         transaction_id=row["transaction_id"],
         created_at=row["created_at"],
+        subscription_id=row["subscription_id"],
     )
 
 
@@ -332,7 +333,9 @@ async def stale_holds(
         select(wallet_entries)
         .outerjoin(done, done.c.key == literal("done:", String) + wallet_entries.c.hold_id)
         .where(
-            wallet_entries.c.kind == "hold",
+            # A literal, as the partial index on holds names it (a bound value would not
+            # use it and would scan every entry of the window).
+            wallet_entries.c.kind == literal_column("'hold'"),
             wallet_entries.c.created_at < before,
             done.c.id.is_(None),
             *([wallet_entries.c.created_at >= after] if after is not None else []),

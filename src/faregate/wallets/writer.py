@@ -7,34 +7,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.metering.journal import Journal
 from faregate.store.db import write_turn
+from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.ledger import Entry
 
 log = logging.getLogger("faregate.wallets")
 
 
-def _entry(record: dict[str, object]) -> Entry:
-    created = record.get("created_at")
+def _created(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _entry(values: list[Any]) -> Entry:
+    """An entry from its journaled values, in `ledger.COLUMNS` order."""
+    wallet_id, key, kind, available, held, consumed, funding, hold_id, tx, created, sub = values
     return Entry(
-        wallet_id=str(record["wallet_id"]),
-        key=str(record["key"]),
-        kind=str(record["kind"]),
-        available=int(record["available_nanos"]),  # type: ignore[call-overload]
-        held=int(record["held_nanos"]),  # type: ignore[call-overload]
-        consumed=int(record["consumed_nanos"]),  # type: ignore[call-overload]
-        funding=int(record["funding_nanos"]),  # type: ignore[call-overload]
-        hold_id=record.get("hold_id"),  # type: ignore[arg-type]
-        transaction_id=record.get("transaction_id"),  # type: ignore[arg-type]
-        created_at=datetime.fromisoformat(created) if isinstance(created, str) else None,
-        subscription_id=record.get("subscription_id"),  # type: ignore[arg-type]
+        wallet_id, key, kind, available, held, consumed, funding, hold_id, tx, _created(created), sub
     )
+
+
+def _entry_of_row(record: dict[str, Any]) -> Entry:
+    """An entry journaled by column name, as segments written before `_entry`'s form were."""
+    return _entry([record.get(name) for name in ledger.COLUMNS])
+
+
+def _entries(record: dict[str, Any]) -> list[Entry]:
+    return [_entry(v) for v in record.get("v", ())] + [
+        _entry_of_row(r) for r in record.get("l", ())
+    ]
 
 
 class LedgerWriter:
@@ -51,8 +59,10 @@ class LedgerWriter:
         self._lock = asyncio.Lock()
 
     def record(self, *entries: Entry) -> None:
-        """Durable when this returns."""
-        self._journal.append({"l": [e.row() for e in entries]})
+        """Durable when this returns. Journaled as values in column order, not by name:
+        half the time of an append (an entry without a time gets this moment's)."""
+        now = datetime.now(UTC)
+        self._journal.append({"v": [e.values(now) for e in entries]})
         self._pending.extend(entries)
 
     async def start(self) -> None:
@@ -87,7 +97,7 @@ class LedgerWriter:
                 await self._replay(path)
 
     async def _replay(self, path: Path) -> None:
-        entries = [_entry(r) for record in Journal.read(path) for r in record.get("l", ())]
+        entries = [e for record in Journal.read(path) for e in _entries(record)]
         if entries:
             async with write_turn(self._engine), self._engine.begin() as conn:
                 await repo.apply_entries(conn, entries)

@@ -19,6 +19,11 @@ from sqlalchemy import (
 
 from faregate.store.tables.base import Nanos, metadata
 
+# The predicates of the ledger's partial indexes; a query uses such an index only when its
+# own WHERE repeats the predicate word for word (a literal, not a bound parameter).
+HOLDS = text("kind = 'hold'")
+OF_A_SUBSCRIPTION = text("subscription_id IS NOT NULL")
+
 wallets = Table(
     "wallets",
     metadata,
@@ -106,6 +111,21 @@ wallet_entries = Table(
         "available_nanos + held_nanos + consumed_nanos + funding_nanos = 0", name="balanced"
     ),
     Index("ix_wallet_entries_wallet", "wallet_id", "id"),
-    Index("ix_wallet_entries_kind_time", "kind", "created_at"),
-    Index("ix_wallet_entries_subscription", "subscription_id", "created_at"),
+    # Only the rows each reader looks for: the sweep's holds by time, the plan-priced posts
+    # and refunds of a subscription by time. Most rows are neither (a request's post is not
+    # a hold, and is plan-priced only when a plan priced it), and every index a row skips
+    # is one B-tree insert less in the ledger writer's batch.
+    Index(
+        "ix_wallet_entries_holds",
+        "created_at",
+        sqlite_where=HOLDS,
+        postgresql_where=HOLDS,
+    ),
+    Index(
+        "ix_wallet_entries_subscription",
+        "subscription_id",
+        "created_at",
+        sqlite_where=OF_A_SUBSCRIPTION,
+        postgresql_where=OF_A_SUBSCRIPTION,
+    ),
 )
