@@ -19,6 +19,7 @@ from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
+from tests.gateway.ledger_view import finishes
 
 IMAGE = {"model": "dall-e-3", "prompt": "a lighthouse", "n": 1, "size": "1024x1024"}
 
@@ -145,8 +146,9 @@ async def assert_exactly_37_of_200(urls: list[str], key: str, mock: MockServer) 
     for url in urls:  # each process writes the entries it still has pending
         entries = await ledger_of(url, wallet.lago_id)
     kinds = [e["kind"] for e in entries]
-    assert kinds.count("credit") == 1 and kinds.count("hold") == kinds.count("post") == 37
-    assert "release" not in kinds  # a refused request left no entry
+    done = finishes(entries)  # a hold is stored on its own only if open at a flush
+    assert kinds.count("credit") == 1 and len(done) == 37 and kinds.count("hold") <= 37
+    assert {e["kind"] for e in done} == {"post"}  # a refused request left no entry
     # The spendable balance never went below zero, at any point of the ledger's history.
     assert lowest_available(entries) == 0
     assert sum((Decimal(e["consumed"]) for e in entries), Decimal(0)) == price * 37

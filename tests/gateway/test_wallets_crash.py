@@ -21,6 +21,7 @@ from faregate.store.db import create_engine
 from faregate.wallets import repository as repo
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY
+from tests.gateway.ledger_view import finishes
 from tests.gateway.processes import prepare_database, start_replicas, stop_replicas
 
 FAST = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -115,7 +116,8 @@ async def _crash_and_recover(
             for _ in range(200):  # the four holds are taken (and journaled) before upstream
                 if flushed:
                     entries = (await _get(s, ledger))["entries"]  # the route flushes
-                    if sum(e["kind"] == "hold" for e in entries) == 7:
+                    finished = {e["hold_id"] for e in entries if e["kind"] == "post"}
+                    if len({e["hold_id"] for e in entries if e["kind"] == "hold"} - finished) == 4:
                         break
                 elif mock.stats.requests - upstream == 4:
                     break
@@ -143,7 +145,11 @@ async def _crash_and_recover(
             assert found["credits_ongoing_usage_balance"] == "0.00000"
             entries = (await _get(s, ledger.replace(first.url, second.url)))["entries"]
             kinds = [e["kind"] for e in entries]
-            assert kinds.count("hold") == 7
+            # The four open holds were stored (flushed, or replayed from the journal) and
+            # released by the sweep; a completed request's hold was stored on its own only
+            # if a batch was stored while it ran.
+            assert 4 <= kinds.count("hold") <= 7
+            assert [e["kind"] for e in finishes(entries)].count("post") == 3
             assert kinds.count("post") == 3 and kinds.count("release") == 4
 
             def total(account: str) -> Decimal:

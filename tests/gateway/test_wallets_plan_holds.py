@@ -21,6 +21,7 @@ from faregate.mockprovider.server import MockServer
 from faregate.store.db import create_engine
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
+from tests.gateway.ledger_view import finishes
 from tests.gateway.test_wallets import ledger_of, lowest_available
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -155,8 +156,11 @@ TALL_HD = {
 async def holds_and_posts(gw: Running, wallet_id: str) -> list[tuple[Decimal, Decimal]]:
     """(held, posted) per request, in credits, from the wallet's ledger."""
     entries = await ledger_of(gw.url, wallet_id)
-    held = {e["hold_id"]: Decimal(e["held"]) for e in entries if e["kind"] == "hold"}
-    return [(held[e["hold_id"]], Decimal(e["consumed"])) for e in entries if e["kind"] == "post"]
+    return [
+        (Decimal(e["reserved"]), Decimal(e["consumed"]))
+        for e in finishes(entries)
+        if e["kind"] == "post"
+    ]
 
 
 async def test_a_reasoning_price_filtered_by_provider_is_held_in_full(

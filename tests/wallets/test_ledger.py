@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,31 @@ def test_posting_or_releasing_twice_changes_nothing(sequence: list[tuple]) -> No
     # carries the same `done:` key and adds nothing.
     repeats = [ledger.release(e.wallet_id, e.hold_id or "", 7) for e in done]
     assert ledger.fold(entries + repeats + done) == ledger.fold(entries)
+
+
+@given(ops, st.lists(st.integers(0, 80), max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_folding_the_holds_each_batch_finishes_changes_no_sum(
+    sequence: list[tuple], cuts: list[int]
+) -> None:
+    """However the entries fall into the writer's batches, storing each batch folded keeps
+    every sum, stores no hold its own batch finishes, and finishes each hold once."""
+    entries, _ = asyncio.run(_run(sequence))
+    bounds = sorted({0, len(entries), *(min(c, len(entries)) for c in cuts)})
+    stored: list[ledger.Entry] = []
+    for start, end in pairwise(bounds):
+        batch = entries[start:end]
+        folded = ledger.fold_finished(batch)
+        finished = {e.hold_id for e in batch if e.kind in ("post", "release")}
+        assert not [e for e in folded if e.kind == "hold" and e.hold_id in finished]
+        assert len(folded) <= len(batch)
+        stored += folded
+    assert ledger.fold(stored) == ledger.fold(entries)
+    assert len({e.key for e in stored}) == len(stored)
+    for entry in stored:
+        if entry.kind == "post" and f"hold:{entry.hold_id}" not in {e.key for e in stored}:
+            assert entry.held == 0  # folded: the real amount only
+            assert (entry.available, entry.consumed) == (-entry.consumed, entry.consumed)
 
 
 def test_an_unbalanced_entry_is_refused() -> None:

@@ -155,9 +155,11 @@ async def test_the_wallet_cache_and_its_locks_are_pruned_past_their_limit(
     assert set(runtime._locks) == set(runtime._cache)
 
 
-async def test_on_the_redis_book_the_excess_is_its_own_hold_and_post_in_the_ledger(
+async def test_on_the_redis_book_the_excess_is_its_own_post_in_the_ledger(
     runtime: WalletRuntime,
 ) -> None:
+    """Each hold is finished in the batch that stores it, so it is stored folded into its
+    post: one post per hold, with what the hold reserved."""
     [account] = await runtime.accounts_of("acme")  # 100 funded
     assert await runtime.hold(account, "r1", 30)
     await runtime.finish(account, "r1", held=30, actual=50)
@@ -168,14 +170,13 @@ async def test_on_the_redis_book_the_excess_is_its_own_hold_and_post_in_the_ledg
         entries = await repo.entries_of(conn, "w")
         row = await repo.wallet_by_id(conn, "w")
         sums = await repo.entry_sums(conn, "w")
-    assert [(e["kind"], e["hold_id"]) for e in entries] == [
-        ("credit", None),
-        ("hold", "r1"),
-        ("post", "r1"),
-        ("hold", "r1:excess"),
-        ("post", "r1:excess"),
-        ("hold", "r2"),
-        ("post", "r2"),
+    assert [
+        (e["kind"], e["hold_id"], e["consumed_nanos"], e["reserved_nanos"]) for e in entries
+    ] == [
+        ("credit", None, 0, None),
+        ("post", "r1", 30, 30),
+        ("post", "r1:excess", 20, 20),
+        ("post", "r2", 40, 40),
     ]
     assert row is not None and int(row["consumed_nanos"]) == 90 and sums.held == 0
     snapshot = await runtime.book.snapshot("w")

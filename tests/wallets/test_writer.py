@@ -53,18 +53,83 @@ async def test_a_replayed_journal_stores_its_entries_as_recorded_in_either_form(
         rows = await repo.entries_of(conn, "w")
         wallet = await repo.wallet_by_id(conn, "w")
     stored = [repo.entry_of(r) for r in rows]
+    # The hold and the post of r1 came back in one batch: stored folded, as one post.
+    folded = ledger.fold_finished([hold, post])
     assert [(e.key, e.kind) for e in stored] == [
         ("tx:t1", "credit"),
-        ("hold:r1", "hold"),
         ("done:r1", "post"),
         ("hold:r2", "hold"),
     ]
-    for got, want in zip(stored, (credit, hold, post, old), strict=True):
+    for got, want in zip(stored, (credit, *folded, old), strict=True):
         assert got.values(AT)[:9] == want.values(AT)[:9]
         assert got.subscription_id == want.subscription_id
+    assert stored[1].subscription_id == "sub-1" and stored[1].consumed == 120
+    assert stored[1].created_at is not None and stored[1].created_at.replace(tzinfo=UTC) == AT
     assert stored[2].created_at is not None and stored[2].created_at.replace(tzinfo=UTC) == AT
-    assert stored[3].created_at is not None and stored[3].created_at.replace(tzinfo=UTC) == AT
     assert wallet is not None
     assert (int(wallet["funded_nanos"]), int(wallet["consumed_nanos"])) == (1_000, 120)
     assert int(wallet["held_nanos"]) == 50
+    await engine.dispose()
+
+
+async def test_a_hold_its_batch_finished_is_stored_folded_into_its_finish_and_never_again(
+    tmp_path: Path,
+) -> None:
+    """A request's hold and post in one batch are stored as one post of the real amount, a
+    hold and its release as a release that moves nothing, each keeping what the hold
+    reserved; a hold still open is stored as it is. A journal
+    replayed after its batch was stored (say its later segment outlived it) brings back a
+    hold whose folded post is stored: it is dropped, or it would stay held for good. A hold
+    whose post was stored unfolded (its own batch failed, the post's did not) still lands."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await repo.insert_wallet(
+            conn,
+            {
+                "id": "w",
+                "customer_id": "c",
+                "external_customer_id": "acme",
+                "currency": "USD",
+                "rate_amount": 1,
+            },
+        )
+        await repo.apply_entries(conn, [ledger.credit("w", "t1", 1_000)])
+        await repo.apply_entries(conn, [ledger.post("w", "late", 40, 15)])  # its hold: below
+    writer = LedgerWriter(engine, tmp_path / "ledger")
+    await writer.start()
+    writer.record(ledger.hold("w", "r1", 300))
+    writer.record(ledger.hold("w", "r2", 200))
+    writer.record(ledger.hold("w", "open", 100))
+    writer.record(ledger.post("w", "r1", 300, 120, AT))
+    writer.record(ledger.release("w", "r2", 200))
+    await writer.flush()
+    # What a replayed segment brings back: holds of which one was folded into its post.
+    Journal(tmp_path / "ledger").append(
+        {"v": [ledger.hold("w", h, n).values(AT) for h, n in (("r1", 300), ("late", 40))]}
+    )
+    writer2 = LedgerWriter(engine, tmp_path / "ledger")
+    await writer2.start()
+    await writer2.close()
+    await writer.close()
+
+    async with engine.connect() as conn:
+        rows = await repo.entries_of(conn, "w")
+        wallet = await repo.wallet_by_id(conn, "w")
+        sums = await repo.entry_sums(conn, "w")
+    got = [(r["key"], r["kind"], r["available_nanos"], r["held_nanos"]) for r in rows]
+    assert got == [
+        ("tx:t1", "credit", 1_000, 0),
+        ("done:late", "post", 25, -40),
+        ("hold:open", "hold", -100, 100),
+        ("done:r1", "post", -120, 0),
+        ("done:r2", "release", 0, 0),
+        ("hold:late", "hold", -40, 40),
+    ]
+    reserved = {r["key"]: r["reserved_nanos"] for r in rows}
+    assert (reserved["done:r1"], reserved["done:r2"], reserved["done:late"]) == (300, 200, None)
+    assert wallet is not None
+    assert (int(wallet["consumed_nanos"]), int(wallet["held_nanos"])) == (135, 100)
+    assert (sums.consumed, sums.held, sums.available) == (135, 100, 765)
     await engine.dispose()

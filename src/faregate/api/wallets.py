@@ -35,6 +35,7 @@ LEDGER_COLUMNS = (
     "held",
     "consumed",
     "funding",
+    "reserved",
 )
 
 
@@ -170,7 +171,18 @@ def ledger_json(row: dict[str, Any]) -> dict[str, Any]:
             name: decimal_str(from_nanos(int(row[f"{name}_nanos"])))
             for name in ("available", "held", "consumed", "funding")
         },
+        "reserved": _reserved(row),
     }
+
+
+def _reserved(row: dict[str, Any]) -> str | None:
+    """What the hold a post or release finishes had reserved: kept on a post stored with
+    its hold folded in, and what a finish takes out of `held` otherwise."""
+    if row["kind"] not in ("post", "release"):
+        return None
+    stored = row.get("reserved_nanos")
+    nanos = -int(row["held_nanos"]) if stored is None else int(stored)
+    return decimal_str(from_nanos(nanos))
 
 
 def ledger_csv(rows: list[dict[str, Any]], *, header: bool = True) -> str:

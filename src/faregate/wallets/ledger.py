@@ -11,7 +11,7 @@ goes to consumed, the rest back to available) or a `release` (all of it back), b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +28,7 @@ COLUMNS = (
     "transaction_id",
     "created_at",
     "subscription_id",
+    "reserved_nanos",
 )
 
 
@@ -48,6 +49,8 @@ class Entry:
     # The subscription whose plan priced a post (None: catalog-priced); an invoice applies
     # only the credits its own subscription consumed.
     subscription_id: str | None = None
+    # A finish with its hold folded in (`fold_finished`): what the hold had reserved.
+    reserved: int | None = None
 
     def __post_init__(self) -> None:
         if self.available + self.held + self.consumed + self.funding != 0:
@@ -67,6 +70,7 @@ class Entry:
             "transaction_id": self.transaction_id,
             "created_at": self.created_at or datetime.now(UTC),
             "subscription_id": self.subscription_id,
+            "reserved_nanos": self.reserved,
         }
 
     def values(self, now: datetime) -> tuple[object, ...]:
@@ -83,6 +87,7 @@ class Entry:
             self.transaction_id,
             self.created_at or now,
             self.subscription_id,
+            self.reserved,
         )
 
 
@@ -170,6 +175,46 @@ def refund(wallet_id: str, transaction_id: str, amount: int, subscription_id: st
 def debit(wallet_id: str, key: str, amount: int) -> Entry:
     """Consumption without a hold (negative: a credit back)."""
     return Entry(wallet_id, key, "debit", available=-amount, consumed=amount)
+
+
+def fold_finished(entries: Sequence[Entry]) -> list[Entry]:
+    """The entries to store for a batch: a hold finished in the same batch is folded into
+    its finish instead of stored, as a card statement shows a settled authorization only as
+    its charge. The finish keeps its key, so the hold is still finished exactly once, and
+    moves only what the request consumed: a `post` of the real amount a is available -a,
+    consumed +a; a `release` moves nothing. Either keeps the hold's amount as `reserved`. A
+    hold still open when its batch is stored is stored as it is, and its finish later. The
+    sums are the same either way; the ledger grows by one entry per request, not two."""
+    kept: list[Entry | None] = []
+    holds: dict[str | None, int] = {}  # hold id -> its place in `kept`
+    for entry in entries:
+        kind = entry.kind
+        if kind == "hold":
+            if entry.hold_id not in holds:
+                holds[entry.hold_id] = len(kept)
+        elif (kind == "post" or kind == "release") and entry.hold_id in holds:
+            at = holds.pop(entry.hold_id)
+            held = kept[at]
+            kept[at] = None
+            kept.append(entry if held is None else _folded(held, entry))
+            continue
+        kept.append(entry)
+    return [e for e in kept if e is not None]
+
+
+def _folded(hold_entry: Entry, finish: Entry) -> Entry:
+    return Entry(
+        finish.wallet_id,
+        finish.key,
+        finish.kind,
+        available=hold_entry.available + finish.available,
+        held=hold_entry.held + finish.held,
+        consumed=finish.consumed,
+        hold_id=finish.hold_id,
+        created_at=finish.created_at,
+        subscription_id=finish.subscription_id,
+        reserved=hold_entry.held,
+    )
 
 
 def _non_negative(amount: int) -> None:

@@ -266,6 +266,19 @@ async def _copy_entries(conn: AsyncConnection, values: list[tuple[Any, ...]]) ->
     return {r[0] for r in await pg.fetch(_ENTRIES_FROM_STAGING)}
 
 
+async def holds_folded(conn: AsyncConnection, hold_ids: Sequence[str]) -> set[str]:
+    """Of these holds, those whose finish is stored with the hold folded in (a `done:` entry
+    that moves nothing to or from `held`, `ledger.fold_finished`): storing such a hold now
+    (a journal replayed after its batch was stored) would leave it held for good."""
+    found: set[str] = set()
+    c = wallet_entries.c
+    for start in range(0, len(hold_ids), 500):
+        keys = [f"done:{hold_id}" for hold_id in hold_ids[start : start + 500]]
+        query = select(c.hold_id).where(c.key.in_(keys), c.held_nanos == 0)
+        found.update(r[0] for r in await conn.execute(query))
+    return found
+
+
 def entry_of(row: Any) -> Entry:
     return Entry(
         wallet_id=row["wallet_id"],
@@ -279,6 +292,7 @@ def entry_of(row: Any) -> Entry:
         transaction_id=row["transaction_id"],
         created_at=row["created_at"],
         subscription_id=row["subscription_id"],
+        reserved=None if row["reserved_nanos"] is None else int(row["reserved_nanos"]),
     )
 
 

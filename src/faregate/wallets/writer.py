@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.metering.journal import Journal
 from faregate.store.db import write_turn
@@ -20,6 +21,7 @@ from faregate.wallets import repository as repo
 from faregate.wallets.ledger import Entry
 
 log = logging.getLogger("faregate.wallets")
+_FIELDS = tuple(f.name for f in dataclasses.fields(Entry))  # in ledger.COLUMNS order
 
 
 def _created(value: object) -> datetime | None:
@@ -27,11 +29,11 @@ def _created(value: object) -> datetime | None:
 
 
 def _entry(values: list[Any]) -> Entry:
-    """An entry from its journaled values, in `ledger.COLUMNS` order."""
-    wallet_id, key, kind, available, held, consumed, funding, hold_id, tx, created, sub = values
-    return Entry(
-        wallet_id, key, kind, available, held, consumed, funding, hold_id, tx, _created(created), sub
-    )
+    """An entry from its journaled values, in `ledger.COLUMNS` order (a journal of an
+    earlier version may end before the last fields: they keep their defaults)."""
+    fields = dict(zip(_FIELDS, values, strict=False))
+    fields["created_at"] = _created(fields.get("created_at"))
+    return Entry(**fields)
 
 
 def _entry_of_row(record: dict[str, Any]) -> Entry:
@@ -43,6 +45,19 @@ def _entries(record: dict[str, Any]) -> list[Entry]:
     return [_entry(v) for v in record.get("v", ())] + [
         _entry_of_row(r) for r in record.get("l", ())
     ]
+
+
+async def _store(conn: AsyncConnection, entries: list[Entry]) -> None:
+    """A batch in the database, each hold it also finishes folded into its finish
+    (`ledger.fold_finished`). A hold whose folded finish an earlier batch stored (a segment
+    replayed after its records were stored) is dropped, so it cannot stay held for good."""
+    entries = ledger.fold_finished(entries)
+    open_holds = [e.hold_id for e in entries if e.kind == "hold" and e.hold_id is not None]
+    if open_holds:
+        folded = await repo.holds_folded(conn, open_holds)
+        if folded:
+            entries = [e for e in entries if e.kind != "hold" or e.hold_id not in folded]
+    await repo.apply_entries(conn, entries)
 
 
 class LedgerWriter:
@@ -88,7 +103,7 @@ class LedgerWriter:
                 batch, self._pending = self._pending, []
                 try:
                     async with write_turn(self._engine), self._engine.begin() as conn:
-                        await repo.apply_entries(conn, batch)
+                        await _store(conn, batch)
                 except BaseException:
                     sealed.release()  # the segments stay on disk, to be replayed
                     raise
@@ -100,7 +115,7 @@ class LedgerWriter:
         entries = [e for record in Journal.read(path) for e in _entries(record)]
         if entries:
             async with write_turn(self._engine), self._engine.begin() as conn:
-                await repo.apply_entries(conn, entries)
+                await _store(conn, entries)
         await asyncio.to_thread(self._journal.discard, [path])
 
     async def close(self) -> None:

@@ -107,6 +107,9 @@ wallet_entries = Table(
     # External id of the subscription whose plan priced a post or was refunded (None:
     # catalog-priced): finalized invoices apply only their own subscription's credits.
     Column("subscription_id", String(255)),
+    # A post or release stored with its hold folded in (both in one batch of the ledger
+    # writer, wallets/ledger.py `fold_finished`): what the hold had reserved.
+    Column("reserved_nanos", Nanos),
     CheckConstraint(
         "available_nanos + held_nanos + consumed_nanos + funding_nanos = 0", name="balanced"
     ),
