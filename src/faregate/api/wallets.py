@@ -176,7 +176,7 @@ def ledger_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reserved(row: dict[str, Any]) -> str | None:
-    """What the hold a post or release finishes had reserved: kept on a post stored with
+    """What the hold a post or release finishes had reserved: kept on a finish stored with
     its hold folded in, and what a finish takes out of `held` otherwise."""
     if row["kind"] not in ("post", "release"):
         return None

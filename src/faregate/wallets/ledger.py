@@ -186,18 +186,16 @@ def fold_finished(entries: Sequence[Entry]) -> list[Entry]:
     hold still open when its batch is stored is stored as it is, and its finish later. The
     sums are the same either way; the ledger grows by one entry per request, not two."""
     kept: list[Entry | None] = []
-    holds: dict[str | None, int] = {}  # hold id -> its place in `kept`
+    holds: dict[str | None, tuple[int, Entry]] = {}  # hold id -> its place in `kept`, itself
     for entry in entries:
         kind = entry.kind
         if kind == "hold":
             if entry.hold_id not in holds:
-                holds[entry.hold_id] = len(kept)
+                holds[entry.hold_id] = (len(kept), entry)
         elif (kind == "post" or kind == "release") and entry.hold_id in holds:
-            at = holds.pop(entry.hold_id)
-            held = kept[at]
+            at, held = holds.pop(entry.hold_id)
             kept[at] = None
-            kept.append(entry if held is None else _folded(held, entry))
-            continue
+            entry = _folded(held, entry)
         kept.append(entry)
     return [e for e in kept if e is not None]
 

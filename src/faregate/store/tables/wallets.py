@@ -19,8 +19,9 @@ from sqlalchemy import (
 
 from faregate.store.tables.base import Nanos, metadata
 
-# The predicates of the ledger's partial indexes; a query uses such an index only when its
-# own WHERE repeats the predicate word for word (a literal, not a bound parameter).
+# The predicates of the ledger's partial indexes. A query uses such an index only when its
+# WHERE implies the predicate: `kind = 'hold'` as a literal (a bound value does not), while
+# `subscription_id = ?` implies `IS NOT NULL` on both databases.
 HOLDS = text("kind = 'hold'")
 OF_A_SUBSCRIPTION = text("subscription_id IS NOT NULL")
 
