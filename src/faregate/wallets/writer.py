@@ -47,14 +47,21 @@ def _entries(record: dict[str, Any]) -> list[Entry]:
     ]
 
 
-async def _store(conn: AsyncConnection, entries: list[Entry]) -> None:
+async def _store(conn: AsyncConnection, entries: list[Entry], *, replayed: bool) -> None:
     """A batch in the database, each hold it also finishes folded into its finish
-    (`ledger.fold_finished`). A hold whose folded finish an earlier batch stored (a segment
-    replayed after its records were stored) is dropped, so it cannot stay held for good."""
+    (`ledger.fold_finished`).
+
+    A replayed segment could bring back a hold whose folded finish is already stored: a
+    stored batch's segments are recycled one by one, oldest first, so a hold's segment
+    should never outlive its finish's, but if one did (a crash mid-recycle, a segment
+    copied back by hand), the hold would stay held for good. So a replay drops a hold
+    whose finish is stored folded. A batch of this process's own needs no such look-up:
+    each of its holds was taken since the last batch, and its finish is in the batch or
+    still to come."""
     entries = ledger.fold_finished(entries)
-    open_holds = [e.hold_id for e in entries if e.kind == "hold" and e.hold_id is not None]
-    if open_holds:
-        folded = await repo.holds_folded(conn, open_holds)
+    if replayed:
+        holds = [e.hold_id for e in entries if e.kind == "hold" and e.hold_id is not None]
+        folded = await repo.holds_folded(conn, holds) if holds else set()
         if folded:
             entries = [e for e in entries if e.kind != "hold" or e.hold_id not in folded]
     await repo.apply_entries(conn, entries)
@@ -103,7 +110,7 @@ class LedgerWriter:
                 batch, self._pending = self._pending, []
                 try:
                     async with write_turn(self._engine), self._engine.begin() as conn:
-                        await _store(conn, batch)
+                        await _store(conn, batch, replayed=False)
                 except BaseException:
                     sealed.release()  # the segments stay on disk, to be replayed
                     raise
@@ -115,7 +122,7 @@ class LedgerWriter:
         entries = [e for record in Journal.read(path) for e in _entries(record)]
         if entries:
             async with write_turn(self._engine), self._engine.begin() as conn:
-                await _store(conn, entries)
+                await _store(conn, entries, replayed=True)
         await asyncio.to_thread(self._journal.discard, [path])
 
     async def close(self) -> None:
