@@ -34,6 +34,22 @@ def test_a_torn_record_before_the_zeros_is_ignored(tmp_path: Path) -> None:
     assert list(Journal.read(path)) == [{"e": []}]
 
 
+def test_a_segment_killed_while_being_zeroed_replays_as_nothing(tmp_path: Path) -> None:
+    """A stored segment is zeroed from its start before it is reused: a process killed
+    part of the way leaves zeros, then the tail of its records, all of them stored."""
+    journal = Journal(tmp_path, segment_bytes=4096)
+    for i in range(20):
+        journal.append({"i": i, "pad": "x" * 30})
+    sealed = journal.seal()
+    [path] = sealed.paths
+    records = path.read_bytes().rstrip(b"\0")
+    half = len(records) // 2 + 3  # mid-record: the rest of that record, then whole ones
+    path.write_bytes(b"\0" * half + records[half:])
+    assert list(Journal.read(path)) == []
+    sealed.release()
+    journal.close()
+
+
 def test_sealing_returns_the_segment_and_starts_an_empty_one_and_closing_cuts_it(
     tmp_path: Path,
 ) -> None:

@@ -169,7 +169,9 @@ class Journal:
             for line in f:
                 # A torn last line was never acknowledged; after the last complete one, a
                 # segment a killed process left holds zeros (no line end) up to its end.
-                if not line.endswith(b"\n"):
+                # A segment that starts with zeros was being recycled, from its start, when
+                # the process died: its records were stored, and no record starts so.
+                if not line.endswith(b"\n") or line.startswith(b"\0"):
                     return
                 yield orjson.loads(line)
 
