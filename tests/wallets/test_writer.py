@@ -1,12 +1,15 @@
-"""The ledger writer's journal: an entry comes back from a replayed segment exactly as it was
-recorded, whether the segment holds entries as values (as written now) or by column name (as
-segments of earlier versions do), and a replay stores each key once."""
+"""The ledger writer: an entry comes back from a replayed segment exactly as it was recorded,
+whether the segment holds entries as values (as written now) or by column name (as segments
+of earlier versions do), and a replay stores each key once; a hold its batch finishes is
+stored folded into its finish, and a replay never brings such a hold back."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.metering.journal import Journal
 from faregate.store.db import create_engine, migrate
@@ -15,25 +18,28 @@ from faregate.wallets import repository as repo
 from faregate.wallets.writer import LedgerWriter
 
 AT = datetime(2026, 12, 4, 21, 30, 5, 123456, tzinfo=UTC)
+WALLET = {
+    "id": "w",
+    "customer_id": "c",
+    "external_customer_id": "acme",
+    "currency": "USD",
+    "rate_amount": 1,
+}
+
+
+async def _engine_with_wallet(tmp_path: Path) -> AsyncEngine:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await repo.insert_wallet(conn, WALLET)
+    return engine
 
 
 async def test_a_replayed_journal_stores_its_entries_as_recorded_in_either_form(
     tmp_path: Path,
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
-    await asyncio.to_thread(migrate, url)
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await repo.insert_wallet(
-            conn,
-            {
-                "id": "w",
-                "customer_id": "c",
-                "external_customer_id": "acme",
-                "currency": "USD",
-                "rate_amount": 1,
-            },
-        )
+    engine = await _engine_with_wallet(tmp_path)
     credit = ledger.credit("w", "t1", 1_000)
     hold = ledger.hold("w", "r1", 300)
     post = ledger.post("w", "r1", 300, 120, AT, "sub-1")
@@ -77,24 +83,11 @@ async def test_a_hold_its_batch_finished_is_stored_folded_into_its_finish_and_ne
 ) -> None:
     """A request's hold and post in one batch are stored as one post of the real amount, a
     hold and its release as a release that moves nothing, each keeping what the hold
-    reserved; a hold still open is stored as it is. A journal
-    replayed after its batch was stored (say its later segment outlived it) brings back a
-    hold whose folded post is stored: it is dropped, or it would stay held for good. A hold
-    whose post was stored unfolded (its own batch failed, the post's did not) still lands."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
-    await asyncio.to_thread(migrate, url)
-    engine = create_engine(url)
+    reserved; a hold still open is stored as it is. A replayed segment that brings back a
+    hold whose folded post is stored drops it, or it would stay held for good. A hold whose
+    post was stored unfolded (its own batch failed, the post's did not) still lands."""
+    engine = await _engine_with_wallet(tmp_path)
     async with engine.begin() as conn:
-        await repo.insert_wallet(
-            conn,
-            {
-                "id": "w",
-                "customer_id": "c",
-                "external_customer_id": "acme",
-                "currency": "USD",
-                "rate_amount": 1,
-            },
-        )
         await repo.apply_entries(conn, [ledger.credit("w", "t1", 1_000)])
         await repo.apply_entries(conn, [ledger.post("w", "late", 40, 15)])  # its hold: below
     writer = LedgerWriter(engine, tmp_path / "ledger")
