@@ -7,6 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from faregate.config import ConfigError
 from faregate.policy import (
@@ -257,6 +259,9 @@ async def test_a_store_failure_during_admission_takes_no_slot() -> None:
         async def admit(self, specs: Any, leases: Any = (), now: float | None = None) -> Any:
             raise CounterStoreUnavailable("down")
 
+        def admit_plan(self, *args: Any) -> Any:
+            raise CounterStoreUnavailable("down")
+
     store = Failing()
     rl = limiter(store, {"id": "keys", "scope": "key", "rpm": 5, "max_concurrent": 1})
     with pytest.raises(CounterStoreUnavailable):
@@ -313,3 +318,78 @@ async def test_requests_refused_by_their_own_rpm_never_crowd_out_a_shared_slot(
 def test_a_bad_lease_ttl_is_a_config_error(lease_ttl_s: object) -> None:
     with pytest.raises(ConfigError):
         parse_rate_limits({"rules": [], "lease_ttl_s": lease_ttl_s})
+
+
+# The in-process store admits a plan in one step (`admit_plan`); the limiter falls back to
+# `admit` when it refuses. Both ways must judge, report and leave the counters alike.
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("check"), st.integers(0, 120), st.booleans()),
+        st.tuples(
+            st.just("finish"), st.integers(0, 40), st.one_of(st.none(), st.integers(-5, 150))
+        ),
+        st.tuples(st.just("wait"), st.integers(0, 30_000), st.just(None)),
+    ),
+    max_size=60,
+)
+
+
+async def _replay(quick: bool, steps: list[tuple[str, int, Any]]) -> list[Any]:
+    clock = Clock()
+    store = MemoryCounterStore(clock=clock)
+    rl = limiter(
+        store,
+        {"id": "keys", "scope": "key", "rpm": 3, "tpm": 300, "max_concurrent": 4},
+        {"id": "teams", "scope": "team", "tpm": 400},
+        {"id": "tags", "scope": "tag", "rpm": 5, "max_concurrent": 2},
+        lease_ttl_s=20,
+    )
+    if not quick:
+        rl._quick = None
+    seen: list[Any] = []
+    permits: list[Any] = []
+    for i, (what, number, extra) in enumerate(steps):
+        if what == "check":
+            try:
+                permit = await rl.check(ALICE, "m", number, lease_id=f"r{i % 7 if extra else i}")
+            except RateLimitExceeded as refused:
+                seen.append((refused.message, refused.headers))
+            else:
+                permits.append(permit)
+                seen.append(permit.headers())
+        elif what == "finish" and permits:
+            await permits[number % len(permits)].finish(extra)
+        else:
+            clock.now += number / 1000
+        seen.append((dict(store._rates), {k: dict(v) for k, v in store._leases.items()}))
+    return seen
+
+
+@settings(max_examples=200, deadline=None)
+@given(_STEPS)
+def test_a_plan_admitted_in_one_step_is_judged_as_admit_judges_it(
+    steps: list[tuple[str, int, Any]],
+) -> None:
+    assert asyncio.run(_replay(True, steps)) == asyncio.run(_replay(False, steps))
+
+
+async def test_the_in_process_store_admits_a_plan_in_one_step() -> None:
+    store = MemoryCounterStore()
+    rl = limiter(store, {"id": "keys", "scope": "key", "rpm": 5, "max_concurrent": 1})
+    assert rl._quick is store
+    called: list[str] = []
+    real = store.admit
+
+    async def admit(*args: Any, **kwargs: Any) -> Any:
+        called.append("admit")
+        return await real(*args, **kwargs)
+
+    store.admit = admit  # type: ignore[method-assign]
+    permit = await rl.check(ALICE, "m")
+    assert called == []  # the one-step path
+    with pytest.raises(RateLimitExceeded):
+        await rl.check(ALICE, "m")  # the slot is taken: `admit` says why
+    assert called == ["admit"]
+    await permit.finish()
+    await rl.check(ALICE, "m")
+    assert called == ["admit"]

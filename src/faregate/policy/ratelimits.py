@@ -16,11 +16,14 @@ from faregate.policy.errors import RateLimitExceeded
 from faregate.policy.ratelimit_rules import Applied, Limits, RateLimitConfig
 from faregate.policy.subject import Subject
 from faregate.store.counters.base import (
+    MAX_RATE_UNITS,
     Admission,
     CounterStore,
     LeaseSpec,
     LimitResult,
     LimitSpec,
+    PlanAdmission,
+    QuickRate,
 )
 
 WINDOW_S = 60
@@ -59,6 +62,13 @@ class _Plan:
     leases: tuple[tuple[Applied, str, int], ...]  # rule, counter, max concurrent
     ttl_s: float
     kinds: tuple[str, ...]  # per rate: requests | tokens (what the headers are read by)
+    # For a store that admits a plan in one synchronous step (`PlanAdmission`): the rates
+    # as it takes them, the leases as (counter, max), and the most tokens it may be asked
+    # for (the smallest tpm); `quick` is empty when a counter repeats (the general path).
+    quick: tuple[QuickRate, ...]
+    quick_leases: tuple[tuple[str, int], ...]
+    quick_tokens: int
+    lease_ttl_ms: int
 
     @classmethod
     def of(cls, applied: Sequence[Applied], ttl_s: float) -> _Plan:
@@ -76,7 +86,34 @@ class _Plan:
             for a in applied
             if a.limits.max_concurrent is not None
         )
-        return cls(tuple(applied), tuple(rates), specs, leases, ttl_s, tuple(r.kind for r in rates))
+        keys = [r.key for r in rates]
+        lease_keys = [key for _, key, _ in leases]
+        distinct = len(set(keys)) == len(keys) and len(set(lease_keys)) == len(lease_keys)
+        window_ms = LimitSpec("", 1, WINDOW_S).window_ms
+        try:  # what `admit` checks per request, once: a cost within the limit stays valid
+            for r in rates:
+                LimitSpec(r.key, r.limit, WINDOW_S, 1).validate()
+            for _, key, limit in leases:
+                LeaseSpec(key, limit, "", ttl_s).validate()
+        except ValueError:
+            distinct = False  # `admit` raises it for each request, as before
+        quick = (
+            tuple((r.key, r.limit, window_ms, r.kind == "tokens") for r in rates)
+            if distinct
+            else ()
+        )
+        return cls(
+            tuple(applied),
+            tuple(rates),
+            specs,
+            leases,
+            ttl_s,
+            tuple(r.kind for r in rates),
+            quick,
+            tuple((key, limit) for _, key, limit in leases) if distinct else (),
+            min([r.limit for r in rates if r.kind == "tokens"], default=MAX_RATE_UNITS),
+            math.ceil(ttl_s * 1000),
+        )
 
     def limit_specs(self, est_tokens: int) -> list[LimitSpec]:
         return [
@@ -88,7 +125,7 @@ class _Plan:
         return [LeaseSpec(key, limit, lease_id, self.ttl_s) for _, key, limit in self.leases]
 
 
-_NO_PLAN = _Plan((), (), (), (), 0.0, ())
+_NO_PLAN = _Plan((), (), (), (), 0.0, (), (), (), 0, 0)
 
 
 def ratelimit_headers(checked: Sequence[Checked]) -> dict[str, str]:
@@ -97,24 +134,34 @@ def ratelimit_headers(checked: Sequence[Checked]) -> dict[str, str]:
 
 
 def _headers(kinds: Sequence[str], results: Sequence[LimitResult]) -> dict[str, str]:
-    # One pass over the results; the first of equally tight limits wins, as min() would.
-    requests: LimitResult | None = None
-    tokens: LimitResult | None = None
-    for kind, r in zip(kinds, results, strict=True):
-        if kind == "requests":
-            if requests is None or (r.remaining, r.limit) < (requests.remaining, requests.limit):
-                requests = r
-        elif tokens is None or (r.remaining, r.limit) < (tokens.remaining, tokens.limit):
-            tokens = r
+    return _written(
+        [
+            (kind, r.limit, r.remaining, r.reset_after_s)
+            for kind, r in zip(kinds, results, strict=True)
+        ]
+    )
+
+
+def _written(figures: Sequence[tuple[str, int, int, float]]) -> dict[str, str]:
+    """The headers of (kind, limit, remaining, reset seconds) per rate limit. One pass; the
+    first of equally tight limits of a kind wins, as min() would."""
+    requests: tuple[str, int, int, float] | None = None
+    tokens: tuple[str, int, int, float] | None = None
+    for f in figures:
+        if f[0] == "requests":
+            if requests is None or (f[2], f[1]) < (requests[2], requests[1]):
+                requests = f
+        elif tokens is None or (f[2], f[1]) < (tokens[2], tokens[1]):
+            tokens = f
     headers: dict[str, str] = {}
     if requests is not None:
-        headers["x-ratelimit-limit-requests"] = str(requests.limit)
-        headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
-        headers["x-ratelimit-reset-requests"] = format_reset(requests.reset_after_s)
+        headers["x-ratelimit-limit-requests"] = str(requests[1])
+        headers["x-ratelimit-remaining-requests"] = str(requests[2])
+        headers["x-ratelimit-reset-requests"] = format_reset(requests[3])
     if tokens is not None:
-        headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
-        headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
-        headers["x-ratelimit-reset-tokens"] = format_reset(tokens.reset_after_s)
+        headers["x-ratelimit-limit-tokens"] = str(tokens[1])
+        headers["x-ratelimit-remaining-tokens"] = str(tokens[2])
+        headers["x-ratelimit-reset-tokens"] = format_reset(tokens[3])
     return headers
 
 
@@ -142,23 +189,31 @@ class Permit:
         specs = self._plan.limit_specs(self.est_tokens)
         return tuple(
             Checked(r.applied, r.kind, spec, result)
-            for r, spec, result in zip(self._plan.rates, specs, self._results, strict=True)
+            for r, spec, result in zip(self._plan.rates, specs, self.results, strict=True)
         )
+
+    @property
+    def results(self) -> Sequence[LimitResult]:
+        return self._results
 
     def headers(self) -> dict[str, str]:
         if not self._results:
             return {}
         return _headers(self._plan.kinds, self._results)
 
+    def _delta(self, actual_tokens: int | None) -> int:
+        if self._finished:
+            return 0
+        self._finished = True
+        if actual_tokens is None:
+            return 0
+        return (actual_tokens if actual_tokens > 0 else 0) - self.est_tokens
+
     async def finish(self, actual_tokens: int | None = None) -> None:
         """`actual_tokens` = input + output as reported; None keeps the estimate."""
         if self._finished:
             return
-        self._finished = True
-        if actual_tokens is None:
-            delta = 0
-        else:
-            delta = (actual_tokens if actual_tokens > 0 else 0) - self.est_tokens
+        delta = self._delta(actual_tokens)
         specs = (
             [
                 LimitSpec(r.key, r.limit, WINDOW_S, delta)
@@ -170,6 +225,49 @@ class Permit:
         )
         if self._leases or specs:
             await self._store.end_admission(self._leases, specs)
+
+
+class _PlanPermit(Permit):
+    """A permit of a plan admitted by a `PlanAdmission` store: the results are kept as the
+    store returned them (remaining and reset ms per rate) and made into `LimitResult`s only
+    when asked for."""
+
+    def __init__(
+        self, store: PlanAdmission, plan: _Plan, raw: list[int], lease_id: str, est_tokens: int
+    ) -> None:
+        self._quick = store
+        self._plan = plan
+        self._raw = raw
+        self._lease_id = lease_id
+        self.est_tokens = est_tokens
+        self._finished = False
+
+    @property
+    def results(self) -> Sequence[LimitResult]:
+        raw = self._raw
+        return [
+            LimitResult(True, r.limit, raw[2 * i], raw[2 * i + 1] / 1000, 0.0)
+            for i, r in enumerate(self._plan.rates)
+        ]
+
+    def headers(self) -> dict[str, str]:
+        raw = self._raw
+        if not raw:
+            return {}
+        return _written(
+            [
+                (r.kind, r.limit, raw[2 * i], raw[2 * i + 1] / 1000)
+                for i, r in enumerate(self._plan.rates)
+            ]
+        )
+
+    async def finish(self, actual_tokens: int | None = None) -> None:
+        if not self._finished:
+            plan = self._plan
+            delta = self._delta(actual_tokens)
+            self._quick.end_plan(
+                [key for key, _ in plan.quick_leases], self._lease_id, plan.quick, delta
+            )
 
 
 def _describe(c: Checked) -> str:
@@ -189,6 +287,8 @@ class RateLimiter:
         # same key and model is wasted work.
         self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._plans_config = config
+        # An in-process store admits a plan in one synchronous step (store/counters/base.py).
+        self._quick = store if isinstance(store, PlanAdmission) else None
 
     def _plan_of(self, subject: Subject, model: str, own: Mapping[str, Limits] | None) -> _Plan:
         if self._plans_config is not self._config:  # rules replaced: start afresh
@@ -224,8 +324,17 @@ class RateLimiter:
             return Permit(self._store, plan, (), (), est_tokens)
         if est_tokens < 0:
             est_tokens = 0
+        lease_id = lease_id or uuid.uuid4().hex
+        quick = self._quick
+        if quick is not None and plan.quick and est_tokens <= plan.quick_tokens:
+            raw = quick.admit_plan(
+                plan.quick, est_tokens, plan.quick_leases, lease_id, plan.lease_ttl_ms
+            )
+            if raw is not None:
+                return _PlanPermit(quick, plan, raw, lease_id, est_tokens)
+            # Refused: `admit` judges it again, consuming nothing, and says why.
         specs = plan.limit_specs(est_tokens)
-        leases = plan.lease_specs(lease_id or uuid.uuid4().hex)
+        leases = plan.lease_specs(lease_id)
         admission = await self._store.admit(specs, leases)
         if not admission.allowed:
             checked = [

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from types import MappingProxyType
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from faregate.errors import ServiceUnavailable
 
@@ -21,6 +21,11 @@ MAX_NANOS = 2**62
 # A finished hold is remembered this long, so a late duplicate settle stays a no-op and a
 # settle arriving after its hold expired still records the spend.
 HOLD_RECORD_GRACE_S = 24 * 3600
+
+
+# One rate limit of a rate limiter's plan as `PlanAdmission` takes it: its key, limit,
+# window in ms, and whether its cost is the request's tokens (else 1).
+QuickRate = tuple[str, int, int, bool]
 
 
 class CounterStoreUnavailable(ServiceUnavailable):
@@ -252,3 +257,24 @@ class CounterStore(Protocol):
     async def set_bytes(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
 
     async def delete(self, key: str) -> None: ...
+
+
+@runtime_checkable
+class PlanAdmission(Protocol):
+    """What an in-process store (one event loop, no awaiting) may add to the contract: a
+    rate limiter's whole plan admitted, and ended, in one synchronous step, with no spec,
+    decision or result objects. Judged exactly as `admit` and `end_admission` judge the
+    same specs; a store shared between processes does not offer it."""
+
+    def admit_plan(
+        self,
+        rates: Sequence[QuickRate],
+        tokens: int,
+        leases: Sequence[tuple[str, int]],
+        lease_id: str,
+        lease_ttl_ms: int,
+    ) -> list[int] | None: ...
+
+    def end_plan(
+        self, lease_keys: Sequence[str], lease_id: str, rates: Sequence[QuickRate], tokens: int
+    ) -> None: ...

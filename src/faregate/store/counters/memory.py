@@ -15,6 +15,7 @@ from faregate.store.counters.base import (
     LeaseSpec,
     LimitResult,
     LimitSpec,
+    QuickRate,
     ReserveResult,
     ReserveSpec,
 )
@@ -130,6 +131,85 @@ class MemoryCounterStore:
                 )
             )
         return Admission(tuple(results), free)
+
+    # -- the rate limiter's plan, admitted without the general contract's objects -------
+
+    def admit_plan(
+        self,
+        rates: Sequence[QuickRate],
+        tokens: int,
+        leases: Sequence[tuple[str, int]],
+        lease_id: str,
+        lease_ttl_ms: int,
+    ) -> list[int] | None:
+        """`admit` of a rate limiter's plan, judged exactly as `admit` judges it, for the
+        common case: the plan's rate keys are distinct and were validated when it was made
+        (RateLimiter's `_Plan`), `tokens` is within every per-token limit, the lease keys
+        are distinct. No spec, decision or result objects: returns each rate's remaining
+        units and reset in ms, flat (`[remaining, reset_ms, ...]`), every rate consumed
+        and every lease taken; or None when any limit refuses, with nothing consumed (the
+        caller then asks `admit` for the whole verdict)."""
+        now_ms = math.floor(self._clock() * 1000)
+        for key, limit in leases:
+            live = self._live_leases(key, now_ms)
+            if len(live) >= limit and lease_id not in live:
+                return None
+        stored = self._rates
+        needs = []
+        for key, limit, window_ms, per_token in rates:
+            state = stored.get(key)
+            if state is None:
+                debt = 0
+            else:
+                debt = state[1]
+                if now_ms > state[0]:
+                    debt -= limit * (now_ms - state[0])
+                    if debt < 0:
+                        debt = 0
+            need = debt + (tokens if per_token else 1) * window_ms
+            if need > limit * window_ms:
+                return None
+            needs.append(need)
+        out = []
+        for (key, limit, window_ms, _), need in zip(rates, needs, strict=True):
+            if need > 0:
+                state = stored.get(key)
+                stored[key] = (
+                    now_ms if state is None or now_ms >= state[0] else state[0],
+                    need,
+                    limit,
+                )
+            else:
+                stored.pop(key, None)
+            out.append((limit * window_ms - need) // window_ms)
+            out.append(-(-need // limit))
+        expires = now_ms + lease_ttl_ms
+        for key, _ in leases:
+            live = self._leases.get(key)
+            if live is None:
+                live = self._leases[key] = {}
+            live[lease_id] = expires
+            if expires < self._lease_scan_at.get(key, expires + 1):
+                self._lease_scan_at[key] = expires
+        return out
+
+    def end_plan(
+        self, lease_keys: Sequence[str], lease_id: str, rates: Sequence[QuickRate], tokens: int
+    ) -> None:
+        """`end_admission` of a plan admitted by `admit_plan`: its leases released, `tokens`
+        (a true-up, negative refunds) applied to its per-token rates."""
+        for key in lease_keys:
+            self._release(key, lease_id)
+        if not tokens:
+            return
+        now_ms = math.floor(self._clock() * 1000)
+        stored = self._rates
+        for key, limit, window_ms, per_token in rates:
+            if per_token:
+                t_ms, debt, _ = stored.get(key, (now_ms, 0, limit))
+                debt = gcra.drain(t_ms, debt, now_ms, limit)[1]
+                debt = gcra.adjust(debt, window_ms, tokens)
+                self._store_debt(key, debt, limit, now_ms, t_ms)
 
     async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
         self._adjust(specs, now)
