@@ -12,11 +12,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from faregate.config import ConfigError
 from faregate.money import from_nanos
 from faregate.policy import BudgetExceeded, Budgets, Subject, parse_budgets
-from faregate.store.counters import CounterStore
+from faregate.store.counters import CounterStore, MemoryCounterStore
+from faregate.store.counters.base import HoldReused
 
 ALICE = Subject(key_id="k1", team_id="design", customer_id="acme", tags=("batch",))
 D = Decimal
@@ -231,3 +234,70 @@ async def test_thresholds_fire_again_in_the_next_period(store: CounterStore) -> 
     await (await b.reserve(ALICE, "m", D("0.9"), D(0), "h3")).settle(D("0.9"), D(0))
     periods = [p["period_id"] for kind, p in alerts.events if kind == "budget.threshold"]
     assert periods == ["2026-11-03", "2026-11-04"]
+
+
+# The in-process store takes and settles a plain hold in one step (`hold_plan`,
+# `settle_plan`); anything else goes to `reserve` and `settle`. Both ways must judge,
+# alert and leave the buckets alike.
+_CENTS = st.integers(0, 120).map(lambda c: D(c) / 100)
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("reserve"), _CENTS, st.booleans()),
+        st.tuples(st.just("settle"), st.integers(0, 30), _CENTS),
+        st.tuples(st.just("release"), st.integers(0, 30), st.none()),
+        st.tuples(st.just("wait"), st.integers(0, 400), st.none()),
+    ),
+    max_size=50,
+)
+
+
+async def _replay(quick: bool, steps: list[tuple[str, Any, Any]]) -> list[Any]:
+    now = [1_800_000_000.0]
+    store = MemoryCounterStore(clock=lambda: now[0])
+    alerts = Alerts()
+    b = budgets(
+        store,
+        budget(amount="1.00", thresholds=[0.5, 0.9]),
+        budget(id="c", scope="customer", match="*", basis="price", amount="0.70", hard=False),
+        alerts=alerts,
+        clock=lambda: datetime.fromtimestamp(now[0], UTC),
+        hold_ttl_s=120,
+    )
+    if not quick:
+        b._quick = None
+    seen: list[Any] = []
+    holds: list[Any] = []
+    for i, (what, a, c) in enumerate(steps):
+        if what == "reserve":
+            try:
+                holds.append(await b.reserve(ALICE, "m", a, a * 2, f"r{i % 5 if c else i}"))
+                seen.append("held")
+            except BudgetExceeded as refused:
+                seen.append(refused.message)
+            except HoldReused as reused:
+                seen.append(str(reused))
+        elif what == "settle" and holds:
+            await holds[a % len(holds)].settle(c, c * 2)
+        elif what == "release" and holds:
+            await holds[a % len(holds)].release()
+        else:
+            now[0] += a
+            seen.append(await store.sweep_expired())
+        book = store._holds
+        seen.append(
+            (
+                {k: (v.spent, v.held) for k, v in book._buckets.items()},
+                {k: (h.state, h.scopes) for k, h in book._holds.items()},
+                dict(book._finished),
+                list(alerts.events),
+            )
+        )
+    return seen
+
+
+@settings(max_examples=200, deadline=None)
+@given(_STEPS)
+def test_a_hold_taken_in_one_step_is_judged_as_reserve_judges_it(
+    steps: list[tuple[str, Any, Any]],
+) -> None:
+    assert asyncio.run(_replay(True, steps)) == asyncio.run(_replay(False, steps))

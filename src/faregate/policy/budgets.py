@@ -18,7 +18,13 @@ from faregate.policy.durations import retry_after_header
 from faregate.policy.errors import BudgetExceeded
 from faregate.policy.periods import Period, period_at
 from faregate.policy.subject import Subject
-from faregate.store.counters.base import CounterStore, ReserveResult, ReserveSpec
+from faregate.store.counters.base import (
+    MAX_NANOS,
+    CounterStore,
+    PlanHolds,
+    ReserveResult,
+    ReserveSpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +48,13 @@ class BudgetScope:
     period: Period
     key: str = field(init=False)  # the budget's counter, before the period id
     scope: str = field(init=False)  # the counter of this period
+    limit: int | None = field(init=False)  # what a hold may fill it to; None: soft
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", f"budget:{self.budget.id}:{self.value}")
         object.__setattr__(self, "scope", f"{self.key}:{self.period.id}")
+        limit = self.budget.limit_nanos if self.budget.hard else None
+        object.__setattr__(self, "limit", limit)
 
     def pick(self, cost: Decimal, price: Decimal) -> int:
         return to_nanos(cost if self.budget.basis == "cost" else price)
@@ -76,6 +85,14 @@ class BudgetStatus:
         return max(self.scope.budget.amount - self.spent - self.held, Decimal(0))
 
 
+def _plain(scopes: tuple[BudgetScope, ...]) -> bool:
+    """Whether a store's `hold_plan` may take these scopes: each counter once, every limit
+    within what `reserve` accepts."""
+    if len(scopes) > 1 and len({s.scope for s in scopes}) < len(scopes):
+        return False
+    return all(s.limit is None or s.limit <= MAX_NANOS for s in scopes)
+
+
 def _crosses(marks: Sequence[int], before: int, after: int) -> bool:
     return any(before < mark <= after for mark in marks)
 
@@ -84,14 +101,30 @@ class BudgetHold:
     """The reservation of one request. Settle or release it exactly once when the call is
     over; doing either again changes nothing."""
 
-    def __init__(self, budgets: Budgets, hold_id: str, scopes: Sequence[BudgetScope]) -> None:
+    def __init__(
+        self,
+        budgets: Budgets,
+        hold_id: str,
+        scopes: tuple[BudgetScope, ...],
+        quick: PlanHolds | None = None,
+    ) -> None:
         self._budgets = budgets
         self.hold_id = hold_id
-        self.scopes = tuple(scopes)
+        self.scopes = scopes
+        self._quick = quick  # the store that took this hold in one step (`hold_plan`)
 
     async def settle(self, actual_cost: Decimal, actual_price: Decimal) -> None:
         if not self.scopes:
             return
+        if self._quick is not None:
+            picked = [s.pick(actual_cost, actual_price) for s in self.scopes]
+            if min(picked) >= 0:  # else `settle` refuses it, as before
+                totals = self._quick.settle_plan(self.hold_id, picked)
+                if totals is not None:
+                    for s, amount, spent in zip(self.scopes, picked, totals, strict=True):
+                        if _crosses(s.budget.marks, spent - amount, spent):
+                            await self._budgets.crossed(s, spent - amount, spent)
+                    return
         amounts = {s.scope: s.pick(actual_cost, actual_price) for s in self.scopes}
         after = await self._budgets.store.settle(self.hold_id, amounts)
         for s in self.scopes:
@@ -126,6 +159,8 @@ class Budgets:
             tuple[Subject, str], tuple[tuple[BudgetScope, ...], datetime, datetime]
         ] = {}
         self._matching_defs = self.defs  # the definitions the cache was built from
+        # An in-process store takes and settles a plain hold in one step (counters/base.py).
+        self._quick = store if isinstance(store, PlanHolds) else None
 
     def _period(self, d: BudgetDef, now: datetime) -> Period:
         period = self._periods.get((d.period, d.timezone))
@@ -159,9 +194,8 @@ class Budgets:
         return scopes
 
     def _spec(self, s: BudgetScope, amount: int, now: datetime) -> ReserveSpec:
-        limit = s.budget.limit_nanos if s.budget.hard else None
         ttl = s.period.seconds_left(now) + RETENTION_S
-        return ReserveSpec(s.key, amount, limit, s.period.id, ttl)
+        return ReserveSpec(s.key, amount, s.limit, s.period.id, ttl)
 
     async def reserve(
         self,
@@ -178,7 +212,19 @@ class Budgets:
         if not scopes:
             return BudgetHold(self, hold_id, ())
         # At least one nano, so a request with no estimate still needs room on a full budget.
-        specs = [self._spec(s, max(s.pick(estimate_cost, estimate_price), 1), now) for s in scopes]
+        amounts = [max(s.pick(estimate_cost, estimate_price), 1) for s in scopes]
+        quick = self._quick
+        if quick is not None and max(amounts) <= MAX_NANOS and _plain(scopes):
+            held = quick.hold_plan(
+                hold_id,
+                [(s.scope, s.limit, s.period.seconds_left(now) + RETENTION_S) for s in scopes],
+                amounts,
+                self._hold_ttl_s,
+            )
+            if held:
+                return BudgetHold(self, hold_id, scopes, quick)
+            # Refused, or a hold id seen before: `reserve` judges it again and says why.
+        specs = [self._spec(s, amount, now) for s, amount in zip(scopes, amounts, strict=True)]
         result = await self.store.reserve(specs, hold_id, self._hold_ttl_s)
         if not result.ok:
             failed = next(s for s in scopes if s.scope == result.failed_key)

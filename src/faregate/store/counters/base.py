@@ -278,3 +278,21 @@ class PlanAdmission(Protocol):
     def end_plan(
         self, lease_keys: Sequence[str], lease_id: str, rates: Sequence[QuickRate], tokens: int
     ) -> None: ...
+
+
+@runtime_checkable
+class PlanHolds(Protocol):
+    """What an in-process store may add for budgets: a hold on distinct scopes taken and
+    settled in one synchronous step, without spec or result objects, judged as `reserve`
+    and `settle` judge it. None from either: the case is not a plain one (a hold id seen
+    before, a hold no longer pending), and the general method must judge it."""
+
+    def hold_plan(
+        self,
+        hold_id: str,
+        scopes: Sequence[tuple[str, int | None, float]],
+        amounts: Sequence[int],
+        hold_ttl_s: float,
+    ) -> bool | None: ...
+
+    def settle_plan(self, hold_id: str, amounts: Sequence[int]) -> list[int] | None: ...

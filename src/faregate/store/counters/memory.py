@@ -300,6 +300,26 @@ class MemoryCounterStore:
         ttl_ms = math.ceil(hold_ttl_s * 1000)
         return self._holds.reserve(scopes, hold_id, ttl_ms, self._now_ms(now))
 
+    def hold_plan(
+        self,
+        hold_id: str,
+        scopes: Sequence[tuple[str, int | None, float]],
+        amounts: Sequence[int],
+        hold_ttl_s: float,
+    ) -> bool | None:
+        """`reserve` without its objects (PlanHolds): `scopes` as (stored scope, limit or
+        None, bucket ttl s), distinct, the amounts within range. True: held; False: a limit
+        had no room, nothing held; None: not a fresh hold id, for `reserve` to judge."""
+        now_ms = math.floor(self._clock() * 1000)
+        ttls = [(s, limit, math.ceil(ttl * 1000) if ttl > 0 else 0) for s, limit, ttl in scopes]
+        return self._holds.hold_plan(hold_id, ttls, amounts, math.ceil(hold_ttl_s * 1000), now_ms)
+
+    def settle_plan(self, hold_id: str, amounts: Sequence[int]) -> list[int] | None:
+        """`settle` of a pending hold made by `hold_plan`, the amounts in its scopes' order
+        and within range: each scope's spent after it; None when the hold is not pending,
+        for `settle` to judge."""
+        return self._holds.settle_plan(hold_id, amounts, math.floor(self._clock() * 1000))
+
     async def settle(self, hold_id: str, actual: int | Mapping[str, int]) -> dict[str, int]:
         return self._holds.settle(hold_id, actual, self._now_ms())
 

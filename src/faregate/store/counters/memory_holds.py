@@ -125,6 +125,58 @@ class HoldBook:
         heapq.heappush(self._expiries, (hold.expires_ms, hold_id))
         return ReserveResult(True, None, spent, held)
 
+    def hold_plan(
+        self,
+        hold_id: str,
+        scopes: Sequence[tuple[str, int | None, int]],
+        amounts: Sequence[int],
+        hold_ttl_ms: int,
+        now_ms: int,
+    ) -> bool | None:
+        """`reserve` for the common case, without its spec and result objects: `scopes`
+        as (scope, limit or None, bucket ttl ms), distinct, each holding its amount. True
+        when held, False when a limit has no room (nothing held); None when the hold id is
+        not a fresh one, which `reserve` must judge."""
+        if self._expiries and self._expiries[0][0] <= now_ms:
+            self.sweep(now_ms)
+        if hold_id in self._holds or hold_id in self._finished:
+            return None
+        for (scope, limit, _), amount in zip(scopes, amounts, strict=True):
+            if limit is not None:
+                bucket = self._bucket(scope, now_ms)
+                if bucket is not None:
+                    if bucket.spent + bucket.held + amount > limit:
+                        return False
+                elif amount > limit:
+                    return False
+        hold = _Hold("pending", now_ms + hold_ttl_ms, None, [])
+        held = hold.scopes
+        for (scope, _, ttl), amount in zip(scopes, amounts, strict=True):
+            self._touch(scope, ttl, now_ms).held += amount
+            held.append((scope, amount, ttl))
+        self._holds[hold_id] = hold
+        if len(self._expiries) > 2 * len(self._holds) + 64:
+            self._compact_expiries()
+        heapq.heappush(self._expiries, (hold.expires_ms, hold_id))
+        return True
+
+    def settle_plan(self, hold_id: str, amounts: Sequence[int], now_ms: int) -> list[int] | None:
+        """`settle` of a pending hold made by `hold_plan`, `amounts` in its scopes' order:
+        each scope's spent after it. None when the hold is not pending (finished, expired or
+        unknown), which `settle` must judge."""
+        hold = self._holds.get(hold_id)
+        if hold is None or hold.state != "pending":
+            return None
+        spent = []
+        for (scope, held, ttl), amount in zip(hold.scopes, amounts, strict=True):
+            bucket = self._touch(scope, ttl, now_ms)
+            left = bucket.held - held
+            bucket.held = left if left > 0 else 0
+            bucket.spent += amount
+            spent.append(bucket.spent)
+        self._finish(hold_id, hold, "settled", now_ms)
+        return spent
+
     def _compact_expiries(self) -> None:
         """Drop heap entries of holds no longer pending (amortised: it runs when they are
         more than half the heap)."""
