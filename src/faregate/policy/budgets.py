@@ -121,9 +121,9 @@ class BudgetHold:
             if min(picked) >= 0:  # else `settle` refuses it, as before
                 totals = self._quick.settle_plan(self.hold_id, picked)
                 if totals is not None:
-                    for s, amount, spent in zip(self.scopes, picked, totals, strict=True):
-                        if _crosses(s.budget.marks, spent - amount, spent):
-                            await self._budgets.crossed(s, spent - amount, spent)
+                    for s, amount, total in zip(self.scopes, picked, totals, strict=True):
+                        if _crosses(s.budget.marks, total - amount, total):
+                            await self._budgets.crossed(s, total - amount, total)
                     return
         amounts = {s.scope: s.pick(actual_cost, actual_price) for s in self.scopes}
         after = await self._budgets.store.settle(self.hold_id, amounts)

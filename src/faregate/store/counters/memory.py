@@ -185,10 +185,10 @@ class MemoryCounterStore:
             out.append(-(-need // limit))
         expires = now_ms + lease_ttl_ms
         for key, _ in leases:
-            live = self._leases.get(key)
-            if live is None:
-                live = self._leases[key] = {}
-            live[lease_id] = expires
+            taken = self._leases.get(key)
+            if taken is None:
+                taken = self._leases[key] = {}
+            taken[lease_id] = expires
             if expires < self._lease_scan_at.get(key, expires + 1):
                 self._lease_scan_at[key] = expires
         return out
