@@ -393,3 +393,26 @@ async def test_the_in_process_store_admits_a_plan_in_one_step() -> None:
     await permit.finish()
     await rl.check(ALICE, "m")
     assert called == ["admit"]
+
+
+def test_a_plan_naming_a_counter_twice_takes_the_general_path() -> None:
+    from faregate.policy.ratelimit_rules import Applied
+    from faregate.policy.ratelimits import _Plan
+
+    limits = Limits(rpm=5, tpm=100, max_concurrent=2)
+    once = _Plan.of([Applied("a", "key", "rl:a:key:k1", limits)], 900)
+    assert once.one_step and once.quick_tokens == 100
+    twice = _Plan.of([Applied("a", "key", "rl:a:key:k1", limits)] * 2, 900)
+    assert not twice.one_step  # `admit` sees the repeats
+
+
+async def test_a_concurrency_cap_alone_is_admitted_in_one_step() -> None:
+    store = MemoryCounterStore()
+    rl = limiter(store, {"id": "keys", "scope": "key", "max_concurrent": 1})
+    permit = await rl.check(ALICE, "m")
+    assert type(permit).__name__ == "_PlanPermit" and permit.headers() == {}
+    with pytest.raises(RateLimitExceeded, match="at most 1 at a time"):
+        await rl.check(ALICE, "m")
+    await permit.finish()
+    await (await rl.check(ALICE, "m")).finish()
+    assert await store.in_flight("rl:keys:key:k1:conc") == 0

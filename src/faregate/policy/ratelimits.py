@@ -64,7 +64,9 @@ class _Plan:
     kinds: tuple[str, ...]  # per rate: requests | tokens (what the headers are read by)
     # For a store that admits a plan in one synchronous step (`PlanAdmission`): the rates
     # as it takes them, the leases as (counter, max), and the most tokens it may be asked
-    # for (the smallest tpm); `quick` is empty when a counter repeats (the general path).
+    # for (the smallest tpm); `one_step` is False when a counter repeats or a limit is
+    # invalid, which the general path handles.
+    one_step: bool
     quick: tuple[QuickRate, ...]
     quick_leases: tuple[tuple[str, int], ...]
     quick_tokens: int
@@ -97,11 +99,6 @@ class _Plan:
                 LeaseSpec(key, limit, "", ttl_s).validate()
         except ValueError:
             distinct = False  # `admit` raises it for each request, as before
-        quick = (
-            tuple((r.key, r.limit, window_ms, r.kind == "tokens") for r in rates)
-            if distinct
-            else ()
-        )
         return cls(
             tuple(applied),
             tuple(rates),
@@ -109,8 +106,9 @@ class _Plan:
             leases,
             ttl_s,
             tuple(r.kind for r in rates),
-            quick,
-            tuple((key, limit) for _, key, limit in leases) if distinct else (),
+            distinct,
+            tuple((r.key, r.limit, window_ms, r.kind == "tokens") for r in rates),
+            tuple((key, limit) for _, key, limit in leases),
             min([r.limit for r in rates if r.kind == "tokens"], default=MAX_RATE_UNITS),
             math.ceil(ttl_s * 1000),
         )
@@ -125,7 +123,7 @@ class _Plan:
         return [LeaseSpec(key, limit, lease_id, self.ttl_s) for _, key, limit in self.leases]
 
 
-_NO_PLAN = _Plan((), (), (), (), 0.0, (), (), (), 0, 0)
+_NO_PLAN = _Plan((), (), (), (), 0.0, (), False, (), (), 0, 0)
 
 
 def ratelimit_headers(checked: Sequence[Checked]) -> dict[str, str]:
@@ -326,7 +324,7 @@ class RateLimiter:
             est_tokens = 0
         lease_id = lease_id or uuid.uuid4().hex
         quick = self._quick
-        if quick is not None and plan.quick and est_tokens <= plan.quick_tokens:
+        if quick is not None and plan.one_step and est_tokens <= plan.quick_tokens:
             raw = quick.admit_plan(
                 plan.quick, est_tokens, plan.quick_leases, lease_id, plan.lease_ttl_ms
             )
