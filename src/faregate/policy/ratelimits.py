@@ -182,18 +182,6 @@ class Permit:
         self.est_tokens = est_tokens
         self._finished = False
 
-    @property
-    def checked(self) -> tuple[Checked, ...]:
-        specs = self._plan.limit_specs(self.est_tokens)
-        return tuple(
-            Checked(r.applied, r.kind, spec, result)
-            for r, spec, result in zip(self._plan.rates, specs, self.results, strict=True)
-        )
-
-    @property
-    def results(self) -> Sequence[LimitResult]:
-        return self._results
-
     def headers(self) -> dict[str, str]:
         if not self._results:
             return {}
@@ -226,9 +214,8 @@ class Permit:
 
 
 class _PlanPermit(Permit):
-    """A permit of a plan admitted by a `PlanAdmission` store: the results are kept as the
-    store returned them (remaining and reset ms per rate) and made into `LimitResult`s only
-    when asked for."""
+    """A permit of a plan admitted by a `PlanAdmission` store: the results as the store
+    returned them (remaining and reset ms per rate), from which the headers are written."""
 
     def __init__(
         self, store: PlanAdmission, plan: _Plan, raw: list[int], lease_id: str, est_tokens: int
@@ -239,14 +226,6 @@ class _PlanPermit(Permit):
         self._lease_id = lease_id
         self.est_tokens = est_tokens
         self._finished = False
-
-    @property
-    def results(self) -> Sequence[LimitResult]:
-        raw = self._raw
-        return [
-            LimitResult(True, r.limit, raw[2 * i], raw[2 * i + 1] / 1000, 0.0)
-            for i, r in enumerate(self._plan.rates)
-        ]
 
     def headers(self) -> dict[str, str]:
         raw = self._raw
@@ -263,9 +242,7 @@ class _PlanPermit(Permit):
         if not self._finished:
             plan = self._plan
             delta = self._delta(actual_tokens)
-            self._quick.end_plan(
-                [key for key, _ in plan.quick_leases], self._lease_id, plan.quick, delta
-            )
+            self._quick.end_plan(plan.quick_leases, self._lease_id, plan.quick, delta)
 
 
 def _describe(c: Checked) -> str:

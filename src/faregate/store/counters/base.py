@@ -276,7 +276,11 @@ class PlanAdmission(Protocol):
     ) -> list[int] | None: ...
 
     def end_plan(
-        self, lease_keys: Sequence[str], lease_id: str, rates: Sequence[QuickRate], tokens: int
+        self,
+        leases: Sequence[tuple[str, int]],
+        lease_id: str,
+        rates: Sequence[QuickRate],
+        tokens: int,
     ) -> None: ...
 
 

@@ -37,10 +37,15 @@ def decide(debt: int, limit: int, window_ms: int, cost: int) -> Decision:
     capacity = limit * window_ms
     need = debt + cost * window_ms
     if need <= capacity:
-        return Decision(True, need, (capacity - need) // window_ms, _ceil_div(need, limit), 0)
+        return Decision(True, need, *admitted(need, limit, window_ms), 0)
     retry = -1 if cost > limit else _ceil_div(need - capacity, limit)
     remaining = (capacity - debt) // window_ms if capacity > debt else 0
     return Decision(False, debt, remaining, _ceil_div(debt, limit), retry)
+
+
+def admitted(debt: int, limit: int, window_ms: int) -> tuple[int, int]:
+    """(remaining, reset_ms) once a request brought the debt to `debt`."""
+    return (limit * window_ms - debt) // window_ms, _ceil_div(debt, limit)
 
 
 def adjust(debt: int, window_ms: int, cost: int) -> int:

@@ -110,13 +110,7 @@ class MemoryCounterStore:
                 t_ms, debt = state[spec.key]
                 self._store_debt(spec.key, debt, spec.limit, now_ms, t_ms)
             for lease in leases:
-                expires = now_ms + math.ceil(lease.ttl_s * 1000)
-                live = self._leases.get(lease.key)
-                if live is None:
-                    live = self._leases[lease.key] = {}
-                live[lease.lease_id] = expires
-                if expires < self._lease_scan_at.get(lease.key, expires + 1):
-                    self._lease_scan_at[lease.key] = expires
+                self._take(lease.key, lease.lease_id, now_ms + math.ceil(lease.ttl_s * 1000))
             return Admission(tuple(map(_result, specs, decisions)), free)
         # Refused: consume nothing. Each verdict stays as judged in order (a repeated key
         # sees the earlier spec), while remaining/reset describe the untouched state.
@@ -155,61 +149,39 @@ class MemoryCounterStore:
             if len(live) >= limit and lease_id not in live:
                 return None
         stored = self._rates
-        needs = []
+        judged = []  # per rate: the stored state's time (now when none), the debt after it
         for key, limit, window_ms, per_token in rates:
-            state = stored.get(key)
-            if state is None:
-                debt = 0
-            else:
-                debt = state[1]
-                if now_ms > state[0]:
-                    debt -= limit * (now_ms - state[0])
-                    if debt < 0:
-                        debt = 0
-            need = debt + (tokens if per_token else 1) * window_ms
-            if need > limit * window_ms:
+            t_ms, debt, _ = stored.get(key, (now_ms, 0, limit))
+            debt = (
+                gcra.drain(t_ms, debt, now_ms, limit)[1] + (tokens if per_token else 1) * window_ms
+            )
+            if debt > limit * window_ms:
                 return None
-            needs.append(need)
+            judged.append((t_ms, debt))
         out = []
-        for (key, limit, window_ms, _), need in zip(rates, needs, strict=True):
-            if need > 0:
-                state = stored.get(key)
-                stored[key] = (
-                    now_ms if state is None or now_ms >= state[0] else state[0],
-                    need,
-                    limit,
-                )
-            else:
-                stored.pop(key, None)
-            out.append((limit * window_ms - need) // window_ms)
-            out.append(-(-need // limit))
-        expires = now_ms + lease_ttl_ms
+        for (key, limit, window_ms, _), (t_ms, debt) in zip(rates, judged, strict=True):
+            self._store_debt(key, debt, limit, now_ms, t_ms)
+            out += gcra.admitted(debt, limit, window_ms)
         for key, _ in leases:
-            taken = self._leases.get(key)
-            if taken is None:
-                taken = self._leases[key] = {}
-            taken[lease_id] = expires
-            if expires < self._lease_scan_at.get(key, expires + 1):
-                self._lease_scan_at[key] = expires
+            self._take(key, lease_id, now_ms + lease_ttl_ms)
         return out
 
     def end_plan(
-        self, lease_keys: Sequence[str], lease_id: str, rates: Sequence[QuickRate], tokens: int
+        self,
+        leases: Sequence[tuple[str, int]],
+        lease_id: str,
+        rates: Sequence[QuickRate],
+        tokens: int,
     ) -> None:
         """`end_admission` of a plan admitted by `admit_plan`: its leases released, `tokens`
         (a true-up, negative refunds) applied to its per-token rates."""
-        for key in lease_keys:
+        for key, _ in leases:
             self._release(key, lease_id)
-        if not tokens:
-            return
-        now_ms = math.floor(self._clock() * 1000)
-        stored = self._rates
-        for key, limit, window_ms, per_token in rates:
-            if per_token:
-                t_ms, debt, _ = stored.get(key, (now_ms, 0, limit))
-                debt = gcra.drain(t_ms, debt, now_ms, limit)[1]
-                debt = gcra.adjust(debt, window_ms, tokens)
-                self._store_debt(key, debt, limit, now_ms, t_ms)
+        if tokens:
+            now_ms = math.floor(self._clock() * 1000)
+            for key, limit, window_ms, per_token in rates:
+                if per_token:
+                    self._true_up(key, limit, window_ms, tokens, now_ms)
 
     async def rate_limit_adjust(self, specs: Sequence[LimitSpec], now: float | None = None) -> None:
         self._adjust(specs, now)
@@ -219,10 +191,12 @@ class MemoryCounterStore:
             spec.validate(allow_negative=True)
         now_ms = self._now_ms(now)
         for spec in specs:
-            t_ms, debt, _ = self._rates.get(spec.key, (now_ms, 0, spec.limit))
-            debt = gcra.drain(t_ms, debt, now_ms, spec.limit)[1]
-            debt = gcra.adjust(debt, spec.window_ms, spec.cost)
-            self._store_debt(spec.key, debt, spec.limit, now_ms, t_ms)
+            self._true_up(spec.key, spec.limit, spec.window_ms, spec.cost, now_ms)
+
+    def _true_up(self, key: str, limit: int, window_ms: int, cost: int, now_ms: int) -> None:
+        t_ms, debt, _ = self._rates.get(key, (now_ms, 0, limit))
+        debt = gcra.adjust(gcra.drain(t_ms, debt, now_ms, limit)[1], window_ms, cost)
+        self._store_debt(key, debt, limit, now_ms, t_ms)
 
     async def end_admission(
         self,
@@ -237,6 +211,14 @@ class MemoryCounterStore:
             self._adjust(specs, now)
 
     # -- concurrency -------------------------------------------------------------------
+
+    def _take(self, key: str, lease_id: str, expires: int) -> None:
+        live = self._leases.get(key)
+        if live is None:
+            live = self._leases[key] = {}
+        live[lease_id] = expires
+        if expires < self._lease_scan_at.get(key, expires + 1):
+            self._lease_scan_at[key] = expires
 
     def _live_leases(self, key: str, now_ms: int) -> dict[str, int]:
         leases = self._leases.get(key, {})
