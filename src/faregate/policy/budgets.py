@@ -85,6 +85,11 @@ class BudgetStatus:
         return max(self.scope.budget.amount - self.spent - self.held, Decimal(0))
 
 
+def _kept_for(s: BudgetScope, now: datetime) -> float:
+    """Seconds the scope's counter stays readable: its period, then RETENTION_S."""
+    return s.period.seconds_left(now) + RETENTION_S
+
+
 def _plain(scopes: tuple[BudgetScope, ...]) -> bool:
     """Whether a store's `hold_plan` may take these scopes: each counter once, every limit
     within what `reserve` accepts."""
@@ -194,8 +199,7 @@ class Budgets:
         return scopes
 
     def _spec(self, s: BudgetScope, amount: int, now: datetime) -> ReserveSpec:
-        ttl = s.period.seconds_left(now) + RETENTION_S
-        return ReserveSpec(s.key, amount, s.limit, s.period.id, ttl)
+        return ReserveSpec(s.key, amount, s.limit, s.period.id, _kept_for(s, now))
 
     async def reserve(
         self,
@@ -217,7 +221,7 @@ class Budgets:
         if quick is not None and max(amounts) <= MAX_NANOS and _plain(scopes):
             held = quick.hold_plan(
                 hold_id,
-                [(s.scope, s.limit, s.period.seconds_left(now) + RETENTION_S) for s in scopes],
+                [(s.scope, s.limit, _kept_for(s, now)) for s in scopes],
                 amounts,
                 self._hold_ttl_s,
             )

@@ -20,7 +20,7 @@ from faregate.store.counters.base import (
     ReserveSpec,
 )
 from faregate.store.counters.lru import ByteLRU
-from faregate.store.counters.memory_holds import HoldBook
+from faregate.store.counters.memory_holds import HoldBook, ttl_ms
 
 
 def _result(spec: LimitSpec, d: gcra.Decision) -> LimitResult:
@@ -293,7 +293,7 @@ class MemoryCounterStore:
         None, bucket ttl s), distinct, the amounts within range. True: held; False: a limit
         had no room, nothing held; None: not a fresh hold id, for `reserve` to judge."""
         now_ms = math.floor(self._clock() * 1000)
-        ttls = [(s, limit, math.ceil(ttl * 1000) if ttl > 0 else 0) for s, limit, ttl in scopes]
+        ttls = [(scope, limit, ttl_ms(ttl)) for scope, limit, ttl in scopes]
         return self._holds.hold_plan(hold_id, ttls, amounts, math.ceil(hold_ttl_s * 1000), now_ms)
 
     def settle_plan(self, hold_id: str, amounts: Sequence[int]) -> list[int] | None:

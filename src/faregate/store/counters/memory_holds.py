@@ -42,6 +42,11 @@ class _Hold:
     scopes: list[tuple[str, int, int]] = field(default_factory=list)  # scope, amount, ttl_ms
 
 
+def ttl_ms(ttl_s: float) -> int:
+    """A bucket's time to live in whole ms; 0: it never expires."""
+    return math.ceil(ttl_s * 1000) if ttl_s > 0 else 0
+
+
 class HoldBook:
     def __init__(self, max_finished: int = MAX_FINISHED) -> None:
         self._buckets: dict[str, _Bucket] = {}
@@ -114,15 +119,11 @@ class HoldBook:
             limit = spec.limit_nanos
             if limit is not None and spent[scope] + held[scope] + want > limit:
                 return ReserveResult(False, scope, spent, held)
-        hold = _Hold("pending", now_ms + hold_ttl_ms, None, [])
-        for scope, spec in zip(scopes, specs, strict=True):
-            ttl = math.ceil(spec.ttl_s * 1000) if spec.ttl_s > 0 else 0
-            self._touch(scope, ttl, now_ms).held += spec.amount_nanos
-            hold.scopes.append((scope, spec.amount_nanos, ttl))
-        self._holds[hold_id] = hold
-        if len(self._expiries) > 2 * len(self._holds) + 64:
-            self._compact_expiries()
-        heapq.heappush(self._expiries, (hold.expires_ms, hold_id))
+        taken = [
+            (scope, spec.amount_nanos, ttl_ms(spec.ttl_s))
+            for scope, spec in zip(scopes, specs, strict=True)
+        ]
+        self._take(hold_id, taken, hold_ttl_ms, now_ms)
         return ReserveResult(True, None, spent, held)
 
     def hold_plan(
@@ -149,16 +150,23 @@ class HoldBook:
                         return False
                 elif amount > limit:
                     return False
-        hold = _Hold("pending", now_ms + hold_ttl_ms, None, [])
-        held = hold.scopes
-        for (scope, _, ttl), amount in zip(scopes, amounts, strict=True):
+        taken = [
+            (scope, amount, ttl) for (scope, _, ttl), amount in zip(scopes, amounts, strict=True)
+        ]
+        self._take(hold_id, taken, hold_ttl_ms, now_ms)
+        return True
+
+    def _take(
+        self, hold_id: str, taken: list[tuple[str, int, int]], hold_ttl_ms: int, now_ms: int
+    ) -> None:
+        """Hold each (scope, amount, bucket ttl ms) under `hold_id`, found to have room."""
+        for scope, amount, ttl in taken:
             self._touch(scope, ttl, now_ms).held += amount
-            held.append((scope, amount, ttl))
+        hold = _Hold("pending", now_ms + hold_ttl_ms, None, taken)
         self._holds[hold_id] = hold
         if len(self._expiries) > 2 * len(self._holds) + 64:
             self._compact_expiries()
         heapq.heappush(self._expiries, (hold.expires_ms, hold_id))
-        return True
 
     def settle_plan(self, hold_id: str, amounts: Sequence[int], now_ms: int) -> list[int] | None:
         """`settle` of a pending hold made by `hold_plan`, `amounts` in its scopes' order:
