@@ -35,3 +35,41 @@ async def test_migrations_match_the_declared_tables(backend: str, tmp_path: Path
         assert await _diff(url) == []
     finally:
         await drop_pg_database(url)
+
+
+async def test_wallet_rates_stored_as_floats_on_sqlite_become_exact_text(tmp_path: Path) -> None:
+    """0008: the wallets table is rebuilt with the rate as text; the rows keep their rate, and
+    the partial unique index keeps its condition (two terminated credit-limit wallets)."""
+    from sqlalchemy import text
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    await asyncio.to_thread(migrate, url, "0007_ledger_partial_indexes")
+    engine = create_engine(url)
+    columns = (
+        "id, customer_id, external_customer_id, currency, rate_amount, code, status, priority, "
+        "recurring_transaction_rules, metadata, funded_nanos, funded_version, consumed_nanos, "
+        "held_nanos, created_at, updated_at"
+    )
+    async with engine.begin() as conn:
+        for i, rate in enumerate([1.25, 0.5]):
+            await conn.execute(
+                text(
+                    f"INSERT INTO wallets ({columns}) VALUES (:id, 'c', 'acme', 'USD', :rate, "
+                    "'credit_limit', 'terminated', 50, '[]', '{}', 0, 0, 0, 0, '2026-01-01', "
+                    "'2026-01-01')"
+                ),
+                {"id": f"w{i}", "rate": rate},
+            )
+    await engine.dispose()
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        rows = (
+            await conn.execute(text("SELECT rate_amount, typeof(rate_amount) FROM wallets"))
+        ).all()
+        assert sorted(rows) == [("0.5", "text"), ("1.25", "text")]
+        index = await conn.scalar(
+            text("SELECT sql FROM sqlite_master WHERE name = 'ux_wallets_customer_credit_limit'")
+        )
+        assert "WHERE" in index and "credit_limit" in index
+    await engine.dispose()

@@ -8,12 +8,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Context, Decimal, InvalidOperation
 from typing import Any
 
 from faregate.billing import lago_json
 from faregate.billing.errors import BillingValidationError
-from faregate.money import decimal_str, from_nanos, to_nanos
+from faregate.money import from_nanos, to_nanos
 
 CREDIT_PLACES = Decimal("0.00001")  # Lago stores credits as decimal(30,5)
 TRIGGERS = ("interval", "threshold")
@@ -39,6 +39,10 @@ def credits_value(
     if not amount.is_finite() or amount < 0:
         raise BillingValidationError(field, "invalid_amount")
     return amount
+
+
+_RATE_LIMIT = Decimal(10) ** 15
+_RATE_DIGITS = Context(prec=30)
 
 
 def credits_to_nanos(credits: Decimal, rate: Decimal) -> int:
@@ -162,9 +166,13 @@ def parse_rules(items: object) -> list[Rule]:
 
 
 def parse_rate(data: Mapping[str, object]) -> Decimal:
+    """A credit's worth: positive, with at most 15 digits before the point (the column is
+    NUMERIC(30,15); places past the 15th are rounded when it is stored)."""
     rate = credits_value(data, "rate_amount", required=True)
     if rate is None or rate <= 0:
         raise BillingValidationError("rate_amount", "invalid_amount")
+    if rate >= _RATE_LIMIT:
+        raise BillingValidationError("rate_amount", "value_is_out_of_range")
     return rate
 
 
@@ -178,7 +186,8 @@ def parse_priority(data: Mapping[str, object]) -> int | None:
 
 
 def rate_str(rate: Decimal) -> str:
-    return decimal_str(rate)
+    """A rate as plain text, all of its up to 30 digits (the default context keeps 28)."""
+    return format(rate.normalize(_RATE_DIGITS), "f")
 
 
 # Lago fields faregate does not implement: refused (422 naming the field) unless given their

@@ -17,6 +17,7 @@ from faregate.auth import repository as customers_repo
 from faregate.billing import lago_json
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.money import from_nanos, to_cents
+from faregate.store.counters.base import MAX_NANOS
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.book import HoldBook, Snapshot
@@ -28,10 +29,25 @@ from faregate.wallets.model import (
     parse_priority,
     parse_rate,
     parse_rules,
+    rate_str,
 )
 
 log = logging.getLogger("faregate.wallets")
 VOID_HOLD_TTL_S = 60.0  # a void's hold outlives its transaction; the sweep ends an orphan
+_CREDITS_FIELD = {
+    "purchased": "paid_credits",
+    "granted": "granted_credits",
+    "voided": "voided_credits",
+}
+
+
+def _nanos(credits: Decimal, rate: Decimal, field: str) -> int:
+    """What `credits` are worth, in nanos; refused (422 naming the field) beyond what a
+    wallet's balance can hold (`MAX_NANOS`, ~4.6 billion units of the currency)."""
+    amount = credits_to_nanos(credits, rate)
+    if amount > MAX_NANOS:
+        raise BillingValidationError(field, "value_is_out_of_range")
+    return amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +82,7 @@ def wallet_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "name": row.get("name"),
         "code": row.get("code"),
         "priority": row.get("priority"),
-        "rate_amount": format(rate.normalize(), "f"),
+        "rate_amount": rate_str(rate),
         "credits_balance": credits_str(nanos_to_credits(balance, rate)),
         "balance_cents": to_cents(from_nanos(balance), currency),
         "consumed_credits": credits_str(nanos_to_credits(consumed, rate)),
@@ -250,7 +266,7 @@ class WalletService:
         if top_up.voided <= 0 or self.book is None or self.book.durable:
             return None
         row = await self.get(wallet_id)
-        amount = credits_to_nanos(top_up.voided, Decimal(row["rate_amount"]))
+        amount = _nanos(top_up.voided, Decimal(row["rate_amount"]), "voided_credits")
         if amount <= 0:
             return None
         hold_id = f"void:{repo.new_id()}"
@@ -276,15 +292,20 @@ class WalletService:
         """`checked`: a void already held in the hold book (else checked on the locked row,
         which is the book itself for PostgreSQL's)."""
         rate = Decimal(wallet["rate_amount"])
+        funded = int(wallet.get("funded_nanos") or 0)
         made = []
         for status, credits in (
             ("purchased", top_up.paid),
             ("granted", top_up.granted),
             ("voided", top_up.voided),
         ):
-            amount = credits_to_nanos(credits, rate)
+            amount = _nanos(credits, rate, _CREDITS_FIELD[status])
             if amount <= 0:
                 continue
+            if status != "voided":
+                funded += amount
+                if funded > MAX_NANOS:  # nothing of this top-up is kept: its transaction rolls back
+                    raise BillingValidationError(_CREDITS_FIELD[status], "value_is_out_of_range")
             if status == "voided" and not checked:
                 ongoing = (
                     int(wallet["funded_nanos"])

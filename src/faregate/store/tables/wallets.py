@@ -11,13 +11,12 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
-    Numeric,
     String,
     Table,
     text,
 )
 
-from faregate.store.tables.base import Nanos, metadata
+from faregate.store.tables.base import ExactNumeric, Nanos, metadata
 
 # The predicates of the ledger's partial indexes. A query uses such an index only when its
 # WHERE implies the predicate: `kind = 'hold'` as a literal (a bound value does not), while
@@ -35,7 +34,7 @@ wallets = Table(
     Column("name", String(255)),
     Column("currency", String(3), nullable=False),
     # One credit is worth `rate_amount` units of the currency.
-    Column("rate_amount", Numeric(30, 15), nullable=False),
+    Column("rate_amount", ExactNumeric(30, 15), nullable=False),
     Column("priority", Integer, nullable=False, default=50),
     Column("status", String(16), nullable=False, default="active"),  # active | terminated
     Column("expiration_at", DateTime(timezone=True)),
