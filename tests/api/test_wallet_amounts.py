@@ -99,3 +99,39 @@ async def test_a_top_up_past_what_the_balance_holds_is_refused(billing: Billing)
     assert await _counts(billing) == (1, 1)
     got = await billing.get(f"/api/v1/wallets/{wallet_id}")
     assert got.json()["wallet"]["credits_balance"] == "4000000000.00000"
+
+
+@pytest.mark.parametrize(
+    ("fields", "details"),
+    [
+        # 0 at the rate's 15 places: every balance would divide by it.
+        ({"rate_amount": "1e-400"}, {"rate_amount": ["invalid_amount"]}),
+        ({"rate_amount": "0.0000000000000004"}, {"rate_amount": ["invalid_amount"]}),
+        (
+            {
+                "recurring_transaction_rules": [
+                    {"trigger": "interval", "interval": "monthly", "paid_credits": "1e30"}
+                ]
+            },
+            {"paid_credits": ["value_is_out_of_range"]},
+        ),
+        (
+            {
+                "recurring_transaction_rules": [
+                    {"trigger": "threshold", "threshold_credits": "1e400", "paid_credits": "1"}
+                ]
+            },
+            {"threshold_credits": ["value_is_out_of_range"]},
+        ),
+    ],
+)
+async def test_a_rate_or_a_rule_a_wallet_cannot_work_with_is_refused(
+    billing: Billing, fields: dict[str, Any], details: dict[str, Any]
+) -> None:
+    await _customer(billing)
+    refused = await _wallet(billing, **fields)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error_details"] == details
+    assert await _counts(billing) == (0, 0)
+    smallest = await _wallet(billing, rate_amount="0.0000000000000005", paid_credits="0")
+    assert smallest.json()["wallet"]["rate_amount"] == "0.000000000000001"

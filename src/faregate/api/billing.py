@@ -15,6 +15,7 @@ from faregate.api.common import bearer_key, json_response, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository as customers_repo
 from faregate.billing import catalog_changes as changes
+from faregate.billing import lago_json
 from faregate.billing import repository as repo
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.metrics import BillableMetric
@@ -144,9 +145,7 @@ def _customer_values(data: dict[str, Any]) -> dict[str, Any]:
 @_lago
 async def create_customer(request: web.Request) -> web.Response:
     data = _root(await read_json_object(request), "customer")
-    external_id = data.get("external_id")
-    if not isinstance(external_id, str) or not external_id:
-        raise BillingValidationError("external_id", "value_is_mandatory")
+    external_id = lago_json.required_str(data, "external_id")
     values = _customer_values(data)
     async with _services(request).engine.begin() as conn:
         row = await customers_repo.customer_by_external_id(conn, external_id)

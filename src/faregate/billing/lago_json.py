@@ -23,16 +23,28 @@ def sequence(data: Mapping[str, object], field: str) -> Sequence[object]:
     return value
 
 
-def required_str(data: Mapping[str, object], field: str) -> str:
+# The length of the VARCHAR columns codes, names and external ids are stored in: a longer
+# value is refused here (422) rather than by the database (PostgreSQL's error, a 500).
+MAX_TEXT = 255
+
+
+def required_str(data: Mapping[str, object], field: str, *, limit: int | None = MAX_TEXT) -> str:
     value = data.get(field)
     if not isinstance(value, str) or not value:
         raise BillingValidationError(field, "value_is_mandatory")
+    if limit is not None and len(value) > limit:
+        raise BillingValidationError(field, "value_is_invalid")
     return value
 
 
-def optional_str(data: Mapping[str, object], field: str) -> str | None:
+def optional_str(
+    data: Mapping[str, object], field: str, *, limit: int | None = MAX_TEXT
+) -> str | None:
+    """`limit`: None for a text kept inside a JSON document (a description), not a column."""
     value = data.get(field)
     if value is not None and not isinstance(value, str):
+        raise BillingValidationError(field, "value_is_invalid")
+    if value and limit is not None and len(value) > limit:
         raise BillingValidationError(field, "value_is_invalid")
     return value or None
 

@@ -94,7 +94,7 @@ class BillableMetric:
                 Literal["seconds"] | None, lago_json.choice(data, "weighted_interval", ("seconds",))
             ),
             filters=tuple(_metric_filter(item) for item in lago_json.sequence(data, "filters")),
-            description=lago_json.optional_str(data, "description"),
+            description=lago_json.optional_str(data, "description", limit=None),
         )
 
     def filter_values(self, key: str) -> tuple[str, ...] | None:

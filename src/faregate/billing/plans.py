@@ -85,7 +85,7 @@ class Charge:
                 _charge_filter(model, item) for item in lago_json.sequence(data, "filters")
             ),
             min_amount_cents=cast(int, min_amount),
-            invoice_display_name=lago_json.optional_str(data, "invoice_display_name"),
+            invoice_display_name=lago_json.optional_str(data, "invoice_display_name", limit=None),
             pay_in_advance=lago_json.flag(data, "pay_in_advance"),
         )
 
@@ -124,7 +124,7 @@ def _charge_filter(model: ChargeModel[Any], item: object) -> ChargeFilter:
         properties=model.validate(
             lago_json.mapping(raw.get("properties") or {}, "filters.properties")
         ),
-        invoice_display_name=lago_json.optional_str(raw, "invoice_display_name"),
+        invoice_display_name=lago_json.optional_str(raw, "invoice_display_name", limit=None),
     )
 
 
@@ -234,8 +234,8 @@ class Plan:
                 Charge.from_dict(lago_json.mapping(c, "charges"))
                 for c in lago_json.sequence(data, "charges")
             ),
-            invoice_display_name=lago_json.optional_str(data, "invoice_display_name"),
-            description=lago_json.optional_str(data, "description"),
+            invoice_display_name=lago_json.optional_str(data, "invoice_display_name", limit=None),
+            description=lago_json.optional_str(data, "description", limit=None),
         )
 
 

@@ -123,6 +123,13 @@ def _parse_timestamp(value: object) -> datetime:
     raise BillingValidationError("timestamp", "invalid_format")
 
 
+# An event's amount and its metric's value stay below what `precise_total_amount_cents`'
+# column holds on PostgreSQL (NUMERIC(40,15)). A larger amount, once accepted, failed the
+# insert of every batch it was in, so no later event or request record was stored; a larger
+# value broke the sums current usage and invoices make.
+MAX_NUMBER = Decimal(10) ** 25
+
+
 def _amount(value: object) -> Decimal | None:
     if value is None:
         return None
@@ -132,6 +139,8 @@ def _amount(value: object) -> Decimal | None:
         except InvalidOperation:
             amount = Decimal("NaN")
         if amount.is_finite():
+            if not -MAX_NUMBER < amount < MAX_NUMBER:  # exact (abs() rounds to 28 digits)
+                raise BillingValidationError("precise_total_amount_cents", "value_is_out_of_range")
             return amount
     raise BillingValidationError("precise_total_amount_cents", "value_is_invalid")
 
@@ -158,12 +167,12 @@ def _event(
     if sub is None:
         raise BillingValidationError("external_subscription_id", "subscription_not_found")
     field = metric.numeric_field
-    if (
-        field is not None
-        and properties.get(field) is not None
-        and number(properties[field]) is None
-    ):
-        raise BillingValidationError(f"properties.{field}", "invalid_value")
+    if field is not None and properties.get(field) is not None:
+        value = number(properties[field])
+        if value is None:
+            raise BillingValidationError(f"properties.{field}", "invalid_value")
+        if not -MAX_NUMBER < value < MAX_NUMBER:
+            raise BillingValidationError(f"properties.{field}", "value_is_out_of_range")
     return {
         "transaction_id": transaction_id,
         "external_subscription_id": subscription_id,

@@ -38,11 +38,19 @@ def credits_value(
         raise BillingValidationError(field, "invalid_amount") from None
     if not amount.is_finite() or amount < 0:
         raise BillingValidationError(field, "invalid_amount")
+    if amount >= _CREDITS_LIMIT:  # Lago's decimal(30,5): 25 digits before the point
+        raise BillingValidationError(field, "value_is_out_of_range")
     return amount
 
 
+_CREDITS_LIMIT = Decimal(10) ** 25
 _RATE_LIMIT = Decimal(10) ** 15
 _RATE_DIGITS = Context(prec=30)
+# The smallest rate that is not 0 at the column's 15 places.
+_RATE_FLOOR = Decimal("5E-16")
+# Credits of a balance at the smallest rate: 2^62 nanos at 5E-16 is ~9E24 credits, and
+# five places more.
+_CREDITS_DIGITS = Context(prec=40)
 
 
 def credits_to_nanos(credits: Decimal, rate: Decimal) -> int:
@@ -51,11 +59,12 @@ def credits_to_nanos(credits: Decimal, rate: Decimal) -> int:
 
 def nanos_to_credits(nanos: int, rate: Decimal) -> Decimal:
     """Credits worth `nanos`, to Lago's five places, rounded toward zero (never overstated)."""
-    return (from_nanos(nanos) / rate).quantize(CREDIT_PLACES, rounding=ROUND_DOWN)
+    credits = _CREDITS_DIGITS.divide(from_nanos(nanos), rate)
+    return credits.quantize(CREDIT_PLACES, rounding=ROUND_DOWN, context=_CREDITS_DIGITS)
 
 
 def credits_str(value: Decimal) -> str:
-    return format(value.quantize(CREDIT_PLACES), "f")
+    return format(value.quantize(CREDIT_PLACES, context=_CREDITS_DIGITS), "f")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +178,7 @@ def parse_rate(data: Mapping[str, object]) -> Decimal:
     """A credit's worth: positive, with at most 15 digits before the point (the column is
     NUMERIC(30,15); places past the 15th are rounded when it is stored)."""
     rate = credits_value(data, "rate_amount", required=True)
-    if rate is None or rate <= 0:
+    if rate is None or rate < _RATE_FLOOR:
         raise BillingValidationError("rate_amount", "invalid_amount")
     if rate >= _RATE_LIMIT:
         raise BillingValidationError("rate_amount", "value_is_out_of_range")

@@ -1,0 +1,105 @@
+"""Values past what the columns and sums behind them hold are refused with a 422 naming the
+field, never accepted to fail later: an event amount too large for PostgreSQL's NUMERIC(40,15)
+used to fail the insert of every batch it was in (no later event or request record was
+stored), a metric value of 1e400 broke the sums of current usage, and a 256-character
+external id was PostgreSQL's error (a 500)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import Billing
+from tests.api.test_billing_api import setup_catalog
+
+
+def _refused(response: httpx.Response, details: dict[str, Any]) -> None:
+    assert response.status_code == 422, response.text
+    assert response.json()["error_details"] == details
+
+
+def _event(transaction_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event": {
+            "transaction_id": transaction_id,
+            "external_subscription_id": "sub_1",
+            "code": "tokens",
+            "properties": {"tokens": 10, "model": "gpt-4o"},
+            **fields,
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "details"),
+    [
+        (
+            {"precise_total_amount_cents": "1e25"},
+            {"precise_total_amount_cents": ["value_is_out_of_range"]},
+        ),
+        (
+            {"precise_total_amount_cents": "-" + "9" * 30},
+            {"precise_total_amount_cents": ["value_is_out_of_range"]},
+        ),
+        (
+            {"properties": {"tokens": "1e400", "model": "gpt-4o"}},
+            {"properties.tokens": ["value_is_out_of_range"]},
+        ),
+        (
+            {"properties": {"tokens": 10**25, "model": "gpt-4o"}},
+            {"properties.tokens": ["value_is_out_of_range"]},
+        ),
+    ],
+)
+async def test_an_event_number_too_large_to_store_or_sum_is_refused(
+    billing: Billing, fields: dict[str, Any], details: dict[str, Any]
+) -> None:
+    await setup_catalog(billing)
+    _refused(await billing.post("/api/v1/events", _event("big", **fields)), details)
+    batch = {"events": [_event("ok")["event"], _event("big2", **fields)["event"]]}
+    _refused(await billing.post("/api/v1/events/batch", batch), {"1": details})
+    # The largest amount that fits is stored, and so is what comes after it.
+    largest = "9" * 25 + "." + "9" * 15
+    fits = _event("fits", precise_total_amount_cents=largest)
+    fits["event"]["properties"]["tokens"] = "9" * 12
+    stored = await billing.post("/api/v1/events", fits)
+    assert stored.status_code == 200, stored.text
+    assert (await billing.post("/api/v1/events", _event("after"))).status_code == 200
+    assert await billing.event_count() == 2
+    usage = await billing.get("/api/v1/customers/acme/current_usage?external_subscription_id=sub_1")
+    assert usage.status_code == 200, usage.text
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "body", "field"),
+    [
+        ("/api/v1/customers", "customer", {"external_id": "c" * 256}, "external_id"),
+        (
+            "/api/v1/subscriptions",
+            "subscription",
+            {"external_customer_id": "acme", "plan_code": "pro", "external_id": "s" * 256},
+            "external_id",
+        ),
+        (
+            "/api/v1/billable_metrics",
+            "billable_metric",
+            {"name": "n" * 256, "code": "n", "aggregation_type": "count_agg"},
+            "name",
+        ),
+        (
+            "/api/v1/wallets",
+            "wallet",
+            {"external_customer_id": "acme", "rate_amount": "1", "name": "w" * 256},
+            "name",
+        ),
+    ],
+)
+async def test_a_name_or_id_longer_than_its_column_is_refused(
+    billing: Billing, path: str, root: str, body: dict[str, Any], field: str
+) -> None:
+    await setup_catalog(billing)
+    _refused(await billing.post(path, {root: body}), {field: ["value_is_invalid"]})
+    fits = {**body, field: body[field][:255]}
+    assert (await billing.post(path, {root: fits})).status_code == 200
