@@ -271,6 +271,37 @@ async def test_an_answer_released_unread_closes_its_connection(serve, transport)
     assert len(connections) == 2
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_whole_answer_larger_than_the_read_buffer_arrives_in_full(
+    serve, transport, chunked: bool
+) -> None:
+    """A body past the high-water mark that pauses a stream's reading (embeddings of many
+    inputs, images as base64), sent over many writes: `read()` takes it all, where it used
+    to wait with the socket paused until the timeout."""
+    body = b"[" + b",".join(b'"%06d"' % i for i in range(200_000)) + b"]"  # ~1.8 MB
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _request(reader)
+            if chunked:
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for start in range(0, len(body), 16_384):
+                piece = body[start : start + 16_384]
+                writer.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+                await writer.drain()
+                await asyncio.sleep(0)
+            if chunked:
+                writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    url, connections = await serve(handler)
+    for _ in range(2):
+        assert await _post(transport, url, Timeouts(total=10)) == body
+    assert len(connections) == 1  # read to its end, the connection went back to the pool
+
+
 async def test_an_error_body_is_read_up_to_its_limit(serve, transport) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _request(reader)

@@ -177,6 +177,11 @@ class Connection(asyncio.Protocol):
         finally:
             self._waiter = None
 
+    @property
+    def paused(self) -> bool:
+        """Whether reading from the socket waits for the buffered body to be taken."""
+        return self._paused
+
     def take(self) -> bytes:
         data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
         self.body.clear()
@@ -233,9 +238,15 @@ class Response:
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body, or its first bytes once `limit` of them have arrived."""
         conn = self._conn
-        while not conn.complete and (limit is None or conn.buffered < limit):
+        parts: list[bytes] = []
+        taken = 0
+        while not conn.complete and (limit is None or taken + conn.buffered < limit):
+            if conn.paused:  # past the high-water mark: keep what came, let the socket go on
+                taken += conn.buffered
+                parts.append(conn.take())
             await wait_event(conn, self._deadline, self._read)
-        data = self._decode(conn.take(), final=conn.complete)
+        parts.append(conn.take())
+        data = self._decode(parts[0] if len(parts) == 1 else b"".join(parts), final=conn.complete)
         return data if limit is None else data[:limit]
 
     async def iter_any(self) -> AsyncIterator[bytes]:
