@@ -14,6 +14,7 @@ from faregate.auth import repository
 from faregate.errors import Conflict, InvalidRequest, NotFound
 from faregate.money import decimal_str, from_nanos, parse_decimal, to_nanos
 from faregate.store import crypto
+from faregate.store.counters.base import MAX_NANOS
 from faregate.store.tables.gateway import provider_credentials
 
 
@@ -61,12 +62,18 @@ def key_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _str(body: dict[str, Any], name: str, required: bool = False) -> str | None:
+def _str(
+    body: dict[str, Any], name: str, required: bool = False, limit: int | None = 255
+) -> str | None:
+    """A non-empty string of at most `limit` characters (its column's size; None: no
+    column limits it)."""
     value = body.get(name)
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value:
         raise InvalidRequest(f"'{name}' must be a non-empty string.", param=name)
+    if limit is not None and len(value) > limit:
+        raise InvalidRequest(f"'{name}' must be at most {limit} characters.", param=name)
     return value
 
 
@@ -78,16 +85,20 @@ async def create_customer(request: web.Request) -> web.Response:
         "external_id": external_id,
         "name": _str(body, "name"),
         "email": _str(body, "email"),
-        "currency": (_str(body, "currency") or services.settings.currency).upper(),
-        "timezone": _str(body, "timezone") or "UTC",
+        "currency": (_str(body, "currency", limit=3) or services.settings.currency).upper(),
+        "timezone": _str(body, "timezone", limit=64) or "UTC",
     }
     if body.get("credit_limit") is not None:
         try:
-            values["credit_limit_nanos"] = to_nanos(parse_decimal(body["credit_limit"]))
+            nanos = to_nanos(parse_decimal(body["credit_limit"]))
         except (ValueError, ArithmeticError):
+            nanos = -1
+        if not 0 <= nanos <= MAX_NANOS:  # what a wallet's balance holds
             raise InvalidRequest(
-                "'credit_limit' must be a decimal amount.", param="credit_limit"
-            ) from None
+                "'credit_limit' must be a decimal amount from 0 to 4,611,686,018.",
+                param="credit_limit",
+            )
+        values["credit_limit_nanos"] = nanos
     async with services.engine.begin() as conn:
         if await repository.customer_by_external_id(conn, external_id or "") is not None:
             raise Conflict(f"Customer {external_id!r} already exists.", param="external_id")
@@ -201,7 +212,7 @@ async def put_credential(request: web.Request) -> web.Response:
     if name not in services.settings.providers:
         raise NotFound(f"Provider {name!r} is not configured.", param="provider")
     body = await read_json_object(request)
-    secret = _str(body, "api_key", required=True) or ""
+    secret = _str(body, "api_key", required=True, limit=None) or ""
     ciphertext = crypto.encrypt(services.settings.secret_key, secret)
     async with services.engine.begin() as conn:
         exists = (
