@@ -77,6 +77,12 @@ async def test_an_event_number_too_large_to_store_or_sum_is_refused(
     [
         ("/api/v1/customers", "customer", {"external_id": "c" * 256}, "external_id"),
         (
+            "/api/v1/customers",
+            "customer",
+            {"external_id": "c", "timezone": "Mars/Olympus"},
+            "timezone",
+        ),
+        (
             "/api/v1/subscriptions",
             "subscription",
             {"external_customer_id": "acme", "plan_code": "pro", "external_id": "s" * 256},
@@ -96,10 +102,10 @@ async def test_an_event_number_too_large_to_store_or_sum_is_refused(
         ),
     ],
 )
-async def test_a_name_or_id_longer_than_its_column_is_refused(
+async def test_a_name_an_id_or_a_timezone_its_column_cannot_hold_is_refused(
     billing: Billing, path: str, root: str, body: dict[str, Any], field: str
 ) -> None:
     await setup_catalog(billing)
     _refused(await billing.post(path, {root: body}), {field: ["value_is_invalid"]})
-    fits = {**body, field: body[field][:255]}
+    fits = {**body, field: "Europe/Paris" if field == "timezone" else body[field][:255]}
     assert (await billing.post(path, {root: fits})).status_code == 200

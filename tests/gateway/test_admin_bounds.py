@@ -21,6 +21,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
         ("/admin/customers", {"external_id": "c", "name": "n" * 256}, "name"),
         ("/admin/customers", {"external_id": "c", "currency": "EURO"}, "currency"),
         ("/admin/customers", {"external_id": "c", "timezone": "t" * 65}, "timezone"),
+        ("/admin/customers", {"external_id": "c", "timezone": "Mars/Olympus"}, "timezone"),
         ("/admin/customers", {"external_id": "c", "credit_limit": "1e400"}, "credit_limit"),
         ("/admin/customers", {"external_id": "c", "credit_limit": "4611686019"}, "credit_limit"),
         ("/admin/customers", {"external_id": "c", "credit_limit": "-1"}, "credit_limit"),
@@ -35,6 +36,11 @@ async def test_a_value_its_column_cannot_hold_is_refused(
         async with s.post(f"{gateway.url}{path}", json=body, headers=ADMIN) as r:
             assert r.status == 400, await r.text()
             assert (await r.json())["error"]["param"] == param
-        fits = {"external_id": "c" * 255, "name": "n" * 255, "credit_limit": "4611686018"}
+        fits = {
+            "external_id": "c" * 255,
+            "name": "n" * 255,
+            "timezone": "America/Argentina/ComodRivadavia",
+            "credit_limit": "4611686018",
+        }
         async with s.post(f"{gateway.url}/admin/customers", json=fits, headers=ADMIN) as r:
             assert r.status == 201, await r.text()

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from faregate.api.common import bearer_key, json_response, read_json_object
+from faregate.api.common import bearer_key, is_timezone, json_response, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository
 from faregate.errors import Conflict, InvalidRequest, NotFound
@@ -88,6 +88,8 @@ async def create_customer(request: web.Request) -> web.Response:
         "currency": (_str(body, "currency", limit=3) or services.settings.currency).upper(),
         "timezone": _str(body, "timezone", limit=64) or "UTC",
     }
+    if not is_timezone(values["timezone"]):
+        raise InvalidRequest("'timezone' must be an IANA time zone.", param="timezone")
     if body.get("credit_limit") is not None:
         try:
             nanos = to_nanos(parse_decimal(body["credit_limit"]))

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
-from faregate.api.common import bearer_key, json_response, read_json_object
+from faregate.api.common import bearer_key, is_timezone, json_response, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository as customers_repo
 from faregate.billing import catalog_changes as changes
@@ -137,6 +137,8 @@ def _customer_values(data: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if not isinstance(value, str) or len(value) > size:
+            raise BillingValidationError(field, "value_is_invalid")
+        if field == "timezone" and not is_timezone(value):
             raise BillingValidationError(field, "value_is_invalid")
         values[field] = value.upper() if field == "currency" else value
     return values
