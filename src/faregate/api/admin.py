@@ -97,7 +97,7 @@ async def create_customer(request: web.Request) -> web.Response:
             nanos = -1
         if not 0 <= nanos <= MAX_NANOS:  # what a wallet's balance holds
             raise InvalidRequest(
-                "'credit_limit' must be a decimal amount from 0 to 4,611,686,018.",
+                f"'credit_limit' must be a decimal amount from 0 to {MAX_NANOS // 10**9:,}.",
                 param="credit_limit",
             )
         values["credit_limit_nanos"] = nanos

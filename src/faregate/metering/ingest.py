@@ -125,8 +125,8 @@ def _parse_timestamp(value: object) -> datetime:
 
 # An event's amount and its metric's value stay below what `precise_total_amount_cents`'
 # column holds on PostgreSQL (NUMERIC(40,15)). A larger amount, once accepted, failed the
-# insert of every batch it was in, so no later event or request record was stored; a larger
-# value broke the sums current usage and invoices make.
+# insert of every batch it was in, so no later event or request record was stored; a value
+# such as 1e400 broke the decimal sums of current usage.
 MAX_NUMBER = Decimal(10) ** 25
 
 

@@ -16,6 +16,15 @@ from faregate.billing.errors import BillingValidationError
 from faregate.money import from_nanos, to_nanos
 
 CREDIT_PLACES = Decimal("0.00001")  # Lago stores credits as decimal(30,5)
+_CREDITS_LIMIT = Decimal(10) ** 25  # and so at most 25 digits before the point
+# Credits of a balance at the smallest rate: 2^62 nanos at 5E-16 is ~9E24 credits, and
+# five places more (the default context keeps 28 digits).
+_CREDITS_DIGITS = Context(prec=40)
+# A rate is stored as NUMERIC(30,15): at most 15 digits before the point, and not 0 at 15
+# places.
+_RATE_LIMIT = Decimal(10) ** 15
+_RATE_FLOOR = Decimal("5E-16")
+_RATE_DIGITS = Context(prec=30)
 TRIGGERS = ("interval", "threshold")
 INTERVALS = ("weekly", "monthly", "quarterly", "semiannual", "yearly")
 METHODS = ("fixed", "target")
@@ -38,19 +47,9 @@ def credits_value(
         raise BillingValidationError(field, "invalid_amount") from None
     if not amount.is_finite() or amount < 0:
         raise BillingValidationError(field, "invalid_amount")
-    if amount >= _CREDITS_LIMIT:  # Lago's decimal(30,5): 25 digits before the point
+    if amount >= _CREDITS_LIMIT:
         raise BillingValidationError(field, "value_is_out_of_range")
     return amount
-
-
-_CREDITS_LIMIT = Decimal(10) ** 25
-_RATE_LIMIT = Decimal(10) ** 15
-_RATE_DIGITS = Context(prec=30)
-# The smallest rate that is not 0 at the column's 15 places.
-_RATE_FLOOR = Decimal("5E-16")
-# Credits of a balance at the smallest rate: 2^62 nanos at 5E-16 is ~9E24 credits, and
-# five places more.
-_CREDITS_DIGITS = Context(prec=40)
 
 
 def credits_to_nanos(credits: Decimal, rate: Decimal) -> int:
