@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from faregate.store.tables.wallets import wallet_transactions, wallets
-from tests.api.conftest import Billing
+from tests.api.conftest import ADMIN_KEY, Billing
 
 
 async def _customer(billing: Billing) -> None:
@@ -135,3 +135,27 @@ async def test_a_rate_or_a_rule_a_wallet_cannot_work_with_is_refused(
     assert await _counts(billing) == (0, 0)
     smallest = await _wallet(billing, rate_amount="0.0000000000000005", paid_credits="0")
     assert smallest.json()["wallet"]["rate_amount"] == "0.000000000000001"
+
+
+async def test_a_top_up_name_or_idempotency_key_past_its_column_is_refused(
+    billing: Billing,
+) -> None:
+    await _customer(billing)
+    created = await _wallet(billing)
+    wallet_id = created.json()["wallet"]["lago_id"]
+    body = {"wallet_transaction": {"wallet_id": wallet_id, "paid_credits": "1", "name": "n" * 256}}
+    refused = await billing.post("/api/v1/wallet_transactions", body)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error_details"] == {"name": ["value_is_invalid"]}
+    body["wallet_transaction"]["name"] = "n" * 255
+    async with httpx.AsyncClient() as http:
+        url = f"{billing.url}/api/v1/wallet_transactions"
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Idempotency-Key": "k" * 201}
+        refused = await http.post(url, json=body, headers=headers)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error_details"] == {"idempotency_key": ["value_is_invalid"]}
+        headers["Idempotency-Key"] = "k" * 200
+        for _ in range(2):  # the second is the same top-up: nothing more is made
+            made = await http.post(url, json=body, headers=headers)
+            assert made.status_code == 200, made.text
+    assert await _counts(billing) == (1, 2)

@@ -13,6 +13,7 @@ from aiohttp import web
 from faregate.api.billing import _lago, _root, page_meta, page_of
 from faregate.api.common import json_response, read_json_object
 from faregate.api.state import SERVICES
+from faregate.billing import lago_json
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.money import decimal_str, from_nanos
 from faregate.wallets import repository as repo
@@ -109,6 +110,14 @@ async def terminate_wallet(request: web.Request) -> web.Response:
     return json_response({"wallet": wallet_json(row)})
 
 
+def _idempotency_key(request: web.Request) -> str | None:
+    """The `Idempotency-Key` header; stored with a suffix (`:purchased`) in a column of 255."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and len(key) > 200:
+        raise BillingValidationError("idempotency_key", "value_is_invalid")
+    return key
+
+
 @_lago
 async def create_transaction(request: web.Request) -> web.Response:
     data = _root(await read_json_object(request), "wallet_transaction")
@@ -120,8 +129,8 @@ async def create_transaction(request: web.Request) -> web.Response:
         paid=credits_value(data, "paid_credits") or Decimal(0),
         granted=credits_value(data, "granted_credits") or Decimal(0),
         voided=credits_value(data, "voided_credits") or Decimal(0),
-        name=data.get("name") if isinstance(data.get("name"), str) else None,
-        key=request.headers.get("Idempotency-Key"),
+        name=lago_json.optional_str(data, "name"),
+        key=_idempotency_key(request),
     )
     service = _wallets(request)
     await _fresh(request)
