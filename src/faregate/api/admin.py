@@ -8,11 +8,12 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from faregate.api.common import bearer_key, is_timezone, json_response, read_json_object
+from faregate.api.common import bearer_key, json_response, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository
 from faregate.errors import Conflict, InvalidRequest, NotFound
 from faregate.money import decimal_str, from_nanos, parse_decimal, to_nanos
+from faregate.policy.periods import is_timezone
 from faregate.store import crypto
 from faregate.store.counters.base import MAX_NANOS
 from faregate.store.tables.gateway import provider_credentials

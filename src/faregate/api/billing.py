@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
-from faregate.api.common import bearer_key, is_timezone, json_response, read_json_object
+from faregate.api.common import bearer_key, json_response, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository as customers_repo
 from faregate.billing import catalog_changes as changes
@@ -21,6 +21,7 @@ from faregate.billing.errors import BillingError, BillingNotFound, BillingValida
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.plans import Plan, validate_charge
 from faregate.metering import ingest
+from faregate.policy.periods import is_timezone
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BATCH = 1000

@@ -6,7 +6,6 @@ import time
 from collections.abc import Mapping
 from random import getrandbits
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from aiohttp import web
@@ -91,13 +90,3 @@ def cost_comment(cost: Any, price: Any, attempts: int) -> bytes:
         f": x-faregate-price {format(price, 'f')}\n"
         f": x-faregate-attempts {attempts}\n\n"
     ).encode()
-
-
-def is_timezone(name: str) -> bool:
-    """Whether `name` is an IANA time zone ("Europe/Paris", "UTC"), as Lago checks a
-    customer's."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True

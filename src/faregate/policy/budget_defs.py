@@ -20,11 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from faregate.config import ConfigError
 from faregate.money import parse_decimal, to_nanos
-from faregate.policy.periods import PERIODS
+from faregate.policy.periods import PERIODS, is_timezone
 from faregate.policy.subject import Subject
 
 BUDGET_SCOPES = ("customer", "team", "key", "tag", "model")
@@ -89,10 +88,8 @@ def parse_budget(spec: Mapping[str, Any]) -> BudgetDef:
     if amount <= 0:
         raise ConfigError(f"budget {budget_id!r}: amount must be above 0")
     timezone = str(spec.get("timezone", "UTC"))
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"budget {budget_id!r}: unknown time zone {timezone!r}") from None
+    if not is_timezone(timezone):
+        raise ConfigError(f"budget {budget_id!r}: unknown time zone {timezone!r}")
     return BudgetDef(
         id=budget_id,
         scope=_choice(spec, "scope", BUDGET_SCOPES),

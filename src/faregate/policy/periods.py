@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PERIODS = ("day", "week", "month")
 
@@ -19,6 +19,16 @@ class Period:
     def seconds_left(self, now: datetime) -> float:
         left = (self.end - now).total_seconds()
         return left if left > 0.0 else 0.0
+
+
+def is_timezone(name: str) -> bool:
+    """Whether `name` is an IANA time zone ("Europe/Paris", "UTC"): a budget's, or a
+    customer's (Lago refuses any other)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _midnight(day: date, zone: ZoneInfo) -> datetime:
