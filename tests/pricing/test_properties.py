@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from faregate.money import from_nanos, to_nanos
-from faregate.pricing import PriceCatalog, cost_of, cost_parts, load_catalog
+from faregate.pricing import PriceCatalog, cost_of, cost_parts, estimate_tokens_cost, load_catalog
+from faregate.pricing.loader import build_catalog
 from faregate.pricing.price import ModelPrice
+from faregate.pricing.yamlio import load_yaml
 from faregate.usage import Usage
 
 CATALOG: PriceCatalog = load_catalog()
@@ -21,6 +23,42 @@ LINEAR = sorted(
     key=lambda p: (p.provider or "", p.model, p.effective_from),
 )
 MILLI = Decimal("0.001")
+# Prices with what an estimate must respect: a dearer reasoning rate, long-context bands,
+# tiers, a premium and a discount time-of-day window.
+SHAPED = build_catalog(
+    [
+        (
+            "shaped.yaml",
+            load_yaml(
+                """
+models:
+  - model: reasoner
+    effective_from: 2024-01-01
+    input: 1.25
+    output: 2
+    reasoning: 7.5
+    long_context:
+      - {above_input_tokens: 200000, input: 2.5, output: 4, reasoning: 15}
+      - {above_input_tokens: 1000000, input: 5, output: 3, reasoning: 2}
+    tiers: {priority: 1.75, flex: 0.5}
+    windows: [{start: "09:00", end: "12:00", tz: Asia/Shanghai, multiplier: 2}]
+  - model: nightly
+    effective_from: 2024-01-01
+    input: 0.27
+    output: 1.1
+    tiers: {batch: 0.5}
+    windows: [{start: "16:30", end: "00:30", multiplier: 0.5}]
+""",
+                name="shaped.yaml",
+            ),
+        )
+    ]
+)
+
+# Every token-priced model, long-context bands, tiers and time-of-day windows included.
+def _token_priced(catalog: PriceCatalog) -> list[ModelPrice]:
+    prices = (p for p in catalog if p.mode != "image")
+    return sorted(prices, key=lambda p: (p.provider or "", p.model, p.effective_from))
 
 
 @st.composite
@@ -82,3 +120,43 @@ def test_cost_parts_sum_exactly_to_the_cost(
     parts = cost_parts(usage, price, at=at, tier=tier)
     assert parts.total == cost_of(usage, price, at=at, tier=tier)
     assert min(parts.input, parts.cached_input, parts.output, parts.reasoning) >= 0
+
+
+@given(
+    price=st.sampled_from(_token_priced(SHAPED)) | st.sampled_from(_token_priced(CATALOG)),
+    minutes=st.integers(0, 60 * 24 * 800),
+    input_tokens=st.integers(0, 3_000_000),
+    output_tokens=st.integers(0, 200_000),
+    worst_case_time=st.booleans(),
+    data=st.data(),
+)
+def test_a_token_estimate_is_the_cost_of_its_worst_case_usage(
+    price: ModelPrice,
+    minutes: int,
+    input_tokens: int,
+    output_tokens: int,
+    worst_case_time: bool,
+    data: st.DataObject,
+) -> None:
+    # The estimate is written out for speed; it must stay what it is defined as: the cost of
+    # no cache hits and every output token at the dearer of the output and reasoning rates,
+    # at the window in force (or the dearest one), under the tier asked for.
+    at = max(T0 + timedelta(minutes=minutes), price.effective_from)
+    tier = data.draw(st.sampled_from([None, "default", *(name for name, _ in price.tiers)]))
+    rates = price.rates_for(input_tokens)
+    worst = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        reasoning_tokens=output_tokens if rates.reasoning > rates.output else 0,
+    )
+    estimate = estimate_tokens_cost(
+        price, input_tokens, output_tokens, at=at, tier=tier, worst_case_time=worst_case_time
+    )
+    cost = cost_of(worst, price, at=at, tier=tier)
+    if not worst_case_time:
+        assert estimate == cost
+        return
+    # At the dearest window's multiplier (never below the standard rate) instead of `at`'s.
+    assert estimate >= cost
+    with localcontext(Context(prec=100)):
+        assert estimate * price.window_multiplier(at) == cost * price.dearest_window_multiplier()

@@ -47,6 +47,11 @@ def _size(body: dict[str, Any]) -> str:
 
 
 def _positive_int(value: Any) -> int | None:
+    # Absent and a plain int are nearly every request's case: answered before the checks.
+    if value is None:
+        return None
+    if type(value) is int:
+        return value if value > 0 else None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:

@@ -94,14 +94,17 @@ def estimate_tokens_cost(
 ) -> Decimal:
     """Upper bound of a token call: no cache hits, output at the dearer of the output and
     reasoning rates. With `worst_case_time`, the dearest time-of-day window applies (for
-    holds that may settle after a window boundary)."""
+    holds that may settle after a window boundary).
+
+    The cost of that worst-case usage, `cost_of(Usage(input_tokens, output_tokens, ...))`,
+    written out: every request is estimated, and the usage made and taken apart again cost
+    more than the two products."""
+    _require_aware(at)
     rates = price.rates_for(input_tokens)
-    usage = Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        reasoning_tokens=output_tokens if rates.reasoning > rates.output else 0,
-    )
-    return _estimate(usage, price, at, tier, worst_case_time)
+    output_rate = rates.reasoning if rates.reasoning > rates.output else rates.output
+    total = _scaleb(_add(_mul(input_tokens, rates.input), _mul(output_tokens, output_rate)), -6)
+    window = price.dearest_window_multiplier() if worst_case_time else price.window_multiplier(at)
+    return _apply(total, price.tier_multiplier(tier) * window)
 
 
 def estimate_images_cost(
