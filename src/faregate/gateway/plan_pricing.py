@@ -204,6 +204,10 @@ class PlanPrices:
         state: _Period | None = call.scratch.get(_SCRATCH)
         return state if state is not None and state.prices(call) else None
 
+    def prices(self, call: Call) -> bool:
+        """Whether a plan prices this call (as `prepare` found it)."""
+        return self._current(call) is not None
+
     def _events(self, call: Call, state: _Period) -> list[Event]:
         assert state.billed is not None
         rows = build_events(
@@ -329,6 +333,8 @@ class PlanPricer:
 
     def estimate_call(self, call: Call) -> None:
         self._inner.estimate_call(call)
+        if not self._prices.prices(call):  # the catalog's estimate is the whole of it
+            return
         reachable = call.scratch.get(REACHABLE)
         if reachable is None:
             reachable = self._inner.reachable(call)
