@@ -109,3 +109,44 @@ async def test_a_name_an_id_or_a_timezone_its_column_cannot_hold_is_refused(
     _refused(await billing.post(path, {root: body}), {field: ["value_is_invalid"]})
     fits = {**body, field: "Europe/Paris" if field == "timezone" else body[field][:255]}
     assert (await billing.post(path, {root: fits})).status_code == 200
+
+
+def _plan(code: str, amount_cents: int, charge_amount: str) -> dict[str, Any]:
+    return {
+        "plan": {
+            "code": code,
+            "name": code,
+            "interval": "monthly",
+            "amount_cents": amount_cents,
+            "amount_currency": "USD",
+            "charges": [
+                {
+                    "billable_metric_code": "tokens",
+                    "charge_model": "standard",
+                    "properties": {"amount": charge_amount},
+                }
+            ],
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("amount_cents", "charge_amount", "details"),
+    [
+        (2**63, "1", {"amount_cents": ["value_is_out_of_range"]}),
+        (0, "1e400", {"amount": ["value_is_out_of_range"]}),
+        (0, "1" + "0" * 25, {"amount": ["value_is_out_of_range"]}),
+    ],
+)
+async def test_a_plan_amount_no_invoice_could_hold_is_refused(
+    billing: Billing, amount_cents: int, charge_amount: str, details: dict[str, Any]
+) -> None:
+    # Such a plan used to be stored: a 500 from the BIGINT column, or every usage read of its
+    # subscriptions failing on the charge's amount.
+    await setup_catalog(billing)
+    _refused(await billing.post("/api/v1/plans", _plan("huge", amount_cents, charge_amount)), details)
+    assert (await billing.get("/api/v1/plans/huge")).status_code == 404
+    largest = _plan("largest", 2**63 - 1, "9" * 24 + "." + "9" * 10)
+    stored = await billing.post("/api/v1/plans", largest)
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["plan"]["amount_cents"] == 2**63 - 1

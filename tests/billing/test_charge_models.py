@@ -206,6 +206,26 @@ def test_percentage_per_event_pricing_refuses_an_aggregate_without_event_values(
         ("standard", {"amount": 0.1}, "amount", "invalid_amount"),
         ("standard", {"amount": "-1"}, "amount", "invalid_amount"),
         ("standard", {"amount": "abc"}, "amount", "invalid_amount"),
+        # Past what an invoice line can hold: refused, not kept to fail every usage read.
+        ("standard", {"amount": "1e400"}, "amount", "value_is_out_of_range"),
+        ("standard", {"amount": "1e25"}, "amount", "value_is_out_of_range"),
+        (
+            "package",
+            {"amount": "1", "package_size": "1e30"},
+            "package_size",
+            "value_is_out_of_range",
+        ),
+        (
+            "graduated",
+            {
+                "graduated_ranges": [
+                    {"from_value": 0, "to_value": "1e30", "per_unit_amount": "1"},
+                    {"from_value": "1e30", "to_value": None, "per_unit_amount": "1"},
+                ]
+            },
+            "graduated_ranges[0].to_value",
+            "value_is_out_of_range",
+        ),
         ("package", {"amount": "1", "package_size": 0}, "package_size", "invalid_package_size"),
         ("package", {"amount": "1", "package_size": "1.5"}, "package_size", "invalid_package_size"),
         (

@@ -113,6 +113,7 @@ def test_filter_properties_are_validated_with_the_charge_model() -> None:
         ),
         ({"pay_in_advance": True, "min_amount_cents": 100}, "min_amount_cents"),
         ({"min_amount_cents": -1}, "min_amount_cents"),
+        ({"min_amount_cents": 2**63}, "min_amount_cents"),
         ({"charge_model": "dynamic"}, "charge_model"),
         ({"billable_metric_code": ""}, "billable_metric_code"),
     ],
@@ -193,6 +194,7 @@ def test_a_pay_in_advance_charge_is_refused_because_it_would_never_be_invoiced()
     [
         ({"interval": "daily"}, "interval"),
         ({"amount_cents": -5}, "amount_cents"),
+        ({"amount_cents": 2**63}, "amount_cents"),
         ({"amount_currency": "EURO"}, "amount_currency"),
         ({"code": ""}, "code"),
     ],
@@ -272,3 +274,10 @@ def test_billing_errors_render_as_openai_shaped_bodies() -> None:
         "param": "package_size",
         "code": "validation_errors",
     }
+
+
+def test_cents_past_what_a_bigint_holds_are_out_of_range() -> None:
+    with pytest.raises(BillingValidationError) as caught:
+        mistral_plan(None, amount_cents=2**63)
+    assert (caught.value.field, caught.value.error_code) == ("amount_cents", "value_is_out_of_range")
+    assert mistral_plan(None, amount_cents=2**63 - 1).amount_cents == 2**63 - 1

@@ -21,6 +21,17 @@ __all__ = ["Charge", "ChargeFilter", "Plan", "Subscription", "validate_charge"]
 
 SubscriptionStatus = Literal["pending", "active", "terminated", "canceled"]
 _STATUSES = ("pending", "active", "terminated", "canceled")
+# What a BIGINT column holds: larger cents would fail the plan's insert (a 500).
+MAX_CENTS = 2**63 - 1
+
+
+def _check_cents(value: object, field: str) -> None:
+    """A count of cents: a non-negative integer (`invalid_amount`) a BIGINT holds
+    (`value_is_out_of_range`)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BillingValidationError(field, "invalid_amount")
+    if value > MAX_CENTS:
+        raise BillingValidationError(field, "value_is_out_of_range")
 
 
 @dataclass(frozen=True)
@@ -51,12 +62,7 @@ class Charge:
             raise BillingValidationError("filters.properties", "invalid_properties")
         if len({f.key for f in self.filters}) != len(self.filters):
             raise BillingValidationError("filters", "duplicated_filter_values")
-        if (
-            isinstance(self.min_amount_cents, bool)
-            or not isinstance(self.min_amount_cents, int)
-            or self.min_amount_cents < 0
-        ):
-            raise BillingValidationError("min_amount_cents", "invalid_amount")
+        _check_cents(self.min_amount_cents, "min_amount_cents")
         if self.pay_in_advance and not model.pay_in_advance:
             raise BillingValidationError("pay_in_advance", "invalid_charge_model")
         if self.pay_in_advance and self.min_amount_cents:
@@ -179,12 +185,7 @@ class Plan:
             raise BillingValidationError("code" if not self.code else "name", "value_is_mandatory")
         if self.interval not in INTERVALS:
             raise BillingValidationError("interval", "value_is_invalid")
-        if (
-            isinstance(self.amount_cents, bool)
-            or not isinstance(self.amount_cents, int)
-            or self.amount_cents < 0
-        ):
-            raise BillingValidationError("amount_cents", "invalid_amount")
+        _check_cents(self.amount_cents, "amount_cents")
         if len(self.amount_currency) != 3 or not self.amount_currency.isalpha():
             raise BillingValidationError("amount_currency", "value_is_invalid")
         object.__setattr__(self, "amount_currency", self.amount_currency.upper())
