@@ -88,6 +88,27 @@ async def test_embeddings_without_input_answer_400(openai_client: openai.AsyncOp
     assert caught.value.body["param"] == "input"
 
 
+@pytest.mark.parametrize(
+    ("inputs", "code"),
+    [
+        (["a"] * 2049, None),  # OpenAI's 2,048 inputs a request
+        ([[1] * 8193], "context_length_exceeded"),  # 8,192 tokens an input
+        ([[1] * 8000] * 38, "max_tokens_per_request"),  # 300,000 tokens a request
+    ],
+)
+async def test_embeddings_past_openais_limits_answer_400(
+    openai_client: openai.AsyncOpenAI, inputs: list[object], code: str | None
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await openai_client.embeddings.create(model="text-embedding-3-small", input=inputs)
+    assert caught.value.body["param"] == "input"
+    assert caught.value.body["code"] == code
+    at_limit = await openai_client.embeddings.create(
+        model="text-embedding-3-small", input=["a"] * 2048, dimensions=8
+    )
+    assert len(at_limit.data) == 2048
+
+
 async def test_images_are_valid_pngs_of_the_requested_size(
     openai_client: openai.AsyncOpenAI,
 ) -> None:

@@ -34,6 +34,9 @@ output thinking (OpenAI `reasoning_tokens`; Gemini `thoughtsTokenCount`, outside
 `input_tokens`; Gemini `cachedContentTokenCount`). Prompt text containing
 "context_length_exceeded" is refused with each provider's context-window error (400), and
 so is an OpenAI chat prompt above the deployment's `context_window` tokens, when set.
+OpenAI embeddings keep OpenAI's limits: more than 2,048 inputs, an input over 8,192 tokens
+(`context_length_exceeded`) or more than 300,000 tokens in all (`max_tokens_per_request`)
+is a 400 naming `input`.
 
 Tools: when tools are offered and the user spoke last (not a tool result), the reply is one
 call to the first (or the forced) tool, with placeholder values for the schema's required

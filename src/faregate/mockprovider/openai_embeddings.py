@@ -1,5 +1,6 @@
 """OpenAI `POST /v1/embeddings`: strings or token arrays in, deterministic unit vectors out,
 as float lists or base64 float32 (`encoding_format`), sized by `dimensions` (default 1536).
+OpenAI's limits hold: at most 2,048 inputs, 8,192 tokens each, 300,000 in all (400 past any).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from faregate.mockprovider.vectors import as_base64, embedding
 
 DEFAULT_DIMENSIONS = 1536
 MAX_DIMENSIONS = 4096
+MAX_INPUTS = 2048
+MAX_INPUT_TOKENS = 8192
+MAX_REQUEST_TOKENS = 300_000
 
 
 async def embeddings(call: Call) -> web.StreamResponse:
@@ -29,6 +33,7 @@ async def embeddings(call: Call) -> web.StreamResponse:
         raise MockError(
             400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format"
         )
+    _check_limits(inputs)
     data = []
     tokens = 0
     for index, (key, cost) in enumerate(inputs):
@@ -59,6 +64,31 @@ def _inputs(value: Any) -> list[tuple[str, int]]:
     raise MockError(
         400, "'input' must be a non-empty string, array of strings or tokens.", param="input"
     )
+
+
+def _check_limits(inputs: list[tuple[str, int]]) -> None:
+    if len(inputs) > MAX_INPUTS:
+        raise MockError(
+            400, f"'input' must have at most {MAX_INPUTS} items; got {len(inputs)}.", param="input"
+        )
+    longest = max(cost for _, cost in inputs)
+    if longest > MAX_INPUT_TOKENS:
+        raise MockError(
+            400,
+            f"This model's maximum context length is {MAX_INPUT_TOKENS} tokens, however you "
+            f"requested {longest} tokens ({longest} in your prompt; 0 for the completion). "
+            "Please reduce your prompt; or completion length.",
+            code="context_length_exceeded",
+            param="input",
+        )
+    total = sum(cost for _, cost in inputs)
+    if total > MAX_REQUEST_TOKENS:
+        raise MockError(
+            400,
+            f"Requested {total} tokens, max {MAX_REQUEST_TOKENS} tokens per request.",
+            code="max_tokens_per_request",
+            param="input",
+        )
 
 
 def _one(value: str | list[Any]) -> tuple[str, int]:
