@@ -176,6 +176,57 @@ async def test_a_lone_deployment_is_retried_with_growing_jittered_backoff() -> N
     assert 0.05 <= sleeps[0] <= 0.1 and 0.1 <= sleeps[1] <= 0.2 and 0.2 <= sleeps[2] <= 0.4
 
 
+async def test_one_request_failing_on_every_retry_does_not_open_the_breaker() -> None:
+    # A body the upstream answers with a 5xx every time (a poison request): its five
+    # attempts on the lone deployment count as one failure, so the deployment stays open to
+    # every other request. Five requests failing it still open it.
+    health = HealthRegistry()
+    calls = 0
+
+    async def poisoned(d: Deployment) -> str:
+        nonlocal calls
+        calls += 1
+        raise ProviderError("upstream 500", status=502)
+
+    with pytest.raises(ProviderError):
+        await call_with_failover(
+            [dep("only")],
+            poisoned,
+            health=health,
+            deadline=soon(),
+            max_attempts=5,
+            backoff_base=0.001,
+        )
+    assert calls == 5
+    assert health.state("only") == "closed"
+    assert health.snapshot()[0]["consecutive_failures"] == 1
+    for _ in range(4):
+        with pytest.raises(ProviderError):
+            await call_with_failover(
+                [dep("only")], poisoned, health=health, deadline=soon(), max_attempts=1
+            )
+    assert health.state("only") == "open"
+
+
+async def test_each_request_counts_once_per_deployment_it_failed_on() -> None:
+    health = HealthRegistry()
+
+    async def attempt(d: Deployment) -> str:
+        raise ProviderError(f"{d.id} down", status=503)
+
+    with pytest.raises(ProviderError):
+        await call_with_failover(
+            [dep("a"), dep("b")],
+            attempt,
+            health=health,
+            deadline=soon(),
+            max_attempts=6,
+            backoff_base=0.001,
+        )
+    failures = {row["deployment"]: row["consecutive_failures"] for row in health.snapshot()}
+    assert failures == {"a": 1, "b": 1}
+
+
 async def test_retry_after_two_seconds_is_honoured_before_retrying() -> None:
     clock = FakeClock()
     health = HealthRegistry(clock=clock)

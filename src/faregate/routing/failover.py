@@ -15,6 +15,7 @@ from faregate.config import Deployment
 from faregate.errors import FaregateError, UpstreamTimeout
 from faregate.providers.base import ProviderError
 from faregate.routing.errors import NoHealthyDeployment
+from faregate.routing.health import FAILURE, classify
 from faregate.routing.limits import DeploymentLimitReached, DeploymentLimits
 
 T = TypeVar("T")
@@ -187,6 +188,8 @@ class _Failover(Generic[T]):
         self.loop = asyncio.get_running_loop()
         self.attempts = 0
         self.errors: list[FailedAttempt] = []
+        # Deployments this request already reported a failure of (see `_failed`).
+        self.failed: set[str] = set()
         # deployment id -> clock time it fits its rpm / tpm again (skipped until then)
         self.limited: dict[str, float] = {}
 
@@ -250,7 +253,7 @@ class _Failover(Generic[T]):
                     code="upstream_timeout",
                     retryable=True,
                 )
-                self.health.observe(deployment.id, error=error)
+                self._failed(deployment, error)
                 if timer.fired and limit >= remaining:
                     self.errors.append(FailedAttempt(deployment, error, self.clock() - started))
                     raise UpstreamTimeout(
@@ -258,7 +261,7 @@ class _Failover(Generic[T]):
                     ) from None
                 raise error from None
             if isinstance(exc, ProviderError):
-                self.health.observe(deployment.id, error=exc)
+                self._failed(deployment, exc)
             else:
                 self.health.release(deployment.id)
             raise
@@ -269,6 +272,18 @@ class _Failover(Generic[T]):
         else:
             self.health.observe(deployment.id, latency=elapsed)
         return result
+
+    def _failed(self, deployment: Deployment, error: ProviderError) -> None:
+        """Report a failed attempt to the deployment's health, counting a request once: its
+        retries on a deployment that already failed it free their probe slot and add no
+        failure. A request the upstream fails every time (a body it cannot handle) would
+        otherwise open the breaker by itself, with its own retries, and take the deployment
+        from every other request. A cooldown (429 with Retry-After) is always reported."""
+        if deployment.id in self.failed and classify(error)[0] == FAILURE:
+            self.health.release(deployment.id)
+            return
+        self.failed.add(deployment.id)
+        self.health.observe(deployment.id, error=error)
 
     async def _pause(self, candidates: list[Deployment], rounds: int) -> None:
         """Sleep before the next pass, or raise when no further attempt can help."""
