@@ -155,7 +155,7 @@ def _parse_provider(name: str, spec: Mapping[str, Any], env: Mapping[str, str]) 
         "max_connections",
     }
     max_connections = spec.get("max_connections")
-    if isinstance(max_connections, str) and max_connections.strip().isdigit():
+    if isinstance(max_connections, str) and max_connections.strip().isdecimal():
         max_connections = int(max_connections)  # from a ${VAR} substitution
     if max_connections is not None and (
         isinstance(max_connections, bool)

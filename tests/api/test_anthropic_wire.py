@@ -235,6 +235,30 @@ def test_tool_choice_maps_to_openai(choice: dict[str, Any], mapped: dict[str, An
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        # Each of these reached the translation and failed it (a 500).
+        ({"system": 5}, "system"),
+        ({"metadata": 5}, "metadata"),
+        ({"stop_sequences": "END"}, "stop_sequences"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image", "source": 5}]}]},
+            "messages[0].content[0].source",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "t", "name": "f"}],
+                    },
+                    {
+                        "role": "user",
+                        "content": [{"type": "tool_result", "tool_use_id": "t", "content": 5}],
+                    },
+                ]
+            },
+            "messages[2].content[0].content",
+        ),
     ],
 )
 def test_required_fields_are_validated(broken: dict[str, Any], param: str) -> None:

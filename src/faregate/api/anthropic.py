@@ -11,6 +11,7 @@ from aiohttp import web
 
 from faregate.api import anthropic_wire, validate
 from faregate.api.common import REQUEST_ID, cost_comment, json_response
+from faregate.api.errors import internal_error
 from faregate.api.openai import begin_call
 from faregate.errors import FaregateError
 from faregate.gateway.call import Call
@@ -50,6 +51,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return await _stream(request, services.gateway, call)
     except FaregateError as err:
         return _error(err, request.get(REQUEST_ID))
+    except Exception:  # the last resort, in Anthropic's error shape as every other error here
+        request_id = request.get(REQUEST_ID)
+        return _error(internal_error(request_id, request.path), request_id)
 
 
 async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamResponse:

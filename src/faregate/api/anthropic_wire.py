@@ -79,7 +79,7 @@ def request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
     _validate(body)
     messages: list[dict[str, Any]] = []
     if body.get("system"):
-        messages.append({"role": "system", "content": _text(body["system"])})
+        messages.append({"role": "system", "content": _text(body["system"], "system")})
     for i, message in enumerate(body["messages"]):
         messages.extend(_message(message, f"messages[{i}]"))
     request: dict[str, Any] = {
@@ -87,15 +87,21 @@ def request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
         "messages": messages,
         "max_tokens": body["max_tokens"],
     }
-    if body.get("stop_sequences"):
-        request["stop"] = list(body["stop_sequences"])
+    stops = body.get("stop_sequences")
+    if stops:
+        if not isinstance(stops, list) or not all(isinstance(x, str) for x in stops):
+            raise _invalid("stop_sequences: must be a list of strings", "stop_sequences")
+        request["stop"] = stops
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             request[key] = body[key]
     if body.get("stream"):
         request["stream"] = True
         request["stream_options"] = {"include_usage": True}
-    user = (body.get("metadata") or {}).get("user_id")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise _invalid("metadata: must be an object", "metadata")
+    user = metadata.get("user_id")
     if isinstance(user, str):
         request["user"] = user
     if body.get("tools"):
@@ -105,9 +111,12 @@ def request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def _text(content: Any) -> str:
+def _text(content: Any, where: str) -> str:
+    """The text of a string or of a list of blocks (its text blocks, joined)."""
     if isinstance(content, str):
         return content
+    if not isinstance(content, list):
+        raise _invalid(f"{where}: must be a string or a list of blocks", where)
     return "".join(
         str(b.get("text") or "") for b in content if isinstance(b, dict) and b.get("type") == "text"
     )
@@ -121,7 +130,9 @@ def _message(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
         return [{"role": "user", "content": content}]
     # Tool results answer the previous assistant turn, so they come first.
     out = [
-        _tool_result(b) for b in content if isinstance(b, dict) and b.get("type") == "tool_result"
+        _tool_result(b, f"{where}.content[{j}]")
+        for j, b in enumerate(content)
+        if isinstance(b, dict) and b.get("type") == "tool_result"
     ]
     parts = [
         _part(b, f"{where}.content[{j}]")
@@ -139,6 +150,8 @@ def _part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
     if kind == "text":
         return {"type": "text", "text": str(block.get("text") or "")}
     source = block.get("source") or {}
+    if not isinstance(source, dict):
+        raise _invalid(f"{where}.source: must be an object", f"{where}.source")
     if kind in ("image", "document") and source.get("type") == "base64":
         url = f"data:{source.get('media_type')};base64,{source.get('data')}"
         if kind == "document":
@@ -154,7 +167,7 @@ def _part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
 def _assistant(content: Any, where: str) -> dict[str, Any]:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
-    text = _text(content)
+    text = _text(content, f"{where}.content")
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
     calls = [
         {
@@ -173,9 +186,9 @@ def _assistant(content: Any, where: str) -> dict[str, Any]:
     return message
 
 
-def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
+def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
     content = block.get("content")
-    text = _text(content) if content is not None else ""
+    text = _text(content, f"{where}.content") if content is not None else ""
     return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
 
 

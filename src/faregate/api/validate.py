@@ -10,6 +10,7 @@ from faregate.errors import InvalidRequest
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 _IMAGE_QUALITIES = frozenset({"standard", "hd", "low", "medium", "high", "auto"})
+_RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 
 
 def _fail(message: str, param: str) -> InvalidRequest:
@@ -44,6 +45,16 @@ def _model(body: dict[str, Any]) -> str:
     return model
 
 
+# What each kind of content part carries under its own name: a string or an object.
+_PART_VALUES: dict[str, type] = {
+    "text": str,
+    "refusal": str,
+    "image_url": dict,
+    "input_audio": dict,
+    "file": dict,
+}
+
+
 def _content(content: Any, where: str) -> None:
     if content is None or isinstance(content, str):
         return
@@ -52,11 +63,34 @@ def _content(content: Any, where: str) -> None:
     for j, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") not in _PART_TYPES:
             raise _fail("Each content part must be an object with a known 'type'.", f"{where}[{j}]")
-        if part["type"] == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else None
-            if not isinstance(url, str):
-                raise _fail("An image_url part needs 'image_url.url'.", f"{where}[{j}].image_url")
+        kind = part["type"]
+        if not isinstance(part.get(kind), _PART_VALUES[kind]):
+            shape = "a string" if _PART_VALUES[kind] is str else "an object"
+            raise _fail(f"A {kind} part needs '{kind}', {shape}.", f"{where}[{j}].{kind}")
+        if kind == "image_url" and not isinstance(part["image_url"].get("url"), str):
+            raise _fail("An image_url part needs 'image_url.url'.", f"{where}[{j}].image_url")
+
+
+def _tool_calls(calls: Any, where: str) -> None:
+    """An assistant message's `tool_calls`: each with an `id` and a `function` whose `name`
+    and `arguments` (the JSON text) are strings, as OpenAI requires."""
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise _fail("'tool_calls' must be an array.", where)
+    for k, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(fn, dict)
+            or not isinstance(call.get("id"), str)
+            or not isinstance(fn.get("name"), str)
+            or not isinstance(fn.get("arguments"), str)
+        ):
+            raise _fail(
+                "Each tool call needs an 'id' and a 'function' with 'name' and 'arguments' "
+                "(strings).",
+                f"{where}[{k}]",
+            )
 
 
 def _messages(body: dict[str, Any]) -> None:
@@ -73,6 +107,7 @@ def _messages(body: dict[str, Any]) -> None:
         if message.get("role") not in _ROLES:
             raise _fail(f"Invalid role {message.get('role')!r}.", f"messages[{i}].role")
         _content(message.get("content"), f"messages[{i}].content")
+        _tool_calls(message.get("tool_calls"), f"messages[{i}].tool_calls")
         if message["role"] == "tool" and not isinstance(message.get("tool_call_id"), str):
             raise _fail("A tool message needs 'tool_call_id'.", f"messages[{i}].tool_call_id")
 
@@ -87,6 +122,45 @@ def _tools(body: dict[str, Any]) -> None:
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _fail("Each tool needs 'function.name'.", f"tools[{i}].function.name")
+        if fn.get("description") is not None and not isinstance(fn["description"], str):
+            where = f"tools[{i}].function.description"
+            raise _fail(f"'{where}' must be a string.", where)
+        if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+            where = f"tools[{i}].function.parameters"
+            raise _fail(f"'{where}' must be an object (a JSON Schema).", where)
+
+
+def _object(body: dict[str, Any], name: str) -> dict[str, Any] | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise _fail(f"'{name}' must be an object.", name)
+    return value
+
+
+def _response_format(body: dict[str, Any]) -> None:
+    """OpenAI's shapes: `{"type": "text" | "json_object"}`, or `{"type": "json_schema",
+    "json_schema": {"name": ..., "schema": {...}}}`. Every adapter reads it."""
+    spec = _object(body, "response_format")
+    if spec is None:
+        return
+    if spec.get("type") not in _RESPONSE_FORMATS:
+        raise _fail(
+            "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
+            "response_format.type",
+        )
+    if spec["type"] != "json_schema":
+        return
+    schema = spec.get("json_schema")
+    if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
+        raise _fail(
+            "'response_format.json_schema' must be an object with a 'name'.",
+            "response_format.json_schema",
+        )
+    if schema.get("schema") is not None and not isinstance(schema["schema"], dict):
+        raise _fail(
+            "'response_format.json_schema.schema' must be an object.",
+            "response_format.json_schema.schema",
+        )
 
 
 def chat_request(body: dict[str, Any]) -> str:
@@ -112,9 +186,9 @@ def chat_request(body: dict[str, Any]) -> str:
         )
     ):
         raise _fail("'stop' must be a string or up to 4 strings.", "stop")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise _fail("'metadata' must be an object.", "metadata")
+    _object(body, "metadata")
+    _object(body, "stream_options")
+    _response_format(body)
     return model
 
 
@@ -155,8 +229,8 @@ def parse_size(size: Any) -> tuple[int, int]:
     width, sep, height = size.lower().partition("x")
     if (
         not sep
-        or not width.isdigit()
-        or not height.isdigit()
+        or not (width.isascii() and width.isdigit())  # isdigit() alone takes '²'
+        or not (height.isascii() and height.isdigit())
         or not 0 < int(width) <= 8192
         or not 0 < int(height) <= 8192
     ):

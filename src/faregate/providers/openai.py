@@ -197,7 +197,7 @@ def parse_size(size: Any) -> tuple[int, int]:
     """(width, height) of an images `size` like "1024x1792"; the default for "auto"."""
     if isinstance(size, str):
         width, sep, height = size.lower().partition("x")
-        if sep and width.isdigit() and height.isdigit():
+        if sep and width.isascii() and width.isdigit() and height.isascii() and height.isdigit():
             return int(width), int(height)
     return DEFAULT_IMAGE_SIZE
 
