@@ -144,9 +144,35 @@ async def test_a_plan_amount_no_invoice_could_hold_is_refused(
     # Such a plan used to be stored: a 500 from the BIGINT column, or every usage read of its
     # subscriptions failing on the charge's amount.
     await setup_catalog(billing)
-    _refused(await billing.post("/api/v1/plans", _plan("huge", amount_cents, charge_amount)), details)
+    _refused(
+        await billing.post("/api/v1/plans", _plan("huge", amount_cents, charge_amount)), details
+    )
     assert (await billing.get("/api/v1/plans/huge")).status_code == 404
     largest = _plan("largest", 2**63 - 1, "9" * 24 + "." + "9" * 10)
     stored = await billing.post("/api/v1/plans", largest)
     assert stored.status_code == 200, stored.text
     assert stored.json()["plan"]["amount_cents"] == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/plans?page=99999999999999999999",  # an offset past 64 bits: was a 500
+        "/api/v1/plans?page=%C2%B2",  # '²' passes str.isdigit, not int(): was a 500
+        "/api/v1/customers?per_page=%C2%B2",
+        "/api/v1/invoices?page=1000000001",
+        "/api/v1/invoices?per_page=0",
+        "/api/v1/webhooks?per_page=%C2%B2",
+    ],
+)
+async def test_a_page_number_no_list_can_start_at_is_refused(billing: Billing, path: str) -> None:
+    name = "per_page" if "per_page" in path else "page"
+    _refused(await billing.get(path), {name: ["value_is_invalid"]})
+
+
+async def test_the_last_page_that_can_be_asked_for_is_an_empty_page(billing: Billing) -> None:
+    await setup_catalog(billing)
+    reply = await billing.get("/api/v1/plans?page=1000000000&per_page=1000")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["plans"] == []
+    assert (await billing.get("/api/v1/plans?page=&per_page=")).status_code == 200

@@ -83,18 +83,34 @@ def _meta(count: int) -> dict[str, Any]:
     }
 
 
-def _query_int(request: web.Request, name: str, default: int) -> int:
+# The largest `page` taken: every page of every list starts at an offset a 64-bit integer
+# holds (a larger one failed the query, a 500).
+MAX_PAGE = 10**9
+
+
+def query_int(
+    request: web.Request,
+    name: str,
+    default: int,
+    *,
+    minimum: int = 1,
+    maximum: int = MAX_PAGE,
+    error: str = "value_is_invalid",
+) -> int:
+    """An integer query parameter in [minimum, maximum], else `{name: [error]}`. ASCII
+    digits only: `str.isdigit` also takes '²', which `int` refuses (that was a 500)."""
     raw = request.query.get(name)
-    if raw is None:
+    if not raw:  # absent or empty
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise BillingValidationError(name, "value_is_invalid")
+    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
+        raise BillingValidationError(name, error)
     return int(raw)
 
 
 def page_of(request: web.Request) -> tuple[int, int]:
     """Lago's `page` (from 1) and `per_page` (default 100, at most MAX_PER_PAGE)."""
-    return _query_int(request, "page", 1), min(_query_int(request, "per_page", 100), MAX_PER_PAGE)
+    per_page = query_int(request, "per_page", 100, maximum=2**62)
+    return query_int(request, "page", 1), min(per_page, MAX_PER_PAGE)
 
 
 def page_meta(page: int, per_page: int, total: int) -> dict[str, Any]:

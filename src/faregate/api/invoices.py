@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from faregate.api.billing import lago_endpoint, lago_error
+from faregate.api.billing import lago_endpoint, lago_error, page_of
 from faregate.api.common import bearer_key, json_response
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository as customers_repo
@@ -20,7 +20,6 @@ from faregate.billing.lago_invoice import stored_invoice
 from faregate.billing.render import render_html, render_pdf
 
 STATUSES = ("draft", "finalized")
-MAX_PER_PAGE = 1000
 
 
 def _services(request: web.Request) -> Services:
@@ -53,22 +52,12 @@ async def _invoice_response(request: web.Request, row: dict[str, Any]) -> web.Re
     return json_response({"invoice": body})
 
 
-def _page(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise BillingValidationError(name, "value_is_invalid")
-    return int(raw)
-
-
 @lago_endpoint
 async def list_invoices(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
         raise BillingValidationError("status", "value_is_invalid")
-    page = _page(request, "page", 1)
-    per_page = min(_page(request, "per_page", 100), MAX_PER_PAGE)
+    page, per_page = page_of(request)
     async with _services(request).engine.connect() as conn:
         rows, total = await irepo.list_invoices(
             conn,

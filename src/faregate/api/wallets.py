@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from faregate.api.billing import _lago, _root, page_meta, page_of
+from faregate.api.billing import _lago, _root, page_meta, page_of, query_int
 from faregate.api.common import json_response, read_json_object
 from faregate.api.state import SERVICES
 from faregate.billing import lago_json
@@ -210,7 +210,8 @@ async def wallet_ledger(request: web.Request) -> web.StreamResponse:
     whole of it as CSV, streamed batch by batch."""
     await _fresh(request)
     wallet_id = request.match_info["id"]
-    after = _after_id(request)
+    # Ids are BIGINTs: any after_id up to the largest one (an empty page past the end).
+    after = query_int(request, "after_id", 0, minimum=0, maximum=2**63 - 1, error="invalid_value")
     engine = request.app[SERVICES].engine
     async with engine.connect() as conn:
         if await repo.wallet_by_id(conn, wallet_id) is None:
@@ -226,13 +227,6 @@ async def wallet_ledger(request: web.Request) -> web.StreamResponse:
     return json_response(
         {"entries": [ledger_json(r) for r in rows], "meta": page_meta(page, per_page, total)}
     )
-
-
-def _after_id(request: web.Request) -> int:
-    raw = request.query.get("after_id") or "0"
-    if not raw.isdigit():
-        raise BillingValidationError("after_id", "invalid_value")
-    return int(raw)
 
 
 async def _stream_csv(

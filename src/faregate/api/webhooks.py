@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import delete, select, update
 
-from faregate.api.billing import _iso, _lago, _meta, _root
+from faregate.api.billing import _iso, _lago, _meta, _root, query_int
 from faregate.api.common import json_response, read_json_object
 from faregate.api.state import SERVICES
 from faregate.billing.errors import BillingNotFound, BillingValidationError
@@ -172,10 +172,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in _DELIVERY_STATUSES:
         raise BillingValidationError("status", "value_is_invalid")
-    try:
-        limit = min(1000, max(1, int(request.query.get("per_page", "100"))))
-    except ValueError:
-        raise BillingValidationError("per_page", "value_is_invalid") from None
+    limit = min(1000, query_int(request, "per_page", 100, maximum=2**62))
     rows = await _webhooks(request).deliveries(
         status=status, webhook_type=request.query.get("webhook_type"), limit=limit
     )
