@@ -279,5 +279,8 @@ def test_billing_errors_render_as_openai_shaped_bodies() -> None:
 def test_cents_past_what_a_bigint_holds_are_out_of_range() -> None:
     with pytest.raises(BillingValidationError) as caught:
         mistral_plan(None, amount_cents=2**63)
-    assert (caught.value.field, caught.value.error_code) == ("amount_cents", "value_is_out_of_range")
+    assert (caught.value.field, caught.value.error_code) == (
+        "amount_cents",
+        "value_is_out_of_range",
+    )
     assert mistral_plan(None, amount_cents=2**63 - 1).amount_cents == 2**63 - 1

@@ -167,6 +167,38 @@ async def test_tools_with_user_last_yield_one_deterministic_tool_call(
     assert json.loads(call.function.arguments) == {"city": "mock", "unit": "celsius"}
 
 
+async def test_tool_parameters_that_are_no_object_answer_400_as_openai_does(
+    openai_client: openai.AsyncOpenAI,
+) -> None:
+    # It used to be the mock's own 500, which the gateway took for an outage.
+    tool = {"type": "function", "function": {"name": "f", "parameters": 5}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        await openai_client.chat.completions.create(
+            model="gpt-4o",
+            messages=USER,
+            tools=[tool],  # type: ignore[list-item]
+        )
+    assert caught.value.body["param"] == "tools[0].function.parameters"
+
+
+async def test_a_malformed_schema_deep_inside_still_gets_a_placeholder_call(
+    openai_client: openai.AsyncOpenAI,
+) -> None:
+    parameters = {
+        "type": "object",
+        "properties": {"a": 5, "b": {"enum": {"x": 1}}, "c": {"type": "array", "minItems": "2"}},
+        "required": ["a", "b", "c", 7],
+    }
+    tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+    reply = await openai_client.chat.completions.create(
+        model="gpt-4o",
+        messages=USER,
+        tools=[tool],  # type: ignore[list-item]
+    )
+    [call] = reply.choices[0].message.tool_calls
+    assert json.loads(call.function.arguments) == {"a": "mock", "b": "mock", "c": []}
+
+
 async def test_streamed_tool_call_fragments_reassemble_to_the_same_call(
     openai_client: openai.AsyncOpenAI,
 ) -> None:

@@ -55,6 +55,7 @@ models:
     ]
 )
 
+
 # Every token-priced model, long-context bands, tiers and time-of-day windows included.
 def _token_priced(catalog: PriceCatalog) -> list[ModelPrice]:
     prices = (p for p in catalog if p.mode != "image")

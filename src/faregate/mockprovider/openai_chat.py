@@ -127,6 +127,20 @@ def _tools(value: Any, tally: PromptTally) -> list[Mapping[str, Any]]:
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise MockError(400, "Each tool needs a function with a name.", param=f"tools[{index}]")
+        for key, kind, name in (
+            ("parameters", dict, "an object"),
+            ("description", str, "a string"),
+        ):
+            value = function.get(key)
+            if value is not None and not isinstance(value, kind):
+                where = f"tools[{index}].function.{key}"
+                raise MockError(
+                    400,
+                    f"Invalid type for '{where}': expected {name}, but got "
+                    f"{type(value).__name__} instead.",
+                    code="invalid_type",
+                    param=where,
+                )
         tally.tool(function["name"], function.get("description") or "", function.get("parameters"))
         functions.append(function)
     return functions

@@ -152,25 +152,35 @@ def tool_call(name: str, schema: Mapping[str, Any] | None, seed_text: str) -> To
     return ToolCall(name=name, arguments=arguments, digest=digest)
 
 
-def sample_value(schema: Mapping[str, Any]) -> Any:
-    """A placeholder value that satisfies a (JSON or Gemini) schema's type and required keys."""
-    if schema.get("enum"):
-        return schema["enum"][0]
+def sample_value(schema: Any) -> Any:
+    """A placeholder value that satisfies a (JSON or Gemini) schema's type and required keys.
+    A part that is not what JSON Schema says it is (a malformed schema) is taken loosely:
+    the mock answers with a placeholder, never fails."""
+    if not isinstance(schema, Mapping):
+        return "mock"
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
     if "const" in schema:
         return schema["const"]
     for key in ("anyOf", "oneOf", "allOf"):
-        if schema.get(key):
-            return sample_value(schema[key][0])
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            return sample_value(options[0])
     kind = schema.get("type", "object" if "properties" in schema else "string")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     kind = str(kind).lower()
     if kind == "object":
-        props = schema.get("properties") or {}
-        return {key: sample_value(props.get(key) or {}) for key in schema.get("required") or ()}
+        props = schema.get("properties")
+        props = props if isinstance(props, Mapping) else {}
+        required = schema.get("required")
+        keys = [k for k in required if isinstance(k, str)] if isinstance(required, list) else []
+        return {key: sample_value(props.get(key) or {}) for key in keys}
     if kind == "array":
-        items = schema.get("items") or {}
-        return [sample_value(items)] if int(schema.get("minItems", 0) or 0) > 0 else []
+        least = schema.get("minItems")
+        wanted = isinstance(least, int) and not isinstance(least, bool) and least > 0
+        return [sample_value(schema.get("items") or {})] if wanted else []
     return _SCALARS.get(kind, "mock")
 
 
