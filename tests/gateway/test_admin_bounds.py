@@ -44,3 +44,39 @@ async def test_a_value_its_column_cannot_hold_is_refused(
         }
         async with s.post(f"{gateway.url}/admin/customers", json=fits, headers=ADMIN) as r:
             assert r.status == 201, await r.text()
+
+
+@pytest.mark.parametrize(
+    ("settings", "param"),
+    [
+        ({"limits": 5}, "settings.limits"),
+        ({"limits": {"rpm": "x"}}, "settings.limits.rpm"),
+        ({"limits": {"tpm": -5}}, "settings.limits.tpm"),
+        ({"limits": {"max_concurrent": 1.5}}, "settings.limits.max_concurrent"),
+        ({"max_price": "abc"}, "settings.max_price"),
+        ({"max_price": [1]}, "settings.max_price"),
+        ({"max_price": "-1"}, "settings.max_price"),
+        ({"max_price": "NaN"}, "settings.max_price"),
+        ({"cache": "yes"}, "settings.cache"),
+        ({"moderation": "strict"}, "settings.moderation"),
+    ],
+)
+async def test_key_settings_its_requests_could_not_use_are_refused(
+    gateway: Running, settings: dict[str, Any], param: str
+) -> None:
+    # Such a key used to be made, and every request with it was a 500.
+    async with aiohttp.ClientSession(headers=ADMIN) as s:
+        body = {"customer": "acme", "settings": settings}
+        async with s.post(f"{gateway.url}/admin/keys", json=body) as r:
+            assert r.status == 400, await r.text()
+            assert (await r.json())["error"]["param"] == param
+        usable = {"limits": {"rpm": 60, "max_concurrent": 2}, "max_price": "0.5", "cache": True}
+        async with s.post(f"{gateway.url}/admin/keys", json={**body, "settings": usable}) as r:
+            assert r.status == 201, await r.text()
+            key = (await r.json())["key"]
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s,
+        s.post(f"{gateway.url}/v1/chat/completions", json=chat) as r,
+    ):
+        assert r.status == 200, await r.text()

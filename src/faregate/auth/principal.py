@@ -4,8 +4,51 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from faregate.errors import InvalidRequest
+
+# A key's `settings` and their readers: `limits` (gateway/policy_stages, its own rpm / tpm /
+# concurrency), `max_price` (routing's price ceiling), `cache`, `cache_nonzero_temperature`,
+# `cache_images` (gateway/cache), `moderation` (policy ids it opts into). Other keys are kept.
+_LIMITS = ("rpm", "tpm", "max_concurrent")
+_FLAGS = ("cache", "cache_nonzero_temperature", "cache_images")
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Refuse, when a key is made, settings its readers cannot use: every request with the
+    key would fail instead (a 500). Raises InvalidRequest naming `settings.<field>`."""
+
+    def bad(field: str, what: str) -> InvalidRequest:
+        return InvalidRequest(f"'settings.{field}' must be {what}.", param=f"settings.{field}")
+
+    limits = settings.get("limits")
+    if limits is not None:
+        if not isinstance(limits, dict):
+            raise bad("limits", "an object")
+        for name in _LIMITS:
+            value = limits.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise bad(f"limits.{name}", "a positive integer")
+    if settings.get("max_price") is not None:
+        value = settings["max_price"]
+        try:
+            price = Decimal(str(value)) if isinstance(value, str | int | float) else None
+        except InvalidOperation:
+            price = None
+        if isinstance(value, bool) or price is None or not price.is_finite() or price < 0:
+            raise bad("max_price", "a non-negative decimal amount")
+    for name in _FLAGS:
+        if settings.get(name) is not None and not isinstance(settings[name], bool):
+            raise bad(name, "true or false")
+    moderation = settings.get("moderation")
+    if moderation is not None and (
+        not isinstance(moderation, list) or not all(isinstance(m, str) for m in moderation)
+    ):
+        raise bad("moderation", "a list of policy ids")
 
 
 @dataclass(frozen=True, slots=True)

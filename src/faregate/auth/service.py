@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.auth import keys, repository
 from faregate.auth.errors import ExpiredKey, InvalidKey, MissingKey, RevokedKey
-from faregate.auth.principal import Principal
+from faregate.auth.principal import Principal, check_settings
 from faregate.errors import InvalidRequest, NotFound
 
 log = logging.getLogger("faregate.auth")
@@ -155,6 +155,7 @@ class KeyService:
         expires_at: datetime | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Create a key; returns (the key, shown once; the stored row without its hash)."""
+        check_settings(settings or {})
         key, prefix, key_hash = keys.generate_key()
         async with self._engine.begin() as conn:
             customer_id = team_id = None
