@@ -258,6 +258,19 @@ async def test_bad_uploads_get_openai_shaped_errors_naming_the_field(gw: Running
         with pytest.raises(openai.NotFoundError) as unknown:
             await sdk.audio.transcriptions.create(model="whisper-9", file=("a.wav", wav(1)))
     assert unknown.value.body["param"] == "model"  # type: ignore[index]
+    # A body that says it is multipart and is not (aiohttp's ValueError) was a 500.
+    for content_type in ("multipart/form-data; boundary=x", "multipart/form-data"):
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{gw.url}/v1/audio/transcriptions",
+                data=b"not a form",
+                headers={"Authorization": f"Bearer {gw.key}", "Content-Type": content_type},
+            ) as r,
+        ):
+            assert r.status == 400, await r.text()
+            error = (await r.json())["error"]
+            assert (error["param"], error["code"]) == ("file", "invalid_multipart")
     assert gw.mock.stats.requests == 0
 
 

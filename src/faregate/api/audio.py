@@ -48,6 +48,17 @@ async def read_form(request: web.Request) -> dict[str, Any]:
         )
     if (request.content_length or 0) > MAX_AUDIO_BYTES + _FORM_OVERHEAD:
         raise _too_large()
+    try:
+        return await _read_parts(request)
+    except ValueError:  # aiohttp's word for a body that is not the multipart it says it is
+        raise InvalidRequest(
+            "The multipart/form-data body is malformed (no boundary, or a part cut short).",
+            param="file",
+            code="invalid_multipart",
+        ) from None
+
+
+async def _read_parts(request: web.Request) -> dict[str, Any]:
     body: dict[str, Any] = {}
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
