@@ -188,7 +188,7 @@ class _Failover(Generic[T]):
         self.loop = asyncio.get_running_loop()
         self.attempts = 0
         self.errors: list[FailedAttempt] = []
-        # Deployments this request already reported a failure of (see `_failed`).
+        # Deployments this request already reported a breaker failure of (see `_failed`).
         self.failed: set[str] = set()
         # deployment id -> clock time it fits its rpm / tpm again (skipped until then)
         self.limited: dict[str, float] = {}
@@ -279,10 +279,11 @@ class _Failover(Generic[T]):
         failure. A request the upstream fails every time (a body it cannot handle) would
         otherwise open the breaker by itself, with its own retries, and take the deployment
         from every other request. A cooldown (429 with Retry-After) is always reported."""
-        if deployment.id in self.failed and classify(error)[0] == FAILURE:
-            self.health.release(deployment.id)
-            return
-        self.failed.add(deployment.id)
+        if classify(error)[0] == FAILURE:
+            if deployment.id in self.failed:
+                self.health.release(deployment.id)
+                return
+            self.failed.add(deployment.id)
         self.health.observe(deployment.id, error=error)
 
     async def _pause(self, candidates: list[Deployment], rounds: int) -> None:
