@@ -12,6 +12,11 @@ from decimal import ROUND_HALF_UP, Decimal
 NANOS_PER_UNIT = 10**9
 _NANO = Decimal(1) / NANOS_PER_UNIT
 ZERO = Decimal(0)
+# The magnitude (exclusive) below which every usage number stays: an event's amount and its
+# metric's value, a charge's amounts and counts. It is what `precise_total_amount_cents`'
+# NUMERIC(40,15) holds on PostgreSQL; past it an event failed the insert of its whole batch,
+# and a value such as 1e400 broke the decimal sums of current usage and of invoices.
+MAX_USAGE_NUMBER = Decimal(10) ** 25
 
 # ISO 4217 minor units for the currencies we price in; everything else has two.
 _MINOR_UNITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "TND": 3}

@@ -22,6 +22,7 @@ from faregate.billing.errors import BillingValidationError
 from faregate.billing.metrics import BillableMetric
 from faregate.metering.rollups import number
 from faregate.metering.writer import UsageWriter
+from faregate.money import MAX_USAGE_NUMBER
 from faregate.store.tables.billing import billable_metrics, subscriptions
 
 Errors = dict[str, dict[str, list[str]]]
@@ -123,13 +124,6 @@ def _parse_timestamp(value: object) -> datetime:
     raise BillingValidationError("timestamp", "invalid_format")
 
 
-# An event's amount and its metric's value stay below what `precise_total_amount_cents`'
-# column holds on PostgreSQL (NUMERIC(40,15)). A larger amount, once accepted, failed the
-# insert of every batch it was in, so no later event or request record was stored; a value
-# such as 1e400 broke the decimal sums of current usage.
-MAX_NUMBER = Decimal(10) ** 25
-
-
 def _amount(value: object) -> Decimal | None:
     if value is None:
         return None
@@ -139,7 +133,9 @@ def _amount(value: object) -> Decimal | None:
         except InvalidOperation:
             amount = Decimal("NaN")
         if amount.is_finite():
-            if not -MAX_NUMBER < amount < MAX_NUMBER:  # exact (abs() rounds to 28 digits)
+            if (
+                not -MAX_USAGE_NUMBER < amount < MAX_USAGE_NUMBER
+            ):  # exact (abs() rounds to 28 digits)
                 raise BillingValidationError("precise_total_amount_cents", "value_is_out_of_range")
             return amount
     raise BillingValidationError("precise_total_amount_cents", "value_is_invalid")
@@ -171,7 +167,7 @@ def _event(
         value = number(properties[field])
         if value is None:
             raise BillingValidationError(f"properties.{field}", "invalid_value")
-        if not -MAX_NUMBER < value < MAX_NUMBER:
+        if not -MAX_USAGE_NUMBER < value < MAX_USAGE_NUMBER:
             raise BillingValidationError(f"properties.{field}", "value_is_out_of_range")
     return {
         "transaction_id": transaction_id,

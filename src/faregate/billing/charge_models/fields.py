@@ -7,12 +7,9 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
 from faregate.billing.errors import BillingValidationError
-from faregate.money import decimal_str
+from faregate.money import MAX_USAGE_NUMBER, decimal_str
 
 ZERO = Decimal(0)
-# The largest amount or count a charge property may hold, exclusive: what the usage columns
-# hold (metering.ingest.MAX_NUMBER). Past it no invoice line could be stored or rendered.
-MAX_VALUE = Decimal(10) ** 25
 OUT_OF_RANGE = "value_is_out_of_range"
 
 
@@ -36,11 +33,11 @@ def _to_decimal(value: object) -> Decimal | None:
 def amount(
     raw: Mapping[str, object], key: str, *, path: str = "", error: str = "invalid_amount"
 ) -> Decimal:
-    """A required non-negative decimal amount, below MAX_VALUE."""
+    """A required non-negative decimal amount, below MAX_USAGE_NUMBER."""
     value = _to_decimal(raw.get(key))
     if value is None or value < 0:
         raise BillingValidationError(path + key, error)
-    if value >= MAX_VALUE:
+    if value >= MAX_USAGE_NUMBER:
         raise BillingValidationError(path + key, OUT_OF_RANGE)
     return value
 
@@ -70,7 +67,7 @@ def integer(
     number = _to_decimal(value)
     if number is None or number != number.to_integral_value() or number < minimum:
         raise BillingValidationError(key, error)
-    if number >= MAX_VALUE:
+    if number >= MAX_USAGE_NUMBER:
         raise BillingValidationError(key, OUT_OF_RANGE)
     return int(number)
 
