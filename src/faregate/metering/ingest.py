@@ -133,9 +133,8 @@ def _amount(value: object) -> Decimal | None:
         except InvalidOperation:
             amount = Decimal("NaN")
         if amount.is_finite():
-            if (
-                not -MAX_USAGE_NUMBER < amount < MAX_USAGE_NUMBER
-            ):  # exact (abs() rounds to 28 digits)
+            # Compared both ways, exactly: abs() would round to 28 digits.
+            if not -MAX_USAGE_NUMBER < amount < MAX_USAGE_NUMBER:
                 raise BillingValidationError("precise_total_amount_cents", "value_is_out_of_range")
             return amount
     raise BillingValidationError("precise_total_amount_cents", "value_is_invalid")
