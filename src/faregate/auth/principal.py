@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from faregate.errors import InvalidRequest
+from faregate.policy.ratelimit_rules import Limits
 
 # A key's `settings` and their readers: `limits` (gateway/policy_stages, its own rpm / tpm /
 # concurrency), `max_price` (routing's price ceiling), `cache`, `cache_nonzero_temperature`,
@@ -28,11 +29,10 @@ def check_settings(settings: dict[str, Any]) -> None:
         if not isinstance(limits, dict):
             raise bad("limits", "an object")
         for name in _LIMITS:
-            value = limits.get(name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise bad(f"limits.{name}", "a positive integer")
+            try:
+                Limits(**{name: limits.get(name)})  # the rule the rate limiter applies
+            except ValueError:
+                raise bad(f"limits.{name}", "a positive integer") from None
     if settings.get("max_price") is not None:
         value = settings["max_price"]
         try:
