@@ -1,6 +1,8 @@
-"""Anthropic-compatible inbound endpoint: `POST /v1/messages`, whatever provider serves the
+"""Anthropic-compatible inbound endpoints: `POST /v1/messages`, whatever provider serves the
 model. The body is translated to the canonical (OpenAI) shape, run through the same
-pipeline, and translated back; errors use Anthropic's error shape."""
+pipeline, and translated back; errors use Anthropic's error shape.
+`POST /v1/messages/count_tokens` answers a request's input tokens without running it
+(`Gateway.count_tokens`)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ from faregate.gateway.call import Call
 def _canonical(body: dict[str, Any]) -> str:
     """Validate as Anthropic, then swap the body for its OpenAI equivalent in place."""
     translated = anthropic_wire.request_to_openai(body)
+    body.clear()
+    body.update(translated)
+    return validate.chat_request(body)
+
+
+def _canonical_count(body: dict[str, Any]) -> str:
+    """`_canonical` for a count_tokens request, which has no max_tokens."""
+    translated = anthropic_wire.count_request_to_openai(body)
     body.clear()
     body.update(translated)
     return validate.chat_request(body)
@@ -52,6 +62,22 @@ async def messages(request: web.Request) -> web.StreamResponse:
     except FaregateError as err:
         return _error(err, request.get(REQUEST_ID))
     except Exception:  # the last resort, in Anthropic's error shape as every other error here
+        request_id = request.get(REQUEST_ID)
+        return _error(internal_error(request_id, request.path), request_id)
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    try:
+        services, call = await begin_call(request, "chat", _canonical_count)
+        tokens = await services.gateway.count_tokens(call)
+        headers = {"request-id": call.request_id, "x-faregate-request-id": call.request_id}
+        if call.deployment is not None:
+            headers["x-faregate-deployment"] = call.deployment.id
+        headers["x-faregate-token-count"] = "estimate" if call.deployment is None else "upstream"
+        return json_response({"input_tokens": tokens}, headers=headers)
+    except FaregateError as err:
+        return _error(err, request.get(REQUEST_ID))
+    except Exception:
         request_id = request.get(REQUEST_ID)
         return _error(internal_error(request_id, request.path), request_id)
 
@@ -92,3 +118,4 @@ async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamR
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)

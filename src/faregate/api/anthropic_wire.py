@@ -44,11 +44,8 @@ def _invalid(message: str, param: str) -> InvalidRequest:
 
 
 def _validate(body: dict[str, Any]) -> None:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest(
-            "model: Field required", param="model", code="missing_required_parameter"
-        )
+    """A Messages request: model, max_tokens and messages."""
+    _validate_prompt(body)
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise InvalidRequest(
@@ -56,6 +53,15 @@ def _validate(body: dict[str, Any]) -> None:
         )
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _invalid("max_tokens: must be an integer of at least 1", "max_tokens")
+
+
+def _validate_prompt(body: dict[str, Any]) -> None:
+    """What a Messages request and a count_tokens request share: model and messages."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(
+            "model: Field required", param="model", code="missing_required_parameter"
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest(
@@ -77,16 +83,8 @@ def _validate(body: dict[str, Any]) -> None:
 def request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI chat body for a Messages request (validated: model, max_tokens, messages)."""
     _validate(body)
-    messages: list[dict[str, Any]] = []
-    if body.get("system"):
-        messages.append({"role": "system", "content": _text(body["system"], "system")})
-    for i, message in enumerate(body["messages"]):
-        messages.extend(_message(message, f"messages[{i}]"))
-    request: dict[str, Any] = {
-        "model": body["model"],
-        "messages": messages,
-        "max_tokens": body["max_tokens"],
-    }
+    request = _prompt(body)
+    request["max_tokens"] = body["max_tokens"]
     stops = body.get("stop_sequences")
     if stops:
         if not isinstance(stops, list) or not all(isinstance(x, str) for x in stops):
@@ -104,6 +102,24 @@ def request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
     user = metadata.get("user_id")
     if isinstance(user, str):
         request["user"] = user
+    return request
+
+
+def count_request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI chat body whose input tokens a count_tokens request asks for (validated:
+    model, messages; system, tools and tool_choice are counted too)."""
+    _validate_prompt(body)
+    return _prompt(body)
+
+
+def _prompt(body: dict[str, Any]) -> dict[str, Any]:
+    """The model, the messages (the system prompt first) and the tools, as OpenAI's."""
+    messages: list[dict[str, Any]] = []
+    if body.get("system"):
+        messages.append({"role": "system", "content": _text(body["system"], "system")})
+    for i, message in enumerate(body["messages"]):
+        messages.extend(_message(message, f"messages[{i}]"))
+    request: dict[str, Any] = {"model": body["model"], "messages": messages}
     if body.get("tools"):
         request["tools"] = [_tool(tool, i) for i, tool in enumerate(body["tools"])]
     if body.get("tool_choice"):

@@ -29,7 +29,7 @@ from faregate.providers.base import (
     TranscriptionResult,
     delta_chars,
 )
-from faregate.tokens import count_text_tokens_of
+from faregate.tokens import count_chat_input_tokens, count_text_tokens_of
 from faregate.usage import Usage
 
 T = TypeVar("T")
@@ -220,6 +220,29 @@ class Gateway:
         return await self._unary(
             call, transcriptions.KIND, lambda p, d: transcriptions.transcribe(p, d, call)
         )
+
+    async def count_tokens(self, call: Call) -> int:
+        """The input tokens of a chat request, without running it. Counted upstream when the
+        deployment that would serve it now can count (Anthropic's count_tokens, free of
+        charge), else faregate's own expected count (`tokens`). An upstream that cannot
+        answer hands the count to the next deployment in line, then to the estimate; one
+        that refuses the request (a 4xx) is the answer. Nothing is metered, held or billed,
+        and `call.deployment` names the deployment that counted, if any."""
+        self._resolve(call, "chat")
+        call.est_input_tokens = count_chat_input_tokens(call.body)
+        for deployment in self.router.plan(call.group, self.pricer.route_request(call)):
+            count = getattr(self._provider(deployment), "count_tokens", None)
+            if count is None:
+                break  # it would serve the request, and counts as faregate does
+            try:
+                tokens: int = await count(call.body, deployment.model)
+            except ProviderError as err:
+                if err.retryable:
+                    continue
+                raise
+            call.deployment = deployment
+            return tokens
+        return call.est_input_tokens
 
     async def chat_stream(self, call: Call, *, relay: bool = False) -> AsyncIterator[Any]:
         """Yield chunks. The first `__anext__` does everything up to the first chunk, so the

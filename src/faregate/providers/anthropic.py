@@ -27,6 +27,10 @@ from faregate.usage import Usage
 
 API_VERSION = "2023-06-01"
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_SUFFIX = "/count_tokens"
+# The fields of a Messages request that count_tokens takes (it refuses the others, such as
+# max_tokens, stream or temperature).
+COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
 DEFAULT_MAX_TOKENS = 4096
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -67,6 +71,7 @@ class AnthropicProvider:
         self.http = Upstream(endpoint, session, headers, parse_error, transport)
         base = endpoint.base_url.rstrip("/")
         self.url = base + ("/messages" if base.endswith("/v1") else MESSAGES_PATH)
+        self.count_url = self.url + COUNT_TOKENS_SUFFIX
         self.default_max_tokens = int(endpoint.option("default_max_tokens", DEFAULT_MAX_TOKENS))
 
     async def chat(self, body: dict[str, Any], model: str) -> ChatResult:
@@ -84,6 +89,16 @@ class AnthropicProvider:
         parser = StreamParser(model, state, self.http)
         async for item in self.http.stream(self.url, request, parser, state):
             yield item
+
+    async def count_tokens(self, body: dict[str, Any], model: str) -> int:
+        """The input tokens of an OpenAI chat body as `model` counts them
+        (`POST /v1/messages/count_tokens`, free of charge): the request `chat` would send,
+        without the fields that are not counted."""
+        request = messages_request(
+            body, model, default_max_tokens=self.default_max_tokens, stream=False
+        )
+        counted = {key: request[key] for key in COUNTED_FIELDS if key in request}
+        return await self.http.post_json(self.count_url, counted, input_tokens)
 
     async def embeddings(self, body: dict[str, Any], model: str) -> EmbeddingsResult:
         raise unsupported("embeddings")
@@ -110,6 +125,14 @@ def usage_from_anthropic(raw: dict[str, Any]) -> Usage:
         cached_input_tokens=cache_read,
         reasoning_tokens=int(details.get("thinking_tokens") or 0),
     )
+
+
+def input_tokens(data: Any) -> int:
+    """count_tokens' answer: `{"input_tokens": N}`."""
+    count = data.get("input_tokens") if isinstance(data, dict) else None
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise bad_response("The upstream provider's token count has no input_tokens.")
+    return count
 
 
 def finish_reason(stop_reason: Any) -> str:
