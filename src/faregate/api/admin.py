@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -170,12 +171,16 @@ def _string_list(body: dict[str, Any], name: str) -> list[str] | None:
     return value
 
 
-async def create_key(request: web.Request) -> web.Response:
-    services = await _admin(request)
-    body = await read_json_object(request)
+def _settings(body: dict[str, Any]) -> dict[str, Any]:
     settings = body.get("settings") or {}
     if not isinstance(settings, dict):
         raise InvalidRequest("'settings' must be an object.", param="settings")
+    return settings
+
+
+async def create_key(request: web.Request) -> web.Response:
+    services = await _admin(request)
+    body = await read_json_object(request)
     key, row = await services.keys.create_key(
         name=_str(body, "name"),
         customer_external_id=_str(body, "customer"),
@@ -183,7 +188,7 @@ async def create_key(request: web.Request) -> web.Response:
         external_subscription_id=_str(body, "external_subscription_id"),
         allowed_models=_string_list(body, "allowed_models"),
         tags=_string_list(body, "tags"),
-        settings=settings,
+        settings=_settings(body),
         expires_at=_expiry(body),
     )
     return json_response({"key": key, "api_key": key_json(row)}, status=201)
@@ -200,6 +205,33 @@ async def list_keys(request: web.Request) -> web.Response:
             customer_id = customer["id"]
         rows = await repository.list_keys(conn, customer_id)
     return json_response({"api_keys": [key_json(r) for r in rows]})
+
+
+# What PATCH /admin/keys/{id} may change, each read as create_key reads it (null clears it).
+_KEY_UPDATES: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "name": lambda body: _str(body, "name"),
+    "allowed_models": lambda body: _string_list(body, "allowed_models"),
+    "tags": lambda body: _string_list(body, "tags"),
+    "settings": _settings,
+    "expires_at": _expiry,
+    "external_subscription_id": lambda body: _str(body, "external_subscription_id"),
+}
+
+
+async def update_key(request: web.Request) -> web.Response:
+    services = await _admin(request)
+    body = await read_json_object(request)
+    for name in body:
+        if name not in _KEY_UPDATES:
+            raise InvalidRequest(
+                f"'{name}' cannot be changed; a key's fields that can: "
+                + ", ".join(_KEY_UPDATES)
+                + ".",
+                param=name,
+            )
+    changes = {name: read(body) for name, read in _KEY_UPDATES.items() if name in body}
+    row = await services.keys.update_key(request.match_info["key_id"], changes)
+    return json_response({"api_key": key_json(row)})
 
 
 async def revoke_key(request: web.Request) -> web.Response:
@@ -250,5 +282,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/teams", list_teams)
     app.router.add_post("/admin/keys", create_key)
     app.router.add_get("/admin/keys", list_keys)
+    app.router.add_patch("/admin/keys/{key_id}", update_key)
     app.router.add_delete("/admin/keys/{key_id}", revoke_key)
     app.router.add_put("/admin/providers/{provider}/credential", put_credential)

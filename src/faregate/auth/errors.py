@@ -25,3 +25,7 @@ class ModelNotAllowed(PermissionDenied):
 
 class AdminOnly(PermissionDenied):
     code = "admin_key_required"
+
+
+class UnusableKeySettings(PermissionDenied):
+    code = "invalid_key_settings"

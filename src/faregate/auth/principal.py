@@ -18,8 +18,8 @@ _FLAGS = ("cache", "cache_nonzero_temperature", "cache_images")
 
 
 def check_settings(settings: dict[str, Any]) -> None:
-    """Refuse, when a key is made, settings its readers cannot use: every request with the
-    key would fail instead (a 500). Raises InvalidRequest naming `settings.<field>`."""
+    """Refuse, when a key is made or updated, settings its readers cannot use: every request
+    with the key would fail instead (a 500). Raises InvalidRequest naming `settings.<field>`."""
 
     def bad(field: str, what: str) -> InvalidRequest:
         return InvalidRequest(f"'settings.{field}' must be {what}.", param=f"settings.{field}")
@@ -51,6 +51,15 @@ def check_settings(settings: dict[str, Any]) -> None:
         raise bad("moderation", "a list of policy ids")
 
 
+def unusable_settings(settings: dict[str, Any]) -> str | None:
+    """What `check_settings` says of settings already stored, None when they are usable."""
+    try:
+        check_settings(settings)
+    except InvalidRequest as err:
+        return err.message
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     key_id: str
@@ -66,6 +75,9 @@ class Principal:
     expires_at: datetime | None = None
     revoked: bool = False
     is_admin: bool = False
+    # Why the stored settings cannot be used (`check_settings`' message), if they cannot:
+    # such a key is refused (UnusableKeySettings) until an admin corrects them.
+    unusable: str | None = None
 
     def allows(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

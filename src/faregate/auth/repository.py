@@ -160,6 +160,10 @@ async def list_keys(conn: AsyncConnection, customer_id: str | None = None) -> li
     return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
+async def update_key(conn: AsyncConnection, key_id: str, values: dict[str, Any]) -> None:
+    await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
+
+
 async def revoke_key(conn: AsyncConnection, key_id: str) -> bool:
     result = await conn.execute(
         update(api_keys)

@@ -17,9 +17,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.auth import keys, repository
-from faregate.auth.errors import ExpiredKey, InvalidKey, MissingKey, RevokedKey
-from faregate.auth.principal import Principal, check_settings
-from faregate.errors import InvalidRequest, NotFound
+from faregate.auth.errors import (
+    ExpiredKey,
+    InvalidKey,
+    MissingKey,
+    RevokedKey,
+    UnusableKeySettings,
+)
+from faregate.auth.principal import Principal, check_settings, unusable_settings
+from faregate.errors import Conflict, InvalidRequest, NotFound
 
 log = logging.getLogger("faregate.auth")
 
@@ -29,6 +35,7 @@ REFRESH_AT = 0.5  # share of the TTL after which an entry is read again in the b
 
 def _principal(row: dict[str, Any]) -> Principal:
     allowed = row.get("allowed_models")
+    settings = row.get("settings") or {}
     return Principal(
         key_id=row["id"],
         key_prefix=row["prefix"],
@@ -41,9 +48,14 @@ def _principal(row: dict[str, Any]) -> Principal:
         or row.get("customer_subscription_id"),
         allowed_models=frozenset(allowed) if allowed else None,
         tags=tuple(row.get("tags") or ()),
-        settings=dict(row.get("settings") or {}),
+        settings=dict(settings) if isinstance(settings, dict) else {},
         expires_at=_aware(row.get("expires_at")),
         revoked=row.get("revoked_at") is not None,
+        unusable=(
+            unusable_settings(settings)
+            if isinstance(settings, dict)
+            else "'settings' must be an object."
+        ),
     )
 
 
@@ -99,6 +111,11 @@ class KeyService:
             raise RevokedKey("This API key has been revoked.")
         if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
             raise ExpiredKey("This API key has expired.")
+        if principal.unusable is not None:
+            raise UnusableKeySettings(
+                f"This API key's settings cannot be used: {principal.unusable} An admin can "
+                f"correct them with PATCH /admin/keys/{principal.key_id}."
+            )
         return principal
 
     def _loading_of(
@@ -196,6 +213,36 @@ class KeyService:
             )
         row.pop("key_hash")
         return key, row
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a key's `name`, `allowed_models`, `tags`, `settings`, `expires_at` or
+        `external_subscription_id` (only those in `changes`; None clears one). Seen by this
+        replica's next request, by the others within the revocation TTL. Returns the row
+        without its hash."""
+        values = dict(changes)
+        if "settings" in values:
+            values["settings"] = values["settings"] or {}
+            check_settings(values["settings"])
+        if "tags" in values:
+            values["tags"] = values["tags"] or []
+        expires_at = values.get("expires_at")
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidRequest("expires_at must carry a time zone.", param="expires_at")
+        async with self._engine.begin() as conn:
+            row = await repository.key_by_id(conn, key_id)
+            if row is None:
+                raise NotFound(f"API key {key_id!r} not found.", code="key_not_found")
+            if row.get("revoked_at") is not None:
+                raise Conflict(f"API key {key_id!r} is revoked.", code="key_revoked")
+            subscription = values.get("external_subscription_id")
+            if subscription and row.get("customer_id"):
+                await _check_subscription_owner(conn, subscription, row["customer_id"])
+            if values:
+                await repository.update_key(conn, key_id, values)
+        self.invalidate(row["prefix"])
+        row.update(values)
+        row.pop("key_hash")
+        return row
 
     async def revoke(self, key_id: str) -> None:
         async with self._engine.begin() as conn:
