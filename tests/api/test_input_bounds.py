@@ -6,11 +6,15 @@ external id was PostgreSQL's error (a 500)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import httpx
+import orjson
 import pytest
 
+from faregate.api.common import dumps
 from tests.api.conftest import Billing
 from tests.api.test_billing_api import setup_catalog
 
@@ -70,6 +74,28 @@ async def test_an_event_number_too_large_to_store_or_sum_is_refused(
     assert await billing.event_count() == 2
     usage = await billing.get("/api/v1/customers/acme/current_usage?external_subscription_id=sub_1")
     assert usage.status_code == 200, usage.text
+
+
+async def test_current_usage_past_64_bits_of_cents_is_answered_exactly(billing: Billing) -> None:
+    """orjson holds integers to 64 bits: this answer was a 500."""
+    await setup_catalog(billing)  # gpt-4o tokens at $0.01 each
+    tokens = 10**24  # within what an event may carry
+    event = _event("huge")
+    event["event"]["properties"]["tokens"] = tokens
+    assert (await billing.post("/api/v1/events", event)).status_code == 200
+    usage = await billing.get("/api/v1/customers/acme/current_usage?external_subscription_id=sub_1")
+    assert usage.status_code == 200, usage.text
+    body = usage.json()["customer_usage"]
+    assert body["amount_cents"] == tokens  # $0.01 a token: one cent each
+    assert body["amount_cents"] > 2**63
+    assert body["from_datetime"].endswith("Z") or "+00:00" in body["from_datetime"]
+
+
+def test_an_answer_past_64_bits_keeps_orjsons_text_for_everything_else() -> None:
+    moment = datetime(2026, 12, 5, 6, 7, 8, 9, tzinfo=UTC)
+    small = {"at": moment, "day": moment.date(), "id": UUID(int=7), "n": 1}
+    big = {**small, "n": 2**64}
+    assert dumps(big) == orjson.dumps(small).replace(b'"n":1', b'"n":' + str(2**64).encode())
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
+from datetime import date
 from random import getrandbits
 from typing import Any
+from uuid import UUID
 
 import orjson
 from aiohttp import web
@@ -73,11 +76,30 @@ def key_from_headers(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key") or headers.get("api-key")
 
 
+def dumps(data: Any) -> bytes:
+    """JSON of an answer. orjson holds integers to 64 bits; an amount past that (current
+    usage of a huge quantity, in cents) is still exact JSON, written by the standard library
+    (with the other types orjson writes natively that answers carry: dates, UUIDs)."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return json.dumps(data, default=_as_orjson, separators=(",", ":")).encode()
+
+
+def _as_orjson(value: Any) -> str:
+    if isinstance(value, date):
+        # orjson's RFC 3339 text: "T", offset kept, microseconds only when there are some
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def json_response(
     data: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+        body=dumps(data), status=status, content_type="application/json", headers=headers
     )
 
 
