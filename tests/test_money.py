@@ -33,4 +33,14 @@ def test_decimal_str_is_plain_without_trailing_zeros() -> None:
 def test_decimal_str_parses_back_to_the_same_value_in_plain_notation(value: Decimal) -> None:
     text = decimal_str(value)
     assert "E" not in text and text != "-0"
-    assert Decimal(text) == value.normalize()
+    assert Decimal(text) == value  # exactly: no rounding to the context's 28 digits
+
+
+def test_decimal_str_keeps_every_digit() -> None:
+    """`normalize()` rounded these to 28 significant digits."""
+    assert decimal_str(Decimal("12345678901234567890.123456789012345")) == (
+        "12345678901234567890.123456789012345"
+    )
+    assert decimal_str(Decimal("1234567890123456789012345.1234560")) == (
+        "1234567890123456789012345.123456"
+    )

@@ -49,11 +49,11 @@ def to_cents(amount: Decimal, currency: str = "USD") -> int:
 
 
 def decimal_str(amount: Decimal) -> str:
-    """Plain (non-scientific) string of an exact decimal, trailing zeros removed."""
-    normal = amount.normalize()
-    text = str(normal)  # cheaper than format(); plain notation unless an E says otherwise
-    if "E" in text:
-        text = format(normal, "f")
+    """Plain (non-scientific) string of an exact decimal, trailing zeros removed. Exact
+    whatever its digits: `normalize()` would round to the context's 28."""
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
 
 

@@ -76,6 +76,21 @@ async def test_an_event_number_too_large_to_store_or_sum_is_refused(
     assert usage.status_code == 200, usage.text
 
 
+@pytest.mark.parametrize(
+    "amount",
+    ["12345678901234567890.123456789012345", "9" * 25 + "." + "9" * 15, "0.1", "-7"],
+)
+async def test_an_events_precise_amount_reads_back_exactly(billing: Billing, amount: str) -> None:
+    """SQLite kept it as a float: the first came back as 12345678901234567168."""
+    await setup_catalog(billing)
+    event = _event("exact", precise_total_amount_cents=amount)
+    assert (await billing.post("/api/v1/events", event)).status_code == 200
+    await billing.event_count()  # stored, not only journaled
+    got = await billing.get("/api/v1/events/exact")
+    assert got.status_code == 200, got.text
+    assert got.json()["event"]["precise_total_amount_cents"] == amount
+
+
 async def test_current_usage_past_64_bits_of_cents_is_answered_exactly(billing: Billing) -> None:
     """orjson holds integers to 64 bits: this answer was a 500."""
     await setup_catalog(billing)  # gpt-4o tokens at $0.01 each

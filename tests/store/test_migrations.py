@@ -73,3 +73,38 @@ async def test_wallet_rates_stored_as_floats_on_sqlite_become_exact_text(tmp_pat
         )
         assert "WHERE" in index and "credit_limit" in index
     await engine.dispose()
+
+
+async def test_event_amounts_stored_as_floats_on_sqlite_become_exact_text(tmp_path: Path) -> None:
+    """0009: the events table is rebuilt with precise_total_amount_cents as text; the rows
+    keep their amounts, and the unique transaction id and the billing index stay."""
+    from sqlalchemy import text
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    await asyncio.to_thread(migrate, url, "0008_exact_wallet_rates")
+    engine = create_engine(url)
+    insert = text(
+        "INSERT INTO events (transaction_id, external_subscription_id, code, timestamp, "
+        "properties, precise_total_amount_cents, source, created_at) VALUES (:tx, 'sub', "
+        "'tokens', '2026-01-01', '{}', :amount, 'api', '2026-01-01')"
+    )
+    async with engine.begin() as conn:
+        for tx, amount in [("a", "0.1"), ("b", "12.5"), ("c", None), ("d", "7")]:
+            await conn.execute(insert, {"tx": tx, "amount": amount})
+        kinds = await conn.execute(text("SELECT typeof(precise_total_amount_cents) FROM events"))
+        assert sorted(kinds.scalars()) == ["integer", "null", "real", "real"]
+    await engine.dispose()
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        rows = await conn.execute(
+            text("SELECT transaction_id, precise_total_amount_cents FROM events")
+        )
+        assert sorted(rows.all()) == [("a", "0.1"), ("b", "12.5"), ("c", None), ("d", "7")]
+        indexes = await conn.execute(
+            text("SELECT name FROM sqlite_master WHERE tbl_name = 'events' AND type = 'index'")
+        )
+        assert "ix_events_billing_lookup" in set(indexes.scalars())
+        with pytest.raises(Exception, match="UNIQUE"):
+            await conn.execute(insert, {"tx": "a", "amount": "1"})
+    await engine.dispose()

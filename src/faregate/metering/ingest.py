@@ -22,7 +22,7 @@ from faregate.billing.errors import BillingValidationError
 from faregate.billing.metrics import BillableMetric
 from faregate.metering.rollups import number
 from faregate.metering.writer import UsageWriter
-from faregate.money import MAX_USAGE_NUMBER
+from faregate.money import MAX_USAGE_NUMBER, decimal_str
 from faregate.store.tables.billing import billable_metrics, subscriptions
 
 Errors = dict[str, dict[str, list[str]]]
@@ -230,7 +230,7 @@ def event_json(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
         "external_subscription_id": sub.external_id,
         "code": row["code"],
         "timestamp": row["timestamp"],
-        "precise_total_amount_cents": None if amount is None else str(amount),
+        "precise_total_amount_cents": None if amount is None else decimal_str(amount),
         "properties": row["properties"],
         "created_at": row["created_at"],
     }

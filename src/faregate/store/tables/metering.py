@@ -19,7 +19,7 @@ from sqlalchemy import (
     text,
 )
 
-from faregate.store.tables.base import Nanos, metadata
+from faregate.store.tables.base import ExactNumeric, Nanos, metadata
 
 requests = Table(
     "requests",
@@ -87,7 +87,7 @@ events = Table(
     Column("code", String(255), nullable=False),
     Column("timestamp", DateTime(timezone=True), nullable=False),
     Column("properties", JSON, nullable=False, default=dict),
-    Column("precise_total_amount_cents", Numeric(40, 15)),
+    Column("precise_total_amount_cents", ExactNumeric(40, 15)),
     Column("source", String(16), nullable=False, default="gateway"),  # gateway | api
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint(
