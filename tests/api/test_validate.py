@@ -139,6 +139,17 @@ def test_a_valid_chat_request_keeps_unknown_fields() -> None:
     assert body["some_vendor_field"] == {"a": 1}
 
 
+def test_nulls_the_sdks_send_for_unset_options_mean_the_default() -> None:
+    """The openai SDK types these Optional; null was a 400."""
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": None}
+    assert validate.chat_request(chat) == "m" and "stream" not in chat
+    image = {"model": "m", "prompt": "p", "size": None, "response_format": None, "quality": None}
+    assert validate.images_request(image) == "m"
+    assert image == {"model": "m", "prompt": "p"}
+    for quality in ("xhigh", "max"):  # the GPT image models' newer qualities
+        assert validate.images_request({"model": "m", "prompt": "p", "quality": quality}) == "m"
+
+
 # '\u00b2' (superscript two) passes str.isdigit but not int(): it used to be a 500.
 @pytest.mark.parametrize("size", ["1024", "0x10", "axb", "99999x10", 5, "\u00b2x\u00b2"])
 def test_image_sizes_must_be_width_x_height(size: object) -> None:

@@ -125,3 +125,29 @@ async def test_anthropic_sdk_works_whatever_serves_the_model(gateway: Running, m
     assert text == message.content[0].text
     assert final.usage.output_tokens == 10
     await client.close()
+
+
+async def test_the_messages_api_takes_more_than_openais_four_stop_sequences(
+    gateway: Running,
+) -> None:
+    """OpenAI's limit of 4 applied to /v1/messages too: a 400 even for Claude."""
+    stops = ["one", "two", "three", "four", "five", "six"]
+    client = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=gateway.key, max_retries=0)
+    async with client:
+        message = await client.messages.create(
+            model="claude-sonnet-4",
+            max_tokens=10,
+            stop_sequences=stops,
+            messages=[{"role": "user", "content": "Hello there"}],
+        )
+        assert message.content[0].type == "text"
+        # An upstream with a limit of its own refuses more, in Anthropic's error shape.
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await client.messages.create(
+                model="mistral-large",
+                max_tokens=10,
+                stop_sequences=stops,
+                messages=[{"role": "user", "content": "Hello there"}],
+            )
+    body = refused.value.body
+    assert isinstance(body, dict) and body["type"] == "error"

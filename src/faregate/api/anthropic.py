@@ -24,7 +24,7 @@ def _canonical(body: dict[str, Any]) -> str:
     translated = anthropic_wire.request_to_openai(body)
     body.clear()
     body.update(translated)
-    return validate.chat_request(body)
+    return validate.chat_request(body, stop_limit=None)
 
 
 def _canonical_count(body: dict[str, Any]) -> str:

@@ -9,7 +9,9 @@ from faregate.errors import InvalidRequest
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
-_IMAGE_QUALITIES = frozenset({"standard", "hd", "low", "medium", "high", "auto"})
+# OpenAI's: the GPT image models' (low to max, auto) and the DALL·E models' (standard, hd).
+# A quality a price table has no column for is priced at the dearest (pricing.images).
+_IMAGE_QUALITIES = frozenset({"standard", "hd", "low", "medium", "high", "xhigh", "max", "auto"})
 _RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 
 
@@ -163,13 +165,17 @@ def _response_format(body: dict[str, Any]) -> None:
         )
 
 
-def chat_request(body: dict[str, Any]) -> str:
-    """Validate a chat.completions body in place; return the model asked for."""
+def chat_request(body: dict[str, Any], *, stop_limit: int | None = 4) -> str:
+    """Validate a chat.completions body in place; return the model asked for. `stop_limit`:
+    OpenAI's 4 stop sequences (None for the Messages API, which sets no such limit; an
+    upstream that has one refuses more itself)."""
     model = _model(body)
     _messages(body)
     _tools(body)
     if "stream" in body and not isinstance(body["stream"], bool):
-        raise _fail("'stream' must be a boolean.", "stream")
+        if body["stream"] is not None:
+            raise _fail("'stream' must be a boolean.", "stream")
+        del body["stream"]  # null: not streamed, as the SDKs' Optional[Literal[False]] means
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
     _number(body, "presence_penalty", -2, 2)
@@ -182,10 +188,13 @@ def chat_request(body: dict[str, Any]) -> str:
         stop is not None
         and not isinstance(stop, str)
         and not (
-            isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop)
+            isinstance(stop, list)
+            and (stop_limit is None or len(stop) <= stop_limit)
+            and all(isinstance(s, str) for s in stop)
         )
     ):
-        raise _fail("'stop' must be a string or up to 4 strings.", "stop")
+        limit = "a list of strings" if stop_limit is None else f"up to {stop_limit} strings"
+        raise _fail(f"'stop' must be a string or {limit}.", "stop")
     _object(body, "metadata")
     _object(body, "stream_options")
     _response_format(body)
@@ -247,6 +256,9 @@ def images_request(body: dict[str, Any]) -> str:
         )
     _positive_int(body, "n", 10)
     _positive_int(body, "steps", 500)
+    for name in ("size", "quality", "response_format"):
+        if name in body and body[name] is None:
+            del body[name]  # null: the default, as the SDKs send an Optional left unset
     if "size" in body and body["size"] != "auto":
         parse_size(body["size"])
     if body.get("quality") is not None and body["quality"] not in _IMAGE_QUALITIES:
