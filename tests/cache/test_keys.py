@@ -41,6 +41,32 @@ def test_every_output_parameter_changes_the_key(change: dict[str, Any]) -> None:
     assert cache_key("chat", CHAT | change) != cache_key("chat", CHAT)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"top_k": 1}, {"safe_prompt": True}, {"guided_json": {"type": "object"}}, {"thinking": {}}],
+)
+def test_fields_faregate_does_not_know_change_the_key(change: dict[str, Any]) -> None:
+    """They reach the upstream and may change its answer: a hit for one was served to the
+    other when the key took only the parameters it knew."""
+    assert cache_key("chat", CHAT | change) != cache_key("chat", CHAT)
+
+
+def test_keys_made_before_stay_the_same() -> None:
+    """Entries stored (on Redis) before unknown fields entered the key are still found."""
+    chat = CHAT | {
+        "max_completion_tokens": 9,
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "user": "u",
+    }
+    assert cache_key("chat", chat) == "chat:48843577d812502fc994f847eef189a3cb3d8afc"
+    assert cache_key("embeddings", {"model": "e", "input": "x", "dimensions": 8}) == (
+        "embeddings:468304751d7eb2289dbfc25727b0c57a6b1cbf65"
+    )
+    assert cache_key("images", {"model": "dall-e-3", "prompt": "a cat", "size": "1024x1024"}) == (
+        "images:7caa7117c0394f5a81db494c8ff2a786db5c8266"
+    )
+
+
 def test_equivalent_spellings_share_a_key() -> None:
     assert cache_key("chat", CHAT | {"max_tokens": 9}) == cache_key(
         "chat", CHAT | {"max_completion_tokens": 9}

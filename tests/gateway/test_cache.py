@@ -240,3 +240,55 @@ async def test_the_in_process_cache_keeps_no_more_than_max_bytes(
         assert "x-faregate-cache" not in headers and mock.stats.requests == 2
     finally:
         await gw.runner.cleanup()
+
+
+async def test_requests_the_cache_has_no_key_for_pass_by_it(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    """With the cache on, moderations and transcriptions were a 500 (no cache key for them)."""
+    from tests.gateway.conftest import gateway_config
+    from tests.gateway.test_transcriptions import wav
+
+    models = gateway_config(mock.url)["models"] + [
+        {
+            "name": "omni-moderation-latest",
+            "kind": "moderations",
+            "deployments": [{"provider": "openai", "model": "omni-moderation-latest"}],
+        },
+        {
+            "name": "whisper-1",
+            "kind": "transcriptions",
+            "deployments": [{"provider": "openai", "model": "whisper-1"}],
+        },
+    ]
+    gw = await start_gateway(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
+        mock,
+        {"cache": {"enabled": True, "allow_nonzero_temperature": True}, "models": models},
+    )
+    try:
+        for _ in range(2):
+            await _post(gw.url, gw.key, {"input": "a quiet walk"}, path="/v1/moderations")
+        form = aiohttp.FormData()
+        form.add_field("model", "whisper-1")
+        form.add_field("file", wav(1.0), filename="a.wav", content_type="audio/wav")
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{gw.url}/v1/audio/transcriptions",
+                data=form,
+                headers={"Authorization": f"Bearer {gw.key}"},
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+        assert mock.stats.requests == 3  # nothing answered from the cache
+
+        # A field faregate does not know, passed through to the host, splits the entry.
+        await _post(gw.url, gw.key, BODY | {"top_k": 1})
+        headers, _ = await _post(gw.url, gw.key, BODY | {"top_k": 50})
+        assert "x-faregate-cache" not in headers and mock.stats.requests == 5
+        headers, _ = await _post(gw.url, gw.key, BODY | {"top_k": 50})
+        assert headers["x-faregate-cache"] == "hit" and mock.stats.requests == 5
+    finally:
+        await gw.runner.cleanup()

@@ -1,6 +1,7 @@
 """Exact-match cache keys: a request reduced to what changes the answer, written as sorted
 JSON and hashed with blake2b. Who asked, streaming, and metadata never change the answer,
-so they never enter the key; a namespace (e.g. a customer id) can isolate tenants."""
+so they never enter the key; every other field does. A namespace (e.g. a customer id) can
+isolate tenants."""
 
 from __future__ import annotations
 
@@ -19,41 +20,33 @@ _DEFAULTS: dict[str, Any] = {
     "frequency_penalty": 0.0,
 }
 
-# Parameters that change what comes back. Beyond sampling, anything that changes the body
-# (logprobs) or the reasoning behind it (reasoning_effort) must split the key too.
-PARAMS: dict[str, tuple[str, ...]] = {
-    "chat": (
-        "messages", *_SAMPLING, "n", "max_tokens", "stop", "seed", "tools", "tool_choice",
-        "response_format", "logit_bias", "logprobs", "top_logprobs", "parallel_tool_calls",
-        "functions", "function_call", "reasoning_effort", "verbosity", "modalities", "audio",
-        "prediction", "web_search_options",
-    ),
-    "completions": (
-        "prompt", *_SAMPLING, "n", "max_tokens", "stop", "seed", "logit_bias", "logprobs",
-        "echo", "suffix", "best_of",
-    ),
-    "embeddings": ("input", "dimensions", "encoding_format"),
-    "images": (
-        "prompt", "n", "size", "quality", "style", "response_format", "steps", "background",
-        "output_format", "output_compression",
-    ),
-}  # fmt: skip
+# The kinds of request a key can be made for: those whose answer depends on the body alone.
+KINDS = frozenset({"chat", "completions", "embeddings", "images"})
+# Fields that never change what comes back: which model is named apart (it is in the view),
+# how the answer is delivered (stream), who asked and what is stored about the request. Every
+# other field enters the key, those faregate does not know included: they reach the upstream
+# (an OpenAI-compatible host's `top_k` or `guided_json`, say) and may change its answer.
+IGNORED = frozenset(
+    {
+        "model", "stream", "stream_options", "user", "metadata", "store", "service_tier",
+        "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+    }
+)  # fmt: skip
 
 
 def normalize(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     """The output-relevant view of a request body, with equivalent spellings unified."""
-    try:
-        params = PARAMS[kind]
-    except KeyError:
-        raise ValueError(f"no cache key for request kind {kind!r}") from None
+    if kind not in KINDS:
+        raise ValueError(f"no cache key for request kind {kind!r}")
     body = dict(body)
     if "max_completion_tokens" in body:
-        body["max_tokens"] = body["max_completion_tokens"]
+        body["max_tokens"] = body.pop("max_completion_tokens")
     if kind == "embeddings":
         body.setdefault("encoding_format", "float")
     view: dict[str, Any] = {"kind": kind, "model": body.get("model")}
-    for name in params:
-        value = body.get(name)
+    for name, value in body.items():
+        if name in IGNORED:
+            continue
         if name in _SAMPLING and isinstance(value, int | float) and not isinstance(value, bool):
             value = float(value)
         if name == "stop" and isinstance(value, str):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from faregate.cache.keys import PARAMS
+from faregate.cache.keys import KINDS
 from faregate.config import ConfigError
 from faregate.errors import InvalidRequest
 from faregate.money import parse_decimal
@@ -149,7 +149,7 @@ class CachePolicy:
         request with `x-faregate-cache: on` does. `x-faregate-cache: off` and
         `Cache-Control: no-store` neither read nor write; `no-cache` skips the lookup but
         refreshes the entry."""
-        if not self.enabled or kind not in PARAMS or key_cache is False:
+        if not self.enabled or kind not in KINDS or key_cache is False:
             return NO_CACHE
         switch = _switch(headers)
         if switch is False:

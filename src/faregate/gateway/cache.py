@@ -74,8 +74,11 @@ class GatewayCache:
         return key  # type: ignore[no-any-return]
 
     async def lookup(self, call: Call) -> Any | None:
-        key = self._key(call)
-        if not self._decision(call).lookup:
+        decision = self._decision(call)
+        if not (decision.lookup or decision.store):  # a kind with no key (moderations) too
+            return None
+        key = self._key(call)  # now, before the upstream call, for `store` as well
+        if not decision.lookup:
             return None
         hit: CachedResponse | None = await self._cache.get(key)
         if hit is None:
