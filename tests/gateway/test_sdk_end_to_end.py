@@ -151,3 +151,19 @@ async def test_the_messages_api_takes_more_than_openais_four_stop_sequences(
             )
     body = refused.value.body
     assert isinstance(body, dict) and body["type"] == "error"
+
+
+async def test_the_openai_sdk_reads_the_request_id(gateway: Running) -> None:
+    client = _client(gateway)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+    reply = raw.parse()
+    assert reply._request_id == raw.headers["x-faregate-request-id"]
+    assert reply._request_id.startswith("req_")
+    with pytest.raises(openai.NotFoundError) as missing:
+        await client.chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert missing.value.request_id and missing.value.request_id.startswith("req_")
+    await client.close()

@@ -32,7 +32,7 @@ _HTTP_CODES = {
 def error_headers(err: FaregateError, request_id: str | None) -> dict[str, str]:
     headers = dict(err.headers)
     if request_id:
-        headers["x-faregate-request-id"] = request_id
+        headers["x-faregate-request-id"] = headers["x-request-id"] = request_id
     return headers
 
 

@@ -160,6 +160,7 @@ class Gateway:
     def _headers(call: Call) -> dict[str, str]:
         headers = {
             "x-faregate-request-id": call.request_id,
+            "x-request-id": call.request_id,  # where the openai SDK reads `_request_id`
             "x-faregate-attempts": str(call.attempts),
         }
         if call.deployment is not None:
