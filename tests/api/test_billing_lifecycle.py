@@ -154,6 +154,64 @@ async def test_a_charged_metric_keeps_its_aggregation_and_deleting_it_drops_its_
     assert status == 422 and body["error_details"] == {"code": ["billable_metric_not_found"]}
 
 
+async def test_a_metric_update_answers_and_bills_the_new_aggregation_type(
+    billing: Billing,
+) -> None:
+    """The answer and every later read said the aggregation type the metric was created
+    with, while current usage billed the new one."""
+    c = billing.client
+    await billing.call(c.customers.create, Customer(external_id="acme", currency="USD"))
+    created = BillableMetric(
+        name="Peak", code="peak", aggregation_type="sum_agg", field_name="tokens"
+    )
+    await billing.call(c.billable_metrics.create, created)
+    counted = await billing.call(
+        c.billable_metrics.update, BillableMetric(aggregation_type="count_agg"), "peak"
+    )
+    assert (counted.aggregation_type, counted.field_name) == ("count_agg", None)
+    update = BillableMetric(aggregation_type="max_agg", field_name="tokens")
+    updated = await billing.call(c.billable_metrics.update, update, "peak")
+    assert (updated.aggregation_type, updated.field_name) == ("max_agg", "tokens")
+    assert (await billing.call(c.billable_metrics.find, "peak")).aggregation_type == "max_agg"
+    [listed] = (await billing.call(c.billable_metrics.find_all))["billable_metrics"]
+    assert listed.aggregation_type == "max_agg"
+    await billing.call(
+        c.plans.create,
+        Plan(
+            name="Peak",
+            code="peak",
+            interval="monthly",
+            amount_cents=0,
+            amount_currency="USD",
+            charges=Charges(
+                __root__=[
+                    Charge(
+                        billable_metric_id=updated.lago_id,
+                        charge_model="standard",
+                        properties={"amount": "1"},
+                    )
+                ]
+            ),
+        ),
+    )
+    await billing.call(
+        c.subscriptions.create,
+        Subscription(external_customer_id="acme", plan_code="peak", external_id="sub_peak"),
+    )
+    for n, tokens in enumerate((3, 5, 2)):
+        event = Event(
+            transaction_id=f"t{n}",
+            external_subscription_id="sub_peak",
+            code="peak",
+            properties={"tokens": tokens},
+        )
+        await billing.call(c.events.create, event)
+    usage = await billing.call(c.customers.current_usage, "acme", "sub_peak")
+    [charge] = usage.charges_usage
+    assert charge.billable_metric.aggregation_type == "max_agg"
+    assert Decimal(charge.units) == 5 and usage.amount_cents == 500
+
+
 async def test_deleting_a_customer_terminates_its_subscriptions(billing: Billing) -> None:
     await setup_catalog(billing)
     c = billing.client

@@ -108,3 +108,30 @@ async def test_event_amounts_stored_as_floats_on_sqlite_become_exact_text(tmp_pa
         with pytest.raises(Exception, match="UNIQUE"):
             await conn.execute(insert, {"tx": "a", "amount": "1"})
     await engine.dispose()
+
+
+async def test_a_metrics_aggregation_type_column_is_set_from_its_definition(
+    tmp_path: Path,
+) -> None:
+    """0010: a metric updated to another aggregation type kept the old one in its column."""
+    from sqlalchemy import text
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    await asyncio.to_thread(migrate, url, "0009_exact_event_amounts")
+    engine = create_engine(url)
+    insert = text(
+        "INSERT INTO billable_metrics (id, code, name, aggregation_type, definition, created_at) "
+        "VALUES (:id, :id, :id, 'sum_agg', :definition, '2026-01-01')"
+    )
+    async with engine.begin() as conn:
+        for metric_id, kind in (("updated", "max_agg"), ("same", "sum_agg")):
+            await conn.execute(
+                insert, {"id": metric_id, "definition": f'{{"aggregation_type": "{kind}"}}'}
+            )
+    await engine.dispose()
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        rows = await conn.execute(text("SELECT id, aggregation_type FROM billable_metrics"))
+        assert sorted(rows.all()) == [("same", "sum_agg"), ("updated", "max_agg")]
+    await engine.dispose()

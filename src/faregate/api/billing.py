@@ -237,7 +237,7 @@ def _metric_json(row: dict[str, Any]) -> dict[str, Any]:
         "code": row["code"],
         "name": row["name"],
         "description": d.get("description"),
-        "aggregation_type": row["aggregation_type"],
+        "aggregation_type": d["aggregation_type"],
         "field_name": d.get("field_name"),
         "recurring": bool(d.get("recurring")),
         "rounding_function": d.get("rounding_function"),

@@ -69,7 +69,11 @@ async def update_metric_definition(
     await conn.execute(
         update(billable_metrics)
         .where(billable_metrics.c.id == metric_id)
-        .values(definition=definition, name=definition["name"])
+        .values(
+            definition=definition,
+            name=definition["name"],
+            aggregation_type=definition["aggregation_type"],
+        )
     )
     metric = BillableMetric.from_dict(definition)
     if before is None or rollups.MetricSpec.of(
