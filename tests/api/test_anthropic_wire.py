@@ -305,6 +305,23 @@ def test_finish_reasons_become_stop_reasons(finish: str, stop: str) -> None:
     assert response_from_openai(body, "m")["stop_reason"] == stop
 
 
+def test_a_stop_sequence_named_by_the_choice_becomes_stop_sequence() -> None:
+    """vLLM (and faregate's Anthropic adapter) name the matched sequence in the choice's
+    `stop_reason`; OpenAI's answers have none, so theirs stays end_turn."""
+    choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant"}}
+    named = response_from_openai({"id": "c", "choices": [{**choice, "stop_reason": "###"}]}, "m")
+    assert (named["stop_reason"], named["stop_sequence"]) == ("stop_sequence", "###")
+    token = response_from_openai({"id": "c", "choices": [{**choice, "stop_reason": 128001}]}, "m")
+    assert (token["stop_reason"], token["stop_sequence"]) == ("end_turn", None)
+    translator = StreamTranslator("m")
+    finish = _chunk({}, "stop")
+    finish["choices"][0]["stop_reason"] = "###"
+    translator.feed(_chunk({"content": "Hi"}))
+    translator.feed(finish)
+    delta = translator.finish(USAGE)[-2][1]["delta"]
+    assert delta == {"stop_reason": "stop_sequence", "stop_sequence": "###"}
+
+
 def test_stream_events_follow_anthropics_order() -> None:
     translator = StreamTranslator("claude-public")
     events = [e for c in TOOL_CHUNKS for e in translator.feed(c)] + translator.finish(

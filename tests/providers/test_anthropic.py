@@ -318,6 +318,31 @@ def test_stop_reasons_map_to_finish_reasons(stop: str, finish: str) -> None:
     assert chat_result(data).body["choices"][0]["finish_reason"] == finish
 
 
+def test_the_matched_stop_sequence_is_the_choices_stop_reason() -> None:
+    data = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude",
+        "content": [{"type": "text", "text": "Hello"}],
+        "stop_reason": "stop_sequence",
+        "stop_sequence": "###",
+        "usage": {"input_tokens": 12, "output_tokens": 6},
+    }
+    choice = chat_result(data).body["choices"][0]
+    assert (choice["finish_reason"], choice["stop_reason"]) == ("stop", "###")
+    stream = STREAM.replace(
+        '"delta":{"stop_reason":"tool_use","stop_sequence":null}',
+        '"delta":{"stop_reason":"stop_sequence","stop_sequence":"###"}',
+    )
+    assert stream != STREAM
+    chunks = run_sse(
+        StreamParser("claude", StreamState(), offline("anthropic", parse_error)), stream
+    )
+    finish = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert [(c["finish_reason"], c.get("stop_reason")) for c in finish] == [("stop", "###")]
+
+
 def test_thinking_tokens_are_reasoning_tokens() -> None:
     usage = usage_from_anthropic(
         {"input_tokens": 5, "output_tokens": 40, "output_tokens_details": {"thinking_tokens": 30}}

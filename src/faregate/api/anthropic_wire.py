@@ -264,6 +264,15 @@ def _usage(input_tokens: int, output_tokens: int, cached: int) -> dict[str, Any]
     }
 
 
+def _stop(finish_reason: Any, matched: Any) -> tuple[str, str | None]:
+    """(stop_reason, stop_sequence). A choice that stopped on a stop sequence names it in
+    `stop_reason`, as vLLM's OpenAI-compatible server does and faregate's Anthropic adapter
+    does; OpenAI and Gemini cannot say which sequence matched, so theirs is `end_turn`."""
+    if finish_reason == "stop" and isinstance(matched, str):
+        return "stop_sequence", matched
+    return STOP_REASONS.get(str(finish_reason), "end_turn"), None
+
+
 def _arguments(raw: Any) -> Any:
     try:
         value = orjson.loads(raw) if raw else {}
@@ -291,14 +300,15 @@ def response_from_openai(body: dict[str, Any], model: str) -> dict[str, Any]:
         )
     usage = body.get("usage") or {}
     cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    stop_reason, stop_sequence = _stop(choice.get("finish_reason"), choice.get("stop_reason"))
     return {
         "id": _message_id(body.get("id")),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
-        "stop_sequence": None,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
         "usage": _usage(
             int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached
         ),
@@ -329,6 +339,7 @@ class StreamTranslator:
         self.tools: dict[int, int] = {}  # OpenAI tool call index -> content block index
         # Seen in the chunks, for a caller that has no Usage or finish reason at hand.
         self.finish_reason: str | None = None
+        self.stop_sequence: str | None = None
         self.usage: dict[str, Any] = {}
 
     def _start(self) -> list[Event]:
@@ -353,6 +364,8 @@ class StreamTranslator:
             if choice.get("index", 0) != 0:
                 continue
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            if isinstance(choice.get("stop_reason"), str):
+                self.stop_sequence = choice["stop_reason"]
             delta = choice.get("delta") or {}
             if delta.get("content"):
                 events.extend(self._text(delta["content"]))
@@ -428,13 +441,13 @@ class StreamTranslator:
         """Close the message. Without a Usage or finish reason, those seen in the chunks
         (the final usage-only chunk, the last finish_reason) are used."""
         events = ([] if self.started else self._start()) + self._close()
-        stop_reason = STOP_REASONS.get(str(finish_reason or self.finish_reason), "end_turn")
+        stop_reason, stop_sequence = _stop(finish_reason or self.finish_reason, self.stop_sequence)
         events.append(
             (
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                     "usage": self._final_usage(usage),
                 },
             )

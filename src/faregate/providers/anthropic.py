@@ -139,6 +139,12 @@ def finish_reason(stop_reason: Any) -> str:
     return FINISH_REASONS.get(str(stop_reason), "stop")
 
 
+def stop_sequence(stop_reason: Any, matched: Any) -> str | None:
+    """The stop sequence that ended the message, for the choice's `stop_reason` (where
+    vLLM's OpenAI-compatible server reports it; OpenAI's own answers have no such field)."""
+    return matched if stop_reason == "stop_sequence" and isinstance(matched, str) else None
+
+
 def chat_result(data: Any) -> ChatResult:
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         raise bad_response("The upstream provider sent a message without content.")
@@ -159,6 +165,9 @@ def chat_result(data: Any) -> ChatResult:
         "logprobs": None,
         "finish_reason": finish_reason(data.get("stop_reason")),
     }
+    matched = stop_sequence(data.get("stop_reason"), data.get("stop_sequence"))
+    if matched is not None:
+        choice["stop_reason"] = matched
     body = completion(
         str(data.get("id")), str(data.get("model")), int(time.time()), [choice], usage
     )
@@ -265,11 +274,16 @@ class StreamParser:
         return self._chunk({"tool_calls": [call]})
 
     def _message_delta(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        self.stop_reason = (data.get("delta") or {}).get("stop_reason")
+        delta = data.get("delta") or {}
+        self.stop_reason = delta.get("stop_reason")
         # message_delta usage is cumulative and may restate the input counts.
         self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
         self.state.reported = usage_from_anthropic(self.usage)
-        return [self._chunk({}, finish_reason(self.stop_reason))]
+        finish = self._chunk({}, finish_reason(self.stop_reason))
+        matched = stop_sequence(self.stop_reason, delta.get("stop_sequence"))
+        if matched is not None:
+            finish["choices"][0]["stop_reason"] = matched
+        return [finish]
 
     def close(self) -> list[dict[str, Any]]:
         if not self.done:
