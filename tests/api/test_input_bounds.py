@@ -217,3 +217,51 @@ async def test_the_last_page_that_can_be_asked_for_is_an_empty_page(billing: Bil
     assert reply.status_code == 200, reply.text
     assert reply.json()["plans"] == []
     assert (await billing.get("/api/v1/plans?page=&per_page=")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("function", "precision"), [("round", 100_000), ("round", 10**9), ("ceil", -25)]
+)
+async def test_a_rounding_precision_faregate_cannot_apply_is_refused(
+    billing: Billing, function: str, precision: int
+) -> None:
+    """Such a metric was stored: its current usage was a 500 (decimal.InvalidOperation) and
+    every billing run failed for its subscriptions."""
+    await setup_catalog(billing)
+    rounding = {"rounding_function": function, "rounding_precision": precision}
+    metric = {"code": "rounded", "name": "Rounded", "aggregation_type": "count_agg"}
+    details = {"rounding_precision": ["value_is_out_of_range"]}
+    _refused(
+        await billing.post("/api/v1/billable_metrics", {"billable_metric": {**metric, **rounding}}),
+        details,
+    )
+    assert (await billing.get("/api/v1/billable_metrics/rounded")).status_code == 404
+    stored = await billing.post("/api/v1/billable_metrics", {"billable_metric": metric})
+    assert stored.status_code == 200, stored.text
+    update = {"billable_metric": rounding}
+    _refused(await billing.put("/api/v1/billable_metrics/rounded", update), details)
+    got = await billing.get("/api/v1/billable_metrics/rounded")
+    assert got.json()["billable_metric"]["rounding_precision"] is None
+    bound = {"billable_metric": {**rounding, "rounding_precision": 24 if precision > 0 else -24}}
+    assert (await billing.put("/api/v1/billable_metrics/rounded", bound)).status_code == 200
+
+
+async def test_a_metric_rounded_at_24_decimals_is_billed(billing: Billing) -> None:
+    await setup_catalog(billing)
+    rounding = {"rounding_function": "round", "rounding_precision": 24}
+    metric = {"code": "calls", "name": "Calls", "aggregation_type": "count_agg", **rounding}
+    assert (
+        await billing.post("/api/v1/billable_metrics", {"billable_metric": metric})
+    ).status_code == 200
+    plan = _plan("per_call", 0, "0.5")
+    plan["plan"]["charges"][0]["billable_metric_code"] = "calls"
+    assert (await billing.post("/api/v1/plans", plan)).status_code == 200
+    sub = {"external_customer_id": "acme", "plan_code": "per_call", "external_id": "sub_calls"}
+    assert (await billing.post("/api/v1/subscriptions", {"subscription": sub})).status_code == 200
+    call = {"transaction_id": "c1", "external_subscription_id": "sub_calls", "code": "calls"}
+    assert (await billing.post("/api/v1/events", {"event": call})).status_code == 200
+    usage = await billing.get(
+        "/api/v1/customers/acme/current_usage?external_subscription_id=sub_calls"
+    )
+    assert usage.status_code == 200, usage.text
+    assert usage.json()["customer_usage"]["amount_cents"] == 50

@@ -265,6 +265,36 @@ def test_rounding_applies_to_aggregated_units(
     assert result.total_aggregated_units == D(total)
 
 
+@pytest.mark.parametrize("precision", [100_000, 10**9, 25, -25])
+def test_a_rounding_precision_past_24_digits_either_way_is_refused(precision: int) -> None:
+    # 100000 decimals was decimal.InvalidOperation at every usage read; -25 rounds an event's
+    # value (below 10^25) to 0 or up past what a usage number may be.
+    with pytest.raises(BillingValidationError) as raised:
+        metric("sum_agg", rounding_function="ceil", rounding_precision=precision)
+    assert (raised.value.field, raised.value.error_code) == (
+        "rounding_precision",
+        "value_is_out_of_range",
+    )
+
+
+@pytest.mark.parametrize(
+    ("function", "precision", "total", "expected"),
+    [
+        ("ceil", -24, "5", "1E+24"),
+        ("floor", -24, "9" * 24, "0"),
+        ("round", 24, "0." + "0" * 23 + "15", "0." + "0" * 23 + "2"),
+        ("ceil", 24, "9" * 24 + "." + "1" * 30, "9" * 24 + "." + "1" * 23 + "2"),
+    ],
+)
+def test_the_largest_rounding_precisions_round_the_largest_counts(
+    function: str, precision: int, total: str, expected: str
+) -> None:
+    # max_agg: the count is the event's value itself, all 54 digits of it.
+    rounded = metric("max_agg", rounding_function=function, rounding_precision=precision)
+    result = aggregate(rounded, [event(day(0), value=total)], JAN, FEB)
+    assert result.units == D(expected)
+
+
 # filters
 
 

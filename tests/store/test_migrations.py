@@ -135,3 +135,31 @@ async def test_a_metrics_aggregation_type_column_is_set_from_its_definition(
         rows = await conn.execute(text("SELECT id, aggregation_type FROM billable_metrics"))
         assert sorted(rows.all()) == [("same", "sum_agg"), ("updated", "max_agg")]
     await engine.dispose()
+
+
+async def test_a_stored_rounding_precision_is_brought_within_its_bound(tmp_path: Path) -> None:
+    """0011: a metric stored with a precision faregate now refuses would no longer load."""
+    import json
+
+    from sqlalchemy import text
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    await asyncio.to_thread(migrate, url, "0010_metric_aggregation_type")
+    engine = create_engine(url)
+    insert = text(
+        "INSERT INTO billable_metrics (id, code, name, aggregation_type, definition, created_at) "
+        "VALUES (:id, :id, :id, 'count_agg', :definition, '2026-01-01')"
+    )
+    stored = {"none": None, "two": 2, "huge": 10**5, "low": -25, "lowest": -24}
+    async with engine.begin() as conn:
+        for metric_id, precision in stored.items():
+            definition = {"aggregation_type": "count_agg", "rounding_precision": precision}
+            await conn.execute(insert, {"id": metric_id, "definition": json.dumps(definition)})
+    await engine.dispose()
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        rows = await conn.execute(text("SELECT id, definition FROM billable_metrics"))
+        after = {i: json.loads(d)["rounding_precision"] for i, d in rows.all()}
+    await engine.dispose()
+    assert after == {"none": None, "two": 2, "huge": 24, "low": -24, "lowest": -24}

@@ -15,6 +15,7 @@ from faregate.billing.aggregations import Window, seconds_between
 from faregate.billing.errors import BillingValidationError
 from faregate.billing.events import Event, numeric_property
 from faregate.billing.filters import FilterValues, matches
+from faregate.money import MAX_USAGE_NUMBER
 
 __all__ = [
     "INCREMENTAL",
@@ -43,6 +44,14 @@ INCREMENTAL = MERGEABLE | {"unique_count_agg"}
 PAYABLE_IN_ADVANCE = frozenset({"count_agg", "sum_agg", "unique_count_agg"})
 _NOT_RECURRING = frozenset({"count_agg", "max_agg", "latest_agg"})
 _ROUNDING = {"round": ROUND_HALF_UP, "ceil": ROUND_CEILING, "floor": ROUND_FLOOR}
+# The digits of units apply_rounding works with: a rounded count must fit them.
+_ROUNDING_DIGITS = 80
+# Lago takes any `rounding_precision` (an int4); faregate takes the steps it can apply to every
+# unit count, at most 10^24 and at least 10^-24. An event's value is below MAX_USAGE_NUMBER
+# (10^25), so a coarser step rounds every value to 0 or up past that bound; and a count of up
+# to 10^56 (far more than any number of events adds up to) rounded to 24 decimals still fits
+# in _ROUNDING_DIGITS, where 100000 decimals did not (decimal.InvalidOperation: a 500).
+MAX_ROUNDING_PRECISION = MAX_USAGE_NUMBER.adjusted() - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +123,9 @@ def _validate(metric: BillableMetric) -> None:
         raise BillingValidationError("recurring", "not_compatible_with_aggregation_type")
     if metric.rounding_function is not None and metric.rounding_function not in _ROUNDING:
         raise BillingValidationError("rounding_function", "value_is_invalid")
+    precision = metric.rounding_precision
+    if precision is not None and not -MAX_ROUNDING_PRECISION <= precision <= MAX_ROUNDING_PRECISION:
+        raise BillingValidationError("rounding_precision", "value_is_out_of_range")
     if metric.weighted_interval not in (None, "seconds"):
         raise BillingValidationError("weighted_interval", "value_is_invalid")
     keys = [f.key for f in metric.filters]
@@ -181,7 +193,7 @@ def apply_rounding(metric: BillableMetric, raw: Aggregate) -> Aggregate:
     if metric.rounding_function is None:
         return raw
     exponent = Decimal(1).scaleb(-(metric.rounding_precision or 0))
-    with localcontext(prec=80):
+    with localcontext(prec=_ROUNDING_DIGITS):
         units = raw.units.quantize(exponent, rounding=_ROUNDING[metric.rounding_function])
     return replace(raw, units=units)
 
