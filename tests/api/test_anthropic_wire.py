@@ -203,6 +203,27 @@ def test_a_messages_request_becomes_an_openai_chat_body() -> None:
     }
 
 
+def test_text_blocks_stay_apart_as_text_parts() -> None:
+    texts = [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "system": texts,
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": texts},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t", "content": texts}],
+            },
+        ],
+    }
+    system, _, assistant, tool = request_to_openai(body)["messages"]
+    assert system == {"role": "system", "content": texts}
+    assert assistant == {"role": "assistant", "content": texts}
+    assert tool == {"role": "tool", "tool_call_id": "t", "content": texts}
+
+
 @pytest.mark.parametrize(
     ("choice", "mapped"),
     [

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import pytest
 
 from faregate.mockprovider.server import MockServer
+from faregate.providers.http import Upstream
 from tests.gateway.conftest import Running, start_gateway
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -20,6 +22,25 @@ async def gw(tmp_path: Path, mock: MockServer) -> AsyncIterator[Running]:
     running = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", mock)
     yield running
     await running.runner.cleanup()
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every body the gateway sends upstream, in order."""
+    bodies: list[dict[str, Any]] = []
+    post_json, stream = Upstream.post_json, Upstream.stream
+
+    async def recording_post(self: Upstream, url: str, body: dict[str, Any], parse: Any) -> Any:
+        bodies.append(body)
+        return await post_json(self, url, body, parse)
+
+    def recording_stream(self: Upstream, url: str, body: dict[str, Any], *rest: Any) -> Any:
+        bodies.append(body)
+        return stream(self, url, body, *rest)
+
+    monkeypatch.setattr(Upstream, "post_json", recording_post)
+    monkeypatch.setattr(Upstream, "stream", recording_stream)
+    return bodies
 
 
 @pytest.fixture
@@ -53,3 +74,53 @@ async def test_upstreams_that_cannot_name_the_sequence_answer_end_turn(
         model=model, max_tokens=20, messages=HELLO, stop_sequences=["dolor"]
     )
     assert (message.stop_reason, message.stop_sequence) == ("end_turn", None)
+
+
+# -- content blocks --------------------------------------------------------------------
+
+TWO_BLOCKS: Any = [{"type": "text", "text": "sys1"}, {"type": "text", "text": "sys2"}]
+HISTORY: Any = [
+    {"role": "user", "content": "Hello"},
+    {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+    },
+    {"role": "user", "content": "Go on"},
+]
+
+
+async def test_text_blocks_reach_claude_as_blocks(
+    claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]]
+) -> None:
+    await claude.messages.create(
+        model="claude-sonnet-4", max_tokens=5, system=TWO_BLOCKS, messages=HISTORY
+    )
+    assert sent[-1]["system"] == TWO_BLOCKS
+    assert sent[-1]["messages"][1]["content"] == [
+        {"type": "text", "text": "one"},
+        {"type": "text", "text": "two"},
+    ]
+
+
+async def test_text_blocks_reach_openai_wire_hosts_as_parts(
+    claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]]
+) -> None:
+    await claude.messages.create(
+        model="gpt-4o-mini", max_tokens=5, system=TWO_BLOCKS, messages=HISTORY
+    )
+    system, _, assistant, _ = sent[-1]["messages"]
+    assert system == {"role": "system", "content": TWO_BLOCKS}
+    assert assistant["content"] == [
+        {"type": "text", "text": "one"},
+        {"type": "text", "text": "two"},
+    ]
+
+
+async def test_text_blocks_reach_gemini_as_parts(
+    claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]]
+) -> None:
+    await claude.messages.create(
+        model="gemini-2.5-flash", max_tokens=5, system=TWO_BLOCKS, messages=HISTORY
+    )
+    assert sent[-1]["systemInstruction"] == {"parts": [{"text": "sys1"}, {"text": "sys2"}]}
+    assert sent[-1]["contents"][1] == {"role": "model", "parts": [{"text": "one"}, {"text": "two"}]}

@@ -126,7 +126,10 @@ def test_system_and_developer_messages_become_the_top_level_system() -> None:
     assert request == {
         "model": "claude-sonnet-4-5",
         "max_tokens": 100,
-        "system": "You are terse.\n\nAnswer in French.",
+        "system": [
+            {"type": "text", "text": "You are terse."},
+            {"type": "text", "text": "Answer in French."},
+        ],
         "messages": [{"role": "user", "content": "Hello"}],
         "stop_sequences": ["END"],
         "temperature": 0.2,

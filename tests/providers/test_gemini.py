@@ -126,6 +126,19 @@ def test_messages_map_to_contents_system_instruction_and_config() -> None:
     }
 
 
+def test_system_text_parts_stay_apart() -> None:
+    request = generate_request(
+        {
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": "one"}]},
+                {"role": "developer", "content": [{"type": "text", "text": "two"}]},
+                {"role": "user", "content": "Hi"},
+            ]
+        }
+    )
+    assert request["systemInstruction"] == {"parts": [{"text": "one"}, {"text": "two"}]}
+
+
 def test_tools_tool_choice_and_tool_results_round_trip() -> None:
     result = chat_result(FUNCTION_CALL_RESPONSE, "gemini-2.5-flash")
     call = result.body["choices"][0]["message"]["tool_calls"][0]

@@ -116,7 +116,7 @@ def _prompt(body: dict[str, Any]) -> dict[str, Any]:
     """The model, the messages (the system prompt first) and the tools, as OpenAI's."""
     messages: list[dict[str, Any]] = []
     if body.get("system"):
-        messages.append({"role": "system", "content": _text(body["system"], "system")})
+        messages.append({"role": "system", "content": _system(body["system"])})
     for i, message in enumerate(body["messages"]):
         messages.extend(_message(message, f"messages[{i}]"))
     request: dict[str, Any] = {"model": body["model"], "messages": messages}
@@ -127,15 +127,30 @@ def _prompt(body: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def _text(content: Any, where: str) -> str:
-    """The text of a string or of a list of blocks (its text blocks, joined)."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise _invalid(f"{where}: must be a string or a list of blocks", where)
-    return "".join(
-        str(b.get("text") or "") for b in content if isinstance(b, dict) and b.get("type") == "text"
-    )
+def _system(system: Any) -> Any:
+    """The system prompt: a string, or its text blocks as text parts (never glued)."""
+    if isinstance(system, str):
+        return system
+    if not isinstance(system, list):
+        raise _invalid("system: must be a string or a list of text blocks", "system")
+    parts = []
+    for j, block in enumerate(system):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise _invalid("system: each block must be a text block", f"system[{j}]")
+        parts.append(_text_part(block))
+    return _collapsed(parts)
+
+
+def _text_part(block: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "text", "text": str(block.get("text") or "")}
+
+
+def _collapsed(parts: list[dict[str, Any]]) -> Any:
+    """One plain text part as a string, as before parts existed (every OpenAI-compatible host
+    takes a string); several parts stay parts, so each reaches the upstream on its own."""
+    if len(parts) == 1 and parts[0].keys() == {"type", "text"}:
+        return parts[0]["text"]
+    return parts
 
 
 def _message(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -164,7 +179,7 @@ def _message(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
 def _part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
     kind = block.get("type")
     if kind == "text":
-        return {"type": "text", "text": str(block.get("text") or "")}
+        return _text_part(block)
     source = block.get("source") or {}
     if not isinstance(source, dict):
         raise _invalid(f"{where}.source: must be an object", f"{where}.source")
@@ -183,8 +198,8 @@ def _part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
 def _assistant(content: Any, where: str) -> dict[str, Any]:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
-    text = _text(content, f"{where}.content")
-    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    parts = [_text_part(b) for b in content if isinstance(b, dict) and b.get("type") == "text"]
+    message: dict[str, Any] = {"role": "assistant", "content": _collapsed(parts) or None}
     calls = [
         {
             "id": b.get("id"),
@@ -204,7 +219,17 @@ def _assistant(content: Any, where: str) -> dict[str, Any]:
 
 def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
     content = block.get("content")
-    text = _text(content, f"{where}.content") if content is not None else ""
+    if content is None or isinstance(content, str):
+        text: Any = content or ""
+    elif isinstance(content, list):
+        text = (
+            _collapsed(
+                [_text_part(b) for b in content if isinstance(b, dict) and b.get("type") == "text"]
+            )
+            or ""
+        )
+    else:
+        raise _invalid(f"{where}.content: must be a string or a list of blocks", f"{where}.content")
     return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
 
 

@@ -115,9 +115,12 @@ def map_messages(messages: list[dict[str, Any]]) -> tuple[Any, list[dict[str, An
 
 
 def _system(blocks: list[dict[str, Any]]) -> Any:
-    if any(block.get("cache_control") for block in blocks):
-        return blocks
-    return "\n\n".join(block["text"] for block in blocks) or None
+    """One block as a string; several (or any with cache_control) as blocks, each apart.
+    Empty text blocks are left out: the Messages API refuses them."""
+    blocks = [block for block in blocks if block.get("type") != "text" or block["text"]]
+    if len(blocks) == 1 and not blocks[0].get("cache_control"):
+        return blocks[0]["text"]
+    return blocks or None
 
 
 def _user_content(content: Any, where: str) -> Any:

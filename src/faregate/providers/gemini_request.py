@@ -56,7 +56,7 @@ def generate_request(body: dict[str, Any]) -> dict[str, Any]:
     system, contents = map_messages(body.get("messages") or [])
     request: dict[str, Any] = {"contents": contents}
     if system:
-        request["systemInstruction"] = {"parts": [{"text": system}]}
+        request["systemInstruction"] = {"parts": system}
     if body.get("tools"):
         request["tools"] = [
             {"functionDeclarations": [map_tool(tool, i) for i, tool in enumerate(body["tools"])]}
@@ -114,17 +114,19 @@ def map_tool_choice(choice: Any) -> dict[str, Any]:
     return {"mode": "ANY", "allowedFunctionNames": [name]}
 
 
-def map_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """(system text, contents): tool results become functionResponse parts of one user
+def map_messages(
+    messages: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system parts, contents): tool results become functionResponse parts of one user
     turn, named after the earlier tool call they answer."""
-    system: list[str] = []
+    system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     tool_turn: dict[str, Any] | None = None
     for i, message in enumerate(messages):
         role, where = message.get("role"), f"messages[{i}]"
         if role in ("system", "developer"):
-            system.append(content_text(message.get("content")))
+            system.extend(_system_parts(message.get("content"), where))
             continue
         if role == "tool":
             if tool_turn is None:
@@ -141,7 +143,18 @@ def map_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, An
                 contents.append({"role": "model", "parts": parts})
         else:
             raise invalid(f"Role {role!r} is not supported by this model.", f"{where}.role")
-    return "\n\n".join(s for s in system if s), contents
+    return system, contents
+
+
+def _system_parts(content: Any, where: str) -> list[dict[str, Any]]:
+    """A system message's text parts, each a part of its own (never glued)."""
+    parts = []
+    for j, part in enumerate(content_parts(content)):
+        if part.get("type") != "text":
+            raise invalid("A system message may hold only text.", f"{where}.content[{j}]")
+        if part.get("text"):
+            parts.append({"text": str(part["text"])})
+    return parts
 
 
 def _parts(content: Any, where: str) -> list[dict[str, Any]]:

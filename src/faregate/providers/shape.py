@@ -47,10 +47,10 @@ def content_parts(content: Any) -> list[dict[str, Any]]:
 
 
 def content_text(content: Any) -> str:
-    """The text of a message `content`, its text parts joined."""
+    """The text of a message `content`, its text parts a line apart (not glued together)."""
     if isinstance(content, str):
         return content
-    return "".join(
+    return "\n".join(
         str(part.get("text") or "") for part in content_parts(content) if part.get("type") == "text"
     )
 
