@@ -241,6 +241,73 @@ async def test_a_draft_absorbs_late_events_and_a_finalized_invoice_never_changes
     assert [i.lago_id for i in done["invoices"]] == [invoice_id]
 
 
+async def test_a_billing_run_reports_the_subscriptions_it_could_not_invoice(
+    server: Server,
+) -> None:
+    """A run that failed for a subscription answered 200 with empty lists (only the log
+    said why): here an invoice of 10^22 cents, past the BIGINT it is stored in, from a
+    $1,000,000-a-token charge and 10^14 tokens (both within the usage bounds)."""
+    await subscribe(server)
+    c = server.client
+    await server.call(c.customers.create, Customer(external_id="whale", currency="USD"))
+    metric = await server.call(c.billable_metrics.find, "tokens")
+    million = Charge(
+        billable_metric_id=metric.lago_id, charge_model="standard", properties=per_token("1000000")
+    )
+    await server.call(
+        c.plans.create,
+        Plan(
+            name="Whale",
+            code="whale",
+            interval="monthly",
+            amount_cents=0,
+            amount_currency="USD",
+            charges=Charges(__root__=[million]),
+        ),
+    )
+    since = PERIOD_START.strftime("%Y-%m-%dT%H:%M:%SZ")
+    whale = Subscription(
+        external_customer_id="whale",
+        plan_code="whale",
+        external_id="sub_whale",
+        billing_time="calendar",
+        subscription_at=since,
+    )
+    await server.call(c.subscriptions.create, whale)
+    huge = tokens("whale-1", "input", 10**14).copy(update={"external_subscription_id": "sub_whale"})
+    await server.call(c.events.create, huge)
+    await server.call(c.events.create, tokens("in-1", "input", 1_234_567))
+
+    reply = await server.http("POST", "/api/v1/billing_runs")
+    assert reply.status_code == 200
+    run = reply.json()["billing_run"]
+    out_of_range = {
+        "external_subscription_id": "sub_whale",
+        "reason": "amount_cents: value_is_out_of_range",
+    }
+    assert run["failed"] == [out_of_range]
+    [invoice_id] = run["created"]  # acme's: the others are still invoiced
+    assert (await server.call(c.invoices.find, invoice_id)).customer.external_id == "acme"
+
+    # A late event takes acme's draft past the bound too: refreshing it fails, and says so.
+    late = tokens("in-2", "input", 0)
+    late.properties["tokens"] = str(10**24)  # the client's JSON holds 64 bits
+    await server.call(c.events.create, late)
+    run = (await server.http("POST", "/api/v1/billing_runs")).json()["billing_run"]
+    assert run["failed"] == [
+        out_of_range,
+        {
+            "external_subscription_id": "sub_1",
+            "reason": "amount_cents: value_is_out_of_range",
+        },
+    ]
+    assert run["refreshed"] == []
+    refresh = await server.http("PUT", f"/api/v1/invoices/{invoice_id}/refresh")
+    assert refresh.status_code == 422
+    assert refresh.json()["error_details"] == {"amount_cents": ["value_is_out_of_range"]}
+    assert (await server.call(c.invoices.find, invoice_id)).total_amount_cents == 1123
+
+
 async def test_download_gives_a_file_url_serving_the_pdf(server: Server) -> None:
     await subscribe(server)
     await server.call(server.client.events.create, tokens("in-1", "input", 1_000_000))

@@ -152,6 +152,53 @@ def test_a_sub_cent_credit_balance_never_applies_more_than_it_holds() -> None:
     assert (invoice.prepaid_credit_amount_cents, invoice.total_amount_cents) == (1000, 4700)
 
 
+def _per_model(amount: str) -> Plan:
+    """A standard charge at `amount` a token, one line per model."""
+    per_token = {"amount": amount}
+    return mistral_plan(
+        charge={
+            "charge_model": "standard",
+            "properties": per_token,
+            "filters": [
+                {"values": {"model": [m]}, "properties": per_token}
+                for m in ("mistral-large", "mistral-small")
+            ],
+        },
+        amount_cents=0,
+    )
+
+
+def _usage(*counts: int) -> list[Event]:
+    models = ("mistral-large", "mistral-small")
+    return [tokens(at(2025, 1, 2), m, "input", n) for m, n in zip(models, counts, strict=False)]
+
+
+@pytest.mark.parametrize(
+    ("amount", "counts", "field"),
+    [
+        ("1000000", [10**14], "amount_cents"),  # 10^22 cents: past a BIGINT
+        ("1000000", [10**24], "amount_cents"),  # 10^32 cents: past 28 digits too
+        ("0.01", [2**63], "amount_cents"),  # one cent past 2^63 - 1
+        ("0.01", [2**63 - 1] * 2, "fees_amount_cents"),  # two lines, each the largest
+    ],
+)
+def test_an_invoice_amount_past_what_an_invoice_stores_is_refused_naming_it(
+    amount: str, counts: list[int], field: str
+) -> None:
+    plan = _per_model(amount)
+    sub = subscription(plan)
+    with pytest.raises(BillingValidationError) as caught:
+        invoice_for(plan, sub, january(plan, sub), _usage(*counts))
+    assert (caught.value.field, caught.value.error_code) == (field, "value_is_out_of_range")
+
+
+def test_the_largest_amount_an_invoice_stores_is_billed() -> None:
+    plan = _per_model("0.01")
+    sub = subscription(plan)
+    invoice = invoice_for(plan, sub, january(plan, sub), _usage(2**63 - 1))
+    assert invoice.total_amount_cents == 2**63 - 1
+
+
 def test_negative_credits_are_refused() -> None:
     plan = mistral_plan()
     sub = subscription(plan)

@@ -115,7 +115,8 @@ async def download_invoice(request: web.Request) -> web.Response:
 
 @lago_endpoint
 async def billing_run(request: web.Request) -> web.Response:
-    """Run billing now (the background run does the same every `billing.run_interval`)."""
+    """Run billing now (the background run does the same every `billing.run_interval`).
+    Subscriptions it could not invoice are listed in `failed`; the others are invoiced."""
     result = await _invoicing(request).run()
     return json_response(
         {
@@ -123,6 +124,10 @@ async def billing_run(request: web.Request) -> web.Response:
                 "created": result.created,
                 "refreshed": result.refreshed,
                 "finalized": result.finalized,
+                "failed": [
+                    {"external_subscription_id": f.external_subscription_id, "reason": f.reason}
+                    for f in result.failed
+                ],
             }
         }
     )

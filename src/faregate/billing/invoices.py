@@ -25,6 +25,10 @@ from faregate.billing.plans import Charge, Plan, Subscription
 from faregate.money import minor_units, to_cents
 
 ZERO = Decimal(0)
+# What an invoice's amounts in minor units are stored in: BIGINT columns, and 64-bit integers
+# in its JSON document. An invoice past it could not be stored (its billing run failed at the
+# insert), so it is refused when built, naming the amount.
+MAX_AMOUNT_CENTS = 2**63 - 1
 FeeType = Literal["subscription", "charge"]
 InvoiceStatus = Literal["draft", "finalized"]
 
@@ -200,7 +204,7 @@ def _bucket_line(bucket: BucketFee, metric: BillableMetric, period: Period, curr
         events_count=usage.event_count,
         precise_unit_amount=bucket.amount / usage.units if usage.units else ZERO,
         precise_amount=bucket.amount,
-        amount_cents=to_cents(bucket.amount, currency),
+        amount_cents=_line_cents(bucket.amount, currency),
         amount_currency=currency,
         from_datetime=period.start,
         to_datetime=period.end,
@@ -244,6 +248,21 @@ def _true_up_line(
     )
 
 
+def _line_cents(amount: Decimal, currency: str) -> int:
+    """A line's amount rounded to the minor unit, within what an invoice stores."""
+    # Compared before rounding, exactly: quantizing past 28 digits is InvalidOperation.
+    limit = Decimal(MAX_AMOUNT_CENTS + 1).scaleb(-minor_units(currency))
+    if not -limit < amount < limit:
+        raise BillingValidationError("amount_cents", "value_is_out_of_range")
+    return _storable(to_cents(amount, currency), "amount_cents")
+
+
+def _storable(cents: int, field: str) -> int:
+    if not -MAX_AMOUNT_CENTS <= cents <= MAX_AMOUNT_CENTS:
+        raise BillingValidationError(field, "value_is_out_of_range")
+    return cents
+
+
 def _invoice(
     subscription: Subscription,
     plan: Plan,
@@ -283,7 +302,7 @@ def _totals(fees: tuple[Fee, ...], currency: str, tax_rate: Decimal, credits: De
     if tax_rate < 0:
         raise BillingValidationError("tax_rate", "invalid_amount")
     exponent = minor_units(currency)
-    fees_cents = sum(fee.amount_cents for fee in fees)
+    fees_cents = _storable(sum(fee.amount_cents for fee in fees), "fees_amount_cents")
     taxes = to_cents(Decimal(fees_cents).scaleb(-exponent) * tax_rate / 100, currency)
     including = fees_cents + taxes
     available = to_cents(credits, currency)
@@ -292,9 +311,11 @@ def _totals(fees: tuple[Fee, ...], currency: str, tax_rate: Decimal, credits: De
     applied = max(0, min(available, including))
     return {
         "fees_amount_cents": fees_cents,
-        "taxes_amount_cents": taxes,
+        "taxes_amount_cents": _storable(taxes, "taxes_amount_cents"),
         "sub_total_excluding_taxes_amount_cents": fees_cents,
-        "sub_total_including_taxes_amount_cents": including,
+        "sub_total_including_taxes_amount_cents": _storable(
+            including, "sub_total_including_taxes_amount_cents"
+        ),
         "prepaid_credit_amount_cents": applied,
         "total_amount_cents": including - applied,
     }

@@ -24,7 +24,7 @@ from faregate.auth import repository as customers_repo
 from faregate.billing import invoice_repository as irepo
 from faregate.billing import repository as repo
 from faregate.billing.billed import Billed, billed_of_row, load_billed
-from faregate.billing.errors import BillingNotFound
+from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.invoices import Invoice, build_invoice, build_opening_invoice
 from faregate.billing.lago_invoice import invoice_object
 from faregate.billing.periods import Period, first_period, next_period, subscription_period
@@ -73,11 +73,40 @@ class InvoicingSettings:
         )
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A subscription the run could not invoice, and why, in words safe to show: a billing
+    error's field and code, else `internal_error` (the log has the rest)."""
+
+    external_subscription_id: str
+    reason: str
+
+
 @dataclass
 class RunResult:
     created: list[str] = field(default_factory=list)
     refreshed: list[str] = field(default_factory=list)
     finalized: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    def fail(self, external_subscription_id: str, err: Exception) -> None:
+        log.error(
+            "billing run failed for a subscription",
+            exc_info=err,
+            extra={"subscription": external_subscription_id},
+        )
+        self.failed.append(Failure(external_subscription_id, _reason(err)))
+
+    def failed_for(self, external_subscription_id: str) -> bool:
+        return any(f.external_subscription_id == external_subscription_id for f in self.failed)
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, BillingValidationError):
+        return f"{err.field}: {err.error_code}"
+    if isinstance(err, BillingError):
+        return err.code
+    return "internal_error"  # a foreign error's text may carry SQL, values or addresses
 
 
 FileUrl = Callable[[Mapping[str, Any]], str | None]
@@ -128,21 +157,30 @@ class Invoicing:
         for row in rows:
             try:
                 await self._bill_subscription(row, now, result)
-            except Exception:  # one broken subscription must not stop the others
-                log.exception(
-                    "billing run failed for a subscription",
-                    extra={"subscription": row["external_id"]},
-                )
+            except Exception as err:  # one broken subscription must not stop the others
+                result.fail(row["external_id"], err)
         async with self.engine.connect() as conn:
             drafts = await irepo.drafts(conn)
         for draft in drafts:
-            if draft["to_datetime"] + self.settings.grace_period <= now:
-                if await self._finalize_row(draft["id"], now) is not None:
-                    result.finalized.append(draft["id"])
-            elif draft["id"] not in result.created:
-                await self.refresh(draft["id"])
-                result.refreshed.append(draft["id"])
+            subscription = draft["external_subscription_id"]
+            if result.failed_for(subscription):
+                continue  # reported once
+            try:
+                await self._close_draft(draft, now, result)
+            except Exception as err:
+                result.fail(subscription, err)
         return result
+
+    async def _close_draft(
+        self, draft: Mapping[str, Any], now: datetime, result: RunResult
+    ) -> None:
+        """Finalize a draft past its grace period, else recompute it (unless just made)."""
+        if draft["to_datetime"] + self.settings.grace_period <= now:
+            if await self._finalize_row(draft["id"], now) is not None:
+                result.finalized.append(draft["id"])
+        elif draft["id"] not in result.created:
+            await self.refresh(draft["id"])
+            result.refreshed.append(draft["id"])
 
     async def _bill_subscription(
         self, row: Mapping[str, Any], now: datetime, result: RunResult
