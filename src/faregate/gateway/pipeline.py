@@ -61,9 +61,16 @@ def _partial_usage(call: Call, state: StreamState) -> Usage:
     """A stream cut before the provider's final report, marked estimated. Input: what the
     provider reported (Anthropic and Gemini do early in the stream), else the expected
     count. Output: the larger of what the provider reported so far and the text relayed to
-    the client (its characters / 4), plus the reasoning the provider reported."""
+    the client (its characters / 4), plus the reasoning the provider reported. The text's
+    estimate never takes the output past the bound the call's holds and budget reservations
+    were taken for (`est_output_tokens`: max_tokens, else the model's limit): a text of
+    dense tokens counted at four characters each did (a stream cut near its end billed 161
+    tokens of a max_tokens of 100, past its hold and past hard budgets)."""
     reported = state.reported or Usage()
     relayed = count_text_tokens_of(state.relayed_text_chars())
+    bound = call.est_output_tokens - reported.reasoning_tokens
+    if call.est_output_tokens and relayed > bound:
+        relayed = max(bound, 0)  # what the provider reported stays, whatever the bound
     visible = max(reported.visible_output_tokens, relayed)
     return Usage(
         input_tokens=reported.input_tokens or call.est_input_tokens,

@@ -173,10 +173,14 @@ class Recorder:
         self._subscription_of = subscription_of or (lambda c: c.principal.external_subscription_id)
 
     def record(self, call: Call) -> None:
+        """Events whenever the call has usage: a finished call, and one that ended after the
+        upstream answered (a stream cut by the client or the upstream, estimated; a client
+        gone before a non-streamed answer). Its record's price is what its wallet pays, so
+        the events a plan bills from must count the same request."""
         subscription = self._subscription_of(call)
         events = (
             build_events(call, subscription, call.principal.external_customer_id)
-            if subscription and call.ok
+            if subscription and call.usage is not None
             else []
         )
         self._writer.record(build_request_row(call, subscription), events)
