@@ -19,6 +19,7 @@ from faregate.api.anthropic_wire import (
     response_from_openai,
 )
 from faregate.errors import InvalidRequest
+from faregate.providers.shape import FROM_MESSAGES_API
 from faregate.usage import Usage
 
 WEATHER = {
@@ -159,7 +160,16 @@ def test_a_messages_request_becomes_an_openai_chat_body() -> None:
         "model": "claude-sonnet-4-5",
         "max_tokens": 1024,
         "messages": [
-            {"role": "system", "content": "You are terse."},
+            {
+                "role": "system",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": "You are terse.",
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            },
             {
                 "role": "user",
                 "content": [
@@ -200,6 +210,7 @@ def test_a_messages_request_becomes_an_openai_chat_body() -> None:
         "stream": True,
         "stream_options": {"include_usage": True},
         "user": "user-7",
+        FROM_MESSAGES_API: True,
     }
 
 
@@ -305,6 +316,23 @@ def test_a_completion_becomes_a_valid_message() -> None:
     assert tool.type == "tool_use" and tool.input == {"location": "Boston, MA"}
     assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (58, 1024)
     assert (message.usage.output_tokens, message.usage.cache_creation_input_tokens) == (17, 0)
+
+
+def test_cache_writes_and_reads_are_reported_apart_from_input() -> None:
+    body = copy.deepcopy(TOOL_COMPLETION)
+    body["usage"]["prompt_tokens"] = 3082
+    body["usage"]["cache_creation_input_tokens"] = 2000
+    usage = response_from_openai(body, "m")["usage"]
+    assert usage == {
+        "input_tokens": 58,
+        "output_tokens": 17,
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 1024,
+    }
+    written = Usage(input_tokens=3082, output_tokens=17, cached_input_tokens=1024)
+    written.cache_write_tokens = 2000
+    translator = StreamTranslator("m")
+    assert translator.finish(written)[-2][1]["usage"] == usage
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,12 @@ and openai SDKs against the gateway in front of the mock provider (SQLite)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
 from faregate.mockprovider.server import MockServer
@@ -124,3 +126,96 @@ async def test_text_blocks_reach_gemini_as_parts(
     )
     assert sent[-1]["systemInstruction"] == {"parts": [{"text": "sys1"}, {"text": "sys2"}]}
     assert sent[-1]["contents"][1] == {"role": "model", "parts": [{"text": "one"}, {"text": "two"}]}
+
+
+# -- prompt caching ----------------------------------------------------------------------
+
+EPHEMERAL = {"type": "ephemeral"}
+WEATHER = {
+    "name": "get_weather",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "cache_control": EPHEMERAL,
+}
+CACHED_TURNS: Any = [
+    {"role": "user", "content": [{"type": "text", "text": "y" * 8000, "cache_control": EPHEMERAL}]},
+    {
+        "role": "assistant",
+        "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "P"}}
+        ],
+    },
+    {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_1",
+                "content": "sunny",
+                "cache_control": EPHEMERAL,
+            }
+        ],
+    },
+]
+
+
+async def test_cache_control_reaches_claude_wherever_the_client_put_it(
+    claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]]
+) -> None:
+    await claude.messages.create(
+        model="claude-sonnet-4",
+        max_tokens=5,
+        system=[{"type": "text", "text": "sys", "cache_control": EPHEMERAL}],
+        tools=[WEATHER],
+        messages=CACHED_TURNS,
+        extra_body={"cache_control": EPHEMERAL},
+    )
+    body = sent[-1]
+    assert body["cache_control"] == EPHEMERAL
+    assert body["system"] == [{"type": "text", "text": "sys", "cache_control": EPHEMERAL}]
+    assert body["tools"][0]["cache_control"] == EPHEMERAL
+    assert body["messages"][0]["content"][0]["cache_control"] == EPHEMERAL
+    assert body["messages"][2]["content"][0]["cache_control"] == EPHEMERAL
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "mistral-large"])
+async def test_openai_wire_hosts_get_no_anthropic_fields(
+    claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]], model: str
+) -> None:
+    await claude.messages.create(
+        model=model,
+        max_tokens=5,
+        system=[{"type": "text", "text": "sys", "cache_control": EPHEMERAL}],
+        tools=[WEATHER],
+        messages=CACHED_TURNS,
+        extra_body={"cache_control": EPHEMERAL},
+    )
+    assert "cache_control" not in str(sent[-1]) and "faregate" not in str(sent[-1])
+    assert sent[-1]["messages"][0] == {
+        "role": "system",
+        "content": [{"type": "text", "text": "sys"}],
+    }
+
+
+async def test_cache_writes_and_reads_come_back_apart_and_cost_input_rates(
+    gw: Running, claude: anthropic.AsyncAnthropic
+) -> None:
+    ask: Any = {"model": "claude-sonnet-4", "max_tokens": 5, "messages": CACHED_TURNS[:1]}
+    first = await claude.messages.with_raw_response.create(**ask)
+    usage = (await first.parse()).usage
+    assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (1024, 0)
+    assert (usage.input_tokens, usage.output_tokens) == (2004 - 1024, 5)
+    # claude-sonnet-4: $3 input (cache writes included: the catalog has no write rate),
+    # $0.30 cached input, $15 output per million tokens.
+    assert Decimal(first.headers["x-faregate-cost"]) == Decimal("0.006087")
+    async with claude.messages.stream(**ask) as stream:
+        again = (await stream.get_final_message()).usage
+    assert (again.cache_creation_input_tokens, again.cache_read_input_tokens) == (0, 1024)
+    assert again.input_tokens == 2004 - 1024
+    client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
+    async with client:
+        reply = await client.chat.completions.create(
+            model="claude-sonnet-4",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "z" * 8000}],
+        )
+    assert reply.usage is not None and reply.usage.prompt_tokens == 2004

@@ -153,14 +153,41 @@ async def test_after_a_tool_result_the_reply_is_text(
     assert reply.content[0].type == "text" and reply.stop_reason == "end_turn"
 
 
-async def test_cache_reads_are_excluded_from_input_tokens(
+async def test_a_breakpoint_writes_the_cache_once_and_reads_it_after(
     anthropic_client: anthropic.AsyncAnthropic,
 ) -> None:
-    reply = await anthropic_client.messages.create(
-        model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "y" * 8000}]
+    """Cache writes and reads are both outside input_tokens, as Anthropic counts them."""
+    long = [{"type": "text", "text": "y" * 8000, "cache_control": {"type": "ephemeral"}}]
+    ask = {"model": "claude-haiku-4-5", "max_tokens": 5}
+    first = await anthropic_client.messages.create(
+        **ask, messages=[{"role": "user", "content": long}]
     )
-    assert reply.usage.cache_read_input_tokens == 1024
-    assert reply.usage.input_tokens == 2004 - 1024
+    assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens) == (
+        1024,
+        0,
+    )
+    assert first.usage.input_tokens == 2004 - 1024
+    async with anthropic_client.messages.stream(
+        **ask, messages=[{"role": "user", "content": long}]
+    ) as stream:
+        again = await stream.get_final_message()
+    assert (again.usage.cache_creation_input_tokens, again.usage.cache_read_input_tokens) == (
+        0,
+        1024,
+    )
+    assert again.usage.input_tokens == 2004 - 1024
+
+
+async def test_a_prompt_without_a_breakpoint_is_not_cached(
+    anthropic_client: anthropic.AsyncAnthropic,
+) -> None:
+    for _ in range(2):
+        reply = await anthropic_client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "y" * 8000}],
+        )
+        assert (reply.usage.cache_read_input_tokens, reply.usage.input_tokens) == (0, 2004)
 
 
 async def test_count_tokens_matches_message_input(

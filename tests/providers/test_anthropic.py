@@ -294,8 +294,43 @@ def test_response_maps_text_tool_use_finish_reason_and_cache_usage() -> None:
     assert call["id"] == "toolu_01A09q90qw90lq917835lq9"
     assert orjson.loads(call["function"]["arguments"]) == {"location": "San Francisco, CA"}
     assert (result.usage.input_tokens, result.usage.cached_input_tokens) == (5146, 1000)
+    assert result.usage.cache_write_tokens == 2051
     assert result.body["usage"]["prompt_tokens"] == 5146
     assert result.body["usage"]["prompt_tokens_details"]["cached_tokens"] == 1000
+    assert result.body["usage"]["cache_creation_input_tokens"] == 2051
+
+
+def test_cache_control_goes_on_tool_uses_tool_results_and_the_request() -> None:
+    ephemeral = {"type": "ephemeral"}
+    call = {
+        "id": "toolu_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"},
+        "cache_control": ephemeral,
+    }
+    request = _request(
+        {
+            "cache_control": ephemeral,
+            "messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {
+                    "role": "tool",
+                    "tool_call_id": "toolu_1",
+                    "content": "sunny",
+                    "cache_control": ephemeral,
+                },
+            ],
+        }
+    )
+    assert request["cache_control"] == ephemeral
+    assert request["messages"][1]["content"][0]["cache_control"] == ephemeral
+    assert request["messages"][2]["content"][0] == {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": "sunny",
+        "cache_control": ephemeral,
+    }
 
 
 @pytest.mark.parametrize(

@@ -212,7 +212,14 @@ async def test_streamed_and_whole_replies_agree_on_text_and_usage(wire: Wire, co
 async def test_long_prompts_report_cached_tokens_inside_input_tokens(
     wire: Wire, connect: Any
 ) -> None:
-    result = await connect(wire).chat(chat_body("otter " * 1000), wire.chat_model)
+    """Asked twice: Anthropic caches only a prompt with a breakpoint, written the first
+    time; the others cache long prompts on their own (and pass the breakpoint through)."""
+    body = chat_body()
+    part = {"type": "text", "text": "otter " * 1000, "cache_control": {"type": "ephemeral"}}
+    body["messages"][-1]["content"] = [part]
+    provider = connect(wire)
+    await provider.chat(body, wire.chat_model)
+    result = await provider.chat(body, wire.chat_model)
     assert result.usage.cached_input_tokens == 1024
     assert result.usage.input_tokens > 1500  # inclusive of the cached prefix
 

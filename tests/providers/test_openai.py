@@ -18,6 +18,7 @@ from faregate.providers.openai import (
     parse_error,
     usage_from_openai,
 )
+from faregate.providers.shape import FROM_MESSAGES_API
 from tests.providers.wire import offline, run_relay, run_sse
 
 COMPLETION: dict[str, Any] = {
@@ -83,6 +84,38 @@ def test_chat_payload_replaces_the_model_and_keeps_unknown_fields() -> None:
     assert streamed["stream"] is True
     assert streamed["stream_options"] == {"include_usage": True}
     assert body["model"] == "public-name"  # the caller's body is not modified
+
+
+def test_a_messages_api_body_reaches_openai_without_anthropic_fields() -> None:
+    ephemeral = {"type": "ephemeral"}
+    text = {"type": "text", "text": "sys", "cache_control": ephemeral}
+    call = {
+        "id": "c",
+        "type": "function",
+        "function": {"name": "f", "arguments": "{}"},
+        "cache_control": ephemeral,
+    }
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": [text]},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c", "content": "ok", "cache_control": ephemeral},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": ephemeral}],
+        "cache_control": ephemeral,
+        FROM_MESSAGES_API: True,
+    }
+    payload = chat_payload(body, "gpt-4o", stream=False)
+    assert "cache_control" not in str(payload) and FROM_MESSAGES_API not in payload
+    assert payload["messages"][0] == {
+        "role": "system",
+        "content": [{"type": "text", "text": "sys"}],
+    }
+    assert body["messages"][0]["content"][0] is text  # the client's body is left as it was
+    # A /v1/chat/completions body passes as it came, unknown fields and all.
+    plain = {k: v for k, v in body.items() if k != FROM_MESSAGES_API}
+    assert chat_payload(plain, "gpt-4o", stream=False) == {**plain, "model": "gpt-4o"}
 
 
 def test_usage_keeps_openai_inclusive_counts() -> None:

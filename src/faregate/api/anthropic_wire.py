@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from faregate.errors import InvalidRequest
+from faregate.providers.shape import FROM_MESSAGES_API
 from faregate.usage import Usage
 
 STOP_REASONS = {
@@ -124,7 +125,16 @@ def _prompt(body: dict[str, Any]) -> dict[str, Any]:
         request["tools"] = [_tool(tool, i) for i, tool in enumerate(body["tools"])]
     if body.get("tool_choice"):
         request.update(_tool_choice(body["tool_choice"]))
+    _cache_control(body, request)  # automatic caching: the breakpoint the API places itself
+    request[FROM_MESSAGES_API] = True
     return request
+
+
+def _cache_control(block: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """Carry a block's prompt-caching breakpoint, as LiteLLM carries it on OpenAI parts."""
+    if block.get("cache_control") is not None:
+        target["cache_control"] = block["cache_control"]
+    return target
 
 
 def _system(system: Any) -> Any:
@@ -142,7 +152,7 @@ def _system(system: Any) -> Any:
 
 
 def _text_part(block: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "text", "text": str(block.get("text") or "")}
+    return _cache_control(block, {"type": "text", "text": str(block.get("text") or "")})
 
 
 def _collapsed(parts: list[dict[str, Any]]) -> Any:
@@ -186,10 +196,11 @@ def _part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
     if kind in ("image", "document") and source.get("type") == "base64":
         url = f"data:{source.get('media_type')};base64,{source.get('data')}"
         if kind == "document":
-            return {"type": "file", "file": {"file_data": url}}
-        return {"type": "image_url", "image_url": {"url": url}}
+            return _cache_control(block, {"type": "file", "file": {"file_data": url}})
+        return _cache_control(block, {"type": "image_url", "image_url": {"url": url}})
     if kind == "image" and source.get("type") == "url":
-        return {"type": "image_url", "image_url": {"url": source.get("url")}}
+        part = {"type": "image_url", "image_url": {"url": source.get("url")}}
+        return _cache_control(block, part)
     if kind in ("thinking", "redacted_thinking"):
         return None
     raise _invalid(f"Content block type {kind!r} is not supported.", where)
@@ -201,14 +212,17 @@ def _assistant(content: Any, where: str) -> dict[str, Any]:
     parts = [_text_part(b) for b in content if isinstance(b, dict) and b.get("type") == "text"]
     message: dict[str, Any] = {"role": "assistant", "content": _collapsed(parts) or None}
     calls = [
-        {
-            "id": b.get("id"),
-            "type": "function",
-            "function": {
-                "name": b.get("name"),
-                "arguments": orjson.dumps(b.get("input") or {}).decode(),
+        _cache_control(
+            b,
+            {
+                "id": b.get("id"),
+                "type": "function",
+                "function": {
+                    "name": b.get("name"),
+                    "arguments": orjson.dumps(b.get("input") or {}).decode(),
+                },
             },
-        }
+        )
         for b in content
         if isinstance(b, dict) and b.get("type") == "tool_use"
     ]
@@ -230,7 +244,8 @@ def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
         )
     else:
         raise _invalid(f"{where}.content: must be a string or a list of blocks", f"{where}.content")
-    return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+    message = {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+    return _cache_control(block, message)
 
 
 def _tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
@@ -248,7 +263,7 @@ def _tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
     }
     if tool.get("description"):
         function["description"] = tool["description"]
-    return {"type": "function", "function": function}
+    return _cache_control(tool, {"type": "function", "function": function})
 
 
 def _tool_choice(choice: Any) -> dict[str, Any]:
@@ -279,14 +294,26 @@ def _message_id(openai_id: Any) -> str:
     return "msg_" + os.urandom(12).hex()
 
 
-def _usage(input_tokens: int, output_tokens: int, cached: int) -> dict[str, Any]:
-    """Anthropic counts cache reads apart from input_tokens; OpenAI's prompt includes them."""
+def _usage(input_tokens: int, output_tokens: int, read: int, written: int) -> dict[str, Any]:
+    """Anthropic counts cache reads and writes apart from input_tokens; OpenAI's prompt (and
+    faregate's Usage) includes both."""
     return {
-        "input_tokens": max(input_tokens - cached, 0),
+        "input_tokens": max(input_tokens - read - written, 0),
         "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
     }
+
+
+def _openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """`_usage` of an OpenAI `usage` object; cache writes as faregate's adapters report them
+    (`cache_creation_input_tokens`, as LiteLLM does)."""
+    return _usage(
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        int(usage.get("cache_creation_input_tokens") or 0),
+    )
 
 
 def _stop(finish_reason: Any, matched: Any) -> tuple[str, str | None]:
@@ -323,8 +350,6 @@ def response_from_openai(body: dict[str, Any], model: str) -> dict[str, Any]:
                 "input": _arguments(function.get("arguments")),
             }
         )
-    usage = body.get("usage") or {}
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
     stop_reason, stop_sequence = _stop(choice.get("finish_reason"), choice.get("stop_reason"))
     return {
         "id": _message_id(body.get("id")),
@@ -334,9 +359,7 @@ def response_from_openai(body: dict[str, Any], model: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": _usage(
-            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached
-        ),
+        "usage": _openai_usage(body.get("usage") or {}),
     }
 
 
@@ -377,7 +400,7 @@ class StreamTranslator:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": _usage(0, 0, 0),
+            "usage": _usage(0, 0, 0, 0),
         }
         return [("message_start", {"type": "message_start", "message": message})]
 
@@ -453,13 +476,13 @@ class StreamTranslator:
         return events
 
     def _final_usage(self, usage: Usage | None) -> dict[str, Any]:
-        if usage is not None:
-            return _usage(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
-        cached = (self.usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        if usage is None:
+            return _openai_usage(self.usage)
         return _usage(
-            int(self.usage.get("prompt_tokens") or 0),
-            int(self.usage.get("completion_tokens") or 0),
-            int(cached),
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
         )
 
     def finish(self, usage: Usage | None, finish_reason: str | None = None) -> list[Event]:

@@ -30,8 +30,11 @@ sequence cuts it short (and the count with it); tool calls and JSON replies repo
 full count. Models containing "reasoning" or starting with "o1"/"o3" spend half of the
 output thinking (OpenAI `reasoning_tokens`; Gemini `thoughtsTokenCount`, outside
 `candidatesTokenCount`) and show the other half as text. Prompts over 1024 tokens report
-1024 cached (OpenAI `cached_tokens`; Anthropic `cache_read_input_tokens`, outside
-`input_tokens`; Gemini `cachedContentTokenCount`). Prompt text containing
+1024 cached (OpenAI `cached_tokens`; Gemini `cachedContentTokenCount`). Anthropic caches
+only what asks to be (a `cache_control` on a block, a tool or the request): a prompt over
+1024 tokens with one writes 1024 tokens the first time it is seen
+(`cache_creation_input_tokens`) and reads them on every repeat (`cache_read_input_tokens`),
+both outside `input_tokens`. Prompt text containing
 "context_length_exceeded" is refused with each provider's context-window error (400), and
 so is an OpenAI chat prompt above the deployment's `context_window` tokens, when set.
 OpenAI embeddings keep OpenAI's limits: more than 2,048 inputs, an input over 8,192 tokens

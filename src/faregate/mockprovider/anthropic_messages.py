@@ -5,6 +5,7 @@ content_block_stop, message_delta, message_stop. `input_tokens` excludes cache r
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -27,8 +28,9 @@ from faregate.mockprovider.reply import (
     plan_reply,
     tool_call,
 )
+from faregate.mockprovider.state import STATE
 from faregate.mockprovider.stream import frame_template, sse_event
-from faregate.mockprovider.tokens import PromptTally
+from faregate.mockprovider.tokens import CACHED_TOKENS, PromptTally, cached_tokens
 
 STOP_REASONS = {
     STOP: "end_turn",
@@ -44,11 +46,12 @@ async def messages(call: Call) -> web.StreamResponse:
     _require_version(call)
     ask = _parse(call.body)
     reply = plan_reply(ask, call.behaviour.output_tokens)
+    cache = _cache_use(call, ask.prompt_tokens)
     if call.body.get("stream") is True:
-        return await _stream(call, ask.model, reply)
+        return await _stream(call, ask.model, reply, cache)
     await call.pause(reply.output_tokens)
     choice = reply.choices[0]
-    message = _message_head(ask.model, reply)
+    message = _message_head(ask.model, reply, cache)
     message.update(
         content=[_block(choice)],
         stop_reason=STOP_REASONS[choice.finish],
@@ -155,17 +158,47 @@ def _tool_to_call(
     return tool_call(target["name"], target.get("input_schema"), tally.last_text)
 
 
-def _usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
+def _has_breakpoint(body: Mapping[str, Any]) -> bool:
+    """Whether the request asks for caching: a `cache_control` anywhere in it."""
+    if body.get("cache_control"):
+        return True
+    blocks: list[Any] = list(body.get("tools") or ())
+    system = body.get("system")
+    if isinstance(system, list):
+        blocks += system
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            blocks += content
+    return any(isinstance(b, dict) and b.get("cache_control") for b in blocks)
+
+
+def _cache_use(call: Call, prompt_tokens: int) -> tuple[int, int]:
+    """(tokens read from the prompt cache, tokens written to it). Only a prompt with a
+    breakpoint is cached; its first sight writes the cached prefix, a repeat reads it."""
+    if not _has_breakpoint(call.body) or not cached_tokens(prompt_tokens):
+        return 0, 0
+    prompt = {key: call.body.get(key) for key in ("model", "system", "tools", "messages")}
+    digest = hashlib.sha256(orjson.dumps(prompt, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    seen = call.request.app[STATE].prompt_cache
+    if digest in seen:
+        return CACHED_TOKENS, 0
+    seen.add(digest)
+    return 0, CACHED_TOKENS
+
+
+def _usage(reply: Reply, output_tokens: int, cache: tuple[int, int]) -> dict[str, Any]:
+    read, written = cache
     return {
-        "input_tokens": reply.prompt_tokens - reply.cached_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": reply.cached_tokens,
+        "input_tokens": reply.prompt_tokens - read - written,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
 
 
-def _message_head(model: str, reply: Reply) -> dict[str, Any]:
+def _message_head(model: str, reply: Reply, cache: tuple[int, int]) -> dict[str, Any]:
     return {
         "id": "msg_" + os.urandom(12).hex(),
         "type": "message",
@@ -174,7 +207,7 @@ def _message_head(model: str, reply: Reply) -> dict[str, Any]:
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": _usage(reply, 1),
+        "usage": _usage(reply, 1, cache),
     }
 
 
@@ -189,15 +222,14 @@ def _block(choice: Choice) -> dict[str, Any]:
     }
 
 
-async def _stream(call: Call, model: str, reply: Reply) -> web.StreamResponse:
+async def _stream(
+    call: Call, model: str, reply: Reply, cache: tuple[int, int]
+) -> web.StreamResponse:
     choice = reply.choices[0]
     stream = call.stream()
     await stream.open()
-    await stream.send(
-        sse_event(
-            b"message_start", {"type": "message_start", "message": _message_head(model, reply)}
-        )
-    )
+    head = _message_head(model, reply, cache)
+    await stream.send(sse_event(b"message_start", {"type": "message_start", "message": head}))
     opening = {**_block(choice), "input": {}} if choice.tool else {"type": "text", "text": ""}
     await stream.send(
         sse_event(

@@ -20,14 +20,17 @@ class MockState:
     stats: MockStats = field(default_factory=MockStats)
     dice: FaultDice = field(init=False)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # Digests of the Anthropic prompts written to the emulated prompt cache.
+    prompt_cache: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.dice = FaultDice(self.config.seed)
 
     def reset(self) -> None:
-        """Zero the counters and restart every deployment's fault sequence."""
+        """Zero the counters, restart every deployment's fault sequence, empty the cache."""
         self.stats.reset()
         self.dice.reset(self.config.seed)
+        self.prompt_cache.clear()
 
 
 STATE: web.AppKey[MockState] = web.AppKey("mock_state", MockState)

@@ -30,7 +30,15 @@ MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_SUFFIX = "/count_tokens"
 # The fields of a Messages request that count_tokens takes (it refuses the others, such as
 # max_tokens, stream or temperature).
-COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+COUNTED_FIELDS = (
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "cache_control",
+)
 DEFAULT_MAX_TOKENS = 4096
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -115,7 +123,7 @@ class AnthropicProvider:
 
 def usage_from_anthropic(raw: dict[str, Any]) -> Usage:
     """Anthropic's input_tokens exclude cache reads and writes; the canonical count
-    includes both, with the reads as `cached_input_tokens`."""
+    includes both, the reads as `cached_input_tokens`, the writes as `cache_write_tokens`."""
     cache_read = int(raw.get("cache_read_input_tokens") or 0)
     cache_write = int(raw.get("cache_creation_input_tokens") or 0)
     details = raw.get("output_tokens_details") or {}
@@ -124,6 +132,7 @@ def usage_from_anthropic(raw: dict[str, Any]) -> Usage:
         output_tokens=int(raw.get("output_tokens") or 0),
         cached_input_tokens=cache_read,
         reasoning_tokens=int(details.get("thinking_tokens") or 0),
+        cache_write_tokens=cache_write,
     )
 
 

@@ -43,6 +43,8 @@ def messages_request(
             request[key] = body[key]
     if isinstance(body.get("user"), str):
         request["metadata"] = {"user_id": body["user"]}
+    if body.get("cache_control"):
+        request["cache_control"] = body["cache_control"]
     if body.get("tools"):
         request["tools"] = [map_tool(tool, i) for i, tool in enumerate(body["tools"])]
         choice = map_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
@@ -175,14 +177,15 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
     ]
     for k, call in enumerate(message.get("tool_calls") or ()):
         function = call.get("function") or {}
-        blocks.append(
-            {
-                "type": "tool_use",
-                "id": call.get("id"),
-                "name": function.get("name"),
-                "input": tool_arguments(function.get("arguments"), f"{where}.tool_calls[{k}]"),
-            }
-        )
+        block = {
+            "type": "tool_use",
+            "id": call.get("id"),
+            "name": function.get("name"),
+            "input": tool_arguments(function.get("arguments"), f"{where}.tool_calls[{k}]"),
+        }
+        if call.get("cache_control"):
+            block["cache_control"] = call["cache_control"]
+        blocks.append(block)
     return blocks
 
 
@@ -193,4 +196,6 @@ def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
         result["content"] = content
     elif content is not None:
         result["content"] = _blocks(content, f"{where}.content")
+    if message.get("cache_control"):
+        result["cache_control"] = message["cache_control"]
     return result

@@ -30,7 +30,8 @@ from faregate.providers.http import (
     stream_cut,
 )
 from faregate.providers.openai_audio import transcription_form, transcription_result
-from faregate.providers.shape import chunk, openai_usage
+from faregate.providers.openai_request import from_messages_api
+from faregate.providers.shape import FROM_MESSAGES_API, chunk, openai_usage
 from faregate.providers.transport import HttpTransport
 from faregate.usage import Usage
 
@@ -116,8 +117,11 @@ class OpenAIProvider:
 def chat_payload(
     body: dict[str, Any], model: str, *, stream: bool, include_usage: bool = True
 ) -> dict[str, Any]:
-    """The client's body, unknown fields included, with the provider's model id."""
+    """The client's body, unknown fields included, with the provider's model id; a body from
+    the Messages API without the Anthropic fields OpenAI would refuse."""
     payload = {**body, "model": model}
+    if FROM_MESSAGES_API in payload:
+        payload = from_messages_api(payload)
     if not stream:
         payload.pop("stream", None)
         payload.pop("stream_options", None)

@@ -12,6 +12,13 @@ import orjson
 from faregate.providers.base import ProviderError
 from faregate.usage import Usage
 
+# Set on the canonical body the inbound Messages API makes. Such a body may carry Anthropic's
+# own fields (`cache_control` on parts, tools, tool calls, tool messages and the body),
+# which the Anthropic adapter sends and the OpenAI adapter maps or drops: an OpenAI-wire
+# upstream would refuse them. A key rather
+# than a walk of every body, so `/v1/chat/completions` bodies pay one dict lookup.
+FROM_MESSAGES_API = "faregate_messages_api"
+
 
 def invalid(message: str, param: str | None = None) -> ProviderError:
     """A request this wire format cannot carry: the client's fault, never retried."""
@@ -86,14 +93,18 @@ def stop_sequences(stop: Any) -> list[str] | None:
 
 
 def openai_usage(usage: Usage) -> dict[str, Any]:
-    """A Usage in OpenAI's inclusive `usage` shape."""
-    return {
+    """A Usage in OpenAI's inclusive `usage` shape; cache writes, which OpenAI has no name
+    for, as LiteLLM reports them (`cache_creation_input_tokens`, part of prompt_tokens)."""
+    body = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
+    if usage.cache_write_tokens:
+        body["cache_creation_input_tokens"] = usage.cache_write_tokens
+    return body
 
 
 def completion(

@@ -1,0 +1,42 @@
+"""Request mapping of the OpenAI adapter for a canonical body the inbound Messages API made
+(`FROM_MESSAGES_API`): the Anthropic fields an OpenAI-wire upstream would refuse are dropped
+or mapped here. Pure functions; bodies from `/v1/chat/completions` never come here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faregate.providers.shape import FROM_MESSAGES_API
+
+# Top-level fields only Anthropic takes.
+ANTHROPIC_ONLY = (FROM_MESSAGES_API, "cache_control")
+
+
+def from_messages_api(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` (a copy the adapter owns) without Anthropic's own fields."""
+    for key in ANTHROPIC_ONLY:
+        payload.pop(key, None)
+    payload["messages"] = [_message(m) for m in payload.get("messages") or ()]
+    if payload.get("tools"):
+        payload["tools"] = [_without_cache_control(tool) for tool in payload["tools"]]
+    return payload
+
+
+def _without_cache_control(item: dict[str, Any]) -> dict[str, Any]:
+    if "cache_control" not in item:
+        return item
+    return {k: v for k, v in item.items() if k != "cache_control"}
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    message = _without_cache_control(message)
+    content = message.get("content")
+    if isinstance(content, list):
+        message = {**message, "content": [_without_cache_control(p) for p in content]}
+    if message.get("tool_calls"):
+        message = {
+            **message,
+            "tool_calls": [_without_cache_control(c) for c in message["tool_calls"]],
+        }
+    return message
