@@ -11,6 +11,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from pydantic import BaseModel
 
 from faregate.mockprovider.server import MockServer
 from faregate.providers.http import Upstream
@@ -219,3 +220,86 @@ async def test_cache_writes_and_reads_come_back_apart_and_cost_input_rates(
             messages=[{"role": "user", "content": "z" * 8000}],
         )
     assert reply.usage is not None and reply.usage.prompt_tokens == 2004
+
+
+# -- structured outputs ------------------------------------------------------------------
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4", "gpt-4o-mini", "gemini-2.5-flash"])
+async def test_messages_parse_gets_schema_conforming_json_from_any_upstream(
+    claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]], model: str
+) -> None:
+    message = await claude.messages.parse(
+        model=model, max_tokens=50, messages=HELLO, output_format=City
+    )
+    assert message.parsed_output == City(name="mock", population=1)
+    body = sent[-1]
+    schema = {"output_config", "response_format", "generationConfig"} & body.keys()
+    assert len(schema) == 1  # Claude: output_config; OpenAI: response_format; Gemini: config
+    async with claude.messages.stream(
+        model=model, max_tokens=50, messages=HELLO, output_format=City
+    ) as stream:
+        final = await stream.get_final_message()
+    assert final.parsed_output == City(name="mock", population=1)
+
+
+async def test_the_deprecated_output_format_field_still_works(
+    claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]]
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}},
+        "required": ["name"],
+        "additionalProperties": False,
+    }
+    message = await claude.messages.create(
+        model="claude-sonnet-4",
+        max_tokens=50,
+        messages=HELLO,
+        extra_body={"output_format": {"type": "json_schema", "schema": schema}},
+    )
+    assert message.content[0].type == "text" and message.content[0].text == '{"name":"mock"}'
+    assert sent[-1]["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+
+
+async def test_openai_parse_through_a_claude_model_gets_json(gw: Running) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
+    async with client:
+        reply = await client.chat.completions.parse(
+            model="claude-sonnet-4", messages=HELLO, response_format=City, max_tokens=50
+        )
+        assert reply.choices[0].message.parsed == City(name="mock", population=1)
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="claude-sonnet-4",
+                messages=HELLO,
+                response_format={"type": "json_object"},
+                max_tokens=50,
+            )
+    assert isinstance(refused.value.body, dict)
+    assert refused.value.body["param"] == "response_format.type"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"output_config": {"format": {"type": "json_object"}}}, "output_config.format.type"),
+        ({"output_config": {"format": {"type": "json_schema"}}}, "output_config.format.schema"),
+        ({"output_config": "json"}, "output_config"),
+    ],
+)
+async def test_a_malformed_output_format_is_anthropics_400(
+    claude: anthropic.AsyncAnthropic, extra: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        await claude.messages.create(
+            model="claude-sonnet-4", max_tokens=5, messages=HELLO, extra_body=extra
+        )
+    body = refused.value.body
+    assert isinstance(body, dict) and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith(param)

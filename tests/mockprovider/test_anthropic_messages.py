@@ -230,3 +230,30 @@ async def test_context_marker_is_refused_as_prompt_too_long(
             messages=[{"role": "user", "content": "context_length_exceeded"}],
         )
     assert "prompt is too long" in caught.value.body["error"]["message"]
+
+
+async def test_output_config_format_answers_json_that_fits_the_schema(
+    anthropic_client: anthropic.AsyncAnthropic,
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+        "additionalProperties": False,
+    }
+    reply = await anthropic_client.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=50,
+        messages=USER,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    assert reply.content[0].type == "text"
+    assert json.loads(reply.content[0].text) == {"city": "mock", "days": 1}
+    assert reply.stop_reason == "end_turn"
+    with pytest.raises(anthropic.BadRequestError):
+        await anthropic_client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=50,
+            messages=USER,
+            output_config={"format": {"type": "json_object"}},  # type: ignore[typeddict-item]
+        )

@@ -260,6 +260,31 @@ def test_tool_choice_maps_to_anthropic(choice: Any, mapped: dict[str, Any]) -> N
     assert _request(body)["tool_choice"] == mapped
 
 
+def test_a_json_schema_response_format_becomes_structured_output() -> None:
+    schema = {"type": "object", "properties": {}, "additionalProperties": False}
+    spec = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}
+    request = _request({"messages": [{"role": "user", "content": "Hi"}], "response_format": spec})
+    assert request["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    text = _request({"messages": [{"role": "user", "content": "Hi"}], "response_format": {}})
+    assert "output_config" not in text
+
+
+@pytest.mark.parametrize(
+    ("spec", "param"),
+    [
+        ({"type": "json_object"}, "response_format.type"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "x"}},
+            "response_format.json_schema.schema",
+        ),
+    ],
+)
+def test_json_output_without_a_schema_is_refused(spec: dict[str, Any], param: str) -> None:
+    with pytest.raises(ProviderError) as refused:
+        _request({"messages": [{"role": "user", "content": "Hi"}], "response_format": spec})
+    assert (refused.value.status, refused.value.param) == (400, param)
+
+
 def test_more_than_one_choice_is_a_client_error() -> None:
     with pytest.raises(ProviderError) as info:
         _request({"messages": [{"role": "user", "content": "Hi"}], "n": 2})

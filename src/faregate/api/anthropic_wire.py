@@ -125,9 +125,38 @@ def _prompt(body: dict[str, Any]) -> dict[str, Any]:
         request["tools"] = [_tool(tool, i) for i, tool in enumerate(body["tools"])]
     if body.get("tool_choice"):
         request.update(_tool_choice(body["tool_choice"]))
+    response_format = _response_format(body)
+    if response_format is not None:
+        request["response_format"] = response_format
     _cache_control(body, request)  # automatic caching: the breakpoint the API places itself
     request[FROM_MESSAGES_API] = True
     return request
+
+
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Structured outputs: `output_config.format` (or the deprecated top-level
+    `output_format` the beta sent), `{"type": "json_schema", "schema": {...}}`, as OpenAI's
+    strict `json_schema` response_format. `output_config.effort` is not carried."""
+    config = body.get("output_config")
+    if config is not None and not isinstance(config, dict):
+        raise _invalid("output_config: must be an object", "output_config")
+    spec, where = (config or {}).get("format"), "output_config.format"
+    if body.get("output_format") is not None:
+        if spec is not None:
+            raise _invalid(
+                "output_format: deprecated, and given with output_config.format; send only "
+                "output_config.format",
+                "output_format",
+            )
+        spec, where = body["output_format"], "output_format"
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema":
+        raise _invalid(f"{where}.type: must be 'json_schema'", f"{where}.type")
+    if not isinstance(spec.get("schema"), dict):
+        raise _invalid(f"{where}.schema: must be a JSON schema object", f"{where}.schema")
+    schema = {"name": "output", "schema": spec["schema"], "strict": True}
+    return {"type": "json_schema", "json_schema": schema}
 
 
 def _cache_control(block: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ is a 400 naming `input`.
 Tools: when tools are offered and the user spoke last (not a tool result), the reply is one
 call to the first (or the forced) tool, with placeholder values for the schema's required
 fields and an id that is stable for the same request. JSON modes (OpenAI `response_format`,
-Gemini `responseMimeType`) reply with a JSON object that fits the schema.
+Gemini `responseMimeType`, Anthropic `output_config.format`) reply with a JSON object that fits the schema.
 
 Transcriptions: the `file` part must be a PCM WAV (read with the stdlib `wave`; anything else
 is a 400 naming `file`, as OpenAI refuses a file it cannot decode). The transcript is

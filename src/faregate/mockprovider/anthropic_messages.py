@@ -90,7 +90,27 @@ def _parse(body: Mapping[str, Any]) -> Ask:
         max_tokens=max_tokens,
         stop=checks.string_list(body.get("stop_sequences"), "stop_sequences"),
         tool=_tool_to_call(body, tools, body["messages"][-1], tally),
+        json_schema=_output_schema(body),
     )
+
+
+def _output_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Structured outputs: `output_config.format` (or the deprecated `output_format` of the
+    beta), `{"type": "json_schema", "schema": {...}}`; the reply is JSON that fits it."""
+    config = checks.mapping(body.get("output_config"), "output_config")
+    where = "output_config.format"
+    spec = config.get("format")
+    if spec is None and body.get("output_format") is not None:
+        where, spec = "output_format", body["output_format"]
+    if spec is None:
+        return None
+    spec = checks.mapping(spec, where)
+    if spec.get("type") != "json_schema":
+        raise MockError(400, f"{where}.type: Input should be 'json_schema'")
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise MockError(400, f"{where}.schema: Field required")
+    return schema
 
 
 def _prompt(body: Mapping[str, Any]) -> tuple[PromptTally, list[Mapping[str, Any]]]:

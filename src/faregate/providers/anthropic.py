@@ -38,6 +38,7 @@ COUNTED_FIELDS = (
     "tool_choice",
     "thinking",
     "cache_control",
+    "output_config",
 )
 DEFAULT_MAX_TOKENS = 4096
 FINISH_REASONS = {

@@ -45,12 +45,37 @@ def messages_request(
         request["metadata"] = {"user_id": body["user"]}
     if body.get("cache_control"):
         request["cache_control"] = body["cache_control"]
+    output_format = map_response_format(body.get("response_format"))
+    if output_format is not None:
+        request["output_config"] = {"format": output_format}
     if body.get("tools"):
         request["tools"] = [map_tool(tool, i) for i, tool in enumerate(body["tools"])]
         choice = map_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
         if choice:
             request["tool_choice"] = choice
     return request
+
+
+def map_response_format(spec: Any) -> dict[str, Any] | None:
+    """OpenAI's `response_format` as structured outputs' `output_config.format` (generally
+    available, no beta header). The Messages API constrains output only to a schema: JSON
+    mode without one (`json_object`) cannot be honoured, so it is refused, not ignored."""
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind in (None, "text"):
+        return None
+    if kind == "json_schema":
+        schema = (spec.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            return {"type": "json_schema", "schema": schema}
+        raise invalid(
+            "This model needs a schema for JSON output (response_format.json_schema.schema).",
+            "response_format.json_schema.schema",
+        )
+    raise invalid(
+        f"response_format type {kind!r} is not supported by this model: it constrains output "
+        "only to a schema (type 'json_schema').",
+        "response_format.type",
+    )
 
 
 def map_tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
