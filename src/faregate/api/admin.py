@@ -12,6 +12,7 @@ from sqlalchemy import select
 from faregate.api.common import bearer_key, json_response, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository
+from faregate.billing.currencies import is_currency_code
 from faregate.errors import Conflict, InvalidRequest, NotFound
 from faregate.money import decimal_str, from_nanos, parse_decimal, to_nanos
 from faregate.policy.periods import is_timezone
@@ -92,6 +93,8 @@ async def create_customer(request: web.Request) -> web.Response:
     }
     if not is_timezone(values["timezone"]):
         raise InvalidRequest("'timezone' must be an IANA time zone.", param="timezone")
+    if not is_currency_code(values["currency"]):
+        raise InvalidRequest("'currency' must be three letters (ISO 4217).", param="currency")
     if body.get("credit_limit") is not None:
         try:
             nanos = to_nanos(parse_decimal(body["credit_limit"]))

@@ -15,7 +15,7 @@ from faregate.api.common import bearer_key, json_response, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository as customers_repo
 from faregate.billing import catalog_changes as changes
-from faregate.billing import lago_json
+from faregate.billing import currencies, lago_json
 from faregate.billing import repository as repo
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.metrics import BillableMetric
@@ -157,6 +157,8 @@ def _customer_values(data: dict[str, Any]) -> dict[str, Any]:
             raise BillingValidationError(field, "value_is_invalid")
         if field == "timezone" and not is_timezone(value):
             raise BillingValidationError(field, "value_is_invalid")
+        if field == "currency" and not currencies.is_currency_code(value):
+            raise BillingValidationError(field, "value_is_invalid")  # as a plan's currency
         values[field] = value.upper() if field == "currency" else value
     return values
 
@@ -169,14 +171,18 @@ async def create_customer(request: web.Request) -> web.Response:
     async with _services(request).engine.begin() as conn:
         row = await customers_repo.customer_by_external_id(conn, external_id)
         if row is None:
+            # Without a currency, as in Lago: its first subscription gives it the plan's.
+            new = {"external_id": external_id, "currency": None, **values}
             try:
                 async with conn.begin_nested():
-                    row = await customers_repo.insert_customer(
-                        conn, {"external_id": external_id, **values}
-                    )
+                    row = await customers_repo.insert_customer(conn, new)
             except IntegrityError:  # a deleted customer keeps its external_id
                 raise BillingValidationError("external_id", "value_already_exist") from None
         elif values:
+            if "currency" in values:
+                held = await repo.lock_customer_currency(conn, row["id"])
+                in_use = await repo.currencies_in_use(conn, external_id)
+                currencies.check_currency_change(held, values["currency"], in_use)
             await customers_repo.update_customer(conn, row["id"], values)
             row = {**row, **values}
     return json_response({"customer": _customer_json(row)})

@@ -11,7 +11,7 @@ from aiohttp import web
 from faregate.api.billing import _iso, _lago, _root, _services, event_catalog, page_meta, page_of
 from faregate.api.common import json_response, read_json_object
 from faregate.auth import repository as customers_repo
-from faregate.billing import lago_json
+from faregate.billing import currencies, lago_json
 from faregate.billing import repository as repo
 from faregate.billing.billed import subscription_of_row
 from faregate.billing.errors import BillingNotFound, BillingValidationError
@@ -65,6 +65,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         plan = await repo.plan_by_code(conn, sub.plan_code)
         if plan is None or plan.get("deleted_at") is not None:
             raise BillingNotFound("plan", sub.plan_code)
+        await _bill_in_plan_currency(conn, customer, plan)
         row = await repo.insert_subscription(
             conn,
             {
@@ -82,6 +83,17 @@ async def create_subscription(request: web.Request) -> web.Response:
         )
     event_catalog(_services(request)).add_subscription(row)
     return json_response({"subscription": _subscription_json(row)})
+
+
+async def _bill_in_plan_currency(conn: Any, customer: dict[str, Any], plan: dict[str, Any]) -> None:
+    """The customer bills in the plan's currency: one without a currency takes it, one in
+    another currency is refused (Lago's currencies_does_not_match)."""
+    held = await repo.lock_customer_currency(conn, customer["id"])
+    in_use = await repo.currencies_in_use(conn, customer["external_id"])
+    plan_currency = str(plan["definition"]["amount_currency"]).upper()
+    currency = currencies.currency_of_subscriber(held, plan_currency, in_use)
+    if currency != held:
+        await customers_repo.update_customer(conn, customer["id"], {"currency": currency})
 
 
 def _statuses(request: web.Request) -> tuple[str, ...]:

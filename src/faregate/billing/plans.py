@@ -11,6 +11,7 @@ from typing import Any, Literal, cast
 
 from faregate.billing import charge_models, lago_json
 from faregate.billing.charge_models import ChargeModel, ChargeProperties
+from faregate.billing.currencies import is_currency_code
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.billing.filters import ALL_FILTER_VALUES, ChargeFilter, normalize
 from faregate.billing.metrics import PAYABLE_IN_ADVANCE, BillableMetric
@@ -186,7 +187,7 @@ class Plan:
         if self.interval not in INTERVALS:
             raise BillingValidationError("interval", "value_is_invalid")
         _check_cents(self.amount_cents, "amount_cents")
-        if len(self.amount_currency) != 3 or not self.amount_currency.isalpha():
+        if not is_currency_code(self.amount_currency):
             raise BillingValidationError("amount_currency", "value_is_invalid")
         object.__setattr__(self, "amount_currency", self.amount_currency.upper())
         if len({c.code for c in self.charges}) != len(self.charges):

@@ -22,8 +22,10 @@ from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import Period
 from faregate.billing.plans import Plan, Subscription
 from faregate.metering import aggregates, rollups
-from faregate.store.tables.billing import billable_metrics, plans, subscriptions
+from faregate.store.tables.billing import billable_metrics, invoices, plans, subscriptions
+from faregate.store.tables.gateway import customers
 from faregate.store.tables.metering import events
+from faregate.store.tables.wallets import wallets
 
 
 def _now() -> datetime:
@@ -130,6 +132,34 @@ async def metric_ids_by_codes(conn: AsyncConnection, codes: set[str]) -> dict[st
         billable_metrics.c.code.in_(codes)
     )
     return {code: metric_id for code, metric_id in await conn.execute(query)}
+
+
+async def lock_customer_currency(conn: AsyncConnection, customer_id: str) -> str | None:
+    """The customer's currency, its row held until the transaction ends so that the currency
+    and what is billed in it change one at a time (PostgreSQL; SQLite has one writer)."""
+    query = select(customers.c.currency).where(customers.c.id == customer_id).with_for_update()
+    currency = (await conn.execute(query)).scalar()
+    return str(currency).upper() if currency else None
+
+
+async def currencies_in_use(conn: AsyncConnection, external_customer_id: str) -> set[str]:
+    """The currencies of a customer's subscriptions (their plans'), wallets and invoices,
+    whatever their status."""
+    plan_codes = select(subscriptions.c.plan_code).where(
+        subscriptions.c.external_customer_id == external_customer_id
+    )
+    used = {
+        str(definition.get("amount_currency", "")).upper()
+        for (definition,) in await conn.execute(
+            select(plans.c.definition).where(plans.c.code.in_(plan_codes))
+        )
+    }
+    for table in (wallets, invoices):
+        query = select(table.c.currency).where(table.c.external_customer_id == external_customer_id)
+        used |= {
+            str(currency).upper() for currency in (await conn.execute(query.distinct())).scalars()
+        }
+    return used - {""}
 
 
 async def insert_plan(conn: AsyncConnection, definition: dict[str, Any]) -> dict[str, Any]:

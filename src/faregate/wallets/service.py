@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.auth import repository as customers_repo
 from faregate.billing import lago_json
+from faregate.billing import repository as billing_repo
+from faregate.billing.currencies import check_currency_change, is_currency_code
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.money import from_nanos, to_cents
 from faregate.store.counters.base import MAX_NANOS
@@ -170,11 +172,16 @@ class WalletService:
             customer = await customers_repo.customer_by_external_id(conn, external_id)
             if customer is None:
                 raise BillingNotFound("customer", external_id)
-            currency = str(
-                data.get("currency") or customer.get("currency") or self.default_currency
-            ).upper()
-            if customer.get("currency") and currency != str(customer["currency"]).upper():
+            if data.get("currency") is not None and not is_currency_code(data["currency"]):
+                raise BillingValidationError("currency", "value_is_invalid")
+            held = await billing_repo.lock_customer_currency(conn, customer["id"])
+            currency = str(data.get("currency") or held or self.default_currency).upper()
+            if held and currency != held:
                 raise BillingValidationError("currency", "currencies_does_not_match")
+            if held is None:  # Lago: a customer without a currency takes its wallet's
+                in_use = await billing_repo.currencies_in_use(conn, external_id)
+                check_currency_change(None, currency, in_use)
+                await customers_repo.update_customer(conn, customer["id"], {"currency": currency})
             created = _iso(repo.now())
             row = await repo.insert_wallet(
                 conn,

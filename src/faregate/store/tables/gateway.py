@@ -13,7 +13,8 @@ customers = Table(
     Column("external_id", String(255), nullable=False, unique=True),
     Column("name", String(255)),
     Column("email", String(255)),
-    Column("currency", String(3), nullable=False, default="USD"),
+    # None until set, or until its first subscription gives it its plan's (Lago's rule).
+    Column("currency", String(3), default="USD"),
     Column("timezone", String(64), nullable=False, default="UTC"),
     # Pay-in-arrears customers may carry a credit limit: unpaid usage is held against it.
     Column("credit_limit_nanos", Nanos),
