@@ -13,6 +13,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
 from faregate.providers.http import Upstream
 from tests.gateway.conftest import Running, start_gateway
@@ -303,3 +304,25 @@ async def test_a_malformed_output_format_is_anthropics_400(
     body = refused.value.body
     assert isinstance(body, dict) and body["error"]["type"] == "invalid_request_error"
     assert body["error"]["message"].startswith(param)
+
+
+# -- context-window errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "deployment"), [("claude-sonnet-4", "anthropic"), ("gemini-2.5-flash", "gemini")]
+)
+async def test_a_prompt_over_the_context_window_is_openais_context_length_exceeded(
+    gw: Running, mock: MockServer, model: str, deployment: str
+) -> None:
+    mock.config.deployments[deployment] = MockBehaviour(context_window=3)
+    client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
+    long = [{"role": "user", "content": "a prompt longer than three tokens"}]
+    async with client:
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.chat.completions.create(model=model, messages=long, stream=stream)
+            assert (refused.value.code, refused.value.param) == (
+                "context_length_exceeded",
+                "messages",
+            )

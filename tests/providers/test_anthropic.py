@@ -460,3 +460,19 @@ def test_an_overloaded_error_event_is_a_retryable_503() -> None:
 def test_error_body_message_is_read() -> None:
     body = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
     assert parse_error(body).message == "bad"
+
+
+def test_a_prompt_too_long_is_openais_context_length_exceeded() -> None:
+    body = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "prompt is too long: 208310 tokens > 200000 maximum",
+        },
+    }
+    detail = parse_error(body)
+    assert (detail.code, detail.param) == ("context_length_exceeded", "messages")
+    other = parse_error(
+        {"type": "error", "error": {"type": "invalid_request_error", "message": "x"}}
+    )
+    assert (other.code, other.param) == (None, None)

@@ -32,7 +32,6 @@ class Wire:
     reasoning_model: str | None = None
     embeddings_model: str | None = None
     images_model: str | None = None
-    context_error_code: str = "invalid_request"
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -47,7 +46,6 @@ WIRE_CASES = [
         reasoning_model="o3-mini",
         embeddings_model="text-embedding-3-small",
         images_model="dall-e-3",
-        context_error_code="context_length_exceeded",
     ),
     Wire("anthropic", lambda url: url, "claude-sonnet-4-5"),
     Wire(
@@ -315,13 +313,17 @@ async def test_rate_limits_keep_429_and_retry_after(wire: Wire, connect: Any) ->
 
 
 @pytest.mark.parametrize("wire", supporting("chat"))
-async def test_bad_requests_are_not_retryable(wire: Wire, connect: Any) -> None:
+async def test_a_prompt_over_the_context_window_is_a_context_length_exceeded_400(
+    wire: Wire, connect: Any
+) -> None:
+    """Not retryable on the same deployment; failover's context-window plan acts on it."""
     body = chat_body("context_length_exceeded")
     err = await _error(connect(wire).chat(body, wire.chat_model))
-    assert (err.status, err.type, err.code, err.retryable) == (
+    assert (err.status, err.type, err.code, err.param, err.retryable) == (
         400,
         "invalid_request_error",
-        wire.context_error_code,
+        "context_length_exceeded",
+        "messages",
         False,
     )
 

@@ -325,3 +325,16 @@ def test_embeddings_map_to_batch_requests_and_back() -> None:
     encoded = embeddings_result(data, {"input": ["a", "b"], "encoding_format": "base64"}, "m")
     raw = base64.b64decode(encoded.body["data"][0]["embedding"])
     assert struct.unpack("<2f", raw) == (0.5, -1.0)
+
+
+def test_an_input_over_the_context_window_is_openais_context_length_exceeded() -> None:
+    message = (
+        "The input token count (1200293) exceeds the maximum number of tokens allowed (1048576)."
+    )
+    body = {"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}
+    detail = parse_error(body)
+    assert (detail.code, detail.param, detail.message) == (
+        "context_length_exceeded",
+        "messages",
+        message,
+    )

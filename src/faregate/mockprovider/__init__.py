@@ -36,7 +36,8 @@ only what asks to be (a `cache_control` on a block, a tool or the request): a pr
 (`cache_creation_input_tokens`) and reads them on every repeat (`cache_read_input_tokens`),
 both outside `input_tokens`. Prompt text containing
 "context_length_exceeded" is refused with each provider's context-window error (400), and
-so is an OpenAI chat prompt above the deployment's `context_window` tokens, when set.
+so is a chat prompt (OpenAI, Anthropic, Gemini) above the deployment's `context_window`
+tokens, when set.
 OpenAI embeddings keep OpenAI's limits: more than 2,048 inputs, an input over 8,192 tokens
 (`context_length_exceeded`) or more than 300,000 tokens in all (`max_tokens_per_request`)
 is a 400 naming `input`.

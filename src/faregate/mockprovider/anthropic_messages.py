@@ -45,6 +45,9 @@ _ARG_PIECE = 8
 async def messages(call: Call) -> web.StreamResponse:
     _require_version(call)
     ask = _parse(call.body)
+    window = call.behaviour.context_window
+    if window is not None and ask.prompt_tokens > window:
+        raise _too_long(ask.prompt_tokens, window)
     reply = plan_reply(ask, call.behaviour.output_tokens)
     cache = _cache_use(call, ask.prompt_tokens)
     if call.body.get("stream") is True:
@@ -80,10 +83,7 @@ def _parse(body: Mapping[str, Any]) -> Ask:
         raise MockError(400, "max_tokens: Field required", param="max_tokens")
     tally, tools = _prompt(body)
     if tally.overflow:
-        raise MockError(
-            400,
-            f"prompt is too long: {tally.tokens + CONTEXT_WINDOW} tokens > {CONTEXT_WINDOW} maximum",
-        )
+        raise _too_long(tally.tokens + CONTEXT_WINDOW, CONTEXT_WINDOW)
     return Ask(
         model=model,
         prompt_tokens=tally.tokens,
@@ -111,6 +111,10 @@ def _output_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     if not isinstance(schema, dict):
         raise MockError(400, f"{where}.schema: Field required")
     return schema
+
+
+def _too_long(tokens: int, window: int) -> MockError:
+    return MockError(400, f"prompt is too long: {tokens} tokens > {window} maximum")
 
 
 def _prompt(body: Mapping[str, Any]) -> tuple[PromptTally, list[Mapping[str, Any]]]:

@@ -22,7 +22,8 @@ class MockBehaviour:
     Rates are shares of requests in [0, 1] and together at most 1. `bad_request_rate`
     answers 400 (a non-retryable refusal); `retry_after_ms: false` leaves `retry-after-ms`
     out of a 429, so only the `Retry-After` header (whole seconds) says how long to wait.
-    `context_window` makes OpenAI chat refuse longer prompts with `context_length_exceeded`. A non-streaming reply
+    `context_window` makes chat refuse longer prompts with each provider's context-window
+    error (OpenAI's `context_length_exceeded`). A non-streaming reply
     waits `latency` when set, else `ttft + chunk_delay * output tokens` (when a stream of
     the same reply would have finished).
     """

@@ -39,7 +39,9 @@ def streams_sse(request: web.Request, body: dict[str, Any]) -> bool:
 
 async def generate_content(call: Call) -> web.StreamResponse:
     model = call.request.match_info["model"]
-    reply = plan_reply(_parse(model, call.body), call.behaviour.output_tokens)
+    reply = plan_reply(
+        _parse(model, call.body, call.behaviour.context_window), call.behaviour.output_tokens
+    )
     await call.pause(reply.output_tokens)
     candidates = [_candidate(i, c, c.pieces, final=True) for i, c in enumerate(reply.choices)]
     return json_response(_response(model, candidates, reply, _response_id()))
@@ -47,7 +49,9 @@ async def generate_content(call: Call) -> web.StreamResponse:
 
 async def stream_generate_content(call: Call) -> web.StreamResponse:
     model = call.request.match_info["model"]
-    reply = plan_reply(_parse(model, call.body), call.behaviour.output_tokens)
+    reply = plan_reply(
+        _parse(model, call.body, call.behaviour.context_window), call.behaviour.output_tokens
+    )
     records = _records(model, reply)
     if streams_sse(call.request, call.body):
         stream = call.stream()
@@ -63,7 +67,15 @@ async def stream_generate_content(call: Call) -> web.StreamResponse:
     return await stream.close()
 
 
-def _parse(model: str, body: Mapping[str, Any]) -> Ask:
+def _too_long(tokens: int, window: int) -> MockError:
+    return MockError(
+        400,
+        f"The input token count ({tokens}) exceeds the maximum number of tokens allowed "
+        f"({window}).",
+    )
+
+
+def _parse(model: str, body: Mapping[str, Any], window: int | None) -> Ask:
     tally = PromptTally()
     system = field(body, "systemInstruction")
     if isinstance(system, str):
@@ -77,11 +89,9 @@ def _parse(model: str, body: Mapping[str, Any]) -> Ask:
         tally.message(_parts_text(content.get("parts"), tally))
     functions = _functions(body, tally)
     if tally.overflow:
-        raise MockError(
-            400,
-            f"The input token count ({tally.tokens + CONTEXT_WINDOW}) exceeds the maximum "
-            f"number of tokens allowed ({CONTEXT_WINDOW}).",
-        )
+        raise _too_long(tally.tokens + CONTEXT_WINDOW, CONTEXT_WINDOW)
+    if window is not None and tally.tokens > window:
+        raise _too_long(tally.tokens, window)
     config = checks.mapping(field(body, "generationConfig"), "generationConfig")
     return Ask(
         model=model,

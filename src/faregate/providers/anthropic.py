@@ -50,6 +50,8 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+PROMPT_TOO_LONG = "prompt is too long"
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's code for the same refusal
 # The status each error `type` stands for, for errors that arrive inside a stream.
 ERROR_STATUS = {
     "invalid_request_error": 400,
@@ -189,12 +191,19 @@ def chat_result(data: Any) -> ChatResult:
 
 def parse_error(body: Any) -> ErrorDetail:
     """`{"type": "error", "error": {"type", "message"}}`. Anthropic has no finer structured
-    code than `type`, so a 400 keeps the generic code."""
+    code than `type`, so a 400 keeps the generic code, but for a prompt over the context
+    window: OpenAI's `context_length_exceeded`, which failover acts on. Anthropic marks it
+    only in the message ("prompt is too long: N tokens > M maximum"), so its prefix is read
+    here, the one place that knows this wire's wording."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return ErrorDetail()
     message = error.get("message")
-    return ErrorDetail(message=message if isinstance(message, str) else None)
+    if not isinstance(message, str):
+        return ErrorDetail()
+    if error.get("type") == "invalid_request_error" and message.startswith(PROMPT_TOO_LONG):
+        return ErrorDetail(message=message, code=CONTEXT_LENGTH_EXCEEDED, param="messages")
+    return ErrorDetail(message=message)
 
 
 def error_status(body: Any) -> int:

@@ -51,6 +51,9 @@ AUTH_REASONS = frozenset(
     {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED"}
 )
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+INPUT_TOKEN_COUNT = "The input token count"
+TOKENS_ALLOWED = "exceeds the maximum number of tokens allowed"
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's code for the same refusal
 
 
 class GeminiProvider:
@@ -212,10 +215,18 @@ def parse_error(body: Any) -> ErrorDetail:
         if isinstance(d, dict) and d.get("@type") == ERROR_INFO
     }
     message = error.get("message")
-    return ErrorDetail(
-        message=message if isinstance(message, str) else None,
-        status=401 if reasons & AUTH_REASONS else None,
-    )
+    if not isinstance(message, str):
+        message = None
+    elif error.get("status") == "INVALID_ARGUMENT" and _over_context_window(message):
+        return ErrorDetail(message=message, code=CONTEXT_LENGTH_EXCEEDED, param="messages")
+    return ErrorDetail(message=message, status=401 if reasons & AUTH_REASONS else None)
+
+
+def _over_context_window(message: str) -> bool:
+    """Google marks a prompt over the context window only in its message ("The input token
+    count (N) exceeds the maximum number of tokens allowed (M)."): OpenAI's
+    `context_length_exceeded`, which failover acts on."""
+    return message.startswith(INPUT_TOKEN_COUNT) and TOKENS_ALLOWED in message
 
 
 def error_status(body: dict[str, Any]) -> int:
