@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -326,3 +327,30 @@ async def test_a_prompt_over_the_context_window_is_openais_context_length_exceed
                 "context_length_exceeded",
                 "messages",
             )
+
+
+# -- request ids and unknown paths -------------------------------------------------------
+
+
+async def test_answers_carry_the_request_id_the_sdk_reads(claude: anthropic.AsyncAnthropic) -> None:
+    message = await claude.messages.create(model="claude-sonnet-4", max_tokens=5, messages=HELLO)
+    assert message._request_id and message._request_id.startswith("req_")
+    async with claude.messages.stream(
+        model="claude-sonnet-4", max_tokens=5, messages=HELLO
+    ) as stream:
+        assert stream.request_id == stream.response.headers["x-faregate-request-id"]
+        await stream.get_final_message()
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_an_unknown_messages_path_is_anthropics_404(gw: Running, method: str) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method, f"{gw.url}/v1/messages/batches", headers={"x-api-key": gw.key}, json={}
+        ) as response,
+    ):
+        assert response.status == 404
+        assert response.headers["request-id"]
+        body = await response.json()
+    assert body == {"type": "error", "error": {"type": "not_found_error", "message": "Not Found"}}

@@ -12,10 +12,10 @@ import orjson
 from aiohttp import web
 
 from faregate.api import anthropic_wire, validate
-from faregate.api.common import REQUEST_ID, cost_comment, json_response
+from faregate.api.common import REQUEST_ID, cost_comment, json_response, new_request_id
 from faregate.api.errors import internal_error
 from faregate.api.openai import begin_call
-from faregate.errors import FaregateError
+from faregate.errors import FaregateError, NotFound
 from faregate.gateway.call import Call
 
 
@@ -39,6 +39,11 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+def _headers(call: Call) -> dict[str, str]:
+    """The pipeline's headers, and `request-id`, where the anthropic SDK reads `_request_id`."""
+    return {**call.response_headers, "request-id": call.request_id}
+
+
 def _error(err: FaregateError, request_id: str | None) -> web.Response:
     headers = dict(err.headers)
     if request_id:
@@ -57,7 +62,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         if not call.stream:
             result = await services.gateway.chat(call)
             body = anthropic_wire.response_from_openai(result.body, call.model)
-            return json_response(body, headers=call.response_headers)
+            return json_response(body, headers=_headers(call))
         return await _stream(request, services.gateway, call)
     except FaregateError as err:
         return _error(err, request.get(REQUEST_ID))
@@ -90,7 +95,7 @@ async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamR
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
-            **call.response_headers,
+            **_headers(call),
         }
     )
     await response.prepare(request)
@@ -116,6 +121,13 @@ async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamR
     return response
 
 
+async def unknown(request: web.Request) -> web.Response:
+    """Any other path under /v1/messages/ (batches, …): Anthropic's 404, not OpenAI's."""
+    request_id = request[REQUEST_ID] = new_request_id()
+    return _error(NotFound("Not Found", code="not_found"), request_id)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    app.router.add_route("*", "/v1/messages/{path:.*}", unknown)
