@@ -20,6 +20,7 @@ from faregate.wallets import repository as repo
 from faregate.wallets.model import (
     UNSUPPORTED_TRANSACTION_FIELDS,
     credits_value,
+    iso_utc,
     refuse_unsupported,
     refuse_unsupported_wallet_fields,
 )
@@ -168,10 +169,9 @@ async def get_transaction(request: web.Request) -> web.Response:
 
 
 def ledger_json(row: dict[str, Any]) -> dict[str, Any]:
-    created = row["created_at"]
     return {
         "id": row["id"],
-        "created_at": created.isoformat() if hasattr(created, "isoformat") else created,
+        "created_at": iso_utc(row["created_at"]),
         "kind": row["kind"],
         "key": row["key"],
         "hold_id": row.get("hold_id"),

@@ -136,8 +136,8 @@ class Rule:
             "target_ongoing_balance": opt(self.target_ongoing_balance),
             "paid_credits": credits_str(self.paid_credits),
             "granted_credits": credits_str(self.granted_credits),
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "expiration_at": self.expiration_at.isoformat() if self.expiration_at else None,
+            "started_at": iso_utc(self.started_at),
+            "expiration_at": iso_utc(self.expiration_at),
             "transaction_name": self.transaction_name,
             "status": self.status,
             "created_at": self.created_at,
@@ -163,6 +163,20 @@ class Rule:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def in_utc(value: datetime | None) -> datetime | None:
+    """A client's time in UTC, to store: SQLite keeps a datetime's wall time and drops its
+    offset, so 00:00+02:00 read back as 00:00 UTC, two hours late. Naive reads as UTC."""
+    return None if value is None else _utc(value).astimezone(UTC)
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """RFC 3339 in UTC, `...Z`, as every billing resource answers (SQLite gives back naive
+    datetimes, stored in UTC: they came out without a zone)."""
+    if value is None:
+        return None
+    return _utc(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_rules(items: object) -> list[Rule]:

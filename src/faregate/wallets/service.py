@@ -27,6 +27,8 @@ from faregate.wallets.model import (
     credits_str,
     credits_to_nanos,
     credits_value,
+    in_utc,
+    iso_utc,
     nanos_to_credits,
     parse_priority,
     parse_rate,
@@ -62,13 +64,6 @@ class TopUp:
     key: str | None = None  # idempotency: a second top-up with this key is a no-op
 
 
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    text: str = value.isoformat()
-    return text.replace("+00:00", "Z")
-
-
 def wallet_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """Lago's wallet object; balances are the ledger's sums held on the row."""
     rate = Decimal(row["rate_amount"])
@@ -93,10 +88,10 @@ def wallet_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "ongoing_usage_balance_cents": to_cents(from_nanos(held), currency),
         "credits_ongoing_balance": credits_str(nanos_to_credits(ongoing, rate)),
         "credits_ongoing_usage_balance": credits_str(nanos_to_credits(held, rate)),
-        "created_at": _iso(row["created_at"]),
-        "expiration_at": _iso(row.get("expiration_at")),
-        "terminated_at": _iso(row.get("terminated_at")),
-        "last_balance_sync_at": _iso(row.get("updated_at")),
+        "created_at": iso_utc(row["created_at"]),
+        "expiration_at": iso_utc(row.get("expiration_at")),
+        "terminated_at": iso_utc(row.get("terminated_at")),
+        "last_balance_sync_at": iso_utc(row.get("updated_at")),
         "last_consumed_credit_at": None,
         "recurring_transaction_rules": row.get("recurring_transaction_rules") or [],
         "metadata": row.get("metadata") or {},
@@ -119,9 +114,9 @@ def transaction_json(row: Mapping[str, Any], rate: Decimal) -> dict[str, Any]:
         "transaction_type": row["transaction_type"],
         "amount": format(from_nanos(amount).normalize(), "f") if amount else "0",
         "credit_amount": credits_str(nanos_to_credits(amount, rate)),
-        "settled_at": _iso(row.get("settled_at")),
+        "settled_at": iso_utc(row.get("settled_at")),
         "failed_at": None,
-        "created_at": _iso(row["created_at"]),
+        "created_at": iso_utc(row["created_at"]),
         "name": row.get("name"),
         "metadata": row.get("metadata") or [],
         "invoice_requires_successful_payment": False,
@@ -182,7 +177,7 @@ class WalletService:
                 in_use = await billing_repo.currencies_in_use(conn, external_id)
                 check_currency_change(None, currency, in_use)
                 await customers_repo.update_customer(conn, customer["id"], {"currency": currency})
-            created = _iso(repo.now())
+            created = iso_utc(repo.now())
             row = await repo.insert_wallet(
                 conn,
                 {
@@ -193,7 +188,7 @@ class WalletService:
                     "currency": currency,
                     "rate_amount": rate,
                     "priority": parse_priority(data) or 50,
-                    "expiration_at": lago_json.timestamp(data, "expiration_at"),
+                    "expiration_at": in_utc(lago_json.timestamp(data, "expiration_at")),
                     "recurring_transaction_rules": [
                         {**r.to_dict(), "created_at": created} for r in rules
                     ],
@@ -213,7 +208,7 @@ class WalletService:
         if data.get("priority") is not None:
             values["priority"] = parse_priority(data)
         if "expiration_at" in data:
-            values["expiration_at"] = lago_json.timestamp(data, "expiration_at")
+            values["expiration_at"] = in_utc(lago_json.timestamp(data, "expiration_at"))
         if data.get("metadata") is not None:
             values["metadata"] = dict(lago_json.mapping(data["metadata"], "metadata"))
         async with self.engine.begin() as conn:
@@ -400,7 +395,7 @@ def _merge_rules(existing: list[dict[str, Any]], items: object) -> list[dict[str
     known = {r.get("lago_id"): r for r in existing}
     merged = []
     for rule in parse_rules(items):
-        created = (known.get(rule.lago_id) or {}).get("created_at") or _iso(repo.now())
+        created = (known.get(rule.lago_id) or {}).get("created_at") or iso_utc(repo.now())
         merged.append({**rule.to_dict(), "created_at": created})
     return merged
 
