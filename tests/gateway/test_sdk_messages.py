@@ -354,3 +354,33 @@ async def test_an_unknown_messages_path_is_anthropics_404(gw: Running, method: s
         assert response.headers["request-id"]
         body = await response.json()
     assert body == {"type": "error", "error": {"type": "not_found_error", "message": "Not Found"}}
+
+
+# -- refusals in history -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4", "gemini-2.5-flash"])
+async def test_an_assistant_refusal_in_history_is_sent_as_its_text(
+    gw: Running, sent: list[dict[str, Any]], model: str
+) -> None:
+    refused: Any = [
+        {"role": "user", "content": "Do something bad"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+        {"role": "user", "content": "Something good, then"},
+        {"role": "assistant", "content": None, "refusal": "Still no."},
+        {"role": "user", "content": "Fine"},
+    ]
+    client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
+    async with client:
+        reply = await client.chat.completions.create(model=model, messages=refused, max_tokens=5)
+    assert reply.choices[0].message.content
+    body = sent[-1]
+    if "messages" in body:
+        turns = [m["content"] for m in body["messages"] if m["role"] == "assistant"]
+        assert turns == [
+            [{"type": "text", "text": "I can't."}],
+            [{"type": "text", "text": "Still no."}],
+        ]
+    else:
+        turns = [c["parts"] for c in body["contents"] if c["role"] == "model"]
+        assert turns == [[{"text": "I can't."}], [{"text": "Still no."}]]

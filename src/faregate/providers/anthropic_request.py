@@ -170,6 +170,8 @@ def _block(part: dict[str, Any], where: str) -> dict[str, Any]:
     kind = part.get("type")
     if kind == "text":
         return {"type": "text", "text": str(part.get("text") or "")}
+    if kind == "refusal":  # an earlier assistant refusal: what it said is the turn's text
+        return {"type": "text", "text": str(part.get("refusal") or "")}
     if kind == "image_url":
         return {
             "type": "image",
@@ -197,7 +199,7 @@ def _source(url: str, where: str) -> dict[str, Any]:
 def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
     blocks = [
         block
-        for block in _blocks(message.get("content"), f"{where}.content")
+        for block in _blocks(_assistant_content(message), f"{where}.content")
         if block.get("type") != "text" or block["text"]
     ]
     for k, call in enumerate(message.get("tool_calls") or ()):
@@ -212,6 +214,16 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
             block["cache_control"] = call["cache_control"]
         blocks.append(block)
     return blocks
+
+
+def _assistant_content(message: dict[str, Any]) -> Any:
+    """An assistant message's content; its `refusal` (as OpenAI answered it) when it has no
+    content, so the turn keeps what it said."""
+    content = message.get("content")
+    refusal = message.get("refusal")
+    if not content and isinstance(refusal, str) and refusal:
+        return refusal
+    return content
 
 
 def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:

@@ -161,9 +161,9 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
     parts = []
     for j, part in enumerate(content_parts(content)):
         kind = part.get("type")
-        if kind == "text":
-            if part.get("text"):
-                parts.append({"text": str(part["text"])})
+        if kind in ("text", "refusal"):  # a refusal: what an earlier assistant turn said
+            if part.get(kind):
+                parts.append({"text": str(part[kind])})
         elif kind == "image_url":
             url = str((part.get("image_url") or {}).get("url"))
             parts.append(_image(url, f"{where}.content[{j}]"))
@@ -188,7 +188,11 @@ def _image(url: str, where: str) -> dict[str, Any]:
 def _model_parts(
     message: dict[str, Any], names: dict[str, str], where: str
 ) -> list[dict[str, Any]]:
-    parts = _parts(message.get("content"), where)
+    content = message.get("content")
+    refusal = message.get("refusal")
+    if not content and isinstance(refusal, str):  # OpenAI answered a refusal, no content
+        content = refusal
+    parts = _parts(content, where)
     for k, call in enumerate(message.get("tool_calls") or ()):
         function = call.get("function") or {}
         name = str(function.get("name") or "")
