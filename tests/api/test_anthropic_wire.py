@@ -207,6 +207,7 @@ def test_a_messages_request_becomes_an_openai_chat_body() -> None:
         "stop": ["\n\nHuman:"],
         "temperature": 0.3,
         "top_p": 0.8,
+        "top_k": 5,
         "stream": True,
         "stream_options": {"include_usage": True},
         "user": "user-7",

@@ -384,3 +384,38 @@ async def test_an_assistant_refusal_in_history_is_sent_as_its_text(
     else:
         turns = [c["parts"] for c in body["contents"] if c["role"] == "model"]
         assert turns == [[{"text": "I can't."}], [{"text": "Still no."}]]
+
+
+# -- top_k -------------------------------------------------------------------------------
+
+
+async def test_top_k_reaches_claude_and_gemini_not_openai(
+    claude: anthropic.AsyncAnthropic, gw: Running, sent: list[dict[str, Any]]
+) -> None:
+    for model in ("claude-sonnet-4", "gemini-2.5-flash", "gpt-4o-mini"):
+        await claude.messages.create(
+            model=model, max_tokens=5, messages=HELLO, extra_body={"top_k": 5}
+        )
+    anthropic_body, gemini_body, openai_body = sent[-3:]
+    assert anthropic_body["top_k"] == 5
+    assert gemini_body["generationConfig"]["topK"] == 5
+    assert "top_k" not in openai_body
+    client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
+    async with client:
+        for model in ("claude-sonnet-4", "gemini-2.5-flash", "gpt-4o-mini"):
+            await client.chat.completions.create(
+                model=model, messages=HELLO, max_tokens=5, extra_body={"top_k": 7}
+            )
+    anthropic_body, gemini_body, openai_body = sent[-3:]
+    assert anthropic_body["top_k"] == 7
+    assert gemini_body["generationConfig"]["topK"] == 7
+    assert openai_body["top_k"] == 7  # unknown fields reach OpenAI-wire hosts as they came
+
+
+async def test_a_negative_top_k_is_anthropics_400(claude: anthropic.AsyncAnthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        await claude.messages.create(
+            model="claude-sonnet-4", max_tokens=5, messages=HELLO, extra_body={"top_k": -1}
+        )
+    assert isinstance(refused.value.body, dict)
+    assert refused.value.body["error"]["message"].startswith("top_k")

@@ -94,6 +94,11 @@ def request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             request[key] = body[key]
+    top_k = body.get("top_k")
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise _invalid("top_k: must be a non-negative integer", "top_k")
+        request["top_k"] = top_k
     if body.get("stream"):
         request["stream"] = True
         request["stream_options"] = {"include_usage": True}

@@ -38,7 +38,7 @@ def messages_request(
     stop = stop_sequences(body.get("stop"))
     if stop:
         request["stop_sequences"] = stop
-    for key in ("temperature", "top_p"):
+    for key in ("temperature", "top_p", "top_k"):  # top_k: an extra field for OpenAI clients
         if body.get(key) is not None:
             request[key] = body[key]
     if isinstance(body.get("user"), str):

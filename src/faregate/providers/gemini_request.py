@@ -33,6 +33,7 @@ IMAGE_TYPES = {
 GENERATION_FIELDS = {
     "temperature": "temperature",
     "top_p": "topP",
+    "top_k": "topK",  # Anthropic's, or an extra field of an OpenAI client
     "n": "candidateCount",
     "seed": "seed",
     "presence_penalty": "presencePenalty",

@@ -9,8 +9,9 @@ from typing import Any
 
 from faregate.providers.shape import FROM_MESSAGES_API
 
-# Top-level fields only Anthropic takes.
-ANTHROPIC_ONLY = (FROM_MESSAGES_API, "cache_control")
+# Top-level fields the Messages API carries that OpenAI refuses. `top_k` too: an OpenAI
+# client that sends it as an extra field still reaches the host with it, as before.
+ANTHROPIC_ONLY = (FROM_MESSAGES_API, "cache_control", "top_k")
 
 
 def from_messages_api(payload: dict[str, Any]) -> dict[str, Any]:
