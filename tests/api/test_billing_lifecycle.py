@@ -212,6 +212,62 @@ async def test_a_metric_update_answers_and_bills_the_new_aggregation_type(
     assert Decimal(charge.units) == 5 and usage.amount_cents == 500
 
 
+async def test_two_charges_on_one_metric_without_codes_are_both_billed(billing: Billing) -> None:
+    """Lago names them `tokens` and `tokens_2`; faregate gave both the metric's code and
+    refused the plan (422 duplicated_charge_code)."""
+    await setup_catalog(billing)  # acme, USD, and the `tokens` metric
+    c = billing.client
+    metric = await billing.call(c.billable_metrics.find, "tokens")
+
+    def per_token(amount: str, **fields: object) -> Charge:
+        return Charge(
+            billable_metric_id=metric.lago_id,
+            charge_model="standard",
+            properties={"amount": amount},
+            **fields,
+        )
+
+    plan = await billing.call(
+        c.plans.create,
+        Plan(
+            name="Two",
+            code="two",
+            interval="monthly",
+            amount_cents=0,
+            amount_currency="USD",
+            charges=Charges(__root__=[per_token("0.01"), per_token("0.02")]),
+        ),
+    )
+    first, second = plan.charges.__root__
+    assert (first.code, second.code) == ("tokens", "tokens_2")
+    assert first.lago_id != second.lago_id
+    await billing.call(
+        c.subscriptions.create,
+        Subscription(external_customer_id="acme", plan_code="two", external_id="sub_two"),
+    )
+    event = Event(
+        transaction_id="t2",
+        external_subscription_id="sub_two",
+        code="tokens",
+        properties={"tokens": 100, "model": "gpt-4o"},
+    )
+    await billing.call(c.events.create, event)
+    usage_path = "/api/v1/customers/acme/current_usage?external_subscription_id=sub_two"
+    usage = (await billing.get(usage_path)).json()["customer_usage"]
+    by_code = {u["charge"]["code"]: u["amount_cents"] for u in usage["charges_usage"]}
+    assert by_code == {"tokens": 100, "tokens_2": 200} and usage["amount_cents"] == 300
+    only = (await billing.get(usage_path + "&charge_code=tokens_2")).json()["customer_usage"]
+    assert [u["charge"]["lago_id"] for u in only["charges_usage"]] == [second.lago_id]
+    # A charge named by its id keeps its code; a new one takes the next free.
+    kept = per_token("0.03", id=second.lago_id)
+    updated = await billing.call(
+        c.plans.update, Plan(charges=Charges(__root__=[kept, per_token("0.04")])), "two"
+    )
+    kept_charge, new_charge = updated.charges.__root__
+    assert (kept_charge.code, kept_charge.lago_id) == ("tokens_2", second.lago_id)
+    assert new_charge.code == "tokens"
+
+
 async def test_deleting_a_customer_terminates_its_subscriptions(billing: Billing) -> None:
     await setup_catalog(billing)
     c = billing.client

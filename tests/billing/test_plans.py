@@ -212,6 +212,64 @@ def test_duplicate_charge_codes_are_refused() -> None:
     assert caught.value.field == "charges"
 
 
+def _on_tokens(*codes: str | None) -> Plan:
+    charges = [
+        {
+            "billable_metric_code": "tokens",
+            "charge_model": "standard",
+            "properties": {"amount": "1"},
+        }
+        | ({"code": code} if code else {})
+        for code in codes
+    ]
+    return Plan.from_dict(
+        {
+            "code": "p",
+            "name": "P",
+            "interval": "monthly",
+            "amount_cents": 0,
+            "amount_currency": "USD",
+            "charges": charges,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "codes"),
+    [
+        ((None, None), ["tokens", "tokens_2"]),  # was 422 duplicated_charge_code
+        ((None, None, None), ["tokens", "tokens_2", "tokens_3"]),
+        (("tokens_7", None, None), ["tokens_7", "tokens", "tokens_8"]),
+        ((None, "tokens"), ["tokens_2", "tokens"]),  # a code sent is never taken from it
+        (("support", None), ["support", "tokens"]),
+    ],
+)
+def test_charges_sent_without_a_code_take_their_metrics_suffixed_as_lago_does(
+    given: tuple[str | None, ...], codes: list[str]
+) -> None:
+    plan = _on_tokens(*given)
+    assert [c.code for c in plan.charges] == codes
+    assert Plan.from_dict(_plan_json(plan)).charges == plan.charges  # stored as given
+    assert plan.charge(codes[-1]).code == codes[-1]
+
+
+def _plan_json(plan: Plan) -> dict[str, object]:
+    return {
+        "code": plan.code,
+        "name": plan.name,
+        "interval": plan.interval,
+        "amount_cents": plan.amount_cents,
+        "amount_currency": plan.amount_currency,
+        "charges": [c.to_dict() for c in plan.charges],
+    }
+
+
+def test_two_charges_sent_with_one_code_are_still_refused() -> None:
+    with pytest.raises(BillingValidationError) as caught:
+        _on_tokens("tokens", "tokens")
+    assert (caught.value.field, caught.value.error_code) == ("charges", "duplicated_charge_code")
+
+
 def test_unknown_charges_and_metrics_are_404() -> None:
     plan = mistral_plan()
     with pytest.raises(BillingNotFound) as caught:

@@ -3,7 +3,7 @@ JSON and checked with Lago's rules. Values only: storage and the REST API build 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -233,12 +233,41 @@ class Plan:
             pay_in_advance=lago_json.flag(data, "pay_in_advance"),
             bill_charges_monthly=lago_json.flag(data, "bill_charges_monthly"),
             charges=tuple(
-                Charge.from_dict(lago_json.mapping(c, "charges"))
-                for c in lago_json.sequence(data, "charges")
+                Charge.from_dict(c)
+                for c in with_charge_codes(
+                    [lago_json.mapping(c, "charges") for c in lago_json.sequence(data, "charges")]
+                )
             ),
             invoice_display_name=lago_json.optional_str(data, "invoice_display_name", limit=None),
             description=lago_json.optional_str(data, "description", limit=None),
         )
+
+
+def with_charge_codes(charges: Sequence[Mapping[str, object]]) -> list[Mapping[str, object]]:
+    """The charges, each with a `code` (Lago's `Charges::GenerateCodeService`): a charge sent
+    without one takes its metric's code, or `<code>_<n>` when that is taken, n one past the
+    highest taken (from 2), so several charges may price one metric. Codes sent are taken
+    first: a generated code never clashes with one given later in the list (Lago's could)."""
+    taken = {str(c["code"]) for c in charges if c.get("code")}
+    coded: list[Mapping[str, object]] = []
+    for charge in charges:
+        base = charge.get("billable_metric_code")
+        if charge.get("code") or not isinstance(base, str) or not base:
+            coded.append(charge)  # a charge without a metric is refused by Charge.from_dict
+            continue
+        code = base
+        if base in taken:
+            suffixes = [
+                int(rest)
+                for other in taken
+                if other.startswith(f"{base}_")
+                and (rest := other[len(base) + 1 :]).isascii()
+                and rest.isdigit()
+            ]
+            code = f"{base}_{max(suffixes, default=1) + 1}"
+        taken.add(code)
+        coded.append({**charge, "code": code})
+    return coded
 
 
 @dataclass(frozen=True, slots=True)
