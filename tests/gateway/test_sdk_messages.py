@@ -419,3 +419,74 @@ async def test_a_negative_top_k_is_anthropics_400(claude: anthropic.AsyncAnthrop
         )
     assert isinstance(refused.value.body, dict)
     assert refused.value.body["error"]["message"].startswith("top_k")
+
+
+# -- tool results ------------------------------------------------------------------------
+
+PNG = "iVBORw0KGgo="
+IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+
+
+def _tool_turns(content: Any) -> Any:
+    return [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "P"}}
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": True, **content}
+            ],
+        },
+    ]
+
+
+TOOLS: Any = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+
+
+async def test_a_tool_results_error_and_image_reach_claude(
+    claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]]
+) -> None:
+    content = {"content": [{"type": "text", "text": "no such city"}, IMAGE]}
+    await claude.messages.create(
+        model="claude-sonnet-4", max_tokens=5, tools=TOOLS, messages=_tool_turns(content)
+    )
+    result = sent[-1]["messages"][2]["content"][0]
+    assert result == {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": [{"type": "text", "text": "no such city"}, IMAGE],
+        "is_error": True,
+    }
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gemini-2.5-flash"])
+async def test_other_upstreams_note_the_error_and_refuse_the_image(
+    claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]], model: str
+) -> None:
+    text_only = {"content": "no such city"}
+    await claude.messages.create(
+        model=model, max_tokens=5, tools=TOOLS, messages=_tool_turns(text_only)
+    )
+    if model == "gpt-4o-mini":
+        assert sent[-1]["messages"][2] == {
+            "role": "tool",
+            "tool_call_id": "toolu_1",
+            "content": "Error: no such city",
+        }
+    else:
+        response = sent[-1]["contents"][2]["parts"][0]["functionResponse"]["response"]
+        assert response == {"error": "no such city"}
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        await claude.messages.create(
+            model=model,
+            max_tokens=5,
+            tools=TOOLS,
+            messages=_tool_turns({"content": [IMAGE]}),
+        )
+    assert isinstance(refused.value.body, dict)
+    assert "only text in a tool result" in refused.value.body["error"]["message"]

@@ -118,6 +118,23 @@ def test_a_messages_api_body_reaches_openai_without_anthropic_fields() -> None:
     assert chat_payload(plain, "gpt-4o", stream=False) == {**plain, "model": "gpt-4o"}
 
 
+def test_a_messages_api_tool_error_is_noted_and_an_image_in_it_refused() -> None:
+    texts = [{"type": "text", "text": "no such city"}]
+    tool = {"role": "tool", "tool_call_id": "c", "content": texts, "is_error": True}
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}, tool]}
+    payload = chat_payload({**body, FROM_MESSAGES_API: True}, "gpt-4o", stream=False)
+    assert payload["messages"][1] == {
+        "role": "tool",
+        "tool_call_id": "c",
+        "content": [{"type": "text", "text": "Error:"}, *texts],
+    }
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}
+    body["messages"][1] = {**tool, "content": [*texts, image]}
+    with pytest.raises(ProviderError) as refused:
+        chat_payload({**body, FROM_MESSAGES_API: True}, "gpt-4o", stream=False)
+    assert (refused.value.status, refused.value.param) == (400, "messages[1].content[1]")
+
+
 def test_usage_keeps_openai_inclusive_counts() -> None:
     usage = usage_from_openai(COMPLETION["usage"])
     assert usage is not None

@@ -266,19 +266,21 @@ def _assistant(content: Any, where: str) -> dict[str, Any]:
 
 
 def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """A tool message: the result's text, image and document blocks as parts (a string when
+    it is one plain text), its `is_error` and `cache_control` carried as they are."""
     content = block.get("content")
     if content is None or isinstance(content, str):
-        text: Any = content or ""
+        result: Any = content or ""
     elif isinstance(content, list):
-        text = (
-            _collapsed(
-                [_text_part(b) for b in content if isinstance(b, dict) and b.get("type") == "text"]
-            )
-            or ""
-        )
+        parts = [
+            _part(b, f"{where}.content[{j}]") for j, b in enumerate(content) if isinstance(b, dict)
+        ]
+        result = _collapsed([p for p in parts if p is not None]) or ""
     else:
         raise _invalid(f"{where}.content: must be a string or a list of blocks", f"{where}.content")
-    message = {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+    message = {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": result}
+    if block.get("is_error") is True:
+        message["is_error"] = True
     return _cache_control(block, message)
 
 

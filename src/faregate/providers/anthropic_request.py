@@ -233,6 +233,8 @@ def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
         result["content"] = content
     elif content is not None:
         result["content"] = _blocks(content, f"{where}.content")
+    if message.get("is_error") is True:
+        result["is_error"] = True
     if message.get("cache_control"):
         result["cache_control"] = message["cache_control"]
     return result

@@ -215,8 +215,17 @@ def _function_response(
         raise invalid(
             "A tool message must answer an earlier assistant tool call.", f"{where}.tool_call_id"
         )
+    for j, part in enumerate(content_parts(message.get("content"))):
+        if part.get("type") != "text":
+            raise invalid(
+                "This model takes only text in a tool result, not an image or a document.",
+                f"{where}.content[{j}]",
+            )
     text = content_text(message.get("content"))
-    return {"functionResponse": {"name": names[call_id], "response": {"result": text}}}
+    # Google's convention: the function's output under "output" (any key works; faregate has
+    # always sent "result"), an error under "error".
+    key = "error" if message.get("is_error") is True else "result"
+    return {"functionResponse": {"name": names[call_id], "response": {key: text}}}
 
 
 def embed_request(body: dict[str, Any], model: str) -> dict[str, Any]:

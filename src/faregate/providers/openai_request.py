@@ -7,18 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from faregate.providers.shape import FROM_MESSAGES_API
+from faregate.providers.shape import FROM_MESSAGES_API, invalid
 
 # Top-level fields the Messages API carries that OpenAI refuses. `top_k` too: an OpenAI
 # client that sends it as an extra field still reaches the host with it, as before.
 ANTHROPIC_ONLY = (FROM_MESSAGES_API, "cache_control", "top_k")
+# What a tool result that reports an error (`is_error`) begins with on the OpenAI wire.
+ERROR_NOTE = "Error:"
 
 
 def from_messages_api(payload: dict[str, Any]) -> dict[str, Any]:
     """`payload` (a copy the adapter owns) without Anthropic's own fields."""
     for key in ANTHROPIC_ONLY:
         payload.pop(key, None)
-    payload["messages"] = [_message(m) for m in payload.get("messages") or ()]
+    payload["messages"] = [
+        _tool_message(m, f"messages[{i}]") if m.get("role") == "tool" else _message(m)
+        for i, m in enumerate(payload.get("messages") or ())
+    ]
     if payload.get("tools"):
         payload["tools"] = [_without_cache_control(tool) for tool in payload["tools"]]
     return payload
@@ -40,4 +45,24 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
             **message,
             "tool_calls": [_without_cache_control(c) for c in message["tool_calls"]],
         }
+    return message
+
+
+def _tool_message(message: dict[str, Any], where: str) -> dict[str, Any]:
+    """OpenAI takes only text in a tool message and has no `is_error`: an image or document
+    in a tool result is refused, naming it; an error is noted in the text."""
+    message = _message(message)
+    content = message.get("content")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if part.get("type") != "text":
+                raise invalid(
+                    "This model takes only text in a tool result, not an image or a document.",
+                    f"{where}.content[{j}]",
+                )
+    if message.pop("is_error", None) is True:
+        if isinstance(content, list):
+            message["content"] = [{"type": "text", "text": ERROR_NOTE}, *content]
+        else:
+            message["content"] = f"{ERROR_NOTE} {content or ''}".rstrip()
     return message

@@ -13,8 +13,8 @@ from faregate.providers.base import ProviderError
 from faregate.usage import Usage
 
 # Set on the canonical body the inbound Messages API makes. Such a body may carry Anthropic's
-# own fields (`cache_control` on parts, tools, tool calls, tool messages and the body;
-# `top_k`),
+# own fields (`cache_control` on parts, tools, tool calls, tool messages and the body; a
+# tool message's `is_error`; `top_k`),
 # which the Anthropic adapter sends and the OpenAI adapter maps or drops: an OpenAI-wire
 # upstream would refuse them. A key rather
 # than a walk of every body, so `/v1/chat/completions` bodies pay one dict lookup.
