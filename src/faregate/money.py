@@ -7,7 +7,20 @@ No float ever enters this module.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+import functools
+from collections.abc import Callable
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from typing import ParamSpec, TypeVar
 
 NANOS_PER_UNIT = 10**9
 _NANO = Decimal(1) / NANOS_PER_UNIT
@@ -17,6 +30,25 @@ ZERO = Decimal(0)
 # NUMERIC(40,15) holds on PostgreSQL; past it an event failed the insert of its whole batch,
 # and a value such as 1e400 broke the decimal sums of current usage and of invoices.
 MAX_USAGE_NUMBER = Decimal(10) ** 25
+# The decimals a usage number may have (an event's value, a charge's amount or bound). With
+# both bounds, every sum of usage numbers (up to 2^63 of them: 44 integer digits and 40
+# decimals) and its product by a price (149 digits, 151 once divided by 100) fits USAGE_DIGITS.
+MAX_USAGE_DECIMALS = 40
+USAGE_DIGITS = 200
+# The context usage arithmetic runs in: Python's default keeps 28 digits, so a sum of values
+# with more (10**4 + 1.1234567890123456789012345) was silently rounded. Additions and
+# products of bounded usage numbers are exact in it; only a true quotient (a weighted sum's
+# time average, a unit price) is rounded, at 200 digits.
+EXACT = Context(
+    prec=USAGE_DIGITS,
+    Emax=MAX_EMAX,
+    Emin=MIN_EMIN,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+_LAST_DECIMAL = Decimal(1).scaleb(-MAX_USAGE_DECIMALS)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # ISO 4217 minor units for the currencies we price in; everything else has two.
 _MINOR_UNITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "TND": 3}
@@ -26,8 +58,33 @@ def to_nanos(amount: Decimal) -> int:
     """Decimal -> integer nanos, rounding half away from zero at the 9th decimal."""
     if not amount:  # zero is common (`saved` when nothing was cached)
         return 0
-    # Rounding passed positionally: the keyword form costs a third of this function.
-    return int((amount * NANOS_PER_UNIT).to_integral_value(ROUND_HALF_UP))
+    # Scaled exactly (a product at 28 digits could round ...4999 up to ...5 first), and
+    # the rounding passed positionally: the keyword form costs a third of this function.
+    return int(amount.scaleb(9, EXACT).to_integral_value(ROUND_HALF_UP))
+
+
+def exact(function: Callable[P, R]) -> Callable[P, R]:
+    """Run `function` in the EXACT context (its callers' context is left as it was)."""
+
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with localcontext(EXACT):
+            return function(*args, **kwargs)
+
+    return run
+
+
+def within_usage_bounds(value: Decimal | int) -> bool:
+    """Below MAX_USAGE_NUMBER in magnitude, with at most MAX_USAGE_DECIMALS non-zero decimals."""
+    if type(value) is int:
+        return -MAX_USAGE_NUMBER < value < MAX_USAGE_NUMBER
+    assert isinstance(value, Decimal)
+    if not value.is_finite() or not -MAX_USAGE_NUMBER < value < MAX_USAGE_NUMBER:
+        return False
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    # Trailing zeros past the 40th decimal (1.50000...0) change nothing: compared exactly.
+    return exponent >= -MAX_USAGE_DECIMALS or value == value.quantize(_LAST_DECIMAL, context=EXACT)
 
 
 def from_nanos(nanos: int) -> Decimal:
@@ -46,6 +103,13 @@ def round_to_minor(amount: Decimal, currency: str = "USD") -> Decimal:
 def to_cents(amount: Decimal, currency: str = "USD") -> int:
     """An amount rounded to the minor unit, as an integer count of minor units."""
     return int(round_to_minor(amount, currency).scaleb(minor_units(currency)))
+
+
+@exact
+def tax_cents(fees_cents: int, tax_rate: Decimal, currency: str = "USD") -> int:
+    """Taxes of fees summing to `fees_cents`, at `tax_rate` percent, rounded once (Lago rounds
+    taxes at the invoice level). Exact: a rate with many digits is not rounded at 28 first."""
+    return to_cents(Decimal(fees_cents).scaleb(-minor_units(currency)) * tax_rate / 100, currency)
 
 
 def decimal_str(amount: Decimal) -> str:

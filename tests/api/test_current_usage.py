@@ -200,3 +200,32 @@ async def test_current_usage_applies_the_invoices_tax_rate_unless_apply_taxes_is
     )
     untaxed = await billing.call(c.customers.current_usage, "acme", "sub_1", "false")
     assert (untaxed.taxes_amount_cents, untaxed.total_amount_cents) == (0, 1234)
+
+
+async def test_current_usage_sums_values_with_more_than_28_digits_exactly(
+    billing: Billing,
+) -> None:
+    """Python's default 28 digits made 10^4 + 1.1234...0123 end in ...568; the rollups, the
+    writer's tail and PostgreSQL's own sums now keep every digit."""
+    await _mistral_like_catalog(billing)
+    long_value = "1.123456789012345678901234567890123"
+    events = [
+        _event("x1", "tokens", model="large", type="input", tokens=10_000),
+        _event("x2", "tokens", model="large", type="input", tokens=long_value),
+        _event("x3", "tokens", model="large", type="input", tokens="1e-40"),
+    ]
+    await billing.call(billing.client.events.batch_create, BatchEvent(events=events))
+    expected = "10001.123456789012345678901234567890123" + "0" * 6 + "1"
+    for flushed in (False, True):
+        if flushed:
+            await billing.event_count()
+        tokens, _ = (await _usage(billing)).charges_usage
+        large_in = _by_values(tokens)[(("model", ("large",)), ("type", ("input",)))]
+        assert tokens.units == large_in.units == expected, flushed
+    # 41 decimals are more than billing sums exactly: refused, naming the property.
+    too_fine = await billing.post(
+        "/api/v1/events",
+        {"event": {**events[0].dict(), "transaction_id": "x4", "properties": {"tokens": "1e-41"}}},
+    )
+    assert too_fine.status_code == 422, too_fine.text
+    assert too_fine.json()["error_details"] == {"properties.tokens": ["value_is_out_of_range"]}

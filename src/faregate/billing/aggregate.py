@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from faregate.money import exact
+
 ZERO = Decimal(0)
 
 
@@ -36,6 +38,7 @@ class Aggregate:
     latest_at: datetime | None = None
 
     @classmethod
+    @exact
     def of_values(cls, *values: Decimal) -> Aggregate:
         """A sum_agg aggregate of these event values, in order (handy for pricing and tests)."""
         total = sum(values, ZERO)

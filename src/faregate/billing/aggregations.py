@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal, localcontext
+from decimal import ROUND_CEILING, Decimal
 
 from faregate.billing.aggregate import Aggregate
 from faregate.billing.errors import BillingValidationError
 from faregate.billing.events import Event, numeric_property, text_property
+from faregate.money import exact
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -50,6 +51,7 @@ def count(
     return Aggregate(units, len(events), (ONE,) * len(events), units)
 
 
+@exact
 def sum_(
     field: str | None, events: Sequence[Event], window: Window, carried: Aggregate | None
 ) -> Aggregate:
@@ -107,6 +109,7 @@ def toggle(present: set[str], event: Event, field: str) -> bool:
     return True
 
 
+@exact
 def weighted_sum(
     field: str | None, events: Sequence[Event], window: Window, carried: Aggregate | None
 ) -> Aggregate:
@@ -116,16 +119,15 @@ def weighted_sum(
     initial = carried.total_aggregated_units if carried else ZERO
     level = initial
     counted = 0
-    with localcontext(prec=80):
-        numerator = initial * seconds_between(window.start, window.end)
-        for event in _by_time(events):
-            value = numeric_property(event, field or "")
-            if value is None:
-                continue
-            numerator += value * seconds_between(event.timestamp, window.end)
-            level += value
-            counted += 1
-        units = (numerator / window.seconds).quantize(WEIGHTED_EXPONENT, rounding=ROUND_CEILING)
+    numerator = initial * seconds_between(window.start, window.end)
+    for event in _by_time(events):
+        value = numeric_property(event, field or "")
+        if value is None:
+            continue
+        numerator += value * seconds_between(event.timestamp, window.end)
+        level += value
+        counted += 1
+    units = (numerator / window.seconds).quantize(WEIGHTED_EXPONENT, rounding=ROUND_CEILING)
     return Aggregate(units, counted, total_aggregated_units=level)
 
 

@@ -22,7 +22,7 @@ from faregate.billing.errors import BillingValidationError, InvoiceNotEditable
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import Period, first_period, next_period, prorate, subscription_period
 from faregate.billing.plans import Charge, Plan, Subscription
-from faregate.money import minor_units, to_cents
+from faregate.money import minor_units, tax_cents, to_cents
 
 ZERO = Decimal(0)
 # What an invoice's amounts in minor units are stored in: BIGINT columns, and 64-bit integers
@@ -303,7 +303,7 @@ def _totals(fees: tuple[Fee, ...], currency: str, tax_rate: Decimal, credits: De
         raise BillingValidationError("tax_rate", "invalid_amount")
     exponent = minor_units(currency)
     fees_cents = _storable(sum(fee.amount_cents for fee in fees), "fees_amount_cents")
-    taxes = to_cents(Decimal(fees_cents).scaleb(-exponent) * tax_rate / 100, currency)
+    taxes = tax_cents(fees_cents, tax_rate, currency)
     including = fees_cents + taxes
     available = to_cents(credits, currency)
     if Decimal(available).scaleb(-exponent) > credits:

@@ -15,8 +15,10 @@ from faregate.billing.charges import BucketKey, bucket_key
 from faregate.billing.events import Event
 from faregate.billing.metrics import BillableMetric, accumulate, apply_rounding
 from faregate.billing.plans import Charge
+from faregate.money import exact
 
 
+@exact
 def marginal_fee(
     model: ChargeModel[Any] | str,
     properties: ChargeProperties,

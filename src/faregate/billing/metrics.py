@@ -15,7 +15,7 @@ from faregate.billing.aggregations import Window, seconds_between
 from faregate.billing.errors import BillingValidationError
 from faregate.billing.events import Event, numeric_property
 from faregate.billing.filters import FilterValues, matches
-from faregate.money import MAX_USAGE_NUMBER
+from faregate.money import MAX_USAGE_NUMBER, exact
 
 __all__ = [
     "INCREMENTAL",
@@ -198,6 +198,7 @@ def apply_rounding(metric: BillableMetric, raw: Aggregate) -> Aggregate:
     return replace(raw, units=units)
 
 
+@exact
 def merge(metric: BillableMetric, parts: Iterable[Aggregate]) -> Aggregate:
     """Combine raw rollup aggregates (e.g. hourly rows, in time order) of a mergeable metric."""
     if metric.aggregation_type not in MERGEABLE:
@@ -230,6 +231,7 @@ def _merge_two(kind: str, left: Aggregate, right: Aggregate) -> Aggregate:
     return Aggregate(units, count, left.event_values + right.event_values, units)
 
 
+@exact
 def accumulate(metric: BillableMetric, before: Aggregate, event: Event) -> Aggregate:
     """The raw aggregate after one more event (a wallet's running total). Events that are not
     the metric's are ignored; unique_count applies operations in arrival order."""

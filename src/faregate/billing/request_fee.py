@@ -21,6 +21,7 @@ from faregate.billing.events import Event
 from faregate.billing.marginal import Debit, event_debit
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.plans import Charge, Plan
+from faregate.money import exact
 
 ZERO = Decimal(0)
 
@@ -32,6 +33,7 @@ class RequestFee:
     debits: tuple[Debit, ...]  # one per (event, charge) the request touched
 
 
+@exact
 def request_fee(
     plan: Plan,
     metrics_by_code: Mapping[str, BillableMetric],
@@ -54,6 +56,7 @@ def request_fee(
     return RequestFee(total, after, tuple(debits))
 
 
+@exact
 def worst_request_fee(
     plan: Plan,
     metrics_by_code: Mapping[str, BillableMetric],
@@ -122,6 +125,7 @@ def worst_buckets(
     return result
 
 
+@exact
 def worst_fee_of_buckets(
     buckets: Sequence[Sequence[WorstBucket]],
     quantities: Sequence[int | None],

@@ -20,7 +20,7 @@ from faregate.billing.charges import (
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import Period
 from faregate.billing.plans import Charge, Plan, Subscription
-from faregate.money import minor_units, to_cents
+from faregate.money import exact, tax_cents, to_cents
 
 ZERO = Decimal(0)
 
@@ -93,7 +93,7 @@ def current_usage(
         for charge in plan.charges
     )
     amount = sum(c.amount_cents for c in charges)
-    taxes = to_cents(Decimal(amount).scaleb(-minor_units(currency)) * tax_rate / 100, currency)
+    taxes = tax_cents(amount, tax_rate, currency)
     return CustomerUsage(
         from_datetime=period.start,
         to_datetime=period.end,
@@ -106,6 +106,7 @@ def current_usage(
     )
 
 
+@exact
 def _charge_usage(
     charge: Charge,
     metric: BillableMetric,

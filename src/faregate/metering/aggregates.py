@@ -27,6 +27,7 @@ from faregate.billing.metrics import BillableMetric, apply_rounding
 from faregate.billing.periods import Period
 from faregate.billing.plans import Charge, Plan
 from faregate.metering import rollups
+from faregate.money import EXACT, exact
 from faregate.store.tables.metering import events, usage_rollups
 
 ZERO = Decimal(0)
@@ -211,7 +212,7 @@ async def _grouped_rows(
             cell.latest, cell.latest_at = r["latest"], r["latest_at"]
             if r["vsum"] is not None and r["weighted"] is not None:
                 # As one row at the period start: sum x span - time_sum == the weighted part.
-                with localcontext(prec=80):
+                with localcontext(EXACT):
                     cell.time_sum = r["vsum"] * span - r["weighted"]
             rows.append((r["code"], r["dims"], period.start, cell))
         if r["carried"] is not None:
@@ -254,6 +255,7 @@ def _from_rollups(
     return {key: apply_rounding(metric, raw) for key, raw in combined.items()}
 
 
+@exact
 def _combine(
     metric: BillableMetric,
     cells: list[tuple[datetime, rollups.Cell]],
@@ -283,14 +285,12 @@ def _combine(
     if kind == "sum_agg":
         total = carried + added
         return Aggregate(total, values, (), total)
-    with localcontext(prec=80):  # weighted_sum_agg: level x seconds held, / period seconds
-        numerator = carried * seconds_between(period.start, period.end)
-        for hour, cell in cells:
-            numerator += (cell.sum or ZERO) * seconds_between(hour, period.end)
-            numerator -= cell.time_sum or ZERO
-        units = (numerator / period.full_seconds).quantize(
-            WEIGHTED_EXPONENT, rounding=ROUND_CEILING
-        )
+    # weighted_sum_agg: level x seconds held, / period seconds
+    numerator = carried * seconds_between(period.start, period.end)
+    for hour, cell in cells:
+        numerator += (cell.sum or ZERO) * seconds_between(hour, period.end)
+        numerator -= cell.time_sum or ZERO
+    units = (numerator / period.full_seconds).quantize(WEIGHTED_EXPONENT, rounding=ROUND_CEILING)
     return Aggregate(units, values, total_aggregated_units=carried + added)
 
 

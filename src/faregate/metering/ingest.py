@@ -22,7 +22,7 @@ from faregate.billing.errors import BillingValidationError
 from faregate.billing.metrics import BillableMetric
 from faregate.metering.rollups import number
 from faregate.metering.writer import UsageWriter
-from faregate.money import MAX_USAGE_NUMBER, decimal_str
+from faregate.money import MAX_USAGE_NUMBER, decimal_str, within_usage_bounds
 from faregate.store.tables.billing import billable_metrics, subscriptions
 
 Errors = dict[str, dict[str, list[str]]]
@@ -166,7 +166,7 @@ def _event(
         value = number(properties[field])
         if value is None:
             raise BillingValidationError(f"properties.{field}", "invalid_value")
-        if not -MAX_USAGE_NUMBER < value < MAX_USAGE_NUMBER:
+        if not within_usage_bounds(value):  # what billing sums and prices exactly
             raise BillingValidationError(f"properties.{field}", "value_is_out_of_range")
     return {
         "transaction_id": transaction_id,

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.billing.events import text_property
 from faregate.billing.metrics import BillableMetric
-from faregate.money import parse_decimal
+from faregate.money import exact, parse_decimal
 from faregate.store.tables.billing import billable_metrics
 from faregate.store.tables.metering import events, usage_rollups
 
@@ -127,6 +127,7 @@ def _dims(spec: MetricSpec, properties: Mapping[str, object], memo: dict[Any, st
     return found
 
 
+@exact
 def accumulate(
     cells: dict[RollupKey, Cell], specs: Mapping[str, MetricSpec], rows: Iterable[dict[str, Any]]
 ) -> None:
@@ -177,6 +178,7 @@ def _add_value(kind: str, cell: Cell, value: Decimal | int, ts: datetime, hour: 
         cell.time_sum = timed if cell.time_sum is None else cell.time_sum + timed
 
 
+@exact
 def merge_cells(left: Cell, right: Cell) -> Cell:
     """`right`'s additions applied after `left`'s (later ingestion wins latest ties)."""
     out = Cell()

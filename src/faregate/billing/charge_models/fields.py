@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
 from faregate.billing.errors import BillingValidationError
-from faregate.money import MAX_USAGE_NUMBER, decimal_str
+from faregate.money import MAX_USAGE_NUMBER, decimal_str, within_usage_bounds
 
 ZERO = Decimal(0)
 OUT_OF_RANGE = "value_is_out_of_range"
@@ -33,11 +33,12 @@ def _to_decimal(value: object) -> Decimal | None:
 def amount(
     raw: Mapping[str, object], key: str, *, path: str = "", error: str = "invalid_amount"
 ) -> Decimal:
-    """A required non-negative decimal amount, below MAX_USAGE_NUMBER."""
+    """A required non-negative decimal amount, below MAX_USAGE_NUMBER with at most
+    MAX_USAGE_DECIMALS decimals (so that pricing usage with it stays exact)."""
     value = _to_decimal(raw.get(key))
     if value is None or value < 0:
         raise BillingValidationError(path + key, error)
-    if value >= MAX_USAGE_NUMBER:
+    if not within_usage_bounds(value):
         raise BillingValidationError(path + key, OUT_OF_RANGE)
     return value
 

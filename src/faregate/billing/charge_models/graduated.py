@@ -10,6 +10,7 @@ from decimal import Decimal
 from faregate.billing.aggregate import Aggregate
 from faregate.billing.charge_models import ranges
 from faregate.billing.charge_models.base import ChargeModel
+from faregate.money import exact
 
 ZERO = Decimal(0)
 
@@ -26,6 +27,7 @@ def validate(properties: Mapping[str, object]) -> GraduatedProperties:
     return GraduatedProperties(ranges.parse(properties, "graduated_ranges"))
 
 
+@exact
 def fee(aggregate: Aggregate, properties: GraduatedProperties) -> Decimal:
     """Sum over reached tiers of units-in-tier x per_unit_amount + flat_amount; zero usage
     reaches no tier, so it costs nothing (Lago adds flat amounts only when units > 0)."""

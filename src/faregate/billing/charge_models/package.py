@@ -10,6 +10,7 @@ from decimal import Decimal
 from faregate.billing.aggregate import Aggregate
 from faregate.billing.charge_models import fields
 from faregate.billing.charge_models.base import ChargeModel
+from faregate.money import exact
 
 ZERO = Decimal(0)
 
@@ -49,6 +50,7 @@ def packages(units: Decimal, properties: PackageProperties) -> int:
     return int(whole) + (1 if rest else 0)
 
 
+@exact
 def fee(aggregate: Aggregate, properties: PackageProperties) -> Decimal:
     return packages(aggregate.units, properties) * properties.amount
 

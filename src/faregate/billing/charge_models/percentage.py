@@ -11,6 +11,7 @@ from faregate.billing.aggregate import Aggregate
 from faregate.billing.charge_models import fields
 from faregate.billing.charge_models.base import ChargeModel
 from faregate.billing.errors import BillingValidationError
+from faregate.money import exact
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -83,6 +84,7 @@ def needs_event_values(properties: PercentageProperties) -> bool:
     )
 
 
+@exact
 def fee(aggregate: Aggregate, properties: PercentageProperties) -> Decimal:
     if not needs_event_values(properties):
         free = properties.free_units_per_total_aggregation or ZERO

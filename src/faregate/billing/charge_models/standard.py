@@ -9,6 +9,7 @@ from decimal import Decimal
 from faregate.billing.aggregate import Aggregate
 from faregate.billing.charge_models import fields
 from faregate.billing.charge_models.base import ChargeModel
+from faregate.money import exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ def validate(properties: Mapping[str, object]) -> StandardProperties:
     return StandardProperties(amount=fields.amount(properties, "amount"))
 
 
+@exact
 def fee(aggregate: Aggregate, properties: StandardProperties) -> Decimal:
     return aggregate.units * properties.amount
 

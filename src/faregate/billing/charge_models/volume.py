@@ -10,6 +10,7 @@ from decimal import Decimal
 from faregate.billing.aggregate import Aggregate
 from faregate.billing.charge_models import ranges
 from faregate.billing.charge_models.base import ChargeModel
+from faregate.money import exact
 
 ZERO = Decimal(0)
 
@@ -34,6 +35,7 @@ def tier(units: Decimal, properties: VolumeProperties) -> ranges.Range:
     return properties.volume_ranges[-1]
 
 
+@exact
 def fee(aggregate: Aggregate, properties: VolumeProperties) -> Decimal:
     """No usage, no fee: unlike Lago, the first tier's flat amount is not billed on zero units,
     so that fee(empty) = 0 and real-time debits telescope."""
