@@ -176,9 +176,14 @@ async def create_customer(request: web.Request) -> web.Response:
             try:
                 async with conn.begin_nested():
                     row = await customers_repo.insert_customer(conn, new)
-            except IntegrityError:  # a deleted customer keeps its external_id
-                raise BillingValidationError("external_id", "value_already_exist") from None
-        elif values:
+                return json_response({"customer": _customer_json(row)})
+            except IntegrityError:
+                # A concurrent create of the same customer committed first: this one updates
+                # it, as if it had come second. A deleted customer keeps its external_id.
+                row = await customers_repo.customer_by_external_id(conn, external_id)
+                if row is None:
+                    raise BillingValidationError("external_id", "value_already_exist") from None
+        if values:
             if "currency" in values:
                 held = await repo.lock_customer_currency(conn, row["id"])
                 in_use = await repo.currencies_in_use(conn, external_id)
@@ -220,8 +225,8 @@ async def delete_customer(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     async with services.engine.begin() as conn:
         row = await customers_repo.customer_by_external_id(conn, external_id)
-        if row is None:
-            raise BillingNotFound("customer", external_id)
+        if row is None or not await customers_repo.delete_customer(conn, row["id"]):
+            raise BillingNotFound("customer", external_id)  # or deleted meanwhile
         subs, _ = await repo.list_subscriptions(
             conn, external_id, limit=MAX_TERMINATIONS, statuses=("active", "pending")
         )
@@ -229,7 +234,6 @@ async def delete_customer(request: web.Request) -> web.Response:
             await repo.terminate_subscription(conn, sub, now)
         for key in await customers_repo.list_keys(conn, row["id"]):
             await customers_repo.revoke_key(conn, key["id"])
-        await customers_repo.update_customer(conn, row["id"], {"deleted_at": now})
     return json_response({"customer": _customer_json(row)})
 
 
@@ -337,11 +341,12 @@ async def delete_metric(request: web.Request) -> web.Response:
     it; finalized invoices are unchanged."""
     async with _services(request).engine.begin() as conn:
         row = await _live_metric(conn, request.match_info["code"])
+        if not await repo.delete_metric(conn, row["id"]):  # a concurrent delete won
+            raise BillingNotFound("billable_metric", row["code"])
         for plan_row, _ in await _plans_charging(conn, row["code"]):
             await repo.update_plan_definition(
                 conn, plan_row["id"], changes.without_metric(plan_row["definition"], row["code"])
             )
-        await repo.delete_metric(conn, row["id"])
     event_catalog(_services(request)).remove_metric(row["code"])
     return json_response({"billable_metric": _metric_json(row)})
 

@@ -159,12 +159,15 @@ async def delete_plan(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     async with _services(request).engine.begin() as conn:
         row = await _live_plan(conn, request.match_info["code"])
+        # Deleted first: of concurrent deletes, the one that deletes it terminates its
+        # subscriptions; the others find it gone, as after a delete (404).
+        if not await repo.delete_plan(conn, row["id"]):
+            raise BillingNotFound("plan", row["code"])
         subs, _ = await repo.list_subscriptions(
             conn, plan_code=row["code"], limit=MAX_TERMINATIONS, statuses=("active", "pending")
         )
         for sub in subs:
             await repo.terminate_subscription(conn, sub, now)
-        await repo.delete_plan(conn, row["id"])
         body = await _plan_json(conn, row)
     return json_response({"plan": body})
 

@@ -50,15 +50,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     async with _services(request).engine.begin() as conn:
         existing = await repo.subscription_by_external_id(conn, sub.external_id)
         if existing is not None:
-            # A resend of the same subscription answers it again; the id taken by another
-            # customer's subscription, or by another plan, is refused as Lago does.
-            same = (existing["external_customer_id"], existing["plan_code"]) == (
-                sub.external_customer_id,
-                sub.plan_code,
-            )
-            if not same:
-                raise BillingValidationError("external_id", "value_already_exist")
-            return json_response({"subscription": _subscription_json(existing)})
+            return _resent(existing, sub)
         customer = await customers_repo.customer_by_external_id(conn, sub.external_customer_id)
         if customer is None:
             raise BillingNotFound("customer", sub.external_customer_id)
@@ -66,23 +58,47 @@ async def create_subscription(request: web.Request) -> web.Response:
         if plan is None or plan.get("deleted_at") is not None:
             raise BillingNotFound("plan", sub.plan_code)
         await _bill_in_plan_currency(conn, customer, plan)
-        row = await repo.insert_subscription(
-            conn,
-            {
-                "external_id": sub.external_id,
-                "external_customer_id": sub.external_customer_id,
-                "customer_id": customer["id"],
-                "plan_code": sub.plan_code,
-                "name": sub.name,
-                "status": sub.status,
-                "billing_time": sub.billing_time,
-                "subscription_at": sub.subscription_at,
-                "started_at": sub.started_at,
-                "ending_at": sub.ending_at,
-            },
-        )
+        try:
+            async with conn.begin_nested():
+                row = await _insert(conn, sub, customer)
+        except BillingValidationError:
+            # A concurrent create of the same id committed first: answered as a resend.
+            existing = await repo.subscription_by_external_id(conn, sub.external_id)
+            if existing is None:
+                raise
+            return _resent(existing, sub)
     event_catalog(_services(request)).add_subscription(row)
     return json_response({"subscription": _subscription_json(row)})
+
+
+def _resent(existing: dict[str, Any], sub: Subscription) -> web.Response:
+    """A resend of the same subscription answers it again; the id taken by another
+    customer's subscription, or by another plan, is refused as Lago does."""
+    same = (existing["external_customer_id"], existing["plan_code"]) == (
+        sub.external_customer_id,
+        sub.plan_code,
+    )
+    if not same:
+        raise BillingValidationError("external_id", "value_already_exist")
+    return json_response({"subscription": _subscription_json(existing)})
+
+
+async def _insert(conn: Any, sub: Subscription, customer: dict[str, Any]) -> dict[str, Any]:
+    return await repo.insert_subscription(
+        conn,
+        {
+            "external_id": sub.external_id,
+            "external_customer_id": sub.external_customer_id,
+            "customer_id": customer["id"],
+            "plan_code": sub.plan_code,
+            "name": sub.name,
+            "status": sub.status,
+            "billing_time": sub.billing_time,
+            "subscription_at": sub.subscription_at,
+            "started_at": sub.started_at,
+            "ending_at": sub.ending_at,
+        },
+    )
 
 
 async def _bill_in_plan_currency(conn: Any, customer: dict[str, Any], plan: dict[str, Any]) -> None:

@@ -38,6 +38,17 @@ async def update_customer(conn: AsyncConnection, customer_id: str, values: dict[
     await conn.execute(update(customers).where(customers.c.id == customer_id).values(**values))
 
 
+async def delete_customer(conn: AsyncConnection, customer_id: str) -> bool:
+    """Soft-delete a live customer; False when a concurrent delete did first (its row lock
+    made this one wait)."""
+    result = await conn.execute(
+        update(customers)
+        .where(customers.c.id == customer_id, customers.c.deleted_at.is_(None))
+        .values(deleted_at=datetime.now(UTC))
+    )
+    return bool(result.rowcount)
+
+
 async def customer_by_external_id(conn: AsyncConnection, external_id: str) -> dict[str, Any] | None:
     row = (
         (

@@ -116,13 +116,21 @@ async def list_metrics(
     return await _page(conn, query, billable_metrics.c.created_at, limit, offset)
 
 
-async def delete_metric(conn: AsyncConnection, metric_id: str) -> datetime:
-    """Soft-delete a metric (its code stays taken, its events stay stored)."""
-    now = _now()
-    await conn.execute(
-        update(billable_metrics).where(billable_metrics.c.id == metric_id).values(deleted_at=now)
+async def soft_delete(conn: AsyncConnection, table: Any, row_id: str) -> bool:
+    """Mark a live row deleted; False when it is deleted already. A concurrent delete of the
+    same row holds its row lock (SQLite: the write lock) until it commits, so of several
+    deletes at once exactly one finds the row live."""
+    result = await conn.execute(
+        update(table).where(table.c.id == row_id, table.c.deleted_at.is_(None)),
+        {"deleted_at": _now()},
     )
-    return now
+    return bool(result.rowcount)
+
+
+async def delete_metric(conn: AsyncConnection, metric_id: str) -> bool:
+    """Soft-delete a metric (its code stays taken, its events stay stored); False when
+    another request deleted it first."""
+    return await soft_delete(conn, billable_metrics, metric_id)
 
 
 async def metric_ids_by_codes(conn: AsyncConnection, codes: set[str]) -> dict[str, str]:
@@ -199,10 +207,9 @@ async def update_plan_definition(
     )
 
 
-async def delete_plan(conn: AsyncConnection, plan_id: str) -> datetime:
-    now = _now()
-    await conn.execute(update(plans).where(plans.c.id == plan_id).values(deleted_at=now))
-    return now
+async def delete_plan(conn: AsyncConnection, plan_id: str) -> bool:
+    """Soft-delete a plan; False when another request deleted it first."""
+    return await soft_delete(conn, plans, plan_id)
 
 
 async def insert_subscription(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
