@@ -107,18 +107,16 @@ async def test_text_blocks_reach_claude_as_blocks(
     ]
 
 
-async def test_text_blocks_reach_openai_wire_hosts_as_parts(
+async def test_text_blocks_reach_openai_wire_hosts_as_paragraphs_of_one_string(
     claude: anthropic.AsyncAnthropic, sent: list[dict[str, Any]]
 ) -> None:
+    """A string: many OpenAI-compatible hosts (DeepSeek) refuse content as a list."""
     await claude.messages.create(
         model="gpt-4o-mini", max_tokens=5, system=TWO_BLOCKS, messages=HISTORY
     )
     system, _, assistant, _ = sent[-1]["messages"]
-    assert system == {"role": "system", "content": TWO_BLOCKS}
-    assert assistant["content"] == [
-        {"type": "text", "text": "one"},
-        {"type": "text", "text": "two"},
-    ]
+    assert system == {"role": "system", "content": "sys1\n\nsys2"}
+    assert assistant["content"] == "one\n\ntwo"
 
 
 async def test_text_blocks_reach_gemini_as_parts(
@@ -193,10 +191,7 @@ async def test_openai_wire_hosts_get_no_anthropic_fields(
         extra_body={"cache_control": EPHEMERAL},
     )
     assert "cache_control" not in str(sent[-1]) and "faregate" not in str(sent[-1])
-    assert sent[-1]["messages"][0] == {
-        "role": "system",
-        "content": [{"type": "text", "text": "sys"}],
-    }
+    assert sent[-1]["messages"][0] == {"role": "system", "content": "sys"}
 
 
 async def test_cache_writes_and_reads_come_back_apart_and_cost_input_rates(

@@ -108,10 +108,7 @@ def test_a_messages_api_body_reaches_openai_without_anthropic_fields() -> None:
     }
     payload = chat_payload(body, "gpt-4o", stream=False)
     assert "cache_control" not in str(payload) and FROM_MESSAGES_API not in payload
-    assert payload["messages"][0] == {
-        "role": "system",
-        "content": [{"type": "text", "text": "sys"}],
-    }
+    assert payload["messages"][0] == {"role": "system", "content": "sys"}
     assert body["messages"][0]["content"][0] is text  # the client's body is left as it was
     # A /v1/chat/completions body passes as it came, unknown fields and all.
     plain = {k: v for k, v in body.items() if k != FROM_MESSAGES_API}
@@ -126,7 +123,7 @@ def test_a_messages_api_tool_error_is_noted_and_an_image_in_it_refused() -> None
     assert payload["messages"][1] == {
         "role": "tool",
         "tool_call_id": "c",
-        "content": [{"type": "text", "text": "Error:"}, *texts],
+        "content": "Error: no such city",
     }
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}
     body["messages"][1] = {**tool, "content": [*texts, image]}

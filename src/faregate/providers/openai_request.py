@@ -35,11 +35,20 @@ def _without_cache_control(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k != "cache_control"}
 
 
+def _text_or_parts(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Text blocks as one string, the blocks a paragraph each; other parts (an image) as a
+    list. Many OpenAI-compatible hosts take a message's content only as a string (DeepSeek:
+    "invalid type: sequence, expected a string"), and OpenAI reads both alike."""
+    if all(part.get("type") == "text" for part in parts):
+        return "\n\n".join(str(part.get("text") or "") for part in parts)
+    return [_without_cache_control(part) for part in parts]
+
+
 def _message(message: dict[str, Any]) -> dict[str, Any]:
     message = _without_cache_control(message)
     content = message.get("content")
     if isinstance(content, list):
-        message = {**message, "content": [_without_cache_control(p) for p in content]}
+        message = {**message, "content": _text_or_parts(content)}
     if message.get("tool_calls"):
         message = {
             **message,
@@ -61,8 +70,5 @@ def _tool_message(message: dict[str, Any], where: str) -> dict[str, Any]:
                     f"{where}.content[{j}]",
                 )
     if message.pop("is_error", None) is True:
-        if isinstance(content, list):
-            message["content"] = [{"type": "text", "text": ERROR_NOTE}, *content]
-        else:
-            message["content"] = f"{ERROR_NOTE} {content or ''}".rstrip()
+        message["content"] = f"{ERROR_NOTE} {message.get('content') or ''}".rstrip()
     return message
