@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import anthropic
 import openai
 import pytest
 
-from tests.gateway.conftest import Running
+from faregate.mockprovider.server import MockServer
+from tests.gateway.conftest import Running, gateway_config, start_gateway
 
 CHAT_MODELS = ["gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-flash", "mistral-large"]
 WEATHER = {
@@ -167,3 +169,46 @@ async def test_the_openai_sdk_reads_the_request_id(gateway: Running) -> None:
         )
     assert missing.value.request_id and missing.value.request_id.startswith("req_")
     await client.close()
+
+
+async def test_a_gemini_thinking_tool_call_can_be_answered_on_any_provider(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    """Gemini's thought signature rides in the tool call id (hundreds of base64 characters):
+    OpenAI refuses ids past 40 characters and Anthropic any '+', '/' or '=', so a failover or
+    a cheaper deployment on the next turn was a 400. They get the id without it; Gemini gets
+    the signature back."""
+    thinking = {
+        "name": "gemini-thinking",
+        "deployments": [
+            {
+                "provider": "gemini",
+                "model": "gemini-reasoning-flash",
+                "price_key": "gemini-2.5-flash",
+            }
+        ],
+    }
+    models = gateway_config(mock.url)["models"] + [thinking]
+    gw = await start_gateway(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, {"models": models}
+    )
+    try:
+        client = _client(gw)
+        messages: list = [{"role": "user", "content": "Weather in Paris?"}]
+        first = await client.chat.completions.create(
+            model="gemini-thinking", messages=messages, tools=[WEATHER]
+        )
+        call = first.choices[0].message.tool_calls[0]
+        assert len(call.id) > 40 and "." in call.id  # the signature, carried in the id
+        messages += [
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        ]
+        for model in ("gpt-4o-mini", "claude-sonnet-4", "gemini-thinking", "mistral-large"):
+            reply = await client.chat.completions.create(
+                model=model, messages=messages, tools=[WEATHER]
+            )
+            assert reply.choices[0].message.content, model
+        await client.close()
+    finally:
+        await gw.runner.cleanup()

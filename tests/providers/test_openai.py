@@ -391,3 +391,24 @@ def test_delta_chars_counts_every_kind_of_text(delta: dict[str, Any], chars: int
     assert delta_chars(chunk) == chars + 3
     assert delta_chars({"choices": [], "usage": {"prompt_tokens": 1}}) == 0
     assert delta_chars({"choices": ["bad", {"delta": "bad"}]}) == 0
+
+
+def test_gemini_signatures_are_cut_from_tool_call_ids_and_the_body_left_as_it_was() -> None:
+    signed = "call_0123456789abcdef01234567.c2lnbmF0dXJl+/="
+    call = {"id": signed, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": signed, "content": "ok"},
+        ],
+    }
+    payload = chat_payload(body, "gpt-4o", stream=False)
+    plain = "call_0123456789abcdef01234567"
+    assert payload["messages"][1]["tool_calls"][0]["id"] == plain
+    assert payload["messages"][2]["tool_call_id"] == plain
+    assert payload["messages"][0] is body["messages"][0]
+    assert body["messages"][1]["tool_calls"][0]["id"] == signed  # the client's body as it was
+    unsigned = {**body, "messages": [body["messages"][0]]}
+    assert chat_payload(unsigned, "gpt-4o", stream=False)["messages"] is unsigned["messages"]

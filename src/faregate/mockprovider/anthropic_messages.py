@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,7 @@ STOP_REASONS = {
     TOOL: "tool_use",
 }
 CONTEXT_WINDOW = 200_000
+TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _ARG_PIECE = 8
 
 
@@ -138,6 +140,12 @@ def _prompt(body: Mapping[str, Any]) -> tuple[PromptTally, list[Mapping[str, Any
     return tally, tools
 
 
+def _check_tool_id(tool_id: Any, where: str) -> None:
+    """Anthropic's tool use ids are letters, digits, '_' and '-'."""
+    if not isinstance(tool_id, str) or not TOOL_ID.fullmatch(tool_id):
+        raise MockError(400, f"{where}: String should match pattern '^[a-zA-Z0-9_-]+$'")
+
+
 def _content_text(content: Any, tally: PromptTally) -> str:
     if isinstance(content, str):
         return content
@@ -151,8 +159,10 @@ def _content_text(content: Any, tally: PromptTally) -> str:
         elif kind in ("image", "document"):
             tally.image()
         elif kind == "tool_use":
+            _check_tool_id(block.get("id"), "tool_use.id")
             texts.append(block.get("name", "") + orjson.dumps(block.get("input") or {}).decode())
         elif kind == "tool_result":
+            _check_tool_id(block.get("tool_use_id"), "tool_result.tool_use_id")
             inner = block.get("content") or ""
             texts.append(inner if isinstance(inner, str) else _content_text(inner, tally))
         elif kind == "thinking":

@@ -6,6 +6,8 @@ else one JSON array). Every streamed record is a GenerateContentResponse with th
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -43,7 +45,11 @@ async def generate_content(call: Call) -> web.StreamResponse:
         _parse(model, call.body, call.behaviour.context_window), call.behaviour.output_tokens
     )
     await call.pause(reply.output_tokens)
-    candidates = [_candidate(i, c, c.pieces, final=True) for i, c in enumerate(reply.choices)]
+    thinking = reply.reasoning_tokens > 0
+    candidates = [
+        _candidate(i, c, c.pieces, final=True, thinking=thinking)
+        for i, c in enumerate(reply.choices)
+    ]
     return json_response(_response(model, candidates, reply, _response_id()))
 
 
@@ -188,10 +194,22 @@ def _usage(reply: Reply, candidates: int | None = None) -> dict[str, Any]:
     return usage
 
 
-def _candidate(index: int, choice: Choice, pieces: tuple[str, ...], final: bool) -> dict[str, Any]:
+def _signature(call: ToolCall) -> str:
+    """A thinking model's thoughtSignature on its function call: opaque base64 of a few
+    hundred bytes, as Gemini's are (here derived from the call, so replies stay the same)."""
+    seed = hashlib.sha256(orjson.dumps([call.name, call.arguments])).digest()
+    return base64.b64encode(seed * 12).decode()
+
+
+def _candidate(
+    index: int, choice: Choice, pieces: tuple[str, ...], final: bool, thinking: bool = False
+) -> dict[str, Any]:
     parts: list[dict[str, Any]]
     if choice.tool is not None:
-        parts = [{"functionCall": {"name": choice.tool.name, "args": choice.tool.arguments}}]
+        part = {"functionCall": {"name": choice.tool.name, "args": choice.tool.arguments}}
+        if thinking:
+            part["thoughtSignature"] = _signature(choice.tool)
+        parts = [part]
     else:
         parts = [{"text": "".join(pieces)}]
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
@@ -225,7 +243,7 @@ def _records(model: str, reply: Reply) -> list[dict[str, Any]]:
         chunks = [(p,) for p in choice.pieces] if choice.tool is None and choice.pieces else [()]
         for position, chunk in enumerate(chunks):
             final = position == len(chunks) - 1
-            candidate = _candidate(index, choice, chunk, final)
+            candidate = _candidate(index, choice, chunk, final, reply.reasoning_tokens > 0)
             sent += len(chunk)
             records.append(_response(model, [candidate], reply, response_id, sent))
     records[-1] = _response(model, records[-1]["candidates"], reply, response_id)

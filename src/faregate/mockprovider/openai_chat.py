@@ -33,6 +33,7 @@ from faregate.mockprovider.tokens import PromptTally
 FINGERPRINT = "fp_mock"
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 FINISH = {STOP: "stop", LENGTH: "length", STOP_SEQUENCE: "stop", TOOL: "tool_calls"}
+MAX_CALL_ID = 40
 DONE = b"data: [DONE]\n\n"
 _ARG_PIECE = 8
 
@@ -78,6 +79,7 @@ def parse_chat(body: Mapping[str, Any]) -> Ask:
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise MockError(400, "Each message needs a valid 'role'.", param=f"messages[{index}]")
+        _check_call_ids(message, index)
         tally.message(_message_text(message, tally))
     tools = _tools(body.get("tools"), tally)
     if tally.overflow:
@@ -94,6 +96,28 @@ def parse_chat(body: Mapping[str, Any]) -> Ask:
         tool=_tool_to_call(body, tools, messages[-1], tally),
         json_schema=_json_schema(body.get("response_format")),
     )
+
+
+def _check_call_ids(message: Mapping[str, Any], index: int) -> None:
+    """OpenAI takes tool call ids (and a tool message's reference to one) of at most 40
+    characters."""
+    ids = [(f"messages[{index}].tool_call_id", message.get("tool_call_id"))]
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        ids += [
+            (f"messages[{index}].tool_calls[{k}].id", call.get("id"))
+            for k, call in enumerate(calls)
+            if isinstance(call, dict)
+        ]
+    for param, call_id in ids:
+        if isinstance(call_id, str) and len(call_id) > MAX_CALL_ID:
+            raise MockError(
+                400,
+                f"Invalid '{param}': string too long. Expected a string with maximum length "
+                f"{MAX_CALL_ID}, but got a string with length {len(call_id)} instead.",
+                param=param,
+                code="string_above_max_length",
+            )
 
 
 def _message_text(message: Mapping[str, Any], tally: PromptTally) -> str:

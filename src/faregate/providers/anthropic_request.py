@@ -11,6 +11,7 @@ from faregate.providers.shape import (
     invalid,
     max_output_tokens,
     parse_data_url,
+    plain_call_id,
     stop_sequences,
     tool_arguments,
 )
@@ -206,7 +207,7 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
         function = call.get("function") or {}
         block = {
             "type": "tool_use",
-            "id": call.get("id"),
+            "id": plain_call_id(call.get("id")),
             "name": function.get("name"),
             "input": tool_arguments(function.get("arguments"), f"{where}.tool_calls[{k}]"),
         }
@@ -228,7 +229,10 @@ def _assistant_content(message: dict[str, Any]) -> Any:
 
 def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
     content = message.get("content")
-    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.get("tool_call_id")}
+    result: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": plain_call_id(message.get("tool_call_id")),
+    }
     if isinstance(content, str):
         result["content"] = content
     elif content is not None:

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from faregate.providers.shape import (
+    SIGNATURE_SEPARATOR,
     content_parts,
     content_text,
     invalid,
@@ -19,9 +20,6 @@ from faregate.providers.shape import (
 )
 
 TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-# Gemini wants thought signatures of function calls back on the next turn. They travel to
-# the client inside the tool call id, after this separator (absent from base64).
-SIGNATURE_SEPARATOR = "."
 IMAGE_TYPES = {
     "png": "image/png",
     "jpg": "image/jpeg",

@@ -31,7 +31,7 @@ from faregate.providers.http import (
 )
 from faregate.providers.openai_audio import transcription_form, transcription_result
 from faregate.providers.openai_request import from_messages_api
-from faregate.providers.shape import FROM_MESSAGES_API, chunk, openai_usage
+from faregate.providers.shape import FROM_MESSAGES_API, chunk, openai_usage, unsigned_messages
 from faregate.providers.transport import HttpTransport
 from faregate.usage import Usage
 
@@ -122,6 +122,9 @@ def chat_payload(
     payload = {**body, "model": model}
     if FROM_MESSAGES_API in payload:
         payload = from_messages_api(payload)
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        payload["messages"] = unsigned_messages(messages)
     if not stream:
         payload.pop("stream", None)
         payload.pop("stream_options", None)

@@ -21,6 +21,58 @@ from faregate.usage import Usage
 FROM_MESSAGES_API = "faregate_messages_api"
 
 
+# Gemini wants the thought signatures of its function calls back on the next turn; they
+# travel to the client inside faregate's tool call id ("call_" + hex), after this separator
+# (found in neither the id nor base64; gemini_request). Other providers get the id without it: OpenAI takes ids
+# of at most 40 characters, Anthropic only letters, digits, "_" and "-", and a signature is
+# hundreds of base64 characters.
+SIGNATURE_SEPARATOR = "."
+
+
+def plain_call_id(call_id: Any) -> Any:
+    """A tool call id without the Gemini signature faregate put in it, if any."""
+    if isinstance(call_id, str) and call_id.startswith("call_"):
+        return call_id.partition(SIGNATURE_SEPARATOR)[0]
+    return call_id
+
+
+def _signed(call_id: Any) -> bool:
+    return (
+        isinstance(call_id, str) and call_id.startswith("call_") and SIGNATURE_SEPARATOR in call_id
+    )
+
+
+def unsigned_messages(messages: list[Any]) -> list[Any]:
+    """`messages` with every tool call id, and every tool message's reference to one, without
+    its Gemini signature: the same list when none has one, else a new list in which the
+    messages that had one are copies (the client's body is left as it was)."""
+    changed: list[Any] | None = None
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            continue
+        calls = message.get("tool_calls")
+        signed_calls = isinstance(calls, list) and any(
+            isinstance(c, dict) and _signed(c.get("id")) for c in calls
+        )
+        signed_ref = _signed(message.get("tool_call_id"))
+        if not (signed_calls or signed_ref):
+            continue
+        copy = dict(message)
+        if signed_calls:
+            copy["tool_calls"] = [
+                {**c, "id": plain_call_id(c["id"])}
+                if isinstance(c, dict) and _signed(c.get("id"))
+                else c
+                for c in calls
+            ]
+        if signed_ref:
+            copy["tool_call_id"] = plain_call_id(message["tool_call_id"])
+        if changed is None:
+            changed = list(messages)
+        changed[i] = copy
+    return messages if changed is None else changed
+
+
 def invalid(message: str, param: str | None = None) -> ProviderError:
     """A request this wire format cannot carry: the client's fault, never retried."""
     return ProviderError(
