@@ -163,3 +163,65 @@ async def test_a_stored_rounding_precision_is_brought_within_its_bound(tmp_path:
         after = {i: json.loads(d)["rounding_precision"] for i, d in rows.all()}
     await engine.dispose()
     assert after == {"none": None, "two": 2, "huge": 24, "low": -24, "lowest": -24}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_future_subscriptions_become_pending_and_terminated_ones_canceled(
+    backend: str, tmp_path: Path
+) -> None:
+    """0013: a future subscription stored active becomes pending; one terminated before it
+    started (an ending_at before its start, which every billing run failed on) canceled."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    if backend == "postgres":
+        url = await create_pg_database()
+    try:
+        await asyncio.to_thread(migrate, url, "0012_customer_currency_optional")
+        await asyncio.to_thread(migrate, url, "0004_billing_lifecycle")
+        now = datetime.now(UTC).replace(tzinfo=None) if backend == "sqlite" else datetime.now(UTC)
+        later, earlier = now + timedelta(days=10), now - timedelta(days=10)
+        rows = {
+            "future": ("active", later, None, None),
+            "stopped": ("terminated", later, now, now),
+            "ended": ("terminated", earlier, now, now),
+            "running": ("active", earlier, None, None),
+        }
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            for sub_id, (status, start, ending, terminated) in rows.items():
+                await conn.execute(
+                    text(
+                        "INSERT INTO subscriptions (id, external_id, external_customer_id,"
+                        " plan_code, status, billing_time, subscription_at, ending_at,"
+                        " terminated_at, created_at) VALUES (:id, :id, 'c', 'p', :status,"
+                        " 'calendar', :start, :ending, :terminated, :start)"
+                    ),
+                    {
+                        "id": sub_id,
+                        "status": status,
+                        "start": start,
+                        "ending": ending,
+                        "terminated": terminated,
+                    },
+                )
+        await engine.dispose()
+        await asyncio.to_thread(migrate, url)
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            found = await conn.execute(
+                text("SELECT id, status, ending_at IS NULL FROM subscriptions")
+            )
+            after = {i: (s, bool(n)) for i, s, n in found.all()}
+        await engine.dispose()
+        assert after == {
+            "future": ("pending", True),
+            "stopped": ("canceled", True),
+            "ended": ("terminated", False),
+            "running": ("active", True),
+        }
+    finally:
+        if backend == "postgres":
+            await drop_pg_database(url)

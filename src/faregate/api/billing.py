@@ -28,7 +28,12 @@ MAX_BATCH = 1000
 MAX_PER_PAGE = 1000
 # Subscriptions terminated by one deletion of their customer or plan (all of them, in practice).
 MAX_TERMINATIONS = 100_000
-_REASONS = {404: "Not Found", 409: "Conflict", 422: "Unprocessable Entity"}
+_REASONS = {
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    422: "Unprocessable Entity",
+}
 
 
 def lago_error(err: BillingError) -> web.Response:

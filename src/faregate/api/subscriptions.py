@@ -31,7 +31,12 @@ def _subscription_json(row: dict[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "billing_time": row["billing_time"],
         "subscription_at": _iso(row["subscription_at"]),
-        "started_at": _iso(row.get("started_at") or row["subscription_at"]),
+        # A pending or canceled subscription never started (Lago: null until it does).
+        "started_at": _iso(
+            row.get("started_at")
+            if row["status"] in ("pending", "canceled")
+            else row.get("started_at") or row["subscription_at"]
+        ),
         "ending_at": _iso(row.get("ending_at")),
         "terminated_at": _iso(row.get("terminated_at")),
         "created_at": _iso(row["created_at"]),
@@ -45,8 +50,12 @@ async def create_subscription(request: web.Request) -> web.Response:
         for k, v in _root(await read_json_object(request), "subscription").items()
         if v is not None
     }
-    data.setdefault("subscription_at", datetime.now(UTC).isoformat())
+    now = datetime.now(UTC)
+    data.setdefault("subscription_at", now.isoformat())
     sub = Subscription.from_dict(data)
+    # Lago: a subscription starting in the future is pending until then (the billing run
+    # activates it), and the default list and a customer's keys only see active ones.
+    status = "pending" if sub.subscription_at > now else "active"
     async with _services(request).engine.begin() as conn:
         existing = await repo.subscription_by_external_id(conn, sub.external_id)
         if existing is not None:
@@ -60,7 +69,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         await _bill_in_plan_currency(conn, customer, plan)
         try:
             async with conn.begin_nested():
-                row = await _insert(conn, sub, customer)
+                row = await _insert(conn, sub, customer, status)
         except BillingValidationError:
             # A concurrent create of the same id committed first: answered as a resend.
             existing = await repo.subscription_by_external_id(conn, sub.external_id)
@@ -83,7 +92,9 @@ def _resent(existing: dict[str, Any], sub: Subscription) -> web.Response:
     return json_response({"subscription": _subscription_json(existing)})
 
 
-async def _insert(conn: Any, sub: Subscription, customer: dict[str, Any]) -> dict[str, Any]:
+async def _insert(
+    conn: Any, sub: Subscription, customer: dict[str, Any], status: str
+) -> dict[str, Any]:
     return await repo.insert_subscription(
         conn,
         {
@@ -92,7 +103,7 @@ async def _insert(conn: Any, sub: Subscription, customer: dict[str, Any]) -> dic
             "customer_id": customer["id"],
             "plan_code": sub.plan_code,
             "name": sub.name,
-            "status": sub.status,
+            "status": status,
             "billing_time": sub.billing_time,
             "subscription_at": sub.subscription_at,
             "started_at": sub.started_at,

@@ -14,7 +14,7 @@ from faregate.api.billing import _lago, _services
 from faregate.api.common import json_response
 from faregate.billing import repository as repo
 from faregate.billing.catalog_changes import charge_id
-from faregate.billing.errors import BillingNotFound, BillingValidationError
+from faregate.billing.errors import BillingNotAllowed, BillingNotFound, BillingValidationError
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import subscription_period
 from faregate.billing.plans import Plan, Subscription
@@ -105,6 +105,17 @@ def _tax_rate(request: web.Request) -> Decimal:
     return rate if apply == "true" else Decimal(0)
 
 
+def _running(row: dict[str, Any], now: datetime) -> bool:
+    """Active, started and not past its `ending_at` (a billing run terminates it soon)."""
+    start = _utc(row.get("started_at") or row["subscription_at"])
+    ending = row.get("ending_at")
+    return row["status"] == "active" and start <= now and (ending is None or now < _utc(ending))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.utcoffset() is None else value
+
+
 @_lago
 async def get_current_usage(request: web.Request) -> web.Response:
     customer_id = request.match_info["external_id"]
@@ -132,8 +143,12 @@ async def get_current_usage(request: web.Request) -> web.Response:
         metrics = {
             code: BillableMetric.from_dict(r["definition"]) for code, r in metric_rows.items()
         }
+        now = datetime.now(UTC)
+        if not _running(row, now):
+            # Lago's answer for a subscription that is not active (405, no timestamp named).
+            raise BillingNotAllowed("no_active_subscription")
         subscription = subscription_of(row)
-        period = subscription_period(subscription, plan.charges_interval, datetime.now(UTC))
+        period = subscription_period(subscription, plan.charges_interval, now)
         aggregates = await period_aggregates(
             conn, plan, metrics, subscription_id, period, unflushed=unflushed
         )

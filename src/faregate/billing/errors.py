@@ -39,6 +39,16 @@ class BillingNotFound(BillingError):
         self.key = key
 
 
+class BillingNotAllowed(BillingError):
+    """An action the object's state does not allow (Lago's 405 `MethodNotAllowedFailure`,
+    e.g. `no_active_subscription` for the current usage of a subscription not running)."""
+
+    status = 405
+
+    def __init__(self, code: str, message: str | None = None) -> None:
+        super().__init__(message or code, code=code)
+
+
 class InvoiceNotEditable(BillingError):
     """A finalized invoice is never recomputed; corrections go through credit notes."""
 

@@ -145,12 +145,14 @@ class Invoicing:
     # -- the billing run ----------------------------------------------------------------
 
     async def run(self, now: datetime | None = None) -> RunResult:
-        """Terminate the subscriptions whose `ending_at` has passed, invoice every ended
+        """Activate the pending subscriptions whose start has come, terminate those whose
+        `ending_at` has passed, invoice every ended
         period not invoiced yet, refresh drafts, finalize the drafts whose grace period is
         over. Safe to run concurrently on several replicas."""
         now = now or datetime.now(UTC)
         result = RunResult()
         async with self.engine.begin() as conn:
+            await repo.activate_started(conn, now)
             await repo.terminate_ended(conn, now)
         async with self.engine.connect() as conn:
             rows = await repo.billable_subscriptions(conn)

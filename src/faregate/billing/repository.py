@@ -284,7 +284,11 @@ async def terminate_subscription(
     conn: AsyncConnection, row: Mapping[str, Any], at: datetime
 ) -> dict[str, Any]:
     """Lago's termination: status terminated, billing ends at `at` (or at the earlier
-    `ending_at`), so the next billing run invoices the final partial period."""
+    `ending_at`), so the next billing run invoices the final partial period. A pending
+    subscription (not started yet) is canceled instead, and never billed."""
+    if row["status"] == "pending":
+        await update_subscription(conn, row["id"], {"status": "canceled"})
+        return {**row, "status": "canceled"}
     ending = row.get("ending_at")
     ending_at = at if ending is None or _utc(ending) > at else _utc(ending)
     values = {"status": "terminated", "terminated_at": at, "ending_at": ending_at}
@@ -364,6 +368,20 @@ async def terminate_ended(conn: AsyncConnection, now: datetime) -> list[str]:
             conn, sub_id, {"status": "terminated", "terminated_at": _utc(ending_at)}
         )
     return [external_id for _, external_id, _ in ended]
+
+
+async def activate_started(conn: AsyncConnection, now: datetime) -> list[str]:
+    """Mark pending subscriptions whose `subscription_at` has come as active, started then
+    (Lago activates a subscription on its start date); returns their external ids."""
+    query = select(
+        subscriptions.c.id, subscriptions.c.external_id, subscriptions.c.subscription_at
+    ).where(subscriptions.c.status == "pending", subscriptions.c.subscription_at <= now)
+    started = (await conn.execute(query)).all()
+    for sub_id, _, subscription_at in started:
+        await update_subscription(
+            conn, sub_id, {"status": "active", "started_at": _utc(subscription_at)}
+        )
+    return [external_id for _, external_id, _ in started]
 
 
 async def events_by_transaction_id(
