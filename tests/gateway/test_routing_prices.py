@@ -404,3 +404,35 @@ async def test_an_adapter_that_always_sends_max_tokens_bounds_the_hold(
         assert held >= cost
     finally:
         await gw.runner.cleanup()
+
+
+async def test_a_request_that_asks_for_prompt_caching_is_held_at_the_cache_write_rate(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    # Anthropic bills input written to its prompt cache at 1.25x input ($3.75 a million on
+    # claude-sonnet-4): a request that marks something for the cache may be billed so for
+    # all of its input, one that marks nothing cannot.
+    budget = _budget("0.000001")[0] | {"scope": "tag", "match": "tiny"}
+    gw = await _start(tmp_path, mock, {"budgets": [budget]})
+    part = {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}
+    cached = {
+        "model": "claude-sonnet-4",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": [part]}],
+    }
+    plain = {**cached, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        async with aiohttp.ClientSession() as s:
+            held = []
+            for body in (cached, plain):
+                status, _, error = await _chat(s, gw, body, {"x-faregate-tags": "tiny"})
+                assert status == 429, error
+                held.append(_may_use(error))
+        # The input bound (3 of priming, 4 of framing, 2 bytes of text) and 10 output tokens
+        # at $15 per 1M.
+        assert held == [
+            (9 * Decimal("3.75") + 10 * Decimal(15)) / MILLION,
+            (9 * Decimal(3) + 10 * Decimal(15)) / MILLION,
+        ]
+    finally:
+        await gw.runner.cleanup()

@@ -194,7 +194,7 @@ async def test_openai_wire_hosts_get_no_anthropic_fields(
     assert sent[-1]["messages"][0] == {"role": "system", "content": "sys"}
 
 
-async def test_cache_writes_and_reads_come_back_apart_and_cost_input_rates(
+async def test_cache_writes_and_reads_come_back_apart_and_cost_their_own_rates(
     gw: Running, claude: anthropic.AsyncAnthropic
 ) -> None:
     ask: Any = {"model": "claude-sonnet-4", "max_tokens": 5, "messages": CACHED_TURNS[:1]}
@@ -202,9 +202,10 @@ async def test_cache_writes_and_reads_come_back_apart_and_cost_input_rates(
     usage = (await first.parse()).usage
     assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (1024, 0)
     assert (usage.input_tokens, usage.output_tokens) == (2004 - 1024, 5)
-    # claude-sonnet-4: $3 input (cache writes included: the catalog has no write rate),
-    # $0.30 cached input, $15 output per million tokens.
-    assert Decimal(first.headers["x-faregate-cost"]) == Decimal("0.006087")
+    # claude-sonnet-4: $3 input, $3.75 cache writes, $0.30 cached input, $15 output per
+    # million tokens.
+    cost = (980 * Decimal(3) + 1024 * Decimal("3.75") + 5 * Decimal(15)) / 10**6
+    assert Decimal(first.headers["x-faregate-cost"]) == cost == Decimal("0.006855")
     async with claude.messages.stream(**ask) as stream:
         again = (await stream.get_final_message()).usage
     assert (again.cache_creation_input_tokens, again.cache_read_input_tokens) == (0, 1024)

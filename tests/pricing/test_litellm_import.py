@@ -292,7 +292,9 @@ def test_deepseek_cache_hit_price_becomes_the_cached_input_rate(converted: Any) 
 
 def test_price_fields_that_are_not_imported_are_listed_in_notes(converted: Any) -> None:
     sonnet = entry(converted, "anthropic", "claude-sonnet-4")
-    assert (
-        "not imported: cache_creation_input_token_cost, search_context_cost_per_query"
-        in (sonnet["notes"])
-    )
+    assert "not imported: search_context_cost_per_query" in sonnet["notes"]
+
+
+def test_the_cache_creation_price_becomes_the_cache_write_rate(converted: Any) -> None:
+    sonnet = entry(converted, "anthropic", "claude-sonnet-4")
+    assert (sonnet["input"], sonnet["cache_write"]) == (D("3"), D("3.75"))

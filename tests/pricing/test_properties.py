@@ -37,8 +37,9 @@ models:
     input: 1.25
     output: 2
     reasoning: 7.5
+    cache_write: 1.5625
     long_context:
-      - {above_input_tokens: 200000, input: 2.5, output: 4, reasoning: 15}
+      - {above_input_tokens: 200000, input: 2.5, output: 4, reasoning: 15, cache_write: 3.125}
       - {above_input_tokens: 1000000, input: 5, output: 3, reasoning: 2}
     tiers: {priority: 1.75, flex: 0.5}
     windows: [{start: "09:00", end: "12:00", tz: Asia/Shanghai, multiplier: 2}]
@@ -66,9 +67,11 @@ def _token_priced(catalog: PriceCatalog) -> list[ModelPrice]:
 def token_usages(draw: st.DrawFn) -> Usage:
     input_tokens = draw(st.integers(0, 2_000_000))
     output_tokens = draw(st.integers(0, 200_000))
+    cached = draw(st.integers(0, input_tokens))
     return Usage(
         input_tokens=input_tokens,
-        cached_input_tokens=draw(st.integers(0, input_tokens)),
+        cached_input_tokens=cached,
+        cache_write_tokens=draw(st.integers(0, input_tokens - cached)),
         output_tokens=output_tokens,
         reasoning_tokens=draw(st.integers(0, output_tokens)),
     )
@@ -86,6 +89,7 @@ def add(a: Usage, b: Usage) -> Usage:
     return Usage(
         input_tokens=a.input_tokens + b.input_tokens,
         cached_input_tokens=a.cached_input_tokens + b.cached_input_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
         output_tokens=a.output_tokens + b.output_tokens,
         reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
     )
@@ -102,7 +106,11 @@ def test_cost_is_additive_over_any_split_of_a_usage(
 
 
 def test_every_shipped_token_rate_has_at_most_three_decimals() -> None:
-    rates = [r for p in CATALOG for r in (p.input, p.cached_input, p.output, p.reasoning)]
+    rates = [
+        r
+        for p in CATALOG
+        for r in (p.input, p.cached_input, p.rates.cache_write, p.output, p.reasoning)
+    ]
     assert all(r == r.quantize(MILLI) for r in rates)
 
 
@@ -129,6 +137,7 @@ def test_cost_parts_sum_exactly_to_the_cost(
     input_tokens=st.integers(0, 3_000_000),
     output_tokens=st.integers(0, 200_000),
     worst_case_time=st.booleans(),
+    cache_writes=st.booleans(),
     data=st.data(),
 )
 def test_a_token_estimate_is_the_cost_of_its_worst_case_usage(
@@ -137,21 +146,30 @@ def test_a_token_estimate_is_the_cost_of_its_worst_case_usage(
     input_tokens: int,
     output_tokens: int,
     worst_case_time: bool,
+    cache_writes: bool,
     data: st.DataObject,
 ) -> None:
     # The estimate is written out for speed; it must stay what it is defined as: the cost of
-    # no cache hits and every output token at the dearer of the output and reasoning rates,
+    # no cache hits, every input token written to the cache when the request may write and
+    # that costs more, every output token at the dearer of the output and reasoning rates,
     # at the window in force (or the dearest one), under the tier asked for.
     at = max(T0 + timedelta(minutes=minutes), price.effective_from)
     tier = data.draw(st.sampled_from([None, "default", *(name for name, _ in price.tiers)]))
     rates = price.rates_for(input_tokens)
     worst = Usage(
         input_tokens=input_tokens,
+        cache_write_tokens=input_tokens if cache_writes and rates.cache_write > rates.input else 0,
         output_tokens=output_tokens,
         reasoning_tokens=output_tokens if rates.reasoning > rates.output else 0,
     )
     estimate = estimate_tokens_cost(
-        price, input_tokens, output_tokens, at=at, tier=tier, worst_case_time=worst_case_time
+        price,
+        input_tokens,
+        output_tokens,
+        at=at,
+        tier=tier,
+        worst_case_time=worst_case_time,
+        cache_writes=cache_writes,
     )
     cost = cost_of(worst, price, at=at, tier=tier)
     if not worst_case_time:

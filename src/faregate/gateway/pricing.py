@@ -37,6 +37,7 @@ _LATEST = datetime.max.replace(tzinfo=UTC)
 # call.scratch key: the deployments estimate_call found the call may reach.
 REACHABLE = "reachable"
 ROUTE = "route_request"  # the call's RouteRequest, made once by estimate_call
+ASKS_CACHE = "asks_prompt_cache"  # whether the body marks anything for the prompt cache
 # Deployments a request may reach: Router.reachable(group, request).
 Reach = Callable[[ModelGroup, RouteRequest], Sequence[Deployment]]
 
@@ -270,6 +271,7 @@ class CatalogPricer:
             at=call.created_at,
             tier=tier,
             worst_case_time=True,
+            cache_writes=price.charges_cache_writes and asks_prompt_cache(call),
         )
 
     def settle(self, call: Call) -> None:
@@ -321,6 +323,40 @@ class CatalogPricer:
             stream=call.stream,
             now=call.created_at,
         )
+
+
+def asks_prompt_cache(call: Call) -> bool:
+    """Whether the request marks anything for the provider's prompt cache (a
+    `cache_control` on the request, a tool, a message or a part): only then may it be
+    charged cache writes, which cost more than input on Anthropic. Read once per call."""
+    asked = call.scratch.get(ASKS_CACHE)
+    if asked is None:
+        asked = call.scratch[ASKS_CACHE] = _marks_cache(call.body)
+    return asked  # type: ignore[no-any-return]
+
+
+def _marks_cache(body: dict[str, Any]) -> bool:
+    if "cache_control" in body:
+        return True
+    for tool in body.get("tools") or ():
+        if isinstance(tool, dict) and "cache_control" in tool:
+            return True
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        if "cache_control" in message:
+            return True
+        content = message.get("content")
+        if isinstance(content, list) and any(
+            isinstance(part, dict) and "cache_control" in part for part in content
+        ):
+            return True
+        calls = message.get("tool_calls")
+        if isinstance(calls, list) and any(
+            isinstance(c, dict) and "cache_control" in c for c in calls
+        ):
+            return True
+    return False
 
 
 def _expected_output(call: Call) -> int:

@@ -1,6 +1,7 @@
 """What one upstream call cost us, exactly, and worst-case estimates before the call.
 
-cost = (uncached x input + cached x cached_input + (output - reasoning) x output
+cost = ((uncached - cache writes) x input + cache writes x cache_write
+        + cached x cached_input + (output - reasoning) x output
         + reasoning x reasoning) / 1e6 + images x image price + seconds x per_second,
 then x service-tier multiplier x time-of-day multiplier. `Usage.images` already counts
 every generated image: it is never multiplied by the request's `n` again. `cost_parts`
@@ -71,7 +72,7 @@ def cost_parts(
     visible, reasoning = _output_split(usage)
     images, seconds = _unit_costs(usage, price) if usage.images or usage.seconds else (ZERO, ZERO)
     parts = CostParts(
-        _scaleb(_mul(usage.uncached_input_tokens, rates.input), -6),
+        _scaleb(_input_cost(usage, rates), -6),
         _scaleb(_mul(usage.cached_input_tokens, rates.cached_input), -6),
         _scaleb(_mul(visible, rates.output), -6),
         _scaleb(_mul(reasoning, rates.reasoning), -6),
@@ -91,18 +92,24 @@ def estimate_tokens_cost(
     at: datetime,
     tier: str | None = None,
     worst_case_time: bool = False,
+    cache_writes: bool = False,
 ) -> Decimal:
     """Upper bound of a token call: no cache hits, output at the dearer of the output and
-    reasoning rates. With `worst_case_time`, the dearest time-of-day window applies (for
-    holds that may settle after a window boundary).
+    reasoning rates. With `cache_writes` (the request asks the provider to cache its
+    prompt), input at the dearer of the input and cache-write rates. With
+    `worst_case_time`, the dearest time-of-day window applies (for holds that may settle
+    after a window boundary).
 
     The cost of that worst-case usage, `cost_of(Usage(input_tokens, output_tokens, ...))`,
     written out: every request is estimated, and the usage made and taken apart again cost
     more than the two products."""
     _require_aware(at)
     rates = price.rates_for(input_tokens)
+    input_rate = rates.input
+    if cache_writes and rates.cache_write > input_rate:
+        input_rate = rates.cache_write
     output_rate = rates.reasoning if rates.reasoning > rates.output else rates.output
-    total = _scaleb(_add(_mul(input_tokens, rates.input), _mul(output_tokens, output_rate)), -6)
+    total = _scaleb(_add(_mul(input_tokens, input_rate), _mul(output_tokens, output_rate)), -6)
     window = price.dearest_window_multiplier() if worst_case_time else price.window_multiplier(at)
     return _apply(total, price.tier_multiplier(tier) * window)
 
@@ -178,9 +185,21 @@ def _token_cost(usage: Usage, rates: TokenRates) -> Decimal:
             _mul(visible, rates.output),
             _mul(reasoning, rates.reasoning),
         ),
-        _mul(usage.uncached_input_tokens, rates.input),
+        _input_cost(usage, rates),
     )
     return _scaleb(per_million, -6)  # exact: per 1M tokens
+
+
+def _input_cost(usage: Usage, rates: TokenRates) -> Decimal:
+    """The uncached input per 1M tokens: what was written to the provider's prompt cache at
+    the cache-write rate (a part of the uncached input, never more), the rest at input's."""
+    uncached = usage.uncached_input_tokens
+    writes = usage.cache_write_tokens
+    if not writes:
+        return _mul(uncached, rates.input)
+    if writes > uncached:
+        writes = uncached
+    return _add(_mul(uncached - writes, rates.input), _mul(writes, rates.cache_write))
 
 
 def _output_split(usage: Usage) -> tuple[int, int]:

@@ -23,12 +23,15 @@ STANDARD_TIERS: frozenset[str] = frozenset({"default", "standard", "auto"})
 
 @dataclass(frozen=True, slots=True)
 class TokenRates:
-    """USD per 1M tokens."""
+    """USD per 1M tokens. `cache_write`: input written to the provider's prompt cache
+    (Anthropic's cache_creation_input_tokens, 1.25x its input rate); `input` where a
+    provider charges no premium."""
 
     input: Decimal
     output: Decimal
     cached_input: Decimal
     reasoning: Decimal
+    cache_write: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,16 @@ class ModelPrice:
     @property
     def cached_input(self) -> Decimal:
         return self.rates.cached_input
+
+    @property
+    def charges_cache_writes(self) -> bool:
+        """Whether input written to the prompt cache costs more than input, at any length
+        (read for every priced call: no generator for the bands most prices lack)."""
+        if self.rates.cache_write > self.rates.input:
+            return True
+        return bool(self.long_context) and any(
+            band.rates.cache_write > band.rates.input for band in self.long_context
+        )
 
     @property
     def reasoning(self) -> Decimal:
