@@ -3,7 +3,7 @@
 Token counts follow OpenAI's inclusive convention: `input_tokens` includes
 `cached_input_tokens` (cache reads) and `cache_write_tokens`, and `output_tokens` includes
 `reasoning_tokens`. Metering splits them into disjoint event types (input, cached_input,
-output, reasoning); cache writes are input there, priced at the input rate.
+output, reasoning); cache writes are input there, priced at the catalog's cache_write rate.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Usage:
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
     # Input written to the provider's prompt cache (Anthropic's cache_creation_input_tokens):
-    # reported back as such; billed as input, since the price catalog has no cache-write rate.
+    # reported back as such; input in usage events, priced at the catalog's cache_write rate.
     cache_write_tokens: int = 0
     images: int = 0
     image_width: int = 0
