@@ -15,7 +15,7 @@ from faregate.api.common import bearer_key, json_response, read_json_object
 from faregate.api.state import SERVICES, Services
 from faregate.auth import repository as customers_repo
 from faregate.billing import catalog_changes as changes
-from faregate.billing import currencies, lago_json
+from faregate.billing import currencies, lago_json, unsupported
 from faregate.billing import repository as repo
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.metrics import BillableMetric
@@ -267,6 +267,7 @@ def _metric_json(row: dict[str, Any]) -> dict[str, Any]:
 @_lago
 async def create_metric(request: web.Request) -> web.Response:
     data = _root(await read_json_object(request), "billable_metric")
+    unsupported.check_metric(data)
     metric = BillableMetric.from_dict({k: v for k, v in data.items() if v is not None})
     async with _services(request).engine.begin() as conn:
         if await repo.metric_by_code(conn, metric.code) is not None:
@@ -324,6 +325,7 @@ async def update_metric(request: web.Request) -> web.Response:
     }
     async with _services(request).engine.begin() as conn:
         row = await _live_metric(conn, request.match_info["code"])
+        unsupported.check_metric(data, row["definition"])
         stored = BillableMetric.from_dict(row["definition"])
         charging = await _plans_charging(conn, stored.code)
         metric = changes.updated_metric(stored, data, charged=bool(charging))

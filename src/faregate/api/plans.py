@@ -20,6 +20,7 @@ from faregate.api.billing import (
 from faregate.api.common import json_response, read_json_object
 from faregate.billing import catalog_changes as changes
 from faregate.billing import repository as repo
+from faregate.billing import unsupported
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.plans import Plan
@@ -96,7 +97,9 @@ async def _validated(conn: Any, data: dict[str, Any]) -> Plan:
 
 
 def _body(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in _root(data, "plan").items() if v is not None}
+    body = {k: v for k, v in _root(data, "plan").items() if v is not None}
+    unsupported.check_plan(body)
+    return body
 
 
 async def _live_plan(conn: Any, code: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from aiohttp import web
 from faregate.api.billing import _iso, _lago, _root, _services, event_catalog, page_meta, page_of
 from faregate.api.common import json_response, read_json_object
 from faregate.auth import repository as customers_repo
-from faregate.billing import currencies, lago_json
+from faregate.billing import currencies, lago_json, unsupported
 from faregate.billing import repository as repo
 from faregate.billing.billed import subscription_of_row
 from faregate.billing.errors import BillingNotFound, BillingValidationError
@@ -50,6 +50,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         for k, v in _root(await read_json_object(request), "subscription").items()
         if v is not None
     }
+    unsupported.check_subscription(data)
     now = datetime.now(UTC)
     data.setdefault("subscription_at", now.isoformat())
     sub = Subscription.from_dict(data)
@@ -172,6 +173,7 @@ async def update_subscription(request: web.Request) -> web.Response:
     """Lago's update of `name` and `ending_at` (billing stops there; the next billing run
     after it invoices the final partial period). A terminated subscription is not edited."""
     data = _root(await read_json_object(request), "subscription")
+    unsupported.check_subscription(data)
     async with _services(request).engine.begin() as conn:
         row = await _subscription(conn, request.match_info["external_id"])
         if row["status"] in ("terminated", "canceled"):

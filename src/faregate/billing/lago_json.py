@@ -93,3 +93,28 @@ def choice(
     if not isinstance(value, str) or value not in allowed:
         raise BillingValidationError(field, "value_is_invalid")
     return value
+
+
+def is_default(value: object) -> bool:
+    """Absent, null, false or empty: what a Lago client sends for a field it does not use."""
+    if value is None or value is False:
+        return True
+    if isinstance(value, str | list | tuple):
+        return not value
+    if isinstance(value, Mapping):
+        return all(is_default(v) for v in value.values())
+    return False
+
+
+def refuse_unsupported(
+    data: Mapping[str, object], fields: tuple[str, ...], prefix: str = ""
+) -> None:
+    """422 `value_is_not_supported` for the first of `fields` given a non-default value:
+    a Lago field faregate does not implement is refused, never accepted and ignored."""
+    for name in fields:
+        if not is_default(data.get(name)):
+            raise BillingValidationError(
+                f"{prefix}{name}",
+                "value_is_not_supported",
+                f"{prefix}{name} is not supported by this server; leave it out.",
+            )

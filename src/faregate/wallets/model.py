@@ -13,6 +13,7 @@ from typing import Any
 
 from faregate.billing import lago_json
 from faregate.billing.errors import BillingValidationError
+from faregate.billing.lago_json import refuse_unsupported
 from faregate.money import from_nanos, to_nanos
 
 CREDIT_PLACES = Decimal("0.00001")  # Lago stores credits as decimal(30,5)
@@ -222,29 +223,6 @@ UNSUPPORTED_WALLET_FIELDS = (
 )
 UNSUPPORTED_RULE_FIELDS = ("invoice_requires_successful_payment", "grants_target_top_up")
 UNSUPPORTED_TRANSACTION_FIELDS = ("invoice_requires_successful_payment",)
-
-
-def _is_default(value: object) -> bool:
-    if value is None or value is False:
-        return True
-    if isinstance(value, str | list | tuple):
-        return not value
-    if isinstance(value, Mapping):
-        return all(_is_default(v) for v in value.values())
-    return False
-
-
-def refuse_unsupported(
-    data: Mapping[str, object], fields: tuple[str, ...], prefix: str = ""
-) -> None:
-    """422 `value_is_not_supported` for the first of `fields` given a non-default value."""
-    for name in fields:
-        if not _is_default(data.get(name)):
-            raise BillingValidationError(
-                f"{prefix}{name}",
-                "value_is_not_supported",
-                f"{prefix}{name} is not supported by this server; leave it out.",
-            )
 
 
 def refuse_unsupported_wallet_fields(data: Mapping[str, object]) -> None:
