@@ -212,3 +212,31 @@ async def test_a_gemini_thinking_tool_call_can_be_answered_on_any_provider(
         await client.close()
     finally:
         await gw.runner.cleanup()
+
+
+async def test_openais_temperatures_above_one_reach_claude_at_its_most_random(
+    gateway: Running,
+) -> None:
+    """OpenAI's scale goes to 2, Anthropic's to 1 (it refuses more): a temperature of 1.5 to
+    a Claude model was the upstream's 400."""
+    client = _client(gateway)
+    reply = await client.chat.completions.create(
+        model="claude-sonnet-4",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=3,
+        temperature=1.5,
+    )
+    assert reply.choices[0].message.content
+    await client.close()
+    async with anthropic.AsyncAnthropic(
+        base_url=gateway.url, api_key=gateway.key, max_retries=0
+    ) as claude:
+        with pytest.raises(anthropic.BadRequestError) as refused:  # the Messages API's range
+            await claude.messages.create(
+                model="gpt-4o-mini",
+                max_tokens=3,
+                messages=[{"role": "user", "content": "hi"}],
+                extra_body={"temperature": 1.5},
+            )
+    body = refused.value.body
+    assert isinstance(body, dict) and "temperature" in body["error"]["message"]

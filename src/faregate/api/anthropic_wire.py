@@ -92,8 +92,12 @@ def request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
             raise _invalid("stop_sequences: must be a list of strings", "stop_sequences")
         request["stop"] = stops
     for key in ("temperature", "top_p"):
-        if body.get(key) is not None:
-            request[key] = body[key]
+        value = body.get(key)
+        if value is not None:
+            # The Messages API's range for both (OpenAI's temperature goes to 2).
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise _invalid(f"{key}: must be a number from 0 to 1", key)
+            request[key] = value
     top_k = body.get("top_k")
     if top_k is not None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:

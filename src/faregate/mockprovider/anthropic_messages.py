@@ -83,6 +83,7 @@ def _parse(body: Mapping[str, Any]) -> Ask:
     max_tokens = checks.optional_int(body, "max_tokens")
     if max_tokens is None:
         raise MockError(400, "max_tokens: Field required", param="max_tokens")
+    _check_sampling(body)
     tally, tools = _prompt(body)
     if tally.overflow:
         raise _too_long(tally.tokens + CONTEXT_WINDOW, CONTEXT_WINDOW)
@@ -94,6 +95,17 @@ def _parse(body: Mapping[str, Any]) -> Ask:
         tool=_tool_to_call(body, tools, body["messages"][-1], tally),
         json_schema=_output_schema(body),
     )
+
+
+def _check_sampling(body: Mapping[str, Any]) -> None:
+    """The Messages API takes temperature and top_p from 0 to 1 (OpenAI's temperature goes
+    to 2)."""
+    for key in ("temperature", "top_p"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise MockError(400, f"{key}: Input should be less than or equal to 1", param=key)
 
 
 def _output_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -17,6 +17,7 @@ from faregate.providers.shape import (
 )
 
 TOOL_CHOICES = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
+MAX_TEMPERATURE = 1
 
 
 def messages_request(
@@ -42,6 +43,11 @@ def messages_request(
     for key in ("temperature", "top_p", "top_k"):  # top_k: an extra field for OpenAI clients
         if body.get(key) is not None:
             request[key] = body[key]
+    temperature = request.get("temperature")
+    if isinstance(temperature, int | float) and temperature > MAX_TEMPERATURE:
+        # OpenAI's scale goes to 2, Anthropic's to 1, which it refuses to pass: the most
+        # random Claude samples, so a group mixing both serves the request on either.
+        request["temperature"] = MAX_TEMPERATURE
     if isinstance(body.get("user"), str):
         request["metadata"] = {"user_id": body["user"]}
     if body.get("cache_control"):
