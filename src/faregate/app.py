@@ -111,6 +111,11 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     await writer.start()
     keys = KeyService(engine, settings.admin_key)
     hooks = Webhooks(engine, WebhookSettings.from_settings(settings))
+    if hooks.config.public_key:
+        log.warning(
+            "webhooks are signed with a key anyone can compute: no webhooks.hmac_key, "
+            "FAREGATE_SECRET_KEY or admin key is set, so receivers cannot trust them"
+        )
     await hooks.start()
     parts = await assemble_gateway(
         settings,

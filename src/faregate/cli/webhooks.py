@@ -4,18 +4,35 @@ They work on the configuration and the database directly, so they need no runnin
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.api.webhooks import delivery_json
 from faregate.cli.common import add_config_args, print_json, settings_from, with_engine
-from faregate.config import Settings
+from faregate.config import ConfigError, Settings
 from faregate.webhooks import Webhooks, WebhookSettings
 
 
 def cmd_hmac_key(args: argparse.Namespace) -> int:
-    print(WebhookSettings.from_settings(settings_from(args)).hmac_key)
+    """The key the server signs with. A server run by `faregate demo` keeps its admin key in
+    its data directory, not in the configuration: it is read from there when nothing else
+    sets one. With no secret at all the key would be one anyone can compute: refused."""
+    settings = settings_from(args)
+    if not (settings.secret_key or settings.admin_key):
+        demo_key = Path(args.data_dir) / "admin_key"
+        if demo_key.is_file():
+            settings.admin_key = demo_key.read_text().strip()
+    config = WebhookSettings.from_settings(settings)
+    if config.public_key:
+        raise ConfigError(
+            "no webhooks.hmac_key, FAREGATE_SECRET_KEY or admin key is set (nor a demo's "
+            f"admin key in {args.data_dir}/): deliveries would be signed with a key anyone "
+            "can compute; set one of them"
+        )
+    print(config.hmac_key)
     return 0
 
 
@@ -42,6 +59,11 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser("hmac-key", help="print the key deliveries are signed with")
     add_config_args(p)
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("FAREGATE_DATA_DIR", "var"),
+        help="a demo's data directory, where it keeps its admin key (default: the demo's)",
+    )
     p.set_defaults(func=cmd_hmac_key)
 
     p = cmds.add_parser("list", help="recent deliveries, newest first")

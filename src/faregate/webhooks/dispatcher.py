@@ -46,6 +46,10 @@ class Endpoint:
         return self.event_types is None or webhook_type in self.event_types
 
 
+# What the signing key is derived from when no secret is configured (see `public_key`).
+PUBLIC_SEED = "faregate"
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     hmac_key: str
@@ -56,13 +60,15 @@ class WebhookSettings:
     retry_max_seconds: float = 3600.0
     timeout_seconds: float = 10.0
     poll_seconds: float = 1.0
+    # True when no secret was configured (no webhooks.hmac_key, FAREGATE_SECRET_KEY or admin
+    # key): the key is then derived from a public word, and anyone can compute it.
+    public_key: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookSettings:
         raw = settings.section("webhooks")
-        key = raw.get("hmac_key") or signing.derived_hmac_key(
-            settings.secret_key or settings.admin_key or "faregate"
-        )
+        secret = settings.secret_key or settings.admin_key
+        key = raw.get("hmac_key") or signing.derived_hmac_key(secret or PUBLIC_SEED)
         endpoints = []
         for i, item in enumerate(raw.get("endpoints") or []):
             if isinstance(item, str):
@@ -83,6 +89,7 @@ class WebhookSettings:
                 retry_max_seconds=float(raw.get("retry_max_seconds", 3600.0)),
                 timeout_seconds=float(raw.get("timeout_seconds", 10.0)),
                 poll_seconds=float(raw.get("poll_seconds", 1.0)),
+                public_key=not (raw.get("hmac_key") or secret),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"webhooks: {exc}") from None
