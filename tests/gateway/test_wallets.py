@@ -288,6 +288,9 @@ async def test_a_depleted_wallet_sends_its_webhook_once(gateway: Running) -> Non
     assert statuses == [200, 200, 402, 402]
     await asyncio.sleep(0.2)
     assert hooks.types().count("wallet.depleted_ongoing_balance") == 1
+    # The wallet it carries includes the debit that emptied it (it showed the balance before).
+    [wallet] = [o for t, _, o in hooks.sent if t == "wallet.depleted_ongoing_balance"]
+    assert Decimal(wallet["credits_balance"]) == 0 and wallet["balance_cents"] == 0
 
 
 async def test_a_credit_limit_holds_unpaid_usage_of_a_customer_without_wallet(

@@ -354,6 +354,7 @@ class WalletRuntime:
         self._spawn(self._depleted_webhook(account.wallet_id))
 
     async def _depleted_webhook(self, wallet_id: str) -> None:
+        await self.flush()  # the wallet in the webhook includes the debit that emptied it
         row = await self.service.get(wallet_id)
         await self.service._emit("wallet.depleted_ongoing_balance", "wallet", wallet_json(row))
 
