@@ -30,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FaregateError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 2
+    except OSError as err:  # an output path that cannot be written, a database out of reach
+        where = f": {err.filename}" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

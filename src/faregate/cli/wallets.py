@@ -14,6 +14,7 @@ from faregate.api.wallets import ledger_csv
 from faregate.cli.common import add_config_args, print_json, with_engine
 from faregate.config import Settings
 from faregate.wallets import repository as repo
+from faregate.wallets.model import credits_value
 from faregate.wallets.service import TopUp, WalletService, transaction_json, wallet_json
 
 
@@ -53,15 +54,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _credits(text: str | None, field: str) -> Decimal:
+    """A credits option read as the API reads it ("NaN", "-1" or "ten" refused by name)."""
+    return credits_value({field: text}, field) or Decimal(0)
+
+
 def cmd_top_up(args: argparse.Namespace) -> int:
     async def run(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
         service = _service(engine, settings)
         made = await service.top_up(
             args.wallet_id,
             TopUp(
-                paid=Decimal(args.credits or 0),
-                granted=Decimal(args.granted or 0),
-                voided=Decimal(args.void or 0),
+                paid=_credits(args.credits, "paid_credits"),
+                granted=_credits(args.granted, "granted_credits"),
+                voided=_credits(args.void, "voided_credits"),
                 name=args.name,
             ),
         )
