@@ -57,3 +57,20 @@ def test_bad_amounts_and_unwritable_paths_are_errors_not_tracebacks(tmp_path: Pa
     assert (code, err.strip()) == (2, "error: paid_credits: invalid_amount")
     code, _, err = _run(["spend", "--format", "csv", "-o", "/nonexistent/dir/x.csv", *db])
     assert code == 2 and err.startswith("error: No such file or directory")
+
+
+def test_customers_made_on_the_command_line_are_checked_as_the_api_checks_them(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    migrate(url)
+    db = ["--database-url", url]
+    for args, field in [
+        (["cur", "--currency", "dollars"], "currency"),
+        ([""], "external_id"),
+        (["c" * 256], "external_id"),
+    ]:
+        code, _, err = _run(["customers", "create", *args, *db])
+        assert code == 2 and f"'{field}'" in err, (args, err)
+    code, out, _ = _run(["customers", "create", "acme", "--currency", "eur", *db])
+    assert code == 0 and '"currency": "EUR"' in out

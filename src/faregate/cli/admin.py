@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faregate.api.admin import customer_json, key_json
+from faregate.api.admin import customer_json, customer_values, key_json
 from faregate.auth import repository
 from faregate.auth.service import KeyService
 from faregate.cli.common import add_config_args, print_json, with_engine
@@ -20,18 +20,14 @@ from faregate.errors import Conflict, InvalidRequest
 
 def cmd_customer_create(args: argparse.Namespace) -> int:
     async def run(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
+        fields = {"external_id": args.external_id, "name": args.name, "email": args.email}
+        if args.currency is not None:
+            fields["currency"] = args.currency
+        values = customer_values(fields, settings.currency)  # as POST /admin/customers checks
         async with engine.begin() as conn:
             if await repository.customer_by_external_id(conn, args.external_id):
                 raise Conflict(f"customer {args.external_id!r} already exists")
-            return await repository.insert_customer(
-                conn,
-                {
-                    "external_id": args.external_id,
-                    "name": args.name,
-                    "email": args.email,
-                    "currency": (args.currency or settings.currency).upper(),
-                },
-            )
+            return await repository.insert_customer(conn, values)
 
     print_json({"customer": customer_json(with_engine(args, run))})
     return 0
