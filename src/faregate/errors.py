@@ -12,6 +12,10 @@ class FaregateError(Exception):
     status: int = 500
     type: str = "api_error"
     code: str = "internal_error"
+    # Set by failover on the error it gives up with: the upstream calls made for the
+    # request and the last deployment called (routing/failover.py).
+    attempts: int = 0
+    last_deployment: Any = None
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -177,5 +178,56 @@ async def test_an_anthropic_stream_that_breaks_after_its_first_chunk_ends_with_a
         assert error["type"] == "error"
         assert set(error["error"]) == {"type", "message"} and error["error"]["message"]
         assert mock.stats.requests_for(deployment="backup") == 0  # not retried after a byte
+    finally:
+        await gw.runner.cleanup()
+
+
+async def _record(db: Path, request_id: str) -> tuple[Any, ...]:
+    """(status, error_code, deployment, attempts) of a stored request record."""
+    for _ in range(200):  # the usage writer stores records in batches
+        with sqlite3.connect(db) as conn:
+            row = conn.execute(
+                "SELECT status, error_code, deployment, attempts FROM requests WHERE id = ?",
+                (request_id,),
+            ).fetchone()
+        if row is not None:
+            return tuple(row)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no record of {request_id}")
+
+
+async def test_a_request_that_failed_everywhere_says_how_many_calls_it_made(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    mock.config.deployments["primary"] = MockBehaviour(error_rate=1.0)
+    mock.config.deployments["backup"] = MockBehaviour(error_rate=1.0)
+    config = _flaky_group(mock.url)
+    config["routing"] = {"max_attempts": 3}
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, config)
+    try:
+        status, headers, raw = await _post(gw, BODY)
+        assert (status, orjson.loads(raw)["error"]["code"]) == (502, "upstream_error")
+        assert mock.stats.requests == 3  # primary, backup, primary again after a backoff
+        assert headers["x-faregate-attempts"] == "3"
+        record = await _record(tmp_path / "g.db", headers["x-faregate-request-id"])
+        assert record == (502, "upstream_error", "flaky/primary/0", 3)
+    finally:
+        await gw.runner.cleanup()
+
+
+async def test_a_429_whose_retry_after_outlasts_the_backoff_says_how_many_calls_it_made(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    # Longer than the request's deadline (600 s): nothing to wait for.
+    mock.config.deployments["primary"] = MockBehaviour(rate_limit_rate=1.0, retry_after=700.0)
+    mock.config.deployments["backup"] = MockBehaviour(rate_limit_rate=1.0, retry_after=700.0)
+    gw = await start_gateway(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, _flaky_group(mock.url)
+    )
+    try:
+        status, headers, _ = await _post(gw, {**BODY, "stream": True})
+        assert (status, headers["Retry-After"], headers["x-faregate-attempts"]) == (429, "700", "2")
+        record = await _record(tmp_path / "g.db", headers["x-faregate-request-id"])
+        assert record[2:] == ("flaky/backup/1", 2)
     finally:
         await gw.runner.cleanup()

@@ -338,6 +338,28 @@ async def test_context_length_error_switches_to_the_context_window_plan() -> Non
     assert calls == ["small", "large"]
 
 
+async def test_the_error_of_a_request_that_failed_everywhere_carries_its_calls() -> None:
+    clock = FakeClock()
+    calls: list[str] = []
+
+    async def attempt(d: Deployment) -> str:
+        calls.append(d.id)
+        raise ProviderError(f"{d.id} down", status=503)
+
+    with pytest.raises(ProviderError) as caught:
+        await call_with_failover(
+            [dep("a"), dep("b")],
+            attempt,
+            health=HealthRegistry(clock=clock),
+            deadline=clock() + 30,
+            max_attempts=3,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+    assert calls == ["a", "b", "a"]
+    assert (caught.value.attempts, caught.value.last_deployment.id) == (3, "a")
+
+
 async def test_nothing_acquirable_is_a_503() -> None:
     health = HealthRegistry()
     for _ in range(5):

@@ -136,16 +136,20 @@ class Gateway:
         group = call.group
         plan = self.router.plan(group, route)
         self._attribute(call, plan[0])  # the arm assigned, until another arm serves it
-        outcome = await self.failover(
-            plan,
-            attempt,
-            health=self.health,
-            deadline=time.monotonic() + self.request_timeout,
-            max_attempts=self.max_attempts,
-            context_plan=self.router.context_plan(group, route),
-            first_chunk=first_chunk,
-            tokens=route.input_tokens + route.output_tokens,  # for deployments' tpm
-        )
+        try:
+            outcome = await self.failover(
+                plan,
+                attempt,
+                health=self.health,
+                deadline=time.monotonic() + self.request_timeout,
+                max_attempts=self.max_attempts,
+                context_plan=self.router.context_plan(group, route),
+                first_chunk=first_chunk,
+                tokens=route.input_tokens + route.output_tokens,  # for deployments' tpm
+            )
+        except FaregateError as err:
+            call.attempts, call.deployment = err.attempts, err.last_deployment
+            raise
         call.deployment = outcome.deployment
         call.attempts = outcome.attempts
         if call.experiment is not None:
@@ -157,6 +161,11 @@ class Gateway:
         assignment = self.router.experiment_arm(deployment)
         if assignment is not None:
             call.experiment, call.arm = assignment.experiment, assignment.arm
+
+    def _failed(self, call: Call, err: FaregateError) -> None:
+        """Mark the call failed; its error answer says how many upstream calls it made."""
+        call.fail(err.status, err.code)
+        err.headers = {**err.headers, "x-faregate-attempts": str(call.attempts)}
 
     def _finish(self, call: Call) -> None:
         call.finished = time.perf_counter()
@@ -198,7 +207,7 @@ class Gateway:
                 await self.cache.store(call, result)
             return result
         except FaregateError as err:
-            call.fail(err.status, err.code)
+            self._failed(call, err)
             call.finished = time.perf_counter()
             call.response_headers.update(self._headers(call))
             raise
@@ -324,11 +333,11 @@ class Gateway:
             if unjudged is not None:
                 self.health.observe(unjudged.id, error=err)
                 unjudged = None
-            call.fail(err.status, err.code)
+            self._failed(call, err)
             call.usage = state.usage
             raise
         except FaregateError as err:
-            call.fail(err.status, err.code)
+            self._failed(call, err)
             raise
         except GeneratorExit:
             call.fail(499, "client_disconnected")
@@ -341,7 +350,7 @@ class Gateway:
                 await stream.aclose()  # type: ignore[attr-defined]
             if call.finished is None:
                 call.finished = time.perf_counter()
-                if call.usage is None and call.deployment is not None:
+                if call.usage is None and stream is not None:  # cut after it connected
                     call.usage = _partial_usage(call, state)
                 if call.usage is not None:
                     self.pricer.settle(call)

@@ -86,6 +86,8 @@ async def call_with_failover(
       (default: len(plan) + 2).
     - Any other error is raised at once; a `context_length_exceeded` error switches,
       once, to `context_plan`.
+    - The error raised carries the calls made (`attempts`) and the last deployment
+      called (`last_deployment`), for the request's record.
     - `deadline` (on `clock`, time.monotonic by default) bounds every attempt; when it
       passes UpstreamTimeout (504) is raised. A deployment's own `timeout` is a retryable
       failure. When every attempt failed, the last error is raised again.
@@ -114,6 +116,7 @@ async def call_with_failover(
         try:
             return await run.until_success(candidates)
         except FaregateError as exc:
+            exc.attempts, exc.last_deployment = run.attempts, run.last
             if exc.code != CONTEXT_LENGTH_EXCEEDED or switched or not context_plan:
                 raise
             candidates, switched = list(context_plan), True
@@ -187,6 +190,7 @@ class _Failover(Generic[T]):
         self.limits, self.tokens = limits, tokens
         self.loop = asyncio.get_running_loop()
         self.attempts = 0
+        self.last: Deployment | None = None  # the deployment called last
         self.errors: list[FailedAttempt] = []
         # Deployments this request already reported a breaker failure of (see `_failed`).
         self.failed: set[str] = set()
@@ -211,6 +215,7 @@ class _Failover(Generic[T]):
             if self.limits is not None and not await self._admitted(deployment):
                 continue
             self.attempts += 1
+            self.last = deployment
             started = self.clock()
             try:
                 result = await self._one(deployment)
