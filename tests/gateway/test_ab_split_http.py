@@ -17,7 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
+from faregate.routing.ab_split import bucket
 from tests.gateway.conftest import ADMIN_KEY, start_gateway
 from tests.gateway.test_routing_choices import _ab_config
 
@@ -110,3 +112,62 @@ async def test_requests_over_http_split_within_two_points_sticky_per_user_and_re
         assert Decimal(row["cost"]) == arm["cost"]
         assert arm["cost"] == (Decimal(arm["input"]) + 4 * Decimal(arm["output"])) / 10**6
     print(f"{total} requests over HTTP in {elapsed:.1f} s ({share_a:.4f} on arm a)")
+
+
+async def test_a_request_that_fails_everywhere_is_an_error_of_the_arm_it_was_assigned(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    # A user of arm a: first a fails (b serves, and a's breaker opens), then b fails too
+    # (a's breaker still open: the plan is b alone), then b's breaker opens as well (no
+    # deployment left: 503 before any call). Only what b served is b's; every error is a's.
+    config = _ab_config(mock.url)
+    config["models"][0]["sticky"] = "user"
+    config["routing"] = {"max_attempts": 2, "breaker": {"failure_threshold": 2}}
+    user = next(f"user-{n}" for n in range(1000) if bucket("exp-1", f"user-{n}") < 3000)
+    gateway = await start_gateway(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'ab.db'}", mock, config
+    )
+    body = {"model": "ab", "user": user, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    answers: list[tuple[int, str, str]] = []
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {gateway.key}"}) as s:
+
+            async def ask(times: int) -> None:
+                for _ in range(times):
+                    async with s.post(f"{gateway.url}/v1/chat/completions", json=body) as r:
+                        code = "" if r.status == 200 else (await r.json())["error"]["code"]
+                        answers.append((r.status, code, r.headers["x-faregate-attempts"]))
+
+            mock.config.deployments["ab-a"] = MockBehaviour(error_rate=1.0)
+            await ask(2)
+            mock.config.deployments["ab-b"] = MockBehaviour(error_rate=1.0)
+            await ask(4)
+            report = await _stored_report(s, gateway.url, "exp-1", total=6)
+    finally:
+        await gateway.runner.cleanup()
+
+    assert answers == [
+        (200, "", "2"),
+        (200, "", "2"),
+        (502, "upstream_error", "2"),  # b alone, called twice
+        (502, "upstream_error", "1"),  # its failure opened b's breaker: no retry
+        (503, "no_healthy_deployment", "0"),
+        (503, "no_healthy_deployment", "0"),
+    ]
+    rows = {row["arm"]: (row["requests"], row["errors"]) for row in report["arms"]}
+    assert rows == {"a": (4, 4), "b": (2, 0)}
+
+
+async def _stored_report(
+    s: aiohttp.ClientSession, url: str, experiment: str, *, total: int
+) -> dict[str, Any]:
+    """The stored report once `total` requests reached it (records come in batches)."""
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    for _ in range(200):
+        async with s.get(f"{url}/api/v1/experiments/{experiment}", headers=admin) as r:
+            assert r.status == 200, await r.text()
+            report: dict[str, Any] = await r.json()
+        if sum(row["requests"] for row in report["arms"]) == total:
+            break
+        await asyncio.sleep(0.05)
+    return report

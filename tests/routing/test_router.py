@@ -244,6 +244,37 @@ def test_experiment_arm_is_read_from_the_deployment_that_served(health: HealthRe
     assert router.experiment_arm(router.resolve("other").deployments[0]) is None
 
 
+def test_the_assigned_arm_stays_whatever_the_health_of_its_deployment(
+    health: HealthRegistry,
+) -> None:
+    split = {
+        "experiment": "e1",
+        "sticky": "none",
+        "arms": [{"deployment": "a", "percent": 50}, {"deployment": "b", "percent": 50}],
+    }
+    router = Router(
+        groups(
+            group("chat", "a", "b", strategy="ab_split", strategy_options=split),
+            group("pick", "p", strategy="tiered", strategy_options={"default": "chat"}),
+            group("other", "c"),
+        ),
+        health=health,
+    )
+    chat = router.resolve("chat")
+    requests = [RouteRequest(request_id=f"req_{n}") for n in range(40)]
+    assigned = [router.assigned_arm(chat, r) for r in requests]
+    # Drawn from the request id: the plan puts the arm recorded for the request first.
+    assert [router.plan(chat, r)[0].id for r in requests] == [a.deployment for a in assigned]
+    assert {a.arm for a in assigned} == {"a", "b"}
+    assert [router.assigned_arm(router.resolve("pick"), r) for r in requests] == assigned
+    for _ in range(5):
+        health.observe("a", error=OUTAGE)  # a's breaker opens: b serves a's requests
+    on_a = next(r for r, a in zip(requests, assigned, strict=True) if a.arm == "a")
+    assert [d.id for d in router.plan(chat, on_a)] == ["b"]
+    assert router.assigned_arm(chat, on_a).arm == "a"
+    assert router.assigned_arm(router.resolve("other"), on_a) is None
+
+
 @pytest.mark.parametrize(
     "bad",
     [

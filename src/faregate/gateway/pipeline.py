@@ -134,11 +134,14 @@ class Gateway:
     ) -> T:
         route = self.pricer.route_request(call)
         group = call.group
-        plan = self.router.plan(group, route)
-        self._attribute(call, plan[0])  # the arm assigned, until another arm serves it
+        # The arm the request is assigned, whatever the health: a request that fails
+        # everywhere (or finds every deployment unavailable) is counted for it.
+        assigned = self.router.assigned_arm(group, route)
+        if assigned is not None:
+            call.experiment, call.arm = assigned.experiment, assigned.arm
         try:
             outcome = await self.failover(
-                plan,
+                self.router.plan(group, route),
                 attempt,
                 health=self.health,
                 deadline=time.monotonic() + self.request_timeout,
@@ -152,15 +155,11 @@ class Gateway:
             raise
         call.deployment = outcome.deployment
         call.attempts = outcome.attempts
-        if call.experiment is not None:
-            self._attribute(call, outcome.deployment)
+        if assigned is not None:  # counted for the arm that served it
+            served = self.router.experiment_arm(outcome.deployment)
+            if served is not None:
+                call.experiment, call.arm = served.experiment, served.arm
         return outcome.result  # type: ignore[no-any-return]
-
-    def _attribute(self, call: Call, deployment: Deployment) -> None:
-        """Tag an A/B experiment's request with the arm of `deployment` (no-op otherwise)."""
-        assignment = self.router.experiment_arm(deployment)
-        if assignment is not None:
-            call.experiment, call.arm = assignment.experiment, assignment.arm
 
     def _failed(self, call: Call, err: FaregateError) -> None:
         """Mark the call failed; its error answer says how many upstream calls it made."""

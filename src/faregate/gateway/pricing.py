@@ -313,6 +313,7 @@ class CatalogPricer:
             image_quality=body.get("quality"),
             image_steps=body.get("steps"),
             seconds=call.est_seconds if call.kind == "transcriptions" else 0,
+            request_id=call.request_id,
             key_id=call.principal.key_id,
             user=body.get("user") if isinstance(body.get("user"), str) else None,
             team=call.principal.team_name,

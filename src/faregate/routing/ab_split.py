@@ -1,6 +1,7 @@
 """`ab_split` strategy: splits traffic between deployments by percentage for an experiment.
 An assignment is a hash of experiment and sticky id, so a key (or user) always lands on the
-same arm; without a sticky id each request is drawn at random. Records nothing itself.
+same arm; without a sticky id each request is drawn at random (from its request id).
+Records nothing itself.
 
 Options:
     experiment: new-image-model
@@ -82,8 +83,12 @@ class ABSplit:
         return None
 
     def assign(self, request: RouteRequest, ctx: StrategyContext) -> Assignment:
+        """The request's arm. Without a sticky id it is drawn from the request id, so asking
+        twice for one request (the pipeline records the arm, the plan puts it first) gives
+        one answer; from `ctx.rng` when the request has no id either."""
         sticky_id = getattr(request, self._sticky_attr) if self._sticky_attr else None
-        b = bucket(self.experiment, sticky_id) if sticky_id else ctx.rng.randrange(BUCKETS)
+        drawn = sticky_id or request.request_id
+        b = bucket(self.experiment, drawn) if drawn else ctx.rng.randrange(BUCKETS)
         arm = next(a for a in self.arms if b < a.upper)
         return Assignment(self.experiment, arm.name, arm.deployment)
 

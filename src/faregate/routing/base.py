@@ -28,6 +28,7 @@ class RouteRequest:
     image_quality: str | None = None
     image_steps: int | None = None
     seconds: int = 0  # audio duration of a transcription (exact for WAV, else its bound)
+    request_id: str | None = None  # draws an A/B arm when there is no sticky id
     key_id: str | None = None
     user: str | None = None
     team: str | None = None

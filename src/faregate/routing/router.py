@@ -37,6 +37,12 @@ class Router:
         self._strategies = {g.name: _build(g, strategies) for g in self._groups.values()}
         self._validate()
         self._arms = _arms_by_deployment(self._groups.values(), self._strategies)
+        # Groups whose own strategy, or a `tiered` target's, assigns A/B arms.
+        self._experimental = {
+            name
+            for name, g in self._groups.items()
+            if any(hasattr(self._strategies[n], "assign") for n in self._targets_closure(g))
+        }
         # Groups whose reach depends on no request fact (no `tiered` anywhere in it).
         self._fixed_reach = {
             name: self._reach(g, None)
@@ -99,6 +105,19 @@ class Router:
         """Every configured deployment by id."""
         return {d.id: d for g in self._groups.values() for d in g.deployments}
 
+    def assigned_arm(self, group: ModelGroup, request: RouteRequest) -> Assignment | None:
+        """The A/B arm a request to `group` is assigned (for `tiered`, in the group its rules
+        pick), whatever the health of the arms' deployments: the one `plan` puts first when
+        every deployment is available. None outside every experiment."""
+        if group.name not in self._experimental:  # most groups: asked on every request
+            return None
+        strategy: Any = self._strategies[group.name]
+        target = getattr(strategy, "target", None)
+        if target is None:
+            return strategy.assign(request, self._ctx)  # type: ignore[no-any-return]
+        chosen = target(request)
+        return self.assigned_arm(self._groups[chosen], request) if chosen else None
+
     def experiment_arm(self, deployment: Deployment) -> Assignment | None:
         """The A/B arm a request belongs to, given the deployment that actually served it."""
         return self._arms.get(deployment.id)
@@ -132,6 +151,17 @@ class Router:
         """Names of every group a request to `group` may be routed through."""
         seen: set[str] = set()
         todo = [group.name, *group.context_window_fallbacks, *group.fallbacks]
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(_targets(self._strategies[name]))
+        return seen
+
+    def _targets_closure(self, group: ModelGroup) -> set[str]:
+        """Names of `group` and of every group its `tiered` rules may route to."""
+        seen: set[str] = set()
+        todo = [group.name]
         while todo:
             name = todo.pop()
             if name not in seen:
