@@ -231,3 +231,25 @@ async def test_a_429_whose_retry_after_outlasts_the_backoff_says_how_many_calls_
         assert record[2:] == ("flaky/backup/1", 2)
     finally:
         await gw.runner.cleanup()
+
+
+async def test_a_prompt_too_long_for_the_context_fallback_calls_it_once(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    # Too long for every deployment of `flaky` (declared), so the plan is the context
+    # fallback at once; when it refuses the prompt too, there is nothing to switch to.
+    mock.config.deployments["openai"] = MockBehaviour(context_window=50)
+    config = _flaky_group(mock.url)
+    for deployment in config["models"][0]["deployments"]:
+        deployment["max_input_tokens"] = 50
+    config["models"][0]["context_window_fallbacks"] = ["gpt-4o-mini"]
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", mock, config)
+    try:
+        long = {**BODY, "messages": [{"role": "user", "content": "x" * 400}]}  # ~104 tokens
+        status, headers, raw = await _post(gw, long)
+        assert (status, orjson.loads(raw)["error"]["code"]) == (400, "context_length_exceeded")
+        assert headers["x-faregate-attempts"] == "1"
+        assert mock.stats.requests_for(deployment="openai") == 1
+        assert mock.stats.requests == 1
+    finally:
+        await gw.runner.cleanup()

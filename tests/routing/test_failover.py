@@ -338,6 +338,28 @@ async def test_context_length_error_switches_to_the_context_window_plan() -> Non
     assert calls == ["small", "large"]
 
 
+async def test_a_context_fallback_that_refuses_the_prompt_is_not_called_again() -> None:
+    # The prompt fitted none of the group's own deployments, so the plan already was the
+    # context fallbacks: "switching" to them would call the same deployment again.
+    calls: list[str] = []
+
+    async def attempt(d: Deployment) -> str:
+        calls.append(d.id)
+        raise ProviderError("too long", status=400, code="context_length_exceeded", retryable=False)
+
+    with pytest.raises(ProviderError) as caught:
+        await call_with_failover(
+            [dep("large")],
+            attempt,
+            health=HealthRegistry(),
+            deadline=soon(),
+            context_plan=[dep("large"), dep("larger")],
+        )
+    assert calls == ["large", "larger"]
+    assert caught.value.code == "context_length_exceeded"
+    assert (caught.value.attempts, caught.value.last_deployment.id) == (2, "larger")
+
+
 async def test_the_error_of_a_request_that_failed_everywhere_carries_its_calls() -> None:
     clock = FakeClock()
     calls: list[str] = []

@@ -85,7 +85,7 @@ async def call_with_failover(
       Retry-After when it fits in the deadline. At most `max_attempts` calls
       (default: len(plan) + 2).
     - Any other error is raised at once; a `context_length_exceeded` error switches,
-      once, to `context_plan`.
+      once, to `context_plan` (less the deployment that refused the prompt).
     - The error raised carries the calls made (`attempts`) and the last deployment
       called (`last_deployment`), for the request's record.
     - `deadline` (on `clock`, time.monotonic by default) bounds every attempt; when it
@@ -117,9 +117,14 @@ async def call_with_failover(
             return await run.until_success(candidates)
         except FaregateError as exc:
             exc.attempts, exc.last_deployment = run.attempts, run.last
-            if exc.code != CONTEXT_LENGTH_EXCEEDED or switched or not context_plan:
+            if exc.code != CONTEXT_LENGTH_EXCEEDED or switched:
                 raise
-            candidates, switched = list(context_plan), True
+            # Never back to the deployment that refused the prompt: when it fitted none of
+            # the group's own deployments, the plan already was the context fallbacks.
+            refused = run.last.id if run.last is not None else None
+            candidates, switched = [d for d in context_plan if d.id != refused], True
+            if not candidates:
+                raise
 
 
 async def connect_stream_with_failover(
