@@ -382,6 +382,29 @@ async def test_the_error_of_a_request_that_failed_everywhere_carries_its_calls()
     assert (caught.value.attempts, caught.value.last_deployment.id) == (3, "a")
 
 
+async def test_a_retry_after_is_retried_as_soon_as_it_ends_even_when_a_timer_fires_early() -> None:
+    # The event loop may wake a sleeper a hair before the cooldown is over: the pass that
+    # then finds nothing to call must wait only what is left, not a jittered backoff more.
+    clock = FakeClock()
+    health = HealthRegistry(clock=clock)
+    attempts_at: list[float] = []
+
+    async def early_sleep(seconds: float) -> None:
+        clock.advance(seconds - 0.001 if seconds > 0.5 else seconds)  # a millisecond early
+
+    async def attempt(d: Deployment) -> str:
+        attempts_at.append(clock())
+        if len(attempts_at) == 1:
+            raise ProviderError("rate limited", status=429, retry_after=1.0)
+        return "ok"
+
+    done = await call_with_failover(
+        [dep("only")], attempt, health=health, deadline=clock() + 30, clock=clock, sleep=early_sleep
+    )
+    assert done.result == "ok"
+    assert 1.0 <= attempts_at[1] - attempts_at[0] < 1.0 + 0.005
+
+
 async def test_nothing_acquirable_is_a_503() -> None:
     health = HealthRegistry()
     for _ in range(5):

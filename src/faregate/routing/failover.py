@@ -205,11 +205,13 @@ class _Failover(Generic[T]):
     async def until_success(self, candidates: list[Deployment]) -> Attempted[T]:
         rounds = 0
         while True:
+            called = self.attempts
             done = await self._pass(candidates)
             if done is not None:
                 return done
-            rounds += 1
-            await self._pause(candidates, rounds)
+            idle = self.attempts == called  # every candidate still cooling down or limited
+            rounds += not idle
+            await self._pause(candidates, rounds, idle)
 
     async def _pass(self, candidates: list[Deployment]) -> Attempted[T] | None:
         for deployment in candidates:
@@ -296,8 +298,10 @@ class _Failover(Generic[T]):
             self.failed.add(deployment.id)
         self.health.observe(deployment.id, error=error)
 
-    async def _pause(self, candidates: list[Deployment], rounds: int) -> None:
-        """Sleep before the next pass, or raise when no further attempt can help."""
+    async def _pause(self, candidates: list[Deployment], rounds: int, idle: bool) -> None:
+        """Sleep before the next pass, or raise when no further attempt can help. After a
+        pass that called nobody (a cooldown not quite over when it ran: a timer may fire a
+        little early) the wait is only what is left of the soonest one, no backoff."""
         if self.attempts >= self.limit or not candidates:
             self._give_up(candidates, 0.0)
         last = self.errors[-1].error if self.errors else None
@@ -305,9 +309,12 @@ class _Failover(Generic[T]):
         soonest = min(self._wait(d) for d in candidates)
         if soonest > max(self.backoff_max, retry_after):
             self._give_up(candidates, soonest)
-        cap = min(self.backoff_max, self.backoff_base * 2 ** (rounds - 1))
-        jitter = (self.rng or random).uniform(0, cap / 2)
-        delay = max(cap / 2 + jitter, soonest)
+        if idle and soonest > 0:
+            delay = soonest
+        else:
+            cap = min(self.backoff_max, self.backoff_base * 2 ** (max(rounds, 1) - 1))
+            jitter = (self.rng or random).uniform(0, cap / 2)
+            delay = max(cap / 2 + jitter, soonest)
         if self.clock() + delay >= self.deadline:
             self._give_up(candidates, soonest)
         await self.sleep(delay)
