@@ -38,6 +38,7 @@ class Receiver:
     url: str = ""
     deliveries: list[Delivery] = field(default_factory=list)  # every attempt, failed or not
     fail_next: int = 0  # answer the next N attempts with 500
+    delay: float = 0.0  # seconds to wait before answering (a slow receiver)
     received: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
 
@@ -58,6 +59,8 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         headers = dict(request.headers)
         body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         failing = self.fail_next > 0
         if failing:
             self.fail_next -= 1

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,64 @@ async def test_endpoint_event_types_filter(db_url: str, receiver: Receiver) -> N
     finally:
         await _stop(hooks)
     assert [d.json["webhook_type"] for d in receiver.deliveries] == ["invoice.created"]
+
+
+async def test_a_slow_receiver_holds_up_no_other_delivery(db_url: str) -> None:
+    """Deliveries were posted a claimed batch at a time, the next batch claimed only when
+    the slowest post of the last one ended: a receiver answering in 3 s held every other
+    webhook, of every endpoint, that long (a dead one, 8 attempts of 10 s)."""
+    slow, fast = await Receiver(delay=3.0).start(), await Receiver().start()
+    hooks = _hooks(db_url, slow.url)
+    Endpoint = type(hooks.config.endpoints[0])
+    hooks.config = WebhookSettings(
+        hmac_key=HMAC_KEY, **FAST, endpoints=(Endpoint(url=slow.url), Endpoint(url=fast.url))
+    )
+    await hooks.start()
+    try:
+        await hooks.emit("event.error", "event_error", {"n": 1})
+        await fast.wait_for(1)
+        await asyncio.sleep(0.1)  # the slow receiver is still answering the first
+        started = asyncio.get_running_loop().time()
+        await hooks.emit("event.error", "event_error", {"n": 2})
+        await fast.wait_for(2, timeout=1.5)
+        assert asyncio.get_running_loop().time() - started < 1.5
+        await slow.wait_for(2, timeout=10)
+    finally:
+        await _stop(hooks)
+        await slow.close()
+        await fast.close()
+
+
+async def test_deliveries_to_a_deleted_endpoint_are_given_up(db_url: str) -> None:
+    from sqlalchemy import delete
+
+    from faregate.store.tables.webhooks import webhook_endpoints
+
+    hooks = _hooks(db_url, f"http://127.0.0.1:{free_port()}/closed", max_attempts=50)
+    hooks.config = WebhookSettings(hmac_key=HMAC_KEY, **FAST, max_attempts=50)
+    async with hooks.engine.begin() as conn:
+        await conn.execute(
+            webhook_endpoints.insert().values(
+                id="ep_1",
+                webhook_url=f"http://127.0.0.1:{free_port()}/closed",
+                signature_algo="hmac",
+                created_at=datetime.now(UTC),
+            )
+        )
+    await hooks.start()
+    try:
+        await hooks.emit("event.error", "event_error", {})
+        async with asyncio.timeout(10):
+            while not (rows := await hooks.deliveries()) or rows[0]["attempts"] < 2:
+                await asyncio.sleep(0.02)
+        async with hooks.engine.begin() as conn:
+            await conn.execute(delete(webhook_endpoints).where(webhook_endpoints.c.id == "ep_1"))
+        await hooks.reload_endpoints()
+        [row] = await _settled(hooks)
+    finally:
+        await _stop(hooks)
+    assert (row["status"], row["last_error"]) == ("failed", "the webhook endpoint was deleted")
+    assert row["attempts"] < 50  # retried no more
 
 
 # --- through a running server, with the official Lago client --------------------------

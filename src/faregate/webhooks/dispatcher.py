@@ -34,6 +34,7 @@ log = logging.getLogger("faregate.webhooks")
 
 _ENDPOINT_CACHE_SECONDS = 30.0
 _BATCH = 50
+MAX_POSTING = 100  # deliveries posted at once by one replica
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class Webhooks:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._posting: set[asyncio.Task[None]] = set()  # deliveries being posted
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -131,6 +133,8 @@ class Webhooks:
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=self.config.timeout_seconds + 5)
             self._task = None
+        if self._posting:  # posts under way end (each within its timeout) or are cut
+            await asyncio.wait(set(self._posting), timeout=self.config.timeout_seconds + 5)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -210,17 +214,37 @@ class Webhooks:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_seconds)
 
     async def deliver_due(self) -> int:
-        """Claim and post every due row (a batch at a time). Returns how many were posted."""
-        posted = 0
+        """Claim due rows, as many as free posting slots allow, and post each in a task of its
+        own, so a slow or dead receiver holds up its own deliveries and no one else's (the
+        loop waited for a whole batch, so one receiver timing out on 8 attempts of 10 s
+        delayed every other webhook). A finished post wakes the loop to claim more. Returns
+        how many were claimed."""
+        claimed_total = 0
         while not self._closing:
-            claimed = await self._claim(_now_ms())
+            room = MAX_POSTING - len(self._posting)
+            if room <= 0:
+                break
+            claimed = await self._claim(_now_ms(), min(room, _BATCH))
             if not claimed:
-                return posted
-            await asyncio.gather(*(self._post(row) for row in claimed))
-            posted += len(claimed)
-        return posted
+                break
+            for row in claimed:
+                task = asyncio.create_task(self._post_logged(row))
+                self._posting.add(task)
+                task.add_done_callback(self._posted)
+            claimed_total += len(claimed)
+        return claimed_total
 
-    async def _claim(self, now_ms: int) -> list[dict[str, Any]]:
+    def _posted(self, task: asyncio.Task[None]) -> None:
+        self._posting.discard(task)
+        self._wake.set()  # a slot is free
+
+    async def _post_logged(self, row: dict[str, Any]) -> None:
+        try:
+            await self._post(row)
+        except Exception:  # its lease runs out and it is claimed again
+            log.exception("webhook delivery failed", extra={"webhook_type": row["webhook_type"]})
+
+    async def _claim(self, now_ms: int, limit: int = _BATCH) -> list[dict[str, Any]]:
         due = and_(
             webhooks.c.status == "pending",
             webhooks.c.next_attempt_at <= now_ms,
@@ -233,7 +257,7 @@ class Webhooks:
                         select(webhooks)
                         .where(due)
                         .order_by(webhooks.c.next_attempt_at)
-                        .limit(_BATCH)
+                        .limit(limit)
                     )
                 )
                 .mappings()
@@ -253,6 +277,9 @@ class Webhooks:
         return claimed
 
     async def _post(self, row: dict[str, Any]) -> None:
+        if row["endpoint_id"] is not None and not await self._endpoint_exists(row["endpoint_id"]):
+            await self._abandon(row, "the webhook endpoint was deleted")
+            return
         body = row["payload"].encode()
         headers = signing.headers(self.config.hmac_key, body, row["id"])
         status: int | None = None
@@ -285,6 +312,21 @@ class Webhooks:
             values["next_attempt_at"] = _now_ms() + int(self.backoff_seconds(attempts) * 1000)
         async with self.engine.begin() as conn:
             await conn.execute(update(webhooks).where(webhooks.c.id == row["id"]).values(**values))
+
+    async def _endpoint_exists(self, endpoint_id: str) -> bool:
+        if any(e.id == endpoint_id for e in await self.endpoints()):
+            return True
+        await self.reload_endpoints()  # made on another replica since this one last read
+        return any(e.id == endpoint_id for e in self._db_endpoints)
+
+    async def _abandon(self, row: dict[str, Any], reason: str) -> None:
+        """Give a delivery up without posting it (its endpoint is gone)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(webhooks)
+                .where(webhooks.c.id == row["id"])
+                .values(status="failed", last_error=reason, claimed_until=None)
+            )
 
     # -- the delivery log --------------------------------------------------------------
 
