@@ -149,24 +149,20 @@ class Router:
 
     def _closure(self, group: ModelGroup) -> set[str]:
         """Names of every group a request to `group` may be routed through."""
-        seen: set[str] = set()
-        todo = [group.name, *group.context_window_fallbacks, *group.fallbacks]
-        while todo:
-            name = todo.pop()
-            if name not in seen:
-                seen.add(name)
-                todo.extend(_targets(self._strategies[name]))
-        return seen
+        return self._with_targets([group.name, *group.context_window_fallbacks, *group.fallbacks])
 
     def _targets_closure(self, group: ModelGroup) -> set[str]:
         """Names of `group` and of every group its `tiered` rules may route to."""
+        return self._with_targets([group.name])
+
+    def _with_targets(self, names: list[str]) -> set[str]:
+        """`names` and every group their `tiered` rules may route to, transitively."""
         seen: set[str] = set()
-        todo = [group.name]
-        while todo:
-            name = todo.pop()
+        while names:
+            name = names.pop()
             if name not in seen:
                 seen.add(name)
-                todo.extend(_targets(self._strategies[name]))
+                names.extend(_targets(self._strategies[name]))
         return seen
 
     def _ordered_set(self, group: ModelGroup, request: RouteRequest | None) -> list[Deployment]:
