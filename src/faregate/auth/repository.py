@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from faregate.store.soft_delete import soft_delete
 from faregate.store.tables.billing import subscriptions
 from faregate.store.tables.gateway import api_keys, customers, teams
 
@@ -39,14 +40,8 @@ async def update_customer(conn: AsyncConnection, customer_id: str, values: dict[
 
 
 async def delete_customer(conn: AsyncConnection, customer_id: str) -> bool:
-    """Soft-delete a live customer; False when a concurrent delete did first (its row lock
-    made this one wait)."""
-    result = await conn.execute(
-        update(customers)
-        .where(customers.c.id == customer_id, customers.c.deleted_at.is_(None))
-        .values(deleted_at=datetime.now(UTC))
-    )
-    return bool(result.rowcount)
+    """Soft-delete a live customer; False when a concurrent delete did first."""
+    return await soft_delete(conn, customers, customer_id)
 
 
 async def customer_by_external_id(conn: AsyncConnection, external_id: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import Period
 from faregate.billing.plans import Plan, Subscription
 from faregate.metering import aggregates, rollups
+from faregate.store.soft_delete import soft_delete
 from faregate.store.tables.billing import billable_metrics, invoices, plans, subscriptions
 from faregate.store.tables.gateway import customers
 from faregate.store.tables.metering import events
@@ -114,17 +115,6 @@ async def list_metrics(
     """A page of the metrics not deleted, oldest first, and their total count."""
     query = select(billable_metrics).where(billable_metrics.c.deleted_at.is_(None))
     return await _page(conn, query, billable_metrics.c.created_at, limit, offset)
-
-
-async def soft_delete(conn: AsyncConnection, table: Any, row_id: str) -> bool:
-    """Mark a live row deleted; False when it is deleted already. A concurrent delete of the
-    same row holds its row lock (SQLite: the write lock) until it commits, so of several
-    deletes at once exactly one finds the row live."""
-    result = await conn.execute(
-        update(table).where(table.c.id == row_id, table.c.deleted_at.is_(None)),
-        {"deleted_at": _now()},
-    )
-    return bool(result.rowcount)
 
 
 async def delete_metric(conn: AsyncConnection, metric_id: str) -> bool:
