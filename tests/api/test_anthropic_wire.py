@@ -12,12 +12,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from faregate.api.anthropic_wire import (
-    StreamTranslator,
-    error_body,
-    request_to_openai,
-    response_from_openai,
-)
+from faregate.api.anthropic_answer import StreamTranslator, error_body, response_from_openai
+from faregate.api.anthropic_wire import request_to_openai
 from faregate.errors import InvalidRequest
 from faregate.providers.shape import FROM_MESSAGES_API
 from faregate.usage import Usage

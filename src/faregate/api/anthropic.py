@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from faregate.api import anthropic_wire, validate
+from faregate.api import anthropic_answer, anthropic_wire, validate
 from faregate.api.common import REQUEST_ID, cost_comment, json_response, new_request_id
 from faregate.api.errors import internal_error
 from faregate.api.openai import begin_call
@@ -50,7 +50,7 @@ def _error(err: FaregateError, request_id: str | None) -> web.Response:
         headers["request-id"] = request_id
         headers["x-faregate-request-id"] = request_id
     return json_response(
-        anthropic_wire.error_body(err.status, err.message, err.code),
+        anthropic_answer.error_body(err.status, err.message, err.code),
         status=err.status,
         headers=headers,
     )
@@ -61,7 +61,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         services, call = await begin_call(request, "chat", _canonical)
         if not call.stream:
             result = await services.gateway.chat(call)
-            body = anthropic_wire.response_from_openai(result.body, call.model)
+            body = anthropic_answer.response_from_openai(result.body, call.model)
             return json_response(body, headers=_headers(call))
         return await _stream(request, services.gateway, call)
     except FaregateError as err:
@@ -90,7 +90,7 @@ async def count_tokens(request: web.Request) -> web.Response:
 async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamResponse:
     chunks = gateway.chat_stream(call)
     first = await chunks.__anext__()
-    translator = anthropic_wire.StreamTranslator(call.model)
+    translator = anthropic_answer.StreamTranslator(call.model)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -112,7 +112,7 @@ async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamR
     except FaregateError as err:
         await response.write(
             cost_comment(call.cost, call.price, call.attempts)
-            + _event("error", anthropic_wire.error_body(err.status, err.message, err.code))
+            + _event("error", anthropic_answer.error_body(err.status, err.message, err.code))
         )
     except (ConnectionResetError, OSError):
         pass

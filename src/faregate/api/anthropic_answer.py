@@ -1,0 +1,254 @@
+"""The Anthropic Messages answers, as pure functions: a chat completion (whole or streamed)
+becomes a Messages answer, and an error Anthropic's error body, whatever provider served
+it. The requests coming in are api.anthropic_wire's. No I/O and no HTTP framework here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from faregate.usage import Usage
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+Event = tuple[str, dict[str, Any]]
+
+
+def _message_id(openai_id: Any) -> str:
+    if isinstance(openai_id, str) and openai_id:
+        return (
+            openai_id
+            if openai_id.startswith("msg_")
+            else "msg_" + openai_id.removeprefix("chatcmpl-")
+        )
+    return "msg_" + os.urandom(12).hex()
+
+
+def _usage(input_tokens: int, output_tokens: int, read: int, written: int) -> dict[str, Any]:
+    """Anthropic counts cache reads and writes apart from input_tokens; OpenAI's prompt (and
+    faregate's Usage) includes both."""
+    return {
+        "input_tokens": max(input_tokens - read - written, 0),
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+    }
+
+
+def _openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """`_usage` of an OpenAI `usage` object; cache writes as faregate's adapters report them
+    (`cache_creation_input_tokens`, as LiteLLM does)."""
+    return _usage(
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        int(usage.get("cache_creation_input_tokens") or 0),
+    )
+
+
+def _stop(finish_reason: Any, matched: Any) -> tuple[str, str | None]:
+    """(stop_reason, stop_sequence). A choice that stopped on a stop sequence names it in
+    `stop_reason`, as vLLM's OpenAI-compatible server does and faregate's Anthropic adapter
+    does; OpenAI and Gemini cannot say which sequence matched, so theirs is `end_turn`."""
+    if finish_reason == "stop" and isinstance(matched, str):
+        return "stop_sequence", matched
+    return STOP_REASONS.get(str(finish_reason), "end_turn"), None
+
+
+def _arguments(raw: Any) -> Any:
+    try:
+        value = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def response_from_openai(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The Messages answer for a chat.completion (its first choice)."""
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": _arguments(function.get("arguments")),
+            }
+        )
+    stop_reason, stop_sequence = _stop(choice.get("finish_reason"), choice.get("stop_reason"))
+    return {
+        "id": _message_id(body.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": _openai_usage(body.get("usage") or {}),
+    }
+
+
+def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """Anthropic's error shape; the type follows the status as Anthropic's API uses it."""
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+# -- streams -------------------------------------------------------------------------
+
+
+class StreamTranslator:
+    """OpenAI chat.completion.chunk dicts in, Anthropic SSE events out, in Anthropic's order:
+    message_start, then per block content_block_start (a ping after the first), deltas and
+    content_block_stop, then message_delta and message_stop from `finish`."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = "msg_" + os.urandom(12).hex()
+        self.started = False
+        self.pinged = False
+        self.index = -1  # current content block; -1 before the first
+        self.open: Any = None  # "text", or the OpenAI index of the open tool call
+        self.tools: dict[int, int] = {}  # OpenAI tool call index -> content block index
+        # Seen in the chunks, for a caller that has no Usage or finish reason at hand.
+        self.finish_reason: str | None = None
+        self.stop_sequence: str | None = None
+        self.usage: dict[str, Any] = {}
+
+    def _start(self) -> list[Event]:
+        self.started = True
+        message: dict[str, Any] = {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": _usage(0, 0, 0, 0),
+        }
+        return [("message_start", {"type": "message_start", "message": message})]
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        events = [] if self.started else self._start()
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            if isinstance(choice.get("stop_reason"), str):
+                self.stop_sequence = choice["stop_reason"]
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                events.extend(self._text(delta["content"]))
+            for call in delta.get("tool_calls") or ():
+                events.extend(self._tool(call))
+        return events
+
+    def _close(self) -> list[Event]:
+        if self.open is None:
+            return []
+        self.open = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+    def _open(self, block: dict[str, Any], kind: Any) -> list[Event]:
+        events = self._close()
+        self.index += 1
+        self.open = kind
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": self.index, "content_block": block},
+            )
+        )
+        if not self.pinged:
+            self.pinged = True
+            events.append(("ping", {"type": "ping"}))
+        return events
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> Event:
+        return (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": index, "delta": delta},
+        )
+
+    def _text(self, text: str) -> list[Event]:
+        events = [] if self.open == "text" else self._open({"type": "text", "text": ""}, "text")
+        events.append(self._delta(self.index, {"type": "text_delta", "text": text}))
+        return events
+
+    def _tool(self, call: dict[str, Any]) -> list[Event]:
+        position = int(call.get("index", 0))
+        function = call.get("function") or {}
+        events: list[Event] = []
+        if position not in self.tools:
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call.get("id") or "toolu_" + os.urandom(12).hex(),
+                "name": function.get("name") or "",
+                "input": {},
+            }
+            events = self._open(block, position)
+            self.tools[position] = self.index
+        if function.get("arguments"):
+            events.append(
+                self._delta(
+                    self.tools[position],
+                    {"type": "input_json_delta", "partial_json": function["arguments"]},
+                )
+            )
+        return events
+
+    def _final_usage(self, usage: Usage | None) -> dict[str, Any]:
+        if usage is None:
+            return _openai_usage(self.usage)
+        return _usage(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
+        )
+
+    def finish(self, usage: Usage | None, finish_reason: str | None = None) -> list[Event]:
+        """Close the message. Without a Usage or finish reason, those seen in the chunks
+        (the final usage-only chunk, the last finish_reason) are used."""
+        events = ([] if self.started else self._start()) + self._close()
+        stop_reason, stop_sequence = _stop(finish_reason or self.finish_reason, self.stop_sequence)
+        events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                    "usage": self._final_usage(usage),
+                },
+            )
+        )
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events
