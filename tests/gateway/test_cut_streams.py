@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from sqlalchemy import select
 
@@ -18,8 +17,14 @@ from faregate.mockprovider.server import MockServer
 from faregate.store.tables.metering import events, requests
 from tests.gateway.conftest import Running, gateway_config, start_gateway
 from tests.gateway.test_billing_e2e import create_plan_and_subscriptions, subscription_start
+from tests.gateway.test_wallets_bounds import read_then_leave
 
 MAX_TOKENS = 40
+BODY = {
+    "model": "mistral-small",
+    "max_tokens": MAX_TOKENS,
+    "messages": [{"role": "user", "content": "tell me a story"}],
+}
 
 
 @pytest.fixture
@@ -36,30 +41,7 @@ async def gw(tmp_path: Path, mock: MockServer) -> Any:
 
 async def _stream_then_leave(gw: Running, pieces: int) -> tuple[str, str]:
     """Read `pieces` chunks of text of a stream, then leave: (request id, the text)."""
-    body = {
-        "model": "mistral-small",
-        "stream": True,
-        "max_tokens": MAX_TOKENS,
-        "messages": [{"role": "user", "content": "tell me a story"}],
-    }
-    text: list[str] = []
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(
-            f"{gw.url}/v1/chat/completions",
-            json=body,
-            headers={"Authorization": f"Bearer {gw.key}"},
-        ) as r,
-    ):
-        assert r.status == 200
-        request_id = r.headers["x-faregate-request-id"]
-        while len(text) < pieces:
-            line = (await r.content.readline()).strip()
-            if line.startswith(b"data: {"):
-                for choice in orjson.loads(line[6:])["choices"]:
-                    if piece := choice["delta"].get("content"):
-                        text.append(piece)
-    return request_id, "".join(text)
+    return await read_then_leave(gw, {**BODY, "stream": True}, pieces)
 
 
 async def _record_and_events(gw: Running, request_id: str) -> tuple[Any, list[Any]]:
@@ -99,17 +81,11 @@ async def test_a_stream_the_client_cuts_near_its_end_stays_within_its_bound_and_
 
 async def test_a_stream_the_upstream_drops_leaves_its_events(gw: Running, mock: MockServer) -> None:
     mock.config.deployments["compat"] = MockBehaviour(disconnect_after_chunks=5)
-    body = {
-        "model": "mistral-small",
-        "stream": True,
-        "max_tokens": MAX_TOKENS,
-        "messages": [{"role": "user", "content": "tell me a story"}],
-    }
     async with (
         aiohttp.ClientSession() as s,
         s.post(
             f"{gw.url}/v1/chat/completions",
-            json=body,
+            json={**BODY, "stream": True},
             headers={"Authorization": f"Bearer {gw.key}"},
         ) as r,
     ):

@@ -85,8 +85,9 @@ async def test_a_cjk_prompt_is_held_above_its_real_price_and_the_wallet_stays_ab
     assert Decimal(wallet["credits_ongoing_usage_balance"]) == 0
 
 
-async def _read_then_leave(gw: Running, body: dict[str, Any], pieces: int) -> str:
-    """Stream `body`, read until `pieces` chunks of text arrived, then disconnect; the text."""
+async def read_then_leave(gw: Running, body: dict[str, Any], pieces: int) -> tuple[str, str]:
+    """Stream `body`, read until `pieces` chunks of text arrived, then disconnect: the
+    request id and the text."""
     text: list[str] = []
     async with (
         aiohttp.ClientSession() as s,
@@ -97,6 +98,7 @@ async def _read_then_leave(gw: Running, body: dict[str, Any], pieces: int) -> st
         ) as r,
     ):
         assert r.status == 200
+        request_id = r.headers["x-faregate-request-id"]
         while len(text) < pieces:
             line = (await r.content.readline()).strip()
             if not line.startswith(b"data: {"):
@@ -104,7 +106,7 @@ async def _read_then_leave(gw: Running, body: dict[str, Any], pieces: int) -> st
             for choice in orjson.loads(line[6:])["choices"]:
                 if piece := choice["delta"].get("content"):
                     text.append(piece)
-    return "".join(text)
+    return request_id, "".join(text)
 
 
 # (public model, mock deployment, output reported by the provider so far after `pieces`
@@ -140,7 +142,7 @@ async def test_a_client_leaving_mid_stream_pays_what_the_provider_reported_and_t
         "messages": [{"role": "user", "content": "tell me a story"}],
     }
     pieces = 6
-    text = await _read_then_leave(gw, body, pieces)
+    _, text = await read_then_leave(gw, body, pieces)
     post = finish_of(await _finished(gw, wallet_id))
     assert post["kind"] == "post"
     record = await _request_record(gw, post["hold_id"])
