@@ -151,14 +151,18 @@ HOLD_SQL = text(
     f"INSERT INTO wallet_entries ({_COLUMNS}) SELECT {_VALUES} FROM u RETURNING id"
 )
 # The post or release is inserted once (its `done:` key), and only for a hold that is stored
-# (one a PostgreSQL crash lost is not released twice); only then does the row move.
+# (one a PostgreSQL crash lost is not released twice); only then does the row move. A post
+# that consumed also moves the wallet's last consumption time (GREATEST skips a NULL).
 FINISH_SQL = text(
     f"WITH e AS (INSERT INTO wallet_entries ({_COLUMNS}) SELECT {_VALUES} "
     "WHERE EXISTS (SELECT 1 FROM wallet_entries AS h "
     "WHERE h.key = 'hold:' || CAST(:hold_id AS VARCHAR)) "
-    "ON CONFLICT (key) DO NOTHING RETURNING wallet_id, held_nanos, consumed_nanos) "
+    "ON CONFLICT (key) DO NOTHING RETURNING wallet_id, held_nanos, consumed_nanos, created_at) "
     "UPDATE wallets AS w SET held_nanos = w.held_nanos + e.held_nanos, "
-    "consumed_nanos = w.consumed_nanos + e.consumed_nanos FROM e WHERE w.id = e.wallet_id "
+    "consumed_nanos = w.consumed_nanos + e.consumed_nanos, "
+    "last_consumed_credit_at = CASE WHEN e.consumed_nanos > 0 "
+    "THEN GREATEST(w.last_consumed_credit_at, e.created_at) "
+    "ELSE w.last_consumed_credit_at END FROM e WHERE w.id = e.wallet_id "
     "RETURNING w.funded_nanos, w.funded_version, w.consumed_nanos, w.held_nanos"
 )
 

@@ -11,7 +11,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import String, bindparam, func, literal, literal_column, select, update
+from sqlalchemy import (
+    String,
+    bindparam,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -186,6 +196,7 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
     applied: list[Entry] = []
     # Per wallet: funded, consumed and held nanos added, and the funding entries counted.
     sums: dict[str, list[int]] = {}
+    consumed_at: dict[str, datetime] = {}  # per wallet: its latest entry that consumed
     for start in range(0, len(entries), size):
         unique: dict[str, Entry] = {}
         for entry in entries[start : start + size]:
@@ -204,20 +215,40 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
             total[2] += entry.held
             if entry.funding:
                 total[3] += 1
+            if entry.consumed > 0:
+                at = _aware(entry.created_at or stamp)
+                latest = consumed_at.get(entry.wallet_id)
+                if latest is None or at > latest:
+                    consumed_at[entry.wallet_id] = at
         applied.extend(landed)
     if sums:
         await conn.execute(
             _ADD_TO_BALANCES,
             [
-                {"wallet": w, "funded": f, "consumed": c, "held": h, "versions": v}
+                {
+                    "wallet": w,
+                    "funded": f,
+                    "consumed": c,
+                    "held": h,
+                    "versions": v,
+                    "consumed_at": consumed_at.get(w),
+                }
                 for w, (f, c, h, v) in sums.items()
             ],
         )
     return applied
 
 
-# What a batch of entries adds to each wallet's running balances, one row per wallet. Built
-# once: building the statement cost each flush more than running it.
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+# What a batch of entries adds to each wallet's running balances, one row per wallet, and
+# the time of its latest entry that consumed (never moved back: a journal replayed late
+# brings older entries). Built once: building the statement cost each flush more than
+# running it.
+_CONSUMED_AT = bindparam("consumed_at", type_=wallets.c.last_consumed_credit_at.type)
+_LAST_CONSUMED = wallets.c.last_consumed_credit_at
 _ADD_TO_BALANCES = (
     update(wallets)
     .where(wallets.c.id == bindparam("wallet"))
@@ -226,6 +257,11 @@ _ADD_TO_BALANCES = (
         funded_version=wallets.c.funded_version + bindparam("versions"),
         consumed_nanos=wallets.c.consumed_nanos + bindparam("consumed"),
         held_nanos=wallets.c.held_nanos + bindparam("held"),
+        last_consumed_credit_at=case(
+            (_CONSUMED_AT.is_(None), _LAST_CONSUMED),
+            (or_(_LAST_CONSUMED.is_(None), _LAST_CONSUMED < _CONSUMED_AT), _CONSUMED_AT),
+            else_=_LAST_CONSUMED,
+        ),
     )
 )
 

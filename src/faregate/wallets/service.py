@@ -92,7 +92,7 @@ def wallet_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "expiration_at": iso_utc(row.get("expiration_at")),
         "terminated_at": iso_utc(row.get("terminated_at")),
         "last_balance_sync_at": iso_utc(row.get("updated_at")),
-        "last_consumed_credit_at": None,
+        "last_consumed_credit_at": iso_utc(row.get("last_consumed_credit_at")),
         "recurring_transaction_rules": row.get("recurring_transaction_rules") or [],
         "metadata": row.get("metadata") or {},
         "applies_to": None,

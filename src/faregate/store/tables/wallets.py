@@ -48,6 +48,9 @@ wallets = Table(
     Column("funded_version", BigInteger, nullable=False, default=0),
     Column("consumed_nanos", Nanos, nullable=False, default=0),
     Column("held_nanos", Nanos, nullable=False, default=0),
+    # When credits were last consumed (Lago's `last_consumed_credit_at`): the latest entry
+    # that moved an amount to `consumed`, kept with the sums it moved.
+    Column("last_consumed_credit_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_wallets_customer", "external_customer_id"),
