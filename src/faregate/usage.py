@@ -22,6 +22,9 @@ class Usage:
     # Input written to the provider's prompt cache (Anthropic's cache_creation_input_tokens):
     # reported back as such; input in usage events, priced at the catalog's cache_write rate.
     cache_write_tokens: int = 0
+    # The part of cache_write_tokens written for an hour (Anthropic's `"ttl": "1h"`,
+    # cache_creation.ephemeral_1h_input_tokens), priced at the catalog's cache_write_1h rate.
+    cache_write_1h_tokens: int = 0
     images: int = 0
     image_width: int = 0
     image_height: int = 0

@@ -319,15 +319,20 @@ def test_cache_writes_and_reads_are_reported_apart_from_input() -> None:
     body = copy.deepcopy(TOOL_COMPLETION)
     body["usage"]["prompt_tokens"] = 3082
     body["usage"]["cache_creation_input_tokens"] = 2000
+    body["usage"]["prompt_tokens_details"]["cache_creation_token_details"] = {
+        "ephemeral_5m_input_tokens": 500,
+        "ephemeral_1h_input_tokens": 1500,
+    }
     usage = response_from_openai(body, "m")["usage"]
     assert usage == {
         "input_tokens": 58,
         "output_tokens": 17,
         "cache_creation_input_tokens": 2000,
         "cache_read_input_tokens": 1024,
+        "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1500},
     }
     written = Usage(input_tokens=3082, output_tokens=17, cached_input_tokens=1024)
-    written.cache_write_tokens = 2000
+    written.cache_write_tokens, written.cache_write_1h_tokens = 2000, 1500
     translator = StreamTranslator("m")
     assert translator.finish(written)[-2][1]["usage"] == usage
 

@@ -181,3 +181,39 @@ def test_naive_instants_are_refused(shipped: PriceCatalog) -> None:
     price = shipped.require_price("mock-small", at=NOW)
     with pytest.raises(ValueError):
         cost_of(Usage(input_tokens=1), price, at=datetime(2026, 1, 1))
+
+
+def test_one_hour_cache_writes_cost_the_one_hour_rate_apart_from_five_minute_ones(
+    catalog_from_yaml: Callable[[str], PriceCatalog],
+) -> None:
+    catalog = catalog_from_yaml("""
+models:
+  - {model: m, effective_from: 2024-01-01, input: 3, cache_write: 3.75, cache_write_1h: 6,
+     output: 15}
+""")
+    usage = Usage(
+        input_tokens=10_000, cache_write_tokens=3_000, cache_write_1h_tokens=1_000, output_tokens=10
+    )
+    # 7000 x 3 + 2000 x 3.75 + 1000 x 6 + 10 x 15 = 34650 per 1e6
+    assert cost_of(usage, catalog.require_price("m", at=NOW), at=NOW) == D("0.03465")
+
+
+def test_without_a_one_hour_rate_one_hour_writes_cost_the_write_rate(
+    catalog_from_yaml: Callable[[str], PriceCatalog],
+) -> None:
+    catalog = catalog_from_yaml(
+        "models: [{model: m, effective_from: 2024-01-01, input: 3, cache_write: 3.75, output: 15}]"
+    )
+    usage = Usage(input_tokens=1000, cache_write_tokens=1000, cache_write_1h_tokens=1000)
+    assert cost_of(usage, catalog.require_price("m", at=NOW), at=NOW) == D("0.00375")
+
+
+def test_the_shipped_claude_models_write_the_one_hour_cache_at_twice_input(
+    shipped: PriceCatalog,
+) -> None:
+    price = shipped.require_price("claude-sonnet-4", "anthropic", at=NOW)
+    assert (price.rates.cache_write, price.rates.cache_write_1h) == (D("3.75"), D("6"))
+    assert price.long_context[0].rates.cache_write_1h == D("12")
+    usage = Usage(input_tokens=2000, cache_write_tokens=1000, cache_write_1h_tokens=1000)
+    # 1000 x 3 + 1000 x 6 = 9000 per 1e6
+    assert cost_of(usage, price, at=NOW) == D("0.009")

@@ -69,7 +69,13 @@ SAMPLE = """{
                   "input_cost_per_token_cache_hit": 2.8e-08, "output_cost_per_token": 4.2e-07},
   "claude-sonnet-4": {"litellm_provider": "anthropic", "mode": "chat", "input_cost_per_token": 3e-06,
                   "output_cost_per_token": 1.5e-05, "cache_read_input_token_cost": 3e-07,
-                  "cache_creation_input_token_cost": 3.75e-06, "search_context_cost_per_query":
+                  "cache_creation_input_token_cost": 3.75e-06,
+                  "cache_creation_input_token_cost_above_1hr": 6e-06,
+                  "input_cost_per_token_above_200k_tokens": 6e-06,
+                  "output_cost_per_token_above_200k_tokens": 2.25e-05,
+                  "cache_creation_input_token_cost_above_200k_tokens": 7.5e-06,
+                  "cache_creation_input_token_cost_above_1hr_above_200k_tokens": 1.2e-05,
+                  "search_context_cost_per_query":
                   {"search_context_size_low": 0.01}, "input_cost_per_audio_token": 0.0},
   "whisper-1": {"litellm_provider": "openai", "mode": "audio_transcription", "input_cost_per_second": 0.0001},
   "null-mode-model": {"litellm_provider": "acme", "mode": null, "input_cost_per_token": 1e-06},
@@ -298,3 +304,13 @@ def test_price_fields_that_are_not_imported_are_listed_in_notes(converted: Any) 
 def test_the_cache_creation_price_becomes_the_cache_write_rate(converted: Any) -> None:
     sonnet = entry(converted, "anthropic", "claude-sonnet-4")
     assert (sonnet["input"], sonnet["cache_write"]) == (D("3"), D("3.75"))
+
+
+def test_the_one_hour_cache_creation_price_becomes_the_cache_write_1h_rate(
+    converted: Any,
+) -> None:
+    sonnet = entry(converted, "anthropic", "claude-sonnet-4")
+    assert sonnet["cache_write_1h"] == D("6")
+    band = sonnet["long_context"][0]
+    assert (band["cache_write"], band["cache_write_1h"]) == (D("7.5"), D("12"))
+    assert "cache_creation_input_token_cost_above_1hr" not in str(sonnet.get("notes"))

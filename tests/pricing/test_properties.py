@@ -38,8 +38,10 @@ models:
     output: 2
     reasoning: 7.5
     cache_write: 1.5625
+    cache_write_1h: 2.5
     long_context:
-      - {above_input_tokens: 200000, input: 2.5, output: 4, reasoning: 15, cache_write: 3.125}
+      - {above_input_tokens: 200000, input: 2.5, output: 4, reasoning: 15, cache_write: 3.125,
+         cache_write_1h: 5}
       - {above_input_tokens: 1000000, input: 5, output: 3, reasoning: 2}
     tiers: {priority: 1.75, flex: 0.5}
     windows: [{start: "09:00", end: "12:00", tz: Asia/Shanghai, multiplier: 2}]
@@ -68,10 +70,12 @@ def token_usages(draw: st.DrawFn) -> Usage:
     input_tokens = draw(st.integers(0, 2_000_000))
     output_tokens = draw(st.integers(0, 200_000))
     cached = draw(st.integers(0, input_tokens))
+    writes = draw(st.integers(0, input_tokens - cached))
     return Usage(
         input_tokens=input_tokens,
         cached_input_tokens=cached,
-        cache_write_tokens=draw(st.integers(0, input_tokens - cached)),
+        cache_write_tokens=writes,
+        cache_write_1h_tokens=draw(st.integers(0, writes)),
         output_tokens=output_tokens,
         reasoning_tokens=draw(st.integers(0, output_tokens)),
     )
@@ -90,6 +94,7 @@ def add(a: Usage, b: Usage) -> Usage:
         input_tokens=a.input_tokens + b.input_tokens,
         cached_input_tokens=a.cached_input_tokens + b.cached_input_tokens,
         cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+        cache_write_1h_tokens=a.cache_write_1h_tokens + b.cache_write_1h_tokens,
         output_tokens=a.output_tokens + b.output_tokens,
         reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
     )
@@ -109,7 +114,14 @@ def test_every_shipped_token_rate_has_at_most_three_decimals() -> None:
     rates = [
         r
         for p in CATALOG
-        for r in (p.input, p.cached_input, p.rates.cache_write, p.output, p.reasoning)
+        for r in (
+            p.input,
+            p.cached_input,
+            p.rates.cache_write,
+            p.rates.cache_write_1h,
+            p.output,
+            p.reasoning,
+        )
     ]
     assert all(r == r.quantize(MILLI) for r in rates)
 
@@ -156,9 +168,11 @@ def test_a_token_estimate_is_the_cost_of_its_worst_case_usage(
     at = max(T0 + timedelta(minutes=minutes), price.effective_from)
     tier = data.draw(st.sampled_from([None, "default", *(name for name, _ in price.tiers)]))
     rates = price.rates_for(input_tokens)
+    writes = input_tokens if cache_writes and rates.dearest_cache_write > rates.input else 0
     worst = Usage(
         input_tokens=input_tokens,
-        cache_write_tokens=input_tokens if cache_writes and rates.cache_write > rates.input else 0,
+        cache_write_tokens=writes,
+        cache_write_1h_tokens=writes if rates.cache_write_1h > rates.cache_write else 0,
         output_tokens=output_tokens,
         reasoning_tokens=output_tokens if rates.reasoning > rates.output else 0,
     )

@@ -44,25 +44,38 @@ def _message_id(openai_id: Any) -> str:
     return "msg_" + os.urandom(12).hex()
 
 
-def _usage(input_tokens: int, output_tokens: int, read: int, written: int) -> dict[str, Any]:
+def _usage(
+    input_tokens: int, output_tokens: int, read: int, written: int, hour: int = 0
+) -> dict[str, Any]:
     """Anthropic counts cache reads and writes apart from input_tokens; OpenAI's prompt (and
-    faregate's Usage) includes both."""
-    return {
+    faregate's Usage) includes both. Writes are told apart by lifetime (`cache_creation`,
+    `hour` of them for an hour) when there are any."""
+    usage: dict[str, Any] = {
         "input_tokens": max(input_tokens - read - written, 0),
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": written,
         "cache_read_input_tokens": read,
     }
+    if written:
+        usage["cache_creation"] = {
+            "ephemeral_5m_input_tokens": written - hour,
+            "ephemeral_1h_input_tokens": hour,
+        }
+    return usage
 
 
 def _openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """`_usage` of an OpenAI `usage` object; cache writes as faregate's adapters report them
-    (`cache_creation_input_tokens`, as LiteLLM does)."""
+    (`cache_creation_input_tokens`, by lifetime in `prompt_tokens_details`, as LiteLLM
+    does)."""
+    details = usage.get("prompt_tokens_details") or {}
+    lifetimes = details.get("cache_creation_token_details") or {}
     return _usage(
         int(usage.get("prompt_tokens") or 0),
         int(usage.get("completion_tokens") or 0),
-        int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        int(details.get("cached_tokens") or 0),
         int(usage.get("cache_creation_input_tokens") or 0),
+        int(lifetimes.get("ephemeral_1h_input_tokens") or 0),
     )
 
 
@@ -233,6 +246,7 @@ class StreamTranslator:
             usage.output_tokens,
             usage.cached_input_tokens,
             usage.cache_write_tokens,
+            usage.cache_write_1h_tokens,
         )
 
     def finish(self, usage: Usage | None, finish_reason: str | None = None) -> list[Event]:

@@ -77,6 +77,7 @@ def _partial_usage(call: Call, state: StreamState) -> Usage:
         output_tokens=visible + reported.reasoning_tokens,
         cached_input_tokens=reported.cached_input_tokens if reported.input_tokens else 0,
         cache_write_tokens=reported.cache_write_tokens if reported.input_tokens else 0,
+        cache_write_1h_tokens=reported.cache_write_1h_tokens if reported.input_tokens else 0,
         reasoning_tokens=reported.reasoning_tokens,
         estimated=True,
     )

@@ -34,7 +34,8 @@ output thinking (OpenAI `reasoning_tokens`; Gemini `thoughtsTokenCount`, outside
 only what asks to be (a `cache_control` on a block, a tool or the request): a prompt over
 1024 tokens with one writes 1024 tokens the first time it is seen
 (`cache_creation_input_tokens`) and reads them on every repeat (`cache_read_input_tokens`),
-both outside `input_tokens`. Prompt text containing
+both outside `input_tokens`, and splits the writes by lifetime in `cache_creation` (all
+`ephemeral_1h_input_tokens` when a breakpoint says `"ttl": "1h"`). Prompt text containing
 "context_length_exceeded" is refused with each provider's context-window error (400), and
 so is a chat prompt (OpenAI, Anthropic, Gemini) above the deployment's `context_window`
 tokens, when set.

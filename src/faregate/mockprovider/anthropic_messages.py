@@ -42,6 +42,7 @@ STOP_REASONS = {
 CONTEXT_WINDOW = 200_000
 TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _ARG_PIECE = 8
+Cache = tuple[int, int, bool]  # tokens read, tokens written, written for an hour
 
 
 async def messages(call: Call) -> web.StreamResponse:
@@ -204,11 +205,9 @@ def _tool_to_call(
     return tool_call(target["name"], target.get("input_schema"), tally.last_text)
 
 
-def _has_breakpoint(body: Mapping[str, Any]) -> bool:
-    """Whether the request asks for caching: a `cache_control` anywhere in it."""
-    if body.get("cache_control"):
-        return True
-    blocks: list[Any] = list(body.get("tools") or ())
+def _breakpoints(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every `cache_control` in the request (on it, a tool, a system or message block)."""
+    blocks: list[Any] = [body, *(body.get("tools") or ())]
     system = body.get("system")
     if isinstance(system, list):
         blocks += system
@@ -216,35 +215,49 @@ def _has_breakpoint(body: Mapping[str, Any]) -> bool:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):
             blocks += content
-    return any(isinstance(b, dict) and b.get("cache_control") for b in blocks)
+    return [
+        b["cache_control"]
+        for b in blocks
+        if isinstance(b, dict) and isinstance(b.get("cache_control"), dict)
+    ]
 
 
-def _cache_use(call: Call, prompt_tokens: int) -> tuple[int, int]:
-    """(tokens read from the prompt cache, tokens written to it). Only a prompt with a
-    breakpoint is cached; its first sight writes the cached prefix, a repeat reads it."""
-    if not _has_breakpoint(call.body) or not cached_tokens(prompt_tokens):
-        return 0, 0
+def _cache_use(call: Call, prompt_tokens: int) -> Cache:
+    """(tokens read from the prompt cache, tokens written to it, True when written for an
+    hour). Only a prompt with a breakpoint is cached; its first sight writes the cached
+    prefix (for an hour when a breakpoint says `"ttl": "1h"`), a repeat reads it."""
+    breakpoints = _breakpoints(call.body)
+    if not breakpoints or not cached_tokens(prompt_tokens):
+        return 0, 0, False
+    for mark in breakpoints:
+        if mark.get("type") != "ephemeral" or mark.get("ttl", "5m") not in ("5m", "1h"):
+            raise MockError(400, "cache_control: Input should be {'type': 'ephemeral', 'ttl': "
+                            "'5m' | '1h'}")  # fmt: skip
     prompt = {key: call.body.get(key) for key in ("model", "system", "tools", "messages")}
     digest = hashlib.sha256(orjson.dumps(prompt, option=orjson.OPT_SORT_KEYS)).hexdigest()
     seen = call.request.app[STATE].prompt_cache
     if digest in seen:
-        return CACHED_TOKENS, 0
+        return CACHED_TOKENS, 0, False
     seen.add(digest)
-    return 0, CACHED_TOKENS
+    return 0, CACHED_TOKENS, any(mark.get("ttl") == "1h" for mark in breakpoints)
 
 
-def _usage(reply: Reply, output_tokens: int, cache: tuple[int, int]) -> dict[str, Any]:
-    read, written = cache
+def _usage(reply: Reply, output_tokens: int, cache: Cache) -> dict[str, Any]:
+    read, written, hour = cache
     return {
         "input_tokens": reply.prompt_tokens - read - written,
         "cache_creation_input_tokens": written,
         "cache_read_input_tokens": read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": 0 if hour else written,
+            "ephemeral_1h_input_tokens": written if hour else 0,
+        },
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
 
 
-def _message_head(model: str, reply: Reply, cache: tuple[int, int]) -> dict[str, Any]:
+def _message_head(model: str, reply: Reply, cache: Cache) -> dict[str, Any]:
     return {
         "id": "msg_" + os.urandom(12).hex(),
         "type": "message",
@@ -268,9 +281,7 @@ def _block(choice: Choice) -> dict[str, Any]:
     }
 
 
-async def _stream(
-    call: Call, model: str, reply: Reply, cache: tuple[int, int]
-) -> web.StreamResponse:
+async def _stream(call: Call, model: str, reply: Reply, cache: Cache) -> web.StreamResponse:
     choice = reply.choices[0]
     stream = call.stream()
     await stream.open()

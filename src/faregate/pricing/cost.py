@@ -1,7 +1,7 @@
 """What one upstream call cost us, exactly, and worst-case estimates before the call.
 
-cost = ((uncached - cache writes) x input + cache writes x cache_write
-        + cached x cached_input + (output - reasoning) x output
+cost = ((uncached - cache writes) x input + 5-minute cache writes x cache_write
+        + 1-hour cache writes x cache_write_1h + cached x cached_input + (output - reasoning) x output
         + reasoning x reasoning) / 1e6 + images x image price + seconds x per_second,
 then x service-tier multiplier x time-of-day multiplier. `Usage.images` already counts
 every generated image: it is never multiplied by the request's `n` again. `cost_parts`
@@ -96,7 +96,8 @@ def estimate_tokens_cost(
 ) -> Decimal:
     """Upper bound of a token call: no cache hits, output at the dearer of the output and
     reasoning rates. With `cache_writes` (the request asks the provider to cache its
-    prompt), input at the dearer of the input and cache-write rates. With
+    prompt), input at the dearest of the input and cache-write rates (5-minute or 1-hour:
+    which lifetime the upstream wrote is known only from its report). With
     `worst_case_time`, the dearest time-of-day window applies (for holds that may settle
     after a window boundary).
 
@@ -106,8 +107,8 @@ def estimate_tokens_cost(
     _require_aware(at)
     rates = price.rates_for(input_tokens)
     input_rate = rates.input
-    if cache_writes and rates.cache_write > input_rate:
-        input_rate = rates.cache_write
+    if cache_writes and rates.dearest_cache_write > input_rate:
+        input_rate = rates.dearest_cache_write
     output_rate = rates.reasoning if rates.reasoning > rates.output else rates.output
     total = _scaleb(_add(_mul(input_tokens, input_rate), _mul(output_tokens, output_rate)), -6)
     window = price.dearest_window_multiplier() if worst_case_time else price.window_multiplier(at)
@@ -192,14 +193,22 @@ def _token_cost(usage: Usage, rates: TokenRates) -> Decimal:
 
 def _input_cost(usage: Usage, rates: TokenRates) -> Decimal:
     """The uncached input per 1M tokens: what was written to the provider's prompt cache at
-    the cache-write rate (a part of the uncached input, never more), the rest at input's."""
+    the cache-write rate of its lifetime (a part of the uncached input, never more; the
+    1-hour writes a part of the writes), the rest at input's."""
     uncached = usage.uncached_input_tokens
     writes = usage.cache_write_tokens
     if not writes:
         return _mul(uncached, rates.input)
     if writes > uncached:
         writes = uncached
-    return _add(_mul(uncached - writes, rates.input), _mul(writes, rates.cache_write))
+    hour = usage.cache_write_1h_tokens
+    if hour > writes:
+        hour = writes
+    return reduce(
+        _add,
+        (_mul(writes - hour, rates.cache_write), _mul(hour, rates.cache_write_1h)),
+        _mul(uncached - writes, rates.input),
+    )
 
 
 def _output_split(usage: Usage) -> tuple[int, int]:

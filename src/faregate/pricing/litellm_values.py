@@ -42,7 +42,7 @@ def times_pixels(per_pixel: Decimal, size: str) -> Decimal:
 
 
 def token_fields(base: dict[str, Any], mode: str) -> dict[str, Any]:
-    """input/cached_input/cache_write/output/reasoning per 1M, and long-context bands. On an image
+    """input/cached_input/cache_write(_1h)/output/reasoning per 1M, and long-context bands. On an image
     model the output tokens are image tokens: their own rate wins (LiteLLM #31142)."""
     out: dict[str, Any] = {}
     output_name = "output_cost_per_token"
@@ -54,6 +54,7 @@ def token_fields(base: dict[str, Any], mode: str) -> dict[str, Any]:
     for field, name in (("input", "input_cost_per_token"),
                         ("cached_input", cached_name),
                         ("cache_write", "cache_creation_input_token_cost"),
+                        ("cache_write_1h", "cache_creation_input_token_cost_above_1hr"),
                         ("output", output_name),
                         ("reasoning", "output_cost_per_reasoning_token")):  # fmt: skip
         value = per_million(base, name)
@@ -83,6 +84,9 @@ def _bands(base: dict[str, Any], rates: dict[str, Any]) -> list[dict[str, Any]]:
         write = per_million(base, f"cache_creation_input_token_cost_above_{label}_tokens")
         if write is not None:
             band["cache_write"] = write
+        hour = per_million(base, f"cache_creation_input_token_cost_above_1hr_above_{label}_tokens")
+        if hour is not None:
+            band["cache_write_1h"] = hour
         bands.append(band)
     return bands
 
@@ -152,13 +156,15 @@ def unused_prices(base: dict[str, Any]) -> list[str]:
     used = {
         "input_cost_per_token", "output_cost_per_token", "output_cost_per_image_token",
         "cache_read_input_token_cost", "input_cost_per_token_cache_hit",
-        "cache_creation_input_token_cost", "output_cost_per_reasoning_token", "input_cost_per_image", "output_cost_per_image",
+        "cache_creation_input_token_cost", "cache_creation_input_token_cost_above_1hr",
+        "output_cost_per_reasoning_token", "input_cost_per_image", "output_cost_per_image",
         "input_cost_per_pixel", "output_cost_per_pixel", "input_cost_per_second",
         "output_cost_per_second",
         *(f"{f}{suffix}" for f in _TIERED_FIELDS for _, suffix in TIER_SUFFIXES),
         *(f"{f}_above_{label}_tokens" for _, label in BANDS
           for f in ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
-                    "cache_creation_input_token_cost")),
+                    "cache_creation_input_token_cost",
+                    "cache_creation_input_token_cost_above_1hr")),
     }  # fmt: skip
     return sorted(
         name

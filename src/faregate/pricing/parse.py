@@ -42,14 +42,23 @@ FLOOR = Decimal("0.001")
 
 ENTRY_KEYS = frozenset({
     "provider", "model", "aliases", "mode", "effective_from", "source", "notes",
-    "input", "output", "cached_input", "cache_write", "reasoning", "long_context",
+    "input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning",
+    "long_context",
     "images", "image_default_size", "image_default_quality", "per_megapixel", "steps",
     "per_second", "max_input_tokens", "max_output_tokens", "tiers", "windows",
     "allow_high_price", "allow_low_price",
 })  # fmt: skip
 PROVIDER_KEYS = frozenset({"tiers", "windows"})
 _BAND_KEYS = frozenset(
-    {"above_input_tokens", "input", "output", "cached_input", "cache_write", "reasoning"}
+    {
+        "above_input_tokens",
+        "input",
+        "output",
+        "cached_input",
+        "cache_write",
+        "cache_write_1h",
+        "reasoning",
+    }
 )
 _WINDOW_KEYS = frozenset({"start", "end", "tz", "multiplier"})
 _STEP_KEYS = frozenset({"default", "base", "per_step", "table"})
@@ -139,12 +148,16 @@ def _rates(spec: dict[Any, Any], where: str, mode: str) -> TokenRates:
     cached = to_decimal(spec.get("cached_input", input_), where, "cached_input")
     reasoning = to_decimal(spec.get("reasoning", output), where, "reasoning")
     cache_write = to_decimal(spec.get("cache_write", input_), where, "cache_write")
+    # A 1-hour write costs at least a 5-minute one: an entry that names no 1-hour rate prices
+    # 1-hour writes at `cache_write`, as before the rates were told apart.
+    cache_write_1h = to_decimal(spec.get("cache_write_1h", cache_write), where, "cache_write_1h")
     return TokenRates(
         input=input_,
         output=output,
         cached_input=cached,
         reasoning=reasoning,
         cache_write=cache_write,
+        cache_write_1h=cache_write_1h,
     )
 
 
@@ -287,7 +300,8 @@ def _check_plausible(price: ModelPrice, spec: dict[Any, Any], where: str) -> Non
     for rates, label in [(price.rates, "")] + [
         (b.rates, f"long_context above {b.above_input_tokens}: ") for b in price.long_context
     ]:
-        for field in ("input", "output", "cached_input", "cache_write", "reasoning"):
+        for field in ("input", "output", "cached_input", "cache_write", "cache_write_1h",
+                      "reasoning"):  # fmt: skip
             value: Decimal = getattr(rates, field)
             if value > CEILING and not allow_high:
                 raise fail(where, f"{label}{field} {value} USD per 1M tokens is above {CEILING}: "

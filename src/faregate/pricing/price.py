@@ -23,15 +23,21 @@ STANDARD_TIERS: frozenset[str] = frozenset({"default", "standard", "auto"})
 
 @dataclass(frozen=True, slots=True)
 class TokenRates:
-    """USD per 1M tokens. `cache_write`: input written to the provider's prompt cache
-    (Anthropic's cache_creation_input_tokens, 1.25x its input rate); `input` where a
-    provider charges no premium."""
+    """USD per 1M tokens. `cache_write`: input written to the provider's prompt cache for
+    its default lifetime (Anthropic's 5-minute cache_creation_input_tokens, 1.25x its input
+    rate); `input` where a provider charges no premium. `cache_write_1h`: input written to
+    Anthropic's 1-hour cache (`"ttl": "1h"`, 2x its input rate); `cache_write` by default."""
 
     input: Decimal
     output: Decimal
     cached_input: Decimal
     reasoning: Decimal
     cache_write: Decimal
+    cache_write_1h: Decimal
+
+    @property
+    def dearest_cache_write(self) -> Decimal:
+        return self.cache_write_1h if self.cache_write_1h > self.cache_write else self.cache_write
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +138,10 @@ class ModelPrice:
     def charges_cache_writes(self) -> bool:
         """Whether input written to the prompt cache costs more than input, at any length
         (read for every priced call: no generator for the bands most prices lack)."""
-        if self.rates.cache_write > self.rates.input:
+        if self.rates.dearest_cache_write > self.rates.input:
             return True
         return bool(self.long_context) and any(
-            band.rates.cache_write > band.rates.input for band in self.long_context
+            band.rates.dearest_cache_write > band.rates.input for band in self.long_context
         )
 
     @property

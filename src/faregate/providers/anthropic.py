@@ -126,16 +126,21 @@ class AnthropicProvider:
 
 def usage_from_anthropic(raw: dict[str, Any]) -> Usage:
     """Anthropic's input_tokens exclude cache reads and writes; the canonical count
-    includes both, the reads as `cached_input_tokens`, the writes as `cache_write_tokens`."""
+    includes both, the reads as `cached_input_tokens`, the writes as `cache_write_tokens`
+    (those written for an hour, `cache_creation.ephemeral_1h_input_tokens`, also as
+    `cache_write_1h_tokens`)."""
     cache_read = int(raw.get("cache_read_input_tokens") or 0)
     cache_write = int(raw.get("cache_creation_input_tokens") or 0)
     details = raw.get("output_tokens_details") or {}
+    lifetimes = raw.get("cache_creation")
+    hour = int(lifetimes.get("ephemeral_1h_input_tokens") or 0) if lifetimes else 0
     return Usage(
         input_tokens=int(raw.get("input_tokens") or 0) + cache_read + cache_write,
         output_tokens=int(raw.get("output_tokens") or 0),
         cached_input_tokens=cache_read,
         reasoning_tokens=int(details.get("thinking_tokens") or 0),
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=min(hour, cache_write),
     )
 
 

@@ -147,8 +147,9 @@ def stop_sequences(stop: Any) -> list[str] | None:
 
 def openai_usage(usage: Usage) -> dict[str, Any]:
     """A Usage in OpenAI's inclusive `usage` shape; cache writes, which OpenAI has no name
-    for, as LiteLLM reports them (`cache_creation_input_tokens`, part of prompt_tokens)."""
-    body = {
+    for, as LiteLLM reports them (`cache_creation_input_tokens`, part of prompt_tokens, and
+    by lifetime in `prompt_tokens_details.cache_creation_token_details`)."""
+    body: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
@@ -157,6 +158,10 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
     }
     if usage.cache_write_tokens:
         body["cache_creation_input_tokens"] = usage.cache_write_tokens
+        body["prompt_tokens_details"]["cache_creation_token_details"] = {
+            "ephemeral_5m_input_tokens": usage.cache_write_tokens - usage.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        }
     return body
 
 
