@@ -94,6 +94,34 @@ async def active_wallet_by_code(
     return await _one(conn, query)
 
 
+async def code_taken(
+    conn: AsyncConnection, customer_id: str, code: str, *, other_than: str | None = None
+) -> bool:
+    """Whether an active wallet of this customer (other than `other_than`) has this code."""
+    query = select(wallets.c.id).where(
+        wallets.c.customer_id == customer_id,
+        wallets.c.code == code,
+        wallets.c.status == "active",
+    )
+    if other_than is not None:
+        query = query.where(wallets.c.id != other_than)
+    return (await conn.execute(query.limit(1))).first() is not None
+
+
+async def wallet_by_code(
+    conn: AsyncConnection, customer_id: str, code: str
+) -> dict[str, Any] | None:
+    """A customer's wallet by code: its active one, else its latest terminated one (a
+    terminated wallet's code may have been taken again, as in Lago)."""
+    query = (
+        select(wallets)
+        .where(wallets.c.customer_id == customer_id, wallets.c.code == code)
+        .order_by((wallets.c.status == "active").desc(), wallets.c.created_at.desc())
+        .limit(1)
+    )
+    return await _one(conn, query)
+
+
 async def update_wallet(conn: AsyncConnection, wallet_id: str, values: dict[str, Any]) -> None:
     await conn.execute(
         update(wallets).where(wallets.c.id == wallet_id).values(**values, updated_at=now())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.auth import repository as customers_repo
@@ -177,11 +178,14 @@ class WalletService:
                 in_use = await billing_repo.currencies_in_use(conn, external_id)
                 check_currency_change(None, currency, in_use)
                 await customers_repo.update_customer(conn, customer["id"], {"currency": currency})
+            code = lago_json.optional_str(data, "code")
+            if code is not None and await repo.code_taken(conn, customer["id"], code):
+                raise BillingValidationError("code", "value_already_exist")
             created = iso_utc(repo.now())
-            row = await repo.insert_wallet(
+            row = await _insert(
                 conn,
                 {
-                    "code": lago_json.optional_str(data, "code"),
+                    "code": code,
                     "customer_id": customer["id"],
                     "external_customer_id": external_id,
                     "name": lago_json.optional_str(data, "name"),
@@ -205,6 +209,8 @@ class WalletService:
         values: dict[str, Any] = {}
         if "name" in data:
             values["name"] = lago_json.optional_str(data, "name")
+        if data.get("code") is not None:
+            values["code"] = lago_json.optional_str(data, "code")
         if data.get("priority") is not None:
             values["priority"] = parse_priority(data)
         if "expiration_at" in data:
@@ -220,8 +226,19 @@ class WalletService:
                     row.get("recurring_transaction_rules") or [],
                     data["recurring_transaction_rules"],
                 )
+            code = values.get("code")
+            if (
+                code is not None
+                and row["status"] == "active"
+                and await repo.code_taken(conn, row["customer_id"], code, other_than=wallet_id)
+            ):
+                raise BillingValidationError("code", "value_already_exist")
             if values:
-                await repo.update_wallet(conn, wallet_id, values)
+                try:
+                    async with conn.begin_nested():
+                        await repo.update_wallet(conn, wallet_id, values)
+                except IntegrityError:  # a concurrent create or update took the code first
+                    raise BillingValidationError("code", "value_already_exist") from None
             row = await repo.wallet_by_id(conn, wallet_id) or row
         await self._emit("wallet.updated", "wallet", wallet_json(row))
         return row
@@ -388,6 +405,16 @@ class WalletService:
                 conn, external_customer_id, per_page, (page - 1) * per_page
             )
             return rows, await repo.count_wallets(conn, external_customer_id)
+
+
+async def _insert(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
+    """Insert a wallet; a code that a concurrent create took first (the unique index on a
+    customer's active codes refuses this one) is Lago's 422 `value_already_exist`."""
+    try:
+        async with conn.begin_nested():
+            return await repo.insert_wallet(conn, values)
+    except IntegrityError:
+        raise BillingValidationError("code", "value_already_exist") from None
 
 
 def _merge_rules(existing: list[dict[str, Any]], items: object) -> list[dict[str, Any]]:

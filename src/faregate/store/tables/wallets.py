@@ -23,6 +23,7 @@ from faregate.store.tables.base import ExactNumeric, Nanos, metadata
 # `subscription_id = ?` implies `IS NOT NULL` on both databases.
 HOLDS = text("kind = 'hold'")
 OF_A_SUBSCRIPTION = text("subscription_id IS NOT NULL")
+ACTIVE = text("status = 'active'")
 
 wallets = Table(
     "wallets",
@@ -54,6 +55,16 @@ wallets = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_wallets_customer", "external_customer_id"),
+    # As in Lago, a code names one active wallet of a customer (a terminated one's may be
+    # taken again).
+    Index(
+        "ux_wallets_customer_active_code",
+        "customer_id",
+        "code",
+        unique=True,
+        sqlite_where=ACTIVE,
+        postgresql_where=ACTIVE,
+    ),
     # One active automatic credit-limit wallet per customer, whichever replica creates it.
     Index(
         "ux_wallets_customer_credit_limit",
