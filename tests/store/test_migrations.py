@@ -225,3 +225,62 @@ async def test_future_subscriptions_become_pending_and_terminated_ones_canceled(
     finally:
         if backend == "postgres":
             await drop_pg_database(url)
+
+
+def test_the_migrations_since_0013_have_one_head() -> None:
+    """0013 joined the branches up to it; every later migration goes on top of the last one
+    (two heads after it would be two schemas, each missing the other's changes)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from faregate.store.db import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    script = ScriptDirectory.from_config(config)
+    after_0013 = [
+        head
+        for head in script.get_heads()
+        if "0013_pending_subscriptions" in {r.revision for r in script.walk_revisions("base", head)}
+    ]
+    assert len(after_0013) == 1, after_0013
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_terminated_subscriptions_external_id_may_be_taken_again(
+    backend: str, tmp_path: Path
+) -> None:
+    """0014: external_id is unique among live (pending or active) subscriptions only; the
+    rows stored before are kept."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    if backend == "postgres":
+        url = await create_pg_database()
+    insert = text(
+        "INSERT INTO subscriptions (id, external_id, external_customer_id, plan_code, status,"
+        " billing_time, subscription_at, created_at) VALUES (:id, 'sub', 'c', 'p', :status,"
+        " 'calendar', '2026-01-01', '2026-01-01')"
+    )
+    try:
+        await asyncio.to_thread(migrate, url, "0013_pending_subscriptions")
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(insert, {"id": "old", "status": "terminated"})
+        await engine.dispose()
+        await asyncio.to_thread(migrate, url)
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(insert, {"id": "gone", "status": "canceled"})
+            await conn.execute(insert, {"id": "new", "status": "active"})
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(insert, {"id": "twin", "status": "pending"})
+        async with engine.connect() as conn:
+            ids = await conn.execute(text("SELECT id FROM subscriptions ORDER BY id"))
+            assert list(ids.scalars()) == ["gone", "new", "old"]
+        await engine.dispose()
+    finally:
+        if backend == "postgres":
+            await drop_pg_database(url)

@@ -58,7 +58,9 @@ async def create_subscription(request: web.Request) -> web.Response:
     # activates it), and the default list and a customer's keys only see active ones.
     status = "pending" if sub.subscription_at > now else "active"
     async with _services(request).engine.begin() as conn:
-        existing = await repo.subscription_by_external_id(conn, sub.external_id)
+        # Only a live subscription holds its external_id: a terminated or canceled one's is
+        # taken by a new subscription (Lago's rule).
+        existing = await repo.subscription_by_external_id(conn, sub.external_id, live_only=True)
         if existing is not None:
             return _resent(existing, sub)
         customer = await customers_repo.customer_by_external_id(conn, sub.external_customer_id)
@@ -73,7 +75,7 @@ async def create_subscription(request: web.Request) -> web.Response:
                 row = await _insert(conn, sub, customer, status)
         except BillingValidationError:
             # A concurrent create of the same id committed first: answered as a resend.
-            existing = await repo.subscription_by_external_id(conn, sub.external_id)
+            existing = await repo.subscription_by_external_id(conn, sub.external_id, live_only=True)
             if existing is None:
                 raise
             return _resent(existing, sub)

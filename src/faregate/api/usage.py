@@ -130,8 +130,10 @@ async def get_current_usage(request: web.Request) -> web.Response:
         # Autocommit: no BEGIN / ROLLBACK round trips. The reads need no common snapshot:
         # period_aggregates re-reads if a flush lands part of the tail meanwhile.
         await conn.execution_options(isolation_level="AUTOCOMMIT")
-        found = await repo.subscription_and_plan(conn, subscription_id)
-        if found is None or found[0]["external_customer_id"] != customer_id:
+        found = await repo.subscription_and_plan(
+            conn, subscription_id, external_customer_id=customer_id
+        )
+        if found is None:
             raise BillingNotFound("subscription", subscription_id)
         row, plan_row = found
         if plan_row is None:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from faregate.billing.subscription_order import current_first
 from faregate.store.soft_delete import soft_delete
 from faregate.store.tables.billing import subscriptions
 from faregate.store.tables.gateway import api_keys, customers, teams
@@ -147,9 +148,13 @@ async def key_by_prefix(conn: AsyncConnection, prefix: str) -> dict[str, Any] | 
 
 
 async def subscription_owner(conn: AsyncConnection, external_subscription_id: str) -> str | None:
-    """The customer_id of a subscription, None when there is no such subscription."""
-    query = select(subscriptions.c.customer_id).where(
-        subscriptions.c.external_id == external_subscription_id
+    """The customer_id of the subscription an external_id means (the live one, else the
+    most recent), None when there is no such subscription."""
+    query = (
+        select(subscriptions.c.customer_id)
+        .where(subscriptions.c.external_id == external_subscription_id)
+        .order_by(*current_first())
+        .limit(1)
     )
     return (await conn.execute(query)).scalar()
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from faregate.auth import repository as customers_repo
 from faregate.billing import invoice_repository as irepo
 from faregate.billing import repository as repo
-from faregate.billing.billed import Billed, billed_of_row, load_billed
+from faregate.billing.billed import Billed, billed_of_row
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.invoices import Invoice, build_invoice, build_opening_invoice
 from faregate.billing.lago_invoice import invoice_object
@@ -236,7 +236,12 @@ class Invoicing:
         )
 
     async def _recompute(self, conn: AsyncConnection, row: Mapping[str, Any]) -> Invoice:
-        billed = await load_billed(conn, row["external_subscription_id"])
+        # By the invoice's own subscription: its external_id may have been taken since by a
+        # new subscription.
+        subscription = await repo.subscription_by_id(conn, row["subscription_id"])
+        if subscription is None:
+            raise BillingNotFound("subscription", row["external_subscription_id"])
+        billed = await billed_of_row(conn, subscription)
         if row["billing_reason"] == STARTING:
             period = first_period(billed.subscription, billed.plan.interval)
         else:

@@ -21,6 +21,7 @@ from faregate.billing.events import Event
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import Period
 from faregate.billing.plans import Plan, Subscription
+from faregate.billing.subscription_order import LIVE_STATUSES, current_first
 from faregate.metering import aggregates, rollups
 from faregate.store.soft_delete import soft_delete
 from faregate.store.tables.billing import billable_metrics, invoices, plans, subscriptions
@@ -208,20 +209,47 @@ async def insert_subscription(conn: AsyncConnection, values: dict[str, Any]) -> 
     return row
 
 
+def _by_external_id(
+    query: Any, external_id: str, external_customer_id: str | None, live_only: bool
+) -> Any:
+    query = query.where(subscriptions.c.external_id == external_id)
+    if external_customer_id is not None:
+        query = query.where(subscriptions.c.external_customer_id == external_customer_id)
+    if live_only:
+        query = query.where(subscriptions.c.status.in_(LIVE_STATUSES))
+    return query.order_by(*current_first()).limit(1)
+
+
 async def subscription_by_external_id(
-    conn: AsyncConnection, external_id: str
+    conn: AsyncConnection,
+    external_id: str,
+    *,
+    external_customer_id: str | None = None,
+    live_only: bool = False,
 ) -> dict[str, Any] | None:
-    return await _one(conn, select(subscriptions).where(subscriptions.c.external_id == external_id))
+    """The subscription `external_id` means (of that customer when one is given): the live
+    (pending or active) one, else the most recent terminated or canceled one; with
+    `live_only`, only a live one."""
+    query = _by_external_id(select(subscriptions), external_id, external_customer_id, live_only)
+    return await _one(conn, query)
+
+
+async def subscription_by_id(conn: AsyncConnection, subscription_id: str) -> dict[str, Any] | None:
+    return await _one(conn, select(subscriptions).where(subscriptions.c.id == subscription_id))
 
 
 async def subscription_and_plan(
-    conn: AsyncConnection, external_id: str
+    conn: AsyncConnection, external_id: str, *, external_customer_id: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """A subscription and its plan's row (None when the plan is gone), in one query."""
-    query = (
-        select(subscriptions, plans.c.id.label("plan_id"), plans.c.definition.label("plan_def"))
-        .outerjoin(plans, plans.c.code == subscriptions.c.plan_code)
-        .where(subscriptions.c.external_id == external_id)
+    """The subscription `external_id` means (see `subscription_by_external_id`) and its
+    plan's row (None when the plan is gone), in one query."""
+    query = _by_external_id(
+        select(
+            subscriptions, plans.c.id.label("plan_id"), plans.c.definition.label("plan_def")
+        ).outerjoin(plans, plans.c.code == subscriptions.c.plan_code),
+        external_id,
+        external_customer_id,
+        live_only=False,
     )
     row = await _one(conn, query)
     if row is None:
@@ -233,12 +261,18 @@ async def subscription_and_plan(
 async def subscriptions_by_external_ids(
     conn: AsyncConnection, external_ids: set[str]
 ) -> dict[str, dict[str, Any]]:
+    """The subscription each external_id means (see `subscription_by_external_id`)."""
     if not external_ids:
         return {}
     rows = await conn.execute(
-        select(subscriptions).where(subscriptions.c.external_id.in_(external_ids))
+        select(subscriptions)
+        .where(subscriptions.c.external_id.in_(external_ids))
+        .order_by(*current_first())
     )
-    return {r["external_id"]: dict(r) for r in rows.mappings()}
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows.mappings():
+        found.setdefault(r["external_id"], dict(r))
+    return found
 
 
 async def list_subscriptions(

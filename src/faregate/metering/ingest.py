@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.billing.errors import BillingValidationError
 from faregate.billing.metrics import BillableMetric
+from faregate.billing.subscription_order import current_first
 from faregate.metering.rollups import number
 from faregate.metering.writer import UsageWriter
 from faregate.money import MAX_USAGE_NUMBER, decimal_str, within_usage_bounds
@@ -83,9 +84,12 @@ class Catalog:
                     self.add_metric(BillableMetric.from_dict(definition))
             if subscription_ids:
                 found = await conn.execute(
-                    select(subscriptions).where(subscriptions.c.external_id.in_(subscription_ids))
+                    select(subscriptions)
+                    .where(subscriptions.c.external_id.in_(subscription_ids))
+                    .order_by(*current_first())
                 )
-                for row in found.mappings():
+                # The subscription each external_id means is added last, so it is kept.
+                for row in reversed(found.mappings().all()):
                     self.add_subscription(dict(row))
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 
 from faregate.store.tables.base import metadata
@@ -45,11 +46,16 @@ plans = Table(
     Column("deleted_at", DateTime(timezone=True)),
 )
 
+# The subscriptions that hold their external_id (Lago: `active` and `pending`).
+LIVE_SUBSCRIPTION = text("status IN ('pending', 'active')")
+
 subscriptions = Table(
     "subscriptions",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("external_id", String(255), nullable=False, unique=True),
+    # Unique among live (pending or active) subscriptions only: a terminated or canceled
+    # subscription's external_id may be taken again by a new one, as in Lago.
+    Column("external_id", String(255), nullable=False),
     Column("external_customer_id", String(255), nullable=False),
     Column("customer_id", String(36)),
     Column("plan_code", String(255), nullable=False),
@@ -62,6 +68,14 @@ subscriptions = Table(
     Column("terminated_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_subscriptions_customer", "external_customer_id"),
+    Index("ix_subscriptions_external_id", "external_id", "created_at"),
+    Index(
+        "ux_subscriptions_live_external_id",
+        "external_id",
+        unique=True,
+        sqlite_where=LIVE_SUBSCRIPTION,
+        postgresql_where=LIVE_SUBSCRIPTION,
+    ),
 )
 
 invoices = Table(
