@@ -1,5 +1,5 @@
-"""Lago v1 wallets API (wallets, wallet transactions) plus the wallet's ledger as JSON or
-CSV. HTTP only: parse, call the wallet service, render."""
+"""Lago v1 wallets API (wallets, also under their customer by code, and wallet transactions)
+plus the wallet's ledger as JSON or CSV. HTTP only: parse, call the wallet service, render."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aiohttp import web
 from faregate.api.billing import _lago, _root, page_meta, page_of, query_int
 from faregate.api.common import json_response, read_json_object
 from faregate.api.state import SERVICES
+from faregate.auth import repository as customers_repo
 from faregate.billing import lago_json
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.money import decimal_str, from_nanos
@@ -65,15 +66,23 @@ def _forget(request: web.Request, row: dict[str, Any]) -> None:
         runtime.forget(row["external_customer_id"])
 
 
-@_lago
-async def create_wallet(request: web.Request) -> web.Response:
+async def _create(request: web.Request, external_customer_id: str | None = None) -> web.Response:
+    """A wallet from the body; under a customer's path, of that customer whatever the body
+    says."""
     data = {
         k: v for k, v in _root(await read_json_object(request), "wallet").items() if v is not None
     }
     refuse_unsupported_wallet_fields(data)
+    if external_customer_id is not None:
+        data["external_customer_id"] = external_customer_id
     row, _ = await _wallets(request).create(data)
     _forget(request, row)
     return json_response({"wallet": wallet_json(row)})
+
+
+@_lago
+async def create_wallet(request: web.Request) -> web.Response:
+    return await _create(request)
 
 
 @_lago
@@ -107,6 +116,71 @@ async def update_wallet(request: web.Request) -> web.Response:
 @_lago
 async def terminate_wallet(request: web.Request) -> web.Response:
     row = await _wallets(request).terminate(request.match_info["id"])
+    _forget(request, row)
+    return json_response({"wallet": wallet_json(row)})
+
+
+# --- a customer's wallets by code (Lago's /customers/{external_customer_id}/wallets) ---------
+
+
+async def _customer_id(request: web.Request) -> str:
+    external_id = request.match_info["external_id"]
+    async with request.app[SERVICES].engine.connect() as conn:
+        customer = await customers_repo.customer_by_external_id(conn, external_id)
+    if customer is None:
+        raise BillingNotFound("customer", external_id)
+    return str(customer["id"])
+
+
+async def _wallet_by_code(request: web.Request) -> dict[str, Any]:
+    """The customer's wallet with this code: its active one, else its latest terminated."""
+    customer_id = await _customer_id(request)
+    code = request.match_info["code"]
+    async with request.app[SERVICES].engine.connect() as conn:
+        row = await repo.wallet_by_code(conn, customer_id, code)
+    if row is None:
+        raise BillingNotFound("wallet", code)
+    return row
+
+
+@_lago
+async def create_customer_wallet(request: web.Request) -> web.Response:
+    return await _create(request, request.match_info["external_id"])
+
+
+@_lago
+async def list_customer_wallets(request: web.Request) -> web.Response:
+    await _customer_id(request)
+    await _fresh(request)
+    page, per_page = page_of(request)
+    rows, total = await _wallets(request).find_all(
+        request.match_info["external_id"], page=page, per_page=per_page
+    )
+    return json_response(
+        {"wallets": [wallet_json(r) for r in rows], "meta": page_meta(page, per_page, total)}
+    )
+
+
+@_lago
+async def get_customer_wallet(request: web.Request) -> web.Response:
+    await _fresh(request)
+    return json_response({"wallet": wallet_json(await _wallet_by_code(request))})
+
+
+@_lago
+async def update_customer_wallet(request: web.Request) -> web.Response:
+    data = _root(await read_json_object(request), "wallet")
+    refuse_unsupported_wallet_fields(data)
+    wallet = await _wallet_by_code(request)
+    row = await _wallets(request).update(wallet["id"], data)
+    _forget(request, row)
+    return json_response({"wallet": wallet_json(row)})
+
+
+@_lago
+async def terminate_customer_wallet(request: web.Request) -> web.Response:
+    wallet = await _wallet_by_code(request)
+    row = await _wallets(request).terminate(wallet["id"])
     _forget(request, row)
     return json_response({"wallet": wallet_json(row)})
 
@@ -262,6 +336,12 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/wallets/{id}", get_wallet)
     r.add_put("/api/v1/wallets/{id}", update_wallet)
     r.add_delete("/api/v1/wallets/{id}", terminate_wallet)
+    customer_wallets = "/api/v1/customers/{external_id}/wallets"
+    r.add_post(customer_wallets, create_customer_wallet)
+    r.add_get(customer_wallets, list_customer_wallets)
+    r.add_get(customer_wallets + "/{code}", get_customer_wallet)
+    r.add_put(customer_wallets + "/{code}", update_customer_wallet)
+    r.add_delete(customer_wallets + "/{code}", terminate_customer_wallet)
     r.add_post("/api/v1/wallet_transactions", create_transaction)
     r.add_get("/api/v1/wallet_transactions/{id}", get_transaction)
     r.add_get("/api/v1/wallets/{id}/wallet_transactions", list_transactions)
