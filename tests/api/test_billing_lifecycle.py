@@ -296,6 +296,7 @@ async def test_a_subscription_is_found_updated_and_terminated(billing: Billing) 
     assert status == 422 and body["error_details"] == {"ending_at": ["invalid_date"]}
     terminated = await billing.call(c.subscriptions.destroy, "sub_1")
     assert terminated.status == "terminated" and terminated.terminated_at
+    assert terminated.canceled_at is None  # only a pending subscription is canceled
     again = await billing.call(c.subscriptions.destroy, "sub_1")
     assert again.terminated_at == terminated.terminated_at
     assert (await billing.call(c.subscriptions.find_all))["subscriptions"] == []

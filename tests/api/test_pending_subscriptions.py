@@ -73,6 +73,7 @@ async def test_terminating_a_pending_subscription_cancels_it_and_it_is_never_bil
         "customer": "/api/v1/customers/later",
         "plan": "/api/v1/plans/pro",
     }[how]
+    before = datetime.now(UTC).replace(microsecond=0)
     deleted = await billing.request("DELETE", path)
     assert deleted.status_code == 200, deleted.text
     canceled = await _status(billing, "sub_later")
@@ -81,9 +82,15 @@ async def test_terminating_a_pending_subscription_cancels_it_and_it_is_never_bil
         None,
         None,
     )
+    # Lago's canceled_at: when it was canceled (it was never stored nor answered).
+    canceled_at = datetime.fromisoformat(canceled["canceled_at"])
+    assert before <= canceled_at <= datetime.now(UTC)
     if how == "subscription":  # terminating again changes nothing
         again = await billing.request("DELETE", path)
         assert again.json()["subscription"]["status"] == "canceled"
+        assert again.json()["subscription"]["canceled_at"] == canceled["canceled_at"]
+        found = await billing.call(billing.client.subscriptions.find, "sub_later")
+        assert found.canceled_at == canceled["canceled_at"]
     run = await _run(billing)
     assert run["failed"] == [], run
     invoices = (await billing.get("/api/v1/invoices?external_subscription_id=sub_later")).json()

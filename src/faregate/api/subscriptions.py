@@ -39,6 +39,7 @@ def _subscription_json(row: dict[str, Any]) -> dict[str, Any]:
         ),
         "ending_at": _iso(row.get("ending_at")),
         "terminated_at": _iso(row.get("terminated_at")),
+        "canceled_at": _iso(row.get("canceled_at")),
         "created_at": _iso(row["created_at"]),
     }
 

@@ -309,10 +309,12 @@ async def terminate_subscription(
 ) -> dict[str, Any]:
     """Lago's termination: status terminated, billing ends at `at` (or at the earlier
     `ending_at`), so the next billing run invoices the final partial period. A pending
-    subscription (not started yet) is canceled instead, and never billed."""
+    subscription (not started yet) is canceled instead (`canceled_at` = `at`), and never
+    billed."""
     if row["status"] == "pending":
-        await update_subscription(conn, row["id"], {"status": "canceled"})
-        return {**row, "status": "canceled"}
+        canceled = {"status": "canceled", "canceled_at": at}
+        await update_subscription(conn, row["id"], canceled)
+        return {**row, **canceled}
     ending = row.get("ending_at")
     ending_at = at if ending is None or _utc(ending) > at else _utc(ending)
     values = {"status": "terminated", "terminated_at": at, "ending_at": ending_at}

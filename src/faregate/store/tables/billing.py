@@ -66,6 +66,8 @@ subscriptions = Table(
     Column("started_at", DateTime(timezone=True)),
     Column("ending_at", DateTime(timezone=True)),
     Column("terminated_at", DateTime(timezone=True)),
+    # When a pending subscription was canceled (terminated before it started).
+    Column("canceled_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_subscriptions_customer", "external_customer_id"),
     Index("ix_subscriptions_external_id", "external_id", "created_at"),
