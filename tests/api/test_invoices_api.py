@@ -341,7 +341,7 @@ async def test_invoice_and_event_error_webhooks(server: Server) -> None:
     await server.call(c.invoices.finalize, invoice_id)
     bad = {"event": {"transaction_id": "t", "external_subscription_id": "sub_1", "code": "nope"}}
     assert (await server.http("POST", "/api/v1/events", json=bad)).status_code == 422
-    await server.receiver.wait_for(4)
+    await server.receiver.wait_for(5)  # subscription.started, then the four below
     drafted, created, finalized = (
         server.receiver.of_type(t)
         for t in ("invoice.drafted", "invoice.created", "invoice.finalized")
@@ -354,6 +354,44 @@ async def test_invoice_and_event_error_webhooks(server: Server) -> None:
     assert error.json["object_type"] == "event_error"
     assert error.json["event_error"]["event"]["code"] == "nope"
     assert "billable_metric_not_found" in error.json["event_error"]["message"]
+
+
+async def test_a_subscription_that_starts_sends_lagos_subscription_started(
+    server: Server,
+) -> None:
+    """Created active, or activated by the billing run when its start comes, a subscription
+    is announced as Lago's Subscriptions::ActivateService does; a pending one is not."""
+    await subscribe(server)  # sub_1, active at once
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    await server.call(
+        server.client.subscriptions.create,
+        Subscription(
+            external_customer_id="acme",
+            plan_code="pro",
+            external_id="sub_later",
+            subscription_at=start.isoformat(),
+        ),
+    )
+    [first] = await server.receiver.wait_for(1)
+    assert (first.json["webhook_type"], first.json["object_type"]) == (
+        "subscription.started",
+        "subscription",
+    )
+    assert (first.json["subscription"]["external_id"], first.json["subscription"]["status"]) == (
+        "sub_1",
+        "active",
+    )
+    await asyncio.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()) + 0.1)
+    for _ in range(2):  # a second run activates nothing again
+        await server.http("POST", "/api/v1/billing_runs")
+    await server.receiver.wait_for(2)
+    await asyncio.sleep(0.3)
+    started = [d.json["subscription"] for d in server.receiver.of_type("subscription.started")]
+    assert [(s["external_id"], s["status"]) for s in started] == [
+        ("sub_1", "active"),
+        ("sub_later", "active"),
+    ]
+    assert datetime.fromisoformat(started[1]["started_at"]) == start
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:

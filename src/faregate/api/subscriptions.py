@@ -8,40 +8,17 @@ from typing import Any
 
 from aiohttp import web
 
-from faregate.api.billing import _iso, _lago, _root, _services, event_catalog, page_meta, page_of
+from faregate.api.billing import _lago, _root, _services, event_catalog, page_meta, page_of
 from faregate.api.common import json_response, read_json_object
 from faregate.auth import repository as customers_repo
 from faregate.billing import currencies, lago_json, unsupported
 from faregate.billing import repository as repo
 from faregate.billing.billed import subscription_of_row
 from faregate.billing.errors import BillingNotFound, BillingValidationError
+from faregate.billing.lago_subscription import subscription_object
 from faregate.billing.plans import Subscription
 
 STATUSES = ("pending", "active", "terminated", "canceled")
-
-
-def _subscription_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "lago_id": row["id"],
-        "external_id": row["external_id"],
-        "lago_customer_id": row.get("customer_id"),
-        "external_customer_id": row["external_customer_id"],
-        "plan_code": row["plan_code"],
-        "name": row.get("name"),
-        "status": row["status"],
-        "billing_time": row["billing_time"],
-        "subscription_at": _iso(row["subscription_at"]),
-        # A pending or canceled subscription never started (Lago: null until it does).
-        "started_at": _iso(
-            row.get("started_at")
-            if row["status"] in ("pending", "canceled")
-            else row.get("started_at") or row["subscription_at"]
-        ),
-        "ending_at": _iso(row.get("ending_at")),
-        "terminated_at": _iso(row.get("terminated_at")),
-        "canceled_at": _iso(row.get("canceled_at")),
-        "created_at": _iso(row["created_at"]),
-    }
 
 
 @_lago
@@ -81,7 +58,10 @@ async def create_subscription(request: web.Request) -> web.Response:
                 raise
             return _resent(existing, sub)
     event_catalog(_services(request)).add_subscription(row)
-    return json_response({"subscription": _subscription_json(row)})
+    body = subscription_object(row)
+    if status == "active":  # Lago's activation webhook, also for one active at once
+        await _services(request).webhooks.emit("subscription.started", "subscription", body)
+    return json_response({"subscription": body})
 
 
 def _resent(existing: dict[str, Any], sub: Subscription) -> web.Response:
@@ -93,7 +73,7 @@ def _resent(existing: dict[str, Any], sub: Subscription) -> web.Response:
     )
     if not same:
         raise BillingValidationError("external_id", "value_already_exist")
-    return json_response({"subscription": _subscription_json(existing)})
+    return json_response({"subscription": subscription_object(existing)})
 
 
 async def _insert(
@@ -151,7 +131,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
         )
     return json_response(
         {
-            "subscriptions": [_subscription_json(r) for r in rows],
+            "subscriptions": [subscription_object(r) for r in rows],
             "meta": page_meta(page, per_page, total),
         }
     )
@@ -168,7 +148,7 @@ async def _subscription(conn: Any, external_id: str) -> dict[str, Any]:
 async def get_subscription(request: web.Request) -> web.Response:
     async with _services(request).engine.connect() as conn:
         row = await _subscription(conn, request.match_info["external_id"])
-    return json_response({"subscription": _subscription_json(row)})
+    return json_response({"subscription": subscription_object(row)})
 
 
 @_lago
@@ -194,7 +174,7 @@ async def update_subscription(request: web.Request) -> web.Response:
         subscription_of_row({**row, **values})  # the domain's checks (timezone, after start)
         if values:
             await repo.update_subscription(conn, row["id"], values)
-    return json_response({"subscription": _subscription_json({**row, **values})})
+    return json_response({"subscription": subscription_object({**row, **values})})
 
 
 @_lago
@@ -205,7 +185,7 @@ async def terminate_subscription(request: web.Request) -> web.Response:
         row = await _subscription(conn, request.match_info["external_id"])
         if row["status"] in ("active", "pending"):
             row = await repo.terminate_subscription(conn, row, datetime.now(UTC))
-    return json_response({"subscription": _subscription_json(row)})
+    return json_response({"subscription": subscription_object(row)})
 
 
 def add_routes(app: web.Application) -> None:

@@ -27,6 +27,7 @@ from faregate.billing.billed import Billed, billed_of_row
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.invoices import Invoice, build_invoice, build_opening_invoice
 from faregate.billing.lago_invoice import invoice_object
+from faregate.billing.lago_subscription import subscription_object
 from faregate.billing.periods import Period, first_period, next_period, subscription_period
 
 log = logging.getLogger("faregate.billing")
@@ -152,8 +153,10 @@ class Invoicing:
         now = now or datetime.now(UTC)
         result = RunResult()
         async with self.engine.begin() as conn:
-            await repo.activate_started(conn, now)
+            started = await repo.activate_started(conn, now)
             await repo.terminate_ended(conn, now)
+        for row in started:  # Lago's Subscriptions::ActivateService says so
+            await self._emit_subscription("subscription.started", row)
         async with self.engine.connect() as conn:
             rows = await repo.billable_subscriptions(conn)
         for row in rows:
@@ -314,6 +317,14 @@ class Invoicing:
         return invoice_object(
             row, customer=customer, plan_id=plan["id"] if plan else None, file_url=file_url
         )
+
+    async def _emit_subscription(self, webhook_type: str, row: Mapping[str, Any]) -> None:
+        if self.webhooks is None:
+            return
+        try:
+            await self.webhooks.emit(webhook_type, "subscription", subscription_object(row))
+        except Exception:  # a webhook never undoes what was done
+            log.exception("subscription webhook failed", extra={"subscription": row["id"]})
 
     async def _emit(self, webhook_type: str, row: Mapping[str, Any]) -> None:
         if self.webhooks is None:

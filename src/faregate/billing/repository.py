@@ -396,18 +396,24 @@ async def terminate_ended(conn: AsyncConnection, now: datetime) -> list[str]:
     return [external_id for _, external_id, _ in ended]
 
 
-async def activate_started(conn: AsyncConnection, now: datetime) -> list[str]:
+async def activate_started(conn: AsyncConnection, now: datetime) -> list[dict[str, Any]]:
     """Mark pending subscriptions whose `subscription_at` has come as active, started then
-    (Lago activates a subscription on its start date); returns their external ids."""
-    query = select(
-        subscriptions.c.id, subscriptions.c.external_id, subscriptions.c.subscription_at
-    ).where(subscriptions.c.status == "pending", subscriptions.c.subscription_at <= now)
-    started = (await conn.execute(query)).all()
-    for sub_id, _, subscription_at in started:
-        await update_subscription(
-            conn, sub_id, {"status": "active", "started_at": _utc(subscription_at)}
+    (Lago activates a subscription on its start date); returns them as now stored."""
+    query = select(subscriptions).where(
+        subscriptions.c.status == "pending", subscriptions.c.subscription_at <= now
+    )
+    started = []
+    for row in [dict(r) for r in (await conn.execute(query)).mappings()]:
+        values = {"status": "active", "started_at": _utc(row["subscription_at"])}
+        # Still pending: of billing runs on several replicas, one activates it (and says so).
+        result = await conn.execute(
+            update(subscriptions)
+            .where(subscriptions.c.id == row["id"], subscriptions.c.status == "pending")
+            .values(**values)
         )
-    return [external_id for _, external_id, _ in started]
+        if result.rowcount:
+            started.append({**row, **values})
+    return started
 
 
 async def events_by_transaction_id(
