@@ -1,5 +1,6 @@
-"""Lago v1 webhook endpoints (`/api/v1/webhook_endpoints`) and the delivery log
-(`/api/v1/webhooks`, a faregate extension: what was sent where, each attempt's outcome)."""
+"""Lago v1 webhook endpoints (`/api/v1/webhook_endpoints`: one per URL, subscribed to types
+Lago knows) and the delivery log (`/api/v1/webhooks`, a faregate extension: what was sent
+where, each attempt's outcome)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from faregate.api.billing import _iso, _lago, _meta, _root, query_int
 from faregate.api.common import json_response, read_json_object
 from faregate.api.state import SERVICES
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.store.tables.webhooks import webhook_endpoints
-from faregate.webhooks import Webhooks
+from faregate.webhooks import Webhooks, event_types
 from faregate.webhooks.signing import ALGORITHM
 
 _DELIVERY_STATUSES = {"pending", "succeeded", "failed"}
@@ -59,13 +61,46 @@ def _endpoint_values(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
             raise BillingValidationError("name", "value_is_invalid")
         values["name"] = name
     if "event_types" in data:
-        types = data["event_types"]
-        if types is not None and (
-            not isinstance(types, list) or not all(isinstance(t, str) and t for t in types)
-        ):
-            raise BillingValidationError("event_types", "value_is_invalid")
-        values["event_types"] = types or None
+        values["event_types"] = _event_types(data["event_types"])
     return values
+
+
+def _event_types(value: object) -> list[str] | None:
+    """Lago's reading (trimmed, lower-cased, without blanks or repeats; `["*"]` is every type)
+    and Lago's 422s for a list that is not one or names a type that does not exist. None:
+    every type (also an empty list, as faregate has always read it)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise BillingValidationError("event_types", "Must be an array")
+    types = event_types.normalized(value)
+    if types == [event_types.EVERY]:
+        return None
+    unknown = event_types.unknown(types)
+    if unknown:
+        raise BillingValidationError("event_types", event_types.invalid_types_message(unknown))
+    return types or None
+
+
+async def _refuse_taken_url(conn: Any, url: str | None, other_than: str | None = None) -> None:
+    """Lago: one endpoint per URL (422 `webhook_url: value_already_exist`)."""
+    if url is None:
+        return
+    query = select(webhook_endpoints.c.id).where(webhook_endpoints.c.webhook_url == url)
+    if other_than is not None:
+        query = query.where(webhook_endpoints.c.id != other_than)
+    if (await conn.execute(query.limit(1))).first() is not None:
+        raise BillingValidationError("webhook_url", "value_already_exist")
+
+
+async def _write(conn: Any, statement: Any) -> None:
+    """Run an insert or update of an endpoint; the unique index on the URL refusing it (a
+    concurrent request took the URL first) is the same 422."""
+    try:
+        async with conn.begin_nested():
+            await conn.execute(statement)
+    except IntegrityError:
+        raise BillingValidationError("webhook_url", "value_already_exist") from None
 
 
 async def _endpoint_row(request: web.Request, conn: Any) -> dict[str, Any]:
@@ -94,7 +129,8 @@ async def create_endpoint(request: web.Request) -> web.Response:
     }
     hooks = _webhooks(request)
     async with hooks.engine.begin() as conn:
-        await conn.execute(webhook_endpoints.insert().values(**row))
+        await _refuse_taken_url(conn, row["webhook_url"])
+        await _write(conn, webhook_endpoints.insert().values(**row))
     await hooks.reload_endpoints()
     return json_response({"webhook_endpoint": _endpoint_json(row, hooks.config.organization_id)})
 
@@ -129,10 +165,12 @@ async def update_endpoint(request: web.Request) -> web.Response:
     async with hooks.engine.begin() as conn:
         row = await _endpoint_row(request, conn)
         if values:
-            await conn.execute(
+            await _refuse_taken_url(conn, values.get("webhook_url"), other_than=row["id"])
+            await _write(
+                conn,
                 update(webhook_endpoints)
                 .where(webhook_endpoints.c.id == row["id"])
-                .values(**values)
+                .values(**values),
             )
     await hooks.reload_endpoints()
     return json_response(

@@ -17,6 +17,8 @@ webhook_endpoints = Table(
     # Webhook types this endpoint receives; NULL means every type.
     Column("event_types", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # As in Lago, one endpoint per URL.
+    Index("ux_webhook_endpoints_url", "webhook_url", unique=True),
 )
 
 webhooks = Table(
