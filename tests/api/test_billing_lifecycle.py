@@ -18,7 +18,9 @@ from lago_python_client.models import (
     Plan,
     Subscription,
 )
+from sqlalchemy import update
 
+from faregate.store.tables.billing import invoices
 from tests.api.conftest import Billing
 from tests.api.test_billing_api import setup_catalog
 
@@ -349,6 +351,12 @@ async def test_a_terminated_subscription_invoices_its_final_partial_period(
     assert invoice.total_amount_cents == int(fee) + 250
     [period] = invoice.billing_periods.__root__
     assert period.subscription_to_datetime.startswith(ended.strftime("%Y-%m-%dT%H:%M:%S"))
+    # Lago's termination invoice: a subscription invoice, its reason subscription_terminating
+    # (it said subscription_periodic).
+    assert (invoice.invoice_type, period.invoicing_reason) == (
+        "subscription",
+        "subscription_terminating",
+    )
 
 
 async def test_an_event_is_found_by_its_transaction_id(billing: Billing) -> None:
@@ -433,6 +441,11 @@ async def test_a_subscription_past_its_ending_at_is_terminated_and_billed_to_it(
     days_in_month = (this_month - start).days
     fee = (Decimal(1000) * 10 / days_in_month).quantize(Decimal(1), ROUND_HALF_UP)
     assert [f.amount_cents for f in invoice.fees.__root__] == [int(fee)]
+    assert invoice.billing_periods.__root__[0].invoicing_reason == "subscription_terminating"
+    # A final period invoiced as periodic before that reason existed is not invoiced again.
+    async with billing.engine.begin() as conn:
+        await conn.execute(update(invoices).values(billing_reason="subscription_periodic"))
+    assert (await billing.post("/api/v1/billing_runs", {})).json()["billing_run"]["created"] == []
 
 
 async def test_a_subscription_id_taken_by_another_customer_is_refused(billing: Billing) -> None:

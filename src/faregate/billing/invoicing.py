@@ -34,6 +34,7 @@ log = logging.getLogger("faregate.billing")
 
 PERIODIC = "subscription_periodic"
 STARTING = "subscription_starting"
+TERMINATING = "subscription_terminating"  # the last period of a terminated subscription
 MAX_PERIODS_PER_RUN = 1000  # per subscription: a very old subscription catches up over runs
 
 
@@ -124,6 +125,16 @@ def ended_periods(billed: Billed, now: datetime) -> Iterator[Period]:
         period = next_period(billed.subscription, interval, period)
 
 
+def _closing_reason(billed: Billed, period: Period) -> str:
+    """Lago's invoicing_reason of an ended period's invoice: `subscription_terminating` for
+    the period a termination ends, else `subscription_periodic`."""
+    sub = billed.subscription
+    ending = sub.ending_at
+    if sub.status == "terminated" and ending is not None and period.end >= ending:
+        return TERMINATING
+    return PERIODIC
+
+
 class Invoicing:
     def __init__(
         self,
@@ -199,8 +210,13 @@ class Invoicing:
             opening = first_period(billed.subscription, plan.interval)
             if opening.start <= now and (STARTING, opening.start) not in done:
                 wanted.append((STARTING, opening))
+        # An ended period is invoiced once, periodic or terminating (the last period of a
+        # subscription terminated before this reason existed was invoiced as periodic).
+        closed = {start for reason, start in done if reason in (PERIODIC, TERMINATING)}
         wanted += [
-            (PERIODIC, p) for p in ended_periods(billed, now) if (PERIODIC, p.start) not in done
+            (_closing_reason(billed, p), p)
+            for p in ended_periods(billed, now)
+            if p.start not in closed
         ]
         for reason, period in wanted:
             await self._create(billed, reason, period, now, result)

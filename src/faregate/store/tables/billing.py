@@ -93,7 +93,8 @@ invoices = Table(
     Column("subscription_id", String(36), nullable=False),
     Column("plan_code", String(255), nullable=False),
     Column("invoice_type", String(32), nullable=False),
-    # Lago's invoicing_reason: subscription_starting | subscription_periodic
+    # Lago's invoicing_reason: subscription_starting | subscription_periodic |
+    # subscription_terminating
     Column("billing_reason", String(32), nullable=False),
     Column("status", String(16), nullable=False),  # draft | finalized
     Column("currency", String(3), nullable=False),
