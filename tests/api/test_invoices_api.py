@@ -34,6 +34,7 @@ from faregate.app import start_app
 from faregate.cli import main
 from faregate.config import load_settings
 from faregate.store.db import migrate
+from tests.billing.test_render import pdf_texts
 from tests.conftest import create_pg_database, drop_pg_database, free_port
 from tests.webhooks.receiver import Receiver
 
@@ -321,8 +322,16 @@ async def test_download_gives_a_file_url_serving_the_pdf(server: Server) -> None
         assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
         html = await http.get(downloaded.file_url.replace("file.pdf", "file.html"))
         assert html.status_code == 200 and "mini input" in html.text
+        # The document shows the invoice's number: the draft's, then the one finalizing gives.
+        assert f"<h1>Invoice {downloaded.number}</h1>" in html.text
         forged = await http.get(f"{server.url}/api/v1/invoices/{invoice_id}/file.pdf?signature=x")
         assert forged.status_code == 401
+        finalized = await server.call(server.client.invoices.finalize, invoice_id)
+        assert finalized.number == "FG-000001"
+        html = await http.get(downloaded.file_url.replace("file.pdf", "file.html"))
+        assert "<h1>Invoice FG-000001</h1>" in html.text
+        pdf = await http.get(downloaded.file_url)
+        assert "Invoice FG-000001" in pdf_texts(pdf.content)
 
 
 async def test_an_unknown_invoice_is_a_lago_404(server: Server) -> None:

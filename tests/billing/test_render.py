@@ -34,7 +34,11 @@ def invoice() -> Invoice:
 
 
 def test_html_invoice_lists_lines_and_totals_and_escapes_customer_data() -> None:
-    html = render_html(invoice(), {"external_id": "acme", "name": "ACME <script>", "city": "Paris"})
+    customer = {"external_id": "acme", "name": "ACME <script>", "city": "Paris"}
+    html = render_html(invoice(), customer, number="FG-000042")
+    assert "<title>Invoice FG-000042</title>" in html
+    assert "<h1>Invoice FG-000042</h1>" in html
+    assert "Subscription sub-1" in html
     assert "Tokens • mistral-large input" in html
     assert "12.00 EUR" in html
     assert "32.00 EUR" in html  # 20.00 fee + 12.00 tokens
@@ -45,7 +49,9 @@ def test_html_invoice_lists_lines_and_totals_and_escapes_customer_data() -> None
 
 def test_pdf_invoice_is_a_pdf_even_with_characters_outside_latin_1() -> None:
     pdf = render_pdf(
-        invoice(), InvoiceCustomer("acme", name="Ünïcode • 株式会社", email="billing@acme.test")
+        invoice(),
+        InvoiceCustomer("acme", name="Ünïcode • 株式会社", email="billing@acme.test"),
+        number="FG-000001",
     )
     assert pdf.startswith(b"%PDF-")
     assert pdf.rstrip().endswith(b"%%EOF")
@@ -67,10 +73,11 @@ def pdf_texts(pdf: bytes) -> list[str]:
 
 
 def test_pdf_invoice_text_holds_every_line_and_total_in_order() -> None:
-    texts = pdf_texts(render_pdf(invoice(), InvoiceCustomer("acme", name="Acme (Paris)")))
+    customer = InvoiceCustomer("acme", name="Acme (Paris)")
+    texts = pdf_texts(render_pdf(invoice(), customer, number="FG-000042"))
     assert texts == [
-        "Invoice sub-1 2025-02-01", "DRAFT", "Issued 2025-02-01",
-        "Period 2025-01-01 to 2025-01-31", "Billed to", "Acme (Paris)", "Customer acme",
+        "Invoice FG-000042", "DRAFT", "Issued 2025-02-01",
+        "Period 2025-01-01 to 2025-01-31", "Subscription sub-1", "Billed to", "Acme (Paris)", "Customer acme",
         "Item", "Units", "Unit price", "Amount",
         "Mistral API", "2025-01-01 to 2025-01-31", "1", "20 EUR", "20.00 EUR",
         # 2,500,000 tokens bill 3 started millions at 4 EUR: 12 EUR, 0.0000048 EUR a token

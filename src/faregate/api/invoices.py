@@ -16,7 +16,7 @@ from faregate.auth import repository as customers_repo
 from faregate.billing import invoice_repository as irepo
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.billing.invoicing import Invoicing
-from faregate.billing.lago_invoice import stored_invoice
+from faregate.billing.lago_invoice import invoice_number, stored_invoice
 from faregate.billing.render import render_html, render_pdf
 
 STATUSES = ("draft", "finalized")
@@ -149,10 +149,11 @@ async def invoice_file(request: web.Request) -> web.Response:
     who = customer or {"external_id": row["external_customer_id"]}
     invoice = stored_invoice(row)
     if request.match_info["kind"] == "html":
-        return web.Response(text=render_html(invoice, who), content_type="text/html")
+        html = render_html(invoice, who, number=invoice_number(row))
+        return web.Response(text=html, content_type="text/html")
     name = f"{row.get('number') or row['id']}.pdf"
     return web.Response(
-        body=render_pdf(invoice, who),
+        body=render_pdf(invoice, who, number=invoice_number(row)),
         content_type="application/pdf",
         headers={"Content-Disposition": f'inline; filename="{name}"'},
     )

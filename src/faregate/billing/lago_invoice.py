@@ -81,6 +81,11 @@ def _fee_object(row: Mapping[str, Any], index: int, fee: Fee) -> dict[str, Any]:
     }
 
 
+def invoice_number(row: Mapping[str, Any]) -> str:
+    """The invoice's `number`: given on finalization; a draft shows a provisional one."""
+    return str(row.get("number") or f"DRAFT-{row['id'][:8].upper()}")
+
+
 def stored_invoice(row: Mapping[str, Any]) -> Invoice:
     return invoice_from_document(row["document"])
 
@@ -99,7 +104,7 @@ def invoice_object(
     return {
         "lago_id": row["id"],
         "sequential_id": row.get("sequential_id"),
-        "number": row.get("number") or f"DRAFT-{row['id'][:8].upper()}",
+        "number": invoice_number(row),
         "issuing_date": invoice.issuing_date.isoformat(),
         "payment_due_date": invoice.issuing_date.isoformat(),
         "payment_overdue": False,

@@ -52,7 +52,7 @@ class _FeeView:
 class _View:
     """Everything the documents show, as display strings."""
 
-    title: str
+    number: str
     status: str
     issuing_date: str
     period: str
@@ -64,25 +64,37 @@ class _View:
     totals: tuple[tuple[str, str], ...]
 
 
-def render_html(invoice: Invoice, customer: InvoiceCustomer | Mapping[str, object]) -> str:
+def render_html(
+    invoice: Invoice, customer: InvoiceCustomer | Mapping[str, object], *, number: str
+) -> str:
+    """The invoice as an HTML page; `number` is the invoice's (lago_invoice.invoice_number)."""
     environment = Environment(
         loader=PackageLoader("faregate.billing", "templates"),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
     )
     template = environment.get_template("invoice.html")
-    return template.render(view=_view(invoice, _customer(customer)))
+    return template.render(view=_view(invoice, _customer(customer), number))
 
 
-def render_pdf(invoice: Invoice, customer: InvoiceCustomer | Mapping[str, object]) -> bytes:
-    view = _view(invoice, _customer(customer))
+def render_pdf(
+    invoice: Invoice, customer: InvoiceCustomer | Mapping[str, object], *, number: str
+) -> bytes:
+    """The invoice as a PDF; `number` is the invoice's (lago_invoice.invoice_number)."""
+    view = _view(invoice, _customer(customer), number)
     pdf = FPDF(format="A4")
-    pdf.set_title(_latin1(f"Invoice {view.title}"))
+    pdf.set_title(_latin1(f"Invoice {view.number}"))
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 16)
-    _line(pdf, f"Invoice {view.title}", 9)
+    _line(pdf, f"Invoice {view.number}", 9)
     pdf.set_font("Helvetica", "", 10)
-    for text in (view.status.upper(), f"Issued {view.issuing_date}", f"Period {view.period}", ""):
+    for text in (
+        view.status.upper(),
+        f"Issued {view.issuing_date}",
+        f"Period {view.period}",
+        f"Subscription {view.subscription}",
+        "",
+    ):
         _line(pdf, text, 5)
     pdf.set_font("Helvetica", "B", 10)
     _line(pdf, "Billed to", 5)
@@ -118,7 +130,7 @@ def _customer(customer: InvoiceCustomer | Mapping[str, object]) -> InvoiceCustom
     return InvoiceCustomer.from_mapping(customer)
 
 
-def _view(invoice: Invoice, customer: InvoiceCustomer) -> _View:
+def _view(invoice: Invoice, customer: InvoiceCustomer, number: str) -> _View:
     currency = invoice.currency
     totals = (
         ("Fees", _money(invoice.fees_amount_cents, currency)),
@@ -128,7 +140,7 @@ def _view(invoice: Invoice, customer: InvoiceCustomer) -> _View:
         ("Total due", _money(invoice.total_amount_cents, currency)),
     )
     return _View(
-        title=f"{invoice.external_subscription_id} {invoice.issuing_date.isoformat()}",
+        number=number,
         status=invoice.status,
         issuing_date=invoice.issuing_date.isoformat(),
         period=_period(invoice.from_datetime, invoice.to_datetime),

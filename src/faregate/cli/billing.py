@@ -19,7 +19,7 @@ from faregate.billing import repository as repo
 from faregate.billing.billed import load_billed
 from faregate.billing.errors import BillingNotFound
 from faregate.billing.invoicing import Invoicing, InvoicingSettings
-from faregate.billing.lago_invoice import stored_invoice
+from faregate.billing.lago_invoice import invoice_number, stored_invoice
 from faregate.billing.periods import subscription_period
 from faregate.billing.render import render_html, render_pdf
 from faregate.billing.usage import current_usage
@@ -102,9 +102,9 @@ def cmd_download(args: argparse.Namespace) -> int:
     invoice = stored_invoice(row)
     path = Path(args.output or f"{row.get('number') or row['id']}.{args.format}")
     if args.format == "html":
-        path.write_text(render_html(invoice, customer))
+        path.write_text(render_html(invoice, customer, number=invoice_number(row)))
     else:
-        path.write_bytes(render_pdf(invoice, customer))
+        path.write_bytes(render_pdf(invoice, customer, number=invoice_number(row)))
     print_json({"invoice": row["id"], "file": str(path)})
     return 0
 
