@@ -25,7 +25,8 @@ from faregate.wallets.model import (
     refuse_unsupported,
     refuse_unsupported_wallet_fields,
 )
-from faregate.wallets.service import TopUp, WalletService, transaction_json, wallet_json
+from faregate.wallets.render import transaction_json, wallet_json
+from faregate.wallets.service import TopUp, WalletService
 
 LEDGER_COLUMNS = (
     "id",

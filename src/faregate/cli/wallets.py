@@ -15,7 +15,8 @@ from faregate.cli.common import add_config_args, print_json, with_engine
 from faregate.config import Settings
 from faregate.wallets import repository as repo
 from faregate.wallets.model import credits_value
-from faregate.wallets.service import TopUp, WalletService, transaction_json, wallet_json
+from faregate.wallets.render import transaction_json, wallet_json
+from faregate.wallets.service import TopUp, WalletService
 
 
 def _service(engine: AsyncEngine, settings: Settings) -> WalletService:

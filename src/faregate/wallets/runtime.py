@@ -28,7 +28,8 @@ from faregate.wallets import repository as repo
 from faregate.wallets.book import HoldBook, Snapshot
 from faregate.wallets.credit_alerts import CreditAlerts
 from faregate.wallets.model import Rule, nanos_to_credits
-from faregate.wallets.service import TopUp, WalletService, wallet_json
+from faregate.wallets.render import wallet_json
+from faregate.wallets.service import TopUp, WalletService
 from faregate.wallets.topups import due_interval, interval_key
 from faregate.wallets.writer import LedgerWriter
 
