@@ -334,6 +334,46 @@ async def test_download_gives_a_file_url_serving_the_pdf(server: Server) -> None
         assert "Invoice FG-000001" in pdf_texts(pdf.content)
 
 
+async def test_each_fee_carries_its_taxes_and_the_lago_ids_of_its_charge_and_metric(
+    server: Server,
+) -> None:
+    """Lago's fee: `taxes_rate` and `taxes_amount_cents` (its rounded amount at the rate),
+    `total_amount_cents` with them; `lago_charge_id` is the charge's lago_id and
+    `lago_item_id` the metric's (a charge fee) or the subscription's (they were 0, and the
+    charge's code twice)."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    invoicing = server.runner.app[SERVICES].invoicing
+    invoicing.settings = replace(invoicing.settings, tax_rate=Decimal("20"))
+    await subscribe(server)
+    c = server.client
+    await server.call(c.events.create, tokens("in-1", "input", 1_234_567))  # $1.234567
+    [invoice_id] = (await server.http("POST", "/api/v1/billing_runs")).json()["billing_run"][
+        "created"
+    ]
+    invoice = await server.call(c.invoices.find, invoice_id)
+    plan = await server.call(c.plans.find, "pro")
+    [charge] = plan.charges.__root__
+    metric = await server.call(c.billable_metrics.find, "tokens")
+    sub = await server.call(c.subscriptions.find, "sub_1")
+    fees = {f.item.type: f for f in invoice.fees.__root__}
+    assert {k: (f.amount_cents, f.taxes_rate, f.taxes_amount_cents, f.total_amount_cents)
+            for k, f in fees.items()} == {
+        "subscription": (1000, 20.0, 200, 1200),
+        "charge": (123, 20.0, 25, 148),  # 24.6 cents of taxes, rounded
+    }  # fmt: skip
+    assert (fees["charge"].lago_charge_id, fees["charge"].item.lago_item_id) == (
+        charge.lago_id,
+        metric.lago_id,
+    )
+    assert (fees["subscription"].lago_charge_id, fees["subscription"].item.lago_item_id) == (
+        None,
+        sub.lago_id,
+    )
+    assert invoice.taxes_amount_cents == 225  # 20% of 11.23, rounded once on the invoice
+
+
 async def test_an_unknown_invoice_is_a_lago_404(server: Server) -> None:
     with pytest.raises(LagoApiError) as raised:
         await server.call(server.client.invoices.find, "nope")

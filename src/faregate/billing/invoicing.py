@@ -26,7 +26,7 @@ from faregate.billing import repository as repo
 from faregate.billing.billed import Billed, billed_of_row
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
 from faregate.billing.invoices import Invoice, build_invoice, build_opening_invoice
-from faregate.billing.lago_invoice import invoice_object
+from faregate.billing.lago_invoice import CatalogIds, invoice_object
 from faregate.billing.lago_subscription import subscription_object
 from faregate.billing.periods import Period, first_period, next_period, subscription_period
 
@@ -330,9 +330,10 @@ class Invoicing:
             if row.get("customer_id"):
                 customer = await customers_repo.customer_by_id(conn, row["customer_id"])
             plan = await repo.plan_by_code(conn, row["plan_code"])
-        return invoice_object(
-            row, customer=customer, plan_id=plan["id"] if plan else None, file_url=file_url
-        )
+            codes = {f["billable_metric_code"] for f in row["document"]["fees"]} - {None}
+            metric_ids = await repo.metric_ids_by_codes(conn, codes)
+        ids = CatalogIds(plan["id"] if plan else None, metric_ids)
+        return invoice_object(row, customer=customer, ids=ids, file_url=file_url)
 
     async def _emit_subscription(self, webhook_type: str, row: Mapping[str, Any]) -> None:
         if self.webhooks is None:

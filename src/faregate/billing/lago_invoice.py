@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from faregate.billing.catalog_changes import charge_id
 from faregate.billing.invoice_document import invoice_from_document
 from faregate.billing.invoices import Fee, Invoice
-from faregate.money import decimal_str
+from faregate.money import decimal_str, tax_cents
 
 
 def iso(value: datetime | None) -> str | None:
@@ -37,15 +39,35 @@ def customer_object(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fee_object(row: Mapping[str, Any], index: int, fee: Fee) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CatalogIds:
+    """The lago_ids an invoice's fees name: its plan's (charges' ids derive from it) and its
+    metrics', by code. Missing ones (a plan or metric gone) are null."""
+
+    plan_id: str | None = None
+    metric_ids: Mapping[str, str] = field(default_factory=dict)
+
+    def charge_id(self, fee: Fee) -> str | None:
+        if self.plan_id is None or fee.charge_code is None:
+            return None
+        return charge_id(self.plan_id, fee.charge_code)
+
+
+def _fee_object(
+    row: Mapping[str, Any], invoice: Invoice, index: int, fee: Fee, ids: CatalogIds
+) -> dict[str, Any]:
     charge = fee.fee_type == "charge"
     item_code = fee.billable_metric_code if charge else row["plan_code"]
+    # Lago's Fees::ApplyTaxesService: the fee's rounded amount at the rate, rounded.
+    taxes = tax_cents(fee.amount_cents, invoice.tax_rate, fee.amount_currency)
+    metric_id = ids.metric_ids.get(fee.billable_metric_code or "")
     return {
         "lago_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"faregate:fee:{row['id']}:{index}")),
-        "lago_charge_id": fee.charge_code,
+        "lago_charge_id": ids.charge_id(fee) if charge else None,
         "lago_charge_filter_id": fee.filter_key,
         "lago_invoice_id": row["id"],
         "lago_true_up_fee_id": None,
+        "lago_subscription_id": row["subscription_id"],
         "external_subscription_id": row["external_subscription_id"],
         "lago_customer_id": row.get("customer_id"),
         "external_customer_id": row["external_customer_id"],
@@ -53,9 +75,9 @@ def _fee_object(row: Mapping[str, Any], index: int, fee: Fee) -> dict[str, Any]:
         "amount_currency": fee.amount_currency,
         "precise_amount": decimal_str(fee.precise_amount),
         "precise_unit_amount": decimal_str(fee.precise_unit_amount),
-        "taxes_amount_cents": 0,
-        "taxes_rate": 0,
-        "total_amount_cents": fee.amount_cents,
+        "taxes_amount_cents": taxes,
+        "taxes_rate": float(invoice.tax_rate),  # a percentage (Lago: a float column)
+        "total_amount_cents": fee.amount_cents + taxes,
         "total_amount_currency": fee.amount_currency,
         "units": decimal_str(fee.units),
         "total_aggregated_units": decimal_str(fee.total_aggregated_units),
@@ -74,7 +96,8 @@ def _fee_object(row: Mapping[str, Any], index: int, fee: Fee) -> dict[str, Any]:
             "filters": None
             if fee.filter_values is None
             else {k: list(v) for k, v in fee.filter_values.items()},
-            "lago_item_id": fee.charge_code if charge else row["subscription_id"],
+            # Lago's Fee#item_id: the billable metric's id for a charge, else the subscription's.
+            "lago_item_id": metric_id if charge else row["subscription_id"],
             "item_type": "BillableMetric" if charge else "Subscription",
             "true_up": fee.true_up,
         },
@@ -94,10 +117,12 @@ def invoice_object(
     row: Mapping[str, Any],
     *,
     customer: Mapping[str, Any] | None = None,
-    plan_id: str | None = None,
+    ids: CatalogIds | None = None,
     file_url: str | None = None,
 ) -> dict[str, Any]:
-    """Lago's `invoice`; `customer` is a customers row, `plan_id` the plan's lago_id."""
+    """Lago's `invoice`; `customer` is a customers row, `ids` the lago_ids of its plan and
+    metrics."""
+    ids = ids or CatalogIds()
     invoice = stored_invoice(row)
     finalized = invoice.status == "finalized"
     total = invoice.total_amount_cents
@@ -147,7 +172,7 @@ def invoice_object(
             {
                 "lago_subscription_id": row["subscription_id"],
                 "external_subscription_id": row["external_subscription_id"],
-                "lago_plan_id": plan_id or row["plan_code"],
+                "lago_plan_id": ids.plan_id or row["plan_code"],
                 "subscription_from_datetime": iso(invoice.from_datetime),
                 "subscription_to_datetime": iso(invoice.to_datetime),
                 "charges_from_datetime": iso(invoice.from_datetime),
@@ -155,7 +180,7 @@ def invoice_object(
                 "invoicing_reason": row["billing_reason"],
             }
         ],
-        "fees": [_fee_object(row, i, fee) for i, fee in enumerate(invoice.fees)],
+        "fees": [_fee_object(row, invoice, i, fee, ids) for i, fee in enumerate(invoice.fees)],
         "metadata": [],
         "applied_taxes": [],
     }
