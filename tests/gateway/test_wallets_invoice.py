@@ -63,7 +63,9 @@ async def test_a_fully_prepaid_period_invoices_to_zero(
     client = lago(gw)
     wallet = await asyncio.to_thread(
         client.wallets.create,
-        Wallet(external_customer_id="acme", rate_amount="1", paid_credits="100"),
+        Wallet(
+            external_customer_id="acme", rate_amount="1", paid_credits="88", granted_credits="12"
+        ),
     )
     sdk = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0)
     async with sdk:
@@ -84,6 +86,10 @@ async def test_a_fully_prepaid_period_invoices_to_zero(
     )
     assert invoice.status == "finalized" and invoice.fees_amount_cents == 2000
     assert invoice.prepaid_credit_amount_cents == 2000
+    # Lago's split: the credits granted for free are drawn first, then the purchased ones
+    # (every credit was reported purchased).
+    assert invoice.prepaid_granted_credit_amount_cents == 1200
+    assert invoice.prepaid_purchased_credit_amount_cents == 800
     assert invoice.total_amount_cents == 0  # invoice total - credits applied = 0
     after = await asyncio.to_thread(client.wallets.find, wallet.lago_id)
     assert Decimal(after.credits_balance) == 80  # debited once, in real time

@@ -81,6 +81,7 @@ def invoice_document(invoice: Invoice) -> dict[str, Any]:
         finalized_at=_iso(invoice.finalized_at),
         tax_rate=decimal_str(invoice.tax_rate),
         fees=[fee_document(fee) for fee in invoice.fees],
+        prepaid_granted_credit_amount_cents=invoice.prepaid_granted_credit_amount_cents,
     )
     return doc
 
@@ -94,5 +95,7 @@ def invoice_from_document(doc: dict[str, Any]) -> Invoice:
         finalized_at=_dt(doc.get("finalized_at")),
         tax_rate=Decimal(doc["tax_rate"]),
         fees=tuple(fee_from_document(fee) for fee in doc["fees"]),
+        # Absent from invoices stored before the split was recorded: not known.
+        prepaid_granted_credit_amount_cents=doc.get("prepaid_granted_credit_amount_cents"),
     )
     return Invoice(**fields)

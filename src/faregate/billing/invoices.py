@@ -84,6 +84,14 @@ class Invoice:
     status: InvoiceStatus = "draft"
     invoice_type: str = "subscription"
     finalized_at: datetime | None = None
+    # Of `prepaid_credit_amount_cents`, what came from credits granted for free (the rest was
+    # purchased); None when not known (credits applied before it was recorded).
+    prepaid_granted_credit_amount_cents: int | None = None
+
+    @property
+    def prepaid_purchased_credit_amount_cents(self) -> int | None:
+        granted = self.prepaid_granted_credit_amount_cents
+        return None if granted is None else self.prepaid_credit_amount_cents - granted
 
     def finalize(self, finalized_at: datetime) -> Invoice:
         """The finalized copy; a finalized invoice is never recomputed (Lago: credit notes)."""
@@ -93,7 +101,15 @@ class Invoice:
     def with_credits(self, credits: Decimal) -> Invoice:
         """The draft with prepaid credits re-applied (e.g. after a wallet top-up)."""
         self._require_draft()
-        return replace(self, **_totals(self.fees, self.currency, self.tax_rate, credits))
+        totals = _totals(self.fees, self.currency, self.tax_rate, credits)
+        return replace(self, prepaid_granted_credit_amount_cents=None, **totals)
+
+    def with_granted_credits(self, granted_cents: int) -> Invoice:
+        """The draft saying how much of its prepaid credits were granted for free."""
+        self._require_draft()
+        if not 0 <= granted_cents <= self.prepaid_credit_amount_cents:
+            raise BillingValidationError("prepaid_granted_credit_amount_cents", "invalid_amount")
+        return replace(self, prepaid_granted_credit_amount_cents=granted_cents)
 
     def _require_draft(self) -> None:
         if self.status != "draft":

@@ -104,6 +104,11 @@ def _fee_object(
     }
 
 
+def _positive(cents: int | None) -> int | None:
+    """Lago sets the prepaid credit split only where it is above 0 (else null)."""
+    return cents if cents else None
+
+
 def invoice_number(row: Mapping[str, Any]) -> str:
     """The invoice's `number`: given on finalization; a draft shows a provisional one."""
     return str(row.get("number") or f"DRAFT-{row['id'][:8].upper()}")
@@ -148,8 +153,13 @@ def invoice_object(
         "sub_total_excluding_taxes_amount_cents": invoice.sub_total_excluding_taxes_amount_cents,
         "sub_total_including_taxes_amount_cents": invoice.sub_total_including_taxes_amount_cents,
         "prepaid_credit_amount_cents": invoice.prepaid_credit_amount_cents,
-        "prepaid_granted_credit_amount_cents": 0,
-        "prepaid_purchased_credit_amount_cents": invoice.prepaid_credit_amount_cents,
+        # Lago's split of the credits applied (null when none, or not known).
+        "prepaid_granted_credit_amount_cents": _positive(
+            invoice.prepaid_granted_credit_amount_cents
+        ),
+        "prepaid_purchased_credit_amount_cents": _positive(
+            invoice.prepaid_purchased_credit_amount_cents
+        ),
         "total_amount_cents": total,
         "total_due_amount_cents": total if finalized else 0,
         "total_paid_amount_cents": 0,

@@ -18,10 +18,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.billing.invoices import Invoice
-from faregate.money import from_nanos, minor_units, to_nanos
+from faregate.money import from_nanos, minor_units, to_cents, to_nanos
 from faregate.store.tables.wallets import wallet_entries, wallet_transactions
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
+from faregate.wallets.consumption import granted_part
 
 
 async def consumed_between(
@@ -95,16 +96,18 @@ class WalletCredits:
         credited = invoice.with_credits(from_nanos(available))
         cents = credited.prepaid_credit_amount_cents
         to_apply = to_nanos(Decimal(cents).scaleb(-minor_units(invoice.currency)))
+        granted = 0
         for wallet_id in ids:  # by priority, as the requests consumed them
             if left[wallet_id] <= 0:
                 continue
             share = min(left[wallet_id], to_apply)
             to_apply -= share
             if share:
+                granted += await granted_part(conn, wallet_id, share)
                 await repo.insert_transaction(conn, _invoiced(wallet_id, invoice_id, share, marker))
             if left[wallet_id] > share:
                 await _refund(conn, wallet_id, invoice_id, left[wallet_id] - share, marker)
-        return credited
+        return credited.with_granted_credits(to_cents(from_nanos(granted), invoice.currency))
 
 
 def _invoiced(
