@@ -3,8 +3,10 @@ plus the events the writer has not stored yet, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from lago_python_client.exceptions import LagoApiError
@@ -229,3 +231,65 @@ async def test_current_usage_sums_values_with_more_than_28_digits_exactly(
     )
     assert too_fine.status_code == 422, too_fine.text
     assert too_fine.json()["error_details"] == {"properties.tokens": ["value_is_out_of_range"]}
+
+
+async def _cli_usage(billing: Billing, *args: str) -> tuple[int, dict[str, Any] | None, str]:
+    """`faregate usage ARGS` on the server's database: exit code, JSON answer, stderr."""
+    import contextlib
+    import io
+
+    import orjson
+
+    from faregate.api.state import SERVICES
+    from faregate.cli import main
+
+    await billing.runner.app[SERVICES].writer.flush()  # the command line reads the database
+    url = str(billing.engine.url.render_as_string(hide_password=False))
+    out, err = io.StringIO(), io.StringIO()
+
+    def run() -> int:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return main(["usage", *args, "--database-url", url])
+
+    code = await asyncio.to_thread(run)
+    body = orjson.loads(out.getvalue())["customer_usage"] if code == 0 else None
+    return code, body, err.getvalue()
+
+
+async def test_the_usage_command_answers_what_the_api_answers(billing: Billing) -> None:
+    """One code path: the same usage for a running subscription, the same refusals for a
+    terminated one and for another customer's (the command printed their usage)."""
+    from tests.api.test_billing_api import setup_catalog
+
+    await setup_catalog(billing)  # sub_1: acme
+    c = billing.client
+    await billing.call(c.customers.create, Customer(external_id="zed", currency="USD"))
+    await billing.call(
+        c.events.create,
+        Event(
+            transaction_id="t1",
+            external_subscription_id="sub_1",
+            code="tokens",
+            timestamp=int(time.time()),
+            properties={"tokens": 42, "model": "gpt-4o"},
+        ),
+    )
+    code, cli, _ = await _cli_usage(billing, "--customer", "acme", "--subscription", "sub_1")
+    api = await billing.get("/api/v1/customers/acme/current_usage?external_subscription_id=sub_1")
+    assert code == 0 and api.status_code == 200
+    assert cli is not None and cli.pop("external_subscription_id") == "sub_1"
+    assert cli["amount_cents"] == 42
+    assert cli == api.json()["customer_usage"]
+    code, default, _ = await _cli_usage(billing, "--customer", "acme")  # the active one
+    assert code == 0 and default is not None and default["amount_cents"] == 42
+
+    api = await billing.get("/api/v1/customers/zed/current_usage?external_subscription_id=sub_1")
+    assert (api.status_code, api.json()["code"]) == (404, "subscription_not_found")
+    code, _, err = await _cli_usage(billing, "--customer", "zed", "--subscription", "sub_1")
+    assert code == 2 and "subscription 'sub_1' not found" in err
+
+    await billing.call(c.subscriptions.destroy, "sub_1")
+    api = await billing.get("/api/v1/customers/acme/current_usage?external_subscription_id=sub_1")
+    assert (api.status_code, api.json()["code"]) == (405, "no_active_subscription")
+    code, _, err = await _cli_usage(billing, "--customer", "acme", "--subscription", "sub_1")
+    assert code == 2 and "no_active_subscription" in err

@@ -57,9 +57,3 @@ async def billed_of_row(conn: AsyncConnection, row: Mapping[str, Any]) -> Billed
     metrics = {code: BillableMetric.from_dict(r["definition"]) for code, r in metric_rows.items()}
     return Billed(row, subscription_of_row(row), plan, plan_row["id"], metrics)
 
-
-async def load_billed(conn: AsyncConnection, external_subscription_id: str) -> Billed:
-    row = await repo.subscription_by_external_id(conn, external_subscription_id)
-    if row is None:
-        raise BillingNotFound("subscription", external_subscription_id)
-    return await billed_of_row(conn, row)

@@ -12,17 +12,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faregate.api.usage import usage_json
 from faregate.auth import repository as customers_repo
 from faregate.billing import invoice_repository as irepo
 from faregate.billing import repository as repo
-from faregate.billing.billed import load_billed
 from faregate.billing.errors import BillingNotFound
 from faregate.billing.invoicing import Invoicing, InvoicingSettings
 from faregate.billing.lago_invoice import invoice_number, stored_invoice
-from faregate.billing.periods import subscription_period
 from faregate.billing.render import render_html, render_pdf
-from faregate.billing.usage import current_usage
+from faregate.billing.usage_report import current_usage_json
 from faregate.cli.common import add_config_args, print_json, with_engine
 from faregate.config import Settings
 from faregate.wallets.credits import WalletCredits
@@ -110,39 +107,24 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    """Current usage (period to date) of the customer's subscription, per charge and filter."""
+    """Current usage (period to date) of the customer's subscription, per charge and filter:
+    what GET /api/v1/customers/{external_id}/current_usage answers (one code path)."""
 
     async def run(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
-        now = datetime.now(UTC)
+        tax_rate = InvoicingSettings.from_section(settings.section("billing")).tax_rate
         async with engine.connect() as conn:
-            customer = await customers_repo.customer_by_external_id(conn, args.customer)
-            if customer is None:
-                raise BillingNotFound("customer", args.customer)
             external_id = args.subscription
             if external_id is None:
+                customer = await customers_repo.customer_by_external_id(conn, args.customer)
+                if customer is None:
+                    raise BillingNotFound("customer", args.customer)
                 active = await repo.active_subscription_of_customer(conn, customer["id"])
                 if active is None:
                     raise BillingNotFound("subscription", f"active of {args.customer}")
                 external_id = active["external_id"]
-            billed = await load_billed(conn, external_id)
-            plan = billed.plan
-            period = subscription_period(billed.subscription, plan.charges_interval, now)
-            aggregates = await repo.period_aggregates(
-                conn, billed.subscription, plan, billed.metrics, period
+            body = await current_usage_json(
+                conn, args.customer, external_id, now=datetime.now(UTC), tax_rate=tax_rate
             )
-            metric_rows = await repo.metrics_by_codes(conn, set(billed.metrics))
-        usage = current_usage(
-            billed.subscription,
-            plan,
-            billed.metrics,
-            aggregates,
-            period,
-            currency=plan.amount_currency,
-            tax_rate=InvoicingSettings.from_section(settings.section("billing")).tax_rate,
-        )
-        metric_ids = {code: row["id"] for code, row in metric_rows.items()}
-        # The same JSON as GET /api/v1/customers/{external_id}/current_usage.
-        body = usage_json(usage, billed.plan_id, metric_ids)
         return {"external_subscription_id": external_id, **body}
 
     print_json({"customer_usage": with_engine(args, run)})
