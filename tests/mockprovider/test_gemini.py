@@ -216,3 +216,20 @@ async def test_embed_content_and_batch_embed_contents_return_stable_vectors(
         embeddings = (await resp.json())["embeddings"]
     assert embeddings[0]["values"] == single
     assert len(embeddings[1]["values"]) == 16
+
+
+async def test_a_thinking_budget_thinks_and_include_thoughts_shows_a_thought_part(
+    http: aiohttp.ClientSession, mock: MockServer
+) -> None:
+    config = {"thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True}}
+    data = await generate(http, mock, {"contents": CONTENTS, "generationConfig": config})
+    thought, text = data["candidates"][0]["content"]["parts"]
+    assert thought["thought"] is True and len(thought["text"].split()) == 10
+    assert "thought" not in text and len(text["text"].split()) == 10
+    assert data["usageMetadata"]["thoughtsTokenCount"] == 10
+    hidden = {"thinkingConfig": {"thinkingBudget": 1024}}
+    data = await generate(http, mock, {"contents": CONTENTS, "generationConfig": hidden})
+    assert len(data["candidates"][0]["content"]["parts"]) == 1
+    none = {"thinkingConfig": {"thinkingBudget": 0}}
+    data = await generate(http, mock, {"contents": CONTENTS, "generationConfig": none}, "reasoning")
+    assert "thoughtsTokenCount" not in data["usageMetadata"]

@@ -476,17 +476,3 @@ def test_a_prompt_too_long_is_openais_context_length_exceeded() -> None:
         {"type": "error", "error": {"type": "invalid_request_error", "message": "x"}}
     )
     assert (other.code, other.param) == (None, None)
-
-
-def test_one_hour_cache_writes_are_told_apart_from_five_minute_ones() -> None:
-    body = {
-        **TOOL_USE_RESPONSE,
-        "usage": {
-            **TOOL_USE_RESPONSE["usage"],
-            "cache_creation": {"ephemeral_5m_input_tokens": 51, "ephemeral_1h_input_tokens": 2000},
-        },
-    }
-    result = chat_result(body)
-    assert (result.usage.cache_write_tokens, result.usage.cache_write_1h_tokens) == (2051, 2000)
-    details = result.body["usage"]["prompt_tokens_details"]["cache_creation_token_details"]
-    assert details == {"ephemeral_5m_input_tokens": 51, "ephemeral_1h_input_tokens": 2000}

@@ -258,7 +258,47 @@ def test_thought_parts_are_not_content() -> None:
             }
         ]
     }
-    assert chat_result(data, "g").body["choices"][0]["message"]["content"] == "Answer"
+    message = chat_result(data, "g").body["choices"][0]["message"]
+    assert (message["content"], message["reasoning_content"]) == ("Answer", "hmm")
+
+
+def test_streamed_thought_parts_are_reasoning_content() -> None:
+    record = {
+        "candidates": [{"content": {"parts": [{"text": "hmm", "thought": True}]}, "index": 0}]
+    }
+    stream = f"data: {orjson.dumps(record).decode()}\n\n" + STREAM
+    chunks = run_sse(StreamParser({}, "g", StreamState(), offline("gemini", parse_error)), stream)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "reasoning_content": "hmm"}
+
+
+HELLO = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.mark.parametrize(
+    ("thinking", "config"),
+    [
+        (
+            {"type": "enabled", "budget_tokens": 2048},
+            {"thinkingBudget": 2048, "includeThoughts": True},
+        ),
+        (
+            {"type": "enabled", "budget_tokens": 64000},
+            {"thinkingBudget": 24576, "includeThoughts": True},
+        ),
+        (
+            {"type": "enabled", "budget_tokens": 2048, "display": "omitted"},
+            {"thinkingBudget": 2048},
+        ),
+        ({"type": "adaptive"}, {"thinkingBudget": -1, "includeThoughts": True}),
+        ({"type": "disabled"}, None),
+        ({"type": "between_tools"}, None),
+    ],
+)
+def test_the_messages_apis_thinking_becomes_a_thinking_config(
+    thinking: dict[str, Any], config: dict[str, Any] | None
+) -> None:
+    request = generate_request({"messages": HELLO, "thinking": thinking})
+    assert (request.get("generationConfig") or {}).get("thinkingConfig") == config
 
 
 def test_stream_records_become_chunks_and_a_usage_chunk() -> None:

@@ -100,7 +100,7 @@ def response_from_openai(body: dict[str, Any], model: str) -> dict[str, Any]:
     """The Messages answer for a chat.completion (its first choice)."""
     choice = (body.get("choices") or [{}])[0]
     message = choice.get("message") or {}
-    content: list[dict[str, Any]] = []
+    content = _thinking_blocks(message)
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or ():
@@ -126,6 +126,20 @@ def response_from_openai(body: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
+def _thinking_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's thinking first, as Claude gives it: the `thinking_blocks` the Anthropic
+    adapter put on the message (signatures and redacted data as Claude sent them), else a
+    `reasoning_content` (Gemini's thoughts, DeepSeek's reasoning) as one thinking block with
+    no signature, which only Claude could have made."""
+    blocks = message.get("thinking_blocks")
+    if isinstance(blocks, list) and blocks:
+        return [dict(block) for block in blocks if isinstance(block, dict)]
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        return [{"type": "thinking", "thinking": reasoning, "signature": ""}]
+    return []
+
+
 def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
     """Anthropic's error shape; the type follows the status as Anthropic's API uses it."""
     kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
@@ -146,7 +160,9 @@ class StreamTranslator:
         self.started = False
         self.pinged = False
         self.index = -1  # current content block; -1 before the first
-        self.open: Any = None  # "text", or the OpenAI index of the open tool call
+        # "text", "thinking" (not signed yet), "signed", "redacted", or the OpenAI index of
+        # the open tool call.
+        self.open: Any = None
         self.tools: dict[int, int] = {}  # OpenAI tool call index -> content block index
         # Seen in the chunks, for a caller that has no Usage or finish reason at hand.
         self.finish_reason: str | None = None
@@ -178,6 +194,8 @@ class StreamTranslator:
             if isinstance(choice.get("stop_reason"), str):
                 self.stop_sequence = choice["stop_reason"]
             delta = choice.get("delta") or {}
+            if delta.get("thinking_blocks") or delta.get("reasoning_content"):
+                events.extend(self._thoughts(delta))
             if delta.get("content"):
                 events.extend(self._text(delta["content"]))
             for call in delta.get("tool_calls") or ():
@@ -214,6 +232,33 @@ class StreamTranslator:
     def _text(self, text: str) -> list[Event]:
         events = [] if self.open == "text" else self._open({"type": "text", "text": ""}, "text")
         events.append(self._delta(self.index, {"type": "text_delta", "text": text}))
+        return events
+
+    def _thoughts(self, delta: dict[str, Any]) -> list[Event]:
+        """Thinking pieces (`thinking_blocks`, as the Anthropic adapter streams them; else a
+        `reasoning_content`) as thinking blocks: a signature ends its block, a redacted
+        block comes whole."""
+        pieces = delta.get("thinking_blocks")
+        if not isinstance(pieces, list) or not pieces:
+            pieces = [{"type": "thinking", "thinking": delta["reasoning_content"]}]
+        events: list[Event] = []
+        for piece in pieces:
+            if not isinstance(piece, dict):
+                continue
+            if piece.get("type") == "redacted_thinking":
+                block = {"type": "redacted_thinking", "data": str(piece.get("data") or "")}
+                events.extend(self._open(block, "redacted"))
+                continue
+            if self.open != "thinking" and (piece.get("thinking") or piece.get("signature")):
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+                events.extend(self._open(block, "thinking"))
+            if piece.get("thinking"):
+                text = str(piece["thinking"])
+                events.append(self._delta(self.index, {"type": "thinking_delta", "thinking": text}))
+            if piece.get("signature"):
+                signature = {"type": "signature_delta", "signature": str(piece["signature"])}
+                events.append(self._delta(self.index, signature))
+                self.open = "signed"
         return events
 
     def _tool(self, call: dict[str, Any]) -> list[Event]:

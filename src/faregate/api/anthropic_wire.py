@@ -13,6 +13,8 @@ from faregate.errors import InvalidRequest
 from faregate.providers.shape import FROM_MESSAGES_API
 
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+MIN_THINKING = 1024  # the Messages API's least thinking budget
+THINKING_BLOCKS = ("thinking", "redacted_thinking")
 
 
 # -- requests ------------------------------------------------------------------------
@@ -93,9 +95,25 @@ def request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
+def _thinking(thinking: Any) -> dict[str, Any]:
+    """Extended thinking, carried as sent (Claude gets it unchanged; the other adapters map
+    it): an object with a `type`; `enabled` with a `budget_tokens` of at least 1,024. Other
+    types (`adaptive`, `disabled`, any later one) are left to the upstream to judge."""
+    if not isinstance(thinking, dict) or not isinstance(thinking.get("type"), str):
+        raise _invalid("thinking: must be an object with a type", "thinking.type")
+    if thinking["type"] == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_THINKING:
+            raise _invalid(
+                f"thinking.budget_tokens: must be an integer of at least {MIN_THINKING}",
+                "thinking.budget_tokens",
+            )
+    return thinking
+
+
 def count_request_to_openai(body: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI chat body whose input tokens a count_tokens request asks for (validated:
-    model, messages; system, tools and tool_choice are counted too)."""
+    model, messages; system, tools, tool_choice and thinking are counted too)."""
     _validate_prompt(body)
     return _prompt(body)
 
@@ -108,6 +126,8 @@ def _prompt(body: dict[str, Any]) -> dict[str, Any]:
     for i, message in enumerate(body["messages"]):
         messages.extend(_message(message, f"messages[{i}]"))
     request: dict[str, Any] = {"model": body["model"], "messages": messages}
+    if body.get("thinking") is not None:  # counted too
+        request["thinking"] = _thinking(body["thinking"])
     if body.get("tools"):
         request["tools"] = [_tool(tool, i) for i, tool in enumerate(body["tools"])]
     if body.get("tool_choice"):
@@ -217,7 +237,7 @@ def _part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
     if kind == "image" and source.get("type") == "url":
         part = {"type": "image_url", "image_url": {"url": source.get("url")}}
         return _cache_control(block, part)
-    if kind in ("thinking", "redacted_thinking"):
+    if kind in THINKING_BLOCKS:
         return None
     raise _invalid(f"Content block type {kind!r} is not supported.", where)
 
@@ -227,6 +247,9 @@ def _assistant(content: Any, where: str) -> dict[str, Any]:
         return {"role": "assistant", "content": content}
     parts = [_text_part(b) for b in content if isinstance(b, dict) and b.get("type") == "text"]
     message: dict[str, Any] = {"role": "assistant", "content": _collapsed(parts) or None}
+    thoughts = [b for b in content if isinstance(b, dict) and b.get("type") in THINKING_BLOCKS]
+    if thoughts:  # as LiteLLM carries them; they go back to Claude first, as they were
+        message["thinking_blocks"] = thoughts
     calls = [
         _cache_control(
             b,

@@ -35,7 +35,17 @@ only what asks to be (a `cache_control` on a block, a tool or the request): a pr
 1024 tokens with one writes 1024 tokens the first time it is seen
 (`cache_creation_input_tokens`) and reads them on every repeat (`cache_read_input_tokens`),
 both outside `input_tokens`, and splits the writes by lifetime in `cache_creation` (all
-`ephemeral_1h_input_tokens` when a breakpoint says `"ttl": "1h"`). Prompt text containing
+`ephemeral_1h_input_tokens` when a breakpoint says `"ttl": "1h"`). Claude thinks only when
+the request's `thinking` asks (checked as Anthropic does: `budget_tokens` at least 1,024 and
+below `max_tokens`): half of the output, within the budget, opens the answer as a `thinking`
+block (streamed as `thinking_delta` events and a `signature_delta`; its text empty with
+`display: omitted`) counted in `output_tokens` and `output_tokens_details.thinking_tokens`;
+a prompt holding Anthropic's redacted-thinking test string gets a `redacted_thinking`
+block instead. Thinking blocks passed back must be the mock's, unchanged (else Anthropic's
+400 "Invalid `signature`"), and while thinking, the last assistant turn that used a tool
+must open with its thinking. Gemini thinks within `thinkingConfig.thinkingBudget` when set
+(0: not at all; -1: half of the output) and shows it as a `thought` part first when
+`includeThoughts` is true. Prompt text containing
 "context_length_exceeded" is refused with each provider's context-window error (400), and
 so is a chat prompt (OpenAI, Anthropic, Gemini) above the deployment's `context_window`
 tokens, when set.

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from faregate.mockprovider import checks
+from faregate.mockprovider import anthropic_thinking, checks
+from faregate.mockprovider.anthropic_thinking import Thinking
 from faregate.mockprovider.dialects import MockError
 from faregate.mockprovider.pipeline import Call, json_response
 from faregate.mockprovider.reply import (
@@ -47,24 +48,40 @@ Cache = tuple[int, int, bool]  # tokens read, tokens written, written for an hou
 
 async def messages(call: Call) -> web.StreamResponse:
     _require_version(call)
-    ask = _parse(call.body)
+    ask, thinking = _parse(call.body)
     window = call.behaviour.context_window
     if window is not None and ask.prompt_tokens > window:
         raise _too_long(ask.prompt_tokens, window)
     reply = plan_reply(ask, call.behaviour.output_tokens)
     cache = _cache_use(call, ask.prompt_tokens)
+    thought = _thought(thinking, reply)
     if call.body.get("stream") is True:
-        return await _stream(call, ask.model, reply, cache)
+        return await _stream(call, ask.model, reply, cache, thought)
     await call.pause(reply.output_tokens)
     choice = reply.choices[0]
     message = _message_head(ask.model, reply, cache)
     message.update(
-        content=[_block(choice)],
+        content=([thought] if thought else []) + [_block(choice)],
         stop_reason=STOP_REASONS[choice.finish],
         stop_sequence=choice.stop_sequence,
     )
-    message["usage"]["output_tokens"] = reply.output_tokens
+    message["usage"].update(_output_usage(reply))
     return json_response(message)
+
+
+def _thought(thinking: Thinking | None, reply: Reply) -> dict[str, Any] | None:
+    """The thinking block the answer opens with, when the request thinks."""
+    if thinking is None or not reply.reasoning_tokens:
+        return None
+    return anthropic_thinking.block(thinking, reply.reasoning_tokens)
+
+
+def _output_usage(reply: Reply) -> dict[str, Any]:
+    """The output count (thinking included) and, when it thought, how much was thinking."""
+    usage: dict[str, Any] = {"output_tokens": reply.output_tokens}
+    if reply.reasoning_tokens:
+        usage["output_tokens_details"] = {"thinking_tokens": reply.reasoning_tokens}
+    return usage
 
 
 async def count_tokens(call: Call) -> web.StreamResponse:
@@ -79,23 +96,27 @@ def _require_version(call: Call) -> None:
         raise MockError(400, "anthropic-version: header is required")
 
 
-def _parse(body: Mapping[str, Any]) -> Ask:
+def _parse(body: Mapping[str, Any]) -> tuple[Ask, Thinking | None]:
     model = checks.required_str(body, "model")
     max_tokens = checks.optional_int(body, "max_tokens")
     if max_tokens is None:
         raise MockError(400, "max_tokens: Field required", param="max_tokens")
     _check_sampling(body)
+    thinking = anthropic_thinking.parse(body, max_tokens)
     tally, tools = _prompt(body)
     if tally.overflow:
         raise _too_long(tally.tokens + CONTEXT_WINDOW, CONTEXT_WINDOW)
-    return Ask(
+    anthropic_thinking.check_history(body["messages"], thinking)
+    ask = Ask(
         model=model,
         prompt_tokens=tally.tokens,
         max_tokens=max_tokens,
         stop=checks.string_list(body.get("stop_sequences"), "stop_sequences"),
         tool=_tool_to_call(body, tools, body["messages"][-1], tally),
         json_schema=_output_schema(body),
+        thinking=thinking.budget if thinking else 0,  # Claude thinks only when asked
     )
+    return ask, thinking
 
 
 def _check_sampling(body: Mapping[str, Any]) -> None:
@@ -281,39 +302,67 @@ def _block(choice: Choice) -> dict[str, Any]:
     }
 
 
-async def _stream(call: Call, model: str, reply: Reply, cache: Cache) -> web.StreamResponse:
+async def _stream(
+    call: Call, model: str, reply: Reply, cache: Cache, thought: dict[str, Any] | None
+) -> web.StreamResponse:
     choice = reply.choices[0]
     stream = call.stream()
     await stream.open()
     head = _message_head(model, reply, cache)
     await stream.send(sse_event(b"message_start", {"type": "message_start", "message": head}))
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    if thought is not None:
+        blocks.append(_thought_events(thought))
     opening = {**_block(choice), "input": {}} if choice.tool else {"type": "text", "text": ""}
-    await stream.send(
-        sse_event(
-            b"content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": opening},
-        )
-    )
-    await stream.send(sse_event(b"ping", {"type": "ping"}))
-    block_delta = frame_template(
-        {"type": "content_block_delta", "index": 0}, "delta", b"event: content_block_delta\ndata: "
-    )
-    for delta in _deltas(choice):
-        await stream.send(block_delta(delta))
-    await stream.send(sse_event(b"content_block_stop", {"type": "content_block_stop", "index": 0}))
+    blocks.append((opening, _deltas(choice)))
+    for index, (start, deltas) in enumerate(blocks):
+        await _send_block(stream, index, start, deltas)
     ending = {"stop_reason": STOP_REASONS[choice.finish], "stop_sequence": choice.stop_sequence}
     await stream.send(
         sse_event(
             b"message_delta",
-            {
-                "type": "message_delta",
-                "delta": ending,
-                "usage": {"output_tokens": reply.output_tokens},
-            },
+            {"type": "message_delta", "delta": ending, "usage": _output_usage(reply)},
         )
     )
     await stream.send(sse_event(b"message_stop", {"type": "message_stop"}))
     return await stream.close()
+
+
+def _thought_events(thought: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A thinking block streamed as Claude streams it: opened empty, its text in
+    thinking_delta events, its signature in a signature_delta just before it closes; a
+    redacted block comes whole."""
+    if thought["type"] == "redacted_thinking":
+        return thought, []
+    words = [w for w in thought["thinking"].split(" ") if w]
+    deltas = [
+        {"type": "thinking_delta", "thinking": (" " if i else "") + w} for i, w in enumerate(words)
+    ]
+    deltas.append({"type": "signature_delta", "signature": thought["signature"]})
+    return {"type": "thinking", "thinking": "", "signature": ""}, deltas
+
+
+async def _send_block(
+    stream: Any, index: int, start: dict[str, Any], deltas: list[dict[str, Any]]
+) -> None:
+    await stream.send(
+        sse_event(
+            b"content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": start},
+        )
+    )
+    if index == 0:
+        await stream.send(sse_event(b"ping", {"type": "ping"}))
+    block_delta = frame_template(
+        {"type": "content_block_delta", "index": index},
+        "delta",
+        b"event: content_block_delta\ndata: ",
+    )
+    for delta in deltas:
+        await stream.send(block_delta(delta))
+    await stream.send(
+        sse_event(b"content_block_stop", {"type": "content_block_stop", "index": index})
+    )
 
 
 def _deltas(choice: Choice) -> list[dict[str, Any]]:

@@ -18,7 +18,16 @@ from aiohttp import web
 from faregate.mockprovider import checks
 from faregate.mockprovider.dialects import MockError
 from faregate.mockprovider.pipeline import Call, json_response
-from faregate.mockprovider.reply import LENGTH, Ask, Choice, Reply, ToolCall, plan_reply, tool_call
+from faregate.mockprovider.reply import (
+    LENGTH,
+    Ask,
+    Choice,
+    Reply,
+    ToolCall,
+    plan_reply,
+    thought_pieces,
+    tool_call,
+)
 from faregate.mockprovider.stream import sse_data
 from faregate.mockprovider.tokens import PromptTally
 
@@ -50,6 +59,9 @@ async def generate_content(call: Call) -> web.StreamResponse:
         _candidate(i, c, c.pieces, final=True, thinking=thinking)
         for i, c in enumerate(reply.choices)
     ]
+    if thinking and shows_thoughts(call.body):  # the summary first, as Gemini gives it
+        for candidate in candidates:
+            candidate["content"]["parts"].insert(0, _thought_part(reply))
     return json_response(_response(model, candidates, reply, _response_id()))
 
 
@@ -58,7 +70,7 @@ async def stream_generate_content(call: Call) -> web.StreamResponse:
     reply = plan_reply(
         _parse(model, call.body, call.behaviour.context_window), call.behaviour.output_tokens
     )
-    records = _records(model, reply)
+    records = _records(model, reply, shows_thoughts(call.body))
     if streams_sse(call.request, call.body):
         stream = call.stream()
         frames = [sse_data(record) for record in records]
@@ -99,6 +111,8 @@ def _parse(model: str, body: Mapping[str, Any], window: int | None) -> Ask:
     if window is not None and tally.tokens > window:
         raise _too_long(tally.tokens, window)
     config = checks.mapping(field(body, "generationConfig"), "generationConfig")
+    thinking = checks.mapping(field(config, "thinkingConfig"), "thinkingConfig")
+    budget = _config_int(thinking, "thinkingBudget", minimum=-1)
     return Ask(
         model=model,
         prompt_tokens=tally.tokens,
@@ -107,11 +121,28 @@ def _parse(model: str, body: Mapping[str, Any], window: int | None) -> Ask:
         stop=checks.string_list(field(config, "stopSequences"), "stopSequences", limit=5),
         tool=_tool_to_call(body, functions, contents[-1], tally),
         json_schema=_json_schema(config),
+        # -1: as much as the model sees fit; absent: the model's default.
+        thinking=(1 << 30) if budget == -1 else budget,
     )
 
 
-def _config_int(config: Mapping[str, Any], name: str, maximum: int | None = None) -> int | None:
-    return checks.optional_int({name: field(config, name)}, name, maximum=maximum)
+def _config_int(
+    config: Mapping[str, Any], name: str, maximum: int | None = None, minimum: int = 1
+) -> int | None:
+    return checks.optional_int({name: field(config, name)}, name, maximum=maximum, minimum=minimum)
+
+
+def shows_thoughts(body: Mapping[str, Any]) -> bool:
+    """Whether the request asks for thought summaries (thinkingConfig.includeThoughts)."""
+    config = field(body, "generationConfig")
+    thinking = field(config, "thinkingConfig") if isinstance(config, dict) else None
+    return isinstance(thinking, dict) and field(thinking, "includeThoughts") is True
+
+
+def _thought_part(reply: Reply) -> dict[str, Any]:
+    """A candidate's thought summary: its thinking, as a part marked `thought`."""
+    tokens = reply.reasoning_tokens // len(reply.choices)
+    return {"text": "".join(thought_pieces(tokens)), "thought": True}
 
 
 def _parts_text(parts: Any, tally: PromptTally) -> str:
@@ -233,13 +264,20 @@ def _response(
     return response
 
 
-def _records(model: str, reply: Reply) -> list[dict[str, Any]]:
-    """One record per token per candidate; each candidate's last one has its finishReason.
-    Every record carries the usage so far, as Gemini's do (cumulative); the last the whole."""
+def _records(model: str, reply: Reply, thoughts: bool = False) -> list[dict[str, Any]]:
+    """One record per token per candidate (after one with its thought summary, when asked
+    for); each candidate's last one has its finishReason. Every record carries the usage so
+    far, as Gemini's do (cumulative); the last the whole."""
     response_id = _response_id()
     records = []
     sent = 0
     for index, choice in enumerate(reply.choices):
+        if thoughts and reply.reasoning_tokens:
+            thought = {
+                "content": {"parts": [_thought_part(reply)], "role": "model"},
+                "index": index,
+            }
+            records.append(_response(model, [thought], reply, response_id, sent))
         chunks = [(p,) for p in choice.pieces] if choice.tool is None and choice.pieces else [()]
         for position, chunk in enumerate(chunks):
             final = position == len(chunks) - 1

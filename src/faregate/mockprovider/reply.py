@@ -24,6 +24,7 @@ STOP_SEQUENCE = "stop_sequence"
 TOOL = "tool"
 
 _JSON_PIECE = 8
+THOUGHT_OFFSET = 17  # thoughts are other words than the reply's
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,10 @@ class Ask:
     tool: ToolCall | None = None
     # None: plain text; {}: any JSON object; otherwise a JSON schema to satisfy.
     json_schema: Mapping[str, Any] | None = None
+    # Tokens the request lets the model think (Anthropic's thinking budget, Gemini's
+    # thinkingBudget; 0: no thinking); None: as the model does by default (a reasoning
+    # model thinks). A model never thinks more than half of its output.
+    thinking: int | None = None
 
 
 def plan_reply(ask: Ask, output_tokens: int) -> Reply:
@@ -85,6 +90,8 @@ def plan_reply(ask: Ask, output_tokens: int) -> Reply:
     budget = output_tokens if ask.max_tokens is None else min(ask.max_tokens, output_tokens)
     truncated = ask.max_tokens is not None and ask.max_tokens < output_tokens
     thinking = budget // 2 if is_reasoning_model(ask.model) else 0
+    if ask.thinking is not None:
+        thinking = min(ask.thinking, budget // 2)
     choices = []
     spent = 0
     for index in range(ask.n):
@@ -105,6 +112,12 @@ def plan_reply(ask: Ask, output_tokens: int) -> Reply:
         reasoning_tokens=thinking * ask.n,
         cached_tokens=cached_tokens(ask.prompt_tokens),
     )
+
+
+def thought_pieces(count: int) -> tuple[str, ...]:
+    """The text of `count` tokens of thinking (one word a token), for wire formats that show
+    the model's thoughts."""
+    return word_pieces(count, THOUGHT_OFFSET)
 
 
 def _text_choice(count: int, offset: int, stop: Sequence[str], truncated: bool) -> Choice:

@@ -162,6 +162,22 @@ def stop_sequence(stop_reason: Any, matched: Any) -> str | None:
     return matched if stop_reason == "stop_sequence" and isinstance(matched, str) else None
 
 
+def thinking_block(block: dict[str, Any]) -> dict[str, Any] | None:
+    """A thinking or redacted_thinking block as the canonical message's `thinking_blocks`
+    hold it (LiteLLM's field): the block as Claude sent it, signature or data included,
+    which a later turn must send back unchanged; None for any other block."""
+    kind = block.get("type")
+    if kind == "thinking":
+        return {
+            "type": "thinking",
+            "thinking": str(block.get("thinking") or ""),
+            "signature": str(block.get("signature") or ""),
+        }
+    if kind == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": str(block.get("data") or "")}
+    return None
+
+
 def chat_result(data: Any) -> ChatResult:
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         raise bad_response("The upstream provider sent a message without content.")
@@ -175,6 +191,10 @@ def chat_result(data: Any) -> ChatResult:
     if calls:
         message["tool_calls"] = calls
     message["refusal"] = None
+    thoughts = [t for b in data["content"] if (t := thinking_block(b)) is not None]
+    if thoughts:  # the thinking text as reasoning_content too, as LiteLLM and DeepSeek put it
+        message["reasoning_content"] = "".join(t.get("thinking", "") for t in thoughts)
+        message["thinking_blocks"] = thoughts
     usage = usage_from_anthropic(data.get("usage") or {})
     choice = {
         "index": 0,
@@ -267,6 +287,10 @@ class StreamParser:
         return [self._chunk({"role": "assistant", "content": ""})]
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
+        if block.get("type") == "redacted_thinking":
+            return [self._chunk({"thinking_blocks": [thinking_block(block)]})]
+        if block.get("type") == "thinking" and block.get("thinking"):
+            return [self._thinking(str(block["thinking"]))]
         if block.get("type") == "tool_use":
             position = self.tools[index] = len(self.tools)
             call = {
@@ -286,7 +310,19 @@ class StreamParser:
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
             self.tool_args.add(index)
             return [self._arguments(index, delta["partial_json"])]
-        return []  # thinking and signature deltas are not part of the OpenAI shape
+        if delta.get("type") == "thinking_delta" and delta.get("thinking"):
+            return [self._thinking(str(delta["thinking"]))]
+        if delta.get("type") == "signature_delta":
+            # The signature ends its thinking block: a later thinking delta starts another.
+            signed = {"type": "thinking", "thinking": "", "signature": str(delta.get("signature"))}
+            return [self._chunk({"thinking_blocks": [signed]})]
+        return []
+
+    def _thinking(self, text: str) -> dict[str, Any]:
+        """A piece of thinking, as LiteLLM streams it: `reasoning_content`, and the piece of
+        the thinking block it belongs to (whose signature comes in a later chunk)."""
+        piece = {"type": "thinking", "thinking": text}
+        return self._chunk({"reasoning_content": text, "thinking_blocks": [piece]})
 
     def _block_stop(self, index: int) -> list[dict[str, Any]]:
         if index in self.tools and index not in self.tool_args:

@@ -52,6 +52,8 @@ def messages_request(
         request["metadata"] = {"user_id": body["user"]}
     if body.get("cache_control"):
         request["cache_control"] = body["cache_control"]
+    if isinstance(body.get("thinking"), dict):  # the Messages API's, or an extra field
+        request["thinking"] = body["thinking"]
     output_format = map_response_format(body.get("response_format"))
     if output_format is not None:
         request["output_config"] = {"format": output_format}
@@ -203,8 +205,29 @@ def _source(url: str, where: str) -> dict[str, Any]:
     raise invalid("An image must be a data: URL or an http(s) URL.", where)
 
 
+def _thinking_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The turn's thinking blocks (`thinking_blocks`, as the adapter answered them), to go
+    back first and unchanged: Claude checks their signatures. A block without a signature
+    (another provider's thoughts) cannot be checked and is left out."""
+    blocks = []
+    for block in message.get("thinking_blocks") or ():
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking" and block.get("signature"):
+            blocks.append(
+                {
+                    "type": "thinking",
+                    "thinking": block.get("thinking") or "",
+                    "signature": block["signature"],
+                }
+            )
+        elif kind == "redacted_thinking" and block.get("data"):
+            blocks.append({"type": "redacted_thinking", "data": block["data"]})
+    return blocks
+
+
 def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    blocks = [
+    blocks = _thinking_blocks(message) if message.get("thinking_blocks") else []
+    blocks += [
         block
         for block in _blocks(_assistant_content(message), f"{where}.content")
         if block.get("type") != "text" or block["text"]

@@ -83,8 +83,9 @@ class StreamState:
     # message_start and message_delta, Gemini's usageMetadata on each chunk); None until
     # it reports any. `usage` is the final report.
     reported: Usage | None = None
-    # Characters of text (content, refusal, tool-call names and arguments) the gateway has
-    # relayed to its client: what a stream cut before the provider's report is billed on.
+    # Characters of text (content, refusal, reasoning, tool-call names and arguments) the
+    # gateway has relayed to its client: what a stream cut before the provider's report is
+    # billed on.
     relayed_chars: int = 0
     # True while the chunk just yielded is followed by another, or by the stream's end,
     # with no wait in between (the same upstream read, or the whole body has arrived): the
@@ -146,9 +147,14 @@ def delta_chars(chunk: dict[str, Any]) -> int:
 
 
 def _other_delta_chars(delta: dict[str, Any]) -> int:
-    """A delta's refusal and tool-call text (its `content` is counted by delta_chars)."""
+    """A delta's refusal, reasoning (`reasoning_content`: Claude's thinking, Gemini's
+    thoughts, DeepSeek's reasoning) and tool-call text (its `content` is counted by
+    delta_chars)."""
     refusal = delta.get("refusal")
     total = len(refusal) if isinstance(refusal, str) else 0
+    reasoning = delta.get("reasoning_content")
+    if isinstance(reasoning, str):
+        total += len(reasoning)
     for call in delta.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):

@@ -125,26 +125,30 @@ def finish_reason(reason: Any, has_calls: bool) -> str:
     return "tool_calls" if has_calls and mapped == "stop" else mapped
 
 
-def candidate_message(candidate: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """(text, tool calls) of a candidate; thought parts are left out."""
+def candidate_message(candidate: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str]:
+    """(text, tool calls, thoughts) of a candidate: thought parts (the summaries a request
+    with includeThoughts gets) are its thoughts, not its text."""
     text: list[str] = []
+    thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
     for part in (candidate.get("content") or {}).get("parts") or ():
         if "functionCall" in part:
             call = part["functionCall"]
             call_id = new_tool_call_id(part.get("thoughtSignature"))
             calls.append(tool_call(call_id, call["name"], call.get("args") or {}))
-        elif "text" in part and not part.get("thought"):
-            text.append(part["text"])
-    return "".join(text), calls
+        elif "text" in part:
+            (thoughts if part.get("thought") else text).append(part["text"])
+    return "".join(text), calls, "".join(thoughts)
 
 
 def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
-    text, calls = candidate_message(candidate)
+    text, calls, thoughts = candidate_message(candidate)
     message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
     if calls:
         message["tool_calls"] = calls
     message["refusal"] = None
+    if thoughts:  # as DeepSeek and LiteLLM give reasoning
+        message["reasoning_content"] = thoughts
     return {
         "index": int(candidate.get("index", position)),
         "message": message,
@@ -276,11 +280,13 @@ class StreamParser:
 
     def _candidate(self, candidate: dict[str, Any], position: int) -> dict[str, Any] | None:
         index = int(candidate.get("index", position))
-        text, calls = candidate_message(candidate)
+        text, calls, thoughts = candidate_message(candidate)
         delta: dict[str, Any] = {}
         if index not in self.started:
             self.started.add(index)
             delta["role"] = "assistant"
+        if thoughts:
+            delta["reasoning_content"] = thoughts
         if text:
             delta["content"] = text
         if calls:

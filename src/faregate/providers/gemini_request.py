@@ -28,6 +28,8 @@ IMAGE_TYPES = {
     "gif": "image/gif",
     "heic": "image/heic",
 }
+MAX_BUDGET = 24_576  # the largest thinkingBudget every Gemini thinking model takes
+DYNAMIC_BUDGET = -1  # the model decides how much to think
 GENERATION_FIELDS = {
     "temperature": "temperature",
     "top_p": "topP",
@@ -78,6 +80,9 @@ def generation_config(body: dict[str, Any]) -> dict[str, Any]:
     stop = stop_sequences(body.get("stop"))
     if stop:
         config["stopSequences"] = stop
+    thinking = thinking_config(body)
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     response_format = body.get("response_format") or {}
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind in ("json_object", "json_schema"):
@@ -87,6 +92,27 @@ def generation_config(body: dict[str, Any]) -> dict[str, Any]:
             # Full JSON Schema (OpenAI strict schemas use additionalProperties, which the
             # OpenAPI-subset `responseSchema` rejects).
             config["responseJsonSchema"] = schema
+    return config
+
+
+def thinking_config(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The Messages API's `thinking` as Gemini's thinkingConfig: `enabled` thinks within its
+    budget (at most Gemini's largest, 24,576) and `adaptive` as the model sees fit
+    (thinkingBudget -1), each showing its thought summaries unless `display` is `omitted`;
+    `disabled`, and any other type, leaves the model's default (some Gemini models cannot
+    stop thinking: a budget of 0 would be refused)."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict):
+        return None
+    kind = thinking.get("type")
+    if kind == "enabled" and isinstance(thinking.get("budget_tokens"), int):
+        config: dict[str, Any] = {"thinkingBudget": min(thinking["budget_tokens"], MAX_BUDGET)}
+    elif kind == "adaptive":
+        config = {"thinkingBudget": DYNAMIC_BUDGET}
+    else:
+        return None
+    if thinking.get("display") != "omitted":
+        config["includeThoughts"] = True
     return config
 
 

@@ -11,7 +11,9 @@ from faregate.providers.shape import FROM_MESSAGES_API, invalid
 
 # Top-level fields the Messages API carries that OpenAI refuses. `top_k` too: an OpenAI
 # client that sends it as an extra field still reaches the host with it, as before.
-ANTHROPIC_ONLY = (FROM_MESSAGES_API, "cache_control", "top_k")
+# `thinking` is dropped, not mapped to `reasoning_effort`: OpenAI refuses that on a model
+# that does not reason, and which OpenAI-wire models reason is not known here.
+ANTHROPIC_ONLY = (FROM_MESSAGES_API, "cache_control", "top_k", "thinking")
 # What a tool result that reports an error (`is_error`) begins with on the OpenAI wire.
 ERROR_NOTE = "Error:"
 
@@ -46,6 +48,8 @@ def _text_or_parts(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
     message = _without_cache_control(message)
+    if "thinking_blocks" in message:  # Claude's, to go back to Claude only
+        message = {k: v for k, v in message.items() if k != "thinking_blocks"}
     content = message.get("content")
     if isinstance(content, list):
         message = {**message, "content": _text_or_parts(content)}
