@@ -12,15 +12,14 @@ from typing import Any
 import httpx
 import pytest
 from lago_python_client.client import Client
-from sqlalchemy import func, select
 
 import faregate.store.tables.billing  # noqa: F401  (registers the billing tables)
 from faregate.app import start_app
 from faregate.config import load_settings
 from faregate.store.db import create_engine
 from faregate.store.tables.base import metadata
-from faregate.store.tables.metering import events
 from tests.conftest import create_pg_database, drop_pg_database, free_port
+from tests.stored_events import stored_events
 
 ADMIN_KEY = "fg_admin_billing_test"
 
@@ -44,11 +43,8 @@ class Billing:
         from faregate.api.state import SERVICES
 
         await self.runner.app[SERVICES].writer.flush()
-        query = select(func.count()).select_from(events)
-        for column, value in where.items():
-            query = query.where(events.c[column] == value)
         async with self.engine.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())
+            return len(await stored_events(conn, **where))
 
     async def post(self, path: str, body: Any, key: str = ADMIN_KEY) -> httpx.Response:
         return await self.request("POST", path, body, key)

@@ -31,9 +31,10 @@ from faregate.billing.periods import subscription_period
 from faregate.billing.plans import Subscription as BillingSubscription
 from faregate.cli import main
 from faregate.mockprovider.server import MockServer
-from faregate.store.tables.metering import events, requests
+from faregate.store.tables.metering import requests
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, start_gateway
+from tests.stored_events import stored_events
 
 # Per 1M tokens, input / output (USD), billed per started million (Lago's package charge).
 PRICES = {"mistral-large": ("4", "12"), "mistral-small": ("1", "3")}
@@ -285,7 +286,7 @@ async def test_tags_from_the_header_and_the_body_metadata_reach_records_and_even
     await gw.services.writer.flush()
     async with gw.services.engine.connect() as conn:
         records = dict((await conn.execute(select(requests.c.id, requests.c.tags))).all())
-        rows = (await conn.execute(select(events.c.transaction_id, events.c.properties))).all()
+        rows = [(e["transaction_id"], e["properties"]) for e in await stored_events(conn)]
     # The header's tags first, then the body's; a tag given twice is kept once.
     expected = {ids[0]: ["exp-1", "beta", "eu"], ids[1]: ["exp-1", "beta", "eu", "nightly"]}
     assert {i: records[i] for i in ids} == expected
@@ -365,17 +366,8 @@ async def test_image_generations_are_billed_by_size_and_quality(billing_gateway:
             assert response.status_code == 200, response.text
     await gw.services.writer.flush()
     async with gw.services.engine.connect() as conn:
-        rows = (
-            (
-                await conn.execute(
-                    select(events.c.properties)
-                    .where(events.c.code == "images")
-                    .order_by(events.c.timestamp)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        found = await stored_events(conn, code="images")
+        rows = [e["properties"] for e in sorted(found, key=lambda e: e["timestamp"])]
     seen = [(p["model"], p["images"], p["size"], p["quality"], p["steps"], p["cost"]) for p in rows]
     # dall-e-3 list prices: $0.12 per hd 1024x1792 image, $0.04 and $0.08 per standard one.
     assert seen == [
@@ -443,13 +435,5 @@ async def test_a_key_created_on_the_command_line_bills_the_subscription_it_names
         await chat(client, "mistral-small", "Ping", 3)
     await gw.services.writer.flush()
     async with gw.services.engine.connect() as conn:
-        billed = (
-            (
-                await conn.execute(
-                    select(events.c.external_subscription_id).where(events.c.code == "tokens")
-                )
-            )
-            .scalars()
-            .all()
-        )
+        billed = [e["external_subscription_id"] for e in await stored_events(conn, code="tokens")]
     assert billed and set(billed) == {"sub_lab"}  # not acme's default, sub_main

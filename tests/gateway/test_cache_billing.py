@@ -15,8 +15,9 @@ from sqlalchemy import select
 from faregate.auth.service import KeyService
 from faregate.mockprovider.server import MockServer
 from faregate.money import to_nanos
-from faregate.store.tables.metering import events, requests
+from faregate.store.tables.metering import requests
 from tests.gateway.conftest import ADMIN_KEY, Running, start_gateway
+from tests.stored_events import events_of_request
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -47,12 +48,8 @@ async def _billed_key(gw: Running) -> str:
 async def _events_of(gw: Running, request_id: str) -> list[dict[str, Any]]:
     await gw.services.writer.flush()
     async with gw.services.engine.connect() as conn:
-        rows = await conn.execute(
-            select(events.c.code, events.c.properties).where(
-                events.c.transaction_id.like(f"{request_id}:%")
-            )
-        )
-        return [{"code": r.code, **r.properties} for r in rows]
+        rows = await events_of_request(conn, request_id)
+        return [{"code": r["code"], **r["properties"]} for r in rows]
 
 
 async def _record(gw: Running, request_id: str) -> Any:

@@ -14,10 +14,11 @@ from sqlalchemy import select
 
 from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
-from faregate.store.tables.metering import events, requests
+from faregate.store.tables.metering import requests
 from tests.gateway.conftest import Running, gateway_config, start_gateway
 from tests.gateway.test_billing_e2e import create_plan_and_subscriptions, subscription_start
 from tests.gateway.test_wallets_bounds import read_then_leave
+from tests.stored_events import events_of_request
 
 MAX_TOKENS = 40
 BODY = {
@@ -54,10 +55,7 @@ async def _record_and_events(gw: Running, request_id: str) -> tuple[Any, list[An
                 await conn.execute(select(requests).where(requests.c.id == request_id))
             ).first()
             if record is not None:
-                rows = await conn.execute(
-                    select(events).where(events.c.transaction_id.startswith(request_id + ":"))
-                )
-                return record, list(rows)
+                return record, await events_of_request(conn, request_id)
         await asyncio.sleep(0.025)
     raise AssertionError(f"{request_id} was never recorded")
 
@@ -71,11 +69,11 @@ async def test_a_stream_the_client_cuts_near_its_end_stays_within_its_bound_and_
     record, rows = await _record_and_events(gw, request_id)
     assert record.status == 499 and record.usage_estimated
     assert record.output_tokens == MAX_TOKENS  # capped: it was 1.4 times this
-    by_code = {(r.code, r.properties.get("type")): r for r in rows}
+    by_code = {(r["code"], r["properties"].get("type")): r for r in rows}
     assert set(by_code) == {("requests", None), ("tokens", "input"), ("tokens", "output")}
-    output = by_code[("tokens", "output")].properties
+    output = by_code[("tokens", "output")]["properties"]
     assert (output["tokens"], output["estimated"]) == (MAX_TOKENS, True)
-    assert by_code[("tokens", "input")].properties["tokens"] == record.input_tokens
+    assert by_code[("tokens", "input")]["properties"]["tokens"] == record.input_tokens
     assert record.price_nanos > 0
 
 
@@ -94,7 +92,9 @@ async def test_a_stream_the_upstream_drops_leaves_its_events(gw: Running, mock: 
     assert b"upstream_disconnected" in raw
     record, rows = await _record_and_events(gw, request_id)
     assert record.status == 502 and record.usage_estimated and record.output_tokens > 0
-    tokens = {r.properties["type"]: r.properties["tokens"] for r in rows if r.code == "tokens"}
+    tokens = {
+        r["properties"]["type"]: r["properties"]["tokens"] for r in rows if r["code"] == "tokens"
+    }
     assert tokens == {"input": record.input_tokens, "output": record.output_tokens}
 
 

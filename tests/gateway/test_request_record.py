@@ -16,6 +16,7 @@ from sqlalchemy import select
 from faregate.store.tables.metering import requests
 from tests.gateway.conftest import ADMIN_KEY, Running
 from tests.gateway.test_billing_e2e import subscription_start
+from tests.stored_events import events_of_request
 
 PER_TOKEN = Decimal("0.00001")  # the plan's price of a token, input or output
 INPUT, OUTPUT = Decimal("0.15"), Decimal("0.60")  # gpt-4o-mini in the catalog, per 1M
@@ -81,6 +82,17 @@ async def test_a_request_record_holds_every_field_of_the_call(gateway: Running) 
     assert 0 < latency <= Decimal(wall_ms)
     created_at = record.pop("created_at")
     assert created_at is not None
+    # Its usage events: carried by the record on SQLite (metering.derived), rows on PostgreSQL.
+    carried = record.pop("events")
+    async with gw.services.engine.connect() as conn:
+        stored = await events_of_request(conn, request_id)
+    kinds = sorted((e["code"], e["properties"].get("type")) for e in stored)
+    assert kinds == [("requests", None), ("tokens", "input"), ("tokens", "output")]
+    assert all(e["external_subscription_id"] == "sub_rec" for e in stored)
+    if gw.services.engine.dialect.name == "sqlite":
+        assert [part[1] for part in carried["e"]] == ["requests", "tokens:input", "tokens:output"]
+    else:
+        assert carried is None
     assert record == {
         "id": request_id,
         "kind": "chat",

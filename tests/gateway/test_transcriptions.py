@@ -23,12 +23,13 @@ from sqlalchemy import select
 from faregate.audio import MAX_AUDIO_BYTES
 from faregate.mockprovider.server import MockServer
 from faregate.mockprovider.tokens import word_pieces
-from faregate.store.tables.metering import events, requests
+from faregate.store.tables.metering import requests
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY, Running, gateway_config, start_gateway
 from tests.gateway.ledger_view import finish_of
 from tests.gateway.test_billing_e2e import subscription_start
 from tests.gateway.test_wallets_release import _finished, _wallet
+from tests.stored_events import events_of_request
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 WHISPER = {
@@ -123,13 +124,7 @@ async def test_a_whisper_transcription_is_billed_per_second_on_a_plan(gw: Runnin
     request_id = raw.headers["x-faregate-request-id"]
     await gw.services.writer.flush()
     async with gw.services.engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(events.c.code, events.c.properties).where(
-                    events.c.transaction_id.like(f"{request_id}:%")
-                )
-            )
-        ).all()
+        rows = [(e["code"], e["properties"]) for e in await events_of_request(conn, request_id)]
         record = (await conn.execute(select(requests).where(requests.c.id == request_id))).one()
     by_code = {code: props for code, props in rows}
     assert set(by_code) == {"requests", "seconds"}

@@ -25,9 +25,10 @@ from faregate.auth.service import KeyService
 from faregate.billing import repository as repo
 from faregate.mockprovider.server import MockServer
 from faregate.store.db import create_engine, migrate
-from faregate.store.tables.metering import events, requests, usage_rollups
+from faregate.store.tables.metering import requests, usage_rollups
 from tests.conftest import create_pg_database, drop_pg_database, free_port
 from tests.gateway.conftest import gateway_config, mock  # noqa: F401  (the mock fixture)
+from tests.stored_events import stored_events
 
 ADMIN = "fg_admin_durability"
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -159,12 +160,7 @@ async def _stored(url: str) -> tuple[list[str], list[str], int, Any]:
     engine = create_engine(url)
     async with engine.connect() as conn:
         reqs = [r[0] for r in await conn.execute(select(requests.c.id))]
-        evs = [
-            r[0]
-            for r in await conn.execute(
-                select(events.c.transaction_id).where(events.c.code == "calls")
-            )
-        ]
+        evs = [e["transaction_id"] for e in await stored_events(conn, code="calls")]
         rolled = (
             await conn.execute(
                 select(func.sum(usage_rollups.c.events_count)).where(
@@ -186,8 +182,8 @@ async def _gateway_events(url: str) -> list[str]:
     """Transaction ids of the gateway's own `tokens` and `requests` events."""
     engine = create_engine(url)
     async with engine.connect() as conn:
-        query = select(events.c.transaction_id).where(events.c.code.in_(("tokens", "requests")))
-        ids = [r[0] for r in await conn.execute(query)]
+        found = await stored_events(conn)
+        ids = [e["transaction_id"] for e in found if e["code"] in ("tokens", "requests")]
     await engine.dispose()
     return ids
 

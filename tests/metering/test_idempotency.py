@@ -9,22 +9,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from faregate.billing import repository as repo
 from faregate.metering.writer import UsageWriter
 from faregate.store.db import create_engine, migrate
-from faregate.store.tables.metering import events, usage_rollups
+from faregate.store.tables.metering import usage_rollups
 from tests.conftest import create_pg_database, drop_pg_database
+from tests.stored_events import stored_events
 
 
 async def _totals(engine: Any, code: str) -> tuple[int, int, Any]:
     async with engine.connect() as conn:
-        stored = (
-            await conn.execute(
-                select(func.count()).select_from(events).where(events.c.code == code)
-            )
-        ).scalar_one()
+        stored = len(await stored_events(conn, code=code))
         rows = (
             await conn.execute(
                 select(usage_rollups.c.events_count, usage_rollups.c.value_sum).where(

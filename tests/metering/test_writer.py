@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -78,7 +79,7 @@ async def test_records_left_in_the_journal_by_a_dead_process_are_replayed_once(
         journal.append({"r": _request(i), "e": [_event(i)]})
     # A replayed record already in the database is not counted twice.
     writer = UsageWriter(engine, tmp_path / "journal")
-    await writer._insert([_request(0)], [_event(0)])
+    await writer._insert([_request(0)], [_event(0)], [])
     await writer.start()
     assert await _counts(engine) == (10, 10)
     await writer.close()
@@ -94,7 +95,7 @@ async def test_a_failed_flush_keeps_its_segment_and_the_next_flush_stores_it_onc
     for i in range(40):
         writer.record(_request(i), [_event(i)])
 
-    async def down(reqs: list, evs: list) -> None:
+    async def down(*batch: Any) -> None:
         raise OSError("database unavailable")
 
     with monkeypatch.context() as patch:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +21,7 @@ from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import Period
 from faregate.billing.plans import Plan, Subscription
 from faregate.billing.subscription_order import LIVE_STATUSES, current_first
-from faregate.metering import aggregates, rollups
+from faregate.metering import aggregates, derived, rollups
 from faregate.store.soft_delete import soft_delete
 from faregate.store.tables.billing import billable_metrics, invoices, plans, subscriptions
 from faregate.store.tables.gateway import customers
@@ -322,62 +321,6 @@ async def terminate_subscription(
     return {**row, **values}
 
 
-def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(events).on_conflict_do_nothing(
-            index_elements=["external_subscription_id", "transaction_id"]
-        )
-    if dialect == "sqlite":
-        return sqlite.insert(events).on_conflict_do_nothing(
-            index_elements=["external_subscription_id", "transaction_id"]
-        )
-    raise NotImplementedError(dialect)  # pragma: no cover - SQLite and PostgreSQL only
-
-
-async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Insert events; one whose (external_subscription_id, transaction_id) exists is skipped,
-    so the first write wins and a re-sent event is never stored twice."""
-    if not rows:
-        return
-    now = _now()
-    values = [
-        {"created_at": now, "source": "api", "precise_total_amount_cents": None, **row}
-        for row in rows
-    ]
-    await conn.execute(_insert_ignoring_duplicates(conn), values)
-
-
-async def events_by_transactions(
-    conn: AsyncConnection, keys: set[tuple[str, str]]
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """The stored events for these (external_subscription_id, transaction_id) pairs."""
-    if not keys:
-        return {}
-    query = select(events).where(
-        events.c.external_subscription_id.in_({s for s, _ in keys}),
-        events.c.transaction_id.in_({t for _, t in keys}),
-    )
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in (await conn.execute(query)).mappings():
-        key = (row["external_subscription_id"], row["transaction_id"])
-        if key in keys:
-            found[key] = dict(row)
-    return found
-
-
-async def event_by_transaction(
-    conn: AsyncConnection, external_subscription_id: str, transaction_id: str
-) -> dict[str, Any] | None:
-    return await _one(
-        conn,
-        select(events).where(
-            events.c.external_subscription_id == external_subscription_id,
-            events.c.transaction_id == transaction_id,
-        ),
-    )
-
-
 async def terminate_ended(conn: AsyncConnection, now: datetime) -> list[str]:
     """Mark active subscriptions whose `ending_at` has passed as terminated at `ending_at`
     (Lago terminates a subscription at its ending date); returns their external ids."""
@@ -419,11 +362,16 @@ async def activate_started(conn: AsyncConnection, now: datetime) -> list[dict[st
 async def events_by_transaction_id(
     conn: AsyncConnection, transaction_id: str, external_subscription_id: str | None = None
 ) -> list[dict[str, Any]]:
-    """Stored events with this transaction id (one per subscription at most), oldest first."""
+    """Stored events with this transaction id (one per subscription at most), oldest first:
+    rows of `events`, then a request's own where its record carries them."""
     query = select(events).where(events.c.transaction_id == transaction_id)
     if external_subscription_id:
         query = query.where(events.c.external_subscription_id == external_subscription_id)
-    return [dict(r) for r in (await conn.execute(query.order_by(events.c.id))).mappings()]
+    found = [dict(r) for r in (await conn.execute(query.order_by(events.c.id))).mappings()]
+    carried = await derived.by_transaction_ids(
+        conn, [transaction_id], external_subscription_id or None
+    )
+    return found + [{**e, "precise_total_amount_cents": None} for e in carried]
 
 
 async def billable_subscriptions(conn: AsyncConnection) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from faregate.billing.filters import best_filter
 from faregate.billing.metrics import BillableMetric, apply_rounding
 from faregate.billing.periods import Period
 from faregate.billing.plans import Charge, Plan
-from faregate.metering import rollups
+from faregate.metering import derived, rollups
 from faregate.money import EXACT, exact
 from faregate.store.tables.metering import events, usage_rollups
 
@@ -126,6 +126,8 @@ async def _not_stored(
             )
         )
         stored.update(r[0] for r in found)
+    carried = await derived.stored_keys(conn, ((subscription, tx) for tx in ids))
+    stored.update(tx for _, tx in carried)
     fresh: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["transaction_id"] not in stored:
@@ -314,9 +316,16 @@ async def _raw_events(
         )
         .order_by(c.id)
     )
-    if not metric.recurring:
-        query = query.where(c.timestamp >= period.start)
+    start = None if metric.recurring else period.start
+    if start is not None:
+        query = query.where(c.timestamp >= start)
     found = [Event(r[0], r[1], _utc(r[2]), r[3] or {}) for r in await conn.execute(query)]
+    # The requests' own events, where their records carry them. Ingestion order only breaks
+    # ties between events of one timestamp, and a request's are ingested with it.
+    found.extend(
+        Event(e["transaction_id"], e["code"], _utc(e["timestamp"]), e["properties"])
+        for e in await derived.of_subscription(conn, subscription, metric.code, start, period.end)
+    )
     found.extend(
         Event(r["transaction_id"], r["code"], r["timestamp"], r.get("properties") or {})
         for r in tail

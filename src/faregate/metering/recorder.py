@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from faregate.gateway.call import Call
+from faregate.metering.derived import Packed, expand, pack
 from faregate.metering.writer import UsageWriter
 from faregate.money import decimal_str, to_nanos
 from faregate.pricing.cost import CostParts
@@ -58,27 +59,15 @@ def _token_parts(usage: Usage) -> list[tuple[str, int]]:
     return [(kind, n) for kind, n in parts if n]
 
 
-def build_events(call: Call, subscription: str, customer: str | None) -> list[dict[str, Any]]:
+def event_parts(call: Call) -> Packed | None:
+    """The events a call makes for its subscription's plan, packed (`metering.derived`):
+    None for a free cache hit, which leaves nothing for a plan to bill."""
     usage = call.usage
     share = call.billed_share
     if share <= 0:
-        return []  # a free cache hit: nothing for a plan to bill
-    base = _base_properties(call)
-
-    def event(code: str, suffix: str, properties: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "transaction_id": f"{call.request_id}:{suffix}",
-            "external_subscription_id": subscription,
-            "external_customer_id": customer,
-            "code": code,
-            "timestamp": call.created_at,
-            "properties": {**base, **properties},
-            "source": "gateway",
-            "created_at": call.created_at,
-        }
-
-    rows = [
-        event(
+        return None
+    parts: list[list[Any]] = [
+        [
             "requests",
             "requests",
             {
@@ -86,32 +75,38 @@ def build_events(call: Call, subscription: str, customer: str | None) -> list[di
                 "cost": decimal_str(call.cost),
                 "price": decimal_str(call.price),
             },
-        )
+        ]
     ]
-    if usage is None:
-        return rows
-    parts = _cost_parts(call)
-    for kind, n in _token_parts(usage):
-        props = {"type": kind, "tokens": _scaled(n, share), "estimated": usage.estimated}
-        if parts is not None:
-            props["cost"] = decimal_str(getattr(parts, kind))
-        rows.append(event("tokens", f"tokens:{kind}", props))
-    if usage.images:
-        props = {
-            "images": _scaled(usage.images, share),
-            "size": usage.image_size,
-            "quality": usage.image_quality,
-            "steps": usage.image_steps,
-        }
-        if parts is not None:
-            props["cost"] = decimal_str(parts.images)
-        rows.append(event("images", "images", props))
-    if usage.seconds:
-        props = {"seconds": decimal_str(usage.seconds * share)}
-        if parts is not None:
-            props["cost"] = decimal_str(parts.seconds)
-        rows.append(event("seconds", "seconds", props))
-    return rows
+    if usage is not None:
+        costs = _cost_parts(call)
+        for kind, n in _token_parts(usage):
+            props = {"type": kind, "tokens": _scaled(n, share), "estimated": usage.estimated}
+            if costs is not None:
+                props["cost"] = decimal_str(getattr(costs, kind))
+            parts.append(["tokens", f"tokens:{kind}", props])
+        if usage.images:
+            props = {
+                "images": _scaled(usage.images, share),
+                "size": usage.image_size,
+                "quality": usage.image_quality,
+                "steps": usage.image_steps,
+            }
+            if costs is not None:
+                props["cost"] = decimal_str(costs.images)
+            parts.append(["images", "images", props])
+        if usage.seconds:
+            props = {"seconds": decimal_str(usage.seconds * share)}
+            if costs is not None:
+                props["cost"] = decimal_str(costs.seconds)
+            parts.append(["seconds", "seconds", props])
+    return pack(_base_properties(call), parts)
+
+
+def build_events(call: Call, subscription: str, customer: str | None) -> list[dict[str, Any]]:
+    packed = event_parts(call)
+    if packed is None:
+        return []
+    return expand(call.request_id, subscription, customer, call.created_at, packed)
 
 
 def _cost_parts(call: Call) -> CostParts | None:
@@ -162,6 +157,7 @@ def build_request_row(call: Call, subscription: str | None) -> dict[str, Any]:
         "saved_nanos": to_nanos(call.saved),
         "experiment": call.experiment,
         "arm": call.arm,
+        "events": None,  # set by the writer where the record carries its events
     }
 
 
@@ -178,9 +174,11 @@ class Recorder:
         gone before a non-streamed answer). Its record's price is what its wallet pays, so
         the events a plan bills from must count the same request."""
         subscription = self._subscription_of(call)
-        events = (
-            build_events(call, subscription, call.principal.external_customer_id)
-            if subscription and call.usage is not None
-            else []
-        )
-        self._writer.record(build_request_row(call, subscription), events)
+        row = build_request_row(call, subscription)
+        packed = event_parts(call) if subscription and call.usage is not None else None
+        if packed is None:
+            self._writer.record(row, [])
+            return
+        customer = call.principal.external_customer_id
+        events = expand(call.request_id, subscription, customer, call.created_at, packed)
+        self._writer.record(row, events, packed)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.billing.events import text_property
 from faregate.billing.metrics import BillableMetric
+from faregate.metering import derived
 from faregate.money import exact, parse_decimal
 from faregate.store.tables.billing import billable_metrics
 from faregate.store.tables.metering import events, usage_rollups
@@ -362,4 +363,11 @@ async def rebuild(conn: AsyncConnection, metric: BillableMetric) -> None:
     async for part in result.mappings().partitions(5000):
         rows = [{**r, "timestamp": _aware(r["timestamp"])} for r in part]
         accumulate(cells, {spec.code: spec}, rows)
+    async for carried in derived.of_code(conn, metric.code):  # where records carry them
+        accumulate(cells, {spec.code: spec}, [_with_aware_time(e) for e in carried])
     await apply(conn, cells)
+
+
+def _with_aware_time(event: dict[str, Any]) -> dict[str, Any]:
+    event["timestamp"] = _aware(event["timestamp"])
+    return event

@@ -1,6 +1,11 @@
 """The batched usage writer: request records and events go to the journal at once and to
 the database in batches, off the request path, idempotently. The transaction that inserts a
-batch's events also adds exactly the newly inserted ones to the hourly rollups."""
+batch's events also adds exactly the newly inserted ones to the hourly rollups.
+
+On SQLite a request's own events ride on its record (`metering.derived`): the batch stores
+the records, and rolls up the events of the records it stored. Events sent to the API are
+stored as rows everywhere; one that repeats a stored request's event is dropped, as a repeat
+of a stored row is."""
 
 from __future__ import annotations
 
@@ -14,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from faregate.metering import event_store, rollups
+from faregate.metering import derived, event_store, rollups
 from faregate.metering.journal import Journal
 from faregate.store.chunks import slice_size
 from faregate.store.db import write_turn
@@ -67,8 +73,10 @@ class UsageWriter:
         self._interval = flush_interval
         self._max_batch = max_batch
         self._requests: list[dict[str, Any]] = []
-        self._events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []  # to store as rows
+        self._carried: list[dict[str, Any]] = []  # of the records that carry them
         self._inflight: list[dict[str, Any]] = []  # events of the batch being inserted
+        self._carries = engine.dialect.name == "sqlite"
         self._wake = asyncio.Event()
         self._high_water = high_water
         self._room = asyncio.Event()
@@ -80,11 +88,22 @@ class UsageWriter:
         self._specs = rollups.MetricSpecs()
         self.listeners: list[Any] = []  # callables(request_row, events) after each record
 
-    def record(self, request_row: dict[str, Any], event_rows: list[dict[str, Any]]) -> None:
-        """Accept one request's record and events. Durable when this returns."""
-        self._journal.append({"r": request_row, "e": event_rows})
+    def record(
+        self,
+        request_row: dict[str, Any],
+        event_rows: list[dict[str, Any]],
+        packed: derived.Packed | None = None,
+    ) -> None:
+        """Accept one request's record and events (`packed`: the same events packed, from
+        which the record can carry them). Durable when this returns."""
+        if packed is not None and self._carries:
+            request_row["events"] = packed
+            self._journal.append({"r": request_row})
+            self._carried.extend(event_rows)
+        else:
+            self._journal.append({"r": request_row, "e": event_rows})
+            self._events.extend(event_rows)
         self._requests.append(request_row)
-        self._events.extend(event_rows)
         for listener in self.listeners:
             listener(request_row, event_rows)
         if len(self._requests) >= self._max_batch:
@@ -111,7 +130,7 @@ class UsageWriter:
         tail a usage read adds to the rollups), in ingestion order."""
         return [
             e
-            for e in (*self._inflight, *self._events)
+            for e in (*self._inflight, *self._events, *self._carried)
             if e["external_subscription_id"] == external_subscription_id
         ]
 
@@ -144,12 +163,12 @@ class UsageWriter:
             if self._requests or self._events:
                 # Seal and take the batch with no await in between: they hold the same records.
                 sealed = self._journal.seal()
-                reqs, evs = self._requests, self._events
-                self._requests, self._events = [], []
-                self._inflight = evs
+                reqs, evs, carried = self._requests, self._events, self._carried
+                self._requests, self._events, self._carried = [], [], []
+                self._inflight = [*evs, *carried] if carried else evs
                 self._room.set()
                 try:
-                    await self._insert(reqs, evs)
+                    await self._insert(reqs, evs, carried)
                 except BaseException:
                     sealed.release()  # the segments stay on disk, to be replayed
                     raise
@@ -160,18 +179,30 @@ class UsageWriter:
                 await self._replay_one(path)
 
     async def _replay_one(self, path: Path) -> None:
-        reqs, evs = [], []
+        """A segment's records and events: the batch it was sealed with may have been stored
+        before the process stopped, so stored records are skipped (their carried events are
+        rolled up already) and stored events are conflicts."""
+        reqs, evs, carried = [], [], []
         for record in Journal.read(path):
             if "r" in record:
-                reqs.append(_revive(record["r"]))
+                row = _revive(record["r"])
+                reqs.append(row)
+                carried.extend(derived.of_record(row))
             evs.extend(_revive(e) for e in record.get("e", ()))
-        await self._insert(reqs, evs)
+        await self._insert(reqs, evs, carried, replay=True)
         await asyncio.to_thread(self._journal.discard, [path])
 
-    async def _insert(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
+    async def _insert(
+        self,
+        reqs: list[dict[str, Any]],
+        evs: list[dict[str, Any]],
+        carried: list[dict[str, Any]],
+        *,
+        replay: bool = False,
+    ) -> None:
         for attempt in range(_RETRIES):
             try:
-                await self._insert_once(reqs, evs)
+                await self._insert_once(reqs, evs, carried, replay)
                 return
             except DBAPIError as err:
                 if attempt == _RETRIES - 1 or not isinstance(
@@ -183,21 +214,39 @@ class UsageWriter:
                     raise
             await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_S * 2**attempt)))
 
-    async def _insert_once(self, reqs: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
+    async def _insert_once(
+        self,
+        reqs: list[dict[str, Any]],
+        evs: list[dict[str, Any]],
+        carried: list[dict[str, Any]],
+        replay: bool,
+    ) -> None:
         async with write_turn(self._engine), self._engine.begin() as conn:
             postgres = conn.dialect.name == "postgresql"
             if postgres:  # also begins the transaction the raw COPY joins
                 await conn.exec_driver_sql(
                     f"SELECT pg_advisory_xact_lock_shared({rollups.ROLLUP_LOCK})"
                 )
+            if reqs and replay and carried:
+                stored = await _stored_ids(conn, [r["id"] for r in reqs])
+                if stored:
+                    reqs = [r for r in reqs if r["id"] not in stored]
+                    carried = [e for e in carried if _request_of(e) not in stored]
             if reqs:
                 await self._insert_requests.execute(conn, reqs)
-            if evs:
+            if self._carries and evs:
+                evs = await _not_carried(conn, evs)
+            if evs or carried:
                 specs = await self._specs.read(conn)
                 cells: dict[rollups.RollupKey, rollups.Cell] = {}
+                step = slice_size(len(carried), _SLICE)
+                for start in range(0, len(carried), step):  # yielding between slices
+                    if start:
+                        await asyncio.sleep(0)
+                    rollups.accumulate(cells, specs, carried[start : start + step])
                 # On SQLite, a slice at a time (see _SLICE); a repeat of an event of an
                 # earlier slice is a conflict, so it is not counted twice.
-                size = len(evs) if postgres else slice_size(len(evs), _SLICE)
+                size = max(len(evs), 1) if postgres else slice_size(len(evs), _SLICE)
                 for start in range(0, len(evs), size):
                     inserted = await event_store.insert_new(conn, evs[start : start + size])
                     rollups.accumulate(cells, specs, inserted)
@@ -215,3 +264,24 @@ class UsageWriter:
                 task.cancel()
         await self.flush()
         self._journal.close()
+
+
+def _request_of(event: dict[str, Any]) -> str | None:
+    return derived.request_id_of(event["transaction_id"])
+
+
+async def _stored_ids(conn: AsyncConnection, ids: list[str]) -> set[str]:
+    stored: set[str] = set()
+    for start in range(0, len(ids), 500):
+        query = select(requests.c.id).where(requests.c.id.in_(ids[start : start + 500]))
+        stored.update(r[0] for r in await conn.execute(query))
+    return stored
+
+
+async def _not_carried(conn: AsyncConnection, evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events (sent to the API) that do not repeat an event a stored record carries."""
+    keys = [(e["external_subscription_id"], e["transaction_id"]) for e in evs]
+    if all(derived.request_id_of(tx) is None for _, tx in keys):
+        return evs
+    repeats = await derived.stored_keys(conn, keys)
+    return [e for e, key in zip(evs, keys, strict=True) if key not in repeats]

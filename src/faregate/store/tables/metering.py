@@ -60,6 +60,9 @@ requests = Table(
     Column("saved_nanos", Nanos, nullable=False, default=0),
     Column("experiment", String(128)),
     Column("arm", String(255)),
+    # The usage events the request made for its subscription's plan, packed, where they are
+    # not stored as rows of `events` (SQLite; see metering.derived). NULL otherwise.
+    Column("events", JSON(none_as_null=True)),
     Index("ix_requests_customer_time", "customer_id", "created_at"),
     Index("ix_requests_created_at", "created_at"),
     # A/B reports: counts per arm, and latency quantiles by ORDER BY latency_ms OFFSET k.
@@ -72,6 +75,14 @@ requests = Table(
         "latency_ms",
         sqlite_where=text("experiment IS NOT NULL"),
         postgresql_where=text("experiment IS NOT NULL"),
+    ),
+    # A subscription's events over a period, where its requests carry them.
+    Index(
+        "ix_requests_subscription_events",
+        "external_subscription_id",
+        "created_at",
+        sqlite_where=text("events IS NOT NULL"),
+        postgresql_where=text("events IS NOT NULL"),
     ),
 )
 
