@@ -436,3 +436,33 @@ async def test_a_request_that_asks_for_prompt_caching_is_held_at_the_cache_write
         ]
     finally:
         await gw.runner.cleanup()
+
+
+async def test_a_request_that_asks_for_an_hour_of_caching_is_held_at_the_one_hour_rate(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    # One-hour cache writes cost 2x input ($6 a million on claude-sonnet-4), not the
+    # 5-minute 1.25x: a breakpoint with "ttl": "1h" may be billed so for all of its input.
+    budget = _budget("0.000001")[0] | {"scope": "tag", "match": "tiny"}
+    gw = await _start(tmp_path, mock, {"budgets": [budget]})
+    held = []
+    try:
+        async with aiohttp.ClientSession() as s:
+            for mark in ({"type": "ephemeral", "ttl": "1h"}, {"type": "ephemeral"}):
+                tool = {"type": "function", "function": {"name": "f"}, "cache_control": mark}
+                body = {
+                    "model": "claude-sonnet-4",
+                    "max_tokens": 10,
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "tools": [tool],
+                }
+                status, _, error = await _chat(s, gw, body, {"x-faregate-tags": "tiny"})
+                assert status == 429, error
+                # The input bound at the write rate, after 10 output tokens at $15 per 1M.
+                held.append(_may_use(error) * MILLION - 10 * Decimal(15))
+        # Whole input tokens at $6 and at $3.75 (the "ttl" text adds a few tokens).
+        hour_tokens, five_minute_tokens = held[0] / 6, held[1] / Decimal("3.75")
+        assert hour_tokens == int(hour_tokens) and five_minute_tokens == int(five_minute_tokens)
+        assert 0 <= hour_tokens - five_minute_tokens < 20
+    finally:
+        await gw.runner.cleanup()

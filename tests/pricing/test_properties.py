@@ -150,6 +150,7 @@ def test_cost_parts_sum_exactly_to_the_cost(
     output_tokens=st.integers(0, 200_000),
     worst_case_time=st.booleans(),
     cache_writes=st.booleans(),
+    hour_writes=st.booleans(),
     data=st.data(),
 )
 def test_a_token_estimate_is_the_cost_of_its_worst_case_usage(
@@ -159,6 +160,7 @@ def test_a_token_estimate_is_the_cost_of_its_worst_case_usage(
     output_tokens: int,
     worst_case_time: bool,
     cache_writes: bool,
+    hour_writes: bool,
     data: st.DataObject,
 ) -> None:
     # The estimate is written out for speed; it must stay what it is defined as: the cost of
@@ -168,11 +170,13 @@ def test_a_token_estimate_is_the_cost_of_its_worst_case_usage(
     at = max(T0 + timedelta(minutes=minutes), price.effective_from)
     tier = data.draw(st.sampled_from([None, "default", *(name for name, _ in price.tiers)]))
     rates = price.rates_for(input_tokens)
-    writes = input_tokens if cache_writes and rates.dearest_cache_write > rates.input else 0
+    hour = hour_writes and rates.cache_write_1h > rates.cache_write
+    write_rate = rates.cache_write_1h if hour else rates.cache_write
+    writes = input_tokens if cache_writes and write_rate > rates.input else 0
     worst = Usage(
         input_tokens=input_tokens,
         cache_write_tokens=writes,
-        cache_write_1h_tokens=writes if rates.cache_write_1h > rates.cache_write else 0,
+        cache_write_1h_tokens=writes if hour else 0,
         output_tokens=output_tokens,
         reasoning_tokens=output_tokens if rates.reasoning > rates.output else 0,
     )
@@ -184,6 +188,7 @@ def test_a_token_estimate_is_the_cost_of_its_worst_case_usage(
         tier=tier,
         worst_case_time=worst_case_time,
         cache_writes=cache_writes,
+        hour_writes=hour_writes,
     )
     cost = cost_of(worst, price, at=at, tier=tier)
     if not worst_case_time:

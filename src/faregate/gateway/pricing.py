@@ -37,7 +37,8 @@ _LATEST = datetime.max.replace(tzinfo=UTC)
 # call.scratch key: the deployments estimate_call found the call may reach.
 REACHABLE = "reachable"
 ROUTE = "route_request"  # the call's RouteRequest, made once by estimate_call
-ASKS_CACHE = "asks_prompt_cache"  # whether the body marks anything for the prompt cache
+ASKS_CACHE = "prompt_cache_lifetime"  # what the body marks for the prompt cache, and how long
+HOUR = "1h"
 # Deployments a request may reach: Router.reachable(group, request).
 Reach = Callable[[ModelGroup, RouteRequest], Sequence[Deployment]]
 
@@ -264,6 +265,9 @@ class CatalogPricer:
             return estimate_seconds_cost(
                 price, call.est_seconds, at=call.created_at, tier=tier, worst_case_time=True
             )
+        # Cache writes only when the model charges more for them and the request marks
+        # something for the cache; 1-hour ones only when a breakpoint asks for an hour.
+        lifetime = prompt_cache_lifetime(call) if price.charges_cache_writes else ""
         return estimate_tokens_cost(
             price,
             call.input_bound,
@@ -271,7 +275,8 @@ class CatalogPricer:
             at=call.created_at,
             tier=tier,
             worst_case_time=True,
-            cache_writes=price.charges_cache_writes and asks_prompt_cache(call),
+            cache_writes=bool(lifetime),
+            hour_writes=lifetime == HOUR,
         )
 
     def settle(self, call: Call) -> None:
@@ -326,38 +331,32 @@ class CatalogPricer:
         )
 
 
-def asks_prompt_cache(call: Call) -> bool:
-    """Whether the request marks anything for the provider's prompt cache (a
-    `cache_control` on the request, a tool, a message or a part): only then may it be
+def prompt_cache_lifetime(call: Call) -> str:
+    """How long the request asks the provider's prompt cache to hold what it marks (a
+    `cache_control` on the request, a tool, a message or a part): "1h" when any breakpoint
+    says so, "5m" for the others, "" when nothing is marked. Only a marked request may be
     charged cache writes, which cost more than input on Anthropic. Read once per call."""
     asked = call.scratch.get(ASKS_CACHE)
     if asked is None:
-        asked = call.scratch[ASKS_CACHE] = _marks_cache(call.body)
+        asked = call.scratch[ASKS_CACHE] = _cache_lifetime(call.body)
     return asked  # type: ignore[no-any-return]
 
 
-def _marks_cache(body: dict[str, Any]) -> bool:
-    if "cache_control" in body:
-        return True
-    for tool in body.get("tools") or ():
-        if isinstance(tool, dict) and "cache_control" in tool:
-            return True
+def _cache_lifetime(body: dict[str, Any]) -> str:
+    marks = [body.get("cache_control")]
+    marks += [t.get("cache_control") for t in body.get("tools") or () if isinstance(t, dict)]
     for message in body.get("messages") or ():
         if not isinstance(message, dict):
             continue
-        if "cache_control" in message:
-            return True
-        content = message.get("content")
-        if isinstance(content, list) and any(
-            isinstance(part, dict) and "cache_control" in part for part in content
-        ):
-            return True
-        calls = message.get("tool_calls")
-        if isinstance(calls, list) and any(
-            isinstance(c, dict) and "cache_control" in c for c in calls
-        ):
-            return True
-    return False
+        marks.append(message.get("cache_control"))
+        for key in ("content", "tool_calls"):
+            items = message.get(key)
+            if isinstance(items, list):
+                marks += [i.get("cache_control") for i in items if isinstance(i, dict)]
+    marks = [mark for mark in marks if mark is not None]
+    if not marks:
+        return ""
+    return HOUR if any(isinstance(m, dict) and m.get("ttl") == HOUR for m in marks) else "5m"
 
 
 def _expected_output(call: Call) -> int:

@@ -93,11 +93,12 @@ def estimate_tokens_cost(
     tier: str | None = None,
     worst_case_time: bool = False,
     cache_writes: bool = False,
+    hour_writes: bool = False,
 ) -> Decimal:
     """Upper bound of a token call: no cache hits, output at the dearer of the output and
     reasoning rates. With `cache_writes` (the request asks the provider to cache its
-    prompt), input at the dearest of the input and cache-write rates (5-minute or 1-hour:
-    which lifetime the upstream wrote is known only from its report). With
+    prompt), input at the dearer of the input and cache-write rates; with `hour_writes` too
+    (a breakpoint asks for an hour), at the dearest of those and the 1-hour write rate. With
     `worst_case_time`, the dearest time-of-day window applies (for holds that may settle
     after a window boundary).
 
@@ -107,8 +108,10 @@ def estimate_tokens_cost(
     _require_aware(at)
     rates = price.rates_for(input_tokens)
     input_rate = rates.input
-    if cache_writes and rates.dearest_cache_write > input_rate:
-        input_rate = rates.dearest_cache_write
+    if cache_writes:
+        write = rates.dearest_cache_write if hour_writes else rates.cache_write
+        if write > input_rate:
+            input_rate = write
     output_rate = rates.reasoning if rates.reasoning > rates.output else rates.output
     total = _scaleb(_add(_mul(input_tokens, input_rate), _mul(output_tokens, output_rate)), -6)
     window = price.dearest_window_multiplier() if worst_case_time else price.window_multiplier(at)

@@ -138,7 +138,8 @@ class ModelPrice:
     def charges_cache_writes(self) -> bool:
         """Whether input written to the prompt cache costs more than input, at any length
         (read for every priced call: no generator for the bands most prices lack)."""
-        if self.rates.dearest_cache_write > self.rates.input:
+        rates = self.rates
+        if rates.cache_write > rates.input or rates.cache_write_1h > rates.input:
             return True
         return bool(self.long_context) and any(
             band.rates.dearest_cache_write > band.rates.input for band in self.long_context
