@@ -191,6 +191,98 @@ async def test_openai_wire_hosts_get_no_thinking_and_no_thinking_blocks(
     assert "thinking" not in str(sent[-1])
 
 
+# -- reasoning_effort and logprobs on /v1/chat/completions ----------------------------------
+
+
+async def test_reasoning_effort_reaches_claude_as_a_thinking_budget(
+    gw: Running, sent: list[dict[str, Any]]
+) -> None:
+    async with _openai(gw) as client:
+        reply = await client.chat.completions.create(
+            model="claude-sonnet-4",
+            max_tokens=4096,
+            reasoning_effort="medium",
+            messages=[{"role": "user", "content": "Think"}],
+        )
+    assert sent[-1]["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert "reasoning_effort" not in sent[-1]
+    usage = reply.usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens == 10
+
+
+async def test_reasoning_effort_reaches_gemini_as_a_thinking_budget(
+    gw: Running, sent: list[dict[str, Any]]
+) -> None:
+    async with _openai(gw) as client:
+        reply = await client.chat.completions.create(
+            model="gemini-2.5-flash",
+            reasoning_effort="low",
+            messages=[{"role": "user", "content": "Think"}],
+        )
+    assert sent[-1]["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 1024}
+    usage = reply.usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens == 10
+
+
+async def test_reasoning_effort_reaches_openai_as_sent(
+    gw: Running, sent: list[dict[str, Any]]
+) -> None:
+    async with _openai(gw) as client:
+        await client.chat.completions.create(
+            model="gpt-4o-mini", reasoning_effort="low", messages=[{"role": "user", "content": "x"}]
+        )
+    assert sent[-1]["reasoning_effort"] == "low"
+
+
+async def test_gemini_answers_logprobs_whole_and_streamed(
+    gw: Running, sent: list[dict[str, Any]]
+) -> None:
+    ask: Any = {
+        "model": "gemini-2.5-flash",
+        "logprobs": True,
+        "top_logprobs": 2,
+        "messages": [{"role": "user", "content": "Hello"}],
+    }
+    async with _openai(gw) as client:
+        reply = await client.chat.completions.create(**ask)
+        stream = await client.chat.completions.create(**ask, stream=True)
+        chunks = [chunk async for chunk in stream]
+    config = sent[0]["generationConfig"]
+    assert (config["responseLogprobs"], config["logprobs"]) == (True, 2)
+    choice = reply.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    tokens = choice.logprobs.content
+    assert "".join(t.token for t in tokens) == choice.message.content
+    assert all(t.logprob < 0 and len(t.top_logprobs) == 2 for t in tokens)
+    streamed = [
+        t.token
+        for chunk in chunks
+        for c in chunk.choices
+        if c.logprobs is not None and c.logprobs.content
+        for t in c.logprobs.content
+    ]
+    assert "".join(streamed) == choice.message.content
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_logprobs_from_claude_are_openais_400_naming_the_parameter(
+    gw: Running, stream: bool
+) -> None:
+    async with _openai(gw) as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(
+                model="claude-sonnet-4",
+                logprobs=True,
+                stream=stream,
+                messages=[{"role": "user", "content": "x"}],
+            )
+    error = info.value
+    assert error.status_code == 400 and error.param == "logprobs"
+    assert error.code == "unsupported_parameter" and error.type == "invalid_request_error"
+
+
 # -- one-hour prompt caching ----------------------------------------------------------------
 
 

@@ -233,3 +233,19 @@ async def test_a_thinking_budget_thinks_and_include_thoughts_shows_a_thought_par
     none = {"thinkingConfig": {"thinkingBudget": 0}}
     data = await generate(http, mock, {"contents": CONTENTS, "generationConfig": none}, "reasoning")
     assert "thoughtsTokenCount" not in data["usageMetadata"]
+
+
+async def test_response_logprobs_give_each_tokens_logprob_and_top_candidates(
+    http: aiohttp.ClientSession, mock: MockServer
+) -> None:
+    config = {"responseLogprobs": True, "logprobs": 3}
+    data = await generate(http, mock, {"contents": CONTENTS, "generationConfig": config})
+    candidate = data["candidates"][0]
+    result = candidate["logprobsResult"]
+    chosen = [c["token"] for c in result["chosenCandidates"]]
+    assert "".join(chosen) == candidate["content"]["parts"][0]["text"]
+    assert all(len(step["candidates"]) == 3 for step in result["topCandidates"])
+    url = f"{mock.url}/v1beta/models/gemini-2.0-flash:generateContent"
+    body = {"contents": CONTENTS, "generationConfig": {"logprobs": 3}}
+    async with http.post(url, json=body, headers=KEY) as resp:
+        assert resp.status == 400  # logprobs without responseLogprobs

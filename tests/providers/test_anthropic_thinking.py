@@ -1,13 +1,16 @@
-"""The Anthropic adapter's extended thinking and cache lifetimes: thinking sent as asked,
-thinking blocks answered (whole and streamed) in the canonical shape and passed back, and
-1-hour cache writes told apart from 5-minute ones."""
+"""The Anthropic adapter's extended thinking and cache lifetimes: thinking sent as asked (or
+as OpenAI's reasoning_effort asks), thinking blocks answered (whole and streamed) in the
+canonical shape and passed back, 1-hour cache writes told apart from 5-minute ones, and
+logprobs refused."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from faregate.providers.anthropic import StreamParser, chat_result, parse_error
-from faregate.providers.base import StreamState, delta_chars
+from faregate.providers.base import ProviderError, StreamState, delta_chars
 from tests.providers.test_anthropic import TOOL_USE_RESPONSE, _request
 from tests.providers.wire import offline, run_sse
 
@@ -135,3 +138,69 @@ def test_relayed_thinking_counts_as_relayed_text_for_a_cut_stream() -> None:
         "choices": [{"index": 0, "delta": {"reasoning_content": "Let me", "thinking_blocks": []}}]
     }
     assert delta_chars(chunk) == len("Let me")
+
+
+# -- reasoning_effort and logprobs from OpenAI clients ---------------------------------------
+
+HELLO: Any = [{"role": "user", "content": "x"}]
+
+
+@pytest.mark.parametrize(
+    ("effort", "max_tokens", "budget"),
+    [
+        ("minimal", 4096, 1024),
+        ("low", 4096, 1024),
+        ("medium", 4096, 2048),
+        ("high", 8000, 4096),
+        ("xhigh", 20000, 8192),
+        ("max", 20000, 16384),
+        ("high", 3000, 2999),  # kept below max_tokens, as Claude requires
+    ],
+)
+def test_reasoning_effort_becomes_a_thinking_budget(
+    effort: str, max_tokens: int, budget: int
+) -> None:
+    request = _request({"messages": HELLO, "reasoning_effort": effort, "max_tokens": max_tokens})
+    assert request["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert "reasoning_effort" not in request
+
+
+def test_reasoning_effort_none_sends_no_thinking_and_thinking_wins_over_effort() -> None:
+    assert "thinking" not in _request({"messages": HELLO, "reasoning_effort": "none"})
+    adaptive = {"type": "adaptive"}
+    body = {"messages": HELLO, "reasoning_effort": "high", "thinking": adaptive}
+    assert _request(body)["thinking"] == adaptive
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"reasoning_effort": "low", "max_tokens": 1024}, "max_tokens"),
+    ],
+)
+def test_a_reasoning_effort_claude_cannot_take_is_a_400_naming_it(
+    body: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(ProviderError) as info:
+        _request({"messages": HELLO, **body})
+    assert (info.value.status, info.value.param, info.value.retryable) == (400, param, False)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+    ],
+)
+def test_logprobs_are_refused_with_openais_unsupported_parameter(
+    body: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(ProviderError) as info:
+        _request({"messages": HELLO, **body})
+    error = info.value
+    assert (error.status, error.code, error.param) == (400, "unsupported_parameter", param)
+    assert error.type == "invalid_request_error" and not error.retryable
+    assert "thinking" not in _request({"messages": HELLO, "logprobs": False})

@@ -378,3 +378,74 @@ def test_an_input_over_the_context_window_is_openais_context_length_exceeded() -
         "messages",
         message,
     )
+
+
+@pytest.mark.parametrize(
+    ("effort", "budget"),
+    [("none", 0), ("minimal", 1024), ("low", 1024), ("medium", 8192), ("high", 24576)],
+)
+def test_reasoning_effort_becomes_a_thinking_budget(effort: str, budget: int) -> None:
+    request = generate_request({"messages": HELLO, "reasoning_effort": effort})
+    assert request["generationConfig"]["thinkingConfig"] == {"thinkingBudget": budget}
+
+
+def test_an_unknown_reasoning_effort_is_a_400_naming_it() -> None:
+    with pytest.raises(ProviderError) as info:
+        generate_request({"messages": HELLO, "reasoning_effort": "extreme"})
+    assert (info.value.status, info.value.param) == (400, "reasoning_effort")
+
+
+def test_logprobs_ask_for_response_logprobs_and_top_candidates() -> None:
+    config = generate_request({"messages": HELLO, "logprobs": True, "top_logprobs": 2})
+    assert config["generationConfig"] == {"responseLogprobs": True, "logprobs": 2}
+    assert "generationConfig" not in generate_request({"messages": HELLO, "logprobs": False})
+
+
+LOGPROBS = {
+    "chosenCandidates": [
+        {"token": "Hi", "tokenId": 1, "logProbability": -0.25},
+        {"token": "!", "tokenId": 2, "logProbability": -1.5},
+    ],
+    "topCandidates": [
+        {"candidates": [{"token": "Hi", "tokenId": 1, "logProbability": -0.25}]},
+        {
+            "candidates": [
+                {"token": "!", "tokenId": 2, "logProbability": -1.5},
+                {"token": ".", "logProbability": -2.0},
+            ]
+        },
+    ],
+}
+
+
+def test_a_logprobs_result_becomes_openais_choice_logprobs() -> None:
+    candidate = {
+        "content": {"parts": [{"text": "Hi!"}]},
+        "finishReason": "STOP",
+        "logprobsResult": LOGPROBS,
+    }
+    logprobs = chat_result({"candidates": [candidate]}, "g").body["choices"][0]["logprobs"]
+    assert logprobs["refusal"] is None
+    first, second = logprobs["content"]
+    assert first == {
+        "token": "Hi",
+        "logprob": -0.25,
+        "bytes": [72, 105],
+        "top_logprobs": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}],
+    }
+    assert [t["token"] for t in second["top_logprobs"]] == ["!", "."]
+
+
+def test_streamed_logprobs_come_on_their_chunks() -> None:
+    record = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "Hi!"}]},
+                "finishReason": "STOP",
+                "logprobsResult": LOGPROBS,
+            }
+        ]
+    }
+    stream = f"data: {orjson.dumps(record).decode()}\n\n"
+    chunks = run_sse(StreamParser({}, "g", StreamState(), offline("gemini", parse_error)), stream)
+    assert [t["token"] for t in chunks[0]["choices"][0]["logprobs"]["content"]] == ["Hi", "!"]

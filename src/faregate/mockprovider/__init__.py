@@ -45,7 +45,9 @@ block instead. Thinking blocks passed back must be the mock's, unchanged (else A
 400 "Invalid `signature`"), and while thinking, the last assistant turn that used a tool
 must open with its thinking. Gemini thinks within `thinkingConfig.thinkingBudget` when set
 (0: not at all; -1: half of the output) and shows it as a `thought` part first when
-`includeThoughts` is true. Prompt text containing
+`includeThoughts` is true; with `responseLogprobs` it gives each candidate a
+`logprobsResult` (every token's log probability and, with `logprobs: N`, N top candidates a
+step; `logprobs` without `responseLogprobs` is a 400). Prompt text containing
 "context_length_exceeded" is refused with each provider's context-window error (400), and
 so is a chat prompt (OpenAI, Anthropic, Gemini) above the deployment's `context_window`
 tokens, when set.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -29,7 +29,7 @@ from faregate.mockprovider.reply import (
     tool_call,
 )
 from faregate.mockprovider.stream import sse_data
-from faregate.mockprovider.tokens import PromptTally
+from faregate.mockprovider.tokens import WORDS, PromptTally
 
 CONTEXT_WINDOW = 1_048_576
 # "function" is the older role for turns that carry functionResponse parts.
@@ -62,6 +62,10 @@ async def generate_content(call: Call) -> web.StreamResponse:
     if thinking and shows_thoughts(call.body):  # the summary first, as Gemini gives it
         for candidate in candidates:
             candidate["content"]["parts"].insert(0, _thought_part(reply))
+    top = logprobs_asked(call.body)
+    if top is not None:
+        for candidate, choice in zip(candidates, reply.choices, strict=True):
+            candidate["logprobsResult"] = logprobs_result(choice.pieces, top)
     return json_response(_response(model, candidates, reply, _response_id()))
 
 
@@ -71,6 +75,14 @@ async def stream_generate_content(call: Call) -> web.StreamResponse:
         _parse(model, call.body, call.behaviour.context_window), call.behaviour.output_tokens
     )
     records = _records(model, reply, shows_thoughts(call.body))
+    top = logprobs_asked(call.body)
+    if top is not None:
+        for record in records:
+            for candidate in record["candidates"]:
+                parts = candidate["content"]["parts"]
+                pieces = [p["text"] for p in parts if "text" in p and not p.get("thought")]
+                if pieces:
+                    candidate["logprobsResult"] = logprobs_result(pieces, top)
     if streams_sse(call.request, call.body):
         stream = call.stream()
         frames = [sse_data(record) for record in records]
@@ -130,6 +142,44 @@ def _config_int(
     config: Mapping[str, Any], name: str, maximum: int | None = None, minimum: int = 1
 ) -> int | None:
     return checks.optional_int({name: field(config, name)}, name, maximum=maximum, minimum=minimum)
+
+
+def logprobs_asked(body: Mapping[str, Any]) -> int | None:
+    """The top candidates asked for each token (generationConfig.logprobs, 0 when absent)
+    when responseLogprobs is true, else None; `logprobs` without it is Gemini's 400."""
+    config = checks.mapping(field(body, "generationConfig"), "generationConfig")
+    top = checks.optional_int(
+        {"logprobs": field(config, "logprobs")}, "logprobs", minimum=0, maximum=20
+    )
+    if field(config, "responseLogprobs") is not True:
+        if top is not None:
+            raise MockError(400, "logprobs is only supported when responseLogprobs is true")
+        return None
+    return top or 0
+
+
+def logprobs_result(pieces: Sequence[str], top: int) -> dict[str, Any]:
+    """Deterministic log probabilities of the reply's tokens (one word a token): the chosen
+    token's, and `top` candidates a step, the chosen one first."""
+    chosen = []
+    tops = []
+    for step, piece in enumerate(pieces):
+        logprob = -0.05 * (1 + step % 7)
+        chosen.append({"token": piece, "tokenId": step, "logProbability": logprob})
+        others = [
+            {
+                "token": " " + WORDS[(step + k) % len(WORDS)],
+                "tokenId": 1000 + k,
+                "logProbability": logprob - k,
+            }
+            for k in range(1, top)
+        ]
+        tops.append({"candidates": ([chosen[-1], *others] if top else [])})
+    result: dict[str, Any] = {"chosenCandidates": chosen}
+    if top:
+        result["topCandidates"] = tops
+    result["logProbabilitySum"] = sum(c["logProbability"] for c in chosen)
+    return result
 
 
 def shows_thoughts(body: Mapping[str, Any]) -> bool:

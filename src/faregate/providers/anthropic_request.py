@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from faregate.providers.base import ProviderError
 from faregate.providers.shape import (
     content_parts,
     invalid,
@@ -18,6 +19,18 @@ from faregate.providers.shape import (
 
 TOOL_CHOICES = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
 MAX_TEMPERATURE = 1
+# OpenAI's reasoning_effort as a thinking budget: LiteLLM's budgets for low, medium and
+# high, Claude's least (1,024) for minimal, and twice as much a step above high. `none` is
+# no thinking: the request is sent without `thinking`.
+THINKING_BUDGETS = {
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 2048,
+    "high": 4096,
+    "xhigh": 8192,
+    "max": 16384,
+}
+MIN_THINKING = 1024
 
 
 def messages_request(
@@ -27,6 +40,12 @@ def messages_request(
     n = body.get("n")
     if n is not None and n != 1:
         raise invalid("This model returns one choice per request; 'n' must be 1.", "n")
+    if body.get("logprobs") or body.get("top_logprobs"):
+        raise unsupported_parameter(
+            "This model does not return log probabilities; 'logprobs' and 'top_logprobs' "
+            "cannot be honoured.",
+            "logprobs" if body.get("logprobs") else "top_logprobs",
+        )
     system, messages = map_messages(body.get("messages") or [])
     request: dict[str, Any] = {
         "model": model,
@@ -54,6 +73,10 @@ def messages_request(
         request["cache_control"] = body["cache_control"]
     if isinstance(body.get("thinking"), dict):  # the Messages API's, or an extra field
         request["thinking"] = body["thinking"]
+    elif body.get("reasoning_effort") is not None:
+        thinking = thinking_for_effort(body["reasoning_effort"], request["max_tokens"])
+        if thinking is not None:
+            request["thinking"] = thinking
     output_format = map_response_format(body.get("response_format"))
     if output_format is not None:
         request["output_config"] = {"format": output_format}
@@ -63,6 +86,38 @@ def messages_request(
         if choice:
             request["tool_choice"] = choice
     return request
+
+
+def unsupported_parameter(message: str, param: str) -> ProviderError:
+    """A parameter this wire format has no way to honour, refused rather than dropped (as
+    LiteLLM refuses it unless told to drop it): OpenAI's `unsupported_parameter`."""
+    return ProviderError(
+        message,
+        status=400,
+        code="unsupported_parameter",
+        type="invalid_request_error",
+        param=param,
+        retryable=False,
+    )
+
+
+def thinking_for_effort(effort: Any, max_tokens: int) -> dict[str, Any] | None:
+    """OpenAI's `reasoning_effort` as extended thinking: a budget by effort (see
+    THINKING_BUDGETS), kept below `max_tokens` as Claude requires; None for `none`. A
+    `max_tokens` that leaves no room for Claude's least budget is refused, naming it."""
+    if effort == "none":
+        return None
+    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+    if budget is None:
+        choices = ", ".join(["none", *THINKING_BUDGETS])
+        raise invalid(f"reasoning_effort must be one of {choices}.", "reasoning_effort")
+    if max_tokens <= MIN_THINKING:
+        raise invalid(
+            f"With reasoning_effort this model thinks at least {MIN_THINKING} tokens, which "
+            "count towards max_tokens: max_tokens must be above that.",
+            "max_tokens",
+        )
+    return {"type": "enabled", "budget_tokens": min(budget, max_tokens - 1)}
 
 
 def map_response_format(spec: Any) -> dict[str, Any] | None:

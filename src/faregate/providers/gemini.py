@@ -141,6 +141,29 @@ def candidate_message(candidate: dict[str, Any]) -> tuple[str, list[dict[str, An
     return "".join(text), calls, "".join(thoughts)
 
 
+def _token(candidate: dict[str, Any]) -> dict[str, Any]:
+    token = str(candidate.get("token") or "")
+    return {
+        "token": token,
+        "logprob": float(candidate.get("logProbability") or 0.0),
+        "bytes": list(token.encode()),
+    }
+
+
+def logprobs_of(candidate: dict[str, Any]) -> dict[str, Any] | None:
+    """A candidate's logprobsResult (with responseLogprobs) as OpenAI's choice `logprobs`:
+    each chosen token with the top candidates of its step; None without one."""
+    result = candidate.get("logprobsResult")
+    if not isinstance(result, dict):
+        return None
+    tops = result.get("topCandidates") or ()
+    content = []
+    for step, chosen in enumerate(result.get("chosenCandidates") or ()):
+        top = (tops[step].get("candidates") or ()) if step < len(tops) else ()
+        content.append({**_token(chosen), "top_logprobs": [_token(t) for t in top]})
+    return {"content": content, "refusal": None}
+
+
 def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
     text, calls, thoughts = candidate_message(candidate)
     message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
@@ -152,7 +175,7 @@ def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
     return {
         "index": int(candidate.get("index", position)),
         "message": message,
-        "logprobs": None,
+        "logprobs": logprobs_of(candidate),
         "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls)),
     }
 
@@ -299,7 +322,10 @@ class StreamParser:
             self.finished[index] = finish
         if not delta and finish is None:
             return None
-        return delta_choice(index, delta, finish)
+        choice = delta_choice(index, delta, finish)
+        if "logprobsResult" in candidate:
+            choice["logprobs"] = logprobs_of(candidate)
+        return choice
 
     def close(self) -> list[dict[str, Any]]:
         if not self.finished:

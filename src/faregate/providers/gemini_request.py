@@ -30,6 +30,15 @@ IMAGE_TYPES = {
 }
 MAX_BUDGET = 24_576  # the largest thinkingBudget every Gemini thinking model takes
 DYNAMIC_BUDGET = -1  # the model decides how much to think
+EFFORT_BUDGETS = {
+    "none": 0,
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 8192,
+    "high": MAX_BUDGET,
+    "xhigh": MAX_BUDGET,
+    "max": MAX_BUDGET,
+}
 GENERATION_FIELDS = {
     "temperature": "temperature",
     "top_p": "topP",
@@ -83,6 +92,11 @@ def generation_config(body: dict[str, Any]) -> dict[str, Any]:
     thinking = thinking_config(body)
     if thinking is not None:
         config["thinkingConfig"] = thinking
+    if body.get("logprobs") is True:
+        config["responseLogprobs"] = True
+        top = body.get("top_logprobs")
+        if isinstance(top, int) and not isinstance(top, bool) and top > 0:
+            config["logprobs"] = top
     response_format = body.get("response_format") or {}
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind in ("json_object", "json_schema"):
@@ -96,14 +110,16 @@ def generation_config(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def thinking_config(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The Messages API's `thinking` as Gemini's thinkingConfig: `enabled` thinks within its
+    """The Messages API's `thinking` (else OpenAI's `reasoning_effort`, `_effort_config`) as
+    Gemini's thinkingConfig: `enabled` thinks within its
     budget (at most Gemini's largest, 24,576) and `adaptive` as the model sees fit
     (thinkingBudget -1), each showing its thought summaries unless `display` is `omitted`;
     `disabled`, and any other type, leaves the model's default (some Gemini models cannot
     stop thinking: a budget of 0 would be refused)."""
     thinking = body.get("thinking")
     if not isinstance(thinking, dict):
-        return None
+        effort = body.get("reasoning_effort")
+        return None if effort is None else _effort_config(effort)
     kind = thinking.get("type")
     if kind == "enabled" and isinstance(thinking.get("budget_tokens"), int):
         config: dict[str, Any] = {"thinkingBudget": min(thinking["budget_tokens"], MAX_BUDGET)}
@@ -114,6 +130,16 @@ def thinking_config(body: dict[str, Any]) -> dict[str, Any] | None:
     if thinking.get("display") != "omitted":
         config["includeThoughts"] = True
     return config
+
+
+def _effort_config(effort: Any) -> dict[str, Any]:
+    """OpenAI's `reasoning_effort` as a thinkingBudget, as Google's own OpenAI-compatible
+    endpoint maps it (`none` is 0, which a model that cannot stop thinking refuses)."""
+    budget = EFFORT_BUDGETS.get(effort) if isinstance(effort, str) else None
+    if budget is None:
+        choices = ", ".join(EFFORT_BUDGETS)
+        raise invalid(f"reasoning_effort must be one of {choices}.", "reasoning_effort")
+    return {"thinkingBudget": budget}
 
 
 def map_tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
