@@ -119,6 +119,28 @@ def _message_tokens(message: dict[str, Any]) -> tuple[int, int]:
                 expected += count_text_tokens(text)
                 bound += bound_text_tokens(text)
             bound += bound_text_tokens(str(call.get("id") or ""))
+    if message.get("thinking_blocks"):
+        e, b = _thinking_tokens(message["thinking_blocks"])
+        expected += e
+        bound += b
+    return expected, bound
+
+
+def _thinking_tokens(blocks: Any) -> tuple[int, int]:
+    """Claude's thinking blocks passed back in an assistant turn (`thinking_blocks`), which
+    Claude reads as input: the thinking text; a redacted block's encrypted data bounds its
+    own count."""
+    expected = bound = 0
+    for block in blocks if isinstance(blocks, list) else ():
+        if not isinstance(block, dict):
+            continue
+        text = block.get("thinking")
+        if isinstance(text, str):
+            expected += count_text_tokens(text)
+            bound += bound_text_tokens(text)
+        data = block.get("data")
+        if isinstance(data, str):
+            bound += bound_text_tokens(data)
     return expected, bound
 
 

@@ -119,3 +119,20 @@ def test_embedding_bound_counts_bytes_and_token_ids_exactly() -> None:
     assert embedding_input_tokens("価格") == (1, 6)
     assert embedding_input_tokens([101, 102]) == (2, 2)
     assert embedding_input_tokens([[1, 2], "ab"]) == (3, 4)
+
+
+def test_thinking_passed_back_to_claude_counts_as_input() -> None:
+    thinking = "Let me think about the weather. " * 10
+    plain = {"role": "assistant", "content": "Sunny"}
+    thought = {
+        **plain,
+        "thinking_blocks": [
+            {"type": "thinking", "thinking": thinking, "signature": "c2ln"},
+            {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk" * 10},
+        ],
+    }
+    without, with_thinking = (
+        chat_input_tokens({"messages": [message]}) for message in (plain, thought)
+    )
+    assert with_thinking[0] - without[0] == count_text_tokens(thinking)
+    assert with_thinking[1] - without[1] == len(thinking) + len("ZW5jcnlwdGVk" * 10)
