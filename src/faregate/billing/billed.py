@@ -56,4 +56,3 @@ async def billed_of_row(conn: AsyncConnection, row: Mapping[str, Any]) -> Billed
     metric_rows = await repo.metrics_by_codes(conn, codes)
     metrics = {code: BillableMetric.from_dict(r["definition"]) for code, r in metric_rows.items()}
     return Billed(row, subscription_of_row(row), plan, plan_row["id"], metrics)
-
