@@ -62,3 +62,13 @@ async def test_past_check_s_a_request_waits_for_the_check(plan: Fixture) -> None
     assert checks == ["sub"]  # shared
     gate.set()
     await asyncio.gather(*waiting)
+
+
+def test_a_new_subscription_taking_an_external_id_is_priced_afresh() -> None:
+    """A terminated subscription's external_id taken again by a new one within a check: the
+    same status, plan and dates, but another subscription (its own period and usage)."""
+    from faregate.gateway.plan_pricing import _fingerprint
+
+    plan = {"id": "plan", "definition": {"code": "pro"}}
+    old = {"id": "old", "status": "active", "plan_code": "pro"}
+    assert _fingerprint(({**old, "id": "new"}, plan)) != _fingerprint((old, plan))

@@ -69,12 +69,14 @@ PRICED_BY = "priced_by"
 
 
 def _fingerprint(found: tuple[dict[str, Any], dict[str, Any] | None] | None) -> Any:
-    """What, when it changes, changes how a subscription's requests are priced: its status,
+    """What, when it changes, changes how a subscription's requests are priced: which
+    subscription the external_id means (a terminated one's may be taken again), its status,
     plan, end and termination, and the plan's definition."""
     if found is None:
         return None
     row, plan = found
     return (
+        row.get("id"),
         row.get("status"),
         row.get("plan_code"),
         row.get("ending_at"),
