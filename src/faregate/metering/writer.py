@@ -86,7 +86,6 @@ class UsageWriter:
         self._flush_lock = asyncio.Lock()
         self._insert_requests = BatchInsert(requests)
         self._specs = rollups.MetricSpecs()
-        self.listeners: list[Any] = []  # callables(request_row, events) after each record
 
     def record(
         self,
@@ -104,8 +103,6 @@ class UsageWriter:
             self._journal.append({"r": request_row, "e": event_rows})
             self._events.extend(event_rows)
         self._requests.append(request_row)
-        for listener in self.listeners:
-            listener(request_row, event_rows)
         if len(self._requests) >= self._max_batch:
             self._wake.set()
 
