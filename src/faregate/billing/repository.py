@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from faregate.billing.aggregate import Aggregate
 from faregate.billing.charges import BucketKey
 from faregate.billing.errors import BillingValidationError
-from faregate.billing.events import Event
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.periods import Period
 from faregate.billing.plans import Plan, Subscription
@@ -399,33 +398,6 @@ async def active_subscription_of_customer(
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
-
-
-async def subscription_events(
-    conn: AsyncConnection,
-    external_subscription_id: str,
-    codes: set[str],
-    start: datetime,
-    end: datetime,
-) -> list[Event]:
-    """The subscription's events of these metric codes with start <= timestamp < end, in
-    ingestion order."""
-    if not codes:
-        return []
-    query = (
-        select(events.c.transaction_id, events.c.code, events.c.timestamp, events.c.properties)
-        .where(
-            events.c.external_subscription_id == external_subscription_id,
-            events.c.code.in_(codes),
-            events.c.timestamp >= _utc(start),
-            events.c.timestamp < _utc(end),
-        )
-        .order_by(events.c.id)
-    )
-    return [
-        Event(r.transaction_id, r.code, _utc(r.timestamp), r.properties or {})
-        for r in await conn.execute(query)
-    ]
 
 
 async def period_aggregates(
