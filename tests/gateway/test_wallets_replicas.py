@@ -23,6 +23,7 @@ from faregate.mockprovider.server import MockServer
 from faregate.money import from_nanos
 from faregate.store.db import create_engine
 from faregate.wallets import repository as wallets_repo
+from faregate.wallets import transaction_rows
 from faregate.wallets.credits import WalletCredits
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.gateway.conftest import ADMIN_KEY
@@ -107,7 +108,9 @@ async def test_two_processes_opening_a_package_each_are_trued_up_to_the_invoice(
         async with engine.connect() as conn:
             invoice = await irepo.invoice_by_id(conn, result.finalized[0])
             row = await wallets_repo.wallet_by_id(conn, wallet.lago_id)
-            refunds, _ = await wallets_repo.transactions_of(conn, wallet.lago_id, status="granted")
+            refunds, _ = await transaction_rows.transactions_of(
+                conn, wallet.lago_id, status="granted"
+            )
     finally:
         await engine.dispose()
     assert invoice is not None and row is not None

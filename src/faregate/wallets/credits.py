@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from faregate.billing.invoices import Invoice
 from faregate.money import from_nanos, minor_units, to_cents, to_nanos
 from faregate.store.tables.wallets import wallet_entries, wallet_transactions
-from faregate.wallets import ledger
+from faregate.wallets import ledger, transaction_rows
 from faregate.wallets import repository as repo
 from faregate.wallets.consumption import granted_part
 
@@ -104,7 +104,9 @@ class WalletCredits:
             to_apply -= share
             if share:
                 granted += await granted_part(conn, wallet_id, share)
-                await repo.insert_transaction(conn, _invoiced(wallet_id, invoice_id, share, marker))
+                await transaction_rows.insert_transaction(
+                    conn, _invoiced(wallet_id, invoice_id, share, marker)
+                )
             if left[wallet_id] > share:
                 await _refund(conn, wallet_id, invoice_id, left[wallet_id] - share, marker)
         return credited.with_granted_credits(to_cents(from_nanos(granted), invoice.currency))
@@ -135,7 +137,7 @@ async def _refund(
 ) -> None:
     """Give back credits consumed above the invoice: an inbound transaction and its ledger
     entry (funding, like a top-up: every hold book picks it up within a second)."""
-    tx = await repo.insert_transaction(
+    tx = await transaction_rows.insert_transaction(
         conn,
         {
             "wallet_id": wallet_id,

@@ -20,7 +20,7 @@ from faregate.billing import repository as billing_repo
 from faregate.billing.currencies import check_currency_change, is_currency_code
 from faregate.billing.errors import BillingNotFound, BillingValidationError
 from faregate.store.counters.base import MAX_NANOS
-from faregate.wallets import ledger
+from faregate.wallets import ledger, transaction_rows
 from faregate.wallets import repository as repo
 from faregate.wallets.book import HoldBook, Snapshot
 from faregate.wallets.model import (
@@ -272,7 +272,7 @@ class WalletService:
                 if amount > ongoing:
                     raise BillingValidationError("voided_credits", "insufficient_credits")
             key = f"{top_up.key}:{status}" if top_up.key else None
-            tx = await repo.insert_transaction(
+            tx = await transaction_rows.insert_transaction(
                 conn,
                 {
                     "wallet_id": wallet["id"],
@@ -320,7 +320,7 @@ class WalletService:
             row = await repo.wallet_by_id(conn, wallet_id)
             if row is None:
                 raise BillingNotFound("wallet", wallet_id)
-            items, total = await repo.transactions_of(
+            items, total = await transaction_rows.transactions_of(
                 conn, wallet_id, per_page, (page - 1) * per_page, status=status, kind=kind
             )
             return row, items, total
@@ -328,7 +328,7 @@ class WalletService:
     async def transaction(self, transaction_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """A wallet transaction and its wallet."""
         async with self.engine.connect() as conn:
-            tx = await repo.transaction_by_id(conn, transaction_id)
+            tx = await transaction_rows.transaction_by_id(conn, transaction_id)
             wallet = None if tx is None else await repo.wallet_by_id(conn, tx["wallet_id"])
         if tx is None or wallet is None:
             raise BillingNotFound("wallet_transaction", transaction_id)
