@@ -216,3 +216,28 @@ async def test_readers_by_transaction_by_period_and_a_rebuild_see_carried_events
         assert len(raw) == 10
     await writer.close()
     await engine.dispose()
+
+
+async def test_before_a_flush_the_tail_counts_a_requests_event_over_an_api_repeat(
+    tmp_path: Path,
+) -> None:
+    """What a usage read adds before the flush is what the flush will store."""
+    engine, writer = await _setup(tmp_path)
+    Recorder(writer).record(_call(1))
+    repeat = {
+        **build_events(_call(1), "sub_1", "acme")[1],
+        "properties": {"type": "input", "tokens": 1000},
+        "source": "api",
+    }
+    writer.record_events([repeat])
+    async with engine.connect() as conn:
+        tail = await aggregates._not_stored(conn, "sub_1", writer.unflushed_events("sub_1"))
+    tokens = {e["transaction_id"]: e["properties"]["tokens"] for e in tail if e["code"] == "tokens"}
+    assert tokens == {"req_0001:tokens:input": 10, "req_0001:tokens:output": 5}
+    await writer.flush()
+    assert await _rolled(engine) == {
+        '{"type":"input"}': (1, Decimal(10)),
+        '{"type":"output"}': (1, Decimal(5)),
+    }
+    await writer.close()
+    await engine.dispose()

@@ -124,10 +124,11 @@ class UsageWriter:
 
     def unflushed_events(self, external_subscription_id: str) -> list[dict[str, Any]]:
         """Events of this subscription accepted here but maybe not in the database yet (the
-        tail a usage read adds to the rollups), in ingestion order."""
+        tail a usage read adds to the rollups), in ingestion order but for the requests' own
+        first: the flush stores those over an API event repeating one of them."""
         return [
             e
-            for e in (*self._inflight, *self._events, *self._carried)
+            for e in (*self._inflight, *self._carried, *self._events)
             if e["external_subscription_id"] == external_subscription_id
         ]
 
@@ -162,7 +163,7 @@ class UsageWriter:
                 sealed = self._journal.seal()
                 reqs, evs, carried = self._requests, self._events, self._carried
                 self._requests, self._events, self._carried = [], [], []
-                self._inflight = [*evs, *carried] if carried else evs
+                self._inflight = [*carried, *evs] if carried else evs
                 self._room.set()
                 try:
                     await self._insert(reqs, evs, carried)
