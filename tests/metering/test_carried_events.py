@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select
 
 from faregate.auth.principal import Principal
@@ -122,7 +123,7 @@ async def test_a_replayed_segment_skips_stored_records_and_their_events(tmp_path
         call = _call(i)
         packed = event_parts(call)
         assert packed is not None
-        row = {**build_request_row(call, "sub_1"), "events": packed}
+        row = {**build_request_row(call, "sub_1"), "events": orjson.dumps(packed).decode()}
         journal.append({"r": row})
     journal.close()
     replaying = UsageWriter(engine, tmp_path / "journal")

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -71,6 +72,8 @@ def of_record(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     packed = row.get("events")
     if not packed:
         return []
+    if isinstance(packed, str):  # as stored and journaled
+        packed = orjson.loads(packed)
     return expand(
         row["id"],
         row["external_subscription_id"],

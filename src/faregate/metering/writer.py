@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -96,7 +97,7 @@ class UsageWriter:
         """Accept one request's record and events (`packed`: the same events packed, from
         which the record can carry them). Durable when this returns."""
         if packed is not None and self._carries:
-            request_row["events"] = packed
+            request_row["events"] = orjson.dumps(packed).decode()
             self._journal.append({"r": request_row})
             self._carried.extend(event_rows)
         else:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -60,9 +61,10 @@ requests = Table(
     Column("saved_nanos", Nanos, nullable=False, default=0),
     Column("experiment", String(128)),
     Column("arm", String(255)),
-    # The usage events the request made for its subscription's plan, packed, where they are
+    # The usage events the request made for its subscription's plan, packed, as JSON text
+    # (encoded when the request is recorded, not when its batch is bound), where they are
     # not stored as rows of `events` (SQLite; see metering.derived). NULL otherwise.
-    Column("events", JSON(none_as_null=True)),
+    Column("events", Text),
     Index("ix_requests_customer_time", "customer_id", "created_at"),
     Index("ix_requests_created_at", "created_at"),
     # A/B reports: counts per arm, and latency quantiles by ORDER BY latency_ms OFFSET k.

@@ -24,7 +24,7 @@ _CARRYING = sa.text("events IS NOT NULL")
 
 def upgrade() -> None:
     with op.batch_alter_table("requests") as batch:
-        batch.add_column(sa.Column("events", sa.JSON(none_as_null=True), nullable=True))
+        batch.add_column(sa.Column("events", sa.Text(), nullable=True))
     op.create_index(
         "ix_requests_subscription_events",
         "requests",
