@@ -1,11 +1,12 @@
 """A gateway request's usage events, carried by its request record.
 
 On SQLite the events a request makes for its subscription's plan are not stored as rows of
-`events`: its record carries them (`requests.events`, packed: the properties they share
-once, then each event's code, transaction suffix and own properties), and they are made
-again from it wherever events are read. Three event rows were nine B-tree inserts and
-twenty-seven bound values a request, a tenth of the gateway's CPU per request on the
-embedded default (bench/README.md, "A request's events ride on its record"). On PostgreSQL,
+`events`: its record carries them (`requests.events`, JSON text of the events packed: the
+properties they share once, then each event's code, transaction suffix and own properties),
+and they are made again from it wherever events are read. Three event rows were nine B-tree
+inserts and twenty-seven bound values a request, about a tenth of the pipeline's
+instructions per request on the embedded default (bench/README.md, "A request's events ride
+on its record"). On PostgreSQL,
 where a batch of events is one COPY, they are stored as rows, as events sent to the API are
 on both.
 
