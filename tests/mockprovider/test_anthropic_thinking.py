@@ -133,3 +133,44 @@ async def test_an_altered_or_missing_thinking_block_is_refused(
                 messages=history,
             )
         assert error in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "named"),
+    [
+        ({"temperature": 0.5}, "`temperature` may only be set to 1"),
+        ({"top_k": 5}, "`top_k` must be unset"),
+        ({"top_p": 0.9}, "`top_p` must be greater than or equal to 0.95"),
+    ],
+)
+@pytest.mark.parametrize("thinking", [THINK, {"type": "adaptive"}])
+async def test_thinking_refuses_the_sampling_claude_refuses_in_anthropics_error_shape(
+    anthropic_client: anthropic.AsyncAnthropic,
+    thinking: Any,
+    sampling: dict[str, Any],
+    named: str,
+) -> None:
+    # The SDK no longer names sampling fields (API versions after 2023-06-01 refuse them).
+    ask: Any = {"model": "claude-sonnet-4", "max_tokens": 2048, "messages": USER}
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await anthropic_client.messages.create(**ask, thinking=thinking, extra_body=sampling)
+    assert info.value.body == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": info.value.body["error"]["message"]},
+    }
+    assert info.value.body["error"]["message"].startswith(named)
+    # The same sampling without thinking, and what thinking takes, are answered.
+    await anthropic_client.messages.create(**ask, extra_body=sampling)
+    taken = {"temperature": 1, "top_p": 0.95}
+    await anthropic_client.messages.create(**ask, thinking=thinking, extra_body=taken)
+
+
+async def test_output_config_effort_takes_anthropics_levels(
+    anthropic_client: anthropic.AsyncAnthropic,
+) -> None:
+    ask: Any = {"model": "claude-sonnet-4", "max_tokens": 2048, "messages": USER}
+    for effort in ("low", "medium", "high", "xhigh", "max"):
+        await anthropic_client.messages.create(**ask, output_config={"effort": effort})
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await anthropic_client.messages.create(**ask, output_config={"effort": "extreme"})  # type: ignore[typeddict-item]
+    assert "output_config.effort" in str(info.value)

@@ -135,6 +135,11 @@ def _prompt(body: dict[str, Any]) -> dict[str, Any]:
     response_format = _response_format(body)
     if response_format is not None:
         request["response_format"] = response_format
+    effort = (body.get("output_config") or {}).get("effort")
+    if effort is not None:  # Claude's alone, as `thinking` is (docs/providers.md)
+        if not isinstance(effort, str):
+            raise _invalid("output_config.effort: must be a string", "output_config.effort")
+        request["output_config"] = {"effort": effort}
     _cache_control(body, request)  # automatic caching: the breakpoint the API places itself
     request[FROM_MESSAGES_API] = True
     return request
@@ -143,7 +148,7 @@ def _prompt(body: dict[str, Any]) -> dict[str, Any]:
 def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
     """Structured outputs: `output_config.format` (or the deprecated top-level
     `output_format` the beta sent), `{"type": "json_schema", "schema": {...}}`, as OpenAI's
-    strict `json_schema` response_format. `output_config.effort` is not carried."""
+    strict `json_schema` response_format. (`output_config.effort` is carried apart.)"""
     config = body.get("output_config")
     if config is not None and not isinstance(config, dict):
         raise _invalid("output_config: must be an object", "output_config")

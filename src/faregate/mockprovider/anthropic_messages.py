@@ -41,6 +41,7 @@ STOP_REASONS = {
     TOOL: "tool_use",
 }
 CONTEXT_WINDOW = 200_000
+EFFORTS = ("low", "medium", "high", "xhigh", "max")  # output_config.effort
 TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _ARG_PIECE = 8
 Cache = tuple[int, int, bool]  # tokens read, tokens written, written for an hour
@@ -132,8 +133,16 @@ def _check_sampling(body: Mapping[str, Any]) -> None:
 
 def _output_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """Structured outputs: `output_config.format` (or the deprecated `output_format` of the
-    beta), `{"type": "json_schema", "schema": {...}}`; the reply is JSON that fits it."""
+    beta), `{"type": "json_schema", "schema": {...}}`; the reply is JSON that fits it. An
+    `output_config.effort` is checked, and changes nothing in the mock's answer."""
     config = checks.mapping(body.get("output_config"), "output_config")
+    effort = config.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        raise MockError(
+            400,
+            "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'",
+            param="output_config.effort",
+        )
     where = "output_config.format"
     spec = config.get("format")
     if spec is None and body.get("output_format") is not None:

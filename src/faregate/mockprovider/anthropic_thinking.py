@@ -21,6 +21,12 @@ MIN_BUDGET = 1024
 REDACTED_TRIGGER = (
     "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253"
 )
+# Anthropic's error messages for sampling a thinking request cannot take.
+_CONSIDERATIONS = (
+    "Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/"
+    "extended-thinking#important-considerations-when-using-extended-thinking"
+)
+MIN_TOP_P = 0.95
 _SIGNED = b"mock-thinking\x00"
 _REDACTED = b"mock-redacted\x00"
 THINKING_BLOCKS = ("thinking", "redacted_thinking")
@@ -62,8 +68,34 @@ def parse(body: Mapping[str, Any], max_tokens: int) -> Thinking | None:
             f"thinking: Input tag {kind!r} found using 'type' does not match any of the "
             "expected tags: 'enabled', 'disabled', 'adaptive', 'between_tools'",
         )
+    check_sampling(body)
     redacted = REDACTED_TRIGGER in orjson.dumps(body.get("messages")).decode()
     return Thinking(budget, thinking.get("display") != "omitted", redacted)
+
+
+def check_sampling(body: Mapping[str, Any]) -> None:
+    """While thinking (enabled or adaptive), Claude takes temperature only at 1, no top_k,
+    and top_p only from 0.95 to 1."""
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        raise MockError(
+            400,
+            "`temperature` may only be set to 1 when thinking is enabled or in adaptive "
+            f"mode. {_CONSIDERATIONS}",
+            param="temperature",
+        )
+    if body.get("top_k") is not None:
+        raise MockError(
+            400, f"`top_k` must be unset when thinking is enabled. {_CONSIDERATIONS}", param="top_k"
+        )
+    top_p = body.get("top_p")
+    if top_p is not None and top_p < MIN_TOP_P:
+        raise MockError(
+            400,
+            f"`top_p` must be greater than or equal to {MIN_TOP_P} or unset when thinking is "
+            f"enabled. {_CONSIDERATIONS}",
+            param="top_p",
+        )
 
 
 def signature(text: str) -> str:

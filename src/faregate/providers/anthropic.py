@@ -41,6 +41,9 @@ COUNTED_FIELDS = (
     "output_config",
 )
 DEFAULT_MAX_TOKENS = 4096
+# The provider's `thinking` option: what reasoning_effort asks of its models.
+THINKING_BUDGET = "budget"  # thinking.type enabled with budget_tokens (before Opus 4.7)
+THINKING_ADAPTIVE = "adaptive"  # thinking.type adaptive and output_config.effort
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -84,19 +87,32 @@ class AnthropicProvider:
         self.url = base + ("/messages" if base.endswith("/v1") else MESSAGES_PATH)
         self.count_url = self.url + COUNT_TOKENS_SUFFIX
         self.default_max_tokens = int(endpoint.option("default_max_tokens", DEFAULT_MAX_TOKENS))
+        # How reasoning_effort turns thinking on: a budget, or adaptively at an effort.
+        thinking = endpoint.option("thinking", THINKING_BUDGET)
+        if thinking not in (THINKING_BUDGET, THINKING_ADAPTIVE):
+            raise ValueError(
+                f"provider {endpoint.name!r}: thinking must be {THINKING_BUDGET!r} or "
+                f"{THINKING_ADAPTIVE!r}, not {thinking!r}"
+            )
+        self.adaptive = thinking == THINKING_ADAPTIVE
+
+    def _request(self, body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
+        return messages_request(
+            body,
+            model,
+            default_max_tokens=self.default_max_tokens,
+            stream=stream,
+            adaptive=self.adaptive,
+        )
 
     async def chat(self, body: dict[str, Any], model: str) -> ChatResult:
-        request = messages_request(
-            body, model, default_max_tokens=self.default_max_tokens, stream=False
-        )
+        request = self._request(body, model, stream=False)
         return await self.http.post_json(self.url, request, chat_result)
 
     async def chat_stream(
         self, body: dict[str, Any], model: str, state: StreamState
     ) -> AsyncIterator[dict[str, Any]]:
-        request = messages_request(
-            body, model, default_max_tokens=self.default_max_tokens, stream=True
-        )
+        request = self._request(body, model, stream=True)
         parser = StreamParser(model, state, self.http)
         async for item in self.http.stream(self.url, request, parser, state):
             yield item
@@ -105,9 +121,7 @@ class AnthropicProvider:
         """The input tokens of an OpenAI chat body as `model` counts them
         (`POST /v1/messages/count_tokens`, free of charge): the request `chat` would send,
         without the fields that are not counted."""
-        request = messages_request(
-            body, model, default_max_tokens=self.default_max_tokens, stream=False
-        )
+        request = self._request(body, model, stream=False)
         counted = {key: request[key] for key in COUNTED_FIELDS if key in request}
         return await self.http.post_json(self.count_url, counted, input_tokens)
 

@@ -31,12 +31,33 @@ THINKING_BUDGETS = {
     "max": 16384,
 }
 MIN_THINKING = 1024
+# OpenAI's reasoning_effort as the Messages API's `output_config.effort`, for models that
+# think adaptively (`thinking: adaptive` on the provider): the same names, `minimal` as the
+# least Claude has.
+EFFORTS = {
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+    "max": "max",
+}
+# While thinking, Claude samples at temperature 1 and refuses top_k, and a top_p under
+# this (extended thinking's "important considerations").
+MIN_THINKING_TOP_P = 0.95
 
 
 def messages_request(
-    body: dict[str, Any], model: str, *, default_max_tokens: int, stream: bool
+    body: dict[str, Any],
+    model: str,
+    *,
+    default_max_tokens: int,
+    stream: bool,
+    adaptive: bool = False,
 ) -> dict[str, Any]:
-    """The Messages request for an OpenAI chat body."""
+    """The Messages request for an OpenAI chat body. `adaptive`: reasoning_effort becomes
+    adaptive thinking at that effort, not a thinking budget (the provider's models take
+    only that, as Claude Opus 4.7 and later do)."""
     n = body.get("n")
     if n is not None and n != 1:
         raise invalid("This model returns one choice per request; 'n' must be 1.", "n")
@@ -71,15 +92,25 @@ def messages_request(
         request["metadata"] = {"user_id": body["user"]}
     if body.get("cache_control"):
         request["cache_control"] = body["cache_control"]
+    output_config = _output_config(body)
     if isinstance(body.get("thinking"), dict):  # the Messages API's, or an extra field
         request["thinking"] = body["thinking"]
     elif body.get("reasoning_effort") is not None:
-        thinking = thinking_for_effort(body["reasoning_effort"], request["max_tokens"])
+        effort = body["reasoning_effort"]
+        if adaptive:
+            thinking = adaptive_thinking(effort)
+            if thinking is not None:
+                output_config.setdefault("effort", EFFORTS[effort])
+        else:
+            thinking = thinking_for_effort(effort, request["max_tokens"])
         if thinking is not None:
             request["thinking"] = thinking
+            sample_for_thinking(request)
     output_format = map_response_format(body.get("response_format"))
     if output_format is not None:
-        request["output_config"] = {"format": output_format}
+        output_config["format"] = output_format
+    if output_config:
+        request["output_config"] = output_config
     if body.get("tools"):
         request["tools"] = [map_tool(tool, i) for i, tool in enumerate(body["tools"])]
         choice = map_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
@@ -99,6 +130,37 @@ def unsupported_parameter(message: str, param: str) -> ProviderError:
         param=param,
         retryable=False,
     )
+
+
+def _output_config(body: dict[str, Any]) -> dict[str, Any]:
+    """The body's `output_config.effort` (the Messages API's, or an extra field), the only
+    part of it carried as is: its `format` arrives as OpenAI's response_format."""
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    return {"effort": effort} if effort is not None else {}
+
+
+def sample_for_thinking(request: dict[str, Any]) -> None:
+    """Thinking the gateway turned on (from reasoning_effort) leaves out what Claude refuses
+    while thinking: a temperature other than 1 (it samples at 1), top_k, and a top_p under
+    0.95, which becomes 0.95. A client that asks for `thinking` itself gets Claude's 400."""
+    if request.get("temperature") not in (None, 1):
+        del request["temperature"]
+    request.pop("top_k", None)
+    top_p = request.get("top_p")
+    if isinstance(top_p, int | float) and top_p < MIN_THINKING_TOP_P:
+        request["top_p"] = MIN_THINKING_TOP_P
+
+
+def adaptive_thinking(effort: Any) -> dict[str, Any] | None:
+    """OpenAI's `reasoning_effort` as adaptive thinking (its effort goes in
+    `output_config.effort`, EFFORTS); None for `none`; an unknown effort is refused."""
+    if effort == "none":
+        return None
+    if not isinstance(effort, str) or effort not in EFFORTS:
+        choices = ", ".join(["none", *EFFORTS])
+        raise invalid(f"reasoning_effort must be one of {choices}.", "reasoning_effort")
+    return {"type": "adaptive"}
 
 
 def thinking_for_effort(effort: Any, max_tokens: int) -> dict[str, Any] | None:

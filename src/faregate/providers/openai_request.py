@@ -11,9 +11,9 @@ from faregate.providers.shape import FROM_MESSAGES_API, invalid
 
 # Top-level fields the Messages API carries that OpenAI refuses. `top_k` too: an OpenAI
 # client that sends it as an extra field still reaches the host with it, as before.
-# `thinking` is dropped, not mapped to `reasoning_effort`: OpenAI refuses that on a model
-# that does not reason, and which OpenAI-wire models reason is not known here.
-ANTHROPIC_ONLY = (FROM_MESSAGES_API, "cache_control", "top_k", "thinking")
+# `thinking` and `output_config` (its effort) are dropped, not mapped to `reasoning_effort`:
+# OpenAI refuses that on a model that does not reason, and which ones reason is not known here.
+ANTHROPIC_ONLY = (FROM_MESSAGES_API, "cache_control", "top_k", "thinking", "output_config")
 # What a tool result that reports an error (`is_error`) begins with on the OpenAI wire.
 ERROR_NOTE = "Error:"
 
