@@ -59,6 +59,16 @@ cases = st.fixed_dictionaries(
         "batches": st.lists(st.integers(0, 40), max_size=3),  # split points; the rest is tail
         "recurring": st.booleans(),
         "rounding": st.sampled_from([None, "round", "ceil", "floor"]),
+        # When an earlier subscription of the external_id ended: on an hour, or within one.
+        "since": st.one_of(
+            st.none(),
+            st.integers(0, int((START - FIRST).total_seconds()) // 3600).map(
+                lambda h: FIRST + timedelta(hours=h)
+            ),
+            st.integers(0, int((START - FIRST).total_seconds()) * 1_000_000).map(
+                lambda us: FIRST + timedelta(microseconds=us)
+            ),
+        ),
     }
 )
 
@@ -102,13 +112,16 @@ def _rows(case: dict[str, Any], metric: BillableMetric, sub: str) -> list[dict[s
     return rows
 
 
-def _expected(charge: Charge, metric: BillableMetric, rows: list[dict[str, Any]]) -> dict:
+def _expected(
+    charge: Charge, metric: BillableMetric, rows: list[dict[str, Any]], since: datetime | None
+) -> dict:
     first: dict[str, dict[str, Any]] = {}
     for row in rows:
         first.setdefault(row["transaction_id"], row)
     stored = [
         Event(r["transaction_id"], r["code"], r["timestamp"], r["properties"])
         for r in first.values()
+        if since is None or r["timestamp"] >= since  # before: the earlier subscription's
     ]
     carried = None
     earlier = [e for e in stored if e.timestamp < PERIOD.start]
@@ -173,9 +186,9 @@ async def _check(engine: Any, writer: UsageWriter, kind: str, case: dict[str, An
     tail = rows[written:]
     async with engine.connect() as conn:
         got = await period_aggregates(
-            conn, plan, {metric.code: metric}, sub, PERIOD, unflushed=tail
+            conn, plan, {metric.code: metric}, sub, PERIOD, unflushed=tail, since=case["since"]
         )
-    assert _shape(got) == _shape(_expected(charge, metric, rows))
+    assert _shape(got) == _shape(_expected(charge, metric, rows, case["since"]))
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

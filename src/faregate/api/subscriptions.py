@@ -3,6 +3,7 @@ clients. HTTP only: the billing domain validates, the repository stores."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         existing = await repo.subscription_by_external_id(conn, sub.external_id, live_only=True)
         if existing is not None:
             return _resent(existing, sub)
+        sub = _after_earlier(await repo.subscription_by_external_id(conn, sub.external_id), sub)
         customer = await customers_repo.customer_by_external_id(conn, sub.external_customer_id)
         if customer is None:
             raise BillingNotFound("customer", sub.external_customer_id)
@@ -62,6 +64,19 @@ async def create_subscription(request: web.Request) -> web.Response:
     if status == "active":  # Lago's activation webhook, also for one active at once
         await _services(request).webhooks.emit("subscription.started", "subscription", body)
     return json_response({"subscription": body})
+
+
+def _after_earlier(earlier: dict[str, Any] | None, sub: Subscription) -> Subscription:
+    """A subscription taking the external_id of one that ended after its `subscription_at`
+    starts when that one ended, as Lago's does (lago-api#6139): the days and the usage both
+    would bill are the earlier one's."""
+    ended = earlier and (earlier.get("terminated_at") or earlier.get("canceled_at"))
+    if not ended:
+        return sub
+    ended = ended.replace(tzinfo=UTC) if ended.utcoffset() is None else ended
+    if (sub.started_at or sub.subscription_at) >= ended:
+        return sub
+    return replace(sub, started_at=ended)
 
 
 def _resent(existing: dict[str, Any], sub: Subscription) -> web.Response:

@@ -44,6 +44,7 @@ def subscription_of_row(row: Mapping[str, Any]) -> Subscription:
         ending_at=_utc(row.get("ending_at")),
         status=row["status"],
         name=row.get("name"),
+        lago_id=row.get("id"),
     )
 
 

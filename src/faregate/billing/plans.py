@@ -273,7 +273,9 @@ def with_charge_codes(charges: Sequence[Mapping[str, object]]) -> list[Mapping[s
 @dataclass(frozen=True, slots=True)
 class Subscription:
     """A customer's subscription to a plan. `subscription_at` anchors anniversary billing;
-    billing starts at `started_at` (or `subscription_at`) and stops at `ending_at`."""
+    billing starts at `started_at` (or `subscription_at`) and stops at `ending_at`. `lago_id`
+    is its stored row's id (None for one not stored): usage is read by external_id, which
+    an earlier subscription may have held, and the row tells whose events are whose."""
 
     external_id: str
     external_customer_id: str
@@ -284,6 +286,7 @@ class Subscription:
     ending_at: datetime | None = None
     status: SubscriptionStatus = "active"
     name: str | None = None
+    lago_id: str | None = None
 
     def __post_init__(self) -> None:
         for field in ("external_id", "external_customer_id", "plan_code"):

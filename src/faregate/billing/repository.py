@@ -414,7 +414,8 @@ async def period_aggregates(
     usage price; `rounded=False` gives the raw aggregates per-request prices start from),
     from the hourly rollups (metering.aggregates: raw events only where an aggregate cannot
     be rolled up), plus `unflushed`, the usage writer's events not stored yet. Recurring
-    metrics carry what was used before `period`."""
+    metrics carry what was used before `period`, from the subscription's own events only: not
+    those of an earlier subscription of its external_id (see `usage_since`)."""
     return await aggregates.period_aggregates(
         conn,
         plan,
@@ -423,4 +424,24 @@ async def period_aggregates(
         period,
         unflushed=unflushed,
         rounded=rounded,
+        since=await usage_since(conn, subscription),
     )
+
+
+async def usage_since(conn: AsyncConnection, subscription: Subscription) -> datetime | None:
+    """When the last earlier subscription of `subscription`'s external_id ended (terminated or
+    canceled), None when it is the first: events of that external_id before then are the
+    earlier one's. None too for a subscription not stored (no `lago_id`)."""
+    if subscription.lago_id is None:
+        return None
+    s = subscriptions.c
+    created = select(s.created_at).where(s.id == subscription.lago_id).scalar_subquery()
+    ended = func.max(func.coalesce(s.terminated_at, s.canceled_at, s.ending_at))
+    query = select(ended).where(
+        s.external_id == subscription.external_id,
+        s.id != subscription.lago_id,
+        s.status.in_(("terminated", "canceled")),
+        s.created_at < created,
+    )
+    found = (await conn.execute(query)).scalar()
+    return None if found is None else _utc(found)

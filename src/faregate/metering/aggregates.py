@@ -4,13 +4,19 @@ where an aggregate cannot be rolled up: unique_count metrics, charges priced per
 (percentage with free units or per-transaction limits), and periods that do not start and end
 on a UTC hour. Those scan the subscription's raw events of that metric.
 
+Usage is read by external_id, which an earlier subscription may have held (a terminated or
+canceled subscription's external_id may be taken again): `since` says when that earlier
+holder stopped, and no event before it counts, recurring metrics included. The hourly
+rollups are keyed by external_id, so the hour `since` falls in is read from raw events.
+
 `period_aggregates` returns what `billing.charges.plan_aggregates` returns for the same events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Any
 
@@ -32,6 +38,7 @@ from faregate.store.tables.metering import events, usage_rollups
 
 ZERO = Decimal(0)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HOUR = timedelta(hours=1)
 
 
 def _on_hour(at: datetime) -> bool:
@@ -59,18 +66,25 @@ async def period_aggregates(
     *,
     unflushed: Sequence[dict[str, Any]] = (),
     rounded: bool = True,
+    since: datetime | None = None,
 ) -> dict[BucketKey, Aggregate]:
     """Aggregates of every bucket of every charge of `plan` over `period` (`rounded=False`
     leaves the metrics' rounding out).
 
     Recurring metrics start from everything the subscription used before the period.
     `unflushed` are event rows accepted but perhaps not in the database yet (the usage
-    writer's tail); those already stored are ignored, so nothing counts twice.
+    writer's tail); those already stored are ignored, so nothing counts twice. Events of
+    the external_id before `since` are another subscription's: none counts, and a period
+    starting earlier is read from `since`.
     """
+    if since is not None:
+        unflushed = [r for r in unflushed if _utc(r["timestamp"]) >= since]
+        if period.start < since:
+            period = replace(period, start=min(since, period.end))
     for _ in range(5):
         tail = await _not_stored(conn, external_subscription_id, unflushed)
         result = await _aggregates(
-            conn, plan, metrics_by_code, external_subscription_id, period, tail, rounded
+            conn, plan, metrics_by_code, external_subscription_id, period, tail, rounded, since
         )
         # Outside a snapshot, a flush may commit part of the tail while we read: then the
         # rollups read may or may not hold it, so read again.
@@ -87,17 +101,18 @@ async def _aggregates(
     period: Period,
     tail: list[dict[str, Any]],
     rounded: bool,
+    since: datetime | None,
 ) -> dict[BucketKey, Aggregate]:
     result: dict[BucketKey, Aggregate] = {}
     by_rollup = [c for c in plan.charges if rolled_up(c, metric_of(c, metrics_by_code), period)]
     if by_rollup:
         codes = {c.billable_metric_code for c in by_rollup}
         specs = {code: rollups.MetricSpec.of(metrics_by_code[code]) for code in codes}
-        rows = await _rollup_rows(
-            conn, external_subscription_id, {c: metrics_by_code[c] for c in codes}, period
-        )
+        metrics = {c: metrics_by_code[c] for c in codes}
+        rows = await _rollup_rows(conn, external_subscription_id, metrics, period, since)
+        head = await _head_rows(conn, external_subscription_id, metrics, period, since)
         tail_cells: dict[rollups.RollupKey, rollups.Cell] = {}
-        rollups.accumulate(tail_cells, specs, tail)
+        rollups.accumulate(tail_cells, specs, [*head, *tail])
         rows.extend((key[1], key[2], key[3], cell) for key, cell in tail_cells.items())
         for charge in by_rollup:
             metric = metrics_by_code[charge.billable_metric_code]
@@ -105,7 +120,7 @@ async def _aggregates(
     for charge in plan.charges:
         metric = metric_of(charge, metrics_by_code)
         if charge not in by_rollup:
-            raw = await _raw_events(conn, external_subscription_id, metric, period, tail)
+            raw = await _raw_events(conn, external_subscription_id, metric, period, tail, since)
             result.update(_from_events(charge, metric, raw, period, rounded))
     return result
 
@@ -140,14 +155,23 @@ async def _not_stored(
 RollupRow = tuple[str, str, datetime, rollups.Cell]  # code, dims, hour, cell
 
 
+def _first_whole_hour(since: datetime | None) -> datetime:
+    """The first rollup hour of the external_id's current holder only."""
+    if since is None:
+        return EPOCH
+    hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return hour if hour == since else hour + _HOUR
+
+
 async def _rollup_rows(
     conn: AsyncConnection,
     subscription: str,
     metrics: Mapping[str, BillableMetric],
     period: Period,
+    since: datetime | None,
 ) -> list[RollupRow]:
     if conn.dialect.name == "postgresql":
-        return await _grouped_rows(conn, subscription, metrics, period)
+        return await _grouped_rows(conn, subscription, metrics, period, since)
     codes = set(metrics)
     recurring = any(m.recurring for m in metrics.values())
     c = usage_rollups.c
@@ -156,6 +180,8 @@ async def _rollup_rows(
     )
     if not recurring:
         query = query.where(c.hour >= period.start)
+    elif since is not None:
+        query = query.where(c.hour >= _first_whole_hour(since))
     rows = await conn.execute(query)
     return [(r["code"], r["dims"], _utc(r["hour"]), rollups.cell_of(r)) for r in rows.mappings()]
 
@@ -189,6 +215,7 @@ async def _grouped_rows(
     subscription: str,
     metrics: Mapping[str, BillableMetric],
     period: Period,
+    since: datetime | None,
 ) -> list[RollupRow]:
     recurring = sorted(code for code, m in metrics.items() if m.recurring)
     weighted = sorted(c for c, m in metrics.items() if m.aggregation_type == "weighted_sum_agg")
@@ -199,7 +226,7 @@ async def _grouped_rows(
             "codes": sorted(metrics),
             "start": period.start,
             "end": period.end,
-            "since": EPOCH if recurring else period.start,
+            "since": _first_whole_hour(since) if recurring else period.start,
             "weighted": weighted,
             "recurring": recurring,
         },
@@ -222,6 +249,35 @@ async def _grouped_rows(
             before.sum = r["carried"]
             rows.append((r["code"], r["dims"], EPOCH, before))
     return rows
+
+
+async def _head_rows(
+    conn: AsyncConnection,
+    subscription: str,
+    metrics: Mapping[str, BillableMetric],
+    period: Period,
+    since: datetime | None,
+) -> list[dict[str, Any]]:
+    """The recurring metrics' stored events from `since` to the next whole hour (before the
+    period), whose rollup hour the external_id's earlier holder may share."""
+    end = min(_first_whole_hour(since), period.start)
+    recurring = [m for m in metrics.values() if m.recurring]
+    if since is None or since >= end or not recurring:
+        return []
+    head = Period.of(since, end)
+    found: list[dict[str, Any]] = []
+    for metric in recurring:
+        for e in await _raw_events(conn, subscription, metric, head, (), since):
+            found.append(
+                {
+                    "transaction_id": e.transaction_id,
+                    "external_subscription_id": subscription,
+                    "code": e.code,
+                    "timestamp": e.timestamp,
+                    "properties": e.properties,
+                }
+            )
+    return found
 
 
 def _utc(value: datetime) -> datetime:
@@ -305,6 +361,7 @@ async def _raw_events(
     metric: BillableMetric,
     period: Period,
     tail: Sequence[dict[str, Any]],
+    since: datetime | None = None,
 ) -> list[Event]:
     c = events.c
     query = (
@@ -316,7 +373,7 @@ async def _raw_events(
         )
         .order_by(c.id)
     )
-    start = None if metric.recurring else period.start
+    start = since if metric.recurring else period.start
     if start is not None:
         query = query.where(c.timestamp >= start)
     found = [Event(r[0], r[1], _utc(r[2]), r[3] or {}) for r in await conn.execute(query)]
