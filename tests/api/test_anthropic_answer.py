@@ -125,3 +125,20 @@ def test_finish_falls_back_to_what_the_chunks_said() -> None:
 def test_an_empty_stream_still_makes_a_whole_message() -> None:
     names = [name for name, _ in StreamTranslator("m").finish(Usage(), "stop")]
     assert names == ["message_start", "message_delta", "message_stop"]
+
+
+def test_message_start_carries_the_usage_the_upstream_reported_before_its_first_chunk() -> None:
+    """The anthropic SDK takes a streamed message's cache_creation from message_start only."""
+    early = Usage(
+        input_tokens=2000, output_tokens=1, cache_write_tokens=1024, cache_write_1h_tokens=1024
+    )
+    (_, start), *_ = StreamTranslator("claude", early).feed(_chunk({"role": "assistant"}))
+    assert start["message"]["usage"] == {
+        "input_tokens": 976,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 1024,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 1024},
+    }
+    (_, unknown), *_ = StreamTranslator("claude").feed(_chunk({"role": "assistant"}))
+    assert unknown["message"]["usage"]["input_tokens"] == 0

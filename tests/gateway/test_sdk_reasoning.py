@@ -304,8 +304,8 @@ async def test_one_hour_cache_writes_come_back_apart_and_cost_twice_input(
     cost = (980 * Decimal(3) + 1024 * Decimal(6) + 5 * Decimal(15)) / 10**6
     assert Decimal(first.headers["x-faregate-cost"]) == cost
     turn["content"][0]["text"] = "i" * 8000  # a prompt not cached yet
-    # Streamed, the split is in message_delta's usage (which the SDK's snapshot does not
-    # copy: it reads cache_creation only from message_start, sent before the upstream's).
+    # Streamed, message_delta restates the split (the SDK's snapshot takes it from
+    # message_start: tests/gateway/test_sdk_stream_usage.py).
     async with claude.messages.stream(**ask) as stream:
         deltas = [e async for e in stream if e.type == "message_delta"]
     lifetimes = deltas[0].usage.to_dict()["cache_creation"]  # type: ignore[typeddict-item]

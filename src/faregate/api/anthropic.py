@@ -90,7 +90,9 @@ async def count_tokens(request: web.Request) -> web.Response:
 async def _stream(request: web.Request, gateway: Any, call: Call) -> web.StreamResponse:
     chunks = gateway.chat_stream(call)
     first = await chunks.__anext__()
-    translator = anthropic_answer.StreamTranslator(call.model)
+    # The first chunk is in: an upstream that reports usage early (Claude) has done so.
+    state = call.stream_state
+    translator = anthropic_answer.StreamTranslator(call.model, state.reported if state else None)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",

@@ -64,6 +64,17 @@ def _usage(
     return usage
 
 
+def _usage_of(usage: Usage) -> dict[str, Any]:
+    """`_usage` of faregate's Usage."""
+    return _usage(
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+    )
+
+
 def _openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """`_usage` of an OpenAI `usage` object; cache writes as faregate's adapters report them
     (`cache_creation_input_tokens`, by lifetime in `prompt_tokens_details`, as LiteLLM
@@ -152,10 +163,16 @@ def error_body(status: int, message: str, code: str | None = None) -> dict[str, 
 class StreamTranslator:
     """OpenAI chat.completion.chunk dicts in, Anthropic SSE events out, in Anthropic's order:
     message_start, then per block content_block_start (a ping after the first), deltas and
-    content_block_stop, then message_delta and message_stop from `finish`."""
+    content_block_stop, then message_delta and message_stop from `finish`.
 
-    def __init__(self, model: str) -> None:
+    `reported`: the usage the upstream reported before its first chunk (Claude's
+    message_start), for message_start's usage as Claude gives it. The anthropic SDK takes a
+    streamed message's `cache_creation` (writes by lifetime) from message_start alone;
+    message_delta restates the counts it updates (input, cache reads and writes, output)."""
+
+    def __init__(self, model: str, reported: Usage | None = None) -> None:
         self.model = model
+        self.reported = reported
         self.id = "msg_" + os.urandom(12).hex()
         self.started = False
         self.pinged = False
@@ -179,7 +196,7 @@ class StreamTranslator:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": _usage(0, 0, 0, 0),
+            "usage": _usage(0, 0, 0, 0) if self.reported is None else _usage_of(self.reported),
         }
         return [("message_start", {"type": "message_start", "message": message})]
 
@@ -284,15 +301,7 @@ class StreamTranslator:
         return events
 
     def _final_usage(self, usage: Usage | None) -> dict[str, Any]:
-        if usage is None:
-            return _openai_usage(self.usage)
-        return _usage(
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cached_input_tokens,
-            usage.cache_write_tokens,
-            usage.cache_write_1h_tokens,
-        )
+        return _openai_usage(self.usage) if usage is None else _usage_of(usage)
 
     def finish(self, usage: Usage | None, finish_reason: str | None = None) -> list[Event]:
         """Close the message. Without a Usage or finish reason, those seen in the chunks
