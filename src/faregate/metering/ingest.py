@@ -9,6 +9,7 @@ work, no SQLAlchemy, one journal write per batch.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,9 @@ from faregate.money import MAX_USAGE_NUMBER, decimal_str, within_usage_bounds
 from faregate.store.tables.billing import billable_metrics, subscriptions
 
 Errors = dict[str, dict[str, list[str]]]
+# Seconds a cached subscription is used before it is read again: a terminated subscription's
+# external_id taken by a new one on another replica is seen here within this time.
+SUBSCRIPTION_TTL = 1.0
 _NEEDS_NUMBER = frozenset({"sum_agg", "max_agg", "latest_agg", "weighted_sum_agg"})
 
 
@@ -45,14 +49,19 @@ class SubscriptionRef:
 
 
 class Catalog:
-    """Metrics and subscriptions events may name. Entries are loaded on a miss and kept (a
-    create on another replica is found by the miss); a create, update or delete here changes
-    the entry at once, one on another replica only when this process restarts."""
+    """Metrics and subscriptions events may name. Entries are loaded on a miss (a create on
+    another replica is found by the miss); a create, update or delete here changes the entry
+    at once. A metric changed on another replica is seen when this process restarts; a
+    subscription is read again once its entry is `ttl` seconds old, so an external_id taken
+    by a new subscription on another replica is seen within `ttl` (at one query per batch
+    naming it, at most once per `ttl`)."""
 
-    def __init__(self, engine: AsyncEngine):
+    def __init__(self, engine: AsyncEngine, ttl: float = SUBSCRIPTION_TTL):
         self._engine = engine
+        self._ttl = ttl
         self.metrics: dict[str, MetricRef] = {}
         self.subscriptions: dict[str, SubscriptionRef] = {}
+        self._read_at: dict[str, float] = {}  # when each subscription entry was read
 
     def add_metric(self, metric: BillableMetric) -> None:
         numeric = metric.field_name if metric.aggregation_type in _NEEDS_NUMBER else None
@@ -63,14 +72,17 @@ class Catalog:
         cache keeps it until that process restarts)."""
         self.metrics.pop(code, None)
 
-    def add_subscription(self, row: dict[str, Any]) -> None:
+    def add_subscription(self, row: dict[str, Any], read_at: float | None = None) -> None:
         self.subscriptions[row["external_id"]] = SubscriptionRef(
             row["external_id"], row["id"], row["external_customer_id"], row.get("customer_id")
         )
+        self._read_at[row["external_id"]] = time.monotonic() if read_at is None else read_at
 
     async def load(self, codes: set[str], subscription_ids: set[str]) -> None:
         codes = {c for c in codes if c not in self.metrics}
-        subscription_ids = {s for s in subscription_ids if s not in self.subscriptions}
+        now = time.monotonic()
+        read_at, ttl = self._read_at, self._ttl
+        subscription_ids = {s for s in subscription_ids if now - read_at.get(s, -ttl) >= ttl}
         if not codes and not subscription_ids:
             return
         async with self._engine.connect() as conn:
@@ -90,7 +102,7 @@ class Catalog:
                 )
                 # The subscription each external_id means is added last, so it is kept.
                 for row in reversed(found.mappings().all()):
-                    self.add_subscription(dict(row))
+                    self.add_subscription(dict(row), now)
 
 
 def _text(data: dict[str, Any], field: str) -> str:
