@@ -85,6 +85,7 @@ async def _stored_credentials(engine: AsyncEngine, settings: Settings) -> None:
 
 
 async def _startup(app: web.Application, settings: Settings) -> None:
+    webhook_settings = WebhookSettings.from_settings(settings)  # a ConfigError opens nothing
     engine = create_engine(settings.database_url)
     await _stored_credentials(engine, settings)
     session = _http_session()
@@ -110,7 +111,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
     )
     await writer.start()
     keys = KeyService(engine, settings.admin_key)
-    hooks = Webhooks(engine, WebhookSettings.from_settings(settings))
+    hooks = Webhooks(engine, webhook_settings)
     if hooks.config.public_key:
         log.warning(
             "webhooks are signed with a key anyone can compute: no webhooks.hmac_key, "

@@ -4,7 +4,7 @@ pagination. HTTP only: parse, validate with the billing domain, store, render.""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from faregate.billing import catalog_changes as changes
 from faregate.billing import currencies, lago_json, unsupported
 from faregate.billing import repository as repo
 from faregate.billing.errors import BillingError, BillingNotFound, BillingValidationError
+from faregate.billing.lago_subscription import subscription_object
 from faregate.billing.metrics import BillableMetric
 from faregate.billing.plans import Plan, validate_charge
 from faregate.metering import ingest
@@ -235,11 +236,22 @@ async def delete_customer(request: web.Request) -> web.Response:
         subs, _ = await repo.list_subscriptions(
             conn, external_id, limit=MAX_TERMINATIONS, statuses=("active", "pending")
         )
-        for sub in subs:
-            await repo.terminate_subscription(conn, sub, now)
+        ended = [await repo.terminate_subscription(conn, sub, now) for sub in subs]
         for key in await customers_repo.list_keys(conn, row["id"]):
             await customers_repo.revoke_key(conn, key["id"])
+    await announce_terminations(services, ended)
     return json_response({"customer": _customer_json(row)})
+
+
+async def announce_terminations(
+    services: Services, ended: Sequence[Mapping[str, Any] | None]
+) -> None:
+    """Lago's `subscription.terminated` for each subscription this request ended (None: one
+    another request ended first, which announced it), once committed."""
+    for row in ended:
+        if row is not None:
+            body = subscription_object(row)
+            await services.webhooks.emit("subscription.terminated", "subscription", body)
 
 
 # --- billable metrics --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from faregate.api.billing import (
     _lago,
     _root,
     _services,
+    announce_terminations,
     page_meta,
     page_of,
 )
@@ -169,9 +170,9 @@ async def delete_plan(request: web.Request) -> web.Response:
         subs, _ = await repo.list_subscriptions(
             conn, plan_code=row["code"], limit=MAX_TERMINATIONS, statuses=("active", "pending")
         )
-        for sub in subs:
-            await repo.terminate_subscription(conn, sub, now)
+        ended = [await repo.terminate_subscription(conn, sub, now) for sub in subs]
         body = await _plan_json(conn, row)
+    await announce_terminations(_services(request), ended)
     return json_response({"plan": body})
 
 

@@ -194,13 +194,24 @@ async def update_subscription(request: web.Request) -> web.Response:
 
 @_lago
 async def terminate_subscription(request: web.Request) -> web.Response:
-    """Lago's `DELETE /subscriptions/{external_id}`: terminated now; usage and the prorated
-    fee up to now are invoiced by the next billing run. Terminating again changes nothing."""
+    """Lago's `DELETE /subscriptions/{external_id}`: terminated now (a pending one canceled);
+    usage and the prorated fee up to now are invoiced by the next billing run. Terminating
+    again changes nothing. The request that ends it sends Lago's `subscription.terminated`
+    (for a canceled one too, as Lago's TerminateService does)."""
+    ended = None
     async with _services(request).engine.begin() as conn:
-        row = await _subscription(conn, request.match_info["external_id"])
-        if row["status"] in ("active", "pending"):
-            row = await repo.terminate_subscription(conn, row, datetime.now(UTC))
-    return json_response({"subscription": subscription_object(row)})
+        for _ in range(3):  # again when a concurrent change (activation) beat this one
+            row = await _subscription(conn, request.match_info["external_id"])
+            if row["status"] not in ("active", "pending"):
+                break
+            ended = await repo.terminate_subscription(conn, row, datetime.now(UTC))
+            if ended is not None:
+                row = ended
+                break
+    body = subscription_object(row)
+    if ended is not None:
+        await _services(request).webhooks.emit("subscription.terminated", "subscription", body)
+    return json_response({"subscription": body})
 
 
 def add_routes(app: web.Application) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from faregate.api.billing import _iso, _lago, _meta, _root, query_int
@@ -21,6 +21,12 @@ from faregate.webhooks import Webhooks, event_types
 from faregate.webhooks.signing import ALGORITHM
 
 _DELIVERY_STATUSES = {"pending", "succeeded", "failed"}
+# Lago's `WebhookEndpoint::LIMIT`: endpoints an organization may create (422 `base:
+# exceeded_limit` past it). Endpoints from the configuration file are not counted.
+ENDPOINT_LIMIT = 10
+# Held by a create while it counts and inserts (PostgreSQL), so racing creates on several
+# replicas cannot pass the limit together.
+_CREATE_LOCK = 0x66672D77686B  # "fg-whk"
 
 
 def _webhooks(request: web.Request) -> Webhooks:
@@ -93,6 +99,19 @@ async def _refuse_taken_url(conn: Any, url: str | None, other_than: str | None =
         raise BillingValidationError("webhook_url", "value_already_exist")
 
 
+async def _refuse_past_limit(conn: Any) -> None:
+    """Lago: at most ENDPOINT_LIMIT endpoints (422 `base: exceeded_limit`)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(_CREATE_LOCK)))
+    else:  # a write that changes nothing takes SQLite's one write lock before the count
+        await conn.execute(
+            update(webhook_endpoints).where(false()).values(name=webhook_endpoints.c.name)
+        )
+    count = (await conn.execute(select(func.count()).select_from(webhook_endpoints))).scalar()
+    if count >= ENDPOINT_LIMIT:
+        raise BillingValidationError("base", "exceeded_limit")
+
+
 async def _write(conn: Any, statement: Any) -> None:
     """Run an insert or update of an endpoint; the unique index on the URL refusing it (a
     concurrent request took the URL first) is the same 422."""
@@ -129,6 +148,7 @@ async def create_endpoint(request: web.Request) -> web.Response:
     }
     hooks = _webhooks(request)
     async with hooks.engine.begin() as conn:
+        await _refuse_past_limit(conn)
         await _refuse_taken_url(conn, row["webhook_url"])
         await _write(conn, webhook_endpoints.insert().values(**row))
     await hooks.reload_endpoints()

@@ -165,9 +165,11 @@ class Invoicing:
         result = RunResult()
         async with self.engine.begin() as conn:
             started = await repo.activate_started(conn, now)
-            await repo.terminate_ended(conn, now)
+            ended = await repo.terminate_ended(conn, now)
         for row in started:  # Lago's Subscriptions::ActivateService says so
             await self._emit_subscription("subscription.started", row)
+        for row in ended:  # and its TerminateService, at a subscription's ending_at
+            await self._emit_subscription("subscription.terminated", row)
         async with self.engine.connect() as conn:
             rows = await repo.billable_subscriptions(conn)
         for row in rows:

@@ -304,38 +304,42 @@ async def update_subscription(
 
 async def terminate_subscription(
     conn: AsyncConnection, row: Mapping[str, Any], at: datetime
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Lago's termination: status terminated, billing ends at `at` (or at the earlier
     `ending_at`), so the next billing run invoices the final partial period. A pending
     subscription (not started yet) is canceled instead (`canceled_at` = `at`), and never
-    billed."""
+    billed. Returns the row as it now is, or None when it no longer had `row`'s status
+    (another request or replica ended or activated it first): of concurrent terminations,
+    one changes the row, and only that one announces it."""
     if row["status"] == "pending":
-        canceled = {"status": "canceled", "canceled_at": at}
-        await update_subscription(conn, row["id"], canceled)
-        return {**row, **canceled}
-    ending = row.get("ending_at")
-    ending_at = at if ending is None or _utc(ending) > at else _utc(ending)
-    values = {"status": "terminated", "terminated_at": at, "ending_at": ending_at}
-    await update_subscription(conn, row["id"], values)
-    return {**row, **values}
+        values: dict[str, Any] = {"status": "canceled", "canceled_at": at}
+    else:
+        ending = row.get("ending_at")
+        ending_at = at if ending is None or _utc(ending) > at else _utc(ending)
+        values = {"status": "terminated", "terminated_at": at, "ending_at": ending_at}
+    result = await conn.execute(
+        update(subscriptions)
+        .where(subscriptions.c.id == row["id"], subscriptions.c.status == row["status"])
+        .values(**values)
+    )
+    return {**row, **values} if result.rowcount else None
 
 
-async def terminate_ended(conn: AsyncConnection, now: datetime) -> list[str]:
+async def terminate_ended(conn: AsyncConnection, now: datetime) -> list[dict[str, Any]]:
     """Mark active subscriptions whose `ending_at` has passed as terminated at `ending_at`
-    (Lago terminates a subscription at its ending date); returns their external ids."""
-    query = select(
-        subscriptions.c.id, subscriptions.c.external_id, subscriptions.c.ending_at
-    ).where(
+    (Lago terminates a subscription at its ending date); returns them as now stored, each
+    by the one billing run (of several replicas') that terminated it."""
+    query = select(subscriptions).where(
         subscriptions.c.status == "active",
         subscriptions.c.ending_at.is_not(None),
         subscriptions.c.ending_at <= now,
     )
-    ended = (await conn.execute(query)).all()
-    for sub_id, _, ending_at in ended:
-        await update_subscription(
-            conn, sub_id, {"status": "terminated", "terminated_at": _utc(ending_at)}
-        )
-    return [external_id for _, external_id, _ in ended]
+    ended = []
+    for row in [dict(r) for r in (await conn.execute(query)).mappings()]:
+        terminated = await terminate_subscription(conn, row, _utc(row["ending_at"]))
+        if terminated is not None:
+            ended.append(terminated)
+    return ended
 
 
 async def activate_started(conn: AsyncConnection, now: datetime) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.config import ConfigError, Settings
 from faregate.store.tables.webhooks import webhook_endpoints, webhooks
-from faregate.webhooks import signing
+from faregate.webhooks import event_types, signing
 
 log = logging.getLogger("faregate.webhooks")
 
@@ -70,16 +70,7 @@ class WebhookSettings:
         raw = settings.section("webhooks")
         secret = settings.secret_key or settings.admin_key
         key = raw.get("hmac_key") or signing.derived_hmac_key(secret or PUBLIC_SEED)
-        endpoints = []
-        for i, item in enumerate(raw.get("endpoints") or []):
-            if isinstance(item, str):
-                item = {"url": item}
-            if not isinstance(item, dict) or not _is_http_url(item.get("url")):
-                raise ConfigError(f"webhooks.endpoints[{i}] needs an http(s) `url`")
-            types = item.get("event_types")
-            endpoints.append(
-                Endpoint(url=item["url"], event_types=frozenset(types) if types else None)
-            )
+        endpoints = _configured_endpoints(raw.get("endpoints") or [])
         try:
             return cls(
                 hmac_key=str(key),
@@ -94,6 +85,42 @@ class WebhookSettings:
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"webhooks: {exc}") from None
+
+
+def _configured_endpoints(items: Any) -> list[Endpoint]:
+    """The configuration file's endpoints, each a URL or `{url, event_types}`, checked as the
+    API checks them: one endpoint per URL, only webhook types that exist (read as Lago reads
+    them; `["*"]`, `[]` or none: every type). A mistake is a ConfigError naming it."""
+    if not isinstance(items, list):
+        raise ConfigError("webhooks.endpoints must be a list")
+    endpoints: list[Endpoint] = []
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"url": item}
+        if not isinstance(item, dict) or not _is_http_url(item.get("url")):
+            raise ConfigError(f"webhooks.endpoints[{i}] needs an http(s) `url`")
+        url = item["url"]
+        if url in first:
+            raise ConfigError(
+                f"webhooks.endpoints[{i}]: {url} is already webhooks.endpoints[{first[url]}]"
+                " (one endpoint per URL: list every type it takes in one `event_types`)"
+            )
+        first[url] = i
+        types = item.get("event_types")
+        if types is not None and not isinstance(types, list):
+            raise ConfigError(f"webhooks.endpoints[{i}].event_types must be a list")
+        names = event_types.normalized(types or [])
+        if names == [event_types.EVERY]:
+            names = []
+        unknown = event_types.unknown(names)
+        if unknown:
+            raise ConfigError(
+                f"webhooks.endpoints[{i}].event_types: unknown webhook type(s) "
+                f"{', '.join(unknown)} (see src/faregate/webhooks/event_types.py)"
+            )
+        endpoints.append(Endpoint(url=url, event_types=frozenset(names) if names else None))
+    return endpoints
 
 
 def _is_http_url(value: Any) -> bool:
