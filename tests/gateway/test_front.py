@@ -217,6 +217,11 @@ def _head(*lines: str) -> bytes:
         _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2\nX: 1"),
         _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", "X: a\rb"),
         _head("POST /v1/chat/completions HTTP/1.1"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", "Bad Name: x"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", ": x"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", "no colon"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", "Host: a", "host: b"),
+        _head("POST /v1/chat/completions HTTP/1.1", "Content-Length: 2", "X: \x00"),
     ],
 )
 def test_heads_the_front_leaves_to_aiohttp(head: bytes) -> None:
@@ -232,11 +237,16 @@ def test_a_plain_head() -> None:
             "x-faregate-tags: b",
             "Content-Length:  12 ",
             "Connection: keep-alive, close",
+            "Authorization:Bearer k\t",
+            "X-Empty:",
+            "X-Text: caf\u00e9 a:b ",
         )
     )
     target, headers, length, close = parsed
     assert target == b"/v1/chat/completions" and length == 12 and close
     assert headers["x-faregate-tags"] == "a, b" and headers["host"] == "x"
+    assert headers["authorization"] == "Bearer k" and headers["x-empty"] == ""
+    assert headers["x-text"] == "caf\u00e9 a:b"
 
 
 def test_a_status_with_no_registered_phrase() -> None:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from faregate.providers.base import ProviderError, Relayed, StreamState, delta_chars
+from faregate.providers.http import SSEDecoder
 from faregate.providers.openai import (
     StreamParser,
     chat_payload,
@@ -215,17 +216,19 @@ def test_a_relayed_stream_passes_content_events_as_received_and_parses_the_rest(
     parsed_state, relayed_state = StreamState(), StreamState(relay=True)
     parsed = run_sse(_parser(parsed_state), STREAM)
     items = run_relay(_parser(relayed_state), STREAM, relayed_state)
-    [run, finish, usage] = items
+    *runs, finish, usage = items
     # The role and content events, byte for byte as the upstream sent them.
     sent = STREAM.encode().split(b"\n\n")
-    assert type(run) is Relayed and run.data == sent[0] + b"\n\n" + sent[1] + b"\n\n"
+    assert all(type(run) is Relayed for run in runs)
+    assert b"".join(run.data for run in runs) == sent[0] + b"\n\n" + sent[1] + b"\n\n"
     assert finish["choices"][0]["finish_reason"] == "stop" and usage["choices"] == []
     assert _chunks(items) == parsed
     for state in (parsed_state, relayed_state):
         assert state.usage is not None and state.usage.output_tokens == 2
         assert state.usage.input_tokens == 9 and state.finish_reason == "stop"
-    assert relayed_state.chunks == 3  # those with choices, as Upstream.stream counts them
-    assert run.text_chars() == len("Hello") == sum(delta_chars(c) for c in parsed)
+    assert relayed_state.chunks == 1  # the finish chunk: relayed runs are not parsed
+    assert sum(run.text_chars() for run in runs) == len("Hello")
+    assert len("Hello") == sum(delta_chars(c) for c in parsed)
 
 
 def test_a_relayed_stream_without_usage_is_estimated_from_the_text_it_relayed() -> None:
@@ -260,25 +263,47 @@ def _content_event(text: str, **fields: Any) -> bytes:
     return b"data: " + orjson.dumps(chunk)
 
 
+def _sse(*events: bytes) -> bytes:
+    return b"".join(event + b"\n\n" for event in events)
+
+
+def _relayed(parser: StreamParser, run: bytes) -> list[bytes | None]:
+    """What `relay` makes of each position of `run`: a run's data, or None for an event
+    left to `feed` (then skipped)."""
+    out: list[bytes | None] = []
+    at = 0
+    while at < len(run):
+        relayed = parser.relay(run, at)
+        out.append(relayed.data if relayed else None)
+        at = at + len(relayed.data) if relayed else run.find(b"\n\n", at) + 2
+    return out
+
+
 @pytest.mark.parametrize(
     "event",
     [
         _content_event("x", usage={"prompt_tokens": 1, "completion_tokens": 1}),
         _content_event("x").replace(b'"finish_reason":null', b'"finish_reason":"stop"'),
-        _content_event("x").replace(b'"usage":null', b'"usage": null'),  # not compact: parsed
         _content_event("x", error={"message": "overloaded"}),
-        _content_event("x", choices=[]),
+        b'data: {"error":{"message":"overloaded","type":"server_error"}}',
         _content_event("x", choices=[{"index": 0, "delta": {}, "usage": None}]).replace(
             b'"usage":null}', b'"usage":{"completion_tokens":3}}'
         ),
         b"data: [DONE]",
     ],
-    ids=["usage", "finish", "spaced", "error", "no-choices", "nested-usage", "done"],
+    ids=["usage", "finish", "error-beside-choices", "error", "nested-usage", "done"],
 )
 def test_an_event_that_carries_anything_the_gateway_reads_is_parsed(event: bytes) -> None:
-    parser = _parser()
-    assert parser.relays(_content_event("first"))  # a template to match against
-    assert not parser.relays(event)
+    """Whether it comes first (proved alone) or inside a read of a compact host's events
+    (found by scanning the read), the run stops before it and it is left to `feed`."""
+    first, after = _content_event("first"), _content_event("after")
+    assert _relayed(_parser(), _sse(event, first)) == [None, _sse(first)]
+    assert _relayed(_parser(), _sse(first, after, event, after)) == [
+        _sse(first),  # the first event is proved alone; it shows the host writes compactly
+        _sse(after),
+        None,
+        _sse(after),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -286,28 +311,59 @@ def test_an_event_that_carries_anything_the_gateway_reads_is_parsed(event: bytes
     ["plain", 'a "quoted" word', "ends in a backslash \\", "line\nbreak", "é ✓", ""],
 )
 def test_content_events_relay_whatever_their_text(text: str) -> None:
-    parser = _parser()
-    assert parser.relays(_content_event("first"))
-    assert parser.relays(_content_event(text))
-    assert parser.relays(_content_event("after"))
+    first, event, after = _content_event("first"), _content_event(text), _content_event("after")
+    assert _relayed(_parser(), _sse(first, event, after)) == [_sse(first), _sse(event, after)]
 
 
-def test_text_that_spells_keys_cannot_pass_for_the_template() -> None:
-    """An event that is the template around text holding a quote is checked in full: here
-    the 'text' closes the string and reports usage."""
-    parser = _parser()
-    assert parser.relays(_content_event("first"))
-    forged = _content_event("x").replace(
-        b'"content":"x"', b'"content":"x","usage":{"completion_tokens":9},"y":"z"'
-    )
-    assert forged.count(b'"usage"') == 2
-    assert not parser.relays(forged)
+def test_a_host_that_does_not_write_compact_json_has_its_events_parsed() -> None:
+    """Keys the scan would not find as written (`"usage": {`): the count that proves an
+    event finds `"usage": null` too, so each event is parsed and the usage is read."""
+
+    def spaced(event: bytes) -> bytes:
+        return event.replace(b'":null', b'": null').replace(b'":{', b'": {')
+
+    first, after = spaced(_content_event("first")), spaced(_content_event("after"))
+    usage = spaced(_content_event("x", usage={"prompt_tokens": 3, "completion_tokens": 9}))
+    assert b'"usage": {' in usage
+    run = _sse(first, after, usage, after)
+    assert _relayed(_parser(), run) == [None] * 4
+    state = StreamState(relay=True)
+    run_relay(_parser(state), (run + b"data: [DONE]\n\n").decode(), state)
+    assert state.usage is not None and state.usage.output_tokens == 9
+
+
+def test_content_after_one_choice_finished_is_relayed_again() -> None:
+    """With n = 2, one choice may finish while the other still streams: the finish event is
+    parsed and the content after it is relayed, all from one read."""
+    finish = _content_event("x").replace(b'"finish_reason":null', b'"finish_reason":"stop"')
+    events = [_content_event("a"), _content_event("b"), finish, _content_event("c")]
+    state = StreamState(relay=True)
+    items = run_relay(_parser(state), _sse(*events, b"data: [DONE]").decode(), state)
+    assert [type(item) for item in items] == [Relayed, Relayed, dict, Relayed, dict]
+    assert [item.data for item in items if type(item) is Relayed] == [
+        _sse(events[0]),
+        _sse(events[1]),
+        _sse(events[3]),
+    ]
+    assert items[2]["choices"][0]["finish_reason"] == "stop"
+    assert state.chunks == 1  # the finish chunk; the estimate's chunk has no choices
+
+
+def test_the_decoder_gives_a_read_of_one_line_data_events_in_one_piece() -> None:
+    decoder = SSEDecoder()
+    events = [_content_event("a"), _content_event("b")]
+    assert decoder.feed_raw(_sse(*events) + b'data: {"part') == [_sse(*events)]
+    # The rest of the read waits for its blank line; a comment splits the read by event.
+    assert decoder.feed_raw(b'ial"}\n\n: ping\n\n' + _sse(events[0])) == [
+        b'data: {"partial"}\n\n',
+        _sse(events[0]),
+    ]
 
 
 def test_the_text_of_relayed_runs_counts_when_a_stream_is_cut() -> None:
     state = StreamState(relay=True)
     state.relayed_chars = 3  # from chunks relayed as dicts
-    state.relayed_runs.append(Relayed([_content_event("Hello"), _content_event(" world")]))
+    state.relayed_runs.append(Relayed(_sse(_content_event("Hello"), _content_event(" world"))))
     assert state.relayed_text_chars() == 3 + len("Hello world")
 
 

@@ -97,12 +97,22 @@ def make_call(
         body=body,
         stream=bool(body.get("stream")),
         tags=_tags(headers, body, principal.tags),
-        request_headers={
-            k.lower(): v
-            for k, v in headers.items()
-            if k.lower().startswith(("x-faregate-", "cache-control"))
-        },
+        request_headers=_forwarded(headers),
     )
+
+
+_FORWARDED = ("x-faregate-", "cache-control")
+
+
+def _forwarded(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request headers the pipeline reads (faregate's own, Cache-Control), by lower-case
+    name."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key.startswith(_FORWARDED):
+            out[key] = value
+    return out
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -78,7 +78,7 @@ class StreamState:
 
     usage: Usage | None = None
     finish_reason: str | None = None
-    chunks: int = 0
+    chunks: int = 0  # chunks with choices parsed (not those in `Relayed` runs)
     # The usage the provider has reported so far, while the stream runs (Anthropic's
     # message_start and message_delta, Gemini's usageMetadata on each chunk); None until
     # it reports any. `usage` is the final report.
@@ -109,22 +109,24 @@ class Relayed:
 
     The events' JSON carries nothing the gateway reads (no usage, no finish reason, no
     error): OpenAI's content deltas, already in the client's format. `data` is their SSE
-    text as the upstream sent it; each event's JSON is parsed only when something needs the
-    chunks themselves (the response cache, the text of a stream cut short)."""
+    text as the upstream sent it (each `data: {...}` line with its blank line); each
+    event's JSON is parsed only when something needs the chunks themselves (the response
+    cache, the text of a stream cut short)."""
 
-    __slots__ = ("events",)
+    __slots__ = ("data",)
 
-    def __init__(self, events: list[bytes]) -> None:
-        self.events = events  # each `data: {...}`, without its blank line
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
-    @property
-    def data(self) -> bytes:
-        """The events as SSE text, made when the run is written: a run stays referenced
-        until its stream ends (for the text of a stream cut short), this copy need not."""
-        return b"\n\n".join(self.events) + b"\n\n"
+    def count(self) -> int:
+        return self.data.count(b"\n\n")
+
+    def events(self) -> list[bytes]:
+        """Each event's `data: {...}` line."""
+        return [event for event in self.data.split(b"\n\n") if event]
 
     def chunks(self) -> list[dict[str, Any]]:
-        return [orjson.loads(event[6:]) for event in self.events]
+        return [orjson.loads(event[6:]) for event in self.events()]
 
     def text_chars(self) -> int:
         return sum(delta_chars(chunk) for chunk in self.chunks())

@@ -247,8 +247,9 @@ class SSEDecoder:
         return self._feed(block, raw=False)  # type: ignore[return-value]
 
     def feed_raw(self, block: bytes) -> list[bytes | SSEEvent]:
-        """As `feed`, but a one-line `data: ` event comes back as its bytes (`data: {...}`),
-        for a stream that may relay it as received; any other event is decoded."""
+        """As `feed`, but consecutive one-line `data: ` events come back as bytes, as
+        received (each `data: {...}` line with its blank line), for a stream that may relay
+        them; any other event is decoded."""
         return self._feed(block, raw=True)
 
     def _feed(self, block: bytes, *, raw: bool) -> list[bytes | SSEEvent]:
@@ -259,15 +260,28 @@ class SSEDecoder:
             return [*self._lines(buffer)]
         # The common case, one `data:` line per event, without a pass per line: every part
         # before a blank line is a whole event, the rest starts the next one.
+        end = buffer.rfind(b"\n\n") + 2
+        if end < 2:
+            self._buffer = buffer
+            return []
+        # Every whole event here one `data: ` line (its only newlines the blank line after
+        # each, every one but the last followed by `data: `): all of them in one piece.
+        if (
+            raw
+            and buffer.startswith(b"data: ")
+            and buffer.count(b"\n", 0, end) == 2 * buffer.count(b"\n\ndata: ", 0, end) + 2
+        ):
+            self._buffer = buffer[end:]
+            return [buffer[:end]]
         parts = buffer.split(b"\n\n")
         self._buffer = parts.pop()
-        events: list[bytes | SSEEvent] = []
+        out: list[bytes | SSEEvent] = []
         for part in parts:
             if part.startswith(b"data: ") and part.find(b"\n") < 0:
-                events.append(part if raw else SSEEvent(None, part[6:].decode()))
+                out.append(part + b"\n\n" if raw else SSEEvent(None, part[6:].decode()))
             elif part:  # other fields, several lines, `data:` without its space: line by line
-                events += self._complete([*part.split(b"\n"), b""])
-        return events
+                out += self._complete([*part.split(b"\n"), b""])
+        return out
 
     def _lines(self, buffer: bytes) -> list[SSEEvent]:
         *lines, self._buffer = buffer.split(b"\n")
@@ -402,10 +416,10 @@ class Upstream:
                     raw = await response.read(MAX_ERROR_BODY_BYTES)
                     raise self.status_error(response.status, raw, response.headers)
                 decoder = SSEDecoder()
-                relays = getattr(parser, "relays", None) if state.relay else None
+                relay = getattr(parser, "relay", None) if state.relay else None
                 async for block in response.iter_any():
-                    if relays is not None:
-                        chunks = _relay(parser, relays, decoder.feed_raw(block), state)
+                    if relay is not None:
+                        chunks = _relay(parser, relay, decoder.feed_raw(block), state)
                     else:
                         chunks = _parse(parser, decoder.feed(block), state)
                     # Once the whole body is here, every chunk left follows without a
@@ -430,30 +444,28 @@ def _counted(chunks: list[dict[str, Any]], state: StreamState) -> list[dict[str,
 
 def _relay(
     parser: EventParser,
-    relays: Callable[[bytes], bool],
+    relay: Callable[[bytes, int], Relayed | None],
     events: list[bytes | SSEEvent],
     state: StreamState,
 ) -> list[Any]:
-    """The events of one read as chunk dicts and `Relayed` runs, in order: each run the
-    consecutive events `relays` lets through as received, every other event parsed."""
+    """The events of one read as chunk dicts and `Relayed` runs, in order: `relay` takes
+    the longest run of whole events from a position that may pass as received; an event it
+    leaves is parsed."""
     out: list[Any] = []
-    run: list[bytes] = []
     for item in events:
-        if isinstance(item, bytes):
-            if relays(item):
-                run.append(item)
+        if type(item) is SSEEvent:
+            out += _counted(parser.feed(item), state)
+            continue
+        at, size = 0, len(item)
+        while at < size:
+            run = relay(item, at)
+            if run is not None:
+                out.append(run)
+                at += len(run.data)
                 continue
-            event = SSEEvent(None, item[6:].decode())
-        else:
-            event = item
-        if run:
-            out.append(Relayed(run))
-            state.chunks += len(run)
-            run = []
-        out += _counted(parser.feed(event), state)
-    if run:
-        out.append(Relayed(run))
-        state.chunks += len(run)
+            end = item.find(b"\n\n", at)
+            out += _counted(parser.feed(SSEEvent(None, item[at + 6 : end].decode())), state)
+            at = end + 2
     return out
 
 
