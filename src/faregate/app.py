@@ -87,19 +87,26 @@ async def _stored_credentials(engine: AsyncEngine, settings: Settings) -> None:
 async def _startup(app: web.Application, settings: Settings) -> None:
     webhook_settings = WebhookSettings.from_settings(settings)  # a ConfigError opens nothing
     engine = create_engine(settings.database_url)
-    await _stored_credentials(engine, settings)
-    session = _http_session()
-    transport = HttpTransport()
-    for provider in settings.providers.values():
-        if provider.max_connections is not None:
-            try:
-                transport.limit(provider.base_url, provider.max_connections)
-            except ValueError as err:
-                raise ConfigError(f"provider {provider.name!r}: {err}") from None
-    upstreams = {
-        name: build_provider(endpoint_for(p), session, transport)
-        for name, p in settings.providers.items()
-    }
+    session: aiohttp.ClientSession | None = None
+    try:
+        await _stored_credentials(engine, settings)
+        transport = HttpTransport()
+        for provider in settings.providers.values():
+            if provider.max_connections is not None:
+                try:
+                    transport.limit(provider.base_url, provider.max_connections)
+                except ValueError as err:
+                    raise ConfigError(f"provider {provider.name!r}: {err}") from None
+        session = _http_session()
+        upstreams = {
+            name: build_provider(endpoint_for(p), session, transport)
+            for name, p in settings.providers.items()
+        }
+    except BaseException:  # a provider refused its options: close what was opened for it
+        if session is not None:
+            await session.close()
+        await engine.dispose()
+        raise
     journal_dir = (
         Path(settings.data_dir)
         / "journal"

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from faregate.config import ConfigError
 from faregate.providers.anthropic import AnthropicProvider
 from faregate.providers.anthropic_request import messages_request
 from faregate.providers.base import ProviderError
@@ -113,5 +114,5 @@ async def test_the_providers_thinking_option_says_how_reasoning_effort_thinks() 
             None,  # type: ignore[arg-type]
         )
         assert (default.adaptive, adaptive.adaptive) == (False, True)
-        with pytest.raises(ValueError, match="thinking"):
+        with pytest.raises(ConfigError, match="thinking"):
             AnthropicProvider(endpoint("anthropic", thinking="always"), session, None)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
+from faregate.config import ConfigError
 from faregate.providers.anthropic_request import messages_request
 from faregate.providers.base import (
     ChatResult,
@@ -90,7 +91,7 @@ class AnthropicProvider:
         # How reasoning_effort turns thinking on: a budget, or adaptively at an effort.
         thinking = endpoint.option("thinking", THINKING_BUDGET)
         if thinking not in (THINKING_BUDGET, THINKING_ADAPTIVE):
-            raise ValueError(
+            raise ConfigError(
                 f"provider {endpoint.name!r}: thinking must be {THINKING_BUDGET!r} or "
                 f"{THINKING_ADAPTIVE!r}, not {thinking!r}"
             )
