@@ -125,8 +125,9 @@ async def test_the_gateway_relays_content_runs_only_to_a_caller_that_takes_them(
         ]
         assert call.usage is not None and not call.usage.estimated
         assert call.usage.output_tokens == 20
-    runs = [item for item in seen[True] if type(item) is Relayed]
-    assert runs and sum(run.count() for run in runs) == 21  # role and 20 words
+    # Every event as the upstream sent it: the role, 20 words, the finish and the usage.
+    assert all(type(item) is Relayed for item in seen[True])
+    assert sum(run.count() for run in seen[True]) == 23
     assert all(type(item) is dict for item in seen[False])
     chunks = [
         c for item in seen[True] for c in (item.chunks() if type(item) is Relayed else [item])

@@ -212,22 +212,22 @@ def _chunks(items: list[Any]) -> list[dict[str, Any]]:
     return [c for item in items for c in (item.chunks() if type(item) is Relayed else [item])]
 
 
-def test_a_relayed_stream_passes_content_events_as_received_and_parses_the_rest() -> None:
+def test_a_relayed_stream_passes_its_events_as_received_and_reads_those_that_report() -> None:
     parsed_state, relayed_state = StreamState(), StreamState(relay=True)
     parsed = run_sse(_parser(parsed_state), STREAM)
     items = run_relay(_parser(relayed_state), STREAM, relayed_state)
-    *runs, finish, usage = items
-    # The role and content events, byte for byte as the upstream sent them.
+    # Every chunk byte for byte as the upstream sent it (the role and content events in
+    # runs, the finish and usage events read first); [DONE] is the gateway's own to send.
     sent = STREAM.encode().split(b"\n\n")
-    assert all(type(run) is Relayed for run in runs)
-    assert b"".join(run.data for run in runs) == sent[0] + b"\n\n" + sent[1] + b"\n\n"
-    assert finish["choices"][0]["finish_reason"] == "stop" and usage["choices"] == []
+    assert all(type(item) is Relayed for item in items)
+    assert b"".join(item.data for item in items) == b"".join(e + b"\n\n" for e in sent[:4])
+    assert sent[4] == b"data: [DONE]"
     assert _chunks(items) == parsed
     for state in (parsed_state, relayed_state):
         assert state.usage is not None and state.usage.output_tokens == 2
         assert state.usage.input_tokens == 9 and state.finish_reason == "stop"
-    assert relayed_state.chunks == 1  # the finish chunk: relayed runs are not parsed
-    assert sum(run.text_chars() for run in runs) == len("Hello")
+    assert relayed_state.chunks == 0  # no chunk was made of them
+    assert sum(item.text_chars() for item in items) == len("Hello")
     assert len("Hello") == sum(delta_chars(c) for c in parsed)
 
 
@@ -334,19 +334,15 @@ def test_a_host_that_does_not_write_compact_json_has_its_events_parsed() -> None
 
 def test_content_after_one_choice_finished_is_relayed_again() -> None:
     """With n = 2, one choice may finish while the other still streams: the finish event is
-    parsed and the content after it is relayed, all from one read."""
+    read and the content after it is relayed, all from one read."""
     finish = _content_event("x").replace(b'"finish_reason":null', b'"finish_reason":"stop"')
     events = [_content_event("a"), _content_event("b"), finish, _content_event("c")]
     state = StreamState(relay=True)
-    items = run_relay(_parser(state), _sse(*events, b"data: [DONE]").decode(), state)
-    assert [type(item) for item in items] == [Relayed, Relayed, dict, Relayed, dict]
-    assert [item.data for item in items if type(item) is Relayed] == [
-        _sse(events[0]),
-        _sse(events[1]),
-        _sse(events[3]),
-    ]
-    assert items[2]["choices"][0]["finish_reason"] == "stop"
-    assert state.chunks == 1  # the finish chunk; the estimate's chunk has no choices
+    parser = _parser(state)
+    items = run_relay(parser, _sse(*events, b"data: [DONE]").decode(), state)
+    *relayed, estimate = items  # no usage came: the gateway adds its estimate's chunk
+    assert [item.data for item in relayed] == [_sse(event) for event in events]
+    assert parser.finish_reason == "stop" and parser.done and estimate["choices"] == []
 
 
 def test_the_decoder_gives_a_read_of_one_line_data_events_in_one_piece() -> None:

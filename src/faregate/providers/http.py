@@ -61,6 +61,17 @@ class EventParser(Protocol):
         ...
 
 
+class RelayingParser(EventParser, Protocol):
+    """A parser of OpenAI's own chunks, which a client that asked for usage may be sent as
+    the upstream wrote them (`StreamState.relay`): `relay` passes runs of events the gateway
+    need not read, `read` reads any other for what it reports (and says whether it is a
+    chunk, relayed as received all the same)."""
+
+    def relay(self, run: bytes, start: int) -> Relayed | None: ...
+
+    def read(self, data: bytes) -> bool: ...
+
+
 # -- timeouts ------------------------------------------------------------------------
 
 
@@ -416,10 +427,10 @@ class Upstream:
                     raw = await response.read(MAX_ERROR_BODY_BYTES)
                     raise self.status_error(response.status, raw, response.headers)
                 decoder = SSEDecoder()
-                relay = getattr(parser, "relay", None) if state.relay else None
+                relaying = state.relay and hasattr(parser, "relay")
                 async for block in response.iter_any():
-                    if relay is not None:
-                        chunks = _relay(parser, relay, decoder.feed_raw(block), state)
+                    if relaying:
+                        chunks = _relay(parser, decoder.feed_raw(block), state)  # type: ignore[arg-type]
                     else:
                         chunks = _parse(parser, decoder.feed(block), state)
                     # Once the whole body is here, every chunk left follows without a
@@ -442,15 +453,10 @@ def _counted(chunks: list[dict[str, Any]], state: StreamState) -> list[dict[str,
     return chunks
 
 
-def _relay(
-    parser: EventParser,
-    relay: Callable[[bytes, int], Relayed | None],
-    events: list[bytes | SSEEvent],
-    state: StreamState,
-) -> list[Any]:
-    """The events of one read as chunk dicts and `Relayed` runs, in order: `relay` takes
-    the longest run of whole events from a position that may pass as received; an event it
-    leaves is parsed."""
+def _relay(parser: RelayingParser, events: list[bytes | SSEEvent], state: StreamState) -> list[Any]:
+    """The events of one read as `Relayed` runs, in order: the longest runs of whole events
+    `relay` lets through unread, and each other event once `read`. Only an event that is
+    not one plain `data: ` line is decoded and parsed into a chunk dict."""
     out: list[Any] = []
     for item in events:
         if type(item) is SSEEvent:
@@ -458,14 +464,15 @@ def _relay(
             continue
         at, size = 0, len(item)
         while at < size:
-            run = relay(item, at)
+            run = parser.relay(item, at)
             if run is not None:
                 out.append(run)
                 at += len(run.data)
                 continue
-            end = item.find(b"\n\n", at)
-            out += _counted(parser.feed(SSEEvent(None, item[at + 6 : end].decode())), state)
-            at = end + 2
+            end = item.find(b"\n\n", at) + 2
+            if parser.read(item[at + 6 : end - 2]):
+                out.append(Relayed(item[at:end]))
+            at = end
     return out
 
 

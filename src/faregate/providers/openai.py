@@ -302,7 +302,19 @@ class StreamParser:
         if event.data == "[DONE]":
             self.done = True
             return []
-        data = orjson.loads(event.data)
+        return [self._read(orjson.loads(event.data))]
+
+    def read(self, data: bytes) -> bool:
+        """Read an event `relay` left (its JSON, after `data: `) for what it reports; True if
+        it goes to the client as received all the same (a chunk, unchanged: the client asked
+        for usage), False for the stream's `[DONE]`."""
+        if data == b"[DONE]":
+            self.done = True
+            return False
+        self._read(orjson.loads(data))
+        return True
+
+    def _read(self, data: Any) -> dict[str, Any]:
         if "error" in data and not data.get("choices"):
             raise self.http.detail_error(500, data)
         raw = data.get("usage")
@@ -315,7 +327,7 @@ class StreamParser:
             if self.usage is None:
                 self.deltas.append(choice.get("delta") or {})
         self.last = data
-        return [data]
+        return data  # type: ignore[no-any-return]
 
     def relay(self, run: bytes, start: int) -> Relayed | None:
         """The longest run of whole events from `start` in `run` (one-line `data: ` events,
