@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from faregate.billing import repository as repo
@@ -212,6 +212,37 @@ def test_usage_from_rollups_equals_usage_from_raw_events(
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         )
         @given(case=cases)
+        # A transaction repeated after the external_id's earlier holder ended: the first is
+        # the one stored, so neither counts (the tail was filtered before it was deduped).
+        @example(
+            case={
+                "events": [
+                    {
+                        "tx": 0,
+                        "at": 0,
+                        "model": "a",
+                        "type": "x",
+                        "v": None,
+                        "user": "u1",
+                        "op": "add",
+                    },
+                    {
+                        "tx": 0,
+                        "at": 777_600_000_000,
+                        "model": "a",
+                        "type": "x",
+                        "v": 0,
+                        "user": "u1",
+                        "op": "add",
+                    },
+                ],
+                "filters": [],
+                "batches": [],
+                "recurring": False,
+                "rounding": None,
+                "since": FIRST + timedelta(hours=1),
+            }
+        )
         def check(case: dict[str, Any]) -> None:
             runner.run(_check(engine, writer, kind, case))
 

@@ -77,12 +77,12 @@ async def period_aggregates(
     the external_id before `since` are another subscription's: none counts, and a period
     starting earlier is read from `since`.
     """
-    if since is not None:
-        unflushed = [r for r in unflushed if _utc(r["timestamp"]) >= since]
-        if period.start < since:
-            period = replace(period, start=min(since, period.end))
+    if since is not None and period.start < since:
+        period = replace(period, start=min(since, period.end))
     for _ in range(5):
         tail = await _not_stored(conn, external_subscription_id, unflushed)
+        if since is not None:  # after the dedup: a repeat of an earlier holder's event is not new
+            tail = [r for r in tail if _utc(r["timestamp"]) >= since]
         result = await _aggregates(
             conn, plan, metrics_by_code, external_subscription_id, period, tail, rounded, since
         )
