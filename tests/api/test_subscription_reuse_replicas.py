@@ -1,6 +1,6 @@
 """Two replicas on one PostgreSQL: a terminated subscription's external_id taken by a new
-subscription on one replica is seen by the other's event validation cache within its TTL
-(it kept the old subscription until it restarted)."""
+subscription on one replica, or a metric deleted there, is seen by the other's event
+validation cache within its TTL (it kept the old entries until it restarted)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from faregate.metering import ingest
 from faregate.store.db import migrate
 from tests.api.conftest import ADMIN_KEY, Billing
 from tests.api.test_billing_api import setup_catalog
+from tests.api.test_billing_lifecycle import refused
 from tests.conftest import create_pg_database, drop_pg_database, free_port
 
 
@@ -86,3 +87,19 @@ async def test_another_replica_sees_a_reused_external_ids_new_subscription_withi
         new.lago_customer_id,
     )
     assert await b.event_count(external_customer_id="zed") == 1  # stored as zed's too
+
+
+async def test_another_replica_refuses_events_of_a_metric_deleted_elsewhere_within_the_ttl(
+    replicas: tuple[Billing, Billing],
+) -> None:
+    a, b = replicas
+    await setup_catalog(a)
+    await _event(b, "t1")  # b caches the metric `tokens`
+    await a.call(a.client.billable_metrics.destroy, "tokens")
+    await asyncio.sleep(ingest.SUBSCRIPTION_TTL + 0.1)
+    status, body = await refused(
+        b,
+        b.client.events.create,
+        Event(transaction_id="t2", external_subscription_id="sub_1", code="tokens"),
+    )
+    assert status == 422 and body["error_details"] == {"code": ["billable_metric_not_found"]}

@@ -28,8 +28,9 @@ from faregate.money import MAX_USAGE_NUMBER, decimal_str, within_usage_bounds
 from faregate.store.tables.billing import billable_metrics, subscriptions
 
 Errors = dict[str, dict[str, list[str]]]
-# Seconds a cached subscription is used before it is read again: a terminated subscription's
-# external_id taken by a new one on another replica is seen here within this time.
+# Seconds a cached metric or subscription is used before it is read again: a change made on
+# another replica (a metric updated or deleted, a terminated subscription's external_id taken
+# by a new one) is seen here within this time.
 SUBSCRIPTION_TTL = 1.0
 _NEEDS_NUMBER = frozenset({"sum_agg", "max_agg", "latest_agg", "weighted_sum_agg"})
 
@@ -51,10 +52,9 @@ class SubscriptionRef:
 class Catalog:
     """Metrics and subscriptions events may name. Entries are loaded on a miss (a create on
     another replica is found by the miss); a create, update or delete here changes the entry
-    at once. A metric changed on another replica is seen when this process restarts; a
-    subscription is read again once its entry is `ttl` seconds old, so an external_id taken
-    by a new subscription on another replica is seen within `ttl` (at one query per batch
-    naming it, at most once per `ttl`)."""
+    at once. An entry is read again once it is `ttl` seconds old, so a change on another
+    replica is seen within `ttl`: a metric updated or deleted there, an external_id taken by
+    a new subscription there (at one query per batch naming it, at most once per `ttl`)."""
 
     def __init__(self, engine: AsyncEngine, ttl: float = SUBSCRIPTION_TTL):
         self._engine = engine
@@ -62,15 +62,18 @@ class Catalog:
         self.metrics: dict[str, MetricRef] = {}
         self.subscriptions: dict[str, SubscriptionRef] = {}
         self._read_at: dict[str, float] = {}  # when each subscription entry was read
+        self._metric_read_at: dict[str, float] = {}
 
-    def add_metric(self, metric: BillableMetric) -> None:
+    def add_metric(self, metric: BillableMetric, read_at: float | None = None) -> None:
         numeric = metric.field_name if metric.aggregation_type in _NEEDS_NUMBER else None
         self.metrics[metric.code] = MetricRef(metric.code, numeric)
+        self._metric_read_at[metric.code] = time.monotonic() if read_at is None else read_at
 
     def remove_metric(self, code: str) -> None:
-        """A deleted metric: its events are refused here from now on (another replica's
-        cache keeps it until that process restarts)."""
+        """A deleted metric: its events are refused from now on (by another replica once its
+        entry is read again)."""
         self.metrics.pop(code, None)
+        self._metric_read_at.pop(code, None)
 
     def add_subscription(self, row: dict[str, Any], read_at: float | None = None) -> None:
         self.subscriptions[row["external_id"]] = SubscriptionRef(
@@ -79,9 +82,9 @@ class Catalog:
         self._read_at[row["external_id"]] = time.monotonic() if read_at is None else read_at
 
     async def load(self, codes: set[str], subscription_ids: set[str]) -> None:
-        codes = {c for c in codes if c not in self.metrics}
-        now = time.monotonic()
-        read_at, ttl = self._read_at, self._ttl
+        now, ttl = time.monotonic(), self._ttl
+        metric_read_at, read_at = self._metric_read_at, self._read_at
+        codes = {c for c in codes if now - metric_read_at.get(c, -ttl) >= ttl}
         subscription_ids = {s for s in subscription_ids if now - read_at.get(s, -ttl) >= ttl}
         if not codes and not subscription_ids:
             return
@@ -92,8 +95,10 @@ class Catalog:
                         billable_metrics.c.code.in_(codes), billable_metrics.c.deleted_at.is_(None)
                     )
                 )
+                for code in codes:  # deleted on another replica, if not found again
+                    self.remove_metric(code)
                 for (definition,) in found:
-                    self.add_metric(BillableMetric.from_dict(definition))
+                    self.add_metric(BillableMetric.from_dict(definition), now)
             if subscription_ids:
                 found = await conn.execute(
                     select(subscriptions)
