@@ -35,11 +35,11 @@ def run_sse(parser: EventParser, text: str) -> list[dict[str, Any]]:
     return chunks
 
 
-def run_relay(parser: Any, text: str, state: Any) -> list[Any]:
+def run_relay(parser: Any, text: str) -> list[Any]:
     """Feed an SSE body through a parser the way Upstream.stream does for a caller that
     takes `Relayed` runs: chunk dicts and runs, in order."""
     decoder = SSEDecoder()
-    items = _relay(parser, decoder.feed_raw(text.encode()), state)
+    items = _relay(parser, decoder.feed_raw(text.encode()))
     for event in decoder.flush():
         items.extend(parser.feed(event))
     items.extend(parser.close())

@@ -78,7 +78,6 @@ class StreamState:
 
     usage: Usage | None = None
     finish_reason: str | None = None
-    chunks: int = 0  # chunks with choices parsed (not those in `Relayed` runs)
     # The usage the provider has reported so far, while the stream runs (Anthropic's
     # message_start and message_delta, Gemini's usageMetadata on each chunk); None until
     # it reports any. `usage` is the final report.

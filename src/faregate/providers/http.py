@@ -430,9 +430,9 @@ class Upstream:
                 relaying = state.relay and hasattr(parser, "relay")
                 async for block in response.iter_any():
                     if relaying:
-                        chunks = _relay(parser, decoder.feed_raw(block), state)  # type: ignore[arg-type]
+                        chunks = _relay(parser, decoder.feed_raw(block))  # type: ignore[arg-type]
                     else:
-                        chunks = _parse(parser, decoder.feed(block), state)
+                        chunks = _parse(parser, decoder.feed(block))
                     # Once the whole body is here, every chunk left follows without a
                     # wait: the stream's end too (the caller writes it all at once).
                     last = -1 if response.complete else len(chunks) - 1
@@ -440,27 +440,22 @@ class Upstream:
                         state.more = i != last
                         yield chunk
                 state.more = True
-                for chunk in _parse(parser, decoder.flush(), state):
+                for chunk in _parse(parser, decoder.flush()):
                     yield chunk
-                for chunk in _counted(parser.close(), state):
+                for chunk in parser.close():
                     yield chunk
             finally:
                 response.release()
 
 
-def _counted(chunks: list[dict[str, Any]], state: StreamState) -> list[dict[str, Any]]:
-    state.chunks += sum(1 for chunk in chunks if chunk.get("choices"))
-    return chunks
-
-
-def _relay(parser: RelayingParser, events: list[bytes | SSEEvent], state: StreamState) -> list[Any]:
+def _relay(parser: RelayingParser, events: list[bytes | SSEEvent]) -> list[Any]:
     """The events of one read as `Relayed` runs, in order: the longest runs of whole events
     `relay` lets through unread, and each other event once `read`. Only an event that is
     not one plain `data: ` line is decoded and parsed into a chunk dict."""
     out: list[Any] = []
     for item in events:
         if type(item) is SSEEvent:
-            out += _counted(parser.feed(item), state)
+            out += parser.feed(item)
             continue
         at, size = 0, len(item)
         while at < size:
@@ -476,8 +471,8 @@ def _relay(parser: RelayingParser, events: list[bytes | SSEEvent], state: Stream
     return out
 
 
-def _parse(parser: EventParser, events: list[SSEEvent], state: StreamState) -> list[dict[str, Any]]:
+def _parse(parser: EventParser, events: list[SSEEvent]) -> list[dict[str, Any]]:
     chunks: list[dict[str, Any]] = []
     for event in events:
         chunks.extend(parser.feed(event))
-    return _counted(chunks, state)
+    return chunks
