@@ -332,7 +332,7 @@ class StreamParser:
     def relay(self, run: bytes, start: int) -> Relayed | None:
         """The longest run of whole events from `start` in `run` (one-line `data: ` events,
         each with its blank line) that may go to the client as received, unparsed; None if
-        the event at `start` must be parsed (`feed`).
+        the event at `start` must be read first (`read`).
 
         Until an event shows that the host writes compact JSON (`"finish_reason":null`, as
         OpenAI does), events are taken one at a time and each is proved by counting keys
