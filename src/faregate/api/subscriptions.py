@@ -9,7 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from faregate.api.billing import _lago, _root, _services, event_catalog, page_meta, page_of
+from faregate.api.billing import (
+    _lago,
+    _root,
+    _services,
+    announce_terminations,
+    event_catalog,
+    page_meta,
+    page_of,
+)
 from faregate.api.common import json_response, read_json_object
 from faregate.auth import repository as customers_repo
 from faregate.billing import currencies, lago_json, unsupported
@@ -208,10 +216,8 @@ async def terminate_subscription(request: web.Request) -> web.Response:
             if ended is not None:
                 row = ended
                 break
-    body = subscription_object(row)
-    if ended is not None:
-        await _services(request).webhooks.emit("subscription.terminated", "subscription", body)
-    return json_response({"subscription": body})
+    await announce_terminations(_services(request), [ended])
+    return json_response({"subscription": subscription_object(row)})
 
 
 def add_routes(app: web.Application) -> None:
