@@ -449,25 +449,36 @@ class Upstream:
 
 
 def _relay(parser: RelayingParser, events: list[bytes | SSEEvent]) -> list[Any]:
-    """The events of one read as `Relayed` runs, in order: the longest runs of whole events
-    `relay` lets through unread, and each other event once `read`. Only an event that is
-    not one plain `data: ` line is decoded and parsed into a chunk dict."""
+    """The events of one read as `Relayed` runs, in order: the runs `relay` lets through
+    unread and the events `read` first that go on as received (the finish and usage
+    events), joined where they follow one another, so that a read relayed whole is one run
+    however many of its events were read: one item through the stream's generators, not
+    one per reporting event. Only an event that is not one plain `data: ` line is decoded
+    and parsed into a chunk dict; `[DONE]` ends a run (the gateway writes its own)."""
     out: list[Any] = []
     for item in events:
         if type(item) is SSEEvent:
             out += parser.feed(item)
             continue
         at, size = 0, len(item)
+        begun = -1  # where the run that reaches `at` begins; -1: none does
         while at < size:
             run = parser.relay(item, at)
             if run is not None:
-                out.append(run)
-                at += len(run.data)
-                continue
-            end = item.find(b"\n\n", at) + 2
-            if parser.read(item[at + 6 : end - 2]):
-                out.append(Relayed(item[at:end]))
+                end = at + len(run.data)
+            else:
+                end = item.find(b"\n\n", at) + 2
+                if not parser.read(item[at + 6 : end - 2]):
+                    if begun >= 0:
+                        out.append(Relayed(item[begun:at]))
+                        begun = -1
+                    at = end
+                    continue
+            if begun < 0:
+                begun = at
             at = end
+        if begun >= 0:
+            out.append(Relayed(item[begun:] if begun else item))
     return out
 
 
