@@ -16,7 +16,7 @@ On SQLite two more things count as much as the binding:
   event loop's next turn, and under load a turn serves dozens of requests. With a round trip
   per chunk, a flush took seconds and the writers fell tens of thousands of requests behind.
   So the chunks are bound on the event loop (yielding to it between chunks) and then run
-  together, in one call on the connection's thread (`_on_thread`).
+  together, in one call on the connection's thread (`on_thread`).
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class _Values:
         self, conn: AsyncConnection, rows: Sequence[Sequence[Any]], binders: Sequence[Binder]
     ) -> int:
         chunks, _ = await _bind_chunks(rows, binders)
-        return await _on_thread(conn, lambda db: self.run(_begun(db), chunks))
+        return await on_thread(conn, lambda db: self.run(begun(db), chunks))
 
 
 async def _bind_chunks(
@@ -231,7 +231,7 @@ async def _bind_chunks(
     return chunks, every
 
 
-async def _on_thread(conn: AsyncConnection, work: Callable[[sqlite3.Connection], T]) -> T:
+async def on_thread(conn: AsyncConnection, work: Callable[[sqlite3.Connection], T]) -> T:
     """`work` run on the aiosqlite connection's own thread with its `sqlite3` connection, in
     the caller's transaction: many statements for one hand-over, not one each."""
     raw = await conn.get_raw_connection()
@@ -239,7 +239,7 @@ async def _on_thread(conn: AsyncConnection, work: Callable[[sqlite3.Connection],
     return await driver._execute(lambda: work(driver._conn))  # type: ignore[no-any-return]
 
 
-def _begun(db: sqlite3.Connection) -> sqlite3.Connection:
+def begun(db: sqlite3.Connection) -> sqlite3.Connection:
     """The connection with its transaction begun: a savepoint outside one would commit on
     release, and the first write of a flush takes the write lock anyway."""
     if not db.in_transaction:
@@ -291,7 +291,7 @@ class SqliteInsertReturning:
         if not rows:
             return []
         chunks, bound = await _bind_chunks(rows, self._binders(conn.dialect))
-        landed = await _on_thread(conn, lambda db: self._run(_begun(db), chunks, len(rows)))
+        landed = await on_thread(conn, lambda db: self._run(begun(db), chunks, len(rows)))
         if landed is not None:
             return landed
         if self._single:
