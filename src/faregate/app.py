@@ -47,7 +47,7 @@ from faregate.observability import upstream_gauges
 from faregate.providers.registry import build_provider, endpoint_for
 from faregate.providers.transport import HttpTransport
 from faregate.store import crypto
-from faregate.store.db import create_engine
+from faregate.store.db import create_engine, default_flush_s
 from faregate.store.tables.gateway import provider_credentials
 from faregate.wallets.credits import WalletCredits
 from faregate.webhooks import Webhooks, WebhookSettings
@@ -113,9 +113,8 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         / settings.section("server").get("instance", f"{settings.host}-{settings.port}")
     )
     metering = settings.section("metering")
-    writer = UsageWriter(
-        engine, journal_dir, flush_interval=float(metering.get("flush_interval", 0.2))
-    )
+    interval = float(metering.get("flush_interval", default_flush_s(engine)))
+    writer = UsageWriter(engine, journal_dir, flush_interval=interval)
     await writer.start()
     keys = KeyService(engine, settings.admin_key)
     hooks = Webhooks(engine, webhook_settings)

@@ -10,7 +10,6 @@ of a stored row is."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from datetime import datetime
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from faregate.metering import derived, event_store, rollups
 from faregate.metering.journal import Journal
 from faregate.store.chunks import slice_size
-from faregate.store.db import write_turn
+from faregate.store.db import next_beat, write_turn
 from faregate.store.inserts import BatchInsert
 from faregate.store.tables.metering import requests
 
@@ -148,9 +147,7 @@ class UsageWriter:
 
     async def _run(self) -> None:
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
+            await next_beat(self._wake, self._interval)
             try:
                 await self.flush()
             except Exception:  # the segment stays on disk and is retried next round

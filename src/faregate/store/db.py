@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import weakref
 from contextlib import AbstractAsyncContextManager
@@ -70,6 +71,33 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 _WRITE_TURNS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def default_flush_s(engine: AsyncEngine) -> float:
+    """The batched writers' default flush interval. On SQLite the writes run in the serving
+    process, on the core its requests use, and a flush's CPU delays the requests in flight
+    while it runs: small flushes, 20 a second, keep each such delay short (the c = 1 tail
+    in bench/README.md). On PostgreSQL the database does the work in its own process and
+    each flush is a round trip to it: 5 a second."""
+    return 0.05 if engine.dialect.name == "sqlite" else 0.2
+
+
+async def next_beat(wake: asyncio.Event, interval: float, phase: float = 0.0) -> None:
+    """Wait for a batched writer's next flush: the next beat of a fixed clock, one every
+    `interval` seconds offset by `phase` of an interval, or `wake` set (a batch full).
+
+    On a clock rather than `interval` after the last flush ended, so two writers keep the
+    offset they were given instead of drifting by their flushes' own times: the usage
+    writer flushes on the beat and the ledger writer half an interval later, so a request
+    meets one writer's flush at most, not the two back to back (they take turns on
+    SQLite's write lock). A flush that overran waits for the beat after it."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    offset = phase * interval
+    due = (math.floor((now - offset) / interval) + 1) * interval + offset
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), due - now)
+    wake.clear()
 
 
 def write_turn(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.config import ConfigError, Settings
-from faregate.store.db import is_sqlite
+from faregate.store.db import default_flush_s, is_sqlite
 from faregate.wallets.book import HoldBook, MemoryHoldBook
 from faregate.wallets.credit_alerts import CreditAlerts
 from faregate.wallets.runtime import WalletRuntime
@@ -76,7 +76,7 @@ async def build_wallets(
         writer = LedgerWriter(
             engine,
             Path(settings.data_dir) / "ledger" / str(instance),
-            flush_interval=float(section.get("journal_flush_s", 0.2)),
+            flush_interval=float(section.get("journal_flush_s", default_flush_s(engine))),
         )
     service = WalletService(
         engine, book=book, webhooks=webhooks, default_currency=settings.currency

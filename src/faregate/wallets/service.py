@@ -216,7 +216,7 @@ class WalletService:
 
     async def _hold_void(self, wallet_id: str, top_up: TopUp) -> tuple[str, int] | None:
         """With a hold book that lags the wallet row (in process, Redis: entries reach the
-        database within 0.2 s), a void is checked against the book, by the same atomic step
+        database within `journal_flush_s`), a void is checked against the book, by the same atomic step
         as a request's hold: the voided credits are held until the void is recorded, so no
         request can hold them meanwhile. Refused (422) when the ongoing balance does not
         cover it. None when there is nothing to void or the row is the book (PostgreSQL)."""

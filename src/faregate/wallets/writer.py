@@ -5,7 +5,6 @@ database in batches off the request path. Replays are safe: an entry's key is in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.metering.journal import Journal
-from faregate.store.db import write_turn
+from faregate.store.db import next_beat, write_turn
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.ledger import Entry
@@ -94,9 +93,7 @@ class LedgerWriter:
 
     async def _run(self) -> None:
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
+            await next_beat(self._wake, self._interval, phase=0.5)  # between usage flushes
             try:
                 await self.flush()
             except Exception:  # the sealed segment stays on disk and is retried

@@ -1,0 +1,62 @@
+"""The batched writers' flush clock: a fixed beat, each writer at its phase of it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from faregate.store.db import create_engine, default_flush_s, next_beat
+
+INTERVAL = 0.05
+
+
+def _phase_of(at: float, interval: float = INTERVAL) -> float:
+    """Where `at` falls in its interval, as a fraction of one."""
+    return (at / interval) % 1.0
+
+
+def _near(phase: float, wanted: float, tolerance: float = 0.2) -> bool:
+    gap = abs(phase - wanted) % 1.0
+    return min(gap, 1.0 - gap) < tolerance
+
+
+async def test_each_writer_flushes_on_the_beat_at_its_phase() -> None:
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    for phase in (0.0, 0.5, 0.0, 0.5):
+        await next_beat(wake, INTERVAL, phase)
+        assert _near(_phase_of(loop.time()), phase)
+
+
+async def test_a_flush_that_overran_waits_for_the_beat_after_it() -> None:
+    """No catching up: the next flush is on the beat, not at once and not a whole interval
+    after the late one ended, so the two writers keep half an interval between them."""
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    await next_beat(wake, INTERVAL, 0.5)
+    await asyncio.sleep(INTERVAL * 1.3)  # a flush longer than the interval
+    before = loop.time()
+    await next_beat(wake, INTERVAL, 0.5)
+    assert loop.time() - before < INTERVAL
+    assert _near(_phase_of(loop.time()), 0.5)
+
+
+async def test_a_full_batch_wakes_the_writer_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    wake.set()
+    before = loop.time()
+    await next_beat(wake, 60.0)
+    assert loop.time() - before < 1.0
+    assert not wake.is_set()  # cleared for the next batch
+
+
+async def test_writers_flush_more_often_on_sqlite_than_on_postgresql(tmp_path: Path) -> None:
+    sqlite = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'beat.db'}")
+    postgres = create_engine("postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    try:
+        assert default_flush_s(sqlite) == 0.05
+        assert default_flush_s(postgres) == 0.2
+    finally:
+        await sqlite.dispose()
+        await postgres.dispose()
