@@ -272,9 +272,9 @@ def _relayed(parser: StreamParser, run: bytes) -> list[bytes | None]:
     out: list[bytes | None] = []
     at = 0
     while at < len(run):
-        relayed = parser.relay(run, at)
-        out.append(relayed.data if relayed else None)
-        at = at + len(relayed.data) if relayed else run.find(b"\n\n", at) + 2
+        end = parser.relay(run, at)
+        out.append(run[at:end] if end is not None else None)
+        at = end if end is not None else run.find(b"\n\n", at) + 2
     return out
 
 

@@ -67,7 +67,7 @@ class RelayingParser(EventParser, Protocol):
     need not read, `read` reads any other for what it reports (and says whether it is a
     chunk, relayed as received all the same)."""
 
-    def relay(self, run: bytes, start: int) -> Relayed | None: ...
+    def relay(self, run: bytes, start: int) -> int | None: ...
 
     def read(self, data: bytes) -> bool: ...
 
@@ -463,10 +463,8 @@ def _relay(parser: RelayingParser, events: list[bytes | SSEEvent]) -> list[Any]:
         at, size = 0, len(item)
         begun = -1  # where the run that reaches `at` begins; -1: none does
         while at < size:
-            run = parser.relay(item, at)
-            if run is not None:
-                end = at + len(run.data)
-            else:
+            end = parser.relay(item, at)
+            if end is None:
                 end = item.find(b"\n\n", at) + 2
                 if not parser.read(item[at + 6 : end - 2]):
                     if begun >= 0:

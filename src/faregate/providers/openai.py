@@ -19,7 +19,6 @@ from faregate.providers.base import (
     Endpoint,
     ImagesResult,
     ModerationsResult,
-    Relayed,
     StreamState,
     TranscriptionResult,
 )
@@ -329,10 +328,10 @@ class StreamParser:
         self.last = data
         return data  # type: ignore[no-any-return]
 
-    def relay(self, run: bytes, start: int) -> Relayed | None:
-        """The longest run of whole events from `start` in `run` (one-line `data: ` events,
-        each with its blank line) that may go to the client as received, unparsed; None if
-        the event at `start` must be read first (`read`).
+    def relay(self, run: bytes, start: int) -> int | None:
+        """Where the longest run of whole events from `start` in `run` (one-line `data: `
+        events, each with its blank line) that may go to the client as received, unparsed,
+        ends; None if the event at `start` must be read first (`read`).
 
         Until an event shows that the host writes compact JSON (`"finish_reason":null`, as
         OpenAI does), events are taken one at a time and each is proved by counting keys
@@ -359,7 +358,7 @@ class StreamParser:
         if self.usage is None:
             self.deltas.append(data)
         self.last = data
-        return Relayed(data)
+        return end
 
     def _estimate_text(self) -> str:
         parts = []
