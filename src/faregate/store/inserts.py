@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
@@ -120,6 +120,24 @@ def _bind(rows: Iterable[Sequence[Any]], binders: Sequence[Binder]) -> list[list
                 values[i] = process(value)
         bound.append(values)
     return bound
+
+
+def driver_statement(
+    statement: Any, table: Table, dialect: Dialect
+) -> tuple[str, Callable[[Iterable[Mapping[str, Any]]], list[tuple[Any, ...]]]]:
+    """A statement of named parameters (an UPDATE, say) as the driver's text, and what binds
+    rows of those parameters for it, through the dialect's processors as `BatchInsert`
+    binds its rows: for running it on the connection's thread (`on_thread`)."""
+    compiled = statement.compile(dialect=dialect)
+    order = compiled.positiontup
+    assert order is not None
+    binders = _binders(table, dialect, compiled._bind_processors, order)
+
+    def bind(rows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        values = ([row[name] for name in order] for row in rows)
+        return [tuple(bound) for bound in _bind(values, binders)]
+
+    return compiled.string, bind
 
 
 class BatchInsert:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.store.chunks import fixed_size_chunks, slice_size
-from faregate.store.inserts import SqliteInsertReturning, begun, on_thread
+from faregate.store.inserts import SqliteInsertReturning, begun, driver_statement, on_thread
 from faregate.store.tables.wallets import wallet_entries, wallets
 from faregate.wallets import ledger
 from faregate.wallets.ledger import Balances, Entry
@@ -266,7 +266,7 @@ async def apply_entries(conn: AsyncConnection, entries: Sequence[Entry]) -> list
         ]
         if conn.dialect.name == "sqlite":  # one hand-over to the connection's thread, not four
             sql, bind = _balances_on_sqlite(conn.dialect)
-            params = [bind(row) for row in rows]
+            params = bind(rows)
             await on_thread(conn, lambda db: begun(db).executemany(sql, params))
         else:
             await conn.execute(_ADD_TO_BALANCES, rows)
@@ -303,20 +303,8 @@ _ADD_TO_BALANCES = (
 @functools.cache
 def _balances_on_sqlite(
     dialect: Dialect,
-) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
-    """`_ADD_TO_BALANCES` as SQLite text, and what binds one row of it (through the
-    columns' own processors, as SQLAlchemy would)."""
-    compiled = _ADD_TO_BALANCES.compile(dialect=dialect)
-    processors = compiled._bind_processors
-    order = compiled.positiontup
-    assert order is not None
-
-    def bind(row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            processors[name](row[name]) if name in processors else row[name] for name in order
-        )
-
-    return compiled.string, bind
+) -> tuple[str, Callable[[Iterable[Mapping[str, Any]]], list[tuple[Any, ...]]]]:
+    return driver_statement(_ADD_TO_BALANCES, wallets, dialect)
 
 
 async def _insert_entries(conn: AsyncConnection, values: list[tuple[Any, ...]]) -> set[str]:
