@@ -15,6 +15,13 @@ def _phase_of(at: float, interval: float = INTERVAL) -> float:
     return (at / interval) % 1.0
 
 
+def _arrived() -> asyncio.Event:
+    """Something to write: set, as a writer's first record after a flush sets it."""
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 def _near(phase: float, wanted: float, tolerance: float = 0.2) -> bool:
     gap = abs(phase - wanted) % 1.0
     return min(gap, 1.0 - gap) < tolerance
@@ -24,7 +31,7 @@ async def test_each_writer_flushes_on_the_beat_at_its_phase() -> None:
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     for phase in (0.0, 0.5, 0.0, 0.5):
-        await next_beat(wake, INTERVAL, phase)
+        await next_beat(wake, INTERVAL, phase, arrived=_arrived())
         assert _near(_phase_of(loop.time()), phase)
 
 
@@ -33,10 +40,10 @@ async def test_a_flush_that_overran_waits_for_the_beat_after_it() -> None:
     after the late one ended, so the two writers keep half an interval between them."""
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
-    await next_beat(wake, INTERVAL, 0.5)
+    await next_beat(wake, INTERVAL, 0.5, arrived=_arrived())
     await asyncio.sleep(INTERVAL * 1.3)  # a flush longer than the interval
     before = loop.time()
-    await next_beat(wake, INTERVAL, 0.5)
+    await next_beat(wake, INTERVAL, 0.5, arrived=_arrived())
     assert loop.time() - before < INTERVAL
     assert _near(_phase_of(loop.time()), 0.5)
 
@@ -46,9 +53,20 @@ async def test_a_full_batch_wakes_the_writer_at_once() -> None:
     wake = asyncio.Event()
     wake.set()
     before = loop.time()
-    await next_beat(wake, 60.0)
+    await next_beat(wake, 60.0, arrived=_arrived())
     assert loop.time() - before < 1.0
     assert not wake.is_set()  # cleared for the next batch
+
+
+async def test_a_writer_with_nothing_to_write_waits_for_something_to_arrive() -> None:
+    """An idle server's writers do not wake on every beat: only once a record arrived."""
+    wake, arrived = asyncio.Event(), asyncio.Event()
+    waiting = asyncio.create_task(next_beat(wake, INTERVAL, arrived=arrived))
+    await asyncio.sleep(INTERVAL * 3)
+    assert not waiting.done()
+    arrived.set()
+    await asyncio.wait_for(waiting, INTERVAL * 3)
+    assert not arrived.is_set()  # cleared: the next flush waits for the next record
 
 
 async def test_writers_flush_more_often_on_sqlite_than_on_postgresql(tmp_path: Path) -> None:

@@ -78,6 +78,7 @@ class UsageWriter:
         self._inflight: list[dict[str, Any]] = []  # events of the batch being inserted
         self._carries = engine.dialect.name == "sqlite"
         self._wake = asyncio.Event()
+        self._arrived = asyncio.Event()  # something to write since the last flush began
         self._high_water = high_water
         self._room = asyncio.Event()
         self._room.set()
@@ -102,6 +103,8 @@ class UsageWriter:
         else:
             self._journal.append({"r": request_row, "e": event_rows})
             self._events.extend(event_rows)
+        if not self._requests:
+            self._arrived.set()
         self._requests.append(request_row)
         if len(self._requests) >= self._max_batch:
             self._wake.set()
@@ -109,6 +112,8 @@ class UsageWriter:
     def record_events(self, event_rows: list[dict[str, Any]]) -> None:
         """Accept external events (already validated). Durable when this returns."""
         self._journal.append({"e": event_rows})
+        if not self._events:
+            self._arrived.set()
         self._events.extend(event_rows)
         if len(self._events) >= self._max_batch:
             self._wake.set()
@@ -147,11 +152,12 @@ class UsageWriter:
 
     async def _run(self) -> None:
         while not self._closing:
-            await next_beat(self._wake, self._interval)
+            await next_beat(self._wake, self._interval, arrived=self._arrived)
             try:
                 await self.flush()
             except Exception:  # the segment stays on disk and is retried next round
                 log.exception("usage flush failed; will retry")
+                self._arrived.set()
                 await asyncio.sleep(1.0)
 
     async def flush(self) -> None:
@@ -254,6 +260,7 @@ class UsageWriter:
             # leave the SQLite write lock held by a half-closed connection.
             self._closing = True
             self._wake.set()
+            self._arrived.set()
             self._room.set()
             _, pending = await asyncio.wait({self._task}, timeout=30)
             for task in pending:

@@ -82,15 +82,21 @@ def default_flush_s(engine: AsyncEngine) -> float:
     return 0.05 if engine.dialect.name == "sqlite" else 0.2
 
 
-async def next_beat(wake: asyncio.Event, interval: float, phase: float = 0.0) -> None:
-    """Wait for a batched writer's next flush: the next beat of a fixed clock, one every
-    `interval` seconds offset by `phase` of an interval, or `wake` set (a batch full).
+async def next_beat(
+    wake: asyncio.Event, interval: float, phase: float = 0.0, *, arrived: asyncio.Event
+) -> None:
+    """Wait for a batched writer's next flush: once `arrived` is set (the writer has
+    something to write: an idle writer does not wake 20 times a second for nothing), the
+    next beat of a fixed clock, one every `interval` seconds offset by `phase` of an
+    interval, or at once when `wake` is set (a batch full).
 
     On a clock rather than `interval` after the last flush ended, so two writers keep the
     offset they were given instead of drifting by their flushes' own times: the usage
     writer flushes on the beat and the ledger writer half an interval later, so a request
     meets one writer's flush at most, not the two back to back (they take turns on
     SQLite's write lock). A flush that overran waits for the beat after it."""
+    await arrived.wait()
+    arrived.clear()
     loop = asyncio.get_running_loop()
     now = loop.time()
     offset = phase * interval

@@ -75,6 +75,7 @@ class LedgerWriter:
         self._interval = flush_interval
         self._pending: list[Entry] = []
         self._wake = asyncio.Event()
+        self._arrived = asyncio.Event()  # something to write since the last flush began
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -84,6 +85,8 @@ class LedgerWriter:
         half the time of an append (an entry without a time gets this moment's)."""
         now = datetime.now(UTC)
         self._journal.append({"v": [e.values(now) for e in entries]})
+        if not self._pending:
+            self._arrived.set()
         self._pending.extend(entries)
 
     async def start(self) -> None:
@@ -93,11 +96,13 @@ class LedgerWriter:
 
     async def _run(self) -> None:
         while not self._closing:
-            await next_beat(self._wake, self._interval, phase=0.5)  # between usage flushes
+            # Half an interval after the usage writer's flushes.
+            await next_beat(self._wake, self._interval, phase=0.5, arrived=self._arrived)
             try:
                 await self.flush()
             except Exception:  # the sealed segment stays on disk and is retried
                 log.exception("ledger flush failed; will retry")
+                self._arrived.set()
                 await asyncio.sleep(1.0)
 
     async def flush(self) -> None:
@@ -126,6 +131,7 @@ class LedgerWriter:
         if self._task is not None:
             self._closing = True
             self._wake.set()
+            self._arrived.set()
             _, pending = await asyncio.wait({self._task}, timeout=30)
             for task in pending:
                 task.cancel()
