@@ -249,6 +249,7 @@ def test_usage_from_rollups_equals_usage_from_raw_events(
         try:
             check()
         finally:
+            runner.run(writer.close())
             runner.run(engine.dispose())
             if backend == "postgres":
                 runner.run(drop_pg_database(url))

@@ -54,6 +54,8 @@ async def lagging(
         writer=LedgerWriter(engine, tmp_path / "ledger"),
     )
     yield runtime
+    assert runtime.writer is not None
+    await runtime.writer.close()  # and its connection
     if client is not None:
         await client.aclose()
     await engine.dispose()

@@ -58,6 +58,8 @@ async def runtime(
         hold_ttl_s=TTL_S,
     )
     yield runtime
+    assert runtime.writer is not None
+    await runtime.writer.close()  # and its connection
     await client.aclose()
     await engine.dispose()
 

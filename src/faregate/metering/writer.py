@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from faregate.metering import derived, event_store, rollups
 from faregate.metering.journal import Journal
 from faregate.store.chunks import slice_size
-from faregate.store.db import next_beat, write_turn
+from faregate.store.db import WriteConnection, next_beat
 from faregate.store.inserts import BatchInsert
 from faregate.store.tables.metering import requests
 
@@ -85,6 +86,7 @@ class UsageWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._flush_lock = asyncio.Lock()
+        self._writes = WriteConnection(engine)
         self._insert_requests = BatchInsert(requests)
         self._specs = rollups.MetricSpecs()
 
@@ -170,13 +172,13 @@ class UsageWriter:
                 self._inflight = [*carried, *evs] if carried else evs
                 self._room.set()
                 try:
-                    await self._insert(reqs, evs, carried)
+                    # The segments are recycled once the batch is committed.
+                    await self._insert(reqs, evs, carried, then=sealed.discard)
                 except BaseException:
                     sealed.release()  # the segments stay on disk, to be replayed
                     raise
                 finally:
                     self._inflight = []
-                await asyncio.to_thread(sealed.discard)
             for path in self._journal.leftovers():  # segments an earlier failure left behind
                 await self._replay_one(path)
 
@@ -191,8 +193,9 @@ class UsageWriter:
                 reqs.append(row)
                 carried.extend(derived.of_record(row))
             evs.extend(_revive(e) for e in record.get("e", ()))
-        await self._insert(reqs, evs, carried, replay=True)
-        await asyncio.to_thread(self._journal.discard, [path])
+        await self._insert(
+            reqs, evs, carried, replay=True, then=lambda: self._journal.discard([path])
+        )
 
     async def _insert(
         self,
@@ -201,10 +204,12 @@ class UsageWriter:
         carried: list[dict[str, Any]],
         *,
         replay: bool = False,
+        then: Callable[[], None] | None = None,
     ) -> None:
+        """Store a batch; `then` (blocking) runs once it is committed."""
         for attempt in range(_RETRIES):
             try:
-                await self._insert_once(reqs, evs, carried, replay)
+                await self._insert_once(reqs, evs, carried, replay, then)
                 return
             except DBAPIError as err:
                 if attempt == _RETRIES - 1 or not isinstance(
@@ -222,8 +227,9 @@ class UsageWriter:
         evs: list[dict[str, Any]],
         carried: list[dict[str, Any]],
         replay: bool,
+        then: Callable[[], None] | None,
     ) -> None:
-        async with write_turn(self._engine), self._engine.begin() as conn:
+        async with self._writes.transaction(then) as conn:
             postgres = conn.dialect.name == "postgresql"
             if postgres:  # also begins the transaction the raw COPY joins
                 await conn.exec_driver_sql(
@@ -266,6 +272,7 @@ class UsageWriter:
             for task in pending:
                 task.cancel()
         await self.flush()
+        await self._writes.close()
         self._journal.close()
 
 

@@ -251,8 +251,14 @@ async def _bind_chunks(
 
 async def on_thread(conn: AsyncConnection, work: Callable[[sqlite3.Connection], T]) -> T:
     """`work` run on the aiosqlite connection's own thread with its `sqlite3` connection, in
-    the caller's transaction: many statements for one hand-over, not one each."""
-    raw = await conn.get_raw_connection()
+    the caller's transaction: many statements for one hand-over, not one each. A connection
+    that holds its driver connection hands it over as it is; `get_raw_connection` is for
+    one that has to get it again (a greenlet started for nothing, else)."""
+    sync = conn.sync_connection
+    if sync is not None and not sync.closed and not sync.invalidated:
+        raw: Any = sync.connection
+    else:
+        raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
     return await driver._execute(lambda: work(driver._conn))  # type: ignore[no-any-return]
 

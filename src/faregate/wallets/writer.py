@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.metering.journal import Journal
-from faregate.store.db import next_beat, write_turn
+from faregate.store.db import WriteConnection, next_beat
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.ledger import Entry
@@ -79,6 +79,7 @@ class LedgerWriter:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._writes = WriteConnection(engine)
 
     def record(self, *entries: Entry) -> None:
         """Durable when this returns. Journaled as values in column order, not by name:
@@ -110,20 +111,19 @@ class LedgerWriter:
             if self._pending:
                 sealed = self._journal.seal()
                 batch, self._pending = self._pending, []
-                try:
-                    async with write_turn(self._engine), self._engine.begin() as conn:
+                try:  # the segments recycled once the batch is committed
+                    async with self._writes.transaction(sealed.discard) as conn:
                         await _store(conn, batch, replayed=False)
                 except BaseException:
                     sealed.release()  # the segments stay on disk, to be replayed
                     raise
-                await asyncio.to_thread(sealed.discard)
             for path in self._journal.leftovers():
                 await self._replay(path)
 
     async def _replay(self, path: Path) -> None:
         entries = [e for record in Journal.read(path) for e in _entries(record)]
         if entries:
-            async with write_turn(self._engine), self._engine.begin() as conn:
+            async with self._writes.transaction() as conn:
                 await _store(conn, entries, replayed=True)
         await asyncio.to_thread(self._journal.discard, [path])
 
@@ -136,4 +136,5 @@ class LedgerWriter:
             for task in pending:
                 task.cancel()
         await self.flush()
+        await self._writes.close()
         self._journal.close()
