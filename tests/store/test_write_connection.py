@@ -1,0 +1,103 @@
+"""A batched writer's transactions on its kept connection: committed whole or not at all,
+`then` only after a commit, the connection reused, and a broken one replaced."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.conftest import create_pg_database, drop_pg_database
+
+from faregate.store.db import WriteConnection, create_engine
+from faregate.store.inserts import begun, on_thread
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "postgres":
+        url = await create_pg_database()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+    yield engine
+    await engine.dispose()
+    if request.param == "postgres":
+        await drop_pg_database(url)
+
+
+async def _rows(engine: AsyncEngine) -> list[int]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(text("SELECT a FROM t ORDER BY a"))).scalars())
+
+
+async def _insert(conn: object, value: int, *, raw: bool) -> None:
+    """A row through the driver on the connection's thread (as the writers' SQLite
+    statements go), or through SQLAlchemy (as their other statements do)."""
+    if raw:
+        await on_thread(conn, lambda db: begun(db).execute(f"INSERT INTO t VALUES ({value})"))  # type: ignore[arg-type]
+    else:
+        await conn.execute(text(f"INSERT INTO t VALUES ({value})"))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["driver", "sqlalchemy"])
+async def test_a_transaction_commits_then_runs_then(engine: AsyncEngine, raw: bool) -> None:
+    if raw and engine.dialect.name != "sqlite":
+        pytest.skip("statements on the connection's thread are SQLite's")
+    writes = WriteConnection(engine)
+    done: list[list[int]] = []
+    async with writes.transaction(lambda: done.append([1])) as conn:
+        await _insert(conn, 1, raw=raw)
+        await _insert(conn, 2, raw=raw)
+        assert done == []
+    assert done == [[1]]
+    assert await _rows(engine) == [1, 2]
+    async with writes.transaction() as again:  # the same connection, a new transaction
+        await _insert(again, 3, raw=raw)
+    if engine.dialect.name == "sqlite":
+        assert again is conn
+    assert await _rows(engine) == [1, 2, 3]
+    await writes.close()
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["driver", "sqlalchemy"])
+async def test_a_failed_transaction_is_rolled_back_and_then_not_run(
+    engine: AsyncEngine, raw: bool
+) -> None:
+    if raw and engine.dialect.name != "sqlite":
+        pytest.skip("statements on the connection's thread are SQLite's")
+    writes = WriteConnection(engine)
+    done: list[int] = []
+    with pytest.raises(RuntimeError):
+        async with writes.transaction(lambda: done.append(1)) as conn:
+            await _insert(conn, 1, raw=raw)
+            raise RuntimeError("boom")
+    assert done == []
+    assert await _rows(engine) == []
+    async with writes.transaction() as conn:  # the write lock was given back
+        await _insert(conn, 2, raw=raw)
+    assert await _rows(engine) == [2]
+    await writes.close()
+
+
+async def test_a_connection_that_cannot_roll_back_is_replaced(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+    writes = WriteConnection(engine)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the closed connection raises
+        async with writes.transaction() as broken:
+            await _insert(broken, 1, raw=True)
+            raw = await broken.get_raw_connection()
+            await raw.driver_connection.close()  # type: ignore[union-attr]
+            raise RuntimeError("boom")
+    async with writes.transaction() as conn:
+        assert conn is not broken
+        await _insert(conn, 2, raw=True)
+    assert await _rows(engine) == [2]
+    await writes.close()
+    await engine.dispose()
