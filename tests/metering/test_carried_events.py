@@ -178,6 +178,73 @@ async def test_an_api_event_repeating_a_requests_event_is_a_duplicate(tmp_path: 
     await engine.dispose()
 
 
+def _api_event(tx: str, tokens: int) -> dict[str, Any]:
+    return {
+        "transaction_id": tx,
+        "external_subscription_id": "sub_1",
+        "external_customer_id": "acme",
+        "code": "tokens",
+        "timestamp": HOUR,
+        "properties": {"type": "input", "tokens": tokens},
+        "created_at": HOUR,
+        "source": "api",
+    }
+
+
+async def test_an_api_event_stored_before_its_requests_record_is_counted_once(
+    tmp_path: Path,
+) -> None:
+    """The API event came first (its request still running, its id in the response
+    headers): the first one stored wins, so the record stops carrying that event, and a
+    replay of the record's segment does not bring it back."""
+    engine, writer = await _setup(tmp_path)
+    writer.record_events([_api_event("req_0001:tokens:input", 1000)])
+    await writer.flush()
+    recorder = Recorder(writer)
+    recorder.record(_call(1))
+    recorder.record(_call(2))
+    await writer.flush()
+    assert await _rolled(engine) == {
+        '{"type":"input"}': (2, Decimal(1010)),  # the API event's 1000, req_0002's 10
+        '{"type":"output"}': (2, Decimal(10)),
+    }
+    async with engine.connect() as conn:
+        stored = {e["transaction_id"]: e for e in await stored_events(conn)}
+        carried = (
+            await conn.execute(select(requests.c.events).where(requests.c.id == "req_0001"))
+        ).scalar_one()
+    assert stored["req_0001:tokens:input"]["properties"]["tokens"] == 1000
+    assert sorted(stored) == [  # each request's event once, the API's one row among them
+        "req_0001:requests",
+        "req_0001:tokens:input",
+        "req_0001:tokens:output",
+        "req_0002:requests",
+        "req_0002:tokens:input",
+        "req_0002:tokens:output",
+    ]
+    assert "input" not in carried  # the record carries the rest of its events only
+    assert "output" in carried
+    # A process killed with req_0003's record journaled, not stored, after an API event
+    # naming it was: the process that replays the segment never saw the API event.
+    writer.record_events([_api_event("req_0003:tokens:input", 500)])
+    await writer.flush()
+    await writer.close()
+    journal = Journal(tmp_path / "journal-2")
+    call = _call(3)
+    row = build_request_row(call, "sub_1")
+    row["events"] = orjson.dumps(event_parts(call)).decode()
+    journal.append({"r": row})
+    journal.close()
+    replaying = UsageWriter(engine, tmp_path / "journal-2")
+    assert await replaying.recover() == 1
+    assert await _rolled(engine) == {
+        '{"type":"input"}': (3, Decimal(1510)),
+        '{"type":"output"}': (3, Decimal(15)),
+    }
+    await replaying.close()
+    await engine.dispose()
+
+
 async def test_readers_by_transaction_by_period_and_a_rebuild_see_carried_events(
     tmp_path: Path,
 ) -> None:

@@ -84,6 +84,24 @@ def of_record(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     )
 
 
+def without(row: Mapping[str, Any], transaction_ids: set[str]) -> str | None:
+    """The record's `events` without those of these transaction ids (None if none is left),
+    packed as `record` journals and stores them."""
+    packed = row["events"]
+    if isinstance(packed, str):
+        packed = orjson.loads(packed)
+    prefix = f"{row['id']}:"
+    kept = [part for part in packed["e"] if prefix + part[1] not in transaction_ids]
+    if not kept:
+        return None
+    return orjson.dumps(pack(packed["p"], kept)).decode()
+
+
+def request_id_at(moment: datetime) -> str:
+    """The start of every request id made at `moment` or later (ids sort by time)."""
+    return f"req_{int(moment.timestamp() * 1000):012x}"
+
+
 def request_id_of(transaction_id: str) -> str | None:
     """The request a gateway event's transaction id names, if it can name one."""
     if not transaction_id.startswith("req_"):

@@ -10,12 +10,13 @@ landed, so rollups count each stored event once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faregate.store.inserts import SqliteInsertReturning
@@ -67,6 +68,27 @@ async def insert_new(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[
     if conn.dialect.name == "postgresql":
         return await _insert_postgres(conn, rows)
     return await _insert_sqlite(conn, rows)
+
+
+async def stored_rows(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these (external_subscription_id, transaction_id) are stored rows."""
+    by_subscription: dict[str, list[str]] = {}
+    for subscription, transaction_id in keys:
+        by_subscription.setdefault(subscription, []).append(transaction_id)
+    found: set[tuple[str, str]] = set()
+    for subscription, ids in by_subscription.items():
+        ids.sort()
+        for start in range(0, len(ids), 500):
+            rows = await conn.execute(
+                select(events.c.transaction_id).where(
+                    events.c.external_subscription_id == subscription,
+                    events.c.transaction_id.in_(ids[start : start + 500]),
+                )
+            )
+            found.update((subscription, r[0]) for r in rows)
+    return found
 
 
 def _json_text(properties: dict[str, Any]) -> str:

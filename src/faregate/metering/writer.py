@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,9 @@ _BACKOFF_CAP_S = 2.0
 # slice at a time (store.chunks.slice_size), each slice one call on the connection's thread,
 # letting requests run in between. PostgreSQL takes a batch in one COPY.
 _SLICE = 256
+# How long a request named by a stored API event is remembered once `_NAMED_MAX` are.
+_NAMED_FOR = timedelta(hours=2)
+_NAMED_MAX = 1000
 
 _DATETIME_FIELDS = ("created_at", "timestamp")
 _DECIMAL_FIELDS = ("latency_ms", "ttft_ms", "seconds", "precise_total_amount_cents")
@@ -89,6 +92,9 @@ class UsageWriter:
         self._writes = WriteConnection(engine)
         self._insert_requests = BatchInsert(requests)
         self._specs = rollups.MetricSpecs()
+        # Requests named by events sent to the API and stored as rows before the request's
+        # record was (SQLite): request id -> (subscription, transaction id) of those rows.
+        self._named: dict[str, set[tuple[str, str]]] = {}
 
     def record(
         self,
@@ -210,6 +216,9 @@ class UsageWriter:
         for attempt in range(_RETRIES):
             try:
                 await self._insert_once(reqs, evs, carried, replay, then)
+                if self._named:
+                    for row in reqs:
+                        self._named.pop(row["id"], None)
                 return
             except DBAPIError as err:
                 if attempt == _RETRIES - 1 or not isinstance(
@@ -240,6 +249,8 @@ class UsageWriter:
                 if stored:
                     reqs = [r for r in reqs if r["id"] not in stored]
                     carried = [e for e in carried if _request_of(e) not in stored]
+            if reqs and carried and (replay or self._named):
+                carried = await self._without_stored_repeats(conn, reqs, carried, replay)
             if reqs:
                 await self._insert_requests.execute(conn, reqs)
             if self._carries and evs:
@@ -258,7 +269,51 @@ class UsageWriter:
                 for start in range(0, len(evs), size):
                     inserted = await event_store.insert_new(conn, evs[start : start + size])
                     rollups.accumulate(cells, specs, inserted)
+                    if self._carries:
+                        self._note_named(inserted)
                 await rollups.apply(conn, cells)
+
+    def _note_named(self, inserted: list[dict[str, Any]]) -> None:
+        """Remember the stored API events whose transaction ids name a request: one whose
+        record comes in a later batch must not count them again. Forgotten when the record
+        is stored, or once no request named then can still be running."""
+        for event in inserted:
+            request_id = _request_of(event)
+            if request_id is not None:
+                key = (event["external_subscription_id"], event["transaction_id"])
+                self._named.setdefault(request_id, set()).add(key)
+        if len(self._named) > _NAMED_MAX:
+            horizon = derived.request_id_at(datetime.now(UTC) - _NAMED_FOR)
+            self._named = {r: keys for r, keys in self._named.items() if r >= horizon}
+
+    async def _without_stored_repeats(
+        self,
+        conn: AsyncConnection,
+        reqs: list[dict[str, Any]],
+        carried: list[dict[str, Any]],
+        replay: bool,
+    ) -> list[dict[str, Any]]:
+        """`carried` without the events that repeat events sent to the API and stored as
+        rows in an earlier batch, before their request's record: the first one stored wins,
+        as for any repeat, so the records stop carrying them (their `events` repacked).
+        Looked up for the requests an API event named (`_note_named`), and for every record
+        of a replayed segment (the names were this process's)."""
+        if replay:
+            keys = {(e["external_subscription_id"], e["transaction_id"]) for e in carried}
+        else:
+            keys = set().union(*(self._named.get(row["id"], ()) for row in reqs))
+        repeats = await event_store.stored_rows(conn, keys) if keys else set()
+        if not repeats:
+            return carried
+        named = {derived.request_id_of(tx) for _, tx in repeats}
+        for row in reqs:
+            if row["id"] in named and row.get("events"):
+                row["events"] = derived.without(row, {tx for _, tx in repeats})
+        return [
+            e
+            for e in carried
+            if (e["external_subscription_id"], e["transaction_id"]) not in repeats
+        ]
 
     async def close(self) -> None:
         if self._task is not None:
