@@ -138,6 +138,20 @@ async def test_a_replayed_segment_skips_stored_records_and_their_events(tmp_path
     await engine.dispose()
 
 
+def _api_event(tx: str, tokens: int) -> dict[str, Any]:
+    """An event sent to the API, of the metric of `_setup`."""
+    return {
+        "transaction_id": tx,
+        "external_subscription_id": "sub_1",
+        "external_customer_id": "acme",
+        "code": "tokens",
+        "timestamp": HOUR,
+        "properties": {"type": "input", "tokens": tokens},
+        "created_at": HOUR,
+        "source": "api",
+    }
+
+
 async def test_an_api_event_repeating_a_requests_event_is_a_duplicate(tmp_path: Path) -> None:
     """Whether its request was stored in an earlier batch or waits in the same one."""
     engine, writer = await _setup(tmp_path)
@@ -146,24 +160,12 @@ async def test_an_api_event_repeating_a_requests_event_is_a_duplicate(tmp_path: 
     await writer.flush()
     recorder.record(_call(2))
 
-    def api_event(tx: str, tokens: int) -> dict[str, Any]:
-        return {
-            "transaction_id": tx,
-            "external_subscription_id": "sub_1",
-            "external_customer_id": "acme",
-            "code": "tokens",
-            "timestamp": HOUR,
-            "properties": {"type": "input", "tokens": tokens},
-            "created_at": HOUR,
-            "source": "api",
-        }
-
     writer.record_events(
         [
-            api_event("req_0001:tokens:input", 1000),  # stored before
-            api_event("req_0002:tokens:input", 1000),  # in this batch
-            api_event("req_0002:other", 7),  # not one of the request's: a new event
-            api_event("req_0003:tokens:input", 7),  # no such request: a new event
+            _api_event("req_0001:tokens:input", 1000),  # stored before
+            _api_event("req_0002:tokens:input", 1000),  # in this batch
+            _api_event("req_0002:other", 7),  # not one of the request's: a new event
+            _api_event("req_0003:tokens:input", 7),  # no such request: a new event
         ]
     )
     await writer.flush()
@@ -176,19 +178,6 @@ async def test_an_api_event_repeating_a_requests_event_is_a_duplicate(tmp_path: 
     }
     await writer.close()
     await engine.dispose()
-
-
-def _api_event(tx: str, tokens: int) -> dict[str, Any]:
-    return {
-        "transaction_id": tx,
-        "external_subscription_id": "sub_1",
-        "external_customer_id": "acme",
-        "code": "tokens",
-        "timestamp": HOUR,
-        "properties": {"type": "input", "tokens": tokens},
-        "created_at": HOUR,
-        "source": "api",
-    }
 
 
 async def test_an_api_event_stored_before_its_requests_record_is_counted_once(
