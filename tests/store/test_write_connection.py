@@ -101,3 +101,31 @@ async def test_a_connection_that_cannot_roll_back_is_replaced(tmp_path: Path) ->
     assert await _rows(engine) == [2]
     await writes.close()
     await engine.dispose()
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["driver", "sqlalchemy"])
+async def test_a_commit_that_fails_is_rolled_back(tmp_path: Path, raw: bool) -> None:
+    """A deferred constraint fails at the commit, after the block: the transaction is rolled
+    back there, not left open for the next flush to join."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+        await conn.execute(text("CREATE TABLE p (id INTEGER PRIMARY KEY)"))
+        await conn.execute(
+            text("CREATE TABLE c (p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)")
+        )
+    writes = WriteConnection(engine)
+    done: list[int] = []
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        async with writes.transaction(lambda: done.append(1)) as conn:
+            await _insert(conn, 1, raw=raw)
+            if raw:
+                await on_thread(conn, lambda db: db.execute("INSERT INTO c VALUES (99)"))
+            else:
+                await conn.execute(text("INSERT INTO c VALUES (99)"))
+    assert done == []
+    async with writes.transaction() as conn:
+        await _insert(conn, 2, raw=raw)
+    assert await _rows(engine) == [2]
+    await writes.close()
+    await engine.dispose()

@@ -97,11 +97,6 @@ def without(row: Mapping[str, Any], transaction_ids: set[str]) -> str | None:
     return orjson.dumps(pack(packed["p"], kept)).decode()
 
 
-def request_id_at(moment: datetime) -> str:
-    """The start of every request id made at `moment` or later (ids sort by time)."""
-    return f"req_{int(moment.timestamp() * 1000):012x}"
-
-
 def request_id_of(transaction_id: str) -> str | None:
     """The request a gateway event's transaction id names, if it can name one."""
     if not transaction_id.startswith("req_"):

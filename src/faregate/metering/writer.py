@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,12 @@ _BACKOFF_CAP_S = 2.0
 # slice at a time (store.chunks.slice_size), each slice one call on the connection's thread,
 # letting requests run in between. PostgreSQL takes a batch in one COPY.
 _SLICE = 256
-# How long a request named by a stored API event is remembered once `_NAMED_MAX` are.
-_NAMED_FOR = timedelta(hours=2)
+# Requests named by stored API events (`_note_named`): past `_NAMED_MAX` of them, those
+# named more than `_NAMED_FOR_S` ago are forgotten (no request runs that long), and past
+# `_NAMED_CAP` the oldest.
+_NAMED_FOR_S = 7200.0
 _NAMED_MAX = 1000
+_NAMED_CAP = 100_000
 
 _DATETIME_FIELDS = ("created_at", "timestamp")
 _DECIMAL_FIELDS = ("latency_ms", "ttft_ms", "seconds", "precise_total_amount_cents")
@@ -93,8 +97,8 @@ class UsageWriter:
         self._insert_requests = BatchInsert(requests)
         self._specs = rollups.MetricSpecs()
         # Requests named by events sent to the API and stored as rows before the request's
-        # record was (SQLite): request id -> (subscription, transaction id) of those rows.
-        self._named: dict[str, set[tuple[str, str]]] = {}
+        # record was (SQLite): request id -> (when, (subscription, transaction id) of each).
+        self._named: dict[str, tuple[float, set[tuple[str, str]]]] = {}
 
     def record(
         self,
@@ -277,14 +281,15 @@ class UsageWriter:
         """Remember the stored API events whose transaction ids name a request: one whose
         record comes in a later batch must not count them again. Forgotten when the record
         is stored, or once no request named then can still be running."""
+        now = time.monotonic()
         for event in inserted:
             request_id = _request_of(event)
             if request_id is not None:
                 key = (event["external_subscription_id"], event["transaction_id"])
-                self._named.setdefault(request_id, set()).add(key)
+                self._named.setdefault(request_id, (now, set()))[1].add(key)
         if len(self._named) > _NAMED_MAX:
-            horizon = derived.request_id_at(datetime.now(UTC) - _NAMED_FOR)
-            self._named = {r: keys for r, keys in self._named.items() if r >= horizon}
+            recent = [(r, e) for r, e in self._named.items() if e[0] >= now - _NAMED_FOR_S]
+            self._named = dict(recent[-_NAMED_CAP:])  # in the order they were named
 
     async def _without_stored_repeats(
         self,
@@ -301,7 +306,9 @@ class UsageWriter:
         if replay:
             keys = {(e["external_subscription_id"], e["transaction_id"]) for e in carried}
         else:
-            keys = set().union(*(self._named.get(row["id"], ()) for row in reqs))
+            keys = set().union(
+                *(self._named[row["id"]][1] for row in reqs if row["id"] in self._named)
+            )
         repeats = await event_store.stored_rows(conn, keys) if keys else set()
         if not repeats:
             return carried

@@ -194,27 +194,28 @@ class WriteConnection:
                 conn = self._conn = await self._engine.connect()
             try:
                 yield conn
-            except BaseException:
+                if conn.in_transaction():  # SQLAlchemy began it; its commit is the driver's
+                    await conn.commit()
+                    if then is not None:
+                        await asyncio.to_thread(then)
+                else:
+                    await on_thread(conn, functools.partial(_commit_open, then=then))
+            except BaseException:  # the block's error, or the commit's
                 await asyncio.shield(self._rollback(conn))
                 raise
-            if conn.in_transaction():  # SQLAlchemy began it: its commit commits the driver's
-                await conn.commit()
-                if then is not None:
-                    await asyncio.to_thread(then)
-            else:
-                await on_thread(conn, functools.partial(_commit_open, then=then))
 
     async def _rollback(self, conn: AsyncConnection) -> None:
+        """Roll back what is open; a connection that cannot is given up (the caller raises
+        the error that made it roll back)."""
         try:
-            if conn.in_transaction():
+            if conn.get_transaction() is not None:  # SQLAlchemy's, active or failed
                 await conn.rollback()
-            else:
-                await on_thread(conn, _rollback_open)
+            # And the driver's: after a failed commit SQLAlchemy only forgets its own.
+            await on_thread(conn, _rollback_open)
         except Exception:
             self._conn = None
             with contextlib.suppress(Exception):
                 await conn.invalidate()
-            raise
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
