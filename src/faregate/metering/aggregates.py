@@ -32,7 +32,7 @@ from faregate.billing.filters import best_filter
 from faregate.billing.metrics import BillableMetric, apply_rounding
 from faregate.billing.periods import Period
 from faregate.billing.plans import Charge, Plan
-from faregate.metering import derived, rollups
+from faregate.metering import derived, event_store, rollups
 from faregate.money import EXACT, exact
 from faregate.store.tables.metering import events, usage_rollups
 
@@ -131,18 +131,9 @@ async def _not_stored(
     rows = [r for r in rows if r["external_subscription_id"] == subscription]
     if not rows:
         return []
-    stored: set[str] = set()
-    ids = sorted({r["transaction_id"] for r in rows})
-    for start in range(0, len(ids), 500):
-        found = await conn.execute(
-            select(events.c.transaction_id).where(
-                events.c.external_subscription_id == subscription,
-                events.c.transaction_id.in_(ids[start : start + 500]),
-            )
-        )
-        stored.update(r[0] for r in found)
-    carried = await derived.stored_keys(conn, ((subscription, tx) for tx in ids))
-    stored.update(tx for _, tx in carried)
+    keys = {(subscription, r["transaction_id"]) for r in rows}
+    stored = {tx for _, tx in await event_store.stored_rows(conn, keys)}
+    stored.update(tx for _, tx in await derived.stored_keys(conn, keys))
     fresh: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["transaction_id"] not in stored:
