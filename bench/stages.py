@@ -15,8 +15,8 @@ upstream answering at once) and prints one Markdown table:
   pushes the stage's code and data out of the core's caches (L1, L2 and most of L3).
 
 Where "in flow" sits between the two tells how much of a stage's cost is reaching memory
-rather than running Python (bench/README.md, "What stands between faregate and the
-targets").
+rather than running Python (bench/HISTORY.md, "Most of a request's CPU is spent reaching
+memory, not running Python").
 
     python bench/stages.py
     python bench/stages.py --requests 20000 --iterations 5000

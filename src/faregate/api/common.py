@@ -25,7 +25,7 @@ def new_request_id() -> str:
     its wallet hold and post), so ids made later sort later and those tables grow at the end
     of their indexes. With random ids every batch dirtied pages all over the indexes, and
     SQLite's cost per event grew with the table: 20-24 µs against 6-7 µs at 180,000 events
-    (bench/README.md).
+    (measured on 2026-12-02).
 
     The random bits come from `random` (seeded from the system at start and again in a
     forked child), not `os.urandom`: a request id is not a secret, and the system call lets

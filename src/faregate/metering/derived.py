@@ -5,7 +5,7 @@ On SQLite the events a request makes for its subscription's plan are not stored 
 properties they share once, then each event's code, transaction suffix and own properties),
 and they are made again from it wherever events are read. Three event rows were nine B-tree
 inserts and twenty-seven bound values a request, about a tenth of the pipeline's
-instructions per request on the embedded default (bench/README.md, "A request's events ride
+instructions per request on the embedded default (bench/HISTORY.md, "A request's events ride
 on its record"). On PostgreSQL,
 where a batch of events is one COPY, they are stored as rows, as events sent to the API are
 on both.

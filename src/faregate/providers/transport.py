@@ -3,7 +3,7 @@ connections pooled per origin (at most `max_connections` open); each exchange on
 is `http1` (asyncio protocols, responses parsed by llhttp).
 
 aiohttp's client spent about 140 µs of CPU per call on the benchmark machine, more than
-half of what a whole bare pass-through costs; this one about 40 (bench/README.md). It does
+half of what a whole bare pass-through costs; this one about 40 (bench/HISTORY.md). It does
 only what the adapters need: POST a body, read the answer whole or as it arrives, with a
 connect timeout, a total timeout and a timeout between reads. It raises OSError (the
 upstream could not be reached or dropped the connection before answering), `PayloadError`

@@ -98,7 +98,7 @@ def default_flush_s(engine: AsyncEngine) -> float:
     """The batched writers' default flush interval. On SQLite the writes run in the serving
     process, on the core its requests use, and a flush's CPU delays the requests in flight
     while it runs: small flushes, 20 a second, keep each such delay short (the c = 1 tail
-    in bench/README.md). On PostgreSQL the database does the work in its own process and
+    in bench/HISTORY.md). On PostgreSQL the database does the work in its own process and
     each flush is a round trip to it: 5 a second."""
     return 0.05 if engine.dialect.name == "sqlite" else 0.2
 
@@ -163,7 +163,7 @@ class WriteConnection:
     A flush's fixed cost on SQLite was mostly SQLAlchemy's work around the statements, not
     the statements: checking a connection out of the pool, beginning, committing and handing
     it back took ~0.35 ms of the event loop's CPU per flush here, as much as inserting a
-    request's rows, and 20 flushes a second per writer pay it (bench/README.md). On the kept
+    request's rows, and 20 flushes a second per writer pay it (bench/HISTORY.md, "A writer's own connection"). On the kept
     connection a transaction is begun by its first statement (the writers' statements on
     the connection's thread begin it with `inserts.begun`; SQLAlchemy's own autobegin) and
     committed in one trip to the connection's thread, with the blocking work that was to
