@@ -93,7 +93,13 @@ async def test_stream_emits_the_documented_event_sequence(
     assert events[1][1]["content_block"] == {"type": "text", "text": ""}
     assert events[3][1]["delta"] == {"type": "text_delta", "text": "Lorem"}
     assert events[-2][1]["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
-    assert events[-2][1]["usage"] == {"output_tokens": 3}
+    # Cumulative, as the API reports it: the input counts restated with the whole output.
+    assert events[-2][1]["usage"] == {
+        "input_tokens": start["usage"]["input_tokens"],
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 3,
+    }
 
 
 async def test_streamed_and_whole_messages_report_identical_usage(

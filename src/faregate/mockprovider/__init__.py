@@ -18,7 +18,8 @@ with Retry-After for `rate_limit_rate` (and `retry-after-ms` unless `retry_after
 a 200 truncated body for `malformed_rate`, or a 400 for `bad_request_rate`.
 Streams drop the connection after `disconnect_after_chunks` events.
 Streams report usage where the real APIs do: OpenAI in a last chunk (`include_usage`),
-Anthropic in `message_start` (input, one output token) and `message_delta` (the whole),
+Anthropic in `message_start` (input, one output token) and `message_delta` (the whole, input
+restated: its counts are cumulative),
 Gemini on every record (cumulative so far; thinking counted from the first).
 
 Usage is deterministic and identical streamed or not. Input tokens: `count_tokens(text) =

@@ -85,6 +85,21 @@ def _output_usage(reply: Reply) -> dict[str, Any]:
     return usage
 
 
+def _delta_usage(reply: Reply, cache: Cache) -> dict[str, Any]:
+    """message_delta's usage, cumulative as the API reports it: the input counts
+    message_start gave, restated, and the whole output."""
+    return {**_input_usage(reply, cache), **_output_usage(reply)}
+
+
+def _input_usage(reply: Reply, cache: Cache) -> dict[str, int]:
+    read, written, _ = cache
+    return {
+        "input_tokens": reply.prompt_tokens - read - written,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+    }
+
+
 async def count_tokens(call: Call) -> web.StreamResponse:
     _require_version(call)
     checks.required_str(call.body, "model")
@@ -273,11 +288,9 @@ def _cache_use(call: Call, prompt_tokens: int) -> Cache:
 
 
 def _usage(reply: Reply, output_tokens: int, cache: Cache) -> dict[str, Any]:
-    read, written, hour = cache
+    _, written, hour = cache
     return {
-        "input_tokens": reply.prompt_tokens - read - written,
-        "cache_creation_input_tokens": written,
-        "cache_read_input_tokens": read,
+        **_input_usage(reply, cache),
         "cache_creation": {
             "ephemeral_5m_input_tokens": 0 if hour else written,
             "ephemeral_1h_input_tokens": written if hour else 0,
@@ -330,7 +343,7 @@ async def _stream(
     await stream.send(
         sse_event(
             b"message_delta",
-            {"type": "message_delta", "delta": ending, "usage": _output_usage(reply)},
+            {"type": "message_delta", "delta": ending, "usage": _delta_usage(reply, cache)},
         )
     )
     await stream.send(sse_event(b"message_stop", {"type": "message_stop"}))
