@@ -20,7 +20,8 @@ from lago_python_client.models import (
 )
 from sqlalchemy import update
 
-from faregate.store.tables.billing import invoices
+from faregate.store.tables.billing import invoices, plans
+from faregate.store.tables.gateway import customers
 from tests.api.conftest import Billing
 from tests.api.test_billing_api import setup_catalog
 
@@ -103,6 +104,27 @@ async def test_charges_carry_their_ids_and_an_update_keeps_them(billing: Billing
     assert status == 422 and body["error_details"] == {"interval": ["plan_has_subscriptions"]}
     status, body = await refused(billing, c.plans.update, Plan(code="other"), "pro")
     assert body["error_details"] == {"code": ["value_is_immutable"]}
+
+
+async def test_pages_of_rows_made_in_one_instant_neither_repeat_nor_skip(billing: Billing) -> None:
+    c = billing.client
+    codes = [f"plan_{n}" for n in range(5)]
+    for code in codes:
+        await billing.call(
+            c.plans.create,
+            Plan(name=code, code=code, interval="monthly", amount_cents=0, amount_currency="USD"),
+        )
+        await billing.call(c.customers.create, Customer(external_id=code))
+    instant = datetime(2026, 1, 1, tzinfo=UTC)
+    async with billing.engine.begin() as conn:
+        await conn.execute(update(plans).values(created_at=instant))
+        await conn.execute(update(customers).values(created_at=instant))
+    for find_all, key in ((c.plans.find_all, "plans"), (c.customers.find_all, "customers")):
+        seen = []
+        for page in range(1, 6):
+            rows = (await billing.call(find_all, {"per_page": 1, "page": page}))[key]
+            seen += [row.code if key == "plans" else row.external_id for row in rows]
+        assert sorted(seen) == codes
 
 
 async def test_deleting_a_plan_terminates_its_subscriptions(billing: Billing) -> None:

@@ -87,6 +87,43 @@ async def test_deleting_a_customer_or_a_plan_announces_each_subscription_it_ends
     ]
 
 
+async def test_deleting_ends_every_subscription_however_many_batches_they_take(
+    server: Server, monkeypatch: Any
+) -> None:
+    """Subscriptions are ended a batch at a time: more than a batch, and an exact multiple
+    of one, are all ended and each announced once."""
+    monkeypatch.setattr(repo, "TERMINATION_BATCH", 2)
+    await subscribe(server)  # sub_1
+    for n in range(2, 6):  # 5 in all: two full batches and a last one
+        await _later(server, f"sub_{n}")
+    deleted = await server.http("DELETE", "/api/v1/customers/acme")
+    assert deleted.status_code == 200, deleted.text
+    ended = await _terminated(server, 5)
+    assert sorted(s["external_id"] for s in ended) == [f"sub_{n}" for n in range(1, 6)]
+    engine = server.runner.app[SERVICES].engine
+    async with engine.connect() as conn:
+        live, _ = await repo.list_subscriptions(conn, "acme", statuses=("active", "pending"))
+    assert live == []
+
+
+async def test_deleting_a_plan_ends_an_exact_multiple_of_the_batch(
+    server: Server, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(repo, "TERMINATION_BATCH", 2)
+    await subscribe(server)
+    for n in range(2, 5):  # 4 in all: the last batch is full, the next one empty
+        await _later(server, f"sub_{n}")
+    deleted = await server.http("DELETE", "/api/v1/plans/pro")
+    assert deleted.status_code == 200, deleted.text
+    ended = await _terminated(server, 4)
+    assert sorted((s["external_id"], s["status"]) for s in ended) == [
+        ("sub_1", "terminated"),
+        ("sub_2", "canceled"),
+        ("sub_3", "canceled"),
+        ("sub_4", "canceled"),
+    ]
+
+
 async def test_of_two_terminations_of_one_row_only_the_first_changes_it(server: Server) -> None:
     """What two replicas do when both read the live row before either writes."""
     await subscribe(server)

@@ -27,8 +27,8 @@ from faregate.policy.periods import is_timezone
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BATCH = 1000
 MAX_PER_PAGE = 1000
-# Subscriptions terminated by one deletion of their customer or plan (all of them, in practice).
-MAX_TERMINATIONS = 100_000
+# Plans read per query when a metric's update looks for the plans that charge it.
+_PLANS_PER_READ = 1000
 _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
@@ -233,10 +233,7 @@ async def delete_customer(request: web.Request) -> web.Response:
         row = await customers_repo.customer_by_external_id(conn, external_id)
         if row is None or not await customers_repo.delete_customer(conn, row["id"]):
             raise BillingNotFound("customer", external_id)  # or deleted meanwhile
-        subs, _ = await repo.list_subscriptions(
-            conn, external_id, limit=MAX_TERMINATIONS, statuses=("active", "pending")
-        )
-        ended = [await repo.terminate_subscription(conn, sub, now) for sub in subs]
+        ended = await repo.terminate_all(conn, now, external_customer_id=external_id)
         for key in await customers_repo.list_keys(conn, row["id"]):
             await customers_repo.revoke_key(conn, key["id"])
     await announce_terminations(services, ended)
@@ -317,13 +314,19 @@ async def list_metrics(request: web.Request) -> web.Response:
 
 
 async def _plans_charging(conn: Any, code: str) -> list[tuple[dict[str, Any], Plan]]:
-    rows, _ = await repo.list_plans(conn, limit=MAX_TERMINATIONS, include_deleted=True)
     charging = []
-    for row in rows:
-        plan = Plan.from_dict(row["definition"])
-        if changes.charges_metric(plan, code):
-            charging.append((row, plan))
-    return charging
+    offset = 0
+    while True:
+        rows, _ = await repo.list_plans(
+            conn, limit=_PLANS_PER_READ, offset=offset, include_deleted=True
+        )
+        for row in rows:
+            plan = Plan.from_dict(row["definition"])
+            if changes.charges_metric(plan, code):
+                charging.append((row, plan))
+        if len(rows) < _PLANS_PER_READ:
+            return charging
+        offset += len(rows)
 
 
 @_lago

@@ -9,7 +9,6 @@ from typing import Any
 from aiohttp import web
 
 from faregate.api.billing import (
-    MAX_TERMINATIONS,
     _iso,
     _lago,
     _root,
@@ -167,10 +166,7 @@ async def delete_plan(request: web.Request) -> web.Response:
         # subscriptions; the others find it gone, as after a delete (404).
         if not await repo.delete_plan(conn, row["id"]):
             raise BillingNotFound("plan", row["code"])
-        subs, _ = await repo.list_subscriptions(
-            conn, plan_code=row["code"], limit=MAX_TERMINATIONS, statuses=("active", "pending")
-        )
-        ended = [await repo.terminate_subscription(conn, sub, now) for sub in subs]
+        ended = await repo.terminate_all(conn, now, plan_code=row["code"])
         body = await _plan_json(conn, row)
     await announce_terminations(_services(request), ended)
     return json_response({"plan": body})

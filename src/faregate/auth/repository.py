@@ -75,7 +75,7 @@ async def list_customers(
     rows = await conn.execute(
         select(customers)
         .where(customers.c.deleted_at.is_(None))
-        .order_by(customers.c.created_at)
+        .order_by(customers.c.created_at, customers.c.id)  # ties: pages neither repeat nor skip
         .limit(limit)
         .offset(offset)
     )

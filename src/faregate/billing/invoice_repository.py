@@ -89,7 +89,7 @@ async def list_invoices(
     query = (
         select(invoices)
         .where(*where)
-        .order_by(invoices.c.from_datetime.desc(), invoices.c.created_at.desc())
+        .order_by(invoices.c.from_datetime.desc(), invoices.c.created_at.desc(), invoices.c.id)
         .limit(limit)
         .offset(offset)
     )

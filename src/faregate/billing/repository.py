@@ -27,6 +27,9 @@ from faregate.store.tables.gateway import customers
 from faregate.store.tables.metering import events
 from faregate.store.tables.wallets import wallets
 
+# Subscriptions ended per query when a customer or a plan is deleted (`terminate_all`).
+TERMINATION_BATCH = 1000
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -102,9 +105,12 @@ async def metrics_by_codes(conn: AsyncConnection, codes: set[str]) -> dict[str, 
 async def _page(
     conn: AsyncConnection, query: Any, order: Any, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of `query` in `order`, and how many rows the whole query has."""
+    """One page of `query` in `order`, ties in the primary key's order (so that pages of
+    rows made in one instant neither repeat nor skip a row), and how many rows the whole
+    query has."""
     total = (await conn.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-    rows = await conn.execute(query.order_by(order).limit(limit).offset(offset))
+    ties = [column for column in query.selected_columns if column.primary_key]
+    rows = await conn.execute(query.order_by(order, *ties).limit(limit).offset(offset))
     return [dict(r) for r in rows.mappings()], int(total)
 
 
@@ -323,6 +329,34 @@ async def terminate_subscription(
         .values(**values)
     )
     return {**row, **values} if result.rowcount else None
+
+
+async def terminate_all(
+    conn: AsyncConnection,
+    at: datetime,
+    *,
+    external_customer_id: str | None = None,
+    plan_code: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every active or pending subscription of a customer or of a plan ended at `at`
+    (`terminate_subscription`), a batch at a time, however many there are; returns the
+    rows this call changed. A batch in which every row was changed elsewhere meanwhile ends
+    the loop, so it cannot spin on rows it does not get to change."""
+    if not (external_customer_id or plan_code):  # never every subscription there is
+        raise ValueError("terminate_all needs a customer or a plan")
+    ended: list[dict[str, Any]] = []
+    while True:
+        rows, _ = await list_subscriptions(
+            conn,
+            external_customer_id,
+            TERMINATION_BATCH,
+            statuses=("active", "pending"),
+            plan_code=plan_code,
+        )
+        changed = [await terminate_subscription(conn, row, at) for row in rows]
+        ended += [row for row in changed if row is not None]
+        if len(rows) < TERMINATION_BATCH or not any(changed):
+            return ended
 
 
 async def terminate_ended(conn: AsyncConnection, now: datetime) -> list[dict[str, Any]]:
