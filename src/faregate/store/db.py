@@ -163,13 +163,14 @@ class WriteConnection:
     A flush's fixed cost on SQLite was mostly SQLAlchemy's work around the statements, not
     the statements: checking a connection out of the pool, beginning, committing and handing
     it back took ~0.35 ms of the event loop's CPU per flush here, as much as inserting a
-    request's rows, and 20 flushes a second per writer pay it (bench/HISTORY.md, "A writer's own connection"). On the kept
-    connection a transaction is begun by its first statement (the writers' statements on
-    the connection's thread begin it with `inserts.begun`; SQLAlchemy's own autobegin) and
-    committed in one trip to the connection's thread, with the blocking work that was to
-    follow the commit (`then`: a journal segment recycled) in the same trip. A transaction
-    that fails is rolled back, and a connection that cannot be rolled back is closed, so the
-    next transaction opens a new one."""
+    request's rows, and 20 flushes a second per writer pay it (bench/HISTORY.md, "A
+    writer's own connection"). On the kept connection a transaction is begun by its first
+    statement (the writers' statements on the connection's thread begin it with
+    `inserts.begun`; SQLAlchemy's own autobegin) and committed in one trip to the
+    connection's thread, with the blocking work that was to follow the commit (`then`: a
+    journal segment recycled) in the same trip. A transaction that fails is rolled back,
+    and a connection that cannot be rolled back is closed, so the next transaction opens a
+    new one."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
