@@ -234,6 +234,43 @@ async def test_an_api_event_stored_before_its_requests_record_is_counted_once(
     await engine.dispose()
 
 
+async def test_an_api_event_of_another_subscription_is_no_repeat_of_a_requests_event(
+    tmp_path: Path,
+) -> None:
+    """A transaction id is unique within a subscription: an API event of sub_2 that names
+    req_0001 leaves the event req_0001 made for sub_1 carried by its record and counted."""
+    engine, writer = await _setup(tmp_path)
+    writer.record_events(
+        [{**_api_event("req_0001:tokens:input", 1000), "external_subscription_id": "sub_2"}]
+    )
+    await writer.flush()
+    Recorder(writer).record(_call(1))
+    await writer.flush()
+    async with engine.connect() as conn:
+        carried = (
+            await conn.execute(select(requests.c.events).where(requests.c.id == "req_0001"))
+        ).scalar_one()
+        sums = {
+            (sub, dims): (n, Decimal(str(total)))
+            for sub, dims, n, total in await conn.execute(
+                select(
+                    usage_rollups.c.external_subscription_id,
+                    usage_rollups.c.dims,
+                    usage_rollups.c.events_count,
+                    usage_rollups.c.value_sum,
+                )
+            )
+        }
+    assert "input" in carried
+    assert sums == {
+        ("sub_1", '{"type":"input"}'): (1, Decimal(10)),
+        ("sub_1", '{"type":"output"}'): (1, Decimal(5)),
+        ("sub_2", '{"type":"input"}'): (1, Decimal(1000)),
+    }
+    await writer.close()
+    await engine.dispose()
+
+
 async def test_readers_by_transaction_by_period_and_a_rebuild_see_carried_events(
     tmp_path: Path,
 ) -> None:

@@ -304,3 +304,58 @@ def test_accumulate_puts_each_event_in_its_own_hour_whatever_the_order_and_zone(
         datetime(2026, 3, 1, 10, tzinfo=UTC): (2, 1 + 3),
         datetime(2026, 3, 1, 11, tzinfo=UTC): (3, 2 + 4 + 5),
     }
+
+
+prop_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from(["a", "b", "1", "true", "0.5"]),
+    st.lists(st.sampled_from(["t", "u"]), max_size=2),  # unhashable, as a list property
+    st.tuples(st.sampled_from(["t", "u"])),  # the gateway's tags
+)
+packed_props = st.dictionaries(st.sampled_from(["model", "type", "n", "tags"]), prop_values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(
+            st.sampled_from(["s1", "s2"]),
+            st.integers(0, 7200),
+            packed_props,
+            st.lists(st.tuples(st.sampled_from(["c", "n", "x"]), packed_props), max_size=3),
+        ),
+        max_size=12,
+    )
+)
+def test_carried_events_roll_up_as_their_rows_do(records: list[Any]) -> None:
+    """`accumulate_carried` reads a record's packed events where `accumulate` reads the
+    rows `derived.expand` makes of them: the same cells, whatever the properties' types
+    (True against 1, lists, tags) and wherever a property is (shared or the event's own)."""
+    from faregate.metering import derived
+
+    specs = {
+        "c": rollups.MetricSpec("c", "count_agg", None, ("model", "type")),
+        "n": rollups.MetricSpec("n", "sum_agg", "n", ("model", "tags")),
+        "x": rollups.MetricSpec("x", "max_agg", "n", ()),
+    }
+    carried = []
+    for i, (sub, second, shared, parts) in enumerate(records):
+        row = {
+            "id": f"req_{i}",
+            "external_subscription_id": sub,
+            "external_customer_id": "cus",
+            "created_at": START + timedelta(seconds=second),
+        }
+        packed = derived.pack(
+            shared, [[code, f"{code}:{j}", own] for j, (code, own) in enumerate(parts)]
+        )
+        carried.append((row, packed))
+    by_rows: dict[rollups.RollupKey, rollups.Cell] = {}
+    rollups.accumulate(
+        by_rows, specs, [e for row, p in carried for e in derived.of_carrier(row, p)]
+    )
+    by_records: dict[rollups.RollupKey, rollups.Cell] = {}
+    rollups.accumulate_carried(by_records, specs, carried)
+    assert {k: c.row(k) for k, c in by_records.items()} == {k: c.row(k) for k, c in by_rows.items()}

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from faregate.store.tables.metering import requests
 
 Packed = dict[str, Any]  # {"p": shared properties, "e": [[code, suffix, own properties], ...]}
+Carried = tuple[dict[str, Any], Packed]  # a request record and the events it carries
 
 _COLUMNS = (
     requests.c.id,
@@ -68,13 +69,18 @@ def expand(
     ]
 
 
-def of_record(row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The events a request record carries (none when it has none)."""
+def packed_of(row: Mapping[str, Any]) -> Packed | None:
+    """The events a request record carries, packed (None when it carries none)."""
     packed = row.get("events")
     if not packed:
-        return []
+        return None
     if isinstance(packed, str):  # as stored and journaled
-        packed = orjson.loads(packed)
+        return orjson.loads(packed)  # type: ignore[no-any-return]
+    return packed  # type: ignore[no-any-return]
+
+
+def of_carrier(row: Mapping[str, Any], packed: Packed) -> list[dict[str, Any]]:
+    """The event rows of `packed`, carried by the request record `row`."""
     return expand(
         row["id"],
         row["external_subscription_id"],
@@ -82,6 +88,12 @@ def of_record(row: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["created_at"],
         packed,
     )
+
+
+def of_record(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The events a request record carries (none when it has none)."""
+    packed = packed_of(row)
+    return [] if packed is None else of_carrier(row, packed)
 
 
 def without(row: Mapping[str, Any], transaction_ids: set[str]) -> str | None:

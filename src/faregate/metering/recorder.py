@@ -176,9 +176,4 @@ class Recorder:
         subscription = self._subscription_of(call)
         row = build_request_row(call, subscription)
         packed = event_parts(call) if subscription and call.usage is not None else None
-        if packed is None:
-            self._writer.record(row, [])
-            return
-        customer = call.principal.external_customer_id
-        events = expand(call.request_id, subscription, customer, call.created_at, packed)
-        self._writer.record(row, events, packed)
+        self._writer.record(row, packed=packed)

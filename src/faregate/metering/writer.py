@@ -82,8 +82,11 @@ class UsageWriter:
         self._max_batch = max_batch
         self._requests: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []  # to store as rows
-        self._carried: list[dict[str, Any]] = []  # of the records that carry them
-        self._inflight: list[dict[str, Any]] = []  # events of the batch being inserted
+        # The records that carry their events, with the events packed: made into rows only
+        # where they are read (`unflushed_events`), rolled up from their packed form.
+        self._carried: list[derived.Carried] = []
+        # Those of the batch being inserted.
+        self._inflight: tuple[list[derived.Carried], list[dict[str, Any]]] = ([], [])
         self._carries = engine.dialect.name == "sqlite"
         self._wake = asyncio.Event()
         self._arrived = asyncio.Event()  # something to write since the last flush began
@@ -103,16 +106,22 @@ class UsageWriter:
     def record(
         self,
         request_row: dict[str, Any],
-        event_rows: list[dict[str, Any]],
+        event_rows: list[dict[str, Any]] | None = None,
         packed: derived.Packed | None = None,
     ) -> None:
-        """Accept one request's record and events (`packed`: the same events packed, from
-        which the record can carry them). Durable when this returns."""
+        """Accept one request's record and its events: `packed`, the request's own events
+        packed (`metering.derived`), which the record carries on SQLite and which are stored
+        as rows elsewhere; or `event_rows`, events stored as rows. Durable when this
+        returns."""
         if packed is not None and self._carries:
             request_row["events"] = orjson.dumps(packed).decode()
             self._journal.append({"r": request_row})
-            self._carried.extend(event_rows)
+            self._carried.append((request_row, packed))
         else:
+            if packed is not None:
+                event_rows = derived.of_carrier(request_row, packed)
+            elif event_rows is None:
+                event_rows = []
             self._journal.append({"r": request_row, "e": event_rows})
             self._events.extend(event_rows)
         if not self._requests:
@@ -143,11 +152,15 @@ class UsageWriter:
         """Events of this subscription accepted here but maybe not in the database yet (the
         tail a usage read adds to the rollups), in ingestion order but for the requests' own
         first: the flush stores those over an API event repeating one of them."""
-        return [
-            e
-            for e in (*self._inflight, *self._carried, *self._events)
-            if e["external_subscription_id"] == external_subscription_id
-        ]
+        sub = external_subscription_id
+        inflight_carried, inflight_events = self._inflight
+        out: list[dict[str, Any]] = []
+        for carried, evs in ((inflight_carried, inflight_events), (self._carried, self._events)):
+            for row, packed in carried:
+                if row["external_subscription_id"] == sub:
+                    out += derived.of_carrier(row, packed)
+            out += [e for e in evs if e["external_subscription_id"] == sub]
+        return out
 
     async def start(self) -> None:
         await self.recover()
@@ -179,7 +192,7 @@ class UsageWriter:
                 sealed = self._journal.seal()
                 reqs, evs, carried = self._requests, self._events, self._carried
                 self._requests, self._events, self._carried = [], [], []
-                self._inflight = [*carried, *evs] if carried else evs
+                self._inflight = (carried, evs)
                 self._room.set()
                 try:
                     # The segments are recycled once the batch is committed.
@@ -188,7 +201,7 @@ class UsageWriter:
                     sealed.release()  # the segments stay on disk, to be replayed
                     raise
                 finally:
-                    self._inflight = []
+                    self._inflight = ([], [])
             for path in self._journal.leftovers():  # segments an earlier failure left behind
                 await self._replay_one(path)
 
@@ -196,12 +209,16 @@ class UsageWriter:
         """A segment's records and events: the batch it was sealed with may have been stored
         before the process stopped, so stored records are skipped (their carried events are
         rolled up already) and stored events are conflicts."""
-        reqs, evs, carried = [], [], []
+        reqs: list[dict[str, Any]] = []
+        evs: list[dict[str, Any]] = []
+        carried: list[derived.Carried] = []
         for record in Journal.read(path):
             if "r" in record:
                 row = _revive(record["r"])
                 reqs.append(row)
-                carried.extend(derived.of_record(row))
+                packed = derived.packed_of(row)
+                if packed is not None:
+                    carried.append((row, packed))
             evs.extend(_revive(e) for e in record.get("e", ()))
         await self._insert(
             reqs, evs, carried, replay=True, then=lambda: self._journal.discard([path])
@@ -211,7 +228,7 @@ class UsageWriter:
         self,
         reqs: list[dict[str, Any]],
         evs: list[dict[str, Any]],
-        carried: list[dict[str, Any]],
+        carried: list[derived.Carried],
         *,
         replay: bool = False,
         then: Callable[[], None] | None = None,
@@ -238,7 +255,7 @@ class UsageWriter:
         self,
         reqs: list[dict[str, Any]],
         evs: list[dict[str, Any]],
-        carried: list[dict[str, Any]],
+        carried: list[derived.Carried],
         replay: bool,
         then: Callable[[], None] | None,
     ) -> None:
@@ -252,7 +269,7 @@ class UsageWriter:
                 stored = await _stored_ids(conn, [r["id"] for r in reqs])
                 if stored:
                     reqs = [r for r in reqs if r["id"] not in stored]
-                    carried = [e for e in carried if _request_of(e) not in stored]
+                    carried = [c for c in carried if c[0]["id"] not in stored]
             if reqs and carried and (replay or self._named):
                 carried = await self._without_stored_repeats(conn, reqs, carried, replay)
             if reqs:
@@ -266,7 +283,7 @@ class UsageWriter:
                 for start in range(0, len(carried), step):  # yielding between slices
                     if start:
                         await asyncio.sleep(0)
-                    rollups.accumulate(cells, specs, carried[start : start + step])
+                    rollups.accumulate_carried(cells, specs, carried[start : start + step])
                 # On SQLite, a slice at a time (see _SLICE); a repeat of an event of an
                 # earlier slice is a conflict, so it is not counted twice.
                 size = max(len(evs), 1) if postgres else slice_size(len(evs), _SLICE)
@@ -295,16 +312,20 @@ class UsageWriter:
         self,
         conn: AsyncConnection,
         reqs: list[dict[str, Any]],
-        carried: list[dict[str, Any]],
+        carried: list[derived.Carried],
         replay: bool,
-    ) -> list[dict[str, Any]]:
-        """`carried` without the events that repeat events sent to the API and stored as
-        rows in an earlier batch, before their request's record: the first one stored wins,
-        as for any repeat, so the records stop carrying them (their `events` repacked).
-        Looked up for the requests an API event named (`_note_named`), and for every record
-        of a replayed segment (the names were this process's)."""
+    ) -> list[derived.Carried]:
+        """`carried` without the events that repeat events of their subscription sent to the
+        API and stored as rows in an earlier batch, before their request's record: the first
+        one stored wins, as for any repeat, so the records stop carrying them (their `events`
+        repacked). Looked up for the requests an API event named (`_note_named`), and for
+        every record of a replayed segment (the names were this process's)."""
         if replay:
-            keys = {(e["external_subscription_id"], e["transaction_id"]) for e in carried}
+            keys = {
+                (e["external_subscription_id"], e["transaction_id"])
+                for row, packed in carried
+                for e in derived.of_carrier(row, packed)
+            }
         else:
             keys = set().union(
                 *(self._named[row["id"]][1] for row in reqs if row["id"] in self._named)
@@ -312,15 +333,19 @@ class UsageWriter:
         repeats = await event_store.stored_rows(conn, keys) if keys else set()
         if not repeats:
             return carried
-        named = {derived.request_id_of(tx) for _, tx in repeats}
-        for row in reqs:
-            if row["id"] in named and row.get("events"):
-                row["events"] = derived.without(row, {tx for _, tx in repeats})
-        return [
-            e
-            for e in carried
-            if (e["external_subscription_id"], e["transaction_id"]) not in repeats
-        ]
+        by_record: dict[tuple[str, str | None], set[str]] = {}
+        for sub, tx in repeats:
+            by_record.setdefault((sub, derived.request_id_of(tx)), set()).add(tx)
+        kept: list[derived.Carried] = []
+        for row, packed in carried:
+            dropped = by_record.get((row["external_subscription_id"], row["id"]))
+            if dropped:
+                row["events"] = derived.without(row, dropped)
+                if row["events"] is None:
+                    continue
+                packed = orjson.loads(row["events"])
+            kept.append((row, packed))
+        return kept
 
     async def close(self) -> None:
         if self._task is not None:
