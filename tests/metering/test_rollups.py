@@ -317,7 +317,7 @@ prop_values = st.one_of(
 packed_props = st.dictionaries(st.sampled_from(["model", "type", "n", "tags"]), prop_values)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     records=st.lists(
         st.tuples(

@@ -10,10 +10,12 @@ on its record"). On PostgreSQL,
 where a batch of events is one COPY, they are stored as rows, as events sent to the API are
 on both.
 
-`expand` is the only maker of a gateway request's event rows: the recorder builds the events
-it rolls up and keeps in memory with it, and every reader builds the stored ones with it, so
-the two cannot differ. An event of a request's is `{request id}:{suffix}` (`req_…:requests`,
-`req_…:tokens:input`); readers by transaction id look its request up by that id.
+`expand` is the only maker of a gateway request's event rows: every reader builds them with
+it, the writer's tail of records not stored yet included (`UsageWriter.unflushed_events`).
+The flush rolls a batch's events up from the packed form without making rows
+(`rollups.accumulate_carried`, tested to add what their rows add). An event of a request's is
+`{request id}:{suffix}` (`req_…:requests`, `req_…:tokens:input`); readers by transaction id
+look its request up by that id.
 """
 
 from __future__ import annotations
