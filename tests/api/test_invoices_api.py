@@ -33,9 +33,8 @@ from faregate.api.state import SERVICES
 from faregate.app import start_app
 from faregate.cli import main
 from faregate.config import load_settings
-from faregate.store.db import migrate
 from tests.billing.test_render import pdf_texts
-from tests.conftest import create_pg_database, drop_pg_database, free_port
+from tests.conftest import create_pg_database, drop_pg_database, free_port, migrated
 from tests.webhooks.receiver import Receiver
 
 ADMIN_KEY = "fg_admin_invoices_test"
@@ -93,7 +92,7 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         overrides=overrides,
     )
     settings.port = free_port()
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     runner = await start_app(settings)
     base = f"http://127.0.0.1:{settings.port}"
     yield Server(base, Client(api_key=ADMIN_KEY, api_url=base + "/"), runner, receiver, url)

@@ -16,11 +16,10 @@ from lago_python_client.models import Customer, Event, Subscription
 from faregate.app import start_app
 from faregate.config import load_settings
 from faregate.metering import ingest
-from faregate.store.db import migrate
 from tests.api.conftest import ADMIN_KEY, Billing
 from tests.api.test_billing_api import setup_catalog
 from tests.api.test_billing_lifecycle import refused
-from tests.conftest import create_pg_database, drop_pg_database, free_port
+from tests.conftest import create_pg_database, drop_pg_database, free_port, migrated
 
 
 async def _replica(url: str, data_dir: Path) -> Billing:
@@ -42,7 +41,7 @@ async def _replica(url: str, data_dir: Path) -> Billing:
 @pytest.fixture
 async def replicas(tmp_path: Path) -> AsyncIterator[tuple[Billing, Billing]]:
     url = await create_pg_database()
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     started: list[Billing] = []
     try:
         started.append(await _replica(url, tmp_path / "a"))

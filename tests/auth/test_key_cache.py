@@ -14,14 +14,15 @@ import pytest
 from faregate.auth import keys, repository
 from faregate.auth.errors import RevokedKey
 from faregate.auth.service import KeyService
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
 from faregate.store.tables.gateway import api_keys
+from tests.conftest import migrated
 
 
 @pytest.fixture
 async def service(tmp_path: Path) -> Any:
     url = f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}"
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     engine = create_engine(url)
     yield KeyService(engine, None, ttl=0.0)
     await engine.dispose()

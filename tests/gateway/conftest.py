@@ -3,7 +3,6 @@ PostgreSQL, with a customer and an API key; tests drive it with the official SDK
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -21,8 +20,8 @@ from faregate.auth.service import KeyService
 from faregate.config import Settings, load_settings
 from faregate.logs import JsonFormatter
 from faregate.mockprovider.server import MockServer, start_mock
-from faregate.store.db import create_engine, migrate
-from tests.conftest import create_pg_database, drop_pg_database, free_port
+from faregate.store.db import create_engine
+from tests.conftest import create_pg_database, drop_pg_database, free_port, migrated
 
 ADMIN_KEY = "fg_admin_test_key"
 
@@ -105,7 +104,7 @@ async def start_gateway(
     if key_for is not None:
         key = key_for.key
     else:
-        await asyncio.to_thread(migrate, settings.database_url)  # Alembic runs its own loop
+        await migrated(settings.database_url)
         engine = create_engine(settings.database_url)
         async with engine.begin() as conn:
             await repository.insert_customer(conn, {"external_id": "acme", "name": "Acme"})

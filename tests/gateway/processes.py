@@ -18,8 +18,8 @@ import yaml
 
 from faregate.auth import repository
 from faregate.auth.service import KeyService
-from faregate.store.db import create_engine, migrate
-from tests.conftest import free_port
+from faregate.store.db import create_engine
+from tests.conftest import free_port, migrated
 from tests.gateway.conftest import ADMIN_KEY, gateway_config
 
 _SERVE = "import sys; from faregate.cli import main; sys.exit(main())"
@@ -34,7 +34,7 @@ class Replica:
 
 async def prepare_database(database_url: str, **key: Any) -> str:
     """Migrate, create customer `acme` and one API key (team `research` unless given)."""
-    await asyncio.to_thread(migrate, database_url)
+    await migrated(database_url)
     engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:

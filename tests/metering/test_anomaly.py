@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,9 +18,9 @@ from faregate.config import ConfigError
 from faregate.metering.anomaly import AnomalyConfig, SpendMonitor
 from faregate.money import to_nanos
 from faregate.store.counters import MemoryCounterStore
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
 from faregate.store.tables.metering import requests
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import create_pg_database, drop_pg_database, migrated
 
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
 
@@ -38,7 +37,7 @@ class Webhooks:
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     pg = request.param == "postgres"
     url = await create_pg_database() if pg else f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     engine = create_engine(url)
     yield engine
     await engine.dispose()

@@ -24,9 +24,9 @@ from faregate.auth import repository as customers
 from faregate.auth.service import KeyService
 from faregate.billing import repository as repo
 from faregate.mockprovider.server import MockServer
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
 from faregate.store.tables.metering import requests, usage_rollups
-from tests.conftest import create_pg_database, drop_pg_database, free_port
+from tests.conftest import create_pg_database, drop_pg_database, free_port, migrated
 from tests.gateway.conftest import gateway_config, mock  # noqa: F401  (the mock fixture)
 from tests.stored_events import stored_events
 
@@ -35,7 +35,7 @@ CHAT = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "
 
 
 async def _catalog(url: str) -> str:
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     engine = create_engine(url)
     async with engine.begin() as conn:
         customer = await customers.insert_customer(conn, {"external_id": "acme"})

@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from faregate.billing import repository as repo
 from faregate.metering.writer import UsageWriter
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
 from faregate.store.tables.metering import usage_rollups
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import create_pg_database, drop_pg_database, migrated
 from tests.stored_events import stored_events
 
 
@@ -37,7 +37,7 @@ async def test_two_writers_inserting_the_same_events_at_once_store_them_once(
 ) -> None:
     url = await create_pg_database()
     try:
-        await asyncio.to_thread(migrate, url)
+        await migrated(url)
         engine = create_engine(url)
         async with engine.begin() as conn:
             await repo.insert_metric(
@@ -83,7 +83,7 @@ async def test_a_metric_created_after_its_events_rolls_them_up(tmp_path: Path) -
     from faregate.metering import rollups
 
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
-    await asyncio.to_thread(migrate, str(engine.url))
+    await migrated(str(engine.url))
     now = datetime.now(UTC)
     writer = UsageWriter(engine, tmp_path / "j")
     writer.record_events(

@@ -12,13 +12,13 @@ from typing import Any, cast
 
 import pytest
 
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.book import HoldBook, MemoryHoldBook, Snapshot
 from faregate.wallets.book_sql import SqlHoldBook
 from faregate.wallets.runtime import Account, WalletRuntime
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import create_pg_database, drop_pg_database, migrated
 
 
 @pytest.fixture(params=["memory", "redis", "postgres"])
@@ -41,7 +41,7 @@ async def book(
         await client.aclose()
         return
     url = await create_pg_database()
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     engine = create_engine(url)
     async with engine.begin() as conn:
         await repo.insert_wallet(

@@ -14,7 +14,8 @@ import orjson
 
 from faregate.auth import repository
 from faregate.cli import main
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
+from tests.conftest import migrated
 
 
 def run(*args: str) -> str:
@@ -30,7 +31,7 @@ def as_json(text: str) -> dict[str, Any]:
 
 async def test_the_wallets_command_line(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     engine = create_engine(url)
     async with engine.begin() as conn:
         await repository.insert_customer(conn, {"external_id": "acme", "currency": "USD"})

@@ -183,15 +183,14 @@ async def test_a_batch_of_entries_and_its_replay_land_once_in_the_rows_and_the_w
 ) -> None:
     """A batch large enough for the bulk paths (COPY on PostgreSQL, multi-row statements on
     SQLite), then a replay of half of it with new entries mixed in."""
-    from faregate.store.db import migrate
-    from tests.conftest import create_pg_database, drop_pg_database
+    from tests.conftest import create_pg_database, drop_pg_database, migrated
 
     url = (
         await create_pg_database()
         if backend == "postgres"
         else f"sqlite+aiosqlite:///{tmp_path / 'l.db'}"
     )
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     engine = create_engine(url)
     first = [ledger.credit(W, "t0", 10**12)] + [ledger.hold(W, f"h{i}", 1000) for i in range(60)]
     second = [*first[30:], *(ledger.post(W, f"h{i}", 1000, 400) for i in range(60))]

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from faregate.auth import repository as customers_repo
 from faregate.billing.errors import BillingValidationError
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
 from faregate.store.tables.wallets import wallets
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
@@ -23,7 +23,7 @@ from faregate.wallets.book import HoldBook, MemoryHoldBook
 from faregate.wallets.runtime import Account, WalletRuntime, _credit_limit_wallet
 from faregate.wallets.service import TopUp, WalletService
 from faregate.wallets.writer import LedgerWriter
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import create_pg_database, drop_pg_database, migrated
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -33,7 +33,7 @@ async def lagging(
     """A runtime on a journaled book whose writer is never started: every hold stays out of
     the wallet row, as it does for up to 0.2 s in a running gateway."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     engine = create_engine(url)
     async with engine.begin() as conn:
         values = {"id": "w", "customer_id": "c", "external_customer_id": "acme"}
@@ -98,7 +98,7 @@ async def test_a_void_and_a_hold_racing_for_the_same_credits_never_both_win(
 @pytest.fixture
 async def pg() -> AsyncIterator[str]:
     url = await create_pg_database()
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     yield url
     await drop_pg_database(url)
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
 from faregate.store.redis_client import PipelinedRedis
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
@@ -25,6 +25,7 @@ from faregate.wallets.book_redis import RedisHoldBook
 from faregate.wallets.runtime import CACHE_S, REFRESH_S, Account, WalletRuntime
 from faregate.wallets.service import WalletService
 from faregate.wallets.writer import LedgerWriter
+from tests.conftest import migrated
 
 TTL_S = 0.2
 
@@ -34,7 +35,7 @@ async def runtime(
     tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> AsyncIterator[WalletRuntime]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     engine = create_engine(url)
     async with engine.begin() as conn:
         await repo.insert_wallet(

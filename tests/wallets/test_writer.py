@@ -5,17 +5,17 @@ stored folded into its finish, and a replay never brings such a hold back."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faregate.metering.journal import Journal
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.writer import LedgerWriter
+from tests.conftest import migrated
 
 AT = datetime(2026, 12, 4, 21, 30, 5, 123456, tzinfo=UTC)
 WALLET = {
@@ -29,7 +29,7 @@ WALLET = {
 
 async def _engine_with_wallet(tmp_path: Path) -> AsyncEngine:
     url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     engine = create_engine(url)
     async with engine.begin() as conn:
         await repo.insert_wallet(conn, WALLET)

@@ -13,8 +13,8 @@ import pytest
 from faregate.api.webhooks import ENDPOINT_LIMIT
 from faregate.app import start_app
 from faregate.config import ConfigError, load_settings
-from faregate.store.db import migrate
 from faregate.webhooks import WebhookSettings
+from tests.conftest import migrated
 from tests.webhooks import test_endpoint_rules, test_webhooks
 from tests.webhooks.test_endpoint_rules import _endpoint, _refusal, _refused
 
@@ -102,7 +102,7 @@ def test_a_configured_endpoint_mistake_is_a_config_error(
 
 async def test_a_server_with_a_mistaken_endpoint_does_not_start(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     settings = load_settings(
         env={
             "FAREGATE_DATABASE_URL": url,

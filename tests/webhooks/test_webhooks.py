@@ -21,9 +21,9 @@ from lago_python_client.models.webhook_endpoint import WebhookEndpoint
 
 from faregate.app import start_app
 from faregate.config import load_settings
-from faregate.store.db import create_engine, migrate
+from faregate.store.db import create_engine
 from faregate.webhooks import Webhooks, WebhookSettings
-from tests.conftest import create_pg_database, drop_pg_database, free_port
+from tests.conftest import create_pg_database, drop_pg_database, free_port, migrated
 from tests.webhooks.receiver import Receiver
 
 HMAC_KEY = "whsec_test_key"
@@ -35,7 +35,7 @@ FAST = {"retry_base_seconds": 0.02, "retry_max_seconds": 0.1, "poll_seconds": 0.
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     postgres = request.param == "postgres"
     url = await create_pg_database() if postgres else f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
-    await asyncio.to_thread(migrate, url)
+    await migrated(url)
     yield url
     if postgres:
         await drop_pg_database(url)
