@@ -92,6 +92,7 @@ async def migrated(url: str) -> None:
             template = str(folder / "migrated.db")
             await asyncio.to_thread(migrate, f"sqlite+aiosqlite:///{template}")
             _TEMPLATES["sqlite"] = template
+        path.parent.mkdir(parents=True, exist_ok=True)  # as the engine does for its file
         shutil.copyfile(template, path)
         return
     name = url.rsplit("/", 1)[1]
