@@ -207,6 +207,7 @@ def accumulate_carried(
                     if seen is not None:
                         raw_memo[seen] = found
                 dims = found
+            # From here `accumulate`'s steps, written out: a call per event costs more.
             key = (subscription, spec.code, dims, hour)
             cell = cells.get(key)
             if cell is None:
