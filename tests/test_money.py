@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faregate.money import decimal_str, to_nanos
+from faregate.money import EXACT, decimal_str, to_nanos
 
 finite = st.decimals(allow_nan=False, allow_infinity=False)
 
@@ -19,6 +19,18 @@ def test_to_nanos_rounds_half_away_from_zero_at_the_ninth_decimal() -> None:
     assert to_nanos(Decimal("0.0000138")) == 13_800
     assert to_nanos(Decimal("-0E-8")) == 0
     assert to_nanos(Decimal("12")) == 12_000_000_000
+
+
+@given(st.lists(st.decimals(allow_nan=False, allow_infinity=False, places=12), max_size=8))
+def test_to_nanos_remembers_nothing_that_changes_an_answer(amounts: list[Decimal]) -> None:
+    """The last conversions are remembered by identity: converting the same objects again,
+    in any order, and equal amounts that are other objects, gives what a fresh conversion
+    gives."""
+    fresh = [int(a.scaleb(9, EXACT).to_integral_value(ROUND_HALF_UP)) for a in amounts]
+    for order in (amounts, amounts[::-1], amounts + amounts):
+        expected = {id(a): n for a, n in zip(amounts, fresh, strict=True)}
+        assert [to_nanos(a) for a in order] == [expected[id(a)] for a in order]
+    assert [to_nanos(Decimal(str(a))) for a in amounts] == fresh
 
 
 def test_decimal_str_is_plain_without_trailing_zeros() -> None:
