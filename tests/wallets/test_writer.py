@@ -126,3 +126,50 @@ async def test_a_hold_its_batch_finished_is_stored_folded_into_its_finish_and_ne
     assert (int(wallet["consumed_nanos"]), int(wallet["held_nanos"])) == (135, 100)
     assert (sums.consumed, sums.held, sums.available) == (135, 100, 765)
     await engine.dispose()
+
+
+async def test_a_hold_is_journaled_folded_into_its_finish_or_as_it_was_at_the_seal(
+    tmp_path: Path,
+) -> None:
+    """A hold taken with `hold` is journaled with its finish, folded into it, when it finishes
+    before the next seal; one open at a seal is journaled and stored then, with the time it
+    was taken, and its finish later on its own. One a killed process never sealed comes back
+    as nothing: it had moved nothing, as its release would not."""
+    engine = await _engine_with_wallet(tmp_path)
+    async with engine.begin() as conn:
+        await repo.apply_entries(conn, [ledger.credit("w", "t1", 1_000)])
+
+    dead = LedgerWriter(engine, tmp_path / "ledger")  # recorded, never flushed: a killed process
+    dead.hold("w", "r1", 300)
+    dead.record(ledger.post("w", "r1", 300, 120, AT))
+    dead.hold("w", "lost", 200)
+    [segment] = list((tmp_path / "ledger").glob("*.jsonl"))
+    assert [v[:6] for r in Journal.read(segment) for v in r["v"]] == [
+        ["w", "done:r1", "post", -120, 0, 120]
+    ]
+
+    writer = LedgerWriter(engine, tmp_path / "ledger")
+    await writer.start()  # replays the folded post
+    taken = datetime.now(UTC)
+    writer.hold("w", "r2", 100)
+    await writer.flush()  # r2 is still open: journaled and stored as a hold
+    writer.record(ledger.post("w", "r2", 100, 40, AT))
+    await writer.close()
+
+    async with engine.connect() as conn:
+        rows = await repo.entries_of(conn, "w")
+        sums = await repo.entry_sums(conn, "w")
+    got = {
+        r["key"]: (r["kind"], r["available_nanos"], r["held_nanos"], r["reserved_nanos"])
+        for r in rows
+    }
+    assert got == {
+        "tx:t1": ("credit", 1_000, 0, None),
+        "done:r1": ("post", -120, 0, 300),
+        "hold:r2": ("hold", -100, 100, None),
+        "done:r2": ("post", 60, -100, None),
+    }
+    hold_at = next(r["created_at"] for r in rows if r["key"] == "hold:r2")
+    assert abs((hold_at.replace(tzinfo=UTC) - taken).total_seconds()) < 1
+    assert (sums.consumed, sums.held, sums.available) == (160, 0, 840)
+    await engine.dispose()

@@ -117,10 +117,16 @@ def void(wallet_id: str, transaction_id: str, amount: int) -> Entry:
     )
 
 
-def hold(wallet_id: str, hold_id: str, amount: int) -> Entry:
+def hold(wallet_id: str, hold_id: str, amount: int, at: datetime | None = None) -> Entry:
     _non_negative(amount)
     return Entry(
-        wallet_id, f"hold:{hold_id}", "hold", available=-amount, held=amount, hold_id=hold_id
+        wallet_id,
+        f"hold:{hold_id}",
+        "hold",
+        available=-amount,
+        held=amount,
+        hold_id=hold_id,
+        created_at=at,
     )
 
 
@@ -198,6 +204,15 @@ def fold_finished(entries: Sequence[Entry]) -> list[Entry]:
             entry = _folded(held, entry)
         kept.append(entry)
     return [e for e in kept if e is not None]
+
+
+def fold_into(finish: Entry, held: int) -> Entry:
+    """`finish` (a post or release) with its hold of `held` folded in, in place: what
+    `fold_finished` would store for the two, without making either again."""
+    finish.available -= held
+    finish.held += held
+    finish.reserved = held
+    return finish
 
 
 def _folded(hold_entry: Entry, finish: Entry) -> Entry:

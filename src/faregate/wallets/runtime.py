@@ -224,7 +224,7 @@ class WalletRuntime:
                 account.wallet_id, hold_id, amount, self.hold_ttl_s, account.extra
             )
         if ok and self.writer is not None:
-            self.writer.record(ledger.hold(account.wallet_id, hold_id, amount))
+            self.writer.hold(account.wallet_id, hold_id, amount)
         return ok
 
     async def finish(

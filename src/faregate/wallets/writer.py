@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ class LedgerWriter:
         self._journal = Journal(journal_dir)
         self._interval = flush_interval
         self._pending: list[Entry] = []
+        # Holds taken since the journal was last sealed and not finished yet, by hold id:
+        # (wallet, amount, when). See `hold`.
+        self._open: dict[str, tuple[str, int, float]] = {}
         self._wake = asyncio.Event()
         self._arrived = asyncio.Event()  # something to write since the last flush began
         self._closing = False
@@ -81,14 +85,45 @@ class LedgerWriter:
         self._lock = asyncio.Lock()
         self._writes = WriteConnection(engine)
 
+    def hold(self, wallet_id: str, hold_id: str, amount: int) -> None:
+        """A hold the book has taken. Nearly every hold is finished before the next batch
+        (every `journal_flush_s`), and is then stored only folded into its finish
+        (`ledger.fold_finished`), so it is not journaled on its own: its finish, recorded
+        with `record`, is journaled folded. A hold still open when the batch is sealed is
+        journaled and stored then, as it was taken. One lost with the process before that
+        had not finished: like a released hold, it had moved nothing, and no request of it
+        was recorded. (Journaling each hold when taken cost ~3% of a request's CPU.)"""
+        if amount < 0:
+            raise ValueError("amount must not be negative")
+        if not self._pending and not self._open:
+            self._arrived.set()
+        self._open[hold_id] = (wallet_id, amount, time.time())
+
     def record(self, *entries: Entry) -> None:
         """Durable when this returns. Journaled as values in column order, not by name:
-        half the time of an append (an entry without a time gets this moment's)."""
+        half the time of an append (an entry without a time gets this moment's). A post or
+        release of a hold taken with `hold` and not yet journaled is folded into in place."""
         now = datetime.now(UTC)
+        if self._open:
+            for e in entries:
+                if e.kind == "post" or e.kind == "release":
+                    opened = self._open.pop(e.hold_id, None) if e.hold_id else None
+                    if opened is not None:
+                        ledger.fold_into(e, opened[1])
         self._journal.append({"v": [e.values(now) for e in entries]})
         if not self._pending:
             self._arrived.set()
         self._pending.extend(entries)
+
+    def _record_open(self) -> None:
+        """The holds still open, journaled and pending as taken: before a seal."""
+        if self._open:
+            holds = [
+                ledger.hold(wallet, hold_id, amount, datetime.fromtimestamp(at, UTC))
+                for hold_id, (wallet, amount, at) in self._open.items()
+            ]
+            self._open = {}
+            self.record(*holds)
 
     async def start(self) -> None:
         for path in self._journal.leftovers():
@@ -108,6 +143,7 @@ class LedgerWriter:
 
     async def flush(self) -> None:
         async with self._lock:
+            self._record_open()
             if self._pending:
                 sealed = self._journal.seal()
                 batch, self._pending = self._pending, []
