@@ -92,7 +92,8 @@ class LedgerWriter:
         with `record`, is journaled folded. A hold still open when the batch is sealed is
         journaled and stored then, as it was taken. One lost with the process before that
         had not finished: like a released hold, it had moved nothing, and no request of it
-        was recorded. (Journaling each hold when taken cost ~3% of a request's CPU.)"""
+        was recorded. (Journaling each hold as it was taken cost ~4.5% of an embedded
+        request's CPU: bench/HISTORY.md.)"""
         if amount < 0:
             raise ValueError("amount must not be negative")
         if not self._pending and not self._open:
@@ -116,14 +117,15 @@ class LedgerWriter:
         self._pending.extend(entries)
 
     def _record_open(self) -> None:
-        """The holds still open, journaled and pending as taken: before a seal."""
+        """The holds still open, journaled and pending as taken: before a seal. They stay
+        open here until their journal append succeeded, for the next flush to try again."""
         if self._open:
             holds = [
                 ledger.hold(wallet, hold_id, amount, datetime.fromtimestamp(at, UTC))
                 for hold_id, (wallet, amount, at) in self._open.items()
             ]
-            self._open = {}
             self.record(*holds)
+            self._open = {}
 
     async def start(self) -> None:
         for path in self._journal.leftovers():
