@@ -134,7 +134,7 @@ async def test_a_hold_is_journaled_folded_into_its_finish_or_as_it_was_at_the_se
     """A hold taken with `hold` is journaled with its finish, folded into it, when it finishes
     before the next seal; one open at a seal is journaled and stored then, with the time it
     was taken, and its finish later on its own. One a killed process never sealed comes back
-    as nothing: it had moved nothing, as its release would not."""
+    as nothing, which is what its release would have moved."""
     engine = await _engine_with_wallet(tmp_path)
     async with engine.begin() as conn:
         await repo.apply_entries(conn, [ledger.credit("w", "t1", 1_000)])
