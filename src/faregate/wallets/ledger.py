@@ -12,7 +12,7 @@ goes to consumed, the rest back to available) or a `release` (all of it back), b
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 # The wallet_entries columns an entry fills, in the order of `Entry.values`.
@@ -216,18 +216,8 @@ def fold_into(finish: Entry, held: int) -> Entry:
 
 
 def _folded(hold_entry: Entry, finish: Entry) -> Entry:
-    return Entry(
-        finish.wallet_id,
-        finish.key,
-        finish.kind,
-        available=hold_entry.available + finish.available,
-        held=hold_entry.held + finish.held,
-        consumed=finish.consumed,
-        hold_id=finish.hold_id,
-        created_at=finish.created_at,
-        subscription_id=finish.subscription_id,
-        reserved=hold_entry.held,
-    )
+    """A copy of `finish` with `hold_entry` folded in (the inputs stay as they were)."""
+    return fold_into(replace(finish), hold_entry.held)
 
 
 def _non_negative(amount: int) -> None:
