@@ -66,8 +66,8 @@ async def drop_pg_database(url: str) -> None:
         await admin.close()
 
 
-# What `migrated` copies: a database migrated once per session, by dialect (SQLite: a file;
-# PostgreSQL: a database name).
+# What `migrated` copies: a database migrated once per session, by dialect (SQLite: its
+# file's path; PostgreSQL: its URL).
 _TEMPLATES: dict[str, str] = {}
 
 
@@ -104,11 +104,12 @@ async def migrated(url: str) -> None:
     if used:
         await asyncio.to_thread(migrate, url)
         return
-    template = _TEMPLATES.get("postgres")
-    if template is None:
-        made = await create_pg_database()
-        await asyncio.to_thread(migrate, made)
-        template = _TEMPLATES["postgres"] = made.rsplit("/", 1)[1]
+    template_url = _TEMPLATES.get("postgres")
+    if template_url is None:
+        template_url = await create_pg_database()
+        await asyncio.to_thread(migrate, template_url)
+        _TEMPLATES["postgres"] = template_url
+    template = template_url.rsplit("/", 1)[1]
     admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -126,8 +127,7 @@ def _drop_templates() -> Iterator[None]:
         shutil.rmtree(Path(sqlite).parent, ignore_errors=True)
     postgres = _TEMPLATES.pop("postgres", None)
     if postgres is not None:
-        base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-        asyncio.run(drop_pg_database(f"{base}/{postgres}"))
+        asyncio.run(drop_pg_database(postgres))
 
 
 @pytest.fixture
