@@ -345,6 +345,47 @@ def test_content_after_one_choice_finished_is_relayed_again() -> None:
     assert parser.finish_reason == "stop" and parser.done and estimate["choices"] == []
 
 
+def test_of_the_usages_and_finishes_in_one_read_the_last_is_read() -> None:
+    """A host that streams a running usage on every chunk (and two choices finishing in
+    turn): the events before the last usage go through unread, and the stream ends with
+    what reading every one of them in order gives."""
+
+    def counted(text: str, tokens: int, finish: str | None = None) -> bytes:
+        event = _content_event(text, usage={"prompt_tokens": 5, "completion_tokens": tokens})
+        return event.replace(b'"finish_reason":null', f'"finish_reason":"{finish}"'.encode())
+
+    first = _content_event("first")  # proves the host compact
+    events = [first, counted("a", 1), counted("b", 2, "length"), counted("c", 3, "stop")]
+    text = _sse(*events, b"data: [DONE]").decode()
+    parsed_state, relayed_state = StreamState(), StreamState(relay=True)
+    parsed = run_sse(_parser(parsed_state), text)
+    parser = _parser()
+    assert _relayed(parser, _sse(first)) == [_sse(first)]
+    assert _relayed(parser, _sse(*events[1:])) == [_sse(*events[1:3]), None]
+    items = run_relay(_parser(relayed_state), text)
+    assert [item.data for item in items] == [_sse(*events)]
+    assert _chunks(items) == parsed
+    for state in (parsed_state, relayed_state):
+        assert state.usage is not None and state.usage.output_tokens == 3
+        assert state.finish_reason == "stop"
+
+
+def test_a_read_stops_at_its_first_error_before_any_later_finish() -> None:
+    finish = _content_event("x").replace(b'"finish_reason":null', b'"finish_reason":"stop"')
+    error = b'data: {"error":{"message":"overloaded","type":"server_error"}}'
+    first, after = _content_event("first"), _content_event("after")
+    parser = _parser()
+    assert _relayed(parser, _sse(first)) == [_sse(first)]  # proves the host compact
+    assert _relayed(parser, _sse(after, error, after, finish)) == [
+        _sse(after),
+        None,
+        _sse(after),
+        None,
+    ]
+    with pytest.raises(ProviderError):
+        run_relay(_parser(), _sse(first, after, error, after, finish).decode())
+
+
 def test_the_decoder_gives_a_read_of_one_line_data_events_in_one_piece() -> None:
     decoder = SSEDecoder()
     events = [_content_event("a"), _content_event("b")]
