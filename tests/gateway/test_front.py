@@ -243,10 +243,23 @@ def test_a_plain_head() -> None:
         )
     )
     target, headers, length, close = parsed
-    assert target == b"/v1/chat/completions" and length == 12 and close
+    assert target == "/v1/chat/completions" and length == 12 and close
     assert headers["x-faregate-tags"] == "a, b" and headers["host"] == "x"
     assert headers["authorization"] == "Bearer k" and headers["x-empty"] == ""
     assert headers["x-text"] == "caf\u00e9 a:b"
+
+
+def test_a_header_name_is_checked_once_and_its_memo_is_bounded() -> None:
+    request = "POST /v1/chat/completions HTTP/1.1"
+    assert parse_head(_head(request, "Content-Length: 2", "X-Seen: 1")) is not None
+    assert "X-Seen" in front._NAMES
+    # A known name still needs its colon, and a name never seen is still checked.
+    assert parse_head(_head(request, "Content-Length: 2", "X-Seen")) is None
+    assert parse_head(_head(request, "Content-Length: 2", "X{Bad}: 1")) is None
+    for i in range(front._MAX_NAMES + 10):
+        parsed: Any = parse_head(_head(request, "Content-Length: 2", f"X-Made-Up-{i}: v"))
+        assert parsed[1][f"x-made-up-{i}"] == "v"
+    assert len(front._NAMES) <= front._MAX_NAMES
 
 
 def test_a_status_with_no_registered_phrase() -> None:
