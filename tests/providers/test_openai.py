@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from faregate.providers.base import ProviderError, Relayed, StreamState, delta_chars
 from faregate.providers.http import SSEDecoder
@@ -395,6 +397,50 @@ def test_the_decoder_gives_a_read_of_one_line_data_events_in_one_piece() -> None
         b'data: {"partial"}\n\n',
         _sse(events[0]),
     ]
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        b'data: {"a":1}\n\ndata: {"b":2}\n\n',
+        b'data: {"a":1}\n\ndata: \n\ndata: {"b":2}\n\n',  # an empty event among them
+        b'data: {"a":"data: x"}\n\n',  # the separator's text inside a string
+        b'data: {"a":1}\n\n\ndata: {"b":2}\n\n',  # a third newline
+        b'data: {"a":1}\ndata: {"b":2}\n\n',  # one event of two lines
+        b'data: {"a":1}\n\nevent: x\ndata: {"b":2}\n\n',
+        b'data: {"a":1}\n\n: ping\n\n',
+        b'data:{"a":1}\n\n',  # no space after the colon
+        b'data: {"a":1}\n\ndata:{"b":2}\n\n',
+        b'event: x\ndata: {"a":1}\n\n',
+    ],
+)
+def test_the_decoder_gives_a_read_in_one_piece_only_when_each_event_is_one_data_line(
+    read: bytes,
+) -> None:
+    """The rule, by counting: every newline but the last two is one of the pair before a
+    `data: ` that starts the next event."""
+    one_piece = (
+        read.startswith(b"data: ") and read.count(b"\n") == 2 * read.count(b"\n\ndata: ") + 2
+    )
+    assert (SSEDecoder().feed_raw(read) == [read]) is one_piece
+    # Either way the events are the same as the decoder's, parsed.
+    parsed = SSEDecoder().feed(read)
+    pieces = SSEDecoder().feed_raw(read)
+    events = [
+        e
+        for piece in pieces
+        for e in (SSEDecoder().feed(piece) if type(piece) is bytes else [piece])
+    ]
+    assert [(e.event, e.data) for e in events] == [(e.event, e.data) for e in parsed]
+
+
+@given(st.lists(st.sampled_from([b"data: ", b"data:", b"\n", b"\n\n", b"x", b": ", b"event: "])))
+def test_the_one_piece_rule_is_the_counting_rule_for_any_read(parts: list[bytes]) -> None:
+    read = b"".join(parts) + b"\n\n"
+    one_piece = (
+        read.startswith(b"data: ") and read.count(b"\n") == 2 * read.count(b"\n\ndata: ") + 2
+    )
+    assert (SSEDecoder().feed_raw(read)[:1] == [read]) is one_piece
 
 
 def test_the_text_of_relayed_runs_counts_when_a_stream_is_cut() -> None:
