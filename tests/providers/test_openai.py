@@ -300,8 +300,7 @@ def test_an_event_that_carries_anything_the_gateway_reads_is_parsed(event: bytes
     first, after = _content_event("first"), _content_event("after")
     assert _relayed(_parser(), _sse(event, first)) == [None, _sse(first)]
     assert _relayed(_parser(), _sse(first, after, event, after)) == [
-        _sse(first),  # the first event is proved alone; it shows the host writes compactly
-        _sse(after),
+        _sse(first, after),  # the first event shows the host writes compactly: scanned too
         None,
         _sse(after),
     ]
@@ -313,7 +312,16 @@ def test_an_event_that_carries_anything_the_gateway_reads_is_parsed(event: bytes
 )
 def test_content_events_relay_whatever_their_text(text: str) -> None:
     first, event, after = _content_event("first"), _content_event(text), _content_event("after")
-    assert _relayed(_parser(), _sse(first, event, after)) == [_sse(first), _sse(event, after)]
+    assert _relayed(_parser(), _sse(first, event, after)) == [_sse(first, event, after)]
+
+
+def test_events_that_never_show_compact_json_are_proved_one_by_one() -> None:
+    """A host that leaves out a null `finish_reason`: nothing shows how it writes its keys,
+    so each event is relayed alone once its keys are counted."""
+    a, b = (_content_event(t).replace(b',"finish_reason":null', b"") for t in ("a", "b"))
+    assert b"finish_reason" not in a + b
+    finish = _content_event("c").replace(b'"finish_reason":null', b'"finish_reason":"stop"')
+    assert _relayed(_parser(), _sse(a, b, finish)) == [_sse(a), _sse(b), None]
 
 
 def test_a_host_that_does_not_write_compact_json_has_its_events_parsed() -> None:
