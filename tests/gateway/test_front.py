@@ -249,7 +249,10 @@ def test_a_plain_head() -> None:
     assert headers["x-text"] == "caf\u00e9 a:b"
 
 
-def test_a_header_name_is_checked_once_and_its_memo_is_bounded() -> None:
+def test_a_header_name_is_checked_once_and_its_memo_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(front, "_NAMES", {})
     request = "POST /v1/chat/completions HTTP/1.1"
     assert parse_head(_head(request, "Content-Length: 2", "X-Seen: 1")) is not None
     assert "X-Seen" in front._NAMES

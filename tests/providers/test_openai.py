@@ -362,6 +362,8 @@ def test_of_the_usages_and_finishes_in_one_read_the_last_is_read() -> None:
 
     def counted(text: str, tokens: int, finish: str | None = None) -> bytes:
         event = _content_event(text, usage={"prompt_tokens": 5, "completion_tokens": tokens})
+        if finish is None:
+            return event
         return event.replace(b'"finish_reason":null', f'"finish_reason":"{finish}"'.encode())
 
     first = _content_event("first")  # proves the host compact
