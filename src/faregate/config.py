@@ -104,6 +104,18 @@ class Settings:
             raise ConfigError(f"config section {name!r} must be a mapping")
         return value
 
+    def seconds(self, section: str, key: str, default: float) -> float:
+        """`section.key`: a positive, finite number of seconds (a number or its text, as a
+        `${VAR}` gives it), else `default` when it is not set."""
+        value = self.section(section).get(key, default)
+        try:
+            seconds = -1.0 if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            seconds = -1.0
+        if not 0 < seconds < float("inf"):
+            raise ConfigError(f"{section}.{key} must be a positive number of seconds")
+        return seconds
+
     def __repr__(self) -> str:
         return f"Settings(host={self.host!r}, port={self.port}, providers={list(self.providers)})"
 

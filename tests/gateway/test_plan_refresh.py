@@ -72,3 +72,36 @@ def test_a_new_subscription_taking_an_external_id_is_priced_afresh() -> None:
     plan = {"id": "plan", "definition": {"code": "pro"}}
     old = {"id": "old", "status": "active", "plan_code": "pro"}
     assert _fingerprint(({**old, "id": "new"}, plan)) != _fingerprint((old, plan))
+
+
+async def test_check_s_sets_when_the_check_runs_and_when_a_request_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`billing.plan_check_s`: the state is used as loaded for half of it, checked in the
+    background from then, and a request waits for the check only past it."""
+    prices = PlanPrices(cast(Any, None), "USD", check_s=60.0)
+    checks: list[str] = []
+    gate = asyncio.Event()
+
+    async def check(subscription: str, call: Call) -> None:
+        checks.append(subscription)
+        started = time.monotonic()
+        await gate.wait()
+        prices._state[subscription].checked_at = started
+
+    monkeypatch.setattr(prices, "_refresh", check)
+    prices._state["sub"] = _Period(None, checked_at=time.monotonic() - CHECK_S - 20)
+    await prices.prepare(_call())
+    assert checks == []  # past the default, well within 60 s
+    prices._state["sub"].checked_at -= 10  # 31 s old: past half of 60 s
+    await asyncio.wait_for(prices.prepare(_call()), 10)
+    assert checks == ["sub"]  # in the background: the request did not wait
+    gate.set()
+    await prices._loading["sub"]
+    prices._state["sub"].checked_at -= 61
+    gate.clear()
+    waiting = asyncio.create_task(prices.prepare(_call()))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and checks == ["sub", "sub"]  # past check_s, it waits
+    gate.set()
+    await asyncio.wait_for(waiting, 10)

@@ -246,3 +246,40 @@ async def test_past_the_cache_ttl_a_request_waits_and_a_read_begun_before_forget
     assert "acme" not in runtime._cache  # ... but it is not kept: the next one reads again
     [later] = await runtime.accounts_of("acme")
     assert later.wallet_id == "w2"
+
+
+async def test_cache_s_sets_how_long_a_customers_wallets_are_used_before_a_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`wallets.cache_s`: used as read for half of it, read again in the background from
+    then, and a request waits for a read only past it."""
+    runtime = _memory_runtime(MemoryHoldBook(), cache_s=60.0)
+    reads: list[str] = []
+
+    async def load(customer: str) -> tuple[Account, ...]:
+        reads.append(customer)
+        return (Account("w1", Decimal(1)),)
+
+    monkeypatch.setattr(runtime, "_load_accounts", load)
+    await runtime.accounts_of("acme")
+    runtime._cache["acme"].at -= CACHE_S + 20  # past the default, well within 60 s
+    await runtime.accounts_of("acme")
+    assert reads == ["acme"]
+    runtime._cache["acme"].at -= 10  # 32 s old: past half of 60 s
+    await runtime.accounts_of("acme")
+    await asyncio.gather(*list(runtime._tasks))
+    assert reads == ["acme", "acme"]  # in the background
+    runtime._cache["acme"].at -= 61
+    gate = asyncio.Event()
+
+    async def slow(customer: str) -> tuple[Account, ...]:
+        await gate.wait()
+        return await load(customer)
+
+    monkeypatch.setattr(runtime, "_load_accounts", slow)
+    waiting = asyncio.create_task(runtime.accounts_of("acme"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # past cache_s, the request waits for the read
+    gate.set()
+    await waiting
+    assert reads == ["acme", "acme", "acme"]

@@ -20,7 +20,13 @@ from faregate.gateway.cache import GatewayCache
 from faregate.gateway.call import Call
 from faregate.gateway.moderation import UpstreamModeration
 from faregate.gateway.pipeline import Gateway
-from faregate.gateway.plan_pricing import PlanPricer, PlanPrices, PlanPriceStage, Unflushed
+from faregate.gateway.plan_pricing import (
+    CHECK_S,
+    PlanPricer,
+    PlanPrices,
+    PlanPriceStage,
+    Unflushed,
+)
 from faregate.gateway.policy_stages import (
     BudgetStage,
     EstimateStage,
@@ -245,7 +251,8 @@ async def assemble_gateway(
     gateway_pricer: Any = pricer
     plan_stage: list[Stage] = []
     if settings.section("billing").get("plan_prices", True):
-        plan_prices = PlanPrices(engine, settings.currency, unflushed)
+        check_s = settings.seconds("billing", "plan_check_s", CHECK_S)
+        plan_prices = PlanPrices(engine, settings.currency, unflushed, check_s=check_s)
         gateway_pricer = PlanPricer(pricer, plan_prices)
         plan_stage.append(PlanPriceStage(plan_prices))
     stages = plan_stage + _stages(

@@ -58,9 +58,10 @@ from faregate.usage import Usage
 log = logging.getLogger("faregate.billing")
 
 TEMPLATES = 256  # kinds of request whose worst-case buckets are kept per subscription
-CHECK_S = 1.0  # a subscription's status and plan are looked up again after this long
-# From this age on they are looked up in the background, while requests go on with what
-# was seen before; a request waits for the lookup only past CHECK_S.
+# A subscription's status and plan are looked up again after this long (the default of
+# `PlanPrices.check_s`, config `billing.plan_check_s`); from half of it on, in the background,
+# while requests go on with what was seen before: a request waits for the lookup only past it.
+CHECK_S = 1.0
 REFRESH_S = CHECK_S / 2
 Unflushed = Callable[[str], Sequence[dict[str, Any]]]
 _SCRATCH = "plan_price"
@@ -107,8 +108,17 @@ class _Period:
 
 
 class PlanPrices:
-    def __init__(self, engine: AsyncEngine, currency: str, unflushed: Unflushed | None = None):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        currency: str,
+        unflushed: Unflushed | None = None,
+        *,
+        check_s: float = CHECK_S,
+    ):
         self._engine = engine
+        self._check_s = check_s
+        self._refresh_s = check_s / 2
         self._currency = currency.upper()
         self._unflushed = unflushed or (lambda _subscription: ())
         self._state: dict[str, _Period] = {}
@@ -116,22 +126,22 @@ class PlanPrices:
 
     async def prepare(self, call: Call) -> None:
         """Make sure this process has the subscription's plan and period usage, seen within
-        the last CHECK_S: a terminated subscription or a changed plan stops pricing requests
-        within a second, at one or two queries per subscription and second, not per request
-        (past REFRESH_S the lookup runs in the background; requests wait for it only past
-        CHECK_S). The state the request was prepared with prices its estimate and its
-        settlement."""
+        the last `check_s` (default CHECK_S, a second): a terminated subscription or a
+        changed plan stops pricing requests within it, at one or two queries per subscription
+        and `check_s`, not per request (past half of it the lookup runs in the background;
+        requests wait for it only past `check_s`). The state the request was prepared with
+        prices its estimate and its settlement."""
         subscription = call.principal.external_subscription_id
         if subscription is None:
             return
         state = self._state.get(subscription)
-        age = CHECK_S if state is None else time.monotonic() - state.checked_at
-        if age >= CHECK_S or (
+        age = self._check_s if state is None else time.monotonic() - state.checked_at
+        if age >= self._check_s or (
             state is not None and state.billed is not None and not state.prices(call)
         ):
             await asyncio.shield(self._refreshing(subscription, call))
             state = self._state.get(subscription)
-        elif age >= REFRESH_S and subscription not in self._loading:
+        elif age >= self._refresh_s and subscription not in self._loading:
             self._refreshing(subscription, call)  # this request goes on with `state`
         if state is not None and state.prices(call):
             call.scratch[_SCRATCH] = state

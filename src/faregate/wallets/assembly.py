@@ -15,7 +15,7 @@ from faregate.config import ConfigError, Settings
 from faregate.store.db import default_flush_s, is_sqlite
 from faregate.wallets.book import HoldBook, MemoryHoldBook
 from faregate.wallets.credit_alerts import CreditAlerts
-from faregate.wallets.runtime import WalletRuntime
+from faregate.wallets.runtime import CACHE_S, WalletRuntime
 from faregate.wallets.service import WalletService
 from faregate.wallets.writer import LedgerWriter
 
@@ -88,6 +88,7 @@ async def build_wallets(
         writer=writer,
         hold_ttl_s=ttl,
         sweep_interval_s=float(section.get("sweep_interval_s", 1.0)),
+        cache_s=settings.seconds("wallets", "cache_s", CACHE_S),
         alerts=alerts,
         alert_levels=alert_levels(settings),
     )

@@ -34,12 +34,13 @@ from faregate.wallets.topups import due_interval, interval_key
 from faregate.wallets.writer import LedgerWriter
 
 log = logging.getLogger("faregate.wallets")
-# A customer's wallets are read again once they are REFRESH_S old, in the background, while
-# requests go on with the wallets read before; a request waits for a read only past CACHE_S.
+# A customer's wallets are read again once they are half `WalletRuntime.cache_s` old (default
+# CACHE_S, config `wallets.cache_s`), in the background, while requests go on with the
+# wallets read before; a request waits for a read only past `cache_s`.
 # (Under load a read on SQLite's connection thread takes 0.1-0.5 s to come back, and every
 # request of the customer used to wait for it once a second.)
-REFRESH_S = 1.0
 CACHE_S = 2.0
+REFRESH_S = CACHE_S / 2
 CREDIT_LIMIT_CODE = "credit_limit"
 
 
@@ -77,7 +78,8 @@ class WalletRuntime:
     sweep_interval_s: float = 1.0
     alerts: CreditAlerts | None = None
     alert_levels: tuple[Decimal, ...] = ()  # credits; `credit.threshold` when crossed
-    cache_limit: int = 1024  # cached customers above which entries past CACHE_S are dropped
+    cache_s: float = CACHE_S  # how old a customer's wallets read here may be (see CACHE_S)
+    cache_limit: int = 1024  # cached customers above which entries past cache_s are dropped
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -107,12 +109,12 @@ class WalletRuntime:
         cached = self._cache.get(external_customer_id)
         if cached is not None:
             age = time.monotonic() - cached.at
-            if age < CACHE_S:
-                if age >= REFRESH_S and external_customer_id not in self._refreshing:
+            if age < self.cache_s:
+                if age >= self.cache_s / 2 and external_customer_id not in self._refreshing:
                     self._refreshing.add(external_customer_id)
                     self._spawn(self._refresh(external_customer_id))
                 return cached.accounts
-        accounts = await self._reload(external_customer_id, CACHE_S)
+        accounts = await self._reload(external_customer_id, self.cache_s)
         if len(self._cache) > self._prune_above:
             self._prune()
         return accounts
@@ -133,18 +135,18 @@ class WalletRuntime:
 
     async def _refresh(self, external_customer_id: str) -> None:
         try:
-            await self._reload(external_customer_id, REFRESH_S)
-        except Exception:  # the entry stays until CACHE_S; a request past it reads again
+            await self._reload(external_customer_id, self.cache_s / 2)
+        except Exception:  # the entry stays until cache_s; a request past it reads again
             log.exception("reading the customer's wallets failed")
         finally:
             self._refreshing.discard(external_customer_id)
 
     def _prune(self) -> None:
-        """Drop the cached wallets older than CACHE_S (they would be loaded again anyway) and
+        """Drop the cached wallets older than `cache_s` (they would be loaded again anyway) and
         the locks nobody holds or waits for, so both stay bounded by the customers of the
-        last CACHE_S rather than growing by one entry per customer ever seen."""
+        last `cache_s` rather than growing by one entry per customer ever seen."""
         now = time.monotonic()
-        for customer in [c for c, hit in self._cache.items() if now - hit.at >= CACHE_S]:
+        for customer in [c for c, hit in self._cache.items() if now - hit.at >= self.cache_s]:
             del self._cache[customer]
         for customer in [c for c, lock in self._locks.items() if not lock.locked()]:
             if customer not in self._cache:
