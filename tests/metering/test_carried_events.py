@@ -3,6 +3,7 @@ see, what the rollups count and what a repeat of one is must be as if they were 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -332,6 +333,42 @@ async def test_before_a_flush_the_tail_counts_a_requests_event_over_an_api_repea
     assert await _rolled(engine) == {
         '{"type":"input"}': (1, Decimal(10)),
         '{"type":"output"}': (1, Decimal(5)),
+    }
+    await writer.close()
+    await engine.dispose()
+
+
+async def test_a_flush_rolls_its_records_up_a_slice_at_a_time_letting_requests_run(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A flush's roll-up runs on the event loop: in slices (16 records, or a quarter of the
+    batch), with a turn of the loop between them, and it adds up to the whole batch's."""
+    engine, writer = await _setup(tmp_path)
+    recorder = Recorder(writer)
+    slices: list[int] = []
+    turns: list[int] = []  # the slices rolled up when another task got a turn
+    accumulate = rollups.accumulate_carried
+
+    def counted(cells: Any, specs: Any, records: Any, memos: Any = None) -> None:
+        slices.append(len(records))
+        accumulate(cells, specs, records, memos)
+
+    async def other_task() -> None:
+        while not flushed.done():
+            turns.append(len(slices))
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(rollups, "accumulate_carried", counted)
+    for call in [_call(i) for i in range(80)]:
+        recorder.record(call)
+    flushed = asyncio.ensure_future(writer.flush())
+    await other_task()
+    await flushed
+    assert slices == [20, 20, 20, 20]
+    assert {1, 2, 3} <= set(turns)  # the loop turned between the slices
+    assert await _rolled(engine) == {
+        '{"type":"input"}': (80, Decimal(800)),
+        '{"type":"output"}': (80, Decimal(400)),
     }
     await writer.close()
     await engine.dispose()

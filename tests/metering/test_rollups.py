@@ -359,3 +359,10 @@ def test_carried_events_roll_up_as_their_rows_do(records: list[Any]) -> None:
     by_records: dict[rollups.RollupKey, rollups.Cell] = {}
     rollups.accumulate_carried(by_records, specs, carried)
     assert {k: c.row(k) for k, c in by_records.items()} == {k: c.row(k) for k, c in by_rows.items()}
+    # A batch rolled up a slice at a time, the dimensions' texts remembered across the
+    # slices (as the usage writer does between turns of the event loop): the same cells.
+    by_slices: dict[rollups.RollupKey, rollups.Cell] = {}
+    memos = rollups.dims_memos()
+    for start in range(0, len(carried), 3):
+        rollups.accumulate_carried(by_slices, specs, carried[start : start + 3], memos)
+    assert {k: c.row(k) for k, c in by_slices.items()} == {k: c.row(k) for k, c in by_rows.items()}

@@ -167,18 +167,29 @@ def accumulate(
         _add_value(spec.kind, cell, value, ts, hour)
 
 
+# The dimensions' texts `accumulate_carried` made, by their values (see there).
+DimsMemos = tuple[dict[Any, str], dict[Any, str]]
+
+
+def dims_memos() -> DimsMemos:
+    return {}, {}
+
+
 @exact
 def accumulate_carried(
-    cells: dict[RollupKey, Cell], specs: Mapping[str, MetricSpec], records: Iterable[Carried]
+    cells: dict[RollupKey, Cell],
+    specs: Mapping[str, MetricSpec],
+    records: Iterable[Carried],
+    memos: DimsMemos | None = None,
 ) -> None:
     """`accumulate` for the events request records carry, read from their packed form
     without making their rows (`derived.expand`): each property is looked up where it is,
     the event's own or the shared ones. A batch's events are nearly all alike but for their
     numbers, so their dimensions are remembered by the properties' values as they are, and
-    made text (`text_property`) once for each."""
+    made text (`text_property`) once for each: in `memos` (`dims_memos()`) when a batch is
+    accumulated in several calls, so that each is made once a batch, not once a call."""
     rolled = {code: spec for code, spec in specs.items() if spec.rolled}
-    memo: dict[Any, str] = {}
-    raw_memo: dict[Any, str] = {}
+    memo, raw_memo = memos if memos is not None else dims_memos()
     hour = end = _START
     for row, packed in records:
         ts: datetime = row["created_at"]
