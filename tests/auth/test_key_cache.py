@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from faregate.auth import keys, repository
-from faregate.auth.errors import RevokedKey
+from faregate.auth.errors import InvalidKey, RevokedKey
 from faregate.auth.service import KeyService
 from faregate.store.db import create_engine
 from faregate.store.tables.gateway import api_keys
@@ -131,3 +131,42 @@ async def test_past_its_ttl_a_request_waits_for_the_read(
     gate.set()
     with pytest.raises(RevokedKey):
         await waiting
+
+
+async def test_a_proved_key_is_not_hashed_again_and_no_other_key_passes_for_it(
+    service: KeyService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key last proved for a prefix is remembered with its hash: its next requests are
+    compared with it, not hashed. A wrong secret with the same prefix (ASCII or not) is
+    hashed and refused, and a hash read anew that differs (the row changed) is checked
+    again."""
+    key, _ = await service.create_key(name="k")
+    hashed: list[str] = []
+    real = keys.hash_key
+
+    def counted(text: str) -> str:
+        hashed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(keys, "hash_key", counted)
+    first = await service.authenticate(key)
+    assert len(hashed) == 1
+    for _ in range(5):
+        assert (await service.authenticate(key)).key_id == first.key_id
+    assert len(hashed) == 1  # proved once
+    prefix = keys.parse_prefix(key)
+    for wrong in (key[:-1] + ("a" if key[-1] != "a" else "b"), key + "x", key[:-1] + "é"):
+        with pytest.raises(InvalidKey):
+            await service.authenticate(wrong)
+    assert len(hashed) == 4  # each wrong key hashed, none remembered
+    assert (await service.authenticate(key)).key_id == first.key_id
+    assert len(hashed) == 4
+    # The stored hash changes (a row rewritten by hand): the remembered key no longer
+    # counts, and the key is refused once it no longer matches.
+    assert prefix is not None
+    async with service._engine.begin() as conn:
+        await conn.execute(
+            api_keys.update().where(api_keys.c.prefix == prefix).values(key_hash="0" * 64)
+        )
+    with pytest.raises(InvalidKey):
+        await service.authenticate(key)  # ttl=0: read again, its hash no longer matches

@@ -89,6 +89,8 @@ class KeyService:
         # requests that find it stale share the read instead of each making their own.
         self._loading: dict[str, asyncio.Future[tuple[Principal | None, str, float]]] = {}
         self._generation = 0  # bumped by invalidate: a read begun before is not cached
+        # prefix -> (key hash, the key last proved against it): see `_proves`.
+        self._proved: dict[str, tuple[str, str]] = {}
 
     async def authenticate(self, key: str | None) -> Principal:
         if not key:
@@ -105,7 +107,7 @@ class KeyService:
         elif now - entry[2] > self._ttl * REFRESH_AT and prefix not in self._loading:
             self._loading_of(prefix, now)  # read again meanwhile; this request goes on
         principal, key_hash, _ = entry
-        if principal is None or not keys.verify(key, key_hash):
+        if principal is None or not self._proves(prefix, key, key_hash):
             raise InvalidKey("Incorrect API key provided.")
         if principal.revoked:
             raise RevokedKey("This API key has been revoked.")
@@ -117,6 +119,24 @@ class KeyService:
                 f"correct them with PATCH /admin/keys/{principal.key_id}."
             )
         return principal
+
+    def _proves(self, prefix: str, key: str, key_hash: str) -> bool:
+        """Whether `key` is the key `key_hash` was made of. The key last proved for a prefix
+        is remembered with the hash it proved: the next request of that key is compared with
+        it in constant time instead of being hashed (SHA-256 and its hex digest, ~1.3% of a
+        chat request's CPU). Any other key, or a hash read anew that differs, is hashed."""
+        proved = self._proved.get(prefix)
+        if (
+            proved is not None
+            and proved[0] == key_hash
+            and key.isascii()  # compare_digest takes text only in ASCII
+            and keys.hmac.compare_digest(proved[1], key)
+        ):
+            return True
+        if not keys.verify(key, key_hash):
+            return False
+        self._proved[prefix] = (key_hash, key)
+        return True
 
     def _loading_of(
         self, prefix: str, now: float
@@ -147,6 +167,7 @@ class KeyService:
             return entry
         if len(self._cache) > 100_000:
             self._cache.clear()
+            self._proved.clear()
         self._cache[prefix] = entry
         return entry
 
@@ -155,9 +176,11 @@ class KeyService:
         if prefix is None:
             self._cache.clear()
             self._loading.clear()
+            self._proved.clear()
         else:
             self._cache.pop(prefix, None)
             self._loading.pop(prefix, None)  # later requests read afresh
+            self._proved.pop(prefix, None)
 
     async def create_key(
         self,
