@@ -22,9 +22,9 @@ def _call() -> Call:
     return Call(request_id="r", principal=principal, kind="chat", model="m", body={})
 
 
-@pytest.fixture
-def plan(monkeypatch: pytest.MonkeyPatch) -> Fixture:
-    prices = PlanPrices(cast(Any, None), "USD")  # the check below reads no database
+def _gated(prices: PlanPrices, monkeypatch: pytest.MonkeyPatch) -> Fixture:
+    """`prices` with its check replaced by one that reads no database and returns once the
+    gate opens; the list records each check's subscription."""
     checks: list[str] = []
     gate = asyncio.Event()
 
@@ -37,6 +37,11 @@ def plan(monkeypatch: pytest.MonkeyPatch) -> Fixture:
 
     monkeypatch.setattr(prices, "_refresh", check)
     return prices, checks, gate
+
+
+@pytest.fixture
+def plan(monkeypatch: pytest.MonkeyPatch) -> Fixture:
+    return _gated(PlanPrices(cast(Any, None), "USD"), monkeypatch)
 
 
 async def test_past_refresh_s_the_check_runs_while_requests_go_on(plan: Fixture) -> None:
@@ -79,17 +84,7 @@ async def test_check_s_sets_when_the_check_runs_and_when_a_request_waits(
 ) -> None:
     """`billing.plan_check_s`: the state is used as loaded for half of it, checked in the
     background from then, and a request waits for the check only past it."""
-    prices = PlanPrices(cast(Any, None), "USD", check_s=60.0)
-    checks: list[str] = []
-    gate = asyncio.Event()
-
-    async def check(subscription: str, call: Call) -> None:
-        checks.append(subscription)
-        started = time.monotonic()
-        await gate.wait()
-        prices._state[subscription].checked_at = started
-
-    monkeypatch.setattr(prices, "_refresh", check)
+    prices, checks, gate = _gated(PlanPrices(cast(Any, None), "USD", check_s=60.0), monkeypatch)
     prices._state["sub"] = _Period(None, checked_at=time.monotonic() - CHECK_S - 20)
     await prices.prepare(_call())
     assert checks == []  # past the default, well within 60 s
