@@ -112,8 +112,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         / "journal"
         / settings.section("server").get("instance", f"{settings.host}-{settings.port}")
     )
-    metering = settings.section("metering")
-    interval = float(metering.get("flush_interval", default_flush_s(engine)))
+    interval = settings.seconds("metering", "flush_interval", default_flush_s(engine))
     writer = UsageWriter(engine, journal_dir, flush_interval=interval)
     await writer.start()
     keys = KeyService(engine, settings.admin_key)

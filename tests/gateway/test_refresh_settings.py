@@ -1,6 +1,7 @@
-"""How old a process's copy of a subscription's plan (`billing.plan_check_s`) and of a
-customer's wallets (`wallets.cache_s`) may be: read from the configuration, checked, and
-handed to the parts that keep those copies."""
+"""Settings in seconds: how old a process's copy of a subscription's plan
+(`billing.plan_check_s`) and of a customer's wallets (`wallets.cache_s`) may be, and the
+intervals and lifetimes beside them, read from the configuration, checked, and handed to
+the parts that use them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from faregate.config import ConfigError, load_settings
 from faregate.gateway.plan_pricing import CHECK_S, PlanPriceStage
 from faregate.mockprovider.server import MockServer
+from faregate.wallets.assembly import hold_ttl
 from faregate.wallets.runtime import CACHE_S
 from tests.gateway.conftest import start_gateway
 
@@ -54,3 +56,14 @@ async def test_the_configured_ages_reach_the_plan_prices_and_the_wallets(
         assert services.wallets.cache_s == 12.0
     finally:
         await running.runner.cleanup()
+
+
+@pytest.mark.parametrize("value", [0, -60])
+def test_a_hold_lifetime_that_is_not_a_positive_number_of_seconds_is_refused(value: int) -> None:
+    """The wallets' `hold_ttl_s` goes through the same check as every interval in seconds
+    (`metering.flush_interval`, `wallets.journal_flush_s`, `wallets.sweep_interval_s`,
+    `server.hold_sweep_interval_s`); unset, it is the request timeout and a minute."""
+    with pytest.raises(ConfigError, match=r"wallets\.hold_ttl_s must be a positive number"):
+        hold_ttl(load_settings(env={}, overrides={"wallets": {"hold_ttl_s": value}}))
+    settings = load_settings(env={}, overrides={})
+    assert hold_ttl(settings) == settings.request_timeout + 60

@@ -192,7 +192,7 @@ def _spend_monitor(
 
 async def _hold_sweeper(settings: Settings, store: Any, closers: list[Any]) -> PeriodicTask:
     """Releases holds whose process died before settling them (budgets, wallets)."""
-    interval = float(settings.section("server").get("hold_sweep_interval_s", 30))
+    interval = settings.seconds("server", "hold_sweep_interval_s", 30)
     sweeper = PeriodicTask("hold-sweeper", interval, store.sweep_expired).start()
     closers.append(sweeper.stop)
     return sweeper

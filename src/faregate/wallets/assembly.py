@@ -22,8 +22,7 @@ from faregate.wallets.writer import LedgerWriter
 
 def hold_ttl(settings: Settings) -> float:
     """A hold outlives the longest request, so only holds of dead processes expire."""
-    section = settings.section("wallets")
-    return float(section.get("hold_ttl_s", settings.request_timeout + 60))
+    return settings.seconds("wallets", "hold_ttl_s", settings.request_timeout + 60)
 
 
 def alert_levels(settings: Settings) -> tuple[Decimal, ...]:
@@ -76,7 +75,7 @@ async def build_wallets(
         writer = LedgerWriter(
             engine,
             Path(settings.data_dir) / "ledger" / str(instance),
-            flush_interval=float(section.get("journal_flush_s", default_flush_s(engine))),
+            flush_interval=settings.seconds("wallets", "journal_flush_s", default_flush_s(engine)),
         )
     service = WalletService(
         engine, book=book, webhooks=webhooks, default_currency=settings.currency
@@ -87,7 +86,7 @@ async def build_wallets(
         service=service,
         writer=writer,
         hold_ttl_s=ttl,
-        sweep_interval_s=float(section.get("sweep_interval_s", 1.0)),
+        sweep_interval_s=settings.seconds("wallets", "sweep_interval_s", 1.0),
         cache_s=settings.seconds("wallets", "cache_s", CACHE_S),
         alerts=alerts,
         alert_levels=alert_levels(settings),
