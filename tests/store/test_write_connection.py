@@ -1,8 +1,10 @@
-"""A batched writer's transactions on its kept connection: committed whole or not at all,
-`then` only after a commit, the connection reused, and a broken one replaced."""
+"""A batched writer's transactions on the kept connection: committed whole or not at all,
+`then` only after a commit, the connection reused (on SQLite, shared by the writers), and a
+broken one replaced."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -128,4 +130,58 @@ async def test_a_commit_that_fails_is_rolled_back(tmp_path: Path, raw: bool) -> 
         await _insert(conn, 2, raw=raw)
     assert await _rows(engine) == [2]
     await writes.close()
+    await engine.dispose()
+
+
+async def test_the_writers_share_one_connection_on_sqlite(tmp_path: Path) -> None:
+    """Two writers on one SQLite engine take turns on one connection (so that neither finds
+    its page cache emptied by the other's writes); it stays open until the last one closes."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+    usage, ledger = WriteConnection(engine), WriteConnection(engine)
+    order: list[str] = []
+
+    async def write(writes: WriteConnection, name: str, value: int) -> object:
+        async with writes.transaction() as conn:
+            order.append(f"{name} in")
+            await _insert(conn, value, raw=True)
+            await asyncio.sleep(0.01)  # the other writer is waiting for its turn meanwhile
+            order.append(f"{name} out")
+            return conn
+
+    first, second = await asyncio.gather(write(usage, "usage", 1), write(ledger, "ledger", 2))
+    assert first is second
+    assert order == ["usage in", "usage out", "ledger in", "ledger out"]  # one at a time
+    assert await _rows(engine) == [1, 2]
+    await usage.close()
+    await usage.close()  # a second close does not count twice
+    assert not first.closed  # type: ignore[attr-defined]
+    async with ledger.transaction() as conn:
+        assert conn is first
+        await _insert(conn, 3, raw=True)
+    await ledger.close()
+    assert first.closed  # type: ignore[attr-defined]
+    assert await _rows(engine) == [1, 2, 3]
+    await engine.dispose()
+
+
+async def test_a_connection_one_writer_gave_up_is_replaced_for_the_other(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+    usage, ledger = WriteConnection(engine), WriteConnection(engine)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the closed connection raises
+        async with usage.transaction() as broken:
+            raw = await broken.get_raw_connection()
+            await raw.driver_connection.close()  # type: ignore[union-attr]
+            raise RuntimeError("boom")
+    async with ledger.transaction() as conn:
+        assert conn is not broken
+        await _insert(conn, 1, raw=True)
+    async with usage.transaction() as again:
+        assert again is conn
+    assert await _rows(engine) == [1]
+    await usage.close()
+    await ledger.close()
     await engine.dispose()

@@ -155,10 +155,24 @@ def _rollback_open(db: sqlite3.Connection) -> None:
         db.rollback()
 
 
+class _Kept:
+    """The SQLite connection an engine's batched writers share, and how many use it."""
+
+    __slots__ = ("conn", "users")
+
+    def __init__(self) -> None:
+        self.conn: Any = None  # AsyncConnection, opened by the first transaction
+        self.users = 0
+
+
+_KEPT: weakref.WeakKeyDictionary[AsyncEngine, _Kept] = weakref.WeakKeyDictionary()
+
+
 class WriteConnection:
-    """A batched writer's transactions: on SQLite, on a connection of its own kept open from
-    one flush to the next, in its turn on the write lock (`write_turn`); on PostgreSQL, a
-    pooled connection per transaction (`engine.begin()`).
+    """A batched writer's transactions: on SQLite, on one connection that the process's
+    batched writers share, kept open from one flush to the next, each transaction in its
+    turn on the write lock (`write_turn`); on PostgreSQL, a pooled connection per
+    transaction (`engine.begin()`).
 
     A flush's fixed cost on SQLite was mostly SQLAlchemy's work around the statements, not
     the statements: checking a connection out of the pool, beginning, committing and handing
@@ -170,12 +184,26 @@ class WriteConnection:
     connection's thread, with the blocking work that was to follow the commit (`then`: a
     journal segment recycled) in the same trip. A transaction that fails is rolled back,
     and a connection that cannot be rolled back is closed, so the next transaction opens a
-    new one."""
+    new one.
+
+    Shared, not one per writer: SQLite empties a connection's page cache whenever another
+    connection has written since its last transaction, so with a connection each, the usage
+    and ledger writers, taking turns, each began every flush with an empty cache and read
+    the pages it was to change again (a `pread` each, ~1.2 a request). On one connection
+    the cache stays warm from one turn to the next: a third of the reads, and ~9% less of
+    SQLite's CPU (bench/HISTORY.md, "The writers share one connection"). The last
+    writer to close it closes the connection."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
-        self._conn: Any = None  # AsyncConnection, opened by the first transaction
+        self._kept: _Kept | None = None
+        if self._sqlite:
+            self._kept = _KEPT.get(engine)
+            if self._kept is None:
+                self._kept = _KEPT[engine] = _Kept()
+            self._kept.users += 1
+        self._closed = False
 
     @contextlib.asynccontextmanager
     async def transaction(
@@ -183,16 +211,17 @@ class WriteConnection:
     ) -> AsyncIterator[AsyncConnection]:
         """A transaction committed when the block ends, rolled back if it raises; `then` is
         called once the commit returned (not after a rollback)."""
-        if not self._sqlite:
+        kept = self._kept
+        if kept is None:
             async with self._engine.begin() as conn:
                 yield conn
             if then is not None:
                 await asyncio.to_thread(then)
             return
         async with write_turn(self._engine):
-            conn = self._conn
+            conn = kept.conn
             if conn is None:
-                conn = self._conn = await self._engine.connect()
+                conn = kept.conn = await self._engine.connect()
             try:
                 yield conn
                 if conn.in_transaction():  # SQLAlchemy began it; its commit is the driver's
@@ -202,26 +231,38 @@ class WriteConnection:
                 else:
                     await on_thread(conn, functools.partial(_commit_open, then=then))
             except BaseException:  # the block's error, or the commit's
-                await asyncio.shield(self._rollback(conn))
+                await asyncio.shield(self._rollback(kept, conn))
                 raise
 
-    async def _rollback(self, conn: AsyncConnection) -> None:
-        """Roll back what is open; a connection that cannot is given up (the caller raises
-        the error that made it roll back)."""
+    @staticmethod
+    async def _rollback(kept: _Kept, conn: AsyncConnection) -> None:
+        """Roll back what is open; a connection that cannot is given up, for every writer
+        (the caller raises the error that made it roll back)."""
         try:
             if conn.get_transaction() is not None:  # SQLAlchemy's, active or failed
                 await conn.rollback()
             # And the driver's: after a failed commit SQLAlchemy only forgets its own.
             await on_thread(conn, _rollback_open)
         except Exception:
-            self._conn = None
+            if kept.conn is conn:
+                kept.conn = None
             with contextlib.suppress(Exception):
                 await conn.invalidate()
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+        """This writer is done with the connection; the last one closes it (waiting for its
+        turn, so that no other writer's transaction is cut short)."""
+        kept = self._kept
+        if kept is None or self._closed:
+            return
+        self._closed = True
+        kept.users -= 1
+        if kept.users > 0:
+            return
+        async with write_turn(self._engine):
+            conn, kept.conn = kept.conn, None
+            if conn is not None:
+                await conn.close()
 
 
 def _alembic_config(url: str) -> Any:
