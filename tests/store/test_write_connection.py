@@ -135,7 +135,8 @@ async def test_a_commit_that_fails_is_rolled_back(tmp_path: Path, raw: bool) -> 
 
 async def test_the_writers_share_one_connection_on_sqlite(tmp_path: Path) -> None:
     """Two writers on one SQLite engine take turns on one connection (so that neither finds
-    its page cache emptied by the other's writes); it stays open until the last one closes."""
+    its page cache emptied by the other's writes). A writer that closes closes it; a writer
+    that flushes after that opens it again."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE t (a INTEGER)"))
@@ -154,15 +155,22 @@ async def test_the_writers_share_one_connection_on_sqlite(tmp_path: Path) -> Non
     assert first is second
     assert order == ["usage in", "usage out", "ledger in", "ledger out"]  # one at a time
     assert await _rows(engine) == [1, 2]
-    await usage.close()
-    await usage.close()  # a second close does not count twice
-    assert not first.closed  # type: ignore[attr-defined]
-    async with ledger.transaction() as conn:
-        assert conn is first
-        await _insert(conn, 3, raw=True)
-    await ledger.close()
+
+    async def close_while_ledger_writes() -> None:
+        await asyncio.sleep(0.001)  # the ledger writer's transaction has begun
+        await usage.close()
+
+    order.clear()
+    await asyncio.gather(write(ledger, "ledger", 3), close_while_ledger_writes())
+    assert order == ["ledger in", "ledger out"]  # the close waited for its turn
     assert first.closed  # type: ignore[attr-defined]
-    assert await _rows(engine) == [1, 2, 3]
+    async with ledger.transaction() as conn:  # opened again for a late flush
+        assert conn is not first
+        await _insert(conn, 4, raw=True)
+    await ledger.close()
+    assert conn.closed
+    await ledger.close()  # nothing left to close
+    assert await _rows(engine) == [1, 2, 3, 4]
     await engine.dispose()
 
 

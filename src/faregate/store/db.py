@@ -156,13 +156,13 @@ def _rollback_open(db: sqlite3.Connection) -> None:
 
 
 class _Kept:
-    """The SQLite connection an engine's batched writers share, and how many use it."""
+    """The SQLite connection an engine's batched writers share: None until a transaction
+    opens it, and again once a writer closes it or gives it up."""
 
-    __slots__ = ("conn", "users")
+    __slots__ = ("conn",)
 
     def __init__(self) -> None:
-        self.conn: Any = None  # AsyncConnection, opened by the first transaction
-        self.users = 0
+        self.conn: Any = None  # AsyncConnection
 
 
 _KEPT: weakref.WeakKeyDictionary[AsyncEngine, _Kept] = weakref.WeakKeyDictionary()
@@ -191,19 +191,17 @@ class WriteConnection:
     and ledger writers, taking turns, each began every flush with an empty cache and read
     the pages it was to change again (a `pread` each, ~1.2 a request). On one connection
     the cache stays warm from one turn to the next: a third of the reads, and ~9% less of
-    SQLite's CPU (bench/HISTORY.md, "The writers share one connection"). The last
-    writer to close it closes the connection."""
+    SQLite's CPU (bench/HISTORY.md, "The writers share one connection"). A writer that
+    closes closes it, in its turn: a writer still flushing after that opens it again."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
-        self._kept: _Kept | None = None
+        self._kept: _Kept | None = None  # SQLite only
         if self._sqlite:
             self._kept = _KEPT.get(engine)
             if self._kept is None:
                 self._kept = _KEPT[engine] = _Kept()
-            self._kept.users += 1
-        self._closed = False
 
     @contextlib.asynccontextmanager
     async def transaction(
@@ -250,14 +248,10 @@ class WriteConnection:
                 await conn.invalidate()
 
     async def close(self) -> None:
-        """This writer is done with the connection; the last one closes it (waiting for its
-        turn, so that no other writer's transaction is cut short)."""
+        """Close the kept connection, in its turn (no other writer's transaction is cut
+        short)."""
         kept = self._kept
-        if kept is None or self._closed:
-            return
-        self._closed = True
-        kept.users -= 1
-        if kept.users > 0:
+        if kept is None:
             return
         async with write_turn(self._engine):
             conn, kept.conn = kept.conn, None
