@@ -191,7 +191,7 @@ class WriteConnection:
     and ledger writers, taking turns, each began every flush with an empty cache and read
     the pages it was to change again (a `pread` each, ~1.2 a request). On one connection
     the cache stays warm from one turn to the next: a third of the reads, and ~9% less of
-    SQLite's CPU (bench/HISTORY.md, "The writers share one connection"). A writer that
+    SQLite's CPU (bench/HISTORY.md, "Around the fifth full run of 2026-12-06"). A writer that
     closes closes it, in its turn: a writer still flushing after that opens it again."""
 
     def __init__(self, engine: AsyncEngine) -> None:
