@@ -46,6 +46,25 @@ async def _insert(conn: object, value: int, *, raw: bool) -> None:
         await conn.execute(text(f"INSERT INTO t VALUES ({value})"))  # type: ignore[attr-defined]
 
 
+async def _sqlite_engine(tmp_path: Path) -> AsyncEngine:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+    return engine
+
+
+async def _break_in_a_transaction(writes: WriteConnection) -> object:
+    """A transaction whose driver connection is closed under it, so that it cannot be rolled
+    back and is given up; returns that connection."""
+    with pytest.raises(Exception):  # noqa: B017 - whatever the closed connection raises
+        async with writes.transaction() as broken:
+            await _insert(broken, 1, raw=True)
+            raw = await broken.get_raw_connection()
+            await raw.driver_connection.close()  # type: ignore[union-attr]
+            raise RuntimeError("boom")
+    return broken
+
+
 @pytest.mark.parametrize("raw", [True, False], ids=["driver", "sqlalchemy"])
 async def test_a_transaction_commits_then_runs_then(engine: AsyncEngine, raw: bool) -> None:
     if raw and engine.dialect.name != "sqlite":
@@ -87,16 +106,9 @@ async def test_a_failed_transaction_is_rolled_back_and_then_not_run(
 
 
 async def test_a_connection_that_cannot_roll_back_is_replaced(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
-    async with engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+    engine = await _sqlite_engine(tmp_path)
     writes = WriteConnection(engine)
-    with pytest.raises(Exception):  # noqa: B017 - whatever the closed connection raises
-        async with writes.transaction() as broken:
-            await _insert(broken, 1, raw=True)
-            raw = await broken.get_raw_connection()
-            await raw.driver_connection.close()  # type: ignore[union-attr]
-            raise RuntimeError("boom")
+    broken = await _break_in_a_transaction(writes)
     async with writes.transaction() as conn:
         assert conn is not broken
         await _insert(conn, 2, raw=True)
@@ -137,9 +149,7 @@ async def test_the_writers_share_one_connection_on_sqlite(tmp_path: Path) -> Non
     """Two writers on one SQLite engine take turns on one connection (so that neither finds
     its page cache emptied by the other's writes). A writer that closes closes it; a writer
     that flushes after that opens it again."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
-    async with engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+    engine = await _sqlite_engine(tmp_path)
     usage, ledger = WriteConnection(engine), WriteConnection(engine)
     order: list[str] = []
 
@@ -175,21 +185,15 @@ async def test_the_writers_share_one_connection_on_sqlite(tmp_path: Path) -> Non
 
 
 async def test_a_connection_one_writer_gave_up_is_replaced_for_the_other(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
-    async with engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+    engine = await _sqlite_engine(tmp_path)
     usage, ledger = WriteConnection(engine), WriteConnection(engine)
-    with pytest.raises(Exception):  # noqa: B017 - whatever the closed connection raises
-        async with usage.transaction() as broken:
-            raw = await broken.get_raw_connection()
-            await raw.driver_connection.close()  # type: ignore[union-attr]
-            raise RuntimeError("boom")
+    broken = await _break_in_a_transaction(usage)
     async with ledger.transaction() as conn:
         assert conn is not broken
-        await _insert(conn, 1, raw=True)
+        await _insert(conn, 2, raw=True)
     async with usage.transaction() as again:
         assert again is conn
-    assert await _rows(engine) == [1]
+    assert await _rows(engine) == [2]
     await usage.close()
     await ledger.close()
     await engine.dispose()
