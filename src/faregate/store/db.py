@@ -196,9 +196,8 @@ class WriteConnection:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
         self._kept: _Kept | None = None  # SQLite only
-        if self._sqlite:
+        if engine.dialect.name == "sqlite":
             self._kept = _KEPT.get(engine)
             if self._kept is None:
                 self._kept = _KEPT[engine] = _Kept()
