@@ -31,6 +31,7 @@ import argparse
 import datetime as dt
 import itertools
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -210,6 +211,7 @@ def main() -> int:
     spinners = procs.Spinners()
     rows: list[str] = []
     ran: list[str] = []
+    done = False
     try:
         target.start(ctx)
         target.smoke()
@@ -238,10 +240,16 @@ def main() -> int:
                 slices = recording.slices(layout.server[0])
                 ran += attribute(slices, parties, t0, samples, args.slow / 1e3)
                 print("\n".join(ran), flush=True)
+        done = True
     finally:
         spinners.stop()
         target.stop()
         mock.stop()
+        # The run's database and logs (tens of MB): kept only when the run failed.
+        if done:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"the run's files are kept in {work}", file=sys.stderr)
     date = dt.date.today().isoformat()
     report = [
         f"# When the slow requests come: {target.label}, chat at concurrency 1, {date}",
