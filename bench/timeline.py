@@ -23,11 +23,17 @@ client, the idle loops, anything else.
     python bench/timeline.py                 # 10 s per layout
     python bench/timeline.py --seconds 20 --target faregate-pg
     python bench/timeline.py --sched
+    python bench/timeline.py --writers
+
+`--writers` starts the server with a probe (`benchlib/writer_probe`) that times the batched
+writers' steps on the event loop and their calls on SQLite's thread, and adds to the report
+what they cost and which requests they ran beside (matched on the shared monotonic clock).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime as dt
 import itertools
 import os
@@ -38,7 +44,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
+
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -193,6 +202,116 @@ def attribute(
     return rows
 
 
+PROBE = Path(__file__).resolve().parent / "benchlib" / "writer_probe"
+EPISODE_GAP_S = 0.005
+
+
+def writer_work(
+    items: list[list[Any]], t0: float, samples: list[tuple[float, float]], slow_s: float
+) -> list[str]:
+    """Report lines: what the batched writers did during the same-core run (`--writers`),
+    and which requests it landed on. `items` are the probe's [kind, name, start, seconds,
+    cpu]; a request is matched with the items that ran during it by the shared clock."""
+    start, end = t0, t0 + samples[-1][0] + samples[-1][1]
+    items = sorted((i for i in items if start <= i[2] <= end), key=lambda i: i[2])
+    if not items:
+        return ["The writer probe recorded nothing during the same-core run.", ""]
+    seconds = end - start
+    by_name: dict[str, list[float]] = {}
+    for kind, name, _, length, cpu in items:
+        entry = by_name.setdefault(f"{kind}: {name}", [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += length
+        entry[2] += cpu
+    lines = [
+        "What the batched writers did during the same-core run (`--writers`: the probe in "
+        "`benchlib/writer_probe` times each step of the writers' tasks on the event loop and "
+        "each call on SQLite's thread, in wall and thread CPU time), the costliest first:",
+        "",
+        "| where | per second | mean ms | CPU ms a second |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    costliest = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:16]
+    for name, (count, length, cpu) in costliest:
+        lines.append(
+            f"| {name} | {count / seconds:.1f} | {length / count * 1e3:.3f} | "
+            f"{cpu / seconds * 1e3:.1f} |"
+        )
+    starts = [i[2] for i in items]
+
+    def beside(a: float, b: float) -> dict[str, float]:
+        """Seconds of each item name that ran within [a, b]."""
+        out: dict[str, float] = {}
+        k = max(0, bisect.bisect_left(starts, a - 0.05))
+        while k < len(items) and items[k][2] < b:
+            kind, name, at, length, _ = items[k]
+            overlap = min(b, at + length) - max(a, at)
+            if overlap > 0:
+                key = f"{kind}: {name}"
+                out[key] = out.get(key, 0.0) + overlap
+            k += 1
+        return out
+
+    ordered = sorted(samples, key=lambda sample: sample[1])
+    n = len(ordered)
+    groups = {
+        f"slow (over {slow_s * 1e3:g} ms)": [x for x in ordered if x[1] >= slow_s],
+        "typical (p40-p60)": ordered[int(n * 0.4) : int(n * 0.6)],
+    }
+    lines += [
+        "",
+        "Writer work that ran during each group's requests, ms per request (mean):",
+        "",
+        "| requests | count | beside any writer work | writer work | the largest parts |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for label, group in groups.items():
+        if not group:
+            continue
+        totals: dict[str, float] = {}
+        met = 0
+        for at, latency in group:
+            found = beside(t0 + at, t0 + at + latency)
+            met += bool(found)
+            for key, value in found.items():
+                totals[key] = totals.get(key, 0.0) + value
+        parts = sorted(totals.items(), key=lambda kv: -kv[1])[:4]
+        lines.append(
+            f"| {label} | {len(group):,} | {100 * met / len(group):.0f}% | "
+            f"{sum(totals.values()) / len(group) * 1e3:.3f} | "
+            + "; ".join(f"{key} {value / len(group) * 1e3:.3f}" for key, value in parts)
+            + " |"
+        )
+    # Flushes: items less than EPISODE_GAP_S apart; the requests each one met.
+    episodes: list[list[float]] = []
+    for _, _, at, length, _ in items:
+        if episodes and at - episodes[-1][1] < EPISODE_GAP_S:
+            episodes[-1][1] = max(episodes[-1][1], at + length)
+            episodes[-1][2] += length
+        else:
+            episodes.append([at, at + length, length])
+    request_starts = [t0 + at for at, _ in samples]
+    met_by: dict[int, int] = {}
+    for first, last, _ in episodes:
+        k = max(0, bisect.bisect_left(request_starts, first - 0.05))
+        count = 0
+        while k < len(samples) and request_starts[k] < last:
+            count += request_starts[k] + samples[k][1] > first
+            k += 1
+        met_by[count] = met_by.get(count, 0) + 1
+    work = statistics.median(e[2] for e in episodes) * 1e3
+    span = statistics.median(e[1] - e[0] for e in episodes) * 1e3
+    lines += [
+        "",
+        f"Flushes (writer work less than {EPISODE_GAP_S * 1e3:g} ms apart): {len(episodes):,}, "
+        f"median {work:.2f} ms of work over {span:.2f} ms; requests each met: "
+        + ", ".join(f"{k} ({v:,})" for k, v in sorted(met_by.items()))
+        + ".",
+        "",
+    ]
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per layout (default 10)")
@@ -201,6 +320,11 @@ def main() -> int:
     parser.add_argument("--target", default="faregate-embedded")
     parser.add_argument(
         "--sched", action="store_true", help="what ran on the core during the slow requests"
+    )
+    parser.add_argument(
+        "--writers",
+        action="store_true",
+        help="time the batched writers inside the server, and match them with the requests",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="faregate-timeline-"))
@@ -212,8 +336,17 @@ def main() -> int:
     rows: list[str] = []
     ran: list[str] = []
     done = False
+    if args.writers:  # for the server only: the mock has started already
+        os.environ["FAREGATE_BENCH_WRITER_PROBE"] = str(work)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(PROBE), os.environ.get("PYTHONPATH")) if p
+        )
+    writers: list[str] = []
+    same_core: tuple[float, list[tuple[float, float]]] | None = None
+    server_pids: list[int] = []
     try:
         target.start(ctx)
+        server_pids = target.pids()
         target.smoke()
         spinners.start()
         for name, layout in LAYOUTS.items():
@@ -229,6 +362,8 @@ def main() -> int:
             finally:
                 client.close()
             rows += describe(name, samples, args.slow / 1e3)
+            if name == "same-core":
+                same_core = (t0, samples)
             print(rows[-1], flush=True)
             if recording is not None:
                 parties = sched.Parties(
@@ -245,6 +380,11 @@ def main() -> int:
         spinners.stop()
         target.stop()
         mock.stop()
+        if done and args.writers and same_core is not None:  # written as the server exited
+            probed = [work / f"writers-{pid}.json" for pid in server_pids]
+            items = [i for path in probed if path.exists() for i in orjson.loads(path.read_bytes())]
+            writers = writer_work(items, *same_core, args.slow / 1e3)
+            print("\n".join(writers), flush=True)
         # The run's database and logs (tens of MB): kept only when the run failed.
         if done:
             shutil.rmtree(work, ignore_errors=True)
@@ -281,6 +421,7 @@ def main() -> int:
             if ran
             else []
         ),
+        *writers,
         f"Versions: {', '.join(f'{k} {v}' for k, v in machine.versions(None).items())}.",
         "",
     ]
