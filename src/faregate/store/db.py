@@ -91,9 +91,6 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-_WRITE_TURNS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
 def default_flush_s(engine: AsyncEngine) -> float:
     """The batched writers' default flush interval. On SQLite the writes run in the serving
     process, on the core its requests use, and a flush's CPU delays the requests in flight
@@ -137,10 +134,7 @@ def write_turn(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
     over the moment the other transaction ends. PostgreSQL needs no turn."""
     if engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
-    turn = _WRITE_TURNS.get(engine)
-    if turn is None:
-        turn = _WRITE_TURNS[engine] = asyncio.Lock()
-    return turn
+    return _writes_of(engine).turn
 
 
 def _commit_open(db: sqlite3.Connection, then: Callable[[], None] | None = None) -> None:
@@ -155,17 +149,26 @@ def _rollback_open(db: sqlite3.Connection) -> None:
         db.rollback()
 
 
-class _Kept:
-    """The SQLite connection an engine's batched writers share: None until a transaction
-    opens it, and again once a writer closes it or gives it up."""
+class _Writes:
+    """What an SQLite engine's batched writers share: the turn on the write lock
+    (`write_turn`), and the connection they write on (`WriteConnection`), None until a
+    transaction opens it and again once a writer closes it or gives it up."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "turn")
 
     def __init__(self) -> None:
+        self.turn = asyncio.Lock()
         self.conn: Any = None  # AsyncConnection
 
 
-_KEPT: weakref.WeakKeyDictionary[AsyncEngine, _Kept] = weakref.WeakKeyDictionary()
+_WRITES: weakref.WeakKeyDictionary[AsyncEngine, _Writes] = weakref.WeakKeyDictionary()
+
+
+def _writes_of(engine: AsyncEngine) -> _Writes:
+    writes = _WRITES.get(engine)
+    if writes is None:
+        writes = _WRITES[engine] = _Writes()
+    return writes
 
 
 class WriteConnection:
@@ -196,11 +199,7 @@ class WriteConnection:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._kept: _Kept | None = None  # SQLite only
-        if engine.dialect.name == "sqlite":
-            self._kept = _KEPT.get(engine)
-            if self._kept is None:
-                self._kept = _KEPT[engine] = _Kept()
+        self._kept = _writes_of(engine) if engine.dialect.name == "sqlite" else None
 
     @contextlib.asynccontextmanager
     async def transaction(
@@ -215,7 +214,7 @@ class WriteConnection:
             if then is not None:
                 await asyncio.to_thread(then)
             return
-        async with write_turn(self._engine):
+        async with kept.turn:
             conn = kept.conn
             if conn is None:
                 conn = kept.conn = await self._engine.connect()
@@ -232,7 +231,7 @@ class WriteConnection:
                 raise
 
     @staticmethod
-    async def _rollback(kept: _Kept, conn: AsyncConnection) -> None:
+    async def _rollback(kept: _Writes, conn: AsyncConnection) -> None:
         """Roll back what is open; a connection that cannot is given up, for every writer
         (the caller raises the error that made it roll back)."""
         try:
@@ -252,7 +251,7 @@ class WriteConnection:
         kept = self._kept
         if kept is None:
             return
-        async with write_turn(self._engine):
+        async with kept.turn:
             conn, kept.conn = kept.conn, None
             if conn is not None:
                 await conn.close()
