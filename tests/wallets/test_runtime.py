@@ -22,7 +22,7 @@ from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.book import MemoryHoldBook, Snapshot
 from faregate.wallets.book_redis import RedisHoldBook
-from faregate.wallets.runtime import CACHE_S, REFRESH_S, Account, WalletRuntime
+from faregate.wallets.runtime import CACHE_S, Account, WalletRuntime
 from faregate.wallets.service import WalletService
 from faregate.wallets.writer import LedgerWriter
 from tests.conftest import migrated
@@ -205,7 +205,7 @@ async def test_past_half_the_cache_ttl_wallets_are_read_again_while_requests_go_
     [first] = await runtime.accounts_of("acme")
     assert first.wallet_id == "w1"
     wallet[0] = "w2"  # a top-up or a new wallet made by another replica
-    runtime._cache["acme"].at -= REFRESH_S + 0.1  # past half the TTL, within it
+    runtime._cache["acme"].at -= CACHE_S / 2 + 0.1  # past half the TTL, within it
     served = await asyncio.wait_for(
         asyncio.gather(*(runtime.accounts_of("acme") for _ in range(20))), timeout=10
     )

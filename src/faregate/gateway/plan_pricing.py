@@ -62,7 +62,6 @@ TEMPLATES = 256  # kinds of request whose worst-case buckets are kept per subscr
 # `PlanPrices.check_s`, config `billing.plan_check_s`); from half of it on, in the background,
 # while requests go on with what was seen before: a request waits for the lookup only past it.
 CHECK_S = 1.0
-REFRESH_S = CHECK_S / 2
 Unflushed = Callable[[str], Sequence[dict[str, Any]]]
 _SCRATCH = "plan_price"
 # call.scratch key: the external id of the subscription whose plan priced the call.

@@ -40,7 +40,6 @@ log = logging.getLogger("faregate.wallets")
 # (Under load a read on SQLite's connection thread takes 0.1-0.5 s to come back, and every
 # request of the customer used to wait for it once a second.)
 CACHE_S = 2.0
-REFRESH_S = CACHE_S / 2
 CREDIT_LIMIT_CODE = "credit_limit"
 
 
