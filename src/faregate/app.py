@@ -4,6 +4,7 @@ store and the usage writer and hands them down; cleanup closes them in reverse o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -85,12 +86,16 @@ async def _stored_credentials(engine: AsyncEngine, settings: Settings) -> None:
 
 
 async def _startup(app: web.Application, settings: Settings) -> None:
+    """Open and start the server's parts. Each is pushed onto one exit stack as it opens: a
+    start-up that fails (a ConfigError found halfway, say) closes what it had opened, in
+    reverse, instead of leaving sessions, connections and tasks behind; one that succeeds
+    hands the stack to `_cleanup`."""
     webhook_settings = WebhookSettings.from_settings(settings)  # a ConfigError opens nothing
-    engine = create_engine(settings.database_url)
-    session: aiohttp.ClientSession | None = None
-    try:
+    async with contextlib.AsyncExitStack() as opened:
+        engine = create_engine(settings.database_url)
+        opened.push_async_callback(engine.dispose)
         await _stored_credentials(engine, settings)
-        transport = HttpTransport()
+        transport = HttpTransport()  # opens nothing until a request
         for provider in settings.providers.values():
             if provider.max_connections is not None:
                 try:
@@ -98,71 +103,80 @@ async def _startup(app: web.Application, settings: Settings) -> None:
                 except ValueError as err:
                     raise ConfigError(f"provider {provider.name!r}: {err}") from None
         session = _http_session()
+        opened.push_async_callback(session.close)
+        opened.push_async_callback(transport.close)
         upstreams = {
             name: build_provider(endpoint_for(p), session, transport)
             for name, p in settings.providers.items()
         }
-    except BaseException:  # a provider refused its options: close what was opened for it
-        if session is not None:
-            await session.close()
-        await engine.dispose()
-        raise
-    journal_dir = (
-        Path(settings.data_dir)
-        / "journal"
-        / settings.section("server").get("instance", f"{settings.host}-{settings.port}")
-    )
-    interval = settings.seconds("metering", "flush_interval", default_flush_s(engine))
-    writer = UsageWriter(engine, journal_dir, flush_interval=interval)
-    await writer.start()
-    keys = KeyService(engine, settings.admin_key)
-    hooks = Webhooks(engine, webhook_settings)
-    if hooks.config.public_key:
-        log.warning(
-            "webhooks are signed with a key anyone can compute: no webhooks.hmac_key, "
-            "FAREGATE_SECRET_KEY or admin key is set, so receivers cannot trust them"
+        journal_dir = (
+            Path(settings.data_dir)
+            / "journal"
+            / settings.section("server").get("instance", f"{settings.host}-{settings.port}")
         )
-    await hooks.start()
-    parts = await assemble_gateway(
-        settings,
-        engine=engine,
-        upstreams=upstreams,
-        webhooks=hooks,
-        unflushed=writer.unflushed_events,
-    )
-    recorder = Recorder(writer, parts.subscription_of)
-    parts.gateway.meter = parts.components["observability"].meter(recorder)
-    invoicing, runner = await _billing(settings, engine, parts.components["pricer"], hooks, writer)
-    if parts.components.get("wallets") is not None:
-        invoicing.credits = WalletCredits()
-    metrics = parts.components["observability"].metrics
-    if metrics is not None:
-        metrics.add_gauges(lambda: upstream_gauges(transport.pools))
-        app[METRICS] = metrics
-    app[SERVICES] = Services(
-        settings=settings,
-        engine=engine,
-        keys=keys,
-        router=parts.router,
-        gateway=parts.gateway,
-        writer=writer,
-        started_at=int(time.time()),
-        webhooks=hooks,
-        health=parts.health,
-        invoicing=invoicing,
-        wallets=parts.components.get("wallets"),
-        components={
-            "http": session,
-            "transport": transport,
-            "upstreams": upstreams,
-            "billing_runner": runner,
-            **parts.components,
-        },
-    )
+        interval = settings.seconds("metering", "flush_interval", default_flush_s(engine))
+        hooks = Webhooks(engine, webhook_settings)
+        if hooks.config.public_key:
+            log.warning(
+                "webhooks are signed with a key anyone can compute: no webhooks.hmac_key, "
+                "FAREGATE_SECRET_KEY or admin key is set, so receivers cannot trust them"
+            )
+        await hooks.start()
+        opened.push_async_callback(hooks.close)
+        writer = UsageWriter(engine, journal_dir, flush_interval=interval)
+        await writer.start()
+        opened.push_async_callback(writer.close)
+        keys = KeyService(engine, settings.admin_key)
+        parts = await assemble_gateway(  # closes what it opened if it fails
+            settings,
+            engine=engine,
+            upstreams=upstreams,
+            webhooks=hooks,
+            unflushed=writer.unflushed_events,
+        )
+        for closer in parts.components["closers"]:
+            opened.push_async_callback(closer)
+        recorder = Recorder(writer, parts.subscription_of)
+        parts.gateway.meter = parts.components["observability"].meter(recorder)
+        invoicing, runner = await _billing(
+            settings, engine, parts.components["pricer"], hooks, writer, opened
+        )
+        if parts.components.get("wallets") is not None:
+            invoicing.credits = WalletCredits()
+        metrics = parts.components["observability"].metrics
+        if metrics is not None:
+            metrics.add_gauges(lambda: upstream_gauges(transport.pools))
+            app[METRICS] = metrics
+        app[SERVICES] = Services(
+            settings=settings,
+            engine=engine,
+            keys=keys,
+            router=parts.router,
+            gateway=parts.gateway,
+            writer=writer,
+            started_at=int(time.time()),
+            webhooks=hooks,
+            health=parts.health,
+            invoicing=invoicing,
+            wallets=parts.components.get("wallets"),
+            components={
+                "http": session,
+                "transport": transport,
+                "upstreams": upstreams,
+                "billing_runner": runner,
+                **parts.components,
+                "opened": opened.pop_all(),  # started: closed by `_cleanup`
+            },
+        )
 
 
 async def _billing(
-    settings: Settings, engine: AsyncEngine, pricer: Any, hooks: Webhooks, writer: UsageWriter
+    settings: Settings,
+    engine: AsyncEngine,
+    pricer: Any,
+    hooks: Webhooks,
+    writer: UsageWriter,
+    opened: contextlib.AsyncExitStack,
 ) -> tuple[Invoicing, BillingRunner]:
     """Seed the built-in billable metrics, then start the background billing run."""
     section = settings.section("billing")
@@ -174,19 +188,15 @@ async def _billing(
     invoicing = Invoicing(engine, options, webhooks=hooks, unflushed=writer.unflushed_events)
     runner = BillingRunner(invoicing, options.run_interval)
     runner.start()
+    opened.push_async_callback(runner.close)
     return invoicing, runner
 
 
 async def _cleanup(app: web.Application) -> None:
-    services = app[SERVICES]
-    await services.components["billing_runner"].close()
-    for closer in reversed(services.components.get("closers", [])):
-        await closer()
-    await services.writer.close()
-    await services.webhooks.close()
-    await services.components["transport"].close()
-    await services.components["http"].close()
-    await services.engine.dispose()
+    """Close what start-up opened, the last opened first: the billing run, the gateway's
+    parts, the usage writer (its last flush), the webhooks, the upstream connections and
+    the database."""
+    await app[SERVICES].components["opened"].aclose()
 
 
 def build_app(settings: Settings) -> web.Application:

@@ -3,6 +3,7 @@ and policy stages from Settings, in-process or on Redis, and hands back a Gatewa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -224,7 +225,26 @@ async def assemble_gateway(
     webhooks: Webhooks | None = None,
     unflushed: Unflushed | None = None,
 ) -> Parts:
+    """The gateway and its parts; `components["closers"]` close what they opened. One that
+    fails halfway (a ConfigError in a later section, say) closes what it had opened."""
     closers: list[Callable[[], Awaitable[Any]]] = []
+    try:
+        return await _assemble(settings, engine, upstreams, webhooks, unflushed, closers)
+    except BaseException:
+        for closer in reversed(closers):
+            with contextlib.suppress(Exception):
+                await closer()
+        raise
+
+
+async def _assemble(
+    settings: Settings,
+    engine: AsyncEngine,
+    upstreams: dict[str, Provider],
+    webhooks: Webhooks | None,
+    unflushed: Unflushed | None,
+    closers: list[Callable[[], Awaitable[Any]]],
+) -> Parts:
     pricing = settings.section("pricing")
     pricer = CatalogPricer(
         catalog_from_section(settings.section("prices")),
