@@ -11,9 +11,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
+from faregate import app as app_module
 from faregate.app import start_app
 from faregate.auth import repository
 from faregate.auth.service import KeyService
@@ -114,6 +116,20 @@ async def start_gateway(
         await engine.dispose()
     runner = await start_app(settings)
     return Running(f"http://127.0.0.1:{settings.port}", key, settings, mock, runner)
+
+
+@pytest.fixture
+def opened_sessions(monkeypatch: pytest.MonkeyPatch) -> list[aiohttp.ClientSession]:
+    """The upstream HTTP sessions a server started in the test opens, as it opens them."""
+    opened: list[aiohttp.ClientSession] = []
+    make_session = app_module._http_session
+
+    def recorded() -> aiohttp.ClientSession:
+        opened.append(make_session())
+        return opened[-1]
+
+    monkeypatch.setattr(app_module, "_http_session", recorded)
+    return opened
 
 
 @pytest.fixture

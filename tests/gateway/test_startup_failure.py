@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from faregate import app as app_module
 from faregate.config import ConfigError
 from faregate.mockprovider.server import MockServer
 
@@ -32,23 +31,15 @@ from .conftest import start_gateway
 async def test_a_mistake_found_late_in_start_up_closes_what_was_opened(
     tmp_path: Path,
     mock: MockServer,
-    monkeypatch: pytest.MonkeyPatch,
+    opened_sessions: list[aiohttp.ClientSession],
     extra: dict[str, Any],
     message: str,
 ) -> None:
-    opened: list[aiohttp.ClientSession] = []
-    make_session = app_module._http_session
-
-    def recorded() -> aiohttp.ClientSession:
-        opened.append(make_session())
-        return opened[-1]
-
-    monkeypatch.setattr(app_module, "_http_session", recorded)
     before = asyncio.all_tasks()
     url = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
     with pytest.raises(ConfigError, match=message):
         await start_gateway(tmp_path, url, mock, extra)
-    assert opened and all(session.closed for session in opened)
+    assert opened_sessions and all(session.closed for session in opened_sessions)
     await asyncio.sleep(0)
     left = [t.get_name() for t in asyncio.all_tasks() - before if not t.done()]
     assert not left  # the writers, the webhooks, the hold sweeper: stopped

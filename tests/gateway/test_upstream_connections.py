@@ -13,7 +13,6 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from faregate import app as app_module
 from faregate.config import ConfigError, load_settings
 from faregate.mockprovider.config import MockBehaviour
 from faregate.mockprovider.server import MockServer
@@ -124,20 +123,12 @@ def test_max_connections_may_come_from_an_environment_variable() -> None:
 
 
 async def test_a_provider_refusing_its_options_stops_start_up_and_closes_its_session(
-    tmp_path: Path, mock: MockServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, mock: MockServer, opened_sessions: list[aiohttp.ClientSession]
 ) -> None:
-    opened: list[aiohttp.ClientSession] = []
-    make_session = app_module._http_session
-
-    def recorded() -> aiohttp.ClientSession:
-        opened.append(make_session())
-        return opened[-1]
-
-    monkeypatch.setattr(app_module, "_http_session", recorded)
     url = f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
     providers = gateway_config(mock.url)["providers"]
     providers["anthropic"]["thinking"] = "always"
     extra = {"providers": providers}
     with pytest.raises(ConfigError, match="provider 'anthropic': thinking must be"):
         await start_gateway(tmp_path, url, mock, extra)
-    assert opened and all(session.closed for session in opened)
+    assert opened_sessions and all(session.closed for session in opened_sessions)
