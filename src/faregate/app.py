@@ -139,8 +139,9 @@ async def _startup(app: web.Application, settings: Settings) -> None:
         recorder = Recorder(writer, parts.subscription_of)
         parts.gateway.meter = parts.components["observability"].meter(recorder)
         invoicing, runner = await _billing(
-            settings, engine, parts.components["pricer"], hooks, writer, opened
+            settings, engine, parts.components["pricer"], hooks, writer
         )
+        opened.push_async_callback(runner.close)
         if parts.components.get("wallets") is not None:
             invoicing.credits = WalletCredits()
         metrics = parts.components["observability"].metrics
@@ -171,12 +172,7 @@ async def _startup(app: web.Application, settings: Settings) -> None:
 
 
 async def _billing(
-    settings: Settings,
-    engine: AsyncEngine,
-    pricer: Any,
-    hooks: Webhooks,
-    writer: UsageWriter,
-    opened: contextlib.AsyncExitStack,
+    settings: Settings, engine: AsyncEngine, pricer: Any, hooks: Webhooks, writer: UsageWriter
 ) -> tuple[Invoicing, BillingRunner]:
     """Seed the built-in billable metrics, then start the background billing run."""
     section = settings.section("billing")
@@ -187,8 +183,7 @@ async def _billing(
     options = InvoicingSettings.from_section(section)
     invoicing = Invoicing(engine, options, webhooks=hooks, unflushed=writer.unflushed_events)
     runner = BillingRunner(invoicing, options.run_interval)
-    runner.start()
-    opened.push_async_callback(runner.close)
+    runner.start()  # last: nothing after it can fail and leave it running
     return invoicing, runner
 
 
