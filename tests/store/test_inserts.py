@@ -198,22 +198,32 @@ async def test_sqlite_insert_returning_of_a_large_batch_joins_the_callers_transa
 async def test_the_batched_writers_take_turns_on_sqlite_and_never_wait_on_postgres(
     engine: Any,
 ) -> None:
-    from faregate.store.db import write_turn
+    from faregate.store.db import WriteConnection
 
-    turn = write_turn(engine)
-    if engine.dialect.name == "postgresql":
-        async with turn, write_turn(engine):  # no lock: both enter at once
-            return
-    assert write_turn(engine) is turn  # one per engine
+    postgres = engine.dialect.name == "postgresql"
+    writers = {"usage": WriteConnection(engine), "ledger": WriteConnection(engine)}
+    entered = {name: asyncio.Event() for name in writers}
     order: list[str] = []
 
     async def writer(name: str) -> None:
-        async with write_turn(engine):
+        async with writers[name].transaction():
             order.append(f"{name} in")
+            entered[name].set()
+            if postgres:  # waits inside for the other: a lock between them would time out
+                other = "ledger" if name == "usage" else "usage"
+                await asyncio.wait_for(entered[other].wait(), 10)
             await asyncio.sleep(0.01)
             order.append(f"{name} out")
 
-    await asyncio.gather(writer("usage"), writer("ledger"))
+    try:
+        await asyncio.gather(writer("usage"), writer("ledger"))
+    finally:
+        for each in writers.values():
+            await each.close()
+    if postgres:  # no lock: both enter at once
+        assert sorted(order[:2]) == ["ledger in", "usage in"]
+        return
+    # One turn per engine: two writers' transactions one after the other.
     assert order == ["usage in", "usage out", "ledger in", "ledger out"]
 
 

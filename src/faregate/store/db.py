@@ -10,7 +10,6 @@ import math
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -124,19 +123,6 @@ async def next_beat(
     wake.clear()
 
 
-def write_turn(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
-    """Held around a batched writer's transaction on SQLite, so this process's writers take
-    turns on the database's one write lock here instead of inside SQLite.
-
-    SQLite answers a writer that finds the lock taken with sleeps of up to 100 ms, not with a
-    wake-up when it is free: under load the usage and ledger writers waited on each other that
-    way until their backlog was tens of thousands of requests. An asyncio lock hands the turn
-    over the moment the other transaction ends. PostgreSQL needs no turn."""
-    if engine.dialect.name != "sqlite":
-        return contextlib.nullcontext()
-    return _writes_of(engine).turn
-
-
 def _commit_open(db: sqlite3.Connection, then: Callable[[], None] | None = None) -> None:
     if db.in_transaction:
         db.commit()
@@ -150,9 +136,14 @@ def _rollback_open(db: sqlite3.Connection) -> None:
 
 
 class _Writes:
-    """What an SQLite engine's batched writers share: the turn on the write lock
-    (`write_turn`), and the connection they write on (`WriteConnection`), None until a
-    transaction opens it and again once a writer closes it or gives it up."""
+    """What an SQLite engine's batched writers share: the connection they write on (`conn`,
+    None until a transaction opens it and again once a writer closes it or gives it up), and
+    `turn`, held around each transaction, so this process's writers take turns on the
+    database's one write lock here instead of inside SQLite. SQLite answers a writer that
+    finds the lock taken with sleeps of up to 100 ms, not with a wake-up when it is free:
+    under load the usage and ledger writers waited on each other that way until their
+    backlog was tens of thousands of requests. An asyncio lock hands the turn over the
+    moment the other transaction ends. PostgreSQL needs no turn."""
 
     __slots__ = ("conn", "turn")
 
@@ -174,7 +165,7 @@ def _writes_of(engine: AsyncEngine) -> _Writes:
 class WriteConnection:
     """A batched writer's transactions: on SQLite, on one connection that the process's
     batched writers share, kept open from one flush to the next, each transaction in its
-    turn on the write lock (`write_turn`); on PostgreSQL, a pooled connection per
+    turn on the write lock (`_Writes`); on PostgreSQL, a pooled connection per
     transaction (`engine.begin()`).
 
     A flush's fixed cost on SQLite was mostly SQLAlchemy's work around the statements, not
