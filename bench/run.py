@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(time.time() - started),
     }
     meta["checks"] = report.checks(cells, {t.name: t.dropped for t in live if t.dropped})
+    meta["cache"] = report.cache_figures(cells)
     stem = f"results-{date}{'-quick' if args.quick else ''}{args.tag}"
     report.write_json(RESULTS / f"{stem}.json", meta, cells)
     (RESULTS / f"{stem}.md").write_text(report.markdown(meta, cells, labels))

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import statistics
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from benchlib import procs
 from benchlib.scenarios import Scenario
@@ -49,7 +52,17 @@ def place(target: Target, others: list[Target], ctx: Context, layout: Layout) ->
 
 
 def wrk_env(target: Target, scenario: Scenario) -> dict[str, str]:
-    return {"BENCH_BODY": scenario.body(target.model(scenario)), "BENCH_AUTH": target.auth or ""}
+    body = scenario.body(target.model(scenario), target.body_extra(scenario))
+    return {"BENCH_BODY": body, "BENCH_AUTH": target.auth or ""}
+
+
+def mock_requests(ctx: Context) -> int | None:
+    """The requests the mock has answered so far (its `/_mock/stats`), or None."""
+    try:
+        with urllib.request.urlopen(f"{ctx.mock_url}/_mock/stats", timeout=10) as response:
+            return int(orjson.loads(response.read())["requests"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def warm_up(target: Target, scenario: Scenario, seconds: float, layout: Layout) -> None:
@@ -87,6 +100,7 @@ def one_run(
     spinner_pids: list[int],
 ) -> dict[str, Any]:
     stored = quiesce(target)
+    upstream_before = mock_requests(ctx)
     before = Snapshot(target, others, ctx, spinner_pids)
     result = run_wrk(
         target.url(scenario),
@@ -104,6 +118,10 @@ def one_run(
         after.server = procs.cpu_seconds(target.pids())
         after.services = procs.cpu_seconds(target.service_pids())
     summary = summarise_run(result, before, after, layout)
+    upstream_after = mock_requests(ctx)
+    if upstream_before is not None and upstream_after is not None and result.requests:
+        # 1 when every request reached the upstream, ~0 when a cache answered them.
+        summary["upstream_per_req"] = round((upstream_after - upstream_before) / result.requests, 4)
     if landed is not None:
         summary["stored_after_s"] = landed
     return summary
@@ -201,4 +219,6 @@ def aggregate(runs: list[dict[str, Any]], target: Target) -> dict[str, Any]:
         stored_after_s_max=max((r.get("stored_after_s", 0.0) for r in runs), default=0.0),
         runs=runs,
     )
+    if all("upstream_per_req" in r for r in runs):
+        out["upstream_per_req"] = _median_range(runs, "upstream_per_req")
     return out

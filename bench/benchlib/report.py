@@ -169,7 +169,9 @@ def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) 
         "CPU seconds per 1,000 requests; for faregate it runs until the run's request records "
         "are all in the database, so writes the batched writers finish after the load stops "
         "are counted (`+s` after the CPU: the longest such wait over the runs). "
-        "Added latency is over *direct* in the same cell. "
+        "Added latency is over *direct* in the same cell. `upstream / req`: requests the "
+        "mock answered during the runs per request wrk counted (1: every request reached the "
+        "upstream; ~0: a cache answered). "
         "`wrk % (core %)`: wrk's own CPU as a share of its core, and that core's total use by "
         "real work (wrk, plus the mock at c>=32, plus everything at c=1), idle loop excluded; "
         "maxima over the runs. wrk near 100% would mean the load generator set the pace; a "
@@ -184,8 +186,8 @@ def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) 
             f"### {scenario.label}",
             "",
             "| target | req/s | p50 ms | p99 ms | added p50 / p99 ms | CPU ms/req "
-            "| RSS / peak MB | errors | wrk % (core %) | outside |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| RSS / peak MB | errors | upstream / req | wrk % (core %) | outside |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for name, cell in per_target.items():
             added = (
@@ -202,10 +204,13 @@ def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) 
                 f"| {target_labels.get(name, name)} | {_fmt(cell['rps'], 0, show_range)} "
                 f"| {_fmt(cell['p50_ms'], 2, show_range)} | {_fmt(cell['p99_ms'], 2, show_range)} "
                 f"| {added} | {cpu} | {cell['rss_mb']:.0f} / {cell['peak_rss_mb']:.0f} "
-                f"| {cell['errors']} | {cell['wrk_cpu_pct_max']:.0f} "
+                f"| {cell['errors']} | {_upstream(cell)} | {cell['wrk_cpu_pct_max']:.0f} "
                 f"({cell['wrk_core_pct_max']:.0f}) | {cell['unattributed_cores_max']:.2f} |"
             )
         lines.append("")
+    cache = cache_figures(cells)
+    if cache:
+        lines += ["## Cache hits", "", *_cache_lines(cache), ""]
     lines += [
         "## Targets",
         "",
@@ -224,6 +229,58 @@ def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) 
     if meta.get("notes"):
         lines += ["## Notes", "", *[f"- {n}" for n in meta["notes"]], ""]
     return "\n".join(lines)
+
+
+def _upstream(cell: dict[str, Any]) -> str:
+    upstream = cell.get("upstream_per_req")
+    return "-" if upstream is None else f"{upstream['median']:.2f}"
+
+
+CACHED = "cached-c32"
+
+
+def cache_figures(cells: Cells) -> list[dict[str, Any]]:
+    """What the cache cell shows beside the targets: each gateway's cache hits against
+    LiteLLM's, and a hit's CPU against a request that reaches the upstream. No targets."""
+    if CACHED not in cells:
+        return []
+    out = []
+
+    def add(name: str, value: float | None, basis: str) -> None:
+        if value is not None:
+            out.append({"figure": name, "value": value, "basis": basis})
+
+    for target, label in ((FG, "faregate embedded"), (FG_PG, "faregate PostgreSQL+Redis")):
+        add(
+            f"{label} cache hits / LiteLLM cache hits, req/s",
+            _ratio(_get(cells, CACHED, target, "rps"), _get(cells, CACHED, LL, "rps")),
+            f"{CACHED}, measured req/s",
+        )
+        add(
+            f"{label} CPU per cache hit / per request answered upstream",
+            _ratio(
+                _get(cells, CACHED, target, "cpu_ms_per_req"),
+                _get(cells, "chat-c32", target, "cpu_ms_per_req"),
+            ),
+            f"{CACHED} / chat-c32",
+        )
+        add(
+            f"{label} CPU per cache hit / pass-through's per forwarded request",
+            _ratio(
+                _get(cells, CACHED, target, "cpu_ms_per_req"),
+                _get(cells, CACHED, PT, "cpu_ms_per_req"),
+            ),
+            CACHED,
+        )
+    return out
+
+
+def _cache_lines(figures: list[dict[str, Any]]) -> list[str]:
+    return [
+        "| figure | value | basis |",
+        "| --- | ---: | --- |",
+        *(f"| {f['figure']} | {f['value']:g}x | {f['basis']} |" for f in figures),
+    ]
 
 
 def write_json(path: Path, meta: dict[str, Any], cells: Cells) -> None:
@@ -343,6 +400,9 @@ def readme_section(meta: dict[str, Any], cells: Cells, labels: dict[str, str], s
         }[c["met"]]
         value = "-" if c["value"] is None else f"{c['value']:g}"
         lines.append(f"| {c['check']} ({c['basis']}) | {value} | {c['target']} | {met} |")
+    cache = cache_figures(cells)
+    if cache:
+        lines += ["", "Cache hits (no targets):", "", *_cache_lines(cache)]
     if meta.get("notes"):
         lines += ["", "Notes from the run:", "", *[f"- {n}" for n in meta["notes"]]]
     lines.append(README_END)

@@ -17,6 +17,9 @@ class Scenario:
     deployment: str  # a deployment of bench/configs/mock.yaml
     stream: bool
     connections: int
+    # Every request the same and greedy (temperature 0): after the first, a gateway with a
+    # response cache answers from it, without the upstream.
+    cached: bool = False
 
     @property
     def same_core(self) -> bool:
@@ -24,7 +27,8 @@ class Scenario:
         than the work measured."""
         return self.connections == 1
 
-    def body(self, model: str) -> str:
+    def body(self, model: str, extra: dict[str, object] | None = None) -> str:
+        """The request body; `extra`, fields a target needs beside the common ones."""
         data: dict[str, object] = {
             "model": model,
             "messages": [{"role": "user", "content": PROMPT}],
@@ -33,6 +37,10 @@ class Scenario:
         if self.stream:
             data["stream"] = True
             data["stream_options"] = {"include_usage": True}
+        if self.cached:
+            data["temperature"] = 0
+        if extra:
+            data.update(extra)
         return orjson.dumps(data).decode()
 
 
@@ -44,6 +52,7 @@ SCENARIOS = [
     Scenario("chat50-c32", "chat, 50 ms upstream, c=32", "slow50", False, 32),
     Scenario("chat50-c128", "chat, 50 ms upstream, c=128", "slow50", False, 128),
     Scenario("paced-c128", "paced stream (50 ms + 22 x 5 ms), c=128", "paced", True, 128),
+    Scenario("cached-c32", "chat, cache hits, c=32", "fast", False, 32, cached=True),
 ]
 
 BY_KEY = {s.key: s for s in SCENARIOS}

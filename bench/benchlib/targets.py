@@ -57,6 +57,10 @@ class Target:
     def model(self, scenario: Scenario) -> str:
         return f"bench-{scenario.deployment}"
 
+    def body_extra(self, scenario: Scenario) -> dict[str, object] | None:
+        """Fields this target needs in the scenario's body beside the common ones."""
+        return None
+
     def pids(self) -> list[int]:
         return self.proc.pids() if self.proc else []
 
@@ -222,6 +226,11 @@ class LiteLLM(Target):
 
     def url(self, scenario: Scenario) -> str:
         return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+    def body_extra(self, scenario: Scenario) -> dict[str, object] | None:
+        """LiteLLM's cache is opt-in per request here (`mode: default_off` in
+        configs/litellm.yaml), so that only the cache cell is served from it."""
+        return {"cache": {"use-cache": True}} if scenario.cached else None
 
 
 FAREGATE_BACKENDS = {  # name: (label, PostgreSQL, Redis)
