@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from faregate.store.counters import CounterStore, MemoryCounterStore
 from faregate.store.counters.redis_store import RedisCounterStore
+from faregate.store.redis_client import PipelinedRedis
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -24,7 +25,7 @@ async def store(backend: str | None, redis_prefix: str) -> AsyncIterator[Counter
         yield MemoryCounterStore()
         return
     pool = aioredis.BlockingConnectionPool.from_url(backend, max_connections=32)
-    client = aioredis.Redis.from_pool(pool)
+    client = PipelinedRedis.from_pool(pool)  # the client the gateway builds
     try:
         yield RedisCounterStore(client, redis_prefix)
     finally:

@@ -161,9 +161,38 @@ async def test_a_cancelled_caller_leaves_the_others_in_its_batch_answered(
         await first
 
 
-async def test_other_commands_are_not_batched(client: PipelinedRedis, redis_prefix: str) -> None:
+async def test_gets_travel_with_the_script_calls_of_their_turn(
+    client: PipelinedRedis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await client.set(redis_prefix + "cached", b"\x00answer\n")  # SET: through redis-py
+    script = client.register_script(INCR)
+    await script(keys=[redis_prefix + "warm"], args=[0])
+    sizes = count_pipelines(client, monkeypatch)
+
+    async def get(key: str | bytes) -> Any:  # a task, as the script call is
+        return await client.get(key)
+
+    replies = await asyncio.gather(
+        get(redis_prefix + "cached"),
+        script(keys=[redis_prefix + "n"], args=[2]),
+        get(redis_prefix + "missing"),
+        get((redis_prefix + "cached").encode()),
+    )
+    assert sizes == [4]
+    assert replies == [b"\x00answer\n", 2, None, b"\x00answer\n"]
+    with pytest.raises(redis_errors.ResponseError):  # a GET of a hash: its own error
+        await client.hset(redis_prefix + "h", "f", "v")
+        await client.get(redis_prefix + "h")
+
+
+async def test_other_commands_are_not_batched(
+    client: PipelinedRedis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = count_pipelines(client, monkeypatch)
     await client.set(redis_prefix + "plain", b"v")
-    assert await client.get(redis_prefix + "plain") == b"v"
+    assert await client.exists(redis_prefix + "plain") == 1
+    assert await client.delete(redis_prefix + "plain") == 1
+    assert sizes == []
     async with client.pipeline(transaction=True) as pipe:
         script = client.register_script(INCR)
         await script(keys=[redis_prefix + "t"], args=[1], client=pipe)

@@ -1,5 +1,5 @@
-"""The Redis client the gateway shares: script calls (EVALSHA) issued in the same turn of
-the event loop go to Redis as one pipeline, in order, on one connection.
+"""The Redis client the gateway shares: script calls (EVALSHA) and GETs issued in the same
+turn of the event loop go to Redis as one pipeline, in order, on one connection.
 
 Every policy stage makes one or two script calls per request (limits, budgets, wallet
 holds); under concurrent load redis-py's per-command cost (pool checkout, timeouts,
@@ -8,9 +8,9 @@ server (a script is atomic whatever else is in the pipeline) and only changes ho
 calls travel. The batches travel on a connection of their own: commands packed here as
 RESP, replies parsed by hiredis, errors made into redis-py's exceptions by redis-py's own
 table, so callers (AsyncScript's NOSCRIPT fallback included) see what redis-py would
-give them. redis-py's pipeline cost ~40 µs of CPU per call; this ~5. Other commands, and
-deployments over TLS or a Unix socket, use redis-py as before. Nothing here knows what
-the scripts do.
+give them. redis-py's pipeline cost ~40 µs of CPU per call; this ~5. GET (a response
+cache's lookup) travels the same way; other commands, and deployments over TLS or a Unix
+socket, use redis-py as before. Nothing here knows what the scripts do.
 
 Once the connection is open, a turn's calls are packed (by hiredis) and written in the
 callback that ends the turn, and each reply resolves its caller's own future as it is
@@ -173,7 +173,7 @@ class Script:
 
 
 class PipelinedRedis(aioredis.Redis):
-    """`redis.asyncio.Redis` whose `evalsha` is batched per event-loop turn.
+    """`redis.asyncio.Redis` whose `evalsha` and `get` are batched per event-loop turn.
 
     Registered scripts (`Script`, with AsyncScript's call signature) call `evalsha`, so they
     are batched with no change to their callers, and the NOSCRIPT fallback still works: each
@@ -196,12 +196,21 @@ class PipelinedRedis(aioredis.Redis):
         return Script(self, script)
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Awaitable[Any]:  # type: ignore[override]
+        return self._queued(("EVALSHA", sha, numkeys, *keys_and_args))
+
+    def get(self, name: Any) -> Awaitable[Any]:  # type: ignore[override]
+        """GET, batched as the script calls are: a response cache hit is one, and through
+        redis-py it cost a hit on PostgreSQL + Redis most of what a request answered by the
+        upstream costs (bench/HISTORY.md, "Cache hits")."""
+        return self._queued(("GET", name))
+
+    def _queued(self, command: tuple[Any, ...]) -> Awaitable[Any]:
         # The open connection's loop is the caller's (a transport serves one loop), and
         # asking asyncio for the running loop costs a getpid() system call on Python 3.11.
         conn = self._conn
         loop = conn.loop if conn is not None and not conn.closed else asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((("EVALSHA", sha, numkeys, *keys_and_args), future))
+        self._queue.append((command, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
