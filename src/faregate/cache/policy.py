@@ -69,7 +69,7 @@ def _switch(headers: Mapping[str, str]) -> bool | None:
     return value == "on"
 
 
-def _sampled(kind: str, body: Mapping[str, Any]) -> bool:
+def sampled(kind: str, body: Mapping[str, Any]) -> bool:
     """Whether the answer is drawn at random: temperature absent means 1 for OpenAI."""
     if kind in DETERMINISTIC_KINDS or kind in IMAGE_KINDS:
         return False
@@ -173,7 +173,7 @@ class CachePolicy:
     ) -> bool:
         if kind in IMAGE_KINDS:
             return self.images if key_images is None else key_images
-        if _sampled(kind, body):
+        if sampled(kind, body):
             allowed = key_nonzero_temperature
             return self.allow_nonzero_temperature if allowed is None else allowed
         return True

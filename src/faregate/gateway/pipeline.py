@@ -196,15 +196,16 @@ class Gateway:
         run = StageRun(self.stages)
         try:
             await run.enter(call)  # limits, moderation, estimate, holds
-            cached = await self.cache.lookup(call) if self.cache else None
+            cache = self.cache if self.cache is not None and self.cache.wanted(call) else None
+            cached = await cache.lookup(call) if cache is not None else None
             if cached is not None:
                 result: T = cached
             else:
                 result = await self._with_failover(call, lambda d: invoke(self._provider(d), d))
                 call.usage = result.usage  # type: ignore[attr-defined]
             self._finish(call)
-            if self.cache and not call.cache_hit:
-                await self.cache.store(call, result)
+            if cache is not None and not call.cache_hit:
+                await cache.store(call, result)
             return result
         except FaregateError as err:
             self._failed(call, err)
@@ -276,7 +277,8 @@ class Gateway:
         unjudged: Deployment | None = None  # connected; health awaits the stream's outcome
         try:
             await run.enter(call)
-            cached = await self.cache.lookup(call) if self.cache else None
+            cache = self.cache if self.cache is not None and self.cache.wanted(call) else None
+            cached = await cache.lookup(call) if cache is not None else None
             if cached is not None:
                 call.response_headers.update(self._headers(call))
                 async for replayed in cached:
@@ -301,7 +303,7 @@ class Gateway:
             unjudged = call.deployment
             call.ttft = time.perf_counter() - call.started
             call.response_headers.update(self._headers(call))
-            recorder = self.cache.recorder(call) if self.cache else None
+            recorder = cache.recorder(call) if cache is not None else None
             chunk = first
             while True:
                 relayed = type(chunk) is Relayed
