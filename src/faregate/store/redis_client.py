@@ -201,7 +201,7 @@ class PipelinedRedis(aioredis.Redis):
     def get(self, name: Any) -> Awaitable[Any]:  # type: ignore[override]
         """GET, batched as the script calls are: a response cache hit is one, and through
         redis-py it cost a hit on PostgreSQL + Redis most of what a request answered by the
-        upstream costs (bench/HISTORY.md, "Cache hits")."""
+        upstream costs (bench/HISTORY.md, "A cache cell")."""
         return self._queued(("GET", name))
 
     def _queued(self, command: tuple[Any, ...]) -> Awaitable[Any]:
