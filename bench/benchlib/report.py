@@ -208,9 +208,8 @@ def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) 
                 f"({cell['wrk_core_pct_max']:.0f}) | {cell['unattributed_cores_max']:.2f} |"
             )
         lines.append("")
-    cache = cache_figures(cells)
-    if cache:
-        lines += ["## Cache hits", "", *_cache_lines(cache), ""]
+    if meta.get("cache"):
+        lines += ["## Cache hits", "", *_cache_lines(meta["cache"]), ""]
     lines += [
         "## Targets",
         "",
@@ -400,9 +399,8 @@ def readme_section(meta: dict[str, Any], cells: Cells, labels: dict[str, str], s
         }[c["met"]]
         value = "-" if c["value"] is None else f"{c['value']:g}"
         lines.append(f"| {c['check']} ({c['basis']}) | {value} | {c['target']} | {met} |")
-    cache = cache_figures(cells)
-    if cache:
-        lines += ["", "Cache hits (no targets):", "", *_cache_lines(cache)]
+    if meta.get("cache"):
+        lines += ["", "Cache hits (no targets):", "", *_cache_lines(meta["cache"])]
     if meta.get("notes"):
         lines += ["", "Notes from the run:", "", *[f"- {n}" for n in meta["notes"]]]
     lines.append(README_END)
