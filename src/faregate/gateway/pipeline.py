@@ -48,6 +48,9 @@ class Meter(Protocol):
 
 
 class ResponseCache(Protocol):
+    def wanted(self, call: Call) -> bool:
+        """Whether the cache has anything to do for this call (lookup, store, recorder)."""
+
     async def lookup(self, call: Call) -> Any | None:
         """A hit (result, or an async iterator of chunks for a stream), or None."""
 
@@ -189,6 +192,12 @@ class Gateway:
             headers["x-faregate-cache"] = "hit"
         return headers
 
+    def _cache_for(self, call: Call) -> ResponseCache | None:
+        """The response cache, if it has anything to do for this call (asked once the stages
+        have run, as the lookup always was)."""
+        cache = self.cache
+        return cache if cache is not None and cache.wanted(call) else None
+
     async def _unary(
         self, call: Call, kind: str, invoke: Callable[[Provider, Deployment], Awaitable[T]]
     ) -> T:
@@ -196,7 +205,7 @@ class Gateway:
         run = StageRun(self.stages)
         try:
             await run.enter(call)  # limits, moderation, estimate, holds
-            cache = self.cache if self.cache is not None and self.cache.wanted(call) else None
+            cache = self._cache_for(call)
             cached = await cache.lookup(call) if cache is not None else None
             if cached is not None:
                 result: T = cached
@@ -277,7 +286,7 @@ class Gateway:
         unjudged: Deployment | None = None  # connected; health awaits the stream's outcome
         try:
             await run.enter(call)
-            cache = self.cache if self.cache is not None and self.cache.wanted(call) else None
+            cache = self._cache_for(call)
             cached = await cache.lookup(call) if cache is not None else None
             if cached is not None:
                 call.response_headers.update(self._headers(call))
