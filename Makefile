@@ -39,7 +39,7 @@ lint: dev
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy src/faregate/billing src/faregate/pricing src/faregate/policy
 
-## Benchmarks against the mock provider, a bare pass-through and LiteLLM (see bench/README.md).
+## Benchmarks against the mock provider, a bare pass-through and the peer gateways LiteLLM, Portkey and TensorZero (see bench/README.md).
 bench: dev
 	$(PY) bench/run.py
 

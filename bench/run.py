@@ -1,7 +1,7 @@
-"""`make bench`: faregate against the mock provider, a bare pass-through and LiteLLM, in one run.
+"""`make bench`: faregate against the mock provider, a bare pass-through and three peer gateways.
 
-Installs what it needs (wrk with apt-get, LiteLLM into bench/.venv-litellm, matplotlib on
-demand), starts every server on 127.0.0.1, measures every cell and writes
+Installs what it needs (wrk with apt-get, LiteLLM into bench/.venv-litellm, TensorZero into
+bench/.venv-tensorzero, Portkey's gateway into bench/portkey with npm, matplotlib on demand), starts every server on 127.0.0.1, measures every cell and writes
 bench/results/results-DATE.{md,json,png}. See bench/README.md for what the figures mean.
 
     python bench/run.py                    # 3 x 10 s per cell after a 3 s warm-up
@@ -25,13 +25,28 @@ import orjson
 from benchlib import machine, measure, procs, report
 from benchlib.faregate_setup import explain
 from benchlib.scenarios import BY_KEY, SCENARIOS
-from benchlib.targets import Context, Target, build, litellm_version
+from benchlib.targets import (
+    Context,
+    Target,
+    build,
+    litellm_version,
+    portkey_versions,
+    tensorzero_version,
+)
 from benchlib.wrk import ensure_wrk
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
-ALL_TARGETS = ["direct", "passthrough", "faregate-embedded", "faregate-pg-redis", "litellm"]
+ALL_TARGETS = [
+    "direct",
+    "passthrough",
+    "faregate-embedded",
+    "faregate-pg-redis",
+    "litellm",
+    "portkey",
+    "tensorzero",
+]
 # --holds: each backend with and without a prepaid wallet, to read off what a hold costs.
 HOLD_TARGETS = [
     "direct",
@@ -125,8 +140,17 @@ def layout_notes(args: argparse.Namespace) -> list[str]:
         "recorded per run as `unattributed_cores` (busy CPU not spent by the benchmark's "
         "processes or busy loops; it includes interrupt handling).",
         "wrk: 1 thread, keep-alive connections = concurrency, 30 s request timeout; a Lua script "
-        "POSTs the same JSON body with an Authorization header and prints percentiles as JSON.",
+        "POSTs the same JSON body with an Authorization header (and the headers a target "
+        "routes by: Portkey's) and prints percentiles as JSON.",
     ]
+
+
+def peer_versions(targets: list[str]) -> dict[str, str]:
+    out = portkey_versions() if "portkey" in targets else {}
+    tensorzero = tensorzero_version() if "tensorzero" in targets else None
+    if tensorzero:
+        out["TensorZero"] = tensorzero
+    return out
 
 
 def set_niceness(notes: list[str]) -> None:
@@ -231,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_s": args.warmup,
         "spin": not args.no_spin,
         "machine": machine.machine(),
-        "versions": machine.versions(litellm_version()),
+        "versions": machine.versions(litellm_version(), peer_versions(args.targets)),
         "layout": layout_notes(args),
         "targets": labels,
         "notes": notes,
@@ -239,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     meta["checks"] = report.checks(cells, {t.name: t.dropped for t in live if t.dropped})
     meta["cache"] = report.cache_figures(cells)
+    meta["peers"] = report.peer_figures(cells)
     stem = f"results-{date}{'-quick' if args.quick else ''}{args.tag}"
     report.write_json(RESULTS / f"{stem}.json", meta, cells)
     (RESULTS / f"{stem}.md").write_text(report.markdown(meta, cells, labels))
@@ -246,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS / f"{stem}.png",
         cells,
         labels,
-        f"faregate vs pass-through vs LiteLLM, {date}{' (quick)' if args.quick else ''}",
+        f"faregate vs pass-through vs LiteLLM, Portkey and TensorZero, {date}{' (quick)' if args.quick else ''}",
     )
     raw.unlink()
     if args.holds:

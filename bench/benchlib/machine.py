@@ -39,7 +39,7 @@ def git_revision() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def versions(litellm: str | None) -> dict[str, str]:
+def versions(litellm: str | None, peers: dict[str, str] | None = None) -> dict[str, str]:
     try:  # ingest.py and usage.py do not need wrk: its version is "not installed" then
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
         wrk_text = wrk.stdout or wrk.stderr
@@ -56,6 +56,7 @@ def versions(litellm: str | None) -> dict[str, str]:
     }
     if litellm:
         out["LiteLLM"] = litellm
+    out.update(peers or {})
     return out
 
 

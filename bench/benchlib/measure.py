@@ -53,7 +53,8 @@ def place(target: Target, others: list[Target], ctx: Context, layout: Layout) ->
 
 def wrk_env(target: Target, scenario: Scenario) -> dict[str, str]:
     body = scenario.body(target.model(scenario), target.body_extra(scenario))
-    return {"BENCH_BODY": body, "BENCH_AUTH": target.auth or ""}
+    headers = "\n".join(f"{k}: {v}" for k, v in target.headers(scenario).items())
+    return {"BENCH_BODY": body, "BENCH_AUTH": target.auth or "", "BENCH_HEADERS": headers}
 
 
 def mock_requests(ctx: Context) -> int | None:

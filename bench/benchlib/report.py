@@ -20,6 +20,7 @@ FG, FG_PG, PT, LL, DIRECT = (
     "litellm",
     "direct",
 )
+PEERS = {LL: "LiteLLM", "portkey": "Portkey", "tensorzero": "TensorZero"}
 
 
 def _get(cells: Cells, scenario: str, target: str, key: str) -> float | None:
@@ -209,7 +210,9 @@ def markdown(meta: dict[str, Any], cells: Cells, target_labels: dict[str, str]) 
             )
         lines.append("")
     if meta.get("cache"):
-        lines += ["## Cache hits", "", *_cache_lines(meta["cache"]), ""]
+        lines += ["## Cache hits", "", *_figure_lines(meta["cache"]), ""]
+    if meta.get("peers"):
+        lines += ["## Against the peers", "", *_figure_lines(meta["peers"]), ""]
     lines += [
         "## Targets",
         "",
@@ -274,7 +277,31 @@ def cache_figures(cells: Cells) -> list[dict[str, Any]]:
     return out
 
 
-def _cache_lines(figures: list[dict[str, Any]]) -> list[str]:
+def peer_figures(cells: Cells) -> list[dict[str, Any]]:
+    """Each peer gateway's CPU per request against faregate embedded's, cell by cell, with
+    the full pipeline on faregate's side (no targets: LiteLLM's is a check of its own). The
+    cache cell is left to `cache_figures`: a peer without a cache answers it upstream."""
+    out = []
+    for peer, label in PEERS.items():
+        for scenario in cells:
+            if scenario == CACHED:
+                continue
+            value = _ratio(
+                _get(cells, scenario, peer, "cpu_ms_per_req"),
+                _get(cells, scenario, FG, "cpu_ms_per_req"),
+            )
+            if value is not None:
+                out.append(
+                    {
+                        "figure": f"{label} CPU per request / faregate embedded",
+                        "value": value,
+                        "basis": scenario,
+                    }
+                )
+    return out
+
+
+def _figure_lines(figures: list[dict[str, Any]]) -> list[str]:
     return [
         "| figure | value | basis |",
         "| --- | ---: | --- |",
@@ -400,7 +427,9 @@ def readme_section(meta: dict[str, Any], cells: Cells, labels: dict[str, str], s
         value = "-" if c["value"] is None else f"{c['value']:g}"
         lines.append(f"| {c['check']} ({c['basis']}) | {value} | {c['target']} | {met} |")
     if meta.get("cache"):
-        lines += ["", "Cache hits (no targets):", "", *_cache_lines(meta["cache"])]
+        lines += ["", "Cache hits (no targets):", "", *_figure_lines(meta["cache"])]
+    if meta.get("peers"):
+        lines += ["", "Against the peers (no targets):", "", *_figure_lines(meta["peers"])]
     if meta.get("notes"):
         lines += ["", "Notes from the run:", "", *[f"- {n}" for n in meta["notes"]]]
     lines.append(README_END)

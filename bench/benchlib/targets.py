@@ -1,4 +1,5 @@
-"""What is measured: the mock itself, the bare pass-through, faregate (two ways) and LiteLLM.
+"""What is measured: the mock itself, the bare pass-through, faregate (two ways), and the peer
+gateways LiteLLM, Portkey and TensorZero.
 
 Each target knows how to start on 127.0.0.1, which URL and model a scenario uses, which
 processes its CPU time is read from, and how to stop.
@@ -6,9 +7,12 @@ processes its CPU time is read from, and how to stop.
 
 from __future__ import annotations
 
+import json
 import secrets
+import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -61,6 +65,10 @@ class Target:
         """Fields this target needs in the scenario's body beside the common ones."""
         return None
 
+    def headers(self, scenario: Scenario) -> dict[str, str]:
+        """Request headers this target needs beside Content-Type and the bearer key."""
+        return {}
+
     def pids(self) -> list[int]:
         return self.proc.pids() if self.proc else []
 
@@ -81,7 +89,12 @@ class Target:
         from benchlib.scenarios import SCENARIOS
 
         for scenario in (SCENARIOS[0], SCENARIOS[2]):
-            status, body = post(self.url(scenario), scenario.body(self.model(scenario)), self.auth)
+            status, body = post(
+                self.url(scenario),
+                scenario.body(self.model(scenario), self.body_extra(scenario)),
+                self.auth,
+                self.headers(scenario),
+            )
             if status != 200:
                 raise RuntimeError(f"{self.name}: smoke request answered {status}: {body[:500]!r}")
             if scenario.stream:
@@ -92,8 +105,14 @@ class Target:
                 raise RuntimeError(f"{self.name}: malformed smoke reply: {body[:500]!r}")
 
 
-def post(url: str, body: str, auth: str | None, timeout: float = 30.0) -> tuple[int, bytes]:
-    headers = {"Content-Type": "application/json"}
+def post(
+    url: str,
+    body: str,
+    auth: str | None,
+    extra_headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json", **(extra_headers or {})}
     if auth:
         headers["Authorization"] = f"Bearer {auth}"
     request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
@@ -233,6 +252,177 @@ class LiteLLM(Target):
         return {"cache": {"use-cache": True}} if scenario.cached else None
 
 
+PORTKEY_DIR = BENCH / "portkey"
+PORTKEY_SERVER = (
+    PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+)
+
+
+def ensure_portkey(log: Path) -> Path:
+    """Portkey's gateway from the npm registry, at the version bench/portkey's lock file pins,
+    with Node.js and npm from Debian's packages if the machine has none."""
+    if PORTKEY_SERVER.exists():
+        return PORTKEY_SERVER
+    procs.apt_binary("node", "nodejs", log)
+    npm = procs.apt_binary("npm", "npm", log)
+    print("installing @portkey-ai/gateway into bench/portkey (first run only)", flush=True)
+    with open(log, "ab") as out:
+        # No install scripts: the package's own (patch-package) patches its sources, which
+        # the published build does not ship.
+        subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=PORTKEY_DIR,
+            stdout=out,
+            stderr=out,
+            check=True,
+        )
+    return PORTKEY_SERVER
+
+
+def portkey_versions() -> dict[str, str]:
+    """Portkey's gateway and the Node.js it runs on, where installed."""
+    out: dict[str, str] = {}
+    package = PORTKEY_SERVER.parent.parent / "package.json"
+    if package.exists():
+        out["Portkey gateway"] = json.loads(package.read_text())["version"]
+        node = shutil.which("node")
+        if node:
+            done = subprocess.run([node, "--version"], capture_output=True, text=True)
+            out["Node.js"] = done.stdout.strip().removeprefix("v")
+    return out
+
+
+class Portkey(Target):
+    """Portkey's open-source gateway (`@portkey-ai/gateway`) on Node.js, one process, no
+    database, routing each request to the mock by its headers as its docs show for an
+    OpenAI-compatible host (`x-portkey-provider: openai`, `x-portkey-custom-host`).
+    bench/portkey/local.mjs keeps it on 127.0.0.1 and works around its open bug with streams
+    on Node's fetch. Its open-source build has no response cache: in the cache cell every
+    request reaches the upstream, as `upstream / req` shows."""
+
+    def __init__(self) -> None:
+        super().__init__("portkey", "Portkey gateway (Node.js, no DB)")
+        self.port = 0
+        self.mock_url = ""
+
+    def start(self, ctx: Context) -> None:
+        server = ensure_portkey(ctx.work / "logs" / "portkey-install.log")
+        self.port = procs.free_port()
+        self.mock_url = ctx.mock_url
+        # A provider key is required by the gateway's checks; the mock reads none.
+        self.auth = "sk-bench-" + secrets.token_urlsafe(24)
+        self.proc = procs.start(
+            self.name,
+            [
+                shutil.which("node") or "node",
+                "--import",
+                str(PORTKEY_DIR / "local.mjs"),
+                str(server),
+                f"--port={self.port}",
+                "--headless",
+            ],
+            ctx.work / "logs" / "portkey.log",
+            env={"NODE_ENV": "production"},
+        )
+        procs.wait_http(f"http://127.0.0.1:{self.port}/", self.proc, timeout=60)
+
+    def url(self, scenario: Scenario) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+    def model(self, scenario: Scenario) -> str:
+        return "mock-small"
+
+    def headers(self, scenario: Scenario) -> dict[str, str]:
+        return {
+            "x-portkey-provider": "openai",
+            "x-portkey-custom-host": f"{self.mock_url}/d/{scenario.deployment}/v1",
+        }
+
+
+TENSORZERO_VENV = BENCH / ".venv-tensorzero"
+
+
+def ensure_tensorzero(log: Path) -> Path:
+    """TensorZero's Python package, which carries its gateway, in its own virtualenv."""
+    python = TENSORZERO_VENV / "bin" / "python"
+    if python.exists():
+        return python
+    print("installing tensorzero into bench/.venv-tensorzero (first run only)", flush=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    with open(log, "ab") as out:
+        subprocess.run(
+            [base, "-m", "venv", str(TENSORZERO_VENV)], stdout=out, stderr=out, check=True
+        )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "tensorzero"],
+            stdout=out,
+            stderr=out,
+            check=True,
+        )
+    return python
+
+
+def tensorzero_version() -> str | None:
+    python = TENSORZERO_VENV / "bin" / "python"
+    if not python.exists():
+        return None
+    out = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m;print(m.version('tensorzero'))"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() or None
+
+
+class TensorZero(Target):
+    """TensorZero's gateway (Rust) as the `tensorzero` package runs it, on its
+    OpenAI-compatible endpoint (`tensorzero::model_name::<model>`), observability off (it
+    would need ClickHouse), no database (bench/tensorzero_gateway.py)."""
+
+    def __init__(self) -> None:
+        super().__init__("tensorzero", "TensorZero gateway (Rust, no DB)")
+        self.base_url = ""
+
+    def start(self, ctx: Context) -> None:
+        python = ensure_tensorzero(ctx.work / "logs" / "tensorzero-install.log")
+        log = ctx.work / "logs" / "tensorzero.log"
+        self.proc = procs.start(
+            self.name,
+            [
+                str(python),
+                str(BENCH / "tensorzero_gateway.py"),
+                "--upstream",
+                ctx.mock_url,
+                "--config",
+                str(ctx.work / "tensorzero.toml"),
+            ],
+            log,
+            env={"RUST_LOG": "warn"},
+        )
+        deadline = time.monotonic() + 120
+        while not self.base_url:
+            if not self.proc.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"tensorzero did not start:\n{self.proc.tail()}")
+            line = next(
+                (
+                    x
+                    for x in log.read_text(errors="replace").splitlines()
+                    if x.startswith("BASE_URL ")
+                ),
+                None,
+            )
+            if line:
+                self.base_url = line.split(" ", 1)[1].strip().rstrip("/")
+            else:
+                time.sleep(0.2)
+
+    def url(self, scenario: Scenario) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def model(self, scenario: Scenario) -> str:
+        return f"tensorzero::model_name::bench-{scenario.deployment}"
+
+
 FAREGATE_BACKENDS = {  # name: (label, PostgreSQL, Redis)
     "faregate-embedded": ("faregate embedded (SQLite)", False, False),
     "faregate-pg": ("faregate, PostgreSQL", True, False),
@@ -295,6 +485,8 @@ def build(names: list[str]) -> list[Target]:
         "direct": Direct,
         "passthrough": Passthrough,
         "litellm": LiteLLM,
+        "portkey": Portkey,
+        "tensorzero": TensorZero,
     }
     for base in FAREGATE_BACKENDS:
         for name in (base, base + NO_WALLET):

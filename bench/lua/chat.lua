@@ -1,5 +1,6 @@
 -- One POST per request, the same JSON body every time; prints wrk's figures as one JSON line.
--- BENCH_BODY: the request body; BENCH_AUTH: the bearer key (optional).
+-- BENCH_BODY: the request body; BENCH_AUTH: the bearer key (optional); BENCH_HEADERS: more
+-- headers, one "Name: value" a line (optional).
 
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
@@ -7,6 +8,12 @@ wrk.headers["Content-Type"] = "application/json"
 local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. auth
+end
+for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.*)$")
+  if name then
+    wrk.headers[name] = value
+  end
 end
 
 done = function(summary, latency, requests)
