@@ -178,36 +178,45 @@ class Passthrough(Target):
 LITELLM_VENV = BENCH / ".venv-litellm"
 
 
-def ensure_litellm(log: Path) -> Path:
-    """LiteLLM's proxy in its own virtualenv, with the extras it needs to run at its best."""
-    exe = LITELLM_VENV / "bin" / "litellm"
-    if exe.exists():
-        return exe
-    print("installing litellm[proxy] into bench/.venv-litellm (first run only)", flush=True)
+def ensure_venv(venv: Path, packages: list[str], log: Path) -> Path:
+    """A virtualenv of its own for a peer, with `packages` installed; its Python. An install
+    cut short is begun again on the next run (the marker is written last)."""
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if marker.exists():
+        return python
+    print(f"installing {packages[0]} into bench/{venv.name} (first run only)", flush=True)
     base = getattr(sys, "_base_executable", sys.executable)
     with open(log, "ab") as out:
-        subprocess.run([base, "-m", "venv", str(LITELLM_VENV)], stdout=out, stderr=out, check=True)
-        pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([base, "-m", "venv", str(venv)], stdout=out, stderr=out, check=True)
+        pip = [str(python), "-m", "pip", "install", "-q"]
         subprocess.run([*pip, "--upgrade", "pip"], stdout=out, stderr=out, check=False)
-        subprocess.run(
-            [*pip, "litellm[proxy]", "httptools", "opentelemetry-sdk"],
-            stdout=out,
-            stderr=out,
-            check=True,
-        )
-    return exe
+        subprocess.run([*pip, *packages], stdout=out, stderr=out, check=True)
+    marker.write_text(" ".join(packages) + "\n")
+    return python
 
 
-def litellm_version() -> str | None:
-    python = LITELLM_VENV / "bin" / "python"
+def venv_version(venv: Path, dist: str) -> str | None:
+    """The version of `dist` installed in a peer's virtualenv, if it is installed."""
+    python = venv / "bin" / "python"
     if not python.exists():
         return None
     out = subprocess.run(
-        [str(python), "-c", "import importlib.metadata as m;print(m.version('litellm'))"],
+        [str(python), "-c", f"import importlib.metadata as m;print(m.version({dist!r}))"],
         capture_output=True,
         text=True,
     )
     return out.stdout.strip() or None
+
+
+def ensure_litellm(log: Path) -> Path:
+    """LiteLLM's proxy in its own virtualenv, with the extras it needs to run at its best."""
+    ensure_venv(LITELLM_VENV, ["litellm[proxy]", "httptools", "opentelemetry-sdk"], log)
+    return LITELLM_VENV / "bin" / "litellm"
+
+
+def litellm_version() -> str | None:
+    return venv_version(LITELLM_VENV, "litellm")
 
 
 class LiteLLM(Target):
@@ -261,7 +270,8 @@ PORTKEY_SERVER = (
 def ensure_portkey(log: Path) -> Path:
     """Portkey's gateway from the npm registry, at the version bench/portkey's lock file pins,
     with Node.js and npm from Debian's packages if the machine has none."""
-    if PORTKEY_SERVER.exists():
+    marker = PORTKEY_DIR / "node_modules" / ".installed"  # written last, as `ensure_venv`'s
+    if marker.exists():
         return PORTKEY_SERVER
     procs.apt_binary("node", "nodejs", log)
     npm = procs.apt_binary("npm", "npm", log)
@@ -276,6 +286,7 @@ def ensure_portkey(log: Path) -> Path:
             stderr=out,
             check=True,
         )
+    marker.write_text("npm ci\n")
     return PORTKEY_SERVER
 
 
@@ -344,34 +355,11 @@ TENSORZERO_VENV = BENCH / ".venv-tensorzero"
 
 def ensure_tensorzero(log: Path) -> Path:
     """TensorZero's Python package, which carries its gateway, in its own virtualenv."""
-    python = TENSORZERO_VENV / "bin" / "python"
-    if python.exists():
-        return python
-    print("installing tensorzero into bench/.venv-tensorzero (first run only)", flush=True)
-    base = getattr(sys, "_base_executable", sys.executable)
-    with open(log, "ab") as out:
-        subprocess.run(
-            [base, "-m", "venv", str(TENSORZERO_VENV)], stdout=out, stderr=out, check=True
-        )
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "tensorzero"],
-            stdout=out,
-            stderr=out,
-            check=True,
-        )
-    return python
+    return ensure_venv(TENSORZERO_VENV, ["tensorzero"], log)
 
 
 def tensorzero_version() -> str | None:
-    python = TENSORZERO_VENV / "bin" / "python"
-    if not python.exists():
-        return None
-    out = subprocess.run(
-        [str(python), "-c", "import importlib.metadata as m;print(m.version('tensorzero'))"],
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip() or None
+    return venv_version(TENSORZERO_VENV, "tensorzero")
 
 
 class TensorZero(Target):
