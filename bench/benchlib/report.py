@@ -340,7 +340,7 @@ def chart(path: Path, cells: Cells, target_labels: dict[str, str], title: str) -
 
     scenarios = list(cells)
     targets = list(dict.fromkeys(t for per in cells.values() for t in per))
-    fig, axes = plt.subplots(2, 1, figsize=(12, 8.5), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(max(12, 1.9 * len(scenarios)), 9), sharex=True)
     width = 0.8 / max(len(targets), 1)
     for ax, key, ylabel in (
         (axes[0], "rps", "requests/s (log)"),
@@ -363,8 +363,9 @@ def chart(path: Path, cells: Cells, target_labels: dict[str, str], title: str) -
         ax.grid(axis="y", which="both", alpha=0.3)
     axes[1].set_xticks(range(len(scenarios)))
     axes[1].set_xticklabels([BY_KEY[s].label.replace(", ", "\n", 1) for s in scenarios], fontsize=8)
-    axes[0].legend(fontsize=8, ncol=3)
-    axes[0].set_title(title)
+    # Above the bars, not on them: with seven targets the legend covered a cell.
+    axes[0].legend(fontsize=8, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
