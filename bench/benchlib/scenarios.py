@@ -20,6 +20,16 @@ class Scenario:
     # Every request the same and greedy (temperature 0): after the first, a gateway with a
     # response cache answers from it, without the upstream.
     cached: bool = False
+    # The gateways' model has two deployments, the first one's provider down (the mock's
+    # `down` answers every request 500 or 503): each gateway fails over as configured.
+    # direct and the pass-through, which cannot, go to `deployment` (`fast`): the cost of
+    # a request that reaches a healthy provider at once.
+    failover: bool = False
+
+    @property
+    def model_name(self) -> str:
+        """The model name the gateways' configurations give this cell (`bench-...`)."""
+        return "bench-failover" if self.failover else f"bench-{self.deployment}"
 
     @property
     def same_core(self) -> bool:
@@ -53,6 +63,7 @@ SCENARIOS = [
     Scenario("chat50-c128", "chat, 50 ms upstream, c=128", "slow50", False, 128),
     Scenario("paced-c128", "paced stream (50 ms + 22 x 5 ms), c=128", "paced", True, 128),
     Scenario("cached-c32", "chat, cache hits, c=32", "fast", False, 32, cached=True),
+    Scenario("failover-c32", "chat, first provider down, c=32", "fast", False, 32, failover=True),
 ]
 
 BY_KEY = {s.key: s for s in SCENARIOS}

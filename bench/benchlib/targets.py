@@ -27,7 +27,7 @@ from benchlib.scenarios import Scenario
 BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
 CONFIGS = BENCH / "configs"
-DEPLOYMENTS = ("fast", "slow50", "paced")
+DEPLOYMENTS = ("fast", "slow50", "paced", "down")
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Target:
         raise NotImplementedError
 
     def model(self, scenario: Scenario) -> str:
-        return f"bench-{scenario.deployment}"
+        return scenario.model_name
 
     def body_extra(self, scenario: Scenario) -> dict[str, object] | None:
         """Fields this target needs in the scenario's body beside the common ones."""
@@ -344,6 +344,17 @@ class Portkey(Target):
         return "mock-small"
 
     def headers(self, scenario: Scenario) -> dict[str, str]:
+        if scenario.failover:  # its fallback strategy, in the config header it documents
+            targets = [
+                {
+                    "provider": "openai",
+                    "api_key": self.auth,
+                    "custom_host": f"{self.mock_url}/d/{d}/v1",
+                }
+                for d in ("down", scenario.deployment)
+            ]
+            config = {"strategy": {"mode": "fallback"}, "targets": targets}
+            return {"x-portkey-config": json.dumps(config, separators=(",", ":"))}
         return {
             "x-portkey-provider": "openai",
             "x-portkey-custom-host": f"{self.mock_url}/d/{scenario.deployment}/v1",
@@ -408,7 +419,7 @@ class TensorZero(Target):
         return f"{self.base_url}/chat/completions"
 
     def model(self, scenario: Scenario) -> str:
-        return f"tensorzero::model_name::bench-{scenario.deployment}"
+        return f"tensorzero::model_name::{scenario.model_name}"
 
 
 FAREGATE_BACKENDS = {  # name: (label, PostgreSQL, Redis)
