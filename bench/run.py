@@ -1,7 +1,8 @@
 """`make bench`: faregate against the mock provider, a bare pass-through and three peer gateways.
 
 Installs what it needs (wrk with apt-get, LiteLLM into bench/.venv-litellm, TensorZero into
-bench/.venv-tensorzero, Portkey's gateway into bench/portkey with npm, matplotlib on demand), starts every server on 127.0.0.1, measures every cell and writes
+bench/.venv-tensorzero, Portkey's gateway into bench/portkey with npm, matplotlib on
+demand), starts every server on 127.0.0.1, measures every cell and writes
 bench/results/results-DATE.{md,json,png}. See bench/README.md for what the figures mean.
 
     python bench/run.py                    # 3 x 10 s per cell after a 3 s warm-up
@@ -271,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS / f"{stem}.png",
         cells,
         labels,
-        f"faregate vs pass-through vs LiteLLM, Portkey and TensorZero, {date}{' (quick)' if args.quick else ''}",
+        f"faregate vs pass-through vs LiteLLM, Portkey and TensorZero, {date}"
+        + (" (quick)" if args.quick else ""),
     )
     raw.unlink()
     if args.holds:
