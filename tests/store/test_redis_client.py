@@ -180,8 +180,8 @@ async def test_gets_travel_with_the_script_calls_of_their_turn(
     )
     assert sizes == [4]
     assert replies == [b"\x00answer\n", 2, None, b"\x00answer\n"]
+    await client.hset(redis_prefix + "h", "f", "v")
     with pytest.raises(redis_errors.ResponseError):  # a GET of a hash: its own error
-        await client.hset(redis_prefix + "h", "f", "v")
         await client.get(redis_prefix + "h")
 
 
