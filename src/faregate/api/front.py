@@ -35,7 +35,6 @@ from faregate.api.common import new_request_id
 from faregate.api.errors import count_error, error_headers, internal_error
 from faregate.api.state import SERVICES, Services
 from faregate.errors import FaregateError
-from faregate.store import quiet
 
 log = logging.getLogger("faregate.api")
 
@@ -158,7 +157,6 @@ class _Connection(asyncio.Protocol):
         "idle_since",
         "loop",
         "paused_reading",
-        "quiet",
         "task",
         "transport",
         "write_paused",
@@ -169,7 +167,6 @@ class _Connection(asyncio.Protocol):
         # Made by the loop for a new connection. Kept: on Python 3.11 asyncio's
         # get_running_loop() (and current_task()) make a getpid() system call each time.
         self.loop = asyncio.get_running_loop()
-        self.quiet = quiet.of_loop(self.loop)  # requests in flight, for the writers' pacing
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.busy = False
@@ -242,7 +239,6 @@ class _Connection(asyncio.Protocol):
         del buffer[: start + length]
         self.busy = True
         self.head_sent = False
-        self.quiet.enter()
         # Held here: the loop keeps only a weak reference to a task.
         self.task = self.loop.create_task(self._serve(route, headers, body, close))
 
@@ -252,8 +248,6 @@ class _Connection(asyncio.Protocol):
         except Exception:  # a route answers its own errors; this is the last resort
             log.exception("front: unhandled error")
             close = True
-        finally:
-            self.quiet.leave()
         self.busy = False
         self.idle_since = time.monotonic()
         transport = self.transport

@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.metering import derived, event_store, rollups
 from faregate.metering.journal import Journal
-from faregate.store import quiet
 from faregate.store.chunks import slice_size
 from faregate.store.db import WriteConnection, next_beat
 from faregate.store.inserts import BatchInsert
@@ -182,11 +181,8 @@ class UsageWriter:
         return len(leftovers)
 
     async def _run(self) -> None:
-        if self._carries:  # SQLite: its work shares the core with the requests
-            quiet.pace_this_task()
         while not self._closing:
             await next_beat(self._wake, self._interval, arrived=self._arrived)
-            await quiet.step()
             try:
                 await self.flush()
             except Exception:  # the segment stays on disk and is retried next round
@@ -292,7 +288,7 @@ class UsageWriter:
                 memos = rollups.dims_memos()
                 for start in range(0, len(carried), step):  # yielding between slices
                     if start:
-                        await quiet.step(yielding=True)
+                        await asyncio.sleep(0)
                     rollups.accumulate_carried(cells, specs, carried[start : start + step], memos)
                 # On SQLite, a slice at a time (see _SLICE); a repeat of an event of an
                 # earlier slice is a conflict, so it is not counted twice.

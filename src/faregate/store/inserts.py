@@ -21,6 +21,7 @@ On SQLite two more things count as much as the binding:
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -35,7 +36,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
-from faregate.store import quiet
 from faregate.store.chunks import fixed_size_chunks
 
 Processor = Callable[[Any], Any]
@@ -51,8 +51,6 @@ PLAIN_FIRST = 16
 # The row counts of SQLite's multi-row statements: 128 rows of 35 columns stay far below
 # SQLite's 32,766 parameters and are bound in about half a millisecond.
 SQLITE_CHUNKS = (128, 32, 8, 1)
-# A paced writer's (store.quiet): each chunk is a step, bound in ~0.1-0.3 ms.
-PACED_CHUNKS = (32, 8, 1)
 BIND_YIELDS = 4
 T = TypeVar("T")
 # Statements of one chunk each: its row count and its parameters, flat.
@@ -238,13 +236,13 @@ async def _bind_chunks(
     yield waits for a whole turn of the loop (dozens of requests), so a number of yields
     that grew with the batch would let the writer fall behind for good. Light traffic
     gives small batches, and so small pieces of binding between yields."""
-    parts = list(fixed_size_chunks(rows, PACED_CHUNKS if quiet.paced() else SQLITE_CHUNKS))
+    parts = list(fixed_size_chunks(rows, SQLITE_CHUNKS))
     per_yield = -(-len(parts) // BIND_YIELDS)
     chunks: Chunks = []
     every: list[list[Any]] = []
     for i, chunk in enumerate(parts):
-        if i:  # a paced writer's turn before every chunk, while quiet moments come
-            await quiet.step(yielding=i % per_yield == 0)
+        if i and i % per_yield == 0:
+            await asyncio.sleep(0)
         bound = _bind(chunk, binders)
         chunks.append((len(bound), tuple(chain.from_iterable(bound))))
         every += bound
@@ -256,7 +254,6 @@ async def on_thread(conn: AsyncConnection, work: Callable[[sqlite3.Connection], 
     the caller's transaction: many statements for one hand-over, not one each. A connection
     that holds its driver connection hands it over as it is; `get_raw_connection` is for
     one that has to get it again (a greenlet started for nothing, else)."""
-    await quiet.step()  # a paced writer's turn: the thread's work shares the core
     sync = conn.sync_connection
     if sync is not None and not sync.closed and not sync.invalidated:
         raw: Any = sync.connection

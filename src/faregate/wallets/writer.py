@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.metering.journal import Journal
-from faregate.store import quiet
 from faregate.store.db import WriteConnection, next_beat
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
@@ -134,12 +133,9 @@ class LedgerWriter:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
 
     async def _run(self) -> None:
-        if self._engine.dialect.name == "sqlite":  # its work shares the core with the requests
-            quiet.pace_this_task()
         while not self._closing:
             # Half an interval after the usage writer's flushes.
             await next_beat(self._wake, self._interval, phase=0.5, arrived=self._arrived)
-            await quiet.step()
             try:
                 await self.flush()
             except Exception:  # the sealed segment stays on disk and is retried
