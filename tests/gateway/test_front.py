@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from faregate import inflight
 from faregate.api import front
 from faregate.api.front import _head as response_head
 from faregate.api.front import parse_head
@@ -327,3 +328,46 @@ async def test_a_stream_with_a_wait_writes_what_arrived_before_it_at_once() -> N
     first, last = conn.transport.writes
     assert first.count(b"data: {") == 2  # the head and the chunks before the wait
     assert last.count(b"data: {") == 1 and last.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+async def test_requests_in_flight_are_counted_on_both_fronts(
+    tmp_path: Path, mock: MockServer
+) -> None:
+    """What the batched writers' clock reads (faregate.inflight): a request counts from the
+    moment it is taken until it is answered, on the lean front and on aiohttp's alike, and
+    the count falling to zero is a lull."""
+    gw = await start_gateway(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", mock)
+    count = inflight.of_loop(asyncio.get_running_loop())
+    try:
+        mock.config.deployments["openai"] = MockBehaviour(latency=0.4)
+        lulls = count.lulls
+        hot_reader, hot_writer = await connect(gw)
+        hot_writer.write(post(gw.key, CHAT))
+        # A chunked body: handed to aiohttp, which serves it through its middleware.
+        aio_reader, aio_writer = await connect(gw)
+        aio_writer.write(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gw.key}\r\n"
+            f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            f"{len(CHAT):x}\r\n".encode()
+            + CHAT
+            + b"\r\n0\r\n\r\n"
+        )
+        for _ in range(100):
+            if count.requests == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert count.requests == 2  # both waiting on the upstream
+        assert count.lulls == lulls
+        for reader in (hot_reader, aio_reader):
+            status, _, body = await read_response(reader)
+            assert status == 200 and orjson.loads(body)["object"] == "chat.completion"
+        for _ in range(100):
+            if not count.requests:
+                break
+            await asyncio.sleep(0.01)
+        assert count.requests == 0
+        assert count.lulls == lulls + 1  # one lull: the two were in flight together
+        hot_writer.close()
+        aio_writer.close()
+    finally:
+        await gw.runner.cleanup()

@@ -1,11 +1,13 @@
-"""The batched writers' flush clock: a fixed beat, each writer at its phase of it."""
+"""The batched writers' flush clock: a fixed beat, each writer at its phase of it, twice as
+fast on SQLite while the serving loop has lulls."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from faregate.store.db import create_engine, default_flush_s, next_beat
+from faregate import inflight
+from faregate.store.db import LIGHT_SHARE, FlushClock, create_engine, default_flush_s, next_beat
 
 INTERVAL = 0.05
 
@@ -78,3 +80,40 @@ async def test_writers_flush_more_often_on_sqlite_than_on_postgresql(tmp_path: P
     finally:
         await sqlite.dispose()
         await postgres.dispose()
+
+
+async def test_on_sqlite_a_writer_flushes_sooner_while_requests_leave_lulls(
+    tmp_path: Path,
+) -> None:
+    """Light load (a moment with no request in flight since the last flush): the light
+    interval. Requests in flight without a break since the last flush: the full one."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'beat.db'}")
+    count = inflight.of_loop(asyncio.get_running_loop())
+    try:
+        clock = FlushClock(engine, INTERVAL)
+        assert clock.current() == INTERVAL * LIGHT_SHARE  # idle: nothing in flight
+        count.enter()
+        assert clock.current() == INTERVAL * LIGHT_SHARE  # the idle moment before it
+        count.enter()
+        count.leave()
+        assert clock.current() == INTERVAL  # one in flight all along: under load
+        count.leave()  # a lull
+        count.enter()
+        assert clock.current() == INTERVAL * LIGHT_SHARE
+        assert clock.current() == INTERVAL
+        count.leave()
+        assert clock.current() == INTERVAL * LIGHT_SHARE
+    finally:
+        await engine.dispose()
+
+
+async def test_on_postgresql_the_interval_does_not_change_with_the_load() -> None:
+    """PostgreSQL does a flush's work in its own process: the fixed cost of more flushes
+    would buy nothing."""
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    try:
+        clock = FlushClock(engine, 0.2)
+        assert clock.current() == 0.2
+        assert clock.current() == 0.2
+    finally:
+        await engine.dispose()

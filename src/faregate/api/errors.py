@@ -3,6 +3,7 @@ are logged with the request id and answered with a generic 500: no traceback, no
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
+from faregate import inflight
 from faregate.api.common import REQUEST_ID
 from faregate.errors import FaregateError, NotFound, PayloadTooLarge
 
@@ -74,6 +76,10 @@ def _counted(request: web.Request, err: FaregateError) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as OpenAI-shaped bodies; and the request counted in flight while it is served
+    (`faregate.inflight`), as the hot endpoints' front counts its own."""
+    in_flight = inflight.of_loop(asyncio.get_running_loop())
+    in_flight.enter()
     try:
         return await handler(request)
     except FaregateError as err:
@@ -84,3 +90,5 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _counted(request, _from_http_exception(exc))
     except Exception:
         return _counted(request, internal_error(request.get(REQUEST_ID), request.path))
+    finally:
+        in_flight.leave()

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from faregate import inflight
 from faregate.api import openai, validate
 from faregate.api.common import new_request_id
 from faregate.api.errors import count_error, error_headers, internal_error
@@ -155,6 +156,7 @@ class _Connection(asyncio.Protocol):
         "front",
         "head_sent",
         "idle_since",
+        "in_flight",
         "loop",
         "paused_reading",
         "task",
@@ -167,6 +169,7 @@ class _Connection(asyncio.Protocol):
         # Made by the loop for a new connection. Kept: on Python 3.11 asyncio's
         # get_running_loop() (and current_task()) make a getpid() system call each time.
         self.loop = asyncio.get_running_loop()
+        self.in_flight = inflight.of_loop(self.loop)  # the loop's requests (faregate.inflight)
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.busy = False
@@ -239,6 +242,7 @@ class _Connection(asyncio.Protocol):
         del buffer[: start + length]
         self.busy = True
         self.head_sent = False
+        self.in_flight.enter()
         # Held here: the loop keeps only a weak reference to a task.
         self.task = self.loop.create_task(self._serve(route, headers, body, close))
 
@@ -248,6 +252,8 @@ class _Connection(asyncio.Protocol):
         except Exception:  # a route answers its own errors; this is the last resort
             log.exception("front: unhandled error")
             close = True
+        finally:
+            self.in_flight.leave()
         self.busy = False
         self.idle_since = time.monotonic()
         transport = self.transport

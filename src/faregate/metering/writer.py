@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from faregate.metering import derived, event_store, rollups
 from faregate.metering.journal import Journal
 from faregate.store.chunks import slice_size
-from faregate.store.db import WriteConnection, next_beat
+from faregate.store.db import FlushClock, WriteConnection
 from faregate.store.inserts import BatchInsert
 from faregate.store.tables.metering import requests
 
@@ -83,7 +83,7 @@ class UsageWriter:
     ):
         self._engine = engine
         self._journal = Journal(journal_dir)
-        self._interval = flush_interval
+        self._clock = FlushClock(engine, flush_interval)
         self._max_batch = max_batch
         self._requests: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []  # to store as rows
@@ -182,7 +182,7 @@ class UsageWriter:
 
     async def _run(self) -> None:
         while not self._closing:
-            await next_beat(self._wake, self._interval, arrived=self._arrived)
+            await self._clock.next(self._wake, arrived=self._arrived)
             try:
                 await self.flush()
             except Exception:  # the segment stays on disk and is retried next round

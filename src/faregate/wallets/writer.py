@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faregate.metering.journal import Journal
-from faregate.store.db import WriteConnection, next_beat
+from faregate.store.db import FlushClock, WriteConnection
 from faregate.wallets import ledger
 from faregate.wallets import repository as repo
 from faregate.wallets.ledger import Entry
@@ -73,7 +73,8 @@ class LedgerWriter:
     ) -> None:
         self._engine = engine
         self._journal = Journal(journal_dir)
-        self._interval = flush_interval
+        # Half an interval after the usage writer's flushes.
+        self._clock = FlushClock(engine, flush_interval, phase=0.5)
         self._pending: list[Entry] = []
         # Holds taken since the journal was last sealed and not finished yet, by hold id:
         # (wallet, amount, when). See `hold`.
@@ -134,8 +135,7 @@ class LedgerWriter:
 
     async def _run(self) -> None:
         while not self._closing:
-            # Half an interval after the usage writer's flushes.
-            await next_beat(self._wake, self._interval, phase=0.5, arrived=self._arrived)
+            await self._clock.next(self._wake, arrived=self._arrived)
             try:
                 await self.flush()
             except Exception:  # the sealed segment stays on disk and is retried
