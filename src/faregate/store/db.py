@@ -119,19 +119,19 @@ class FlushClock:
     load the requests queue anyway and the fixed cost is what counts: twice the flushes
     would add ~2.5% to a request's CPU at c = 32, so the interval stays."""
 
-    __slots__ = ("_count", "_idle", "_lulls_seen", "_paced", "interval", "phase")
+    __slots__ = ("_by_load", "_count", "_idle", "_lulls_seen", "interval", "phase")
 
     def __init__(self, engine: AsyncEngine, interval: float, phase: float = 0.0) -> None:
         self.interval = interval
         self.phase = phase
-        self._paced = engine.dialect.name == "sqlite"
+        self._by_load = engine.dialect.name == "sqlite"  # PostgreSQL: the interval as it is
         self._count: InFlight | None = None  # the writer's loop's, once it runs
         self._lulls_seen = 0
         self._idle = True  # at the last call: a lull, for the interval that followed
 
     def current(self) -> float:
         """The interval to the next flush: light if a lull came since the last call."""
-        if not self._paced:
+        if not self._by_load:
             return self.interval
         count = self._count
         if count is None:
